@@ -1,0 +1,39 @@
+"""Errors for a user's mistakes, as opposed to bugs.
+
+A :class:`HarmonizeError` carries a message written for the person who made the mistake: it names the file,
+row, column or argument and says how to fix it. The CLI prints it without a traceback (unless ``--debug``)
+and exits with status 1. Bugs raise ordinary exceptions and keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["HarmonizeError", "ManifestError", "ConfigError"]
+
+
+class HarmonizeError(Exception):
+    """A problem with what the user gave (a file, a row, an argument), with every problem listed.
+
+    Args:
+        message: one paragraph: what is wrong, where, and how to fix it.
+        problems: further problems of the same kind, one line each (e.g. one per manifest row).
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        self.message = message
+        self.problems = list(problems)
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return self.message
+        return self.message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class ManifestError(HarmonizeError, ValueError):
+    """A manifest (CSV of scans) that cannot be used as it is."""
+
+
+class ConfigError(HarmonizeError, ValueError):
+    """An argument, setting or bundle override that is out of range or inconsistent."""

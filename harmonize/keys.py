@@ -1,0 +1,130 @@
+"""Every string key and every choice of the package, in one place.
+
+Batch dictionaries, manifest columns, ``engine.state`` attributes, modes and methods are all named here, so
+that data, handlers, bundles and the CLI agree. The enums are :class:`monai.utils.StrEnum`, so a member
+compares equal to its string value and bundle configs can use plain strings.
+"""
+
+from __future__ import annotations
+
+from monai.utils import StrEnum
+
+__all__ = [
+    "Keys",
+    "Split",
+    "Sex",
+    "StateKeys",
+    "UnlearningMode",
+    "ConfoundKind",
+    "Method",
+    "ReconMethod",
+    "MaskType",
+]
+
+
+class Keys(StrEnum):
+    """Keys of a sample dictionary, which are also the manifest's column names.
+
+    - ``SUBJECT_ID``: unique id of a scan (manifest column, carried into every sample).
+    - ``IMAGE``: the image (path in a manifest, tensor in a batch).
+    - ``LABEL``: a segmentation label map (path in a manifest, tensor in a batch).
+    - ``SITE``: the scanner or site (string id in a manifest, integer index in a batch).
+    - ``AGE``: age in years.
+    - ``SEX``: sex (``F``/``M`` in a manifest, 0/1 in a batch).
+    - ``SPLIT``: ``train``/``val``/``test``.
+    - ``MASK``: a brain (foreground) mask.
+    - ``TARGET``: the regression or reconstruction target of a task.
+    - ``KSPACE``, ``MASKED_KSPACE``, ``SAMPLING_MASK``: reconstruction inputs.
+    - ``FORGET``: boolean manifest column marking the data a model must forget.
+    - ``HAS_LABEL``: whether a sample carries a task label (semi-supervised training).
+    """
+
+    SUBJECT_ID = "subject_id"
+    IMAGE = "image"
+    LABEL = "label"
+    SITE = "site"
+    AGE = "age"
+    SEX = "sex"
+    SPLIT = "split"
+    MASK = "mask"
+    TARGET = "target"
+    KSPACE = "kspace"
+    MASKED_KSPACE = "masked_kspace"
+    SAMPLING_MASK = "sampling_mask"
+    FORGET = "forget"
+    HAS_LABEL = "has_label"
+
+
+class Split(StrEnum):
+    """Values of the manifest's ``split`` column."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class Sex(StrEnum):
+    """Values of the manifest's ``sex`` column (mapped to 0 and 1 in a batch, in this order)."""
+
+    FEMALE = "F"
+    MALE = "M"
+
+
+class StateKeys(StrEnum):
+    """Attributes that handlers set on ``engine.state`` (read by StatsHandler, TensorBoard and checkpoints)."""
+
+    TASK_LOSS = "task_loss"
+    DOMAIN_LOSS = "domain_loss"
+    DOMAIN_ACC = "domain_acc"
+    CONFUSION_LOSS = "confusion_loss"
+    UNLEARNING_PHASE = "unlearning_phase"
+    FORGET_LOSS = "forget_loss"
+
+
+class UnlearningMode(StrEnum):
+    """How :class:`~harmonize.handlers.DomainUnlearningHandler` runs the three updates of a batch.
+
+    - ``ALTERNATING``: the faithful loop of Dinsdale et al.: task step, head step on detached features, then a
+      second forward pass whose confusion loss updates the feature extractor only.
+    - ``FUSED``: one forward pass; the head steps on the detached features and the confusion gradient is added
+      to the task loss before the trainer's own backward pass.
+    """
+
+    ALTERNATING = "alternating"
+    FUSED = "fused"
+
+
+class ConfoundKind(StrEnum):
+    """A confound is categorical (site, sex) or continuous (age, binned by quantiles for its head)."""
+
+    CATEGORICAL = "categorical"
+    CONTINUOUS = "continuous"
+
+
+class Method(StrEnum):
+    """Harmonisation methods compared by ``harmonize compare`` and the demo."""
+
+    NONE = "none"
+    UNLEARNING = "unlearning"
+    DANN = "dann"
+    COMBAT = "combat"
+
+
+class ReconMethod(StrEnum):
+    """Machine-unlearning methods for reconstruction (Xue et al.), plus the reference models."""
+
+    ORIGINAL = "original"
+    ORACLE = "oracle"
+    FT = "ft"
+    GA = "ga"
+    GA_L1 = "ga_l1"
+    GA_L1_FT = "ga_l1_ft"
+    NL = "nl"
+    NL_FT = "nl_ft"
+
+
+class MaskType(StrEnum):
+    """Cartesian k-space undersampling patterns."""
+
+    EQUISPACED = "equispaced"
+    RANDOM = "random"
