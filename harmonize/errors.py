@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["HarmonizeError", "ManifestError", "ConfigError"]
+__all__ = ["HarmonizeError", "ManifestError", "ConfigError", "check_option"]
 
 
 class HarmonizeError(Exception):
@@ -37,3 +37,25 @@ class ManifestError(HarmonizeError, ValueError):
 
 class ConfigError(HarmonizeError, ValueError):
     """An argument, setting or bundle override that is out of range or inconsistent."""
+
+
+def check_option(name: str, value: object, choices: type) -> str:
+    """Check a user's choice against an enum of valid values, suggesting the nearest one.
+
+    Args:
+        name: the argument's name, used in the message.
+        value: what the user gave.
+        choices: a ``StrEnum`` of valid values (from :mod:`harmonize.keys`).
+
+    Returns:
+        The valid value as a string.
+
+    Raises:
+        ConfigError: naming the argument, the value, and the valid choices.
+    """
+    from monai.utils import look_up_option
+
+    try:
+        return str(look_up_option(str(value), choices))
+    except ValueError as err:
+        raise ConfigError(f"Argument '{name}': {err}") from None

@@ -19,6 +19,9 @@ __all__ = [
     "Method",
     "ReconMethod",
     "MaskType",
+    "NoiseMode",
+    "MaskMethod",
+    "PhantomKind",
 ]
 
 
@@ -37,6 +40,9 @@ class Keys(StrEnum):
     - ``KSPACE``, ``MASKED_KSPACE``, ``SAMPLING_MASK``: reconstruction inputs.
     - ``FORGET``: boolean manifest column marking the data a model must forget.
     - ``HAS_LABEL``: whether a sample carries a task label (semi-supervised training).
+    - ``VOLUME_ID``, ``SLICE_INDEX``: which volume a 2D reconstruction slice comes from, and where (metrics are
+      computed per volume, as in fastMRI).
+    - ``TISSUES``: partial-volume tissue probability maps (CSF, GM, WM channels) of a synthetic subject.
     """
 
     SUBJECT_ID = "subject_id"
@@ -53,6 +59,9 @@ class Keys(StrEnum):
     SAMPLING_MASK = "sampling_mask"
     FORGET = "forget"
     HAS_LABEL = "has_label"
+    VOLUME_ID = "volume_id"
+    SLICE_INDEX = "slice_index"
+    TISSUES = "tissues"
 
 
 class Split(StrEnum):
@@ -79,6 +88,7 @@ class StateKeys(StrEnum):
     CONFUSION_LOSS = "confusion_loss"
     UNLEARNING_PHASE = "unlearning_phase"
     FORGET_LOSS = "forget_loss"
+    RETAIN_LOSS = "retain_loss"
 
 
 class UnlearningMode(StrEnum):
@@ -88,10 +98,13 @@ class UnlearningMode(StrEnum):
       second forward pass whose confusion loss updates the feature extractor only.
     - ``FUSED``: one forward pass; the head steps on the detached features and the confusion gradient is added
       to the task loss before the trainer's own backward pass.
+    - ``DANN``: the baseline of Ganin & Lempitsky (2015): the heads read the features through a gradient-reversal
+      layer and their loss is added to the task loss.
     """
 
     ALTERNATING = "alternating"
     FUSED = "fused"
+    DANN = "dann"
 
 
 class ConfoundKind(StrEnum):
@@ -111,7 +124,10 @@ class Method(StrEnum):
 
 
 class ReconMethod(StrEnum):
-    """Machine-unlearning methods for reconstruction (Xue et al.), plus the reference models."""
+    """Machine-unlearning methods for reconstruction (Xue et al.), plus the reference models.
+
+    ``RETRAIN_SUBSET`` is a baseline: retrain from scratch on the same retain subset that the FT variants use.
+    """
 
     ORIGINAL = "original"
     ORACLE = "oracle"
@@ -121,6 +137,7 @@ class ReconMethod(StrEnum):
     GA_L1_FT = "ga_l1_ft"
     NL = "nl"
     NL_FT = "nl_ft"
+    RETRAIN_SUBSET = "retrain_subset"
 
 
 class MaskType(StrEnum):
@@ -128,3 +145,34 @@ class MaskType(StrEnum):
 
     EQUISPACED = "equispaced"
     RANDOM = "random"
+
+
+class NoiseMode(StrEnum):
+    """How noisy labelling (NL, Xue et al.) corrupts the targets of forget samples.
+
+    - ``REPLACE``: the target is replaced by Gaussian noise.
+    - ``ADD``: Gaussian noise is added to the target.
+    """
+
+    REPLACE = "replace"
+    ADD = "add"
+
+
+class MaskMethod(StrEnum):
+    """How preprocessing finds the foreground (head or brain) mask of an image.
+
+    - ``OTSU``: voxels above Otsu's threshold, largest connected component, holes filled (images with a dark,
+      near-zero background, e.g. T1).
+    - ``NONZERO``: every voxel that is not exactly zero (images already skull-stripped and masked).
+    """
+
+    OTSU = "otsu"
+    NONZERO = "nonzero"
+
+
+class PhantomKind(StrEnum):
+    """Which phantom a forget-domain volume is: the Shepp-Logan head, random ellipsoids, or either at random."""
+
+    SHEPP_LOGAN = "shepp_logan"
+    ELLIPSES = "ellipses"
+    MIXED = "mixed"

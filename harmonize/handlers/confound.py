@@ -1,0 +1,130 @@
+"""A variable to unlearn from a network's features: the scanner, or a confound such as sex or age."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from harmonize.errors import ConfigError
+from harmonize.keys import ConfoundKind, Keys
+
+__all__ = ["Confound", "quantile_bin_edges"]
+
+#: Index that marks a sample whose confound value is unknown (it is left out of that confound's losses).
+MISSING = -1
+
+
+def quantile_bin_edges(values: Sequence[float] | np.ndarray, num_bins: int) -> list[float]:
+    """Inner edges that split ``values`` into ``num_bins`` bins of about equal count.
+
+    Equal-count bins make the uniform distribution over bins the honest "knows nothing" answer, which is the
+    target of the confusion loss; equal-width bins would ask the features to forget that the age histogram is
+    not flat.
+
+    Args:
+        values: observed values of the continuous confound (non-finite values are ignored).
+        num_bins: number of bins (>= 2).
+
+    Returns:
+        ``num_bins - 1`` increasing edges.
+    """
+    if num_bins < 2:
+        raise ConfigError(f"num_bins must be at least 2, got {num_bins}.")
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size < num_bins:
+        raise ConfigError(f"Need at least {num_bins} finite values to make {num_bins} quantile bins, got {arr.size}.")
+    edges = np.quantile(arr, np.linspace(0, 1, num_bins + 1)[1:-1])
+    if np.any(np.diff(edges) <= 0):
+        raise ConfigError(
+            f"The values have too many ties for {num_bins} quantile bins (edges {edges.tolist()}); use fewer bins."
+        )
+    return edges.tolist()
+
+
+@dataclass
+class Confound:
+    """One variable whose information the features must lose, with its domain head and weights.
+
+    Args:
+        head: the domain head, mapping features to ``num_classes`` logits (e.g. :class:`~harmonize.networks.DomainHead`).
+        num_classes: number of classes of the head (sites, sexes, or bins of a continuous confound).
+        key: batch key holding the confound's value: an integer index for a categorical confound (``-1`` when
+            unknown), a float for a continuous one (``NaN`` when unknown).
+        name: short name used in ``engine.state`` attributes (``domain_acc_<name>``); defaults to ``key``.
+        kind: categorical or continuous.
+        bin_edges: for a continuous confound, the inner edges of its bins (see :func:`quantile_bin_edges`).
+        beta: weight of the confusion loss, a number or a function of the epoch (a schedule).
+        alpha: weight of the domain loss.
+        class_weights: optional weights per class for the domain loss (unbalanced sites).
+    """
+
+    head: nn.Module
+    num_classes: int
+    key: str = Keys.SITE
+    name: str | None = None
+    kind: ConfoundKind | str = ConfoundKind.CATEGORICAL
+    bin_edges: Sequence[float] | None = None
+    beta: float | Callable[[int], float] = 10.0
+    alpha: float = 1.0
+    class_weights: Sequence[float] | None = None
+    _edges: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = str(self.name or self.key)
+        self.kind = ConfoundKind(self.kind)
+        if self.num_classes < 2:
+            raise ConfigError(f"Confound '{self.name}': num_classes must be at least 2, got {self.num_classes}.")
+        if self.kind == ConfoundKind.CONTINUOUS:
+            if self.bin_edges is None or len(self.bin_edges) != self.num_classes - 1:
+                raise ConfigError(
+                    f"Confound '{self.name}' is continuous: give bin_edges with num_classes - 1 = "
+                    f"{self.num_classes - 1} values (see harmonize.handlers.quantile_bin_edges)."
+                )
+            self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)
+        if not callable(self.beta):
+            _check_weight(f"Confound '{self.name}': beta", self.beta)
+        _check_weight(f"Confound '{self.name}': alpha", self.alpha)
+        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
+            raise ConfigError(
+                f"Confound '{self.name}': class_weights has {len(self.class_weights)} values, "
+                f"expected num_classes = {self.num_classes}."
+            )
+
+    def beta_at(self, epoch: int) -> float:
+        """The confusion weight at an epoch (1-based, as ignite counts)."""
+        value = float(self.beta(epoch)) if callable(self.beta) else float(self.beta)
+        _check_weight(f"Confound '{self.name}': beta({epoch})", value)
+        return value
+
+    def targets(self, values: torch.Tensor) -> torch.Tensor:
+        """Class indices from a batch's values; unknown values (``NaN`` or ``-1``) become ``-1``.
+
+        Args:
+            values: ``(B,)`` (or ``(B, 1)``) tensor of the confound's values.
+
+        Raises:
+            ValueError: an index outside ``[-1, num_classes)``, naming the confound.
+        """
+        values = values.reshape(-1)
+        if self.kind == ConfoundKind.CONTINUOUS:
+            v = values.float()
+            idx = torch.bucketize(v, self._edges.to(v.device), right=True)
+            return torch.where(torch.isfinite(v), idx, torch.full_like(idx, MISSING))
+        idx = values.long()
+        bad = (idx < MISSING) | (idx >= self.num_classes)
+        if bool(bad.any()):
+            raise ValueError(
+                f"Confound '{self.name}' (key '{self.key}') got class indices {idx[bad].unique().tolist()}, "
+                f"outside 0..{self.num_classes - 1}; check num_classes against the data's site/category index."
+            )
+        return idx
+
+
+def _check_weight(what: str, value: float) -> None:
+    if not np.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value}.")

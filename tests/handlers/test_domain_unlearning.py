@@ -1,0 +1,252 @@
+"""DomainUnlearningHandler: the three updates, their separation, masks, modes, site counts and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from monai.engines.utils import IterationEvents
+from torch import nn
+
+from harmonize.errors import ConfigError
+from harmonize.handlers import Confound, DomainUnlearningHandler, LabelRangeMask
+from harmonize.keys import ConfoundKind, Keys, StateKeys
+from harmonize.networks import DomainHead
+
+from .conftest import TinyNet, make_batches, make_trainer
+
+
+def _params(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _handler(net: nn.Module, num_sites: int = 2, **kwargs) -> DomainUnlearningHandler:
+    torch.manual_seed(1)
+    head = DomainHead(4, num_sites, hidden=8, dropout=0.0)
+    confound_args = {k: kwargs.pop(k) for k in ("beta",) if k in kwargs}
+    return DomainUnlearningHandler(net, "encoder", Confound(head, num_sites, **confound_args), **kwargs)
+
+
+def _trained_copy(net: nn.Module, data: list[dict], handler_kwargs: dict | None, epochs: int = 1):
+    net = copy.deepcopy(net)
+    trainer = make_trainer(net, data, epochs=epochs)
+    handler = None
+    if handler_kwargs is not None:
+        handler = _handler(net, **handler_kwargs)
+        handler.attach(trainer)
+    trainer.run()
+    return net, handler, trainer
+
+
+def test_head_step_never_changes_the_network(tiny_net):
+    """Warm-up runs only step 2: the network ends exactly as with the plain trainer, while the head learned."""
+    data = make_batches(2)
+    plain, _, _ = _trained_copy(tiny_net, data, None)
+    warm, handler, _ = _trained_copy(tiny_net, data, {"warmup_epochs": 1})
+    assert _same(_params(plain), _params(warm))
+    torch.manual_seed(1)
+    fresh_head = DomainHead(4, 2, hidden=8, dropout=0.0)
+    assert not _same(_params(fresh_head), _params(handler.heads))
+
+
+def test_fused_with_zero_beta_equals_plain_training(tiny_net):
+    data = make_batches(2)
+    plain, _, _ = _trained_copy(tiny_net, data, None)
+    fused, _, _ = _trained_copy(tiny_net, data, {"mode": "fused", "beta": 0.0})
+    assert _same(_params(plain), _params(fused))
+    pushed, _, _ = _trained_copy(tiny_net, data, {"mode": "fused", "beta": 10.0})
+    assert not _same(_params(plain.encoder), _params(pushed.encoder))
+    # the confusion gradient never reaches the task head: it gets the same gradient as without unlearning,
+    # though Adam's step differs only through the shared features, so compare after the first step only
+    one = data[:1]
+    plain1, _, _ = _trained_copy(tiny_net, one, None)
+    pushed1, _, _ = _trained_copy(tiny_net, one, {"mode": "fused", "beta": 10.0})
+    assert _same(_params(plain1.head), _params(pushed1.head))
+
+
+def test_confusion_step_changes_extractor_only(tiny_net):
+    """Alternating mode: step 3 moves the encoder, and neither the domain head nor the task head."""
+    data = make_batches(2, batches=1)
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data)
+    handler = _handler(net, mode="alternating", beta=10.0)
+    snapshots = {}
+
+    def before_step3(engine):  # registered before attach(): runs after the task and head steps, before step 3
+        snapshots.update(net=_params(net), heads=_params(handler.heads))
+
+    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, before_step3)
+    handler.attach(trainer)
+    trainer.run()
+    after = _params(net)
+    enc = len(list(net.encoder.parameters()))
+    assert not _same(snapshots["net"][:enc], after[:enc]), "step 3 must move the encoder"
+    assert _same(snapshots["net"][enc:], after[enc:]), "step 3 must not move the task head"
+    assert _same(snapshots["heads"], _params(handler.heads)), "step 3 must not move the domain head"
+
+
+@pytest.mark.parametrize("mode", ["fused", "alternating", "dann"])
+@pytest.mark.parametrize("num_sites", [2, 32])
+def test_modes_run_and_log_state(tiny_net, mode, num_sites):
+    data = make_batches(num_sites, batch=max(8, num_sites), batches=2)
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data, epochs=2)
+    handler = _handler(net, num_sites=num_sites, mode=mode, warmup_epochs=1)
+    handler.attach(trainer)
+    trainer.run()
+    for attr in handler.state_attributes:
+        value = getattr(trainer.state, attr)
+        assert value is not None
+    acc = getattr(trainer.state, f"{StateKeys.DOMAIN_ACC}_site")
+    assert 0.0 <= acc <= 1.0
+    assert trainer.state.unlearning_phase == mode
+    assert [h["epoch"] for h in handler.history] == [1.0, 2.0]
+    if mode != "dann":
+        conf = getattr(trainer.state, f"{StateKeys.CONFUSION_LOSS}_site")
+        assert conf >= math.log(num_sites) - 1e-5  # the confusion loss is never below its minimum log N
+    for p in net.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_head_learns_the_site():
+    """With a visible site effect and no confusion, the head's accuracy climbs well above chance."""
+    torch.manual_seed(0)
+    net = TinyNet()
+    data = make_batches(2, batch=16, batches=4)
+    trainer = make_trainer(net, data, epochs=8)
+    handler = _handler(net, warmup_epochs=8, head_lr=1e-2, head_steps=2)
+    handler.attach(trainer)
+    trainer.run()
+    assert handler.history[-1][f"{StateKeys.DOMAIN_ACC}_site"] > 0.8
+
+
+def test_masked_samples_contribute_nothing(tiny_net):
+    """Samples outside the mask can carry any site label: the head's update is the same."""
+    data = make_batches(2, batches=1)
+    altered = [dict(data[0])]
+    altered[0][Keys.SITE] = data[0][Keys.SITE].clone()
+    outside = data[0][Keys.AGE] > 45
+    assert outside.any() and (~outside).any()
+    altered[0][Keys.SITE][outside] = 1 - altered[0][Keys.SITE][outside]
+    mask = LabelRangeMask(0.0, 45.0)
+    _, h1, _ = _trained_copy(tiny_net, data, {"sample_mask": mask, "mode": "fused"})
+    _, h2, _ = _trained_copy(tiny_net, altered, {"sample_mask": mask, "mode": "fused"})
+    assert _same(_params(h1.heads), _params(h2.heads))
+
+
+def test_fully_masked_batch_changes_no_head(tiny_net):
+    data = make_batches(2, batches=1)
+    _, handler, trainer = _trained_copy(tiny_net, data, {"sample_mask": LabelRangeMask(500.0, 600.0)})
+    torch.manual_seed(1)
+    assert _same(_params(DomainHead(4, 2, hidden=8, dropout=0.0)), _params(handler.heads))
+    assert all(torch.isfinite(p).all() for p in trainer.network.parameters())
+
+
+def test_several_confounds_and_continuous_age(tiny_net):
+    net = copy.deepcopy(tiny_net)
+    data = make_batches(4, batches=2)
+    for b in data:
+        b[Keys.SEX] = torch.arange(len(b[Keys.SITE])) % 2
+    confounds = [
+        Confound(DomainHead(4, 4, hidden=8), 4, key=Keys.SITE, beta=5.0),
+        Confound(DomainHead(4, 2, hidden=8), 2, key=Keys.SEX, beta=1.0),
+        Confound(
+            DomainHead(4, 3, hidden=8), 3, key=Keys.AGE, kind=ConfoundKind.CONTINUOUS, bin_edges=[35.0, 55.0], beta=1.0
+        ),
+    ]
+    trainer = make_trainer(net, data)
+    handler = DomainUnlearningHandler(net, "encoder", confounds)
+    handler.attach(trainer)
+    trainer.run()
+    for name in ("site", "sex", "age"):
+        assert getattr(trainer.state, f"{StateKeys.CONFUSION_LOSS}_{name}") > 0
+
+
+def test_multi_point_taps_concatenate(tiny_net):
+    """A head on two taps reads the pooled outputs of both (4 conv channels + 1 head output = 5 features)."""
+    net = copy.deepcopy(tiny_net)
+    head = DomainHead(5, 2, hidden=8)
+    handler = DomainUnlearningHandler(net, ["encoder.0", "head"], Confound(head, 2))
+    trainer = make_trainer(net, make_batches(2, batches=1))
+    handler.attach(trainer)
+    trainer.run()
+    assert getattr(trainer.state, f"{StateKeys.DOMAIN_LOSS}_site") > 0
+
+
+def test_user_monai_network_by_layer_name():
+    """A MONAI network the user already has, unlearned at a layer named as in named_modules()."""
+    from monai.networks.nets import Regressor
+
+    torch.manual_seed(0)
+    net = Regressor(in_shape=(1, 8, 8, 8), out_shape=(1,), channels=(4, 8), strides=(2, 2))
+    data = make_batches(3, batches=2)
+    handler = DomainUnlearningHandler(net, "net.layer_1", Confound(DomainHead(8, 3, hidden=8), 3))
+    trainer = make_trainer(net, data)
+    handler.attach(trainer)
+    trainer.run()
+    assert getattr(trainer.state, f"{StateKeys.DOMAIN_ACC}_site") >= 0
+
+
+def test_checkpoint_round_trip(tiny_net):
+    data = make_batches(2)
+    _, handler, _ = _trained_copy(tiny_net, data, {"mode": "alternating"})
+    state = handler.state_dict()
+    net = copy.deepcopy(tiny_net)
+    other = _handler(net, mode="alternating")
+    other.attach(make_trainer(net, data))
+    other.load_state_dict(state)
+    assert _same(_params(handler.heads), _params(other.heads))
+    assert other.head_optimizer.state_dict()["state"].keys() == handler.head_optimizer.state_dict()["state"].keys()
+    assert other.history == handler.history
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "fusd"}, "did you mean 'fused'"),
+        ({"head_steps": 0}, "head_steps"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"head_lr": -1.0}, "head_lr"),
+        ({"beta": -1.0}, "beta must be a finite number >= 0"),
+        ({"beta": float("nan")}, "beta must be a finite number >= 0"),
+    ],
+)
+def test_bad_arguments_are_named(tiny_net, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        _handler(tiny_net, **kwargs)
+
+
+def test_unknown_layer_name_lists_known_ones(tiny_net):
+    with pytest.raises(ConfigError, match="encoderr.*not submodules.*encoder"):
+        DomainUnlearningHandler(tiny_net, "encoderr", Confound(DomainHead(4, 2), 2))
+
+
+def test_missing_batch_key_is_named(tiny_net):
+    data = make_batches(2, batches=1)
+    del data[0][Keys.SITE]
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data)
+    _handler(net).attach(trainer)
+    with pytest.raises(KeyError, match="no key 'site'"):
+        trainer.run()
+
+
+def test_site_index_out_of_range_is_named(tiny_net):
+    data = make_batches(4, batches=1)
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data)
+    _handler(net, num_sites=2).attach(trainer)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        trainer.run()
+
+
+def test_attach_to_other_network_is_refused(tiny_net):
+    handler = _handler(tiny_net)
+    with pytest.raises(ConfigError, match="different module"):
+        handler.attach(make_trainer(TinyNet(), make_batches(2, batches=1)))
