@@ -1,0 +1,359 @@
+"""MONAI datasets and data loaders made from a manifest.
+
+:func:`make_dataset` turns the rows of a manifest (optionally one split) into a :class:`monai.data.Dataset`
+(or a :class:`monai.data.CacheDataset`) whose items are dictionaries keyed by :class:`~harmonize.keys.Keys`:
+
+=============== ================================ =====================================================
+key             value                            notes
+=============== ================================ =====================================================
+``image``       float32 ``MetaTensor`` (1, X, Y, Z) read with MONAI ``LoadImaged(ensure_channel_first)``
+``label``       int64 ``MetaTensor`` (1, X, Y, Z)   only when some row of the data has a label; a row
+                                                 without one gets zeros and ``has_label`` False
+``has_label``   bool tensor ()                   the row has a label map
+``site``        int64 tensor ()                  index from the :class:`~harmonize.data.site_index.SiteIndex`
+``age``         float32 tensor ()                NaN when missing
+``sex``         int64 tensor ()                  0 ``F``, 1 ``M``, -1 missing
+*confound*      float32 tensor () / int64 ()     continuous value (NaN missing) / categorical index (-1)
+``subject_id``  str
+=============== ================================ =====================================================
+
+The site index (and the index of each categorical confound) is built once from the manifest's *training*
+rows and saved as ``site_index.json`` (``<confound>_index.json``) in the manifest's folder, or at the path
+given; later calls, e.g. on validation, test or new data, reuse it, so an index means the same scanner
+everywhere. A site the index does not know is an error, unless ``allow_unknown_sites`` (a held-out site at
+evaluation), which gives it index -1. A categorical confound value its index does not know gets -1 (like a
+missing one), with a logged warning. The returned dataset carries the site index as ``dataset.site_index``.
+
+:func:`make_dataloader` wraps a dataset in a :class:`monai.data.DataLoader`. With ``balance_sites=True`` it
+uses :class:`SiteBalancedBatchSampler`: every batch holds the same number of scans from every site, which is
+what the original unlearning code obtains by zipping one loader per site (Dinsdale et al. 2021).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import CacheDataset, DataLoader, Dataset
+from monai.transforms import Compose, LoadImaged, MapTransform
+from torch.utils.data import Sampler
+
+from harmonize import defaults
+from harmonize.data.manifest import CONFOUNDS_ATTR, MANIFEST_ATTR, parse_confounds, read_manifest
+from harmonize.data.site_index import SITE_INDEX_FILENAME, CategoryIndex, UnknownCategoryError, index_filename
+from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.keys import ConfoundKind, Keys, Sex, Split
+
+__all__ = ["make_dataset", "make_dataloader", "SiteBalancedBatchSampler", "FillMissingLabeld", "SEX_INDEX"]
+
+logger = logging.getLogger(__name__)
+
+#: Fixed index of the ``sex`` column: F -> 0, M -> 1 (the order of :class:`~harmonize.keys.Sex`).
+SEX_INDEX = CategoryIndex([s.value for s in Sex], name=str(Keys.SEX))
+#: Index given to a missing categorical value (and, when allowed, to an unknown site).
+MISSING_INDEX = -1
+#: Columns every item carries anyway; naming them as confounds adds nothing.
+_BUILT_IN = {str(Keys.SITE), str(Keys.AGE), str(Keys.SEX)}
+
+
+class FillMissingLabeld(MapTransform):
+    """Give a sample without a label an all-zero label shaped like its image (so that batches collate).
+
+    Args:
+        label_key: key of the label.
+        image_key: key of the image whose shape (and metadata) the zeros take.
+    """
+
+    def __init__(self, label_key: str = str(Keys.LABEL), image_key: str = str(Keys.IMAGE)) -> None:
+        super().__init__(keys=[label_key], allow_missing_keys=True)
+        self.label_key = label_key
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if d.get(self.label_key) is None:
+            d[self.label_key] = torch.zeros_like(d[self.image_key], dtype=torch.int64)
+        return d
+
+
+def _read(
+    manifest: str | os.PathLike[str] | pd.DataFrame, confounds: Mapping[str, ConfoundKind | None]
+) -> tuple[pd.DataFrame, Path | None]:
+    if isinstance(manifest, pd.DataFrame):
+        source = manifest.attrs.get(MANIFEST_ATTR)
+        return manifest, None if source is None else Path(source)
+    path = Path(manifest).expanduser().absolute()
+    return read_manifest(path, confounds={n: k for n, k in confounds.items() if n not in _BUILT_IN}), path
+
+
+def _index_path(site_index: str | os.PathLike[str] | None, manifest: Path | None) -> Path:
+    if site_index is not None:
+        return Path(site_index).expanduser()
+    if manifest is None:
+        raise HarmonizeError(
+            "The manifest was given as a DataFrame without its file (frame.attrs['manifest']), so there is no "
+            f"folder to keep {SITE_INDEX_FILENAME} in: pass site_index=<path> or a SiteIndex."
+        )
+    return manifest.parent / SITE_INDEX_FILENAME
+
+
+def _confound_kinds(frame: pd.DataFrame, confounds: Mapping[str, ConfoundKind | None]) -> dict[str, ConfoundKind]:
+    """Kind of each extra confound: as declared, else as read_manifest parsed it, else numeric = continuous."""
+    parsed = frame.attrs.get(CONFOUNDS_ATTR, {})
+    missing = [c for c in confounds if c not in frame.columns]
+    if missing:
+        raise HarmonizeError(f"Confound column(s) {missing} are not in the manifest; columns: {list(frame.columns)}.")
+    kinds: dict[str, ConfoundKind] = {}
+    for name, kind in confounds.items():
+        if name in _BUILT_IN:
+            continue
+        kind = kind or parsed.get(name)
+        if kind is None:
+            numeric = pd.api.types.is_numeric_dtype(frame[name])
+            kind = ConfoundKind.CONTINUOUS if numeric else ConfoundKind.CATEGORICAL
+        kinds[name] = ConfoundKind(kind)
+    return kinds
+
+
+def _check_files(frame: pd.DataFrame, source: Path | None) -> None:
+    problems = []
+    for column in (Keys.IMAGE, Keys.LABEL):
+        if column not in frame:
+            continue
+        for row, path in frame[column].items():
+            if path is not None and not pd.isna(path) and not os.path.isfile(path):
+                problems.append(f"row {row}, column '{column}': file not found: {path}")
+    if problems:
+        raise HarmonizeError(f"{len(problems)} file(s) listed in {source or 'the manifest'} do not exist.",
+                             problems=problems)
+
+
+def make_dataset(
+    manifest: str | os.PathLike[str] | pd.DataFrame,
+    split: str | None = None,
+    site_index: CategoryIndex | str | os.PathLike[str] | None = None,
+    confounds: Sequence[str] = (),
+    transform: Callable[[Mapping[Hashable, Any]], Any] | None = None,
+    cache: bool = False,
+    *,
+    allow_unknown_sites: bool = False,
+) -> Dataset:
+    """Build a MONAI dataset of a manifest's scans (see the module docstring for the items).
+
+    Args:
+        manifest: a manifest CSV, or a frame from :func:`~harmonize.data.manifest.read_manifest`.
+        split: keep only the rows of this split (``train``/``val``/``test``); ``None`` keeps every row.
+        site_index: the site index, or the path of its JSON file (loaded if it exists, else built from the
+            manifest's training rows and saved there); ``None`` means ``site_index.json`` in the manifest's
+            folder. Categorical confounds keep their index beside it (``<name>_index.json``).
+        confounds: extra manifest columns to put in each item, as names or ``name:kind`` (kind
+            ``categorical`` or ``continuous``; see :func:`~harmonize.data.manifest.read_manifest`); ``site``,
+            ``age`` and ``sex`` are always there.
+        transform: a MONAI dictionary transform applied after loading (e.g. augmentation).
+        cache: use a :class:`monai.data.CacheDataset` (loads every scan once, keeps it in memory).
+        allow_unknown_sites: give a site that the index does not know index -1 instead of raising (to
+            evaluate a held-out, unseen site).
+
+    Returns:
+        The dataset; ``dataset.data`` is the list of per-scan dictionaries before loading and
+        ``dataset.site_index`` the :class:`~harmonize.data.site_index.SiteIndex` they were encoded with.
+
+    Raises:
+        ManifestError: the manifest cannot be read.
+        HarmonizeError: no row in the split, missing files, an unknown site (naming it, its row and the
+            known sites) or an unknown confound column.
+    """
+    declared = parse_confounds(confounds)
+    frame, source = _read(manifest, declared)
+    if split is not None:
+        split = check_option("split", split, Split)
+        rows = frame[frame[Keys.SPLIT] == split]
+        if rows.empty:
+            raise HarmonizeError(f"No row of {source or 'the manifest'} has split {split!r}; splits present: "
+                                 f"{sorted(frame[Keys.SPLIT].dropna().unique())}.")
+    else:
+        rows = frame
+    _check_files(rows, source)
+
+    if isinstance(site_index, CategoryIndex):
+        sites = site_index
+        index_folder = None if source is None else source.parent
+    else:
+        path = _index_path(site_index, source)
+        sites = CategoryIndex.load_or_build(path, frame, column=str(Keys.SITE), source=source)
+        index_folder = path.parent
+    row_numbers = list(rows.index)
+    try:
+        site_ids = sites.encode(list(rows[Keys.SITE]), rows=row_numbers,
+                                unknown=MISSING_INDEX if allow_unknown_sites else None)
+    except UnknownCategoryError as err:
+        raise UnknownCategoryError(
+            f"{err.message} To evaluate a held-out site, pass allow_unknown_sites=True (its scans get site "
+            f"index {MISSING_INDEX}).", problems=err.problems) from None
+    sex_ids = SEX_INDEX.encode(list(rows[Keys.SEX]) if Keys.SEX in rows else [None] * len(rows),
+                               rows=row_numbers, missing=MISSING_INDEX)
+    ages = (rows[Keys.AGE].astype(float).to_numpy() if Keys.AGE in rows else np.full(len(rows), np.nan))
+
+    extra: dict[str, torch.Tensor] = {}
+    for name, kind in _confound_kinds(frame, declared).items():
+        if kind == ConfoundKind.CONTINUOUS:
+            values = pd.to_numeric(rows[name], errors="coerce").astype(float).to_numpy()
+            extra[name] = torch.tensor(values, dtype=torch.float32)
+            continue
+        if index_folder is None:
+            raise HarmonizeError(f"No folder to keep the index of confound {name!r} in: give site_index as a path.")
+        index = CategoryIndex.load_or_build(index_folder / index_filename(name), frame, column=name, source=source)
+        extra[name] = torch.as_tensor(index.encode(list(rows[name]), rows=row_numbers, missing=MISSING_INDEX,
+                                                   unknown=MISSING_INDEX))
+
+    has_labels = Keys.LABEL in rows and rows[Keys.LABEL].notna().any()
+    items = []
+    for i, (sid, image) in enumerate(zip(rows[Keys.SUBJECT_ID], rows[Keys.IMAGE])):
+        label = rows[Keys.LABEL].iloc[i] if has_labels else None
+        label = None if label is None or pd.isna(label) else str(label)
+        item: dict[str, Any] = {
+            Keys.SUBJECT_ID.value: str(sid),
+            Keys.IMAGE.value: str(image),
+            Keys.SITE.value: torch.tensor(site_ids[i], dtype=torch.int64),
+            Keys.AGE.value: torch.tensor(ages[i], dtype=torch.float32),
+            Keys.SEX.value: torch.tensor(sex_ids[i], dtype=torch.int64),
+            Keys.HAS_LABEL.value: torch.tensor(label is not None),
+        }
+        if label is not None:
+            item[Keys.LABEL.value] = label
+        item.update({name: values[i] for name, values in extra.items()})
+        items.append(item)
+
+    steps: list[Callable] = [LoadImaged(keys=str(Keys.IMAGE), ensure_channel_first=True, dtype=np.float32)]
+    if has_labels:
+        steps += [
+            LoadImaged(keys=str(Keys.LABEL), ensure_channel_first=True, dtype=np.int64, allow_missing_keys=True),
+            FillMissingLabeld(),
+        ]
+    if transform is not None:
+        steps.append(transform)
+    pipeline = Compose(steps)
+    logger.info("Dataset of %d scans (%s) from %s, %d site(s)%s", len(items), split or "all splits",
+                source or "a frame", len(sites), ", cached" if cache else "")
+    dataset = CacheDataset(items, pipeline, num_workers=0, progress=False) if cache else Dataset(items, pipeline)
+    dataset.site_index = sites  # the index the items were encoded with, for whoever trains on them
+    return dataset
+
+
+class SiteBalancedBatchSampler(Sampler[list[int]]):
+    """Batches that hold the same number of scans from every site.
+
+    Each batch takes ``batch_size / n_sites`` scans of each site. An epoch lasts until every scan of the
+    largest site was drawn once; a smaller site is drawn in a fresh random order each time it runs out, so
+    its scans repeat within the epoch. (The original code zips one loader per site, which ends the epoch
+    with the *smallest* site and never shows part of the larger ones.)
+
+    Args:
+        sites: the site of every item of the dataset (any hashable values).
+        batch_size: scans per batch; a multiple of the number of sites.
+        seed: seed of the sampler's own random generator (reproducible order); ``None`` draws from torch.
+        shuffle: draw each site's scans in random order (False: in dataset order, cycling).
+
+    Raises:
+        ConfigError: ``batch_size`` is not a positive multiple of the number of sites, or there is no item.
+    """
+
+    def __init__(
+        self, sites: Sequence[Hashable], batch_size: int, seed: int | None = None, shuffle: bool = True
+    ) -> None:
+        if len(sites) == 0:
+            raise ConfigError("Cannot balance sites over an empty dataset.")
+        groups: dict[Hashable, list[int]] = {}
+        for i, site in enumerate(sites):
+            groups.setdefault(site, []).append(i)
+        self.groups = [groups[k] for k in sorted(groups, key=str)]
+        n_sites = len(self.groups)
+        if batch_size < n_sites or batch_size % n_sites:
+            raise ConfigError(
+                f"Argument 'batch_size': {batch_size} is not a positive multiple of the {n_sites} sites in the "
+                f"data; a site-balanced batch holds the same number of scans of each site (try "
+                f"{max(1, round(batch_size / n_sites)) * n_sites})."
+            )
+        self.per_site = batch_size // n_sites
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator()
+        self.generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+
+    def __len__(self) -> int:
+        return math.ceil(max(len(g) for g in self.groups) / self.per_site)
+
+    def _stream(self, group: list[int], length: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < length:
+            order = torch.randperm(len(group), generator=self.generator).tolist() if self.shuffle else range(len(group))
+            out.extend(group[j] for j in order)
+        return out[:length]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = len(self)
+        streams = [self._stream(g, n * self.per_site) for g in self.groups]
+        for b in range(n):
+            yield [i for s in streams for i in s[b * self.per_site:(b + 1) * self.per_site]]
+
+
+def make_dataloader(
+    manifest: str | os.PathLike[str] | pd.DataFrame | Dataset,
+    split: str | None = None,
+    batch_size: int = defaults.BATCH_SIZE,
+    shuffle: bool | None = None,
+    balance_sites: bool = False,
+    num_workers: int = 0,
+    seed: int | None = None,
+    drop_last: bool = False,
+    **dataset_kwargs: Any,
+) -> DataLoader:
+    """Build a MONAI data loader over a manifest (or over a dataset from :func:`make_dataset`).
+
+    Args:
+        manifest: a manifest CSV or frame (passed to :func:`make_dataset` with ``split`` and
+            ``dataset_kwargs``), or a dataset made by :func:`make_dataset`.
+        split: see :func:`make_dataset` (ignored for a dataset).
+        batch_size: scans per batch.
+        shuffle: reshuffle every epoch; default True for the ``train`` split, else False.
+        balance_sites: every batch holds ``batch_size / n_sites`` scans of each site
+            (:class:`SiteBalancedBatchSampler`); ``batch_size`` must be a multiple of the number of sites.
+        num_workers: loader worker processes.
+        seed: seed of the shuffling (a ``torch.Generator`` of the loader); ``None`` draws from torch.
+        drop_last: drop the last, smaller batch (not used with ``balance_sites``, whose batches are full).
+        **dataset_kwargs: ``site_index``, ``confounds``, ``transform``, ``cache``, ``allow_unknown_sites``.
+
+    Returns:
+        The loader; a batch is a dictionary of stacked tensors (``subject_id`` a list of str).
+
+    Raises:
+        ConfigError: a non-positive batch size, or ``balance_sites`` with a batch size that is not a
+            multiple of the number of sites.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"Argument 'batch_size' must be a positive integer, not {batch_size}.")
+    if isinstance(manifest, Dataset):
+        if dataset_kwargs:
+            raise ConfigError(f"Arguments {sorted(dataset_kwargs)} apply when building a dataset, not to a dataset.")
+        dataset = manifest
+    else:
+        dataset = make_dataset(manifest, split=split, **dataset_kwargs)
+    if balance_sites:
+        sites = [int(item[Keys.SITE.value]) for item in dataset.data]
+        sampler = SiteBalancedBatchSampler(sites, batch_size, seed=seed, shuffle=shuffle is not False)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers)
+    if shuffle is None:
+        shuffle = split == Split.TRAIN
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      drop_last=drop_last, generator=generator)

@@ -1,0 +1,651 @@
+"""Per-site TorchIO preprocessing of a manifest's scans, with a content-addressed cache.
+
+Every image goes through the same spatial steps, then an intensity standardisation fitted **per site**:
+
+1. ``tio.ToCanonical``: reorient to RAS+.
+2. ``tio.Resample``: resample to the target voxel size (linear for images, nearest neighbour for labels, which
+   TorchIO does for every ``LabelMap``).
+3. Foreground mask (:func:`foreground_mask`): for a T1 with a dark background, voxels above Otsu's threshold,
+   the largest connected component, holes filled (the dark CSF inside the head stays in the mask);
+   ``MaskMethod.NONZERO`` takes every non-zero voxel, for images already skull-stripped.
+4. ``tio.CropOrPad``: to the target shape, centred on the mask's bounding box (``crop_to_mask``) so that a
+   field of view with much neck or air keeps the head.
+5. ``tio.HistogramStandardization`` with landmarks trained (``HistogramStandardization.train``) on the
+   foreground of the site's **training** scans only (Nyul & Udupa 2000), then ``tio.ZNormalization`` within
+   the mask, so the foreground of every scan has mean 0 and standard deviation 1; the background is set to 0.
+
+Validation and test scans never influence the landmarks. A site with no training scan (an unseen site,
+which the audit evaluates) cannot have landmarks of its own: its scans are standardised with landmarks
+pooled over every training scan of every site, and a warning is logged.
+
+Output folder (``out_dir``)::
+
+    manifest.csv        the input manifest, same rows and columns, image/label pointing at the outputs
+    images/<id>.nii.gz  the preprocessed image (float32)
+    labels/<id>.nii.gz  the label, on the same grid (integer)
+    masks/<id>.nii.gz   the foreground mask (uint8)
+    spatial/<id>.nii.gz the image after steps 1-4 (landmarks are trained on these)
+    landmarks/          one ``.npy`` of landmarks per site, ``pooled.npy``, and ``landmarks.json``
+    cache/<id>.json     what each output was made from (see below)
+    preprocess.json     marks the folder as a preprocessing output and records the settings
+
+Cache: each scan's record holds a hash of the input image and label *content*, the spatial settings, and
+for the final image the intensity settings and the site's landmarks, plus the hash of each output file. A
+scan is reused only when every key and every output hash matches, so a second run does no work, changing a
+setting redoes what depends on it, and an interrupted run is safe: every file is written to a temporary file
+and renamed, and a record is written only after its files, so a file without a matching record is never
+trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torchio as tio
+from nibabel.filebasedimages import ImageFileError
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from tqdm.auto import tqdm
+
+from harmonize import defaults
+from harmonize.data.manifest import read_manifest, write_manifest
+from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.keys import Keys, MaskMethod, Split
+
+__all__ = [
+    "PreprocessConfig",
+    "PreprocessResult",
+    "preprocess_manifest",
+    "foreground_mask",
+    "MANIFEST_FILENAME",
+    "MARKER_FILENAME",
+    "LANDMARKS_INDEX_FILENAME",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the manifest written into the output folder.
+MANIFEST_FILENAME = "manifest.csv"
+#: File that marks a folder as the output of :func:`preprocess_manifest` (and records its settings).
+MARKER_FILENAME = "preprocess.json"
+#: Index of the trained landmarks, inside :data:`LANDMARKS_DIR`.
+LANDMARKS_INDEX_FILENAME = "landmarks.json"
+#: Sub-folders of the output folder.
+IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR = "images", "labels", "masks", "spatial"
+LANDMARKS_DIR, CACHE_DIR = "landmarks", "cache"
+#: Landmarks file of the sites without training scans.
+POOLED_LANDMARKS_FILENAME = "pooled.npy"
+#: Bumped whenever the pipeline's code changes what it writes, so that old caches are not trusted.
+PIPELINE_VERSION = 1
+#: Tag written into the marker file.
+MARKER_TOOL = "harmonize preprocess"
+#: Suffix of the written NIfTI files.
+NIFTI_SUFFIX = ".nii.gz"
+#: Bytes read at a time when hashing a file.
+HASH_CHUNK = 1 << 20
+#: Characters kept as they are in an output file name; others become "_" (and a hash of the id is added).
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+#: Names of the images in a TorchIO subject (TorchIO checks for exact ``str``, not a ``StrEnum``).
+_IMAGE, _LABEL, _MASK = str(Keys.IMAGE), str(Keys.LABEL), str(Keys.MASK)
+#: Start of the message of TorchIO's ZNormalization when the masked voxels are constant.
+_ZERO_STD_MESSAGE = "Standard deviation is 0"
+#: Part of the name of every temporary file (left-overs of a killed run are removed on the next run).
+_TMP_TAG = ".tmp-"
+
+
+# --------------------------------------------------------------------------------------------------------
+# settings and result
+# --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings of the preprocessing pipeline (every one of them is part of the cache key).
+
+    Args:
+        target_spacing: voxel size after resampling, in mm: one number (isotropic) or three.
+        target_shape: shape after crop/pad, in voxels (three positive integers).
+        mask_method: how the foreground mask is found (:class:`~harmonize.keys.MaskMethod`).
+        crop_to_mask: centre the crop/pad on the mask's bounding box instead of the volume's centre.
+        landmarks_cutoff: the quantiles (pc1, pc2) of the foreground intensities that histogram
+            standardisation maps; TorchIO's default is (0.01, 0.99).
+        zero_background: set voxels outside the mask to 0 (the foreground mean) after normalisation.
+
+    Raises:
+        ConfigError: a value out of range, naming the argument.
+    """
+
+    target_spacing: float | tuple[float, float, float] = defaults.TARGET_SPACING
+    target_shape: tuple[int, int, int] = defaults.TARGET_SHAPE
+    mask_method: str = MaskMethod.OTSU.value
+    crop_to_mask: bool = True
+    landmarks_cutoff: tuple[float, float] = defaults.LANDMARKS_CUTOFF
+    zero_background: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        spacing = self.target_spacing
+        spacing_t = (spacing,) * 3 if isinstance(spacing, (int, float)) else tuple(spacing)
+        if len(spacing_t) != 3 or not all(isinstance(s, (int, float)) and np.isfinite(s) and s > 0 for s in spacing_t):
+            problems.append(f"target_spacing must be one positive number or three, not {spacing!r}")
+        shape_t = tuple(self.target_shape)
+        if len(shape_t) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape_t):
+            problems.append(f"target_shape must be three positive integers, not {self.target_shape!r}")
+        low_high = tuple(self.landmarks_cutoff)
+        if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 1:
+            problems.append(
+                f"landmarks_cutoff must be two quantiles 0 <= low < high <= 1, not {self.landmarks_cutoff!r}")
+        if problems:
+            raise ConfigError("Invalid preprocessing settings.", problems=problems)
+        object.__setattr__(self, "target_spacing", tuple(float(s) for s in spacing_t))
+        object.__setattr__(self, "target_shape", tuple(int(s) for s in shape_t))
+        object.__setattr__(self, "landmarks_cutoff", tuple(float(q) for q in low_high))
+        object.__setattr__(self, "mask_method", check_option("mask_method", self.mask_method, MaskMethod))
+
+    def spatial_settings(self) -> dict[str, Any]:
+        """The settings that steps 1-4 (reorient, resample, mask, crop/pad) depend on."""
+        return {
+            "target_spacing": list(self.target_spacing),
+            "target_shape": list(self.target_shape),
+            "mask_method": self.mask_method,
+            "crop_to_mask": self.crop_to_mask,
+        }
+
+    def intensity_settings(self) -> dict[str, Any]:
+        """The settings that step 5 (histogram standardisation, z-normalisation) depends on."""
+        return {"landmarks_cutoff": list(self.landmarks_cutoff), "zero_background": self.zero_background}
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    """What :func:`preprocess_manifest` did.
+
+    Attributes:
+        manifest: the new manifest (``out_dir/manifest.csv``).
+        processed: scans whose output was (re)computed.
+        cached: scans whose outputs were reused from an earlier run.
+        landmarks: ``{site: landmarks .npy}``; a site without training scans maps to the pooled landmarks.
+        pooled_sites: sites without training scans, standardised with the pooled landmarks.
+        seconds: wall time of the run.
+    """
+
+    manifest: Path
+    processed: int
+    cached: int
+    landmarks: dict[str, Path] = field(default_factory=dict)
+    pooled_sites: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        """One line per fact, for the command line."""
+        lines = [
+            f"preprocessed manifest: {self.manifest}",
+            f"scans: {self.processed + self.cached} (processed {self.processed}, cached {self.cached}) "
+            f"in {self.seconds:.1f} s",
+            f"landmarks: {len(self.landmarks) - len(self.pooled_sites)} site(s) from their training scans",
+        ]
+        if self.pooled_sites:
+            lines.append(f"sites without training scans (pooled landmarks): {', '.join(self.pooled_sites)}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------
+# small helpers: hashing and atomic writes
+# --------------------------------------------------------------------------------------------------------
+def _file_hash(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _key(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _temp_path(path: Path) -> Path:
+    """A new temporary path beside ``path`` with the same suffix (the writers choose the format from it)."""
+    suffix = NIFTI_SUFFIX if path.name.endswith(NIFTI_SUFFIX) else path.suffix
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}{_TMP_TAG}", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_image(image: tio.Image, path: Path) -> str:
+    """Write a TorchIO image atomically and return the hash of the written file."""
+    _replace_atomic(path, image.save)
+    return _file_hash(path)
+
+
+def _save_json(path: Path, content: Mapping[str, Any]) -> None:
+    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+    _replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or unreadable (a cache miss, not an error)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def _safe_name(subject_id: str) -> str:
+    """A file-name stem for a subject id (ids with other characters get a hash so they stay unique)."""
+    safe = _SAFE_NAME.sub("_", subject_id)
+    if safe != subject_id or safe.startswith("."):
+        safe = f"{safe.lstrip('.')}-{hashlib.sha1(subject_id.encode()).hexdigest()[:8]}"
+    return safe
+
+
+# --------------------------------------------------------------------------------------------------------
+# masking
+# --------------------------------------------------------------------------------------------------------
+def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OTSU) -> np.ndarray:
+    """Foreground (head) mask of a 3D image, or of a 1-channel 4D one.
+
+    ``otsu``: voxels above Otsu's threshold of the whole volume (which separates a dark background from
+    tissue), then the largest connected component (drops specks of noise), with holes filled (keeps dark CSF
+    and ventricles enclosed by tissue). ``nonzero``: every voxel that is not 0 (skull-stripped images).
+
+    Args:
+        data: the intensities, shape ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
+        method: a :class:`~harmonize.keys.MaskMethod`.
+
+    Returns:
+        A boolean array of the input's shape; all False for a constant image.
+    """
+    method = check_option("method", method, MaskMethod)
+    array = np.asarray(data, dtype=np.float32)
+    if method == MaskMethod.NONZERO:
+        return array != 0
+    finite = array[np.isfinite(array)]
+    if finite.size == 0 or finite.min() == finite.max():
+        return np.zeros(array.shape, dtype=bool)
+    spatial = array.reshape(array.shape[-3:])
+    mask = spatial > threshold_otsu(finite)
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = labels == int(sizes.argmax())
+    mask = ndimage.binary_fill_holes(mask)
+    return mask.reshape(array.shape)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the output folder
+# --------------------------------------------------------------------------------------------------------
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame, overwrite: bool) -> None:
+    """Refuse an output folder that would mix with the inputs, or a foreign non-empty one."""
+    source = manifest.parent.resolve()
+    if out_dir == source:
+        raise HarmonizeError(
+            f"The output folder {out_dir} is the folder of the input manifest {manifest}. Preprocessing never "
+            "writes beside its inputs: choose another folder, e.g. --out "
+            f"{source.parent / (source.name + '_preprocessed')}."
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HarmonizeError(f"The output path {out_dir} exists and is not a folder; choose a folder.")
+    inputs = [manifest.resolve()] + [
+        Path(p).resolve() for column in (Keys.IMAGE, Keys.LABEL) if column in frame for p in frame[column].dropna()
+    ]
+    clashes = [p for p in inputs if _is_within(p, out_dir)]
+    if clashes:
+        examples = ", ".join(str(p) for p in clashes[:3])
+        raise HarmonizeError(
+            f"The output folder {out_dir} holds {len(clashes)} of the input files (e.g. {examples}); outputs "
+            "written there could replace inputs. Choose a folder outside the input data."
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        marker = _load_json(out_dir / MARKER_FILENAME)
+        if marker is None or marker.get("tool") != MARKER_TOOL:
+            raise HarmonizeError(
+                f"The output folder {out_dir} is not empty and is not the output of an earlier "
+                f"'harmonize preprocess' (it has no {MARKER_FILENAME}). Choose an empty or new folder, or "
+                "pass overwrite=True (--overwrite) to write into it anyway."
+            )
+
+
+def _remove_leftover_temporaries(out_dir: Path) -> None:
+    """Delete temporary files left by a run that was killed (they are never trusted, only clutter)."""
+    for sub in (IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR, LANDMARKS_DIR, CACHE_DIR):
+        folder = out_dir / sub
+        if folder.is_dir():
+            for path in folder.glob(f".*{_TMP_TAG}*"):
+                path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the two stages
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class _Scan:
+    """One manifest row on its way through the pipeline."""
+
+    row: int
+    subject_id: str
+    site: str
+    split: str
+    image: str
+    label: str | None
+    name: str
+    spatial_key: str = ""
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def where(self) -> str:
+        return f"row {self.row} (subject {self.subject_id!r})"
+
+
+def _files_ok(out_dir: Path, files: Mapping[str, Any] | None) -> bool:
+    """True when every recorded output exists with the recorded hash."""
+    if not files:
+        return False
+    for entry in files.values():
+        path = out_dir / entry["path"]
+        if not path.is_file() or _file_hash(path) != entry["sha256"]:
+            return False
+    return True
+
+
+def _outputs(out_dir: Path, scan: _Scan) -> dict[str, Path]:
+    file = scan.name + NIFTI_SUFFIX
+    paths = {"spatial": out_dir / SPATIAL_DIR / file, "mask": out_dir / MASKS_DIR / file,
+             "image": out_dir / IMAGES_DIR / file}
+    if scan.label is not None:
+        paths["label"] = out_dir / LABELS_DIR / file
+    return paths
+
+
+def _label_tensor(data: torch.Tensor) -> torch.Tensor:
+    """Integer label data, in the smallest of uint8/int32 that holds it."""
+    if data.is_floating_point():
+        data = torch.round(data)
+    small = data.numel() == 0 or (data.min() >= 0 and data.max() <= np.iinfo(np.uint8).max)
+    return data.to(torch.uint8 if small else torch.int32)
+
+
+def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
+    """Reorient, resample, mask and crop/pad one scan; write the spatial image, mask and label."""
+    images: dict[str, tio.Image] = {_IMAGE: tio.ScalarImage(scan.image)}
+    if scan.label is not None:
+        images[_LABEL] = tio.LabelMap(scan.label)
+    subject = tio.Subject(images)
+    try:
+        subject.load()
+    except (RuntimeError, OSError, ValueError, ImageFileError) as err:
+        raise HarmonizeError(f"{scan.where()}: cannot read its image or label: {err}") from err
+    if scan.label is not None and subject[_LABEL].spatial_shape != subject[_IMAGE].spatial_shape:
+        raise HarmonizeError(
+            f"{scan.where()}: label shape {subject[_LABEL].spatial_shape} differs from the image shape "
+            f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
+        )
+    subject[_IMAGE].set_data(subject[_IMAGE].data.float())
+    subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)
+    mask = foreground_mask(subject[_IMAGE].data, config.mask_method)
+    if not mask.any():
+        raise HarmonizeError(
+            f"{scan.where()}: no foreground found in {scan.image} (the image is constant); check the file, or "
+            f"use mask_method '{MaskMethod.NONZERO}' for skull-stripped images."
+        )
+    subject.add_image(tio.LabelMap(tensor=torch.from_numpy(mask.astype(np.uint8)), affine=subject[_IMAGE].affine),
+                      _MASK)
+    crop = tio.CropOrPad(config.target_shape, mask_name=_MASK if config.crop_to_mask else None)
+    subject = crop(subject)
+    if scan.label is not None:
+        subject[_LABEL].set_data(_label_tensor(subject[_LABEL].data))
+    paths = _outputs(out_dir, scan)
+    files = {}
+    for name, key in (("spatial", _IMAGE), ("mask", _MASK), ("label", _LABEL)):
+        if key in subject:
+            files[name] = {"path": paths[name].relative_to(out_dir).as_posix(),
+                           "sha256": _save_image(subject[key], paths[name])}
+    return files
+
+
+def _intensity_stage(scan: _Scan, landmarks: np.ndarray, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
+    """Standardise one spatially preprocessed scan with its site's landmarks; write the final image."""
+    paths = _outputs(out_dir, scan)
+    subject = tio.Subject({_IMAGE: tio.ScalarImage(paths["spatial"]), _MASK: tio.LabelMap(paths["mask"])})
+    transform = tio.Compose([
+        tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK),
+        tio.ZNormalization(masking_method=_MASK),
+    ])
+    try:
+        subject = transform(subject)
+    except RuntimeError as err:
+        if _ZERO_STD_MESSAGE not in str(err):
+            raise
+        raise HarmonizeError(f"{scan.where()}: cannot normalise {scan.image}: its foreground is constant.") from err
+    image = subject[_IMAGE]
+    data = image.data.float()
+    if config.zero_background:
+        data = torch.where(subject[_MASK].data.bool(), data, torch.zeros_like(data))
+    image.set_data(data.contiguous())
+    return {"image": {"path": paths["image"].relative_to(out_dir).as_posix(),
+                      "sha256": _save_image(image, paths["image"])}}
+
+
+# --------------------------------------------------------------------------------------------------------
+# landmarks
+# --------------------------------------------------------------------------------------------------------
+def _landmarks_file(site: str) -> str:
+    return f"site-{_safe_name(site)}.npy"
+
+
+def _train_landmarks(
+    scans: Sequence[_Scan], file: str, config: PreprocessConfig, out_dir: Path, previous: Mapping[str, Any] | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Landmarks of ``scans`` (reused when trained before from the very same spatial outputs)."""
+    key = _key({"version": PIPELINE_VERSION, "scans": sorted(s.spatial_key for s in scans),
+                "cutoff": list(config.landmarks_cutoff)})
+    path = out_dir / LANDMARKS_DIR / file
+    if previous and previous.get("key") == key and path.is_file() and _file_hash(path) == previous.get("sha256"):
+        return np.load(path), dict(previous)
+    paths = [_outputs(out_dir, s) for s in scans]
+    landmarks = tio.HistogramStandardization.train(
+        [str(p["spatial"]) for p in paths],
+        cutoff=config.landmarks_cutoff,
+        mask_path=[str(p["mask"]) for p in paths],
+        progress=False,
+    )
+    _replace_atomic(path, lambda tmp: np.save(tmp, landmarks))
+    entry = {"key": key, "file": file, "sha256": _file_hash(path), "n_scans": len(scans),
+             "subjects": sorted(s.subject_id for s in scans)}
+    return landmarks, entry
+
+
+def _site_landmarks(
+    scans: Sequence[_Scan], config: PreprocessConfig, out_dir: Path, overwrite: bool
+) -> tuple[dict[str, np.ndarray], dict[str, Path], tuple[str, ...]]:
+    """Train (or reuse) landmarks per site from its training scans; pooled ones for sites without any."""
+    index_path = out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME
+    previous = {} if overwrite else (_load_json(index_path) or {})
+    train = [s for s in scans if s.split == Split.TRAIN]
+    if not train:
+        raise HarmonizeError(
+            "The manifest has no training rows (split 'train'): per-site intensity landmarks are trained on "
+            "training scans only. Add training rows to the manifest."
+        )
+    sites = sorted({s.site for s in scans})
+    unseen = tuple(site for site in sites if not any(s.site == site for s in train))
+    arrays: dict[str, np.ndarray] = {}
+    files: dict[str, Path] = {}
+    entries: dict[str, Any] = {"sites": {}}
+    for site in sorted({s.site for s in train}):
+        site_scans = [s for s in train if s.site == site]
+        arrays[site], entries["sites"][site] = _train_landmarks(
+            site_scans, _landmarks_file(site), config, out_dir, previous.get("sites", {}).get(site))
+        files[site] = out_dir / LANDMARKS_DIR / _landmarks_file(site)
+    if unseen:
+        pooled, entries["pooled"] = _train_landmarks(train, POOLED_LANDMARKS_FILENAME, config, out_dir,
+                                                     previous.get("pooled"))
+        for site in unseen:
+            arrays[site] = pooled
+            files[site] = out_dir / LANDMARKS_DIR / POOLED_LANDMARKS_FILENAME
+        logger.warning(
+            "Site(s) %s have no training scans; their scans are standardised with landmarks pooled over the "
+            "%d training scans of all sites (the per-site landmarks need training scans of the site).",
+            list(unseen), len(train))
+    entries["pooled_sites"] = list(unseen)
+    _save_json(index_path, entries)
+    return arrays, files, unseen
+
+
+# --------------------------------------------------------------------------------------------------------
+# the whole run
+# --------------------------------------------------------------------------------------------------------
+def _scans(frame: pd.DataFrame) -> list[_Scan]:
+    labels = frame[Keys.LABEL] if Keys.LABEL in frame else pd.Series(None, index=frame.index, dtype=object)
+    scans = []
+    for row, sid, site, split, image, label in zip(frame.index, frame[Keys.SUBJECT_ID], frame[Keys.SITE],
+                                                   frame[Keys.SPLIT], frame[Keys.IMAGE], labels):
+        label = None if label is None or pd.isna(label) else str(label)
+        scans.append(_Scan(int(row), str(sid), str(site), str(split), str(image), label, _safe_name(str(sid))))
+    return scans
+
+
+def _run_stage(
+    items: Iterable[_Scan], work: Callable[[_Scan], None], desc: str, progress: bool
+) -> list[str]:
+    """Apply ``work`` to each scan, collecting the user-facing problems instead of stopping at the first."""
+    problems = []
+    for scan in tqdm(list(items), desc=desc, unit="scan", disable=not progress):
+        try:
+            work(scan)
+        except HarmonizeError as err:
+            problems.append(str(err))
+    return problems
+
+
+def preprocess_manifest(
+    manifest: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: PreprocessConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PreprocessResult:
+    """Preprocess every scan of a manifest into ``out_dir`` and write a new manifest there.
+
+    See the module docstring for the pipeline, the output layout and the cache. The inputs are never
+    modified. A second run with the same inputs and settings reuses every output (``processed == 0``).
+
+    Args:
+        manifest: the input manifest CSV (read with :func:`~harmonize.data.manifest.read_manifest`).
+        out_dir: the output folder: new, empty, or the output of an earlier run (then its cache is used).
+        config: the pipeline settings (defaults: :class:`PreprocessConfig`).
+        overwrite: write into a non-empty folder that is not an earlier output, and recompute every scan
+            instead of reusing the cache.
+        progress: show tqdm progress bars.
+
+    Returns:
+        The new manifest's path, counts of processed and cached scans, and the landmarks per site.
+
+    Raises:
+        ManifestError: the manifest cannot be read (every problem listed).
+        HarmonizeError: ``out_dir`` is the manifest's folder or holds input files, or is a foreign non-empty
+            folder without ``overwrite``; the manifest has no training rows; scans that cannot be read or
+            have no foreground (every such scan listed, after the others were processed).
+    """
+    start = time.perf_counter()
+    config = config or PreprocessConfig()
+    manifest = Path(manifest).expanduser().absolute()
+    frame = read_manifest(manifest)
+    out = Path(out_dir).expanduser().resolve()
+    _check_out_dir(out, manifest, frame, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_leftover_temporaries(out)
+    _save_json(out / MARKER_FILENAME, {"tool": MARKER_TOOL, "version": PIPELINE_VERSION,
+                                       "source": str(manifest), "config": asdict(config)})
+    (out / CACHE_DIR).mkdir(exist_ok=True)
+    scans = _scans(frame)
+
+    spatial_settings = config.spatial_settings()
+
+    def spatial(scan: _Scan) -> None:
+        record_path = out / CACHE_DIR / f"{scan.name}.json"
+        try:
+            hashes = [None if p is None else _file_hash(p) for p in (scan.image, scan.label)]
+        except OSError as err:
+            raise HarmonizeError(f"{scan.where()}: cannot read {err.filename}: {err.strerror}") from err
+        scan.spatial_key = _key({"version": PIPELINE_VERSION, "image": hashes[0], "label": hashes[1],
+                                 "settings": spatial_settings})
+        record = {} if overwrite else (_load_json(record_path) or {})
+        if record.get("spatial_key") == scan.spatial_key and _files_ok(out, record.get("spatial_files")):
+            scan.record = record
+            return
+        files = _spatial_stage(scan, config, out)
+        scan.record = {"subject_id": scan.subject_id, "spatial_key": scan.spatial_key, "spatial_files": files}
+        _save_json(record_path, scan.record)  # only after its files exist
+
+    problems = _run_stage(scans, spatial, "preprocess: resample", progress)
+    if problems:
+        raise HarmonizeError(f"{len(problems)} scan(s) of {manifest} could not be preprocessed; the others are "
+                             "cached for the next run.", problems=problems)
+
+    landmarks, landmark_files, unseen = _site_landmarks(scans, config, out, overwrite)
+    intensity_settings = config.intensity_settings()
+    counts = {"processed": 0, "cached": 0}
+
+    landmark_hashes = {site: hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+                       for site, values in landmarks.items()}
+
+    def intensity(scan: _Scan) -> None:
+        final_key = _key({"spatial_key": scan.spatial_key, "settings": intensity_settings,
+                          "landmarks": landmark_hashes[scan.site]})
+        if scan.record.get("final_key") == final_key and _files_ok(out, scan.record.get("final_files")):
+            counts["cached"] += 1
+            return
+        files = _intensity_stage(scan, landmarks[scan.site], config, out)
+        scan.record = {**scan.record, "final_key": final_key, "final_files": files}
+        _save_json(out / CACHE_DIR / f"{scan.name}.json", scan.record)  # only after its file exists
+        counts["processed"] += 1
+
+    problems = _run_stage(scans, intensity, "preprocess: standardise", progress)
+    if problems:
+        raise HarmonizeError(f"{len(problems)} scan(s) of {manifest} could not be normalised.", problems=problems)
+
+    new = frame.copy()
+    new[Keys.IMAGE] = [str(_outputs(out, s)["image"]) for s in scans]
+    if Keys.LABEL in new:
+        new[Keys.LABEL] = [str(_outputs(out, s)["label"]) if s.label is not None else None for s in scans]
+    new_manifest = write_manifest(new, out / MANIFEST_FILENAME, overwrite=True)
+    result = PreprocessResult(
+        manifest=new_manifest,
+        processed=counts["processed"],
+        cached=counts["cached"],
+        landmarks=landmark_files,
+        pooled_sites=unseen,
+        seconds=time.perf_counter() - start,
+    )
+    logger.debug("Preprocessed %d scans into %s: processed %d, cached %d (%.1f s)", len(scans), out,
+                result.processed, result.cached, result.seconds)
+    return result

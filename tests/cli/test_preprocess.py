@@ -1,0 +1,59 @@
+"""Tests of ``harmonize preprocess`` (harmonize.cli.preprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import nibabel as nib
+import pytest
+
+from harmonize.cli.main import main
+from harmonize.data.manifest import read_manifest
+
+#: The tiny cohort is 24^3 voxels over a 200 mm field of view; 16^3 voxels of 12.5 mm cover the same.
+ARGS = ["--spacing", "12.5", "--shape", "16", "16", "16", "--no-progress"]
+
+
+def folder_hash(folder) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_preprocess_then_again_is_fully_cached(tiny_cohort, tmp_path, capsys):
+    before = folder_hash(tiny_cohort.parent)
+    out = tmp_path / "pre"
+    assert main(["preprocess", str(tiny_cohort), "--out", str(out), *ARGS]) == 0
+    first = capsys.readouterr().err
+    assert "scans: 18 (processed 18, cached 0)" in first
+    assert f"preprocessed manifest: {out / 'manifest.csv'}" in first
+    assert "landmarks: 3 site(s) from their training scans" in first
+    frame = read_manifest(out / "manifest.csv")
+    assert len(frame) == 18
+    image = nib.load(frame["image"].iloc[0])
+    assert image.shape == (16, 16, 16) and image.header.get_zooms() == (12.5, 12.5, 12.5)
+
+    assert main(["preprocess", str(tiny_cohort), "--out", str(out), *ARGS]) == 0
+    assert "scans: 18 (processed 0, cached 18)" in capsys.readouterr().err
+    assert folder_hash(tiny_cohort.parent) == before  # the shared inputs are untouched
+
+
+def test_changed_setting_is_reprocessed(tiny_cohort, tmp_path, capsys):
+    out = tmp_path / "pre"
+    assert main(["preprocess", str(tiny_cohort), "--out", str(out), *ARGS]) == 0
+    capsys.readouterr()
+    assert main(["preprocess", str(tiny_cohort), "--out", str(out), "--spacing", "12.5",
+                 "--shape", "14", "14", "14", "--no-progress"]) == 0
+    assert "(processed 18, cached 0)" in capsys.readouterr().err
+
+
+def test_user_mistakes_exit_1_without_traceback(tiny_cohort, capsys):
+    assert main(["preprocess", str(tiny_cohort), "--out", str(tiny_cohort.parent), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: The output folder") and "is the folder of the input manifest" in err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["preprocess", str(tiny_cohort)])  # --out is required
+    assert exit_.value.code == 2
+    assert "--out" in capsys.readouterr().err

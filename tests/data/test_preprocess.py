@@ -1,0 +1,255 @@
+"""Tests of harmonize.data.preprocess: the per-site TorchIO pipeline and its cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torchio as tio
+
+import harmonize.data.preprocess as preprocess
+from harmonize.data.manifest import read_manifest
+from harmonize.data.preprocess import (
+    MANIFEST_FILENAME,
+    MARKER_FILENAME,
+    PreprocessConfig,
+    foreground_mask,
+    preprocess_manifest,
+)
+from harmonize.errors import ConfigError, HarmonizeError
+
+#: 16^3 voxels of 1.5 mm cover the 24 mm of the 20^3 x 1.2 mm inputs.
+CONFIG = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
+
+
+def run(manifest: Path, out: Path, config: PreprocessConfig = CONFIG, **kwargs) -> preprocess.PreprocessResult:
+    return preprocess_manifest(manifest, out, config, progress=False, **kwargs)
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_outputs_are_ras_resampled_cropped_and_normalised_per_site(make_cohort, tmp_path):
+    manifest = make_cohort(sites=("siteA", "siteB"), per_site=3)
+    result = run(manifest, tmp_path / "out")
+    assert (result.processed, result.cached) == (6, 0)
+    out = read_manifest(result.manifest)
+    source = read_manifest(manifest)
+    assert list(out.columns) == list(source.columns) and list(out.index) == list(source.index)
+    assert out.drop(columns=["image", "label"]).equals(source.drop(columns=["image", "label"]))
+    assert result.manifest.read_text().splitlines()[1].startswith("siteA-00,images/siteA-00.nii.gz,labels/")
+    tissue_means = {}
+    for sid, image_path, label_path in zip(out["subject_id"], out["image"], out["label"]):
+        image = nib.load(image_path)
+        assert image.shape == (16, 16, 16)
+        np.testing.assert_allclose(image.header.get_zooms(), (1.5, 1.5, 1.5))
+        assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
+        assert image.get_data_dtype() == np.float32
+        data = image.get_fdata()
+        mask = nib.load(tmp_path / "out" / "masks" / f"{sid}.nii.gz").get_fdata() > 0
+        assert 0.1 < mask.mean() < 0.4
+        assert abs(data[mask].mean()) < 1e-4 and abs(data[mask].std() - 1) < 1e-2
+        assert np.all(data[~mask] == 0)
+        label = nib.load(label_path)
+        assert label.get_data_dtype() == np.uint8 and np.allclose(label.affine, image.affine)
+        labels = np.asarray(label.dataobj)
+        assert set(np.unique(labels)) == {0, 1, 2}
+        tissue_means[sid] = data[labels == 1].mean() - data[labels == 2].mean()
+    # the label followed the image (siteB was stored LAS): inner tissue is brighter after preprocessing
+    assert min(tissue_means.values()) > 1.5
+    # per-site standardisation removed the 2.5x intensity scaling of siteB: tissue contrast matches within 10%
+    assert tissue_means["siteB-00"] == pytest.approx(tissue_means["siteA-00"], rel=0.1)
+
+
+def test_second_run_is_cached_and_inputs_untouched(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=3)
+    inputs_before = tree_hashes(manifest.parent)
+    run(manifest, tmp_path / "out")
+    written = mtimes(tmp_path / "out" / "images")
+    again = run(manifest, tmp_path / "out")
+    assert (again.processed, again.cached) == (0, 6)
+    assert mtimes(tmp_path / "out" / "images") == written  # nothing rewritten
+    assert tree_hashes(manifest.parent) == inputs_before
+
+
+def test_landmarks_come_from_the_sites_training_rows_only(make_cohort, tmp_path):
+    manifest = make_cohort(sites=("siteA", "siteB"), per_site=4, n_train=2)
+    first = run(manifest, tmp_path / "out")
+    landmarks_a = np.load(first.landmarks["siteA"])
+    landmarks_b = np.load(first.landmarks["siteB"])
+    assert first.landmarks["siteA"].name == "site-siteA.npy" and not np.allclose(landmarks_a, landmarks_b)
+
+    rows = read_manifest(manifest)
+    test_image = rows[(rows["site"] == "siteA") & (rows["split"] == "test")]["image"].iloc[0]
+    train_image = rows[(rows["site"] == "siteA") & (rows["split"] == "train")]["image"].iloc[0]
+    image = nib.load(test_image)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj) ** 1.5, image.affine), test_image)
+    second = run(manifest, tmp_path / "out")
+    assert second.processed == 1  # only the changed scan
+    np.testing.assert_array_equal(np.load(second.landmarks["siteA"]), landmarks_a)
+
+    image = nib.load(train_image)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj) ** 1.5, image.affine), train_image)
+    third = run(manifest, tmp_path / "out")
+    assert third.processed == 4  # siteA's landmarks changed, so all siteA scans are redone
+    assert not np.allclose(np.load(third.landmarks["siteA"]), landmarks_a)
+    np.testing.assert_array_equal(np.load(third.landmarks["siteB"]), landmarks_b)
+
+
+def test_changing_a_setting_invalidates_only_what_depends_on_it(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=2)
+    out = tmp_path / "out"
+    run(manifest, out)
+    spatial = mtimes(out / "spatial")
+    intensity_only = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16), landmarks_cutoff=(0.02, 0.98))
+    result = run(manifest, out, intensity_only)
+    assert (result.processed, result.cached) == (4, 0)
+    assert mtimes(out / "spatial") == spatial  # resampling was reused
+    smaller = PreprocessConfig(target_spacing=1.5, target_shape=(12, 12, 12), landmarks_cutoff=(0.02, 0.98))
+    result = run(manifest, out, smaller)
+    assert (result.processed, result.cached) == (4, 0)
+    assert nib.load(read_manifest(result.manifest)["image"].iloc[0]).shape == (12, 12, 12)
+    assert mtimes(out / "spatial") != spatial
+
+
+def test_overwrite_recomputes_everything(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=2)
+    run(manifest, tmp_path / "out")
+    result = run(manifest, tmp_path / "out", overwrite=True)
+    assert (result.processed, result.cached) == (4, 0)
+
+
+def test_unseen_site_gets_pooled_landmarks_with_a_warning(make_cohort, tmp_path, caplog):
+    manifest = make_cohort(sites=("siteA", "siteB"), per_site=2, n_train=2, unseen=("siteD",))
+    with caplog.at_level(logging.WARNING, logger="harmonize.data.preprocess"):
+        result = run(manifest, tmp_path / "out")
+    assert result.pooled_sites == ("siteD",)
+    assert result.landmarks["siteD"].name == "pooled.npy"
+    assert "['siteD'] have no training scans" in caplog.text and "pooled over the 4 training scans" in caplog.text
+    image = nib.load(tmp_path / "out" / "images" / "siteD-00.nii.gz").get_fdata()
+    mask = nib.load(tmp_path / "out" / "masks" / "siteD-00.nii.gz").get_fdata() > 0
+    assert abs(image[mask].mean()) < 1e-4 and abs(image[mask].std() - 1) < 1e-2
+
+
+def test_out_dir_in_the_input_folder_is_refused(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=1, n_train=1)
+    with pytest.raises(HarmonizeError, match="is the folder of the input manifest") as err:
+        run(manifest, manifest.parent)
+    assert "cohort_preprocessed" in str(err.value)
+    with pytest.raises(HarmonizeError, match=r"holds 5 of the input files .*Choose a folder outside"):
+        run(manifest, tmp_path)  # the cohort lies inside it
+    subfolder = manifest.parent / "derivatives"  # inside the input tree but holding no input: allowed
+    assert run(manifest, subfolder).processed == 2
+
+
+def test_foreign_non_empty_folder_needs_overwrite(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=1, n_train=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(HarmonizeError, match=f"not empty and is not the output .*{MARKER_FILENAME}.*--overwrite"):
+        run(manifest, out)
+    assert run(manifest, out, overwrite=True).processed == 2
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / MANIFEST_FILENAME).is_file()
+
+
+def test_crash_between_file_and_record_is_not_trusted(make_cohort, tmp_path, monkeypatch):
+    manifest = make_cohort(per_site=3, n_train=2)
+    real = preprocess._intensity_stage
+    calls = []
+
+    def crash_after_writing(scan, *args):
+        files = real(scan, *args)  # the output file is complete on disk ...
+        calls.append(scan.subject_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # ... but the run dies before its cache record is written
+        return files
+
+    monkeypatch.setattr(preprocess, "_intensity_stage", crash_after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        run(manifest, tmp_path / "out")
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "images" / f"{calls[2]}.nii.gz").is_file()
+    result = run(manifest, tmp_path / "out")
+    assert (result.processed, result.cached) == (4, 2)  # the third scan is redone, not trusted
+
+
+def test_crash_while_writing_leaves_no_partial_file(make_cohort, tmp_path, monkeypatch):
+    manifest = make_cohort(per_site=2, n_train=2)
+    real_save = tio.ScalarImage.save
+
+    def half_write(self, path, squeeze=None):
+        if "images" in Path(path).parts:
+            Path(path).write_bytes(b"\x1f\x8b half a file")
+            raise OSError(28, "No space left on device")
+        return real_save(self, path, squeeze=squeeze)
+
+    monkeypatch.setattr(tio.ScalarImage, "save", half_write)
+    with pytest.raises(OSError, match="No space left"):
+        run(manifest, tmp_path / "out")
+    monkeypatch.undo()
+    assert list((tmp_path / "out" / "images").iterdir()) == []  # neither a partial output nor a temporary file
+    result = run(manifest, tmp_path / "out")
+    assert (result.processed, result.cached) == (4, 0)
+    for path in read_manifest(result.manifest)["image"]:
+        assert nib.load(path).shape == (16, 16, 16)
+
+
+def test_corrupted_output_is_redone(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=2)
+    run(manifest, tmp_path / "out")
+    with open(tmp_path / "out" / "images" / "siteB-01.nii.gz", "ab") as handle:
+        handle.write(b"garbage")
+    result = run(manifest, tmp_path / "out")
+    assert (result.processed, result.cached) == (1, 3)
+
+
+@pytest.mark.filterwarnings("ignore:Error loading image with SimpleITK")
+def test_unreadable_scans_are_all_listed(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=2)
+    (manifest.parent / "img" / "siteA-01_T1w.nii.gz").unlink()
+    (manifest.parent / "img" / "siteB-00_T1w.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(HarmonizeError, match="2 scan") as err:
+        run(manifest, tmp_path / "out")
+    problems = "\n".join(err.value.problems)
+    assert "row 3 (subject 'siteA-01'): cannot read" in problems and "siteA-01_T1w.nii.gz" in problems
+    assert "row 4 (subject 'siteB-00'): cannot read its image or label" in problems
+
+
+def test_no_training_rows_is_an_error(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=0)
+    with pytest.raises(HarmonizeError, match="no training rows"):
+        run(manifest, tmp_path / "out")
+
+
+def test_foreground_mask_fills_holes_and_drops_specks():
+    volume = np.zeros((20, 20, 20), dtype=np.float32)
+    volume[4:16, 4:16, 4:16] = 100.0
+    volume[8:12, 8:12, 8:12] = 5.0  # dark "ventricle" inside the head
+    volume[0, 0, 0] = 100.0  # a bright speck of noise outside
+    mask = foreground_mask(volume)
+    assert mask.sum() == 12**3 and not mask[0, 0, 0] and mask[10, 10, 10]
+    assert foreground_mask(volume[None]).shape == (1, 20, 20, 20)
+    assert not foreground_mask(np.ones((4, 4, 4))).any()
+    assert foreground_mask(volume, "nonzero").sum() == 12**3 + 1
+
+
+def test_config_is_checked():
+    assert CONFIG.target_spacing == (1.5, 1.5, 1.5) and CONFIG.mask_method == "otsu"
+    with pytest.raises(ConfigError) as err:
+        PreprocessConfig(target_spacing=-1, target_shape=(16, 16), landmarks_cutoff=(0.9, 0.1))
+    assert len(err.value.problems) == 3
+    assert "target_spacing must be one positive number or three, not -1" in err.value.problems
+    with pytest.raises(ConfigError, match="Argument 'mask_method'"):
+        PreprocessConfig(mask_method="otsuu")
