@@ -21,3 +21,49 @@ TARGET_SHAPE = (96, 112, 96)
 BETA = 10.0
 #: Weight of the domain loss.
 ALPHA = 1.0
+
+# --- manifests -------------------------------------------------------------------------------------------
+#: Fractions of each site's participants put in the validation and test splits by ``manifest from-bids``.
+MANIFEST_VAL_FRACTION = 0.15
+MANIFEST_TEST_FRACTION = 0.15
+
+# --- per-site intensity standardisation (harmonize preprocess) --------------------------------------------
+#: Quantiles of the foreground intensities mapped by histogram standardisation (Nyul & Udupa's pc1, pc2).
+LANDMARKS_CUTOFF = (0.01, 0.99)
+
+# --- data loading ----------------------------------------------------------------------------------------
+#: Scans per batch when the caller gives no batch size.
+BATCH_SIZE = 8
+
+# --- networks (Dinsdale et al. 2021) ---------------------------------------------------------------------
+#: Channels of the age regressor's convolution blocks, its feature size and regressor width (96-32-1).
+AGE_CHANNELS = (32, 64, 64, 96, 96, 96)
+AGE_FEATURE_DIM = 96
+AGE_HIDDEN = 32
+#: Normalisation of the age regressor (MONAI spec): GroupNorm works at any batch size and spatial size.
+AGE_NORM = ("group", {"num_groups": 8})
+#: Classes (background, CSF, GM, WM) and channels per level of the tissue segmenter.
+SEG_CLASSES = 4
+SEG_CHANNELS = (8, 16, 32, 64)
+#: Hidden width and dropout of the domain head (the paper's 96-32-n head, p = 0.2).
+DOMAIN_HIDDEN = 32
+DOMAIN_DROPOUT = 0.2
+
+# --- domain heads and training (workflows) ---------------------------------------------------------------
+#: Learning rate and updates per batch of the domain heads (a strong adversary makes strong unlearning).
+HEAD_LR = 1e-3
+HEAD_STEPS = 1
+#: Epochs at the start of training during which only the domain heads learn.
+WARMUP_EPOCHS = 2
+#: Quantile bins of the head of a continuous confound such as age.
+AGE_BINS = 4
+#: Learning rate of the task network.
+LEARNING_RATE = 1e-3
+
+# --- demo ------------------------------------------------------------------------------------------------
+#: What the demo's networks see: 32^3 voxels of 6 mm (the whole head of the 64^3 cohort, downsampled).
+DEMO_SHAPE = (32, 32, 32)
+DEMO_SPACING = 6.0
+#: Brain-age encoder channels of the demo (a slimmer VGG than the paper's, for 2 CPU cores).
+DEMO_CHANNELS = (16, 32, 32, 64, 64, 64)
+DEMO_EPOCHS = 30

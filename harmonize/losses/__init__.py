@@ -1,0 +1,25 @@
+"""Losses of scanner unlearning and semi-supervised training (plain PyTorch + MONAI; no engines, no files).
+
+- :class:`ConfusionLoss`: pushes the domain head's softmax to uniform (Dinsdale et al. 2021); minimum log N.
+- :class:`DomainLoss`: cross-entropy of the domain head, with class weights and a per-sample mask.
+- :class:`GradientReversal`: the DANN layer (Ganin & Lempitsky 2015), with :func:`dann_lambda` for its schedule.
+- :class:`StandardisedMSELoss`: MSE in units of a scale (e.g. the age SD), so ``beta`` means the same for any unit.
+- :class:`MaskedLoss`: any task loss, skipping the samples without a label (NaN target or ``ignore_value``).
+"""
+
+from harmonize.losses.confusion import ConfusionLoss
+from harmonize.losses.domain import DomainLoss
+from harmonize.losses.gradient_reversal import GradientReversal, GradientReversalFunction, dann_lambda, grad_reverse
+from harmonize.losses.masked import MaskedLoss
+from harmonize.losses.standardised_mse import StandardisedMSELoss
+
+__all__ = [
+    "ConfusionLoss",
+    "DomainLoss",
+    "GradientReversal",
+    "GradientReversalFunction",
+    "grad_reverse",
+    "dann_lambda",
+    "MaskedLoss",
+    "StandardisedMSELoss",
+]

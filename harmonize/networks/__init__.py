@@ -1,0 +1,17 @@
+"""Networks of scanner unlearning (plain PyTorch + MONAI; no engines, no files).
+
+A network for unlearning is a feature extractor + task head, plus a :class:`DomainHead` that reads features
+taken from named submodules by :class:`FeatureTaps`. Each task network lists its tap points in ``TAPS``
+(tap name -> submodule name) and their sizes in ``tap_channels``.
+
+- :class:`BrainAgeRegressor`: VGG-like 2D/3D encoder (tap ``encoder``) and 96-32-1 regressor.
+- :class:`TissueSegmenter`: U-Net for background/CSF/GM/WM (taps ``bottleneck`` and ``final``).
+- :class:`DomainHead`: MLP ``in_features -> 32 -> num_classes`` with dropout.
+"""
+
+from harmonize.networks.age_regressor import BrainAgeRegressor
+from harmonize.networks.domain_head import DomainHead
+from harmonize.networks.feature_taps import FeatureTaps, pool_features
+from harmonize.networks.segmentation import TissueSegmenter
+
+__all__ = ["BrainAgeRegressor", "TissueSegmenter", "DomainHead", "FeatureTaps", "pool_features"]

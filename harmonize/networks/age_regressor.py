@@ -1,0 +1,194 @@
+"""VGG-like brain-age regressor of scanner unlearning (Dinsdale, Jenkinson & Namburete 2021)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Pool
+from torch import nn
+
+from harmonize import defaults
+from harmonize.errors import ConfigError
+
+__all__ = ["BrainAgeRegressor"]
+
+#: Convolutions per block in the original network: two in the first three blocks, three in the others.
+ORIGINAL_CONVS_EARLY = 2
+ORIGINAL_CONVS_LATE = 3
+ORIGINAL_EARLY_BLOCKS = 3
+
+
+class BrainAgeRegressor(nn.Module):
+    """A VGG-like 2D/3D encoder to a feature vector, and a small MLP regressor of age.
+
+    The architecture follows the age network of Dinsdale et al. (MICCAI 2020; NeuroImage 2021): blocks of 3x3(x3)
+    convolutions with 32-64-64-96-96-96 channels (2, 2, 2, 3, 3, 3 convolutions), max-pooling between blocks, a
+    96-d feature vector and a 96-32-1 regressor. Two changes make it work for any input size and small batches:
+
+    - the last block is followed by adaptive average pooling to ``pooled_size`` voxels per axis (the original
+      flattened a fixed 2x2x1 map), then a linear layer and ReLU to ``feature_dim`` features;
+    - the default normalisation is GroupNorm (8 groups). BatchNorm (the original, ``norm="batch"``) is noisy at
+      batch sizes of 2-8 and its running statistics pool every site, so they can themselves carry site
+      information into evaluation; InstanceNorm (``norm=("instance", {"affine": True})``) is batch-independent
+      too but needs more than one voxel in the deepest block (inputs of at least ``2 * min_input_size``).
+
+    Max-pooling halves the size ``len(channels) - 1`` times, so every spatial axis must be at least
+    ``min_input_size = 2 ** (len(channels) - 1)`` voxels: 32 for the default six blocks (e.g. 32^3 or the
+    96x112x96 grid of 2 mm preprocessing).
+
+    Submodules (tap points for :mod:`harmonize.networks.feature_taps`):
+
+    - ``encoder``: image -> ``(batch, feature_dim)`` feature vector (its output is the tap named in
+      :attr:`TAPS`);
+    - ``regressor``: features -> ``(batch, 1)``.
+
+    Predictions are in years: the regressor's raw output ``r`` is mapped to ``r * age_scale + age_offset``.
+    Set ``age_offset``/``age_scale`` to the training cohort's mean and standard deviation so the untrained
+    network predicts the mean age and the raw output stays of order one (better conditioned than regressing
+    years directly). Targets stay in years; to keep the task loss of order one as well (so the confusion
+    weight ``beta`` means the same whatever the unit), use
+    :class:`~harmonize.losses.StandardisedMSELoss` with ``scale=age_scale`` rather than a plain MSE in
+    years^2. Both are buffers, saved in the ``state_dict``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        channels: output channels of each convolution block (two blocks or more).
+        convs_per_block: convolutions in each block: an int for all, a sequence with one entry per block, or
+            ``None`` for the original pattern (two in the first three blocks, three after).
+        feature_dim: size of the feature vector.
+        hidden: width of the regressor's hidden layer.
+        pooled_size: voxels per axis after the final adaptive average pooling.
+        norm: MONAI normalisation spec (e.g. ``("group", {"num_groups": 8})``, ``"batch"``, ``"instance"``).
+        act: MONAI activation spec.
+        dropout: dropout probability in the convolution blocks.
+        age_offset: added to the raw output (years).
+        age_scale: multiplies the raw output (years), > 0.
+
+    Raises:
+        ConfigError: (a ``ValueError``) an argument outside its range, or channels that the normalisation
+            cannot group (the argument is named).
+    """
+
+    #: Tap name -> name of the submodule whose output is the tapped feature.
+    TAPS: dict[str, str] = {"encoder": "encoder"}
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        channels: Sequence[int] = defaults.AGE_CHANNELS,
+        convs_per_block: int | Sequence[int] | None = None,
+        feature_dim: int = defaults.AGE_FEATURE_DIM,
+        hidden: int = defaults.AGE_HIDDEN,
+        pooled_size: int = 1,
+        norm: str | tuple = defaults.AGE_NORM,
+        act: str | tuple = "relu",
+        dropout: float = 0.0,
+        age_offset: float = 0.0,
+        age_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        problems = []
+        if spatial_dims not in (2, 3):
+            problems.append(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2 or min(channels) < 1:
+            problems.append(f"channels must hold two or more positive numbers, got {channels!r}")
+        for arg, value in (("in_channels", in_channels), ("feature_dim", feature_dim), ("hidden", hidden),
+                           ("pooled_size", pooled_size)):
+            if int(value) != value or value < 1:
+                problems.append(f"{arg} must be a positive integer, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            problems.append(f"dropout must lie in [0, 1), got {dropout!r}")
+        if not math.isfinite(age_offset):
+            problems.append(f"age_offset must be finite, got {age_offset!r}")
+        if not (math.isfinite(age_scale) and age_scale > 0):
+            problems.append(f"age_scale must be finite and > 0, got {age_scale!r}")
+        if convs_per_block is None:
+            convs = tuple(
+                ORIGINAL_CONVS_EARLY if i < ORIGINAL_EARLY_BLOCKS else ORIGINAL_CONVS_LATE for i in range(len(channels))
+            )
+        elif isinstance(convs_per_block, int):
+            convs = (convs_per_block,) * len(channels)
+        else:
+            convs = tuple(int(c) for c in convs_per_block)
+        if len(convs) != len(channels) or min(convs, default=0) < 1:
+            problems.append(
+                f"convs_per_block must be a positive int or one positive int per block ({len(channels)} blocks), "
+                f"got {convs_per_block!r}"
+            )
+        if problems:
+            raise ConfigError(f"{name}: invalid arguments.", problems=problems)
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = int(in_channels)
+        self.channels = channels
+        self.feature_dim = int(feature_dim)
+        #: Smallest size of every spatial axis of the input.
+        self.min_input_size = 2 ** (len(channels) - 1)
+        #: Tap name -> number of features (channels) of that tap.
+        self.tap_channels: dict[str, int] = {"encoder": self.feature_dim}
+
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        in_ch = self.in_channels
+        try:
+            for i, (out_ch, n_convs) in enumerate(zip(channels, convs)):
+                block = nn.Sequential(
+                    *[
+                        Convolution(
+                            spatial_dims, in_ch if j == 0 else out_ch, out_ch, kernel_size=3, act=act, norm=norm,
+                            dropout=dropout or None, adn_ordering="NDA", bias=False,
+                        )
+                        for j in range(n_convs)
+                    ]
+                )
+                layers[f"block{i}"] = block
+                if i < len(channels) - 1:
+                    layers[f"pool{i}"] = Pool[Pool.MAX, spatial_dims](kernel_size=2)
+                in_ch = out_ch
+        except ValueError as err:  # e.g. GroupNorm: channels not divisible by num_groups
+            raise ConfigError(f"{name}: norm={norm!r} does not fit channels={channels!r}: {err}") from err
+        layers["global_pool"] = Pool[Pool.ADAPTIVEAVG, spatial_dims](pooled_size)
+        layers["flatten"] = nn.Flatten(1)
+        layers["embed"] = nn.Linear(channels[-1] * pooled_size**spatial_dims, self.feature_dim)
+        layers["embed_act"] = nn.ReLU()
+        self.encoder = nn.Sequential(layers)
+        self.regressor = nn.Sequential(
+            OrderedDict(
+                fc=nn.Linear(self.feature_dim, int(hidden)),
+                act=nn.ReLU(),
+                out=nn.Linear(int(hidden), 1),
+            )
+        )
+        self.register_buffer("age_offset", torch.tensor(float(age_offset)))
+        self.register_buffer("age_scale", torch.tensor(float(age_scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predict age in years.
+
+        Args:
+            x: images ``(batch, in_channels, *spatial)`` with every spatial axis >= :attr:`min_input_size`.
+
+        Returns:
+            Ages ``(batch, 1)``.
+
+        Raises:
+            ValueError: the input's shape does not fit (the shape and the requirement are named).
+        """
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}: expected input (batch, {self.in_channels}, "
+                f"{', '.join(['size'] * self.spatial_dims)}), got {tuple(x.shape)}."
+            )
+        if min(x.shape[2:]) < self.min_input_size:
+            raise ValueError(
+                f"{type(self).__name__}: every spatial axis must be >= {self.min_input_size} voxels for "
+                f"{len(self.channels)} blocks, got input {tuple(x.shape)}."
+            )
+        return self.regressor(self.encoder(x)) * self.age_scale + self.age_offset

@@ -1,0 +1,93 @@
+"""Domain (scanner) classifier head of scanner unlearning."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from harmonize import defaults
+from harmonize.errors import ConfigError
+
+__all__ = ["DomainHead"]
+
+#: Fewest classes a domain head can have.
+MIN_CLASSES = 2
+
+
+class DomainHead(nn.Module):
+    """An MLP from a feature vector to domain logits: ``in_features -> hidden... -> num_classes``.
+
+    The domain predictor of Dinsdale et al. (NeuroImage 2021) is 96-32-n with ReLU and dropout (p = 0.2).
+    This head returns logits (no softmax: :class:`~harmonize.losses.DomainLoss` and
+    :class:`~harmonize.losses.ConfusionLoss` take logits). ``hidden`` may list several widths for a stronger
+    adversary: unlearning is only as strong as the head that measures the domain information.
+
+    Args:
+        in_features: size of the feature vector (e.g. ``BrainAgeRegressor.feature_dim``, or a tap's channels
+            after global average pooling).
+        num_classes: number of domains (2 or more).
+        hidden: width of the hidden layer, or a sequence of widths (empty: a linear head).
+        dropout: dropout probability after each hidden layer, in ``[0, 1)``.
+        normalize_input: apply ``LayerNorm(in_features)`` first (useful when features of several taps or
+            scales are concatenated).
+
+    Raises:
+        ConfigError: (a ``ValueError``) an argument outside its range (the argument is named).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden: int | Sequence[int] = defaults.DOMAIN_HIDDEN,
+        dropout: float = defaults.DOMAIN_DROPOUT,
+        normalize_input: bool = False,
+    ) -> None:
+        super().__init__()
+        widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        problems = []
+        if int(in_features) != in_features or in_features < 1:
+            problems.append(f"in_features must be a positive integer, got {in_features!r}")
+        if int(num_classes) != num_classes or num_classes < MIN_CLASSES:
+            problems.append(f"num_classes must be an integer >= {MIN_CLASSES}, got {num_classes!r}")
+        if any(int(w) != w or w < 1 for w in widths):
+            problems.append(f"hidden must hold positive integers, got {hidden!r}")
+        if not 0.0 <= dropout < 1.0:
+            problems.append(f"dropout must lie in [0, 1), got {dropout!r}")
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+
+        self.in_features = int(in_features)
+        self.num_classes = int(num_classes)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["norm"] = nn.LayerNorm(self.in_features) if normalize_input else nn.Identity()
+        width = self.in_features
+        for i, w in enumerate(widths):
+            layers[f"fc{i}"] = nn.Linear(width, int(w))
+            layers[f"act{i}"] = nn.ReLU()
+            layers[f"drop{i}"] = nn.Dropout(dropout)
+            width = int(w)
+        layers["out"] = nn.Linear(width, self.num_classes)
+        self.layers = nn.Sequential(layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Domain logits of a batch of feature vectors.
+
+        Args:
+            features: ``(batch, in_features)``.
+
+        Returns:
+            Logits ``(batch, num_classes)``.
+
+        Raises:
+            ValueError: ``features`` is not ``(batch, in_features)`` (both shapes are named).
+        """
+        if features.ndim != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__}: expected features of shape (batch, {self.in_features}), got "
+                f"{tuple(features.shape)}; pool spatial feature maps to vectors first (global average pooling)."
+            )
+        return self.layers(features)

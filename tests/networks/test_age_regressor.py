@@ -1,0 +1,127 @@
+"""Tests of harmonize.networks.BrainAgeRegressor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harmonize.errors import ConfigError
+from harmonize.networks import BrainAgeRegressor
+
+SMALL = (8, 8, 16)  # three blocks: minimum input 4 per axis
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _captured(net: nn.Module, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``net`` on ``x`` and return its output and the output of submodule ``name`` (by forward hook)."""
+    store: dict[str, torch.Tensor] = {}
+    handle = dict(net.named_modules())[name].register_forward_hook(lambda m, a, out: store.__setitem__("out", out))
+    try:
+        out = net(x)
+    finally:
+        handle.remove()
+    return out, store["out"]
+
+
+def test_default_network_follows_the_paper() -> None:
+    net = BrainAgeRegressor()
+    assert net.channels == (32, 64, 64, 96, 96, 96) and net.feature_dim == 96 and net.min_input_size == 32
+    convs = [m for m in net.encoder.modules() if isinstance(m, nn.Conv3d)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64, 64, 64] + [96] * 9  # 2, 2, 2, 3, 3, 3 convs
+    linears = [(m.in_features, m.out_features) for m in net.regressor.modules() if isinstance(m, nn.Linear)]
+    assert linears == [(96, 32), (32, 1)]
+    assert net.TAPS == {"encoder": "encoder"} and net.tap_channels == {"encoder": 96}
+
+    torch.manual_seed(0)
+    out, features = _captured(net, "encoder", torch.randn(2, 1, 32, 32, 32))
+    assert out.shape == (2, 1) and features.shape == (2, 96)
+    assert float(features.detach().min()) >= 0.0  # ReLU features, as in the original
+
+
+@pytest.mark.parametrize(
+    ("spatial_dims", "shape"), [(3, (3, 1, 4, 4, 4)), (3, (3, 1, 9, 12, 17)), (2, (3, 1, 4, 4)), (2, (3, 1, 31, 20))]
+)
+def test_any_input_size_from_the_minimum(spatial_dims: int, shape: tuple[int, ...]) -> None:
+    net = BrainAgeRegressor(spatial_dims=spatial_dims, channels=SMALL, feature_dim=12)
+    assert net.min_input_size == 4
+    out, features = _captured(net, "encoder", torch.randn(shape))
+    assert out.shape == (3, 1) and features.shape == (3, 12) and net.tap_channels["encoder"] == 12
+
+
+def test_too_small_or_wrong_input_is_named() -> None:
+    net = BrainAgeRegressor(channels=SMALL)
+    with pytest.raises(ValueError, match=r"must be >= 4 voxels for 3 blocks, got input \(1, 1, 4, 3, 4\)"):
+        net(torch.zeros(1, 1, 4, 3, 4))
+    with pytest.raises(ValueError, match=r"expected input \(batch, 1, size, size, size\), got \(1, 2, 8, 8, 8\)"):
+        net(torch.zeros(1, 2, 8, 8, 8))
+    with pytest.raises(ValueError, match=r"got \(1, 1, 8, 8\)"):
+        net(torch.zeros(1, 1, 8, 8))
+
+
+def test_age_offset_and_scale_map_raw_output_to_years() -> None:
+    torch.manual_seed(0)
+    raw = BrainAgeRegressor(spatial_dims=2, channels=SMALL).eval()
+    scaled = BrainAgeRegressor(spatial_dims=2, channels=SMALL, age_offset=60.0, age_scale=12.5).eval()
+    state = raw.state_dict()
+    state.update(age_offset=torch.tensor(60.0), age_scale=torch.tensor(12.5))
+    scaled.load_state_dict(state)
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x), raw(x) * 12.5 + 60.0)
+    assert float(scaled.state_dict()["age_offset"]) == 60.0
+
+
+def test_batch_of_one_trains_and_overfits() -> None:
+    torch.manual_seed(0)
+    net = BrainAgeRegressor(spatial_dims=2, channels=SMALL, age_offset=50.0, age_scale=10.0)
+    x, age = torch.randn(1, 1, 16, 16), torch.tensor([[71.0]])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(x), age)
+        loss.backward()
+        opt.step()
+        first = float(loss.detach()) if first is None else first
+    assert first > 300.0  # starts near the offset: (50 - 71)^2 = 441
+    assert float(loss.detach()) < 0.01 * first
+
+
+@pytest.mark.parametrize("norm", ["batch", ("instance", {"affine": True})])
+def test_other_normalisations(norm: str | tuple) -> None:
+    net = BrainAgeRegressor(spatial_dims=2, channels=SMALL, norm=norm)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 1)
+
+
+def test_convs_per_block() -> None:
+    net = BrainAgeRegressor(spatial_dims=2, channels=SMALL, convs_per_block=1)
+    assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 3
+    net = BrainAgeRegressor(spatial_dims=2, channels=SMALL, convs_per_block=(1, 2, 4))
+    assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"spatial_dims": 1}, "spatial_dims must be 2 or 3, got 1"),
+        ({"channels": (32,)}, r"channels must hold two or more positive numbers, got \(32,\)"),
+        ({"feature_dim": 0}, "feature_dim must be a positive integer, got 0"),
+        ({"dropout": 1.0}, r"dropout must lie in \[0, 1\), got 1.0"),
+        ({"age_scale": 0.0}, "age_scale must be finite and > 0, got 0.0"),
+        ({"age_offset": float("nan")}, "age_offset must be finite, got nan"),
+        ({"convs_per_block": (2, 2)}, r"one positive int per block \(6 blocks\), got \(2, 2\)"),
+        ({"channels": (12, 20)}, r"norm=\('group', \{'num_groups': 8\}\) does not fit channels=\(12, 20\)"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BrainAgeRegressor(**kwargs)
