@@ -22,7 +22,7 @@ from harmonize.errors import HarmonizeError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("synth", "validate", "manifest", "preprocess", "demo")
 
 logger = logging.getLogger("harmonize")
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    for noisy in ("matplotlib", "PIL", "h5py", "numexpr"):
+    for noisy in ("matplotlib", "PIL", "h5py", "numexpr", "ignite"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -1,0 +1,237 @@
+"""Brain-age regression with (or without) scanner unlearning, from a manifest to an evaluated model.
+
+:func:`train_brain_age` builds an ordinary MONAI ``SupervisedTrainer`` and attaches the unlearning handler that
+the settings describe (:func:`~harmonize.workflows.unlearning.build_unlearning_handler`);
+:func:`evaluate_brain_age` measures age error and probes the features for site, age and sex on held-out scans.
+The demo, ``harmonize compare`` and the benchmarks all run these two functions with different settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harmonize import defaults
+from harmonize.audit.features import FeatureSet, collect_features
+from harmonize.audit.probe import classifier_probe, regressor_probe
+from harmonize.data.dataset import make_dataloader, make_dataset
+from harmonize.data.manifest import read_manifest
+from harmonize.data.site_index import CategoryIndex
+from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.handlers import DomainUnlearningHandler
+from harmonize.keys import Keys, Split
+from harmonize.losses import MaskedLoss, StandardisedMSELoss
+from harmonize.networks import BrainAgeRegressor
+from harmonize.workflows.prepare_batch import PrepareTargetBatch
+from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
+
+__all__ = ["BrainAgeSettings", "BrainAgeModel", "train_brain_age", "evaluate_brain_age", "brain_age_features"]
+
+logger = logging.getLogger(__name__)
+
+#: The layer whose output is the brain-age network's feature vector.
+TAP = BrainAgeRegressor.TAPS["encoder"]
+
+
+@dataclass
+class BrainAgeSettings:
+    """Settings of one brain-age training run.
+
+    Args:
+        unlearning: what to unlearn and how (``method='none'`` trains the baseline).
+        max_epochs: training epochs (warm-up epochs included).
+        batch_size: scans per batch (a multiple of the number of sites when ``balance_sites``).
+        lr: learning rate of the network's Adam optimizer.
+        channels: channels of the encoder's convolution blocks.
+        feature_dim: size of the feature vector the heads read.
+        labelled_fraction: fraction of training subjects whose age the task loss sees (semi-supervised when
+            below 1; the unlearning still uses every subject).
+        balance_sites: every batch holds each site equally (as the paper's zipped per-site loaders).
+        seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
+        device: ``cpu`` or ``cuda``.
+        cache: keep the loaded training scans in memory.
+    """
+
+    unlearning: UnlearningSettings = field(default_factory=UnlearningSettings)
+    max_epochs: int = 30
+    batch_size: int = defaults.BATCH_SIZE
+    lr: float = defaults.LEARNING_RATE
+    channels: tuple[int, ...] = defaults.AGE_CHANNELS
+    feature_dim: int = defaults.AGE_FEATURE_DIM
+    labelled_fraction: float = 1.0
+    balance_sites: bool = True
+    seed: int = defaults.SEED
+    device: str = "cpu"
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.unlearning, dict):
+            self.unlearning = UnlearningSettings(**self.unlearning)
+        if self.max_epochs < 1:
+            raise ConfigError(f"max_epochs must be at least 1, got {self.max_epochs}.")
+        if not 0 < self.labelled_fraction <= 1:
+            raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}.")
+        self.channels = tuple(self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BrainAgeModel:
+    """A trained brain-age network with what is needed to evaluate or resume it."""
+
+    network: BrainAgeRegressor
+    handler: DomainUnlearningHandler | None
+    settings: BrainAgeSettings
+    site_index: CategoryIndex
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _labelled_subset(train: pd.DataFrame, fraction: float, seed: int) -> set[str] | None:
+    """Subjects whose age the task sees: ``fraction`` of each site's training subjects (at least one)."""
+    if fraction >= 1:
+        return None
+    rng = np.random.default_rng(seed)
+    keep: set[str] = set()
+    for _, rows in train.groupby(Keys.SITE, sort=True):
+        ids = sorted(rows[Keys.SUBJECT_ID].astype(str))
+        n = max(1, int(round(fraction * len(ids))))
+        keep.update(rng.choice(ids, size=n, replace=False).tolist())
+    return keep
+
+
+def train_brain_age(
+    manifest: str | Path | pd.DataFrame,
+    settings: BrainAgeSettings | None = None,
+    site_index: CategoryIndex | str | Path | None = None,
+    progress: bool = False,
+) -> BrainAgeModel:
+    """Train a brain-age network on a manifest's ``train`` rows, unlearning what ``settings`` say.
+
+    Args:
+        manifest: a (preprocessed) manifest CSV or a frame from :func:`~harmonize.data.manifest.read_manifest`.
+        settings: the run's settings (defaults: fused site unlearning).
+        site_index: site index or its JSON path (default: ``site_index.json`` beside the manifest).
+        progress: show a progress bar of the iterations.
+
+    Returns:
+        The trained model; ``model.history`` holds the handler's per-epoch domain accuracy and losses.
+    """
+    from monai.engines import SupervisedTrainer
+
+    settings = settings or BrainAgeSettings()
+    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    train = frame[frame[Keys.SPLIT] == Split.TRAIN]
+    ages = train[Keys.AGE].to_numpy(float)
+    if not np.isfinite(ages).any():
+        raise HarmonizeError("No training row has an age: brain-age training needs the 'age' column filled in.")
+    torch.manual_seed(settings.seed)
+    dataset = make_dataset(frame, split=Split.TRAIN, site_index=site_index, cache=settings.cache)
+    index = dataset.site_index
+    loader = make_dataloader(
+        dataset, batch_size=settings.batch_size, balance_sites=settings.balance_sites, seed=settings.seed
+    )
+    mean, std = float(np.nanmean(ages)), float(np.nanstd(ages)) or 1.0
+    network = BrainAgeRegressor(
+        channels=settings.channels, feature_dim=settings.feature_dim, age_offset=mean, age_scale=std
+    ).to(settings.device)
+    handler = build_unlearning_handler(network, TAP, network.feature_dim, settings.unlearning, frame, index)
+    trainer = SupervisedTrainer(
+        device=torch.device(settings.device),
+        max_epochs=settings.max_epochs,
+        train_data_loader=loader,
+        network=network,
+        optimizer=torch.optim.Adam(network.parameters(), lr=settings.lr),
+        loss_function=MaskedLoss(StandardisedMSELoss(std, reduction="none")),
+        prepare_batch=PrepareTargetBatch(Keys.AGE, labelled_ids=_labelled_subset(train, settings.labelled_fraction, settings.seed)),
+        decollate=False,
+    )
+    if handler is not None:
+        handler.attach(trainer)
+    if progress:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=False, desc=f"brain age ({settings.unlearning.method})").attach(trainer)
+    start = time.perf_counter()
+    trainer.run()
+    seconds = time.perf_counter() - start
+    _check_finite(network)
+    history = handler.history if handler is not None else []
+    return BrainAgeModel(network, handler, settings, index, seconds, history)
+
+
+def _check_finite(network: torch.nn.Module) -> None:
+    bad = [n for n, p in network.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise HarmonizeError(
+            f"Training diverged: parameters {bad[:5]} hold NaN or Inf. Lower the learning rate or beta and retrain."
+        )
+
+
+def brain_age_features(
+    model: BrainAgeModel, manifest: str | Path | pd.DataFrame, splits: tuple[str, ...] = (Split.VAL, Split.TEST)
+) -> FeatureSet:
+    """Predicted ages and features of a manifest's scans in ``splits`` (unseen sites get site index -1)."""
+    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    rows = frame[frame[Keys.SPLIT].isin([str(s) for s in splits])]
+    if rows.empty:
+        raise HarmonizeError(f"No row of the manifest is in splits {list(map(str, splits))}: nothing to evaluate.")
+    dataset = make_dataset(rows, site_index=model.site_index, allow_unknown_sites=True)
+    loader = make_dataloader(dataset, batch_size=model.settings.batch_size, shuffle=False)
+    return collect_features(model.network, TAP, loader, device=model.settings.device)
+
+
+def evaluate_brain_age(
+    model: BrainAgeModel,
+    manifest: str | Path | pd.DataFrame,
+    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
+    permutations: int = 0,
+    seed: int = defaults.SEED,
+) -> dict[str, Any]:
+    """Age error and feature probes on held-out scans.
+
+    Returns a dictionary with ``age_mae`` (years), ``age_mae_per_site``, ``site_probe_bacc`` (cross-validated
+    balanced accuracy of a logistic-regression site probe on the features), ``site_probe_p`` (permutation
+    p-value when ``permutations`` > 0), ``chance`` (``1 / n_sites``), ``age_probe_r2`` / ``age_probe_mae``
+    (ridge regression of age on the features), ``sex_probe_bacc``, and the head's last training accuracy
+    ``domain_head_acc`` when the model was unlearned.
+    """
+    fs = brain_age_features(model, manifest, splits)
+    age = fs.meta[Keys.AGE].astype(float)
+    pred = fs.predictions.reshape(-1)
+    known = fs.meta[Keys.SITE] >= 0
+    err = np.abs(pred - age)
+    names = list(model.site_index)
+    per_site = {names[i]: float(np.nanmean(err[fs.meta[Keys.SITE] == i])) for i in np.unique(fs.meta[Keys.SITE][known])}
+    site = classifier_probe(fs.features[known], fs.meta[Keys.SITE][known], permutations=permutations, seed=seed)
+    age_probe = regressor_probe(fs.features, age, seed=seed)
+    metrics: dict[str, Any] = {
+        "age_mae": float(np.nanmean(err)),
+        "age_mae_per_site": per_site,
+        "site_probe_bacc": site.balanced_accuracy,
+        "site_probe_p": site.p_value,
+        "chance": site.chance,
+        "age_probe_r2": age_probe.r2,
+        "age_probe_mae": age_probe.mae,
+        "n_subjects": len(fs),
+        "seconds": model.seconds,
+    }
+    sex = fs.meta.get(Keys.SEX)
+    if sex is not None and len(np.unique(sex[sex >= 0])) == 2:
+        metrics["sex_probe_bacc"] = classifier_probe(fs.features[sex >= 0], sex[sex >= 0], seed=seed).balanced_accuracy
+    if (~known).any():
+        metrics["age_mae_unseen_sites"] = float(np.nanmean(err[~known]))
+    acc_key = "domain_acc_site"
+    if model.history and acc_key in model.history[-1]:
+        metrics["domain_head_acc"] = model.history[-1][acc_key]
+    return metrics

@@ -1,0 +1,190 @@
+"""Build the unlearning handler of an experiment from its settings and its training data.
+
+One place turns "unlearn site and sex, beta 10, overlap range only" into a configured
+:class:`~harmonize.handlers.DomainUnlearningHandler`: the demo, ``harmonize compare``, the bundles and the
+benchmarks all call :func:`build_unlearning_handler`, so an experiment variant is a setting, not a copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from harmonize import defaults
+from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
+from harmonize.data.site_index import CategoryIndex
+from harmonize.errors import ConfigError, check_option
+from harmonize.handlers import Confound, DomainUnlearningHandler, LabelRangeMask, quantile_bin_edges
+from harmonize.keys import ConfoundKind, Keys, Method, Split, UnlearningMode
+from harmonize.losses import DomainLoss
+from harmonize.networks import DomainHead
+
+__all__ = ["UnlearningSettings", "build_unlearning_handler", "confound_classes"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearningSettings:
+    """What to unlearn and how (the ``unlearning`` block of a bundle config or ``harmonize compare``).
+
+    Args:
+        method: ``none`` (plain training), ``unlearning`` (Dinsdale et al.) or ``dann`` (gradient reversal).
+        mode: ``fused`` or ``alternating`` (for ``unlearning``; see :class:`~harmonize.keys.UnlearningMode`).
+        confounds: manifest columns to unlearn: ``site``, ``sex``, ``age`` or a declared extra confound.
+        beta: confusion weight (or gradient-reversal strength for DANN), the same for every confound unless
+            ``betas`` names one.
+        betas: per-confound weights overriding ``beta``, e.g. ``{"sex": 1.0}``.
+        alpha: weight of the domain loss.
+        head_lr: learning rate of the domain heads.
+        head_steps: head updates per batch.
+        head_hidden: hidden width of each domain head.
+        head_dropout: dropout of each domain head.
+        warmup_epochs: epochs during which only the heads learn.
+        age_bins: quantile bins of a continuous confound's head.
+        balanced_heads: weight the domain loss by inverse class frequency (unbalanced sites).
+        overlap_only: unlearn only on subjects whose ``overlap_key`` lies where all training sites overlap
+            (the biased-dataset variant); the task still trains on every subject.
+        overlap_range: the range to use instead of computing it from the training rows.
+        overlap_key: the label whose overlap defines the range (default ``age``).
+    """
+
+    method: str = Method.UNLEARNING
+    mode: str = UnlearningMode.FUSED
+    confounds: Sequence[str] = (Keys.SITE,)
+    beta: float = defaults.BETA
+    betas: dict[str, float] = field(default_factory=dict)
+    alpha: float = defaults.ALPHA
+    head_lr: float = defaults.HEAD_LR
+    head_steps: int = defaults.HEAD_STEPS
+    head_hidden: int = defaults.DOMAIN_HIDDEN
+    head_dropout: float = defaults.DOMAIN_DROPOUT
+    warmup_epochs: int = defaults.WARMUP_EPOCHS
+    age_bins: int = defaults.AGE_BINS
+    balanced_heads: bool = False
+    overlap_only: bool = False
+    overlap_range: tuple[float, float] | None = None
+    overlap_key: str = Keys.AGE
+
+    def __post_init__(self) -> None:
+        self.method = check_option("method", self.method, Method)
+        if self.method == Method.COMBAT:
+            raise ConfigError(
+                "method 'combat' harmonises features after training (harmonize.audit.combat), it is not a training "
+                "method: train with method 'none' and apply ComBat to the features."
+            )
+        self.mode = check_option("mode", self.mode, UnlearningMode)
+        self.confounds = tuple(str(c) for c in self.confounds)
+        unknown = set(self.betas) - set(self.confounds)
+        if unknown:
+            raise ConfigError(f"betas names {sorted(unknown)}, which are not among the confounds {list(self.confounds)}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def confound_classes(
+    name: str, train: pd.DataFrame, site_index: CategoryIndex, age_bins: int
+) -> tuple[ConfoundKind, int, list[float] | None]:
+    """Kind, number of head classes and bin edges of one confound, from the training rows.
+
+    Raises:
+        ConfigError: a confound column the manifest does not declare, or with too few distinct values.
+    """
+    declared = train.attrs.get(CONFOUNDS_ATTR, {})
+    if name == Keys.SITE:
+        return ConfoundKind.CATEGORICAL, len(site_index), None
+    if name == Keys.SEX:
+        return ConfoundKind.CATEGORICAL, 2, None
+    if name == Keys.AGE or declared.get(name) == ConfoundKind.CONTINUOUS:
+        return ConfoundKind.CONTINUOUS, age_bins, quantile_bin_edges(train[name].to_numpy(float), age_bins)
+    if name in declared:
+        values = train[name].dropna().astype(str).unique()
+        if len(values) < 2:
+            raise ConfigError(f"Confound '{name}' has fewer than 2 values in the training rows: nothing to unlearn.")
+        return ConfoundKind.CATEGORICAL, len(values), None
+    raise ConfigError(
+        f"Cannot unlearn '{name}': it is not site, sex, age or a confound declared for the manifest "
+        f"(declared: {sorted(declared)}). Declare it with the manifest's confounds."
+    )
+
+
+def build_unlearning_handler(
+    network: nn.Module,
+    taps: str | Sequence[str],
+    feature_dim: int,
+    settings: UnlearningSettings,
+    frame: pd.DataFrame,
+    site_index: CategoryIndex,
+) -> DomainUnlearningHandler | None:
+    """The handler that ``settings`` describe, for a network and a manifest's training rows.
+
+    Args:
+        network: the network to unlearn.
+        taps: layer name(s) whose features the heads read.
+        feature_dim: size of the (pooled, concatenated) tapped features.
+        settings: the experiment's unlearning settings.
+        frame: the manifest (its ``train`` rows set the bins, the class counts and the overlap range).
+        site_index: the site index of the training data.
+
+    Returns:
+        The handler, or ``None`` for ``method='none'``.
+
+    Raises:
+        ConfigError: only one site (nothing to unlearn), an empty overlap range, or an unknown confound.
+    """
+    if settings.method == Method.NONE:
+        return None
+    train = frame[frame[Keys.SPLIT] == Split.TRAIN]
+    if Keys.SITE in settings.confounds and len(site_index) < 2:
+        raise ConfigError(
+            f"The training data hold a single site ({list(site_index)}): there is no scanner information to "
+            "unlearn. Add sites, or train with method 'none'."
+        )
+    confounds = []
+    for name in settings.confounds:
+        kind, n, edges = confound_classes(name, train, site_index, settings.age_bins)
+        weights = None
+        if settings.balanced_heads and kind == ConfoundKind.CATEGORICAL and name == Keys.SITE:
+            counts = np.bincount([site_index[s] for s in train[Keys.SITE]], minlength=n)
+            weights = DomainLoss.from_counts(counts).weight.tolist()
+        head = DomainHead(feature_dim, n, hidden=settings.head_hidden, dropout=settings.head_dropout)
+        confounds.append(
+            Confound(
+                head,
+                n,
+                key=name,
+                kind=kind,
+                bin_edges=edges,
+                beta=settings.betas.get(name, settings.beta),
+                alpha=settings.alpha,
+                class_weights=weights,
+            )
+        )
+    mask = None
+    if settings.overlap_only:
+        low_high = settings.overlap_range or overlap_range(train, key=settings.overlap_key)
+        if low_high is None:
+            raise ConfigError(
+                f"overlap_only: the training sites share no '{settings.overlap_key}' range (each site's range is "
+                "disjoint from another's), so no subject can be unlearned on. Give overlap_range or turn "
+                "overlap_only off."
+            )
+        mask = LabelRangeMask(*low_high, key=settings.overlap_key)
+        logger.info("Unlearning only on %s in [%.1f, %.1f]", settings.overlap_key, *low_high)
+    mode = UnlearningMode.DANN if settings.method == Method.DANN else settings.mode
+    return DomainUnlearningHandler(
+        network,
+        taps,
+        confounds,
+        mode=mode,
+        head_lr=settings.head_lr,
+        head_steps=settings.head_steps,
+        warmup_epochs=settings.warmup_epochs,
+        sample_mask=mask,
+    )

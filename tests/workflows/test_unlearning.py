@@ -1,0 +1,91 @@
+"""build_unlearning_handler: settings + training rows -> a configured handler (or a clear error)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harmonize.data.dataset import make_dataset
+from harmonize.data.manifest import read_manifest
+from harmonize.data.site_index import CategoryIndex
+from harmonize.errors import ConfigError
+from harmonize.handlers import LabelRangeMask
+from harmonize.keys import ConfoundKind, Keys, Split, UnlearningMode
+from harmonize.networks import BrainAgeRegressor
+from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
+
+
+@pytest.fixture(scope="module")
+def frame(tiny_cohort):
+    return read_manifest(tiny_cohort)
+
+
+@pytest.fixture(scope="module")
+def sites(frame):
+    return CategoryIndex.from_frame(frame)
+
+
+def _build(frame, sites, **kwargs):
+    net = BrainAgeRegressor(channels=(8, 8, 8, 8))
+    return build_unlearning_handler(net, "encoder", net.feature_dim, UnlearningSettings(**kwargs), frame, sites)
+
+
+def test_none_builds_no_handler(frame, sites):
+    assert _build(frame, sites, method="none") is None
+
+
+def test_site_sex_age_confounds(frame, sites):
+    handler = _build(frame, sites, confounds=["site", "sex", "age"], betas={"sex": 2.0}, age_bins=3)
+    by_name = {c.name: c for c in handler.confounds}
+    assert by_name["site"].num_classes == len(sites) == 3
+    assert by_name["sex"].num_classes == 2 and by_name["sex"].beta == 2.0
+    assert by_name["site"].beta == 10.0
+    age = by_name["age"]
+    assert age.kind == ConfoundKind.CONTINUOUS and age.num_classes == 3 and len(age.bin_edges) == 2
+    train_ages = frame[frame[Keys.SPLIT] == Split.TRAIN][Keys.AGE]
+    assert train_ages.min() < age.bin_edges[0] < age.bin_edges[1] < train_ages.max()
+
+
+def test_dann_and_modes(frame, sites):
+    assert _build(frame, sites, method="dann").mode == UnlearningMode.DANN
+    assert _build(frame, sites, mode="alternating").mode == UnlearningMode.ALTERNATING
+
+
+def test_overlap_only_uses_the_training_overlap(tiny_cohort_biased):
+    frame = read_manifest(tiny_cohort_biased)
+    frame = frame[frame[Keys.SITE].isin(["site0", "site1"])]  # adjacent sites share half their age window
+    handler = _build(frame, CategoryIndex.from_frame(frame), overlap_only=True)
+    mask = handler.sample_mask
+    assert isinstance(mask, LabelRangeMask)
+    train = frame[frame[Keys.SPLIT] == Split.TRAIN]
+    lows = train.groupby(Keys.SITE)[Keys.AGE].min()
+    highs = train.groupby(Keys.SITE)[Keys.AGE].max()
+    assert mask.low == pytest.approx(lows.max()) and mask.high == pytest.approx(highs.min())
+
+
+def test_empty_overlap_is_refused(frame, sites, tiny_cohort_biased):
+    with pytest.raises(ConfigError, match="empty"):
+        _build(frame, sites, overlap_only=True, overlap_range=(60.0, 40.0))
+    biased = read_manifest(tiny_cohort_biased)  # three sites whose first and last share no ages
+    with pytest.raises(ConfigError, match="share no 'age' range"):
+        _build(biased, CategoryIndex.from_frame(biased), overlap_only=True)
+
+
+def test_single_site_is_refused(frame):
+    one = CategoryIndex(["site0"])
+    with pytest.raises(ConfigError, match="single site.*nothing|no scanner information"):
+        _build(frame, one)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "combat"}, "harmonises features after training"),
+        ({"method": "unlearn"}, "did you mean"),
+        ({"confounds": ["site", "handedness"]}, "Cannot unlearn 'handedness'"),
+        ({"betas": {"sex": 1.0}}, "not among the confounds"),
+        ({"beta": -1.0}, "beta must be a finite number >= 0"),
+    ],
+)
+def test_bad_settings_are_named(frame, sites, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        _build(frame, sites, **kwargs)
