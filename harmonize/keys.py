@@ -22,6 +22,7 @@ __all__ = [
     "NoiseMode",
     "MaskMethod",
     "PhantomKind",
+    "UnseenSite",
 ]
 
 
@@ -176,3 +177,14 @@ class PhantomKind(StrEnum):
     SHEPP_LOGAN = "shepp_logan"
     ELLIPSES = "ellipses"
     MIXED = "mixed"
+
+
+class UnseenSite(StrEnum):
+    """What ComBat does with rows of a site it was not fitted on (it cannot estimate that site's effect).
+
+    - ``ERROR``: raise an error naming the unseen and the known sites.
+    - ``PASSTHROUGH``: leave those rows unchanged (unharmonised) and log a warning.
+    """
+
+    ERROR = "error"
+    PASSTHROUGH = "passthrough"
