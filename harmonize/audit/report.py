@@ -1,0 +1,407 @@
+"""The audit's report: a comparison table of methods (HTML, Markdown, JSON) and a self-contained HTML page.
+
+:func:`metrics_table` turns the metrics dictionaries of the brain-age workflow into rows; :func:`write_report`
+and :func:`write_comparison_table` both write from those rows, so the HTML, Markdown and JSON tables agree.
+The HTML page embeds its figures as base64 data URIs and its style inline: it opens offline, can be mailed as
+one file and fetches nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmonize import __version__
+from harmonize.errors import ConfigError
+
+__all__ = [
+    "Column",
+    "METRIC_COLUMNS",
+    "RECON_COLUMNS",
+    "metrics_table",
+    "recon_rows",
+    "best_methods",
+    "format_value",
+    "write_comparison_table",
+    "write_report",
+]
+
+#: Shown for a value that was not measured.
+MISSING = "\u2014"
+#: Name of the report file in the output folder.
+REPORT_NAME = "report.html"
+#: A p-value below this is shown as ``<`` it.
+P_FLOOR = 0.001
+#: Method whose forget-set PSNR the unlearning methods should approach (Xue et al.: retraining without it).
+ORACLE = "oracle"
+#: Image types that can be embedded, by file suffix.
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table.
+
+    Attributes:
+        key: the row dictionary's key (and the metrics dictionary's).
+        header: what the table shows.
+        digits: decimals shown.
+        better: which value is best and highlighted: ``"low"``, ``"high"``, ``"chance"`` (closest to the chance
+            level), ``"oracle"`` (closest to the oracle's row) or ``None`` (not highlighted).
+    """
+
+    key: str
+    header: str
+    digits: int
+    better: str | None
+
+
+#: Columns of the comparison of harmonisation methods.
+METRIC_COLUMNS: tuple[Column, ...] = (
+    Column("site_probe_bacc", "Site-probe bacc", 3, "chance"),
+    Column("site_probe_p", "Site-probe p", 3, "high"),
+    Column("age_mae", "Age MAE (years)", 2, "low"),
+    Column("age_probe_r2", "Age R\u00b2 from features", 3, "high"),
+    Column("sex_probe_bacc", "Sex-probe bacc", 3, "high"),
+    Column("domain_head_acc", "Domain-head acc", 3, None),
+    Column("seconds", "Seconds", 1, "low"),
+)
+#: Columns of the reconstruction-unlearning table (Xue et al.: PSNR on retain test, forget test, forget train).
+RECON_COLUMNS: tuple[Column, ...] = (
+    Column("bta_psnr", "BTA PSNR (dB)", 2, "high"),
+    Column("kta_psnr", "KTA PSNR (dB)", 2, "oracle"),
+    Column("ua_psnr", "UA PSNR (dB)", 2, "oracle"),
+    Column("seconds", "Seconds", 1, "low"),
+)
+#: How each rule of "best" is explained under the tables.
+BETTER_TEXT = {
+    "chance": "closest to chance (the probe cannot read the site)",
+    "high": "highest",
+    "low": "lowest",
+    "oracle": "closest to the oracle (a model never trained on the forget set)",
+}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1150px; padding: 0 1.5em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+p.meta { color: #777; font-size: 0.85em; margin-top: 0; }
+.notes p { margin: 0.4em 0; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; }
+th { background: #f2f4f7; text-align: center; vertical-align: bottom; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+td.method { text-align: left; font-weight: 600; }
+tbody tr:nth-child(even) { background: #fafafa; }
+td.best { background: #dff3e3; font-weight: 700; }
+td.missing { color: #999; text-align: center; }
+p.legend { color: #555; font-size: 0.85em; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
+figcaption { color: #444; font-size: 0.9em; margin-top: 0.3em; }
+"""
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or ``None`` for a missing, non-numeric or non-finite value."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, Any]], chance: float | None = None) -> list[dict[str, Any]]:
+    """One row per method with the values of :data:`METRIC_COLUMNS` (``None`` where not measured).
+
+    Args:
+        metrics: metrics dictionaries by method (as returned by the brain-age evaluation).
+        chance: the site probe's chance level for rows whose metrics carry no ``chance`` (default: the first
+            ``chance`` found in ``metrics``; the methods of one comparison share their sites).
+
+    Returns:
+        Rows ``{"method", "chance", <column keys>}``, in the order of ``metrics``.
+    """
+    for method, values in metrics.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"metrics_table: the metrics of method {method!r} must be a dictionary, got {type(values).__name__}."
+            )
+    fallback = _number(chance)
+    if fallback is None:
+        given = [_number(v.get("chance")) for v in metrics.values()]
+        fallback = next((c for c in given if c is not None), None)
+    rows = []
+    for method, values in metrics.items():
+        own = _number(values.get("chance"))
+        row: dict[str, Any] = {"method": str(method), "chance": own if own is not None else fallback}
+        for column in METRIC_COLUMNS:
+            row[column.key] = _number(values.get(column.key))
+        rows.append(row)
+    return rows
+
+
+def recon_rows(recon_table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows ``{"method", <RECON_COLUMNS keys>}`` of a reconstruction-unlearning table (extra keys dropped)."""
+    rows = []
+    for i, entry in enumerate(recon_table):
+        if "method" not in entry:
+            raise ConfigError(f"recon_table row {i} has no 'method' (keys: {sorted(entry)}).")
+        rows.append({"method": str(entry["method"]), **{c.key: _number(entry.get(c.key)) for c in RECON_COLUMNS}})
+    return rows
+
+
+def best_methods(rows: Sequence[Mapping[str, Any]], column: Column) -> list[str]:
+    """The methods whose value of ``column`` is best by its rule (ties all count; none without a rule)."""
+    if column.better is None:
+        return []
+    reference = None
+    if column.better == "oracle":
+        reference = next((r.get(column.key) for r in rows if r["method"] == ORACLE), None)
+        if reference is None:
+            return []
+    scored = []
+    for row in rows:
+        value = row.get(column.key)
+        if value is None:
+            continue
+        if column.better == "low":
+            score = value
+        elif column.better == "high":
+            score = -value
+        elif column.better == "chance":
+            if row.get("chance") is None:
+                continue
+            score = abs(value - row["chance"])
+        else:  # oracle
+            if row["method"] == ORACLE:
+                continue
+            score = abs(value - reference)
+        scored.append((round(score, 12), row["method"]))
+    if not scored:
+        return []
+    best = min(score for score, _ in scored)
+    return [method for score, method in scored if score == best]
+
+
+def format_value(column: Column, value: float | None) -> str:
+    """A cell's text: ``column.digits`` decimals, ``<0.001`` for tiny p-values, an em dash when missing."""
+    if value is None:
+        return MISSING
+    if column.key.endswith("_p") and value < P_FLOOR:
+        return f"<{P_FLOOR}"
+    return f"{value:.{column.digits}f}"
+
+
+def _header(column: Column, chance: float | None) -> str:
+    if column.better == "chance" and chance is not None:
+        return f"{column.header} (chance {chance:.3f})"
+    return column.header
+
+
+def _table_chance(rows: Sequence[Mapping[str, Any]], chance: float | None) -> float | None:
+    """The chance level shown in the header: the one given, else the first row's."""
+    if _number(chance) is not None:
+        return _number(chance)
+    return next((r["chance"] for r in rows if r.get("chance") is not None), None)
+
+
+def _default_mode() -> int:
+    """Permissions of a new file under the current umask (``tempfile`` creates files as 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- markdown, json
+def _markdown_text(text: str) -> str:
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def _markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], chance: float | None) -> str:
+    best = {c.key: best_methods(rows, c) for c in columns}
+    lines = [
+        "| Method | " + " | ".join(_markdown_text(_header(c, chance)) for c in columns) + " |",
+        "|:--|" + "".join("--:|" for _ in columns),
+    ]
+    for row in rows:
+        cells = []
+        for c in columns:
+            text = format_value(c, row.get(c.key))
+            cells.append(f"**{text}**" if row["method"] in best[c.key] and row.get(c.key) is not None else text)
+        lines.append(f"| {_markdown_text(row['method'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _legend(columns: Sequence[Column]) -> str:
+    rules = [f"{c.header}: {BETTER_TEXT[c.better]}" for c in columns if c.better]
+    return f"Best value per column highlighted ({'; '.join(rules)}). {MISSING}: not measured."
+
+
+def write_comparison_table(
+    metrics: Mapping[str, Mapping[str, Any]],
+    path_md: str | os.PathLike,
+    path_json: str | os.PathLike,
+    chance: float | None = None,
+) -> tuple[Path, Path]:
+    """Write the comparison table as Markdown (best values in bold) and as JSON (the same rows, unformatted).
+
+    Args:
+        metrics: metrics dictionaries by method.
+        path_md: the Markdown file to write.
+        path_json: the JSON file to write: ``{"chance", "columns": [{key, header, digits, better}], "rows",
+            "best": {column: [methods]}}``.
+        chance: the site probe's chance level (default: from the metrics).
+
+    Returns:
+        The two paths written (atomically).
+    """
+    rows = metrics_table(metrics, chance)
+    chance = _table_chance(rows, chance)
+    md = _markdown(rows, METRIC_COLUMNS, chance) + "\n" + _legend(METRIC_COLUMNS) + "\n"
+    document = {
+        "chance": chance,
+        "columns": [
+            {"key": c.key, "header": _header(c, chance), "digits": c.digits, "better": c.better} for c in METRIC_COLUMNS
+        ],
+        "rows": rows,
+        "best": {c.key: best_methods(rows, c) for c in METRIC_COLUMNS if c.better},
+    }
+    return _atomic_write(Path(path_md), md), _atomic_write(Path(path_json), json.dumps(document, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------------ html
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], chance: float | None, css_class: str
+) -> str:
+    best = {c.key: best_methods(rows, c) for c in columns}
+    head = "".join(f"<th scope=\"col\">{_esc(_header(c, chance))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = [f"<td class=\"method\">{_esc(row['method'])}</td>"]
+        for c in columns:
+            value = row.get(c.key)
+            classes = []
+            if value is None:
+                classes.append("missing")
+            elif row["method"] in best[c.key]:
+                classes.append("best")
+            attr = f" class=\"{' '.join(classes)}\"" if classes else ""
+            cells.append(f"<td{attr}>{_esc(format_value(c, value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<table class=\"{_esc(css_class)}\">\n<thead><tr><th scope=\"col\">Method</th>{head}</tr></thead>\n<tbody>\n"
+        + "\n".join(body)
+        + "\n</tbody>\n</table>\n"
+        + f"<p class=\"legend\">{_esc(_legend(columns))}</p>\n"
+    )
+
+
+def _figures(plots: Mapping[str, str | os.PathLike]) -> str:
+    problems, figures = [], []
+    for title, path in plots.items():
+        path = Path(path)
+        mime = IMAGE_TYPES.get(path.suffix.lower())
+        if mime is None:
+            problems.append(f"{title!r}: {str(path)!r} is not a PNG or JPEG file")
+        elif not path.is_file():
+            problems.append(f"{title!r}: {str(path)!r} does not exist")
+        else:
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            figures.append(
+                f"<figure>\n<img src=\"data:{mime};base64,{data}\" alt=\"{_esc(title)}\">\n"
+                f"<figcaption>{_esc(title)}</figcaption>\n</figure>"
+            )
+    if problems:
+        raise ConfigError("write_report: some figures cannot be embedded.", problems=problems)
+    return "\n".join(figures) + "\n"
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    metrics: Mapping[str, Mapping[str, Any]],
+    chance: float | None,
+    plots: Mapping[str, str | os.PathLike] | None = None,
+    recon_table: Sequence[Mapping[str, Any]] | None = None,
+    title: str = "harmonize audit",
+    notes: str | Sequence[str] | None = None,
+) -> Path:
+    """Write a self-contained ``report.html``: the comparison table, the reconstruction table and the figures.
+
+    The figures are embedded as base64 data URIs and the style is inline, so the page loads nothing from the
+    network and runs no script. Every string (method names, titles, notes) is HTML-escaped.
+
+    Args:
+        out_dir: folder of the report (created if needed).
+        metrics: metrics dictionaries by method (rows of the comparison table, see :func:`metrics_table`).
+        chance: the site probe's chance level, ``1 / n_sites`` (``None``: taken from the metrics).
+        plots: figure files (PNG or JPEG) by title, in display order.
+        recon_table: rows of a reconstruction-unlearning comparison (``method``, ``bta_psnr``, ``kta_psnr``,
+            ``ua_psnr``, ``seconds``).
+        title: the page's title.
+        notes: paragraphs shown under the title.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ConfigError: a figure file that is missing or not a PNG/JPEG (all listed), or malformed metrics.
+    """
+    rows = metrics_table(metrics, chance)
+    chance = _table_chance(rows, chance)
+    paragraphs = [notes] if isinstance(notes, str) else list(notes or [])
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang=\"en\">",
+        "<head>",
+        "<meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_esc(title)}</h1>",
+        f"<p class=\"meta\">{_esc(f'harmonize {__version__}, {stamp}')}</p>",
+    ]
+    if paragraphs:
+        parts.append("<div class=\"notes\">" + "".join(f"<p>{_esc(p)}</p>" for p in paragraphs) + "</div>")
+    if rows:
+        parts += ["<h2>Harmonisation methods</h2>", _html_table(rows, METRIC_COLUMNS, chance, "metrics")]
+    if recon_table:
+        recon = _html_table(recon_rows(recon_table), RECON_COLUMNS, None, "recon")
+        parts += ["<h2>Reconstruction unlearning</h2>", recon]
+    if plots:
+        parts += ["<h2>Figures</h2>", _figures(plots)]
+    parts += ["</body>", "</html>"]
+    return _atomic_write(Path(out_dir) / REPORT_NAME, "\n".join(parts) + "\n")

@@ -1,0 +1,170 @@
+"""The audit report: one table source for HTML, Markdown and JSON; a self-contained, escaped HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from harmonize.audit.report import (
+    METRIC_COLUMNS,
+    MISSING,
+    RECON_COLUMNS,
+    best_methods,
+    format_value,
+    metrics_table,
+    write_comparison_table,
+    write_report,
+)
+from harmonize.errors import ConfigError
+
+EVIL = "combat <script>alert('x')</script> & co"
+
+METRICS = {
+    "none": {"age_mae": 5.42, "site_probe_bacc": 0.912, "site_probe_p": 0.0099, "chance": 0.25, "age_probe_r2": 0.781,
+             "sex_probe_bacc": 0.66, "seconds": 412.34, "age_mae_per_site": {"a": 5.0}},
+    "unlearning": {"age_mae": 5.104, "site_probe_bacc": 0.34, "site_probe_p": 0.0004, "chance": 0.25,
+                   "age_probe_r2": 0.75, "sex_probe_bacc": 0.63, "domain_head_acc": 0.29, "seconds": 861.0},
+    EVIL: {"age_mae": float("nan"), "site_probe_bacc": 0.27, "site_probe_p": 0.31, "age_probe_r2": 0.79,
+           "seconds": 0.4},
+}
+
+RECON = [
+    {"method": "original", "bta_psnr": 23.7, "kta_psnr": 22.5, "ua_psnr": 22.9, "seconds": 600.0},
+    {"method": "oracle", "bta_psnr": 24.0, "kta_psnr": 18.5, "ua_psnr": 18.9, "seconds": 590.0},
+    {"method": "ga_l1_ft", "bta_psnr": 23.6, "kta_psnr": 21.1, "ua_psnr": 21.0, "seconds": 30.0, "bta_ssim": 0.8},
+    {"method": "nl_ft", "bta_psnr": 23.1, "kta_psnr": 20.6, "ua_psnr": None, "seconds": 95.0},
+]
+
+
+@pytest.fixture
+def pngs(tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for i, title in enumerate(("Embeddings <by site>", "Per-site error")):
+        fig = Figure(figsize=(2, 1.5), dpi=50)
+        fig.add_subplot().plot(np.arange(5), np.arange(5) * (i + 1))
+        path = tmp_path / f"plot{i}.png"
+        fig.savefig(path)
+        out[title] = path
+    return out
+
+
+def test_metrics_table_rows() -> None:
+    rows = metrics_table(METRICS, chance=0.5)
+    assert [r["method"] for r in rows] == ["none", "unlearning", EVIL]
+    assert set(rows[0]) == {"method", "chance", *(c.key for c in METRIC_COLUMNS)}
+    assert rows[0]["chance"] == 0.25  # the metrics' own chance first
+    assert rows[2]["chance"] == 0.5  # then the one given
+    assert rows[2]["age_mae"] is None  # NaN counts as not measured
+    assert rows[0]["domain_head_acc"] is None
+    with pytest.raises(ConfigError, match="the metrics of method 'x' must be a dictionary, got float"):
+        metrics_table({"x": 1.0})
+
+
+def test_best_methods_and_format() -> None:
+    rows = metrics_table(METRICS)
+    best = {c.key: best_methods(rows, c) for c in METRIC_COLUMNS}
+    assert best["site_probe_bacc"] == [EVIL]  # 0.27 is closest to chance 0.25
+    assert best["site_probe_p"] == [EVIL]
+    assert best["age_mae"] == ["unlearning"]
+    assert best["age_probe_r2"] == [EVIL]
+    assert best["sex_probe_bacc"] == ["none"]
+    assert best["domain_head_acc"] == []  # a diagnostic, not ranked
+    assert best["seconds"] == [EVIL]
+    p_column = next(c for c in METRIC_COLUMNS if c.key == "site_probe_p")
+    assert format_value(p_column, 0.0004) == "<0.001"
+    assert format_value(METRIC_COLUMNS[0], None) == MISSING == "\u2014"
+    assert format_value(METRIC_COLUMNS[0], 0.91234) == "0.912"
+
+
+def test_recon_best_is_closest_to_oracle() -> None:
+    from harmonize.audit.report import recon_rows
+
+    rows = recon_rows(RECON)
+    assert set(rows[2]) == {"method", *(c.key for c in RECON_COLUMNS)}  # extra keys dropped
+    best = {c.key: best_methods(rows, c) for c in RECON_COLUMNS}
+    assert best == {"bta_psnr": ["oracle"], "kta_psnr": ["nl_ft"], "ua_psnr": ["ga_l1_ft"], "seconds": ["ga_l1_ft"]}
+    with pytest.raises(ConfigError, match="recon_table row 0 has no 'method'"):
+        recon_rows([{"bta_psnr": 1.0}])
+
+
+def test_report_html(tmp_path: Path, pngs: dict[str, Path]) -> None:
+    path = write_report(
+        tmp_path / "out", METRICS, 0.25, pngs, RECON, title="Audit <demo>", notes=["First & second", "<b>raw</b>"]
+    )
+    assert path == tmp_path / "out" / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    # values of both tables
+    values = ("0.912", "0.340", "0.270", "5.42", "5.10", "&lt;0.001", "0.010", "412.3", "861.0", "0.290", "23.70",
+              "18.50", "21.10")
+    for value in values:
+        assert f">{value}<" in text, value
+    assert "Site-probe bacc (chance 0.250)" in text
+    assert text.count(f">{MISSING}<") == 5  # EVIL: age MAE, sex, head; none: head; nl_ft: UA
+    # best cells highlighted
+    assert '<td class="best">5.10</td>' in text and '<td class="best">0.270</td>' in text
+    assert '<td class="best">20.60</td>' in text  # closest to the oracle's forget PSNR
+    # figures embedded as data URIs, byte for byte
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert [base64.b64decode(u) for u in uris] == [p.read_bytes() for p in pngs.values()]
+    assert 'alt="Embeddings &lt;by site&gt;"' in text
+    # self-contained: no URL, no script, no external resource
+    assert "http" not in text.lower()
+    assert "<script" not in text.lower() and "src=\"//" not in text and "<link" not in text
+    # escaped strings
+    assert html.escape(EVIL, quote=True) in text
+    assert "<title>Audit &lt;demo&gt;</title>" in text
+    assert "<p>First &amp; second</p><p>&lt;b&gt;raw&lt;/b&gt;</p>" in text
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def test_report_without_optional_parts(tmp_path: Path) -> None:
+    text = write_report(tmp_path, {"none": {"age_mae": 4.0}}, None).read_text()
+    assert "Reconstruction unlearning" not in text and "<figure>" not in text
+    assert "Site-probe bacc</th>" in text  # no chance known: no chance in the header
+    assert ">4.00<" in text
+
+
+def test_report_missing_figures(tmp_path: Path, pngs: dict[str, Path]) -> None:
+    plots = {**pngs, "gone": tmp_path / "gone.png", "vector": tmp_path / "plot.svg"}
+    with pytest.raises(ConfigError) as info:
+        write_report(tmp_path / "out", METRICS, 0.25, plots)
+    message = str(info.value)
+    assert "'gone':" in message and "does not exist" in message
+    assert "'vector':" in message and "is not a PNG or JPEG file" in message
+    assert not (tmp_path / "out" / "report.html").exists()
+
+
+def _markdown_rows(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    rows = []
+    for line in lines[2:]:  # skip the header and the alignment row
+        cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+        rows.append([html.unescape(c.strip().replace("\\|", "|")) for c in cells])
+    return rows
+
+
+def test_markdown_and_json_tables_agree(tmp_path: Path) -> None:
+    metrics = {**METRICS, "a|b": {"site_probe_bacc": 0.5, "chance": 0.25}}
+    md_path, json_path = write_comparison_table(metrics, tmp_path / "t.md", tmp_path / "t.json")
+    document = json.loads(json_path.read_text())
+    md_rows = _markdown_rows(md_path.read_text())
+    assert document["chance"] == 0.25
+    assert [c["key"] for c in document["columns"]] == [c.key for c in METRIC_COLUMNS]
+    assert len(md_rows) == len(document["rows"]) == 4
+    for cells, row in zip(md_rows, document["rows"]):
+        assert cells[0] == row["method"]
+        for column, cell in zip(METRIC_COLUMNS, cells[1:]):
+            bold = cell.startswith("**")
+            assert cell.strip("*") == format_value(column, row[column.key])
+            assert bold == (row["method"] in document["best"].get(column.key, []))
+    assert document["rows"][2]["age_mae"] is None
+    assert "Site-probe bacc (chance 0.250)" in md_path.read_text()
+    assert "&lt;script&gt;" in md_path.read_text() and "<script>" not in md_path.read_text()
