@@ -121,6 +121,9 @@ class PreprocessConfig:
         landmarks_cutoff: the quantiles (pc1, pc2) of the foreground intensities that histogram
             standardisation maps; TorchIO's default is (0.01, 0.99).
         zero_background: set voxels outside the mask to 0 (the foreground mean) after normalisation.
+        histogram_standardisation: map each site's intensity landmarks to a common scale before the
+            z-normalisation (step 5). Turn it off for z-normalisation alone, the usual deep-learning
+            preprocessing, which leaves more of the scanner's contrast in the images.
 
     Raises:
         ConfigError: a value out of range, naming the argument.
@@ -132,6 +135,7 @@ class PreprocessConfig:
     crop_to_mask: bool = True
     landmarks_cutoff: tuple[float, float] = defaults.LANDMARKS_CUTOFF
     zero_background: bool = True
+    histogram_standardisation: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -164,7 +168,8 @@ class PreprocessConfig:
 
     def intensity_settings(self) -> dict[str, Any]:
         """The settings that step 5 (histogram standardisation, z-normalisation) depends on."""
-        return {"landmarks_cutoff": list(self.landmarks_cutoff), "zero_background": self.zero_background}
+        return {"landmarks_cutoff": list(self.landmarks_cutoff), "zero_background": self.zero_background,
+                "histogram_standardisation": self.histogram_standardisation}
 
 
 @dataclass(frozen=True)
@@ -431,14 +436,14 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
     return files
 
 
-def _intensity_stage(scan: _Scan, landmarks: np.ndarray, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
-    """Standardise one spatially preprocessed scan with its site's landmarks; write the final image."""
+def _intensity_stage(
+    scan: _Scan, landmarks: np.ndarray | None, config: PreprocessConfig, out_dir: Path
+) -> dict[str, Any]:
+    """Standardise one spatially preprocessed scan with its site's landmarks (if any); write the final image."""
     paths = _outputs(out_dir, scan)
     subject = tio.Subject({_IMAGE: tio.ScalarImage(paths["spatial"]), _MASK: tio.LabelMap(paths["mask"])})
-    transform = tio.Compose([
-        tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK),
-        tio.ZNormalization(masking_method=_MASK),
-    ])
+    steps = [] if landmarks is None else [tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK)]
+    transform = tio.Compose([*steps, tio.ZNormalization(masking_method=_MASK)])
     try:
         subject = transform(subject)
     except RuntimeError as err:
@@ -611,11 +616,14 @@ def preprocess_manifest(
         raise HarmonizeError(f"{len(problems)} scan(s) of {manifest} could not be preprocessed; the others are "
                              "cached for the next run.", problems=problems)
 
-    landmarks, landmark_files, unseen = _site_landmarks(scans, config, out, overwrite)
+    if config.histogram_standardisation:
+        landmarks, landmark_files, unseen = _site_landmarks(scans, config, out, overwrite)
+    else:
+        landmarks, landmark_files, unseen = {s.site: None for s in scans}, {}, ()
     intensity_settings = config.intensity_settings()
     counts = {"processed": 0, "cached": 0}
 
-    landmark_hashes = {site: hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+    landmark_hashes = {site: None if values is None else hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
                        for site, values in landmarks.items()}
 
     def intensity(scan: _Scan) -> None:

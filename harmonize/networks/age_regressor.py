@@ -191,4 +191,11 @@ class BrainAgeRegressor(nn.Module):
                 f"{type(self).__name__}: every spatial axis must be >= {self.min_input_size} voxels for "
                 f"{len(self.channels)} blocks, got input {tuple(x.shape)}."
             )
-        return self.regressor(self.encoder(x)) * self.age_scale + self.age_offset
+        return self.predict_from_features(self.encoder(x))
+
+    def predict_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Ages ``(batch, 1)`` in years from encoder features ``(batch, feature_dim)``.
+
+        Used to predict from harmonised features (e.g. after ComBat), bypassing the encoder.
+        """
+        return self.regressor(features) * self.age_scale + self.age_offset

@@ -33,7 +33,15 @@ from harmonize.networks import BrainAgeRegressor
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
-__all__ = ["BrainAgeSettings", "BrainAgeModel", "train_brain_age", "evaluate_brain_age", "brain_age_features"]
+__all__ = [
+    "BrainAgeSettings",
+    "BrainAgeModel",
+    "train_brain_age",
+    "evaluate_brain_age",
+    "evaluate_combat",
+    "audit_feature_set",
+    "brain_age_features",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ class BrainAgeSettings:
         lr: learning rate of the network's Adam optimizer.
         channels: channels of the encoder's convolution blocks.
         feature_dim: size of the feature vector the heads read.
+        norm: normalisation of the encoder (MONAI spec, e.g. ``"batch"`` as in the paper, or
+            ``("group", {"num_groups": 8})``).
         labelled_fraction: fraction of training subjects whose age the task loss sees (semi-supervised when
             below 1; the unlearning still uses every subject).
         balance_sites: every batch holds each site equally (as the paper's zipped per-site loaders).
@@ -66,6 +76,7 @@ class BrainAgeSettings:
     lr: float = defaults.LEARNING_RATE
     channels: tuple[int, ...] = defaults.AGE_CHANNELS
     feature_dim: int = defaults.AGE_FEATURE_DIM
+    norm: str | tuple = defaults.AGE_NORM
     labelled_fraction: float = 1.0
     balance_sites: bool = True
     seed: int = defaults.SEED
@@ -143,7 +154,7 @@ def train_brain_age(
     )
     mean, std = float(np.nanmean(ages)), float(np.nanstd(ages)) or 1.0
     network = BrainAgeRegressor(
-        channels=settings.channels, feature_dim=settings.feature_dim, age_offset=mean, age_scale=std
+        channels=settings.channels, feature_dim=settings.feature_dim, norm=settings.norm, age_offset=mean, age_scale=std
     ).to(settings.device)
     handler = build_unlearning_handler(network, TAP, network.feature_dim, settings.unlearning, frame, index)
     trainer = SupervisedTrainer(
@@ -197,41 +208,80 @@ def evaluate_brain_age(
     splits: tuple[str, ...] = (Split.VAL, Split.TEST),
     permutations: int = 0,
     seed: int = defaults.SEED,
+    features: FeatureSet | None = None,
 ) -> dict[str, Any]:
-    """Age error and feature probes on held-out scans.
+    """Age error and feature probes on held-out scans (see :func:`audit_feature_set` for the keys).
+
+    Args:
+        features: the model's :func:`brain_age_features` of those scans, if already computed.
+    """
+    fs = features if features is not None else brain_age_features(model, manifest, splits)
+    metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed)
+    metrics["seconds"] = model.seconds
+    acc_key = "domain_acc_site"
+    if model.history and acc_key in model.history[-1]:
+        metrics["domain_head_acc"] = model.history[-1][acc_key]
+    return metrics
+
+
+def evaluate_combat(
+    model: BrainAgeModel,
+    manifest: str | Path | pd.DataFrame,
+    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
+    permutations: int = 0,
+    seed: int = defaults.SEED,
+) -> dict[str, Any]:
+    """The ComBat baseline on a trained network's features: fit on the training scans, harmonise held-out ones.
+
+    ComBat (neuroHarmonize, with age and sex protected) is fitted on the features of the ``train`` rows and
+    applied to the held-out scans' features; the network's own regressor then predicts age from the harmonised
+    features. Scans of a site ComBat never saw are left unharmonised (ComBat cannot take a new site).
+    """
+    from harmonize.audit.combat import combat_feature_set
+
+    start = time.perf_counter()
+    train = brain_age_features(model, manifest, (Split.TRAIN,))
+    held_out = brain_age_features(model, manifest, splits)
+    harmonised = combat_feature_set(train, held_out, unseen="passthrough")
+    with torch.no_grad():
+        features = torch.as_tensor(harmonised.features, dtype=torch.float32, device=model.settings.device)
+        harmonised.predictions = model.network.eval().predict_from_features(features).cpu().numpy()
+    metrics = audit_feature_set(harmonised, list(model.site_index), permutations=permutations, seed=seed)
+    metrics["seconds"] = model.seconds + time.perf_counter() - start
+    return metrics
+
+
+def audit_feature_set(
+    fs: FeatureSet, site_names: list[str], permutations: int = 0, seed: int = defaults.SEED
+) -> dict[str, Any]:
+    """Age error of the predictions and probes of the features, for one set of held-out scans.
 
     Returns a dictionary with ``age_mae`` (years), ``age_mae_per_site``, ``site_probe_bacc`` (cross-validated
-    balanced accuracy of a logistic-regression site probe on the features), ``site_probe_p`` (permutation
-    p-value when ``permutations`` > 0), ``chance`` (``1 / n_sites``), ``age_probe_r2`` / ``age_probe_mae``
-    (ridge regression of age on the features), ``sex_probe_bacc``, and the head's last training accuracy
-    ``domain_head_acc`` when the model was unlearned.
+    balanced accuracy of a logistic-regression site probe on the features of the sites seen in training),
+    ``site_probe_p`` (permutation p-value when ``permutations`` > 0), ``chance`` (``1 / n_sites``),
+    ``age_probe_r2`` / ``age_probe_mae`` (ridge regression of age on the features), ``sex_probe_bacc``,
+    ``n_subjects``, and ``age_mae_unseen_sites`` when some scans come from sites unseen in training.
     """
-    fs = brain_age_features(model, manifest, splits)
     age = fs.meta[Keys.AGE].astype(float)
-    pred = fs.predictions.reshape(-1)
-    known = fs.meta[Keys.SITE] >= 0
-    err = np.abs(pred - age)
-    names = list(model.site_index)
-    per_site = {names[i]: float(np.nanmean(err[fs.meta[Keys.SITE] == i])) for i in np.unique(fs.meta[Keys.SITE][known])}
-    site = classifier_probe(fs.features[known], fs.meta[Keys.SITE][known], permutations=permutations, seed=seed)
+    site = fs.meta[Keys.SITE]
+    err = np.abs(fs.predictions.reshape(-1) - age)
+    known = site >= 0
+    per_site = {site_names[i]: float(np.nanmean(err[site == i])) for i in np.unique(site[known])}
+    site_probe = classifier_probe(fs.features[known], site[known], permutations=permutations, seed=seed)
     age_probe = regressor_probe(fs.features, age, seed=seed)
     metrics: dict[str, Any] = {
         "age_mae": float(np.nanmean(err)),
         "age_mae_per_site": per_site,
-        "site_probe_bacc": site.balanced_accuracy,
-        "site_probe_p": site.p_value,
-        "chance": site.chance,
+        "site_probe_bacc": site_probe.balanced_accuracy,
+        "site_probe_p": site_probe.p_value,
+        "chance": site_probe.chance,
         "age_probe_r2": age_probe.r2,
         "age_probe_mae": age_probe.mae,
         "n_subjects": len(fs),
-        "seconds": model.seconds,
     }
     sex = fs.meta.get(Keys.SEX)
     if sex is not None and len(np.unique(sex[sex >= 0])) == 2:
         metrics["sex_probe_bacc"] = classifier_probe(fs.features[sex >= 0], sex[sex >= 0], seed=seed).balanced_accuracy
     if (~known).any():
         metrics["age_mae_unseen_sites"] = float(np.nanmean(err[~known]))
-    acc_key = "domain_acc_site"
-    if model.history and acc_key in model.history[-1]:
-        metrics["domain_head_acc"] = model.history[-1][acc_key]
     return metrics

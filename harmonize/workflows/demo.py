@@ -44,8 +44,11 @@ class DemoSettings:
         preprocess_spacing: isotropic voxel size after preprocessing (mm).
         max_epochs: training epochs of each brain-age model.
         channels: the brain-age encoder's channels.
+        norm: the brain-age encoder's normalisation.
         methods: training methods to compare.
+        combat: also harmonise the baseline's features with ComBat (needs ``none`` among the methods).
         beta: confusion weight of the unlearning run.
+        warmup_epochs: epochs during which only the domain heads learn.
         seed: seed of everything.
     """
 
@@ -56,16 +59,19 @@ class DemoSettings:
     preprocess_spacing: float = defaults.DEMO_SPACING
     max_epochs: int = defaults.DEMO_EPOCHS
     channels: tuple[int, ...] = defaults.DEMO_CHANNELS
+    norm: str | tuple = defaults.AGE_NORM
     methods: tuple[str, ...] = (Method.NONE, Method.UNLEARNING, Method.DANN)
+    combat: bool = True
     beta: float = defaults.BETA
+    warmup_epochs: int = defaults.WARMUP_EPOCHS
     seed: int = defaults.SEED
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        """A demo small enough for a test: 3 sites x 12 subjects, 2 epochs."""
-        return cls(sites=3, subjects_per_site=12, shape=32, preprocess_shape=(32, 32, 32), max_epochs=2,
-                   channels=(8, 8, 8, 16, 16, 16))
+        """A demo small enough for a test: 3 sites x 12 subjects, 3 epochs (1 of warm-up)."""
+        return cls(sites=3, subjects_per_site=12, shape=32, preprocess_shape=(32, 32, 32), max_epochs=3,
+                   warmup_epochs=1, channels=(8, 8, 8, 16, 16, 16))
 
 
 def _stage(name: str, report: Callable[[str], None]) -> Callable:
@@ -92,7 +98,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     from harmonize.data.manifest import validate_manifest
     from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
     from harmonize.data.synth import SynthConfig, generate_cohort
-    from harmonize.workflows.brain_age import BrainAgeSettings, evaluate_brain_age, train_brain_age
+    from harmonize.workflows.brain_age import (
+        BrainAgeSettings,
+        brain_age_features,
+        evaluate_brain_age,
+        evaluate_combat,
+        train_brain_age,
+    )
     from harmonize.workflows.unlearning import UnlearningSettings
 
     settings = settings or DemoSettings()
@@ -116,22 +128,67 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     report(f"preprocessed {prep.processed} scans, {prep.cached} from cache")
 
     metrics: dict[str, Any] = {}
+    features: dict[str, Any] = {}
+    histories: dict[str, list] = {}
+    baseline = None
     for method in settings.methods:
-        unlearning = UnlearningSettings(method=method, beta=settings.beta)
+        unlearning = UnlearningSettings(method=method, beta=settings.beta, warmup_epochs=settings.warmup_epochs)
         run = BrainAgeSettings(unlearning=unlearning, max_epochs=settings.max_epochs, channels=settings.channels,
-                               seed=settings.seed, batch_size=_batch_size(settings.sites))
+                               norm=settings.norm, seed=settings.seed, batch_size=_batch_size(settings.sites))
         model = _stage(f"train {method}", report)(lambda: train_brain_age(prep.manifest, run, progress=True))
-        metrics[str(method)] = evaluate_brain_age(model, prep.manifest, seed=settings.seed)
-        m = metrics[str(method)]
-        report(f"  {method}: site probe {m['site_probe_bacc']:.3f} (chance {m['chance']:.3f}), "
-               f"age MAE {m['age_mae']:.2f} y")
+        baseline = model if method == Method.NONE else baseline
+        features[str(method)] = brain_age_features(model, prep.manifest)
+        metrics[str(method)] = evaluate_brain_age(model, prep.manifest, seed=settings.seed,
+                                                  features=features[str(method)])
+        histories[str(method)] = model.history
+        _report_method(report, str(method), metrics[str(method)])
+    if settings.combat and baseline is not None:
+        metrics[str(Method.COMBAT)] = _stage("combat", report)(
+            lambda: evaluate_combat(baseline, prep.manifest, seed=settings.seed))
+        _report_method(report, str(Method.COMBAT), metrics[str(Method.COMBAT)])
     metrics["chance"] = 1.0 / settings.sites
     metrics["settings"] = {k: v for k, v in asdict(settings).items() if k != "extra"}
     metrics["seconds"] = time.perf_counter() - started
     path = out / METRICS_FILE
     path.write_text(json.dumps(metrics, indent=2, default=str))
     report(f"metrics written to {path}")
+    html = _stage("report", report)(lambda: _write_report(out, metrics, features, histories, settings))
+    report(f"report written to {html}")
     return metrics
+
+
+def _report_method(report: Callable[[str], None], method: str, m: dict[str, Any]) -> None:
+    report(f"  {method}: site probe {m['site_probe_bacc']:.3f} (chance {m['chance']:.3f}), "
+           f"age MAE {m['age_mae']:.2f} y, age R2 from features {m['age_probe_r2']:.2f}")
+
+
+def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], histories: dict[str, list],
+                  settings: DemoSettings) -> Path:
+    """Plots and the self-contained report.html of the comparison."""
+    from harmonize.audit import plots
+    from harmonize.audit.report import write_comparison_table, write_report
+
+    methods = {k: v for k, v in metrics.items() if isinstance(v, dict) and "site_probe_bacc" in v}
+    chance = metrics["chance"]
+    figures = out / "figures"
+    pngs = {
+        "Site probe and age error": plots.comparison_bar_plot(methods, figures / "comparison.png", chance=chance),
+        "Age error per site": plots.per_site_error_plot(methods, figures / "per_site_error.png"),
+        "Features of held-out scans": plots.embedding_grid(features, figures / "embeddings.png",
+                                                           seed=settings.seed),
+    }
+    trained = {k: h for k, h in histories.items() if h}
+    if trained:
+        pngs["Domain head during training"] = plots.training_curves_plot(trained, figures / "training.png",
+                                                                          chance=chance)
+    write_comparison_table(methods, out / "comparison.md", out / "comparison.json", chance=chance)
+    notes = [
+        f"Embedded cohort: {settings.sites} simulated scanners x {settings.subjects_per_site} subjects, "
+        f"brain age from {settings.preprocess_shape[0]}^3 scans; held-out scans (val + test) audited.",
+        "Site probe: cross-validated logistic regression on the network's features; near chance means the "
+        "scanner cannot be read from them. Age R2: ridge regression of age on the same features.",
+    ]
+    return write_report(out, methods, chance, plots=pngs, title="harmonize demo: scanner unlearning", notes=notes)
 
 
 def _batch_size(sites: int) -> int:

@@ -1,0 +1,33 @@
+"""``harmonize demo --quick``: the whole pipeline end to end, writing metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harmonize.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), "--quick"]) == 0
+    return out
+
+
+def test_demo_writes_metrics_for_every_method(demo_dir):
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    assert metrics["chance"] == pytest.approx(1 / 3)
+    for method in ("none", "unlearning", "dann"):
+        m = metrics[method]
+        assert 0.0 <= m["site_probe_bacc"] <= 1.0
+        assert m["age_mae"] >= 0
+    assert (demo_dir / "cohort" / "manifest.csv").is_file()
+    assert (demo_dir / "preprocessed" / "manifest.csv").is_file()
+
+
+def test_demo_refuses_a_non_empty_output(demo_dir, capsys):
+    assert main(["demo", "--out", str(demo_dir), "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert str(demo_dir) in err and "--overwrite" in err and "Traceback" not in err
