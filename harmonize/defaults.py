@@ -67,3 +67,18 @@ DEMO_SPACING = 6.0
 #: Brain-age encoder channels of the demo (a slimmer VGG than the paper's, for 2 CPU cores).
 DEMO_CHANNELS = (16, 32, 32, 64, 64, 64)
 DEMO_EPOCHS = 30
+
+# --- reconstruction unlearning (Xue et al., "Erase to Enhance") ------------------------------------------
+#: Slice side (pixels) of the embedded reconstruction experiment.
+RECON_SIZE = 64
+#: Cartesian undersampling: acceleration R and fully sampled centre fraction (fastMRI: 0.08 at R=4).
+RECON_ACCELERATION = 4.0
+RECON_CENTER_FRACTION = 0.08
+#: SSIM window side and L1 weight of the reconstruction loss (the paper: 7 x 7 and 1e-5).
+RECON_SSIM_WINDOW = 7
+RECON_L1_WEIGHT = 1e-5
+#: Fraction of the retain set used by the FT variants (the paper: 10 %).
+RECON_RETAIN_FRACTION = 0.1
+#: Weight of GA-L1's L1 penalty on the weights (sum of absolute values), and NL's noise standard deviation.
+RECON_L1_PENALTY = 1e-5
+RECON_NOISE_STD = 1.0

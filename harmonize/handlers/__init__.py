@@ -2,6 +2,13 @@
 
 from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
+from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.handlers.sample_mask import LabelRangeMask
 
-__all__ = ["Confound", "DomainUnlearningHandler", "LabelRangeMask", "quantile_bin_edges"]
+__all__ = [
+    "Confound",
+    "DomainUnlearningHandler",
+    "LabelRangeMask",
+    "MachineUnlearningHandler",
+    "quantile_bin_edges",
+]

@@ -5,6 +5,7 @@
 - :class:`GradientReversal`: the DANN layer (Ganin & Lempitsky 2015), with :func:`dann_lambda` for its schedule.
 - :class:`StandardisedMSELoss`: MSE in units of a scale (e.g. the age SD), so ``beta`` means the same for any unit.
 - :class:`MaskedLoss`: any task loss, skipping the samples without a label (NaN target or ``ignore_value``).
+- :class:`SSIML1Loss`: SSIM (7 x 7) + L1 reconstruction loss of Xue et al. (machine unlearning in MRI).
 """
 
 from harmonize.losses.confusion import ConfusionLoss
@@ -12,6 +13,7 @@ from harmonize.losses.domain import DomainLoss
 from harmonize.losses.gradient_reversal import GradientReversal, GradientReversalFunction, dann_lambda, grad_reverse
 from harmonize.losses.masked import MaskedLoss
 from harmonize.losses.standardised_mse import StandardisedMSELoss
+from harmonize.losses.ssim_l1 import SSIML1Loss
 
 __all__ = [
     "ConfusionLoss",
@@ -22,4 +24,5 @@ __all__ = [
     "dann_lambda",
     "MaskedLoss",
     "StandardisedMSELoss",
+    "SSIML1Loss",
 ]

@@ -7,11 +7,22 @@ taken from named submodules by :class:`FeatureTaps`. Each task network lists its
 - :class:`BrainAgeRegressor`: VGG-like 2D/3D encoder (tap ``encoder``) and 96-32-1 regressor.
 - :class:`TissueSegmenter`: U-Net for background/CSF/GM/WM (taps ``bottleneck`` and ``final``).
 - :class:`DomainHead`: MLP ``in_features -> 32 -> num_classes`` with dropout.
+- :class:`ReconUNet`, :class:`ReconVarNet`: MRI reconstruction (residual U-Net; MONAI's VarNet) for
+  machine unlearning (Xue et al.).
 """
 
 from harmonize.networks.age_regressor import BrainAgeRegressor
 from harmonize.networks.domain_head import DomainHead
 from harmonize.networks.feature_taps import FeatureTaps, pool_features
+from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
 from harmonize.networks.segmentation import TissueSegmenter
 
-__all__ = ["BrainAgeRegressor", "TissueSegmenter", "DomainHead", "FeatureTaps", "pool_features"]
+__all__ = [
+    "BrainAgeRegressor",
+    "TissueSegmenter",
+    "DomainHead",
+    "FeatureTaps",
+    "pool_features",
+    "ReconUNet",
+    "ReconVarNet",
+]

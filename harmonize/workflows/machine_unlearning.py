@@ -275,7 +275,12 @@ class _ProgressBar:
         self.bar = bar
 
     def attach(self, engine: Any) -> None:
-        self.bar.attach(engine, output_transform=lambda output: {"loss": float(output["loss"])})
+        self.bar.attach(engine, output_transform=self.loss)
+
+    @staticmethod
+    def loss(output: Mapping[str, Any]) -> dict[str, float]:
+        """The iteration's loss, for the bar."""
+        return {"loss": float(torch.as_tensor(output["loss"]).detach())}
 
 
 def run_unlearning(

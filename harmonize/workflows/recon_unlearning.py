@@ -34,15 +34,14 @@ from torch.utils.data import ConcatDataset, Subset
 
 from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
-from harmonize.keys import MaskType, NoiseMode, PhantomKind, ReconMethod
+from harmonize.keys import Keys, MaskType, NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT, SSIML1Loss
 from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
 from harmonize.networks.reconstruction import UNET_CHANNELS, ReconUNet, ReconVarNet
 from harmonize.recon.slices import KspaceSettings, ReconSplits, anatomy_shift_splits, site_forget_splits
 from harmonize.workflows.machine_unlearning import (
-    PrepareBatchKeys,
     MachineUnlearningSettings,
-    reinitialised_copy,
+    PrepareBatchKeys,
     run_unlearning,
     train_stage,
 )
@@ -248,6 +247,7 @@ class ReconUnlearningResult:
             original and the oracle first.
         fraction_table: rows of the retain-fraction sweep (the table's keys plus ``fraction``).
         sizes: number of slices in each set.
+        zero_filled: the same metrics for the zero-filled input itself (no network), a floor to compare with.
         files: paths written (``markdown``, ``json``, ``pareto_seconds``, ``pareto_fraction``), if any.
         models: the trained models by method (not saved to disk).
     """
@@ -255,6 +255,7 @@ class ReconUnlearningResult:
     table: list[dict[str, Any]]
     fraction_table: list[dict[str, Any]]
     sizes: dict[str, int]
+    zero_filled: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     models: dict[str, nn.Module] = field(default_factory=dict)
 
@@ -402,14 +403,24 @@ def run_recon_unlearning(
             model, seconds = _run_method(method, original, fsubset, forget_loader, settings, 100)
             fraction_table.append({**row(method, model, seconds), "fraction": fraction})
 
-    result = ReconUnlearningResult(table=table, fraction_table=fraction_table, sizes=sizes, models=models)
+    zero_filled = unlearning_row(
+        "zero_filled", lambda batch: torch.as_tensor(batch[Keys.IMAGE]),
+        splits.retain_test, splits.forget_test, splits.forget_train, 0.0,
+    )
+    result = ReconUnlearningResult(
+        table=table, fraction_table=fraction_table, sizes=sizes, zero_filled=zero_filled, models=models
+    )
     if output_dir is not None:
         result.files = write_outputs(result, settings, output_dir)
     return result
 
 
 # ---------------------------------------------------------------------------------------------------- output
-def format_markdown(table: Sequence[Mapping[str, Any]], fraction_table: Sequence[Mapping[str, Any]] = ()) -> str:
+def format_markdown(
+    table: Sequence[Mapping[str, Any]],
+    fraction_table: Sequence[Mapping[str, Any]] = (),
+    zero_filled: Mapping[str, Any] | None = None,
+) -> str:
     """The table as markdown: PSNR (dB) and SSIM per set, seconds and time as a percentage of the oracle's."""
     oracle = next((r["seconds"] for r in table if r["method"] == ReconMethod.ORACLE), None)
     header = ("| method | BTA PSNR | BTA SSIM | KTA PSNR | KTA SSIM | UA PSNR | UA SSIM | seconds | % oracle time |\n"
@@ -423,6 +434,9 @@ def format_markdown(table: Sequence[Mapping[str, Any]], fraction_table: Sequence
         )
     text = ("BTA: retain test set; KTA: forget test set; UA: forget training set (Xue et al.). PSNR in dB, "
             "per volume, averaged over volumes.\n\n" + "\n".join(lines) + "\n")
+    if zero_filled:
+        text += (f"\nZero-filled input (no network): BTA {zero_filled['bta_psnr']:.2f} dB, KTA "
+                 f"{zero_filled['kta_psnr']:.2f} dB, UA {zero_filled['ua_psnr']:.2f} dB.\n")
     if fraction_table:
         text += "\nRetain-fraction sweep:\n\n| method | fraction | BTA PSNR | KTA PSNR | UA PSNR | seconds |\n"
         text += "|---|---|---|---|---|---|\n"
@@ -533,11 +547,12 @@ def write_outputs(
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     files = {name: folder / filename for name, filename in OUTPUT_FILES.items()}
-    _atomic_write_text(files["markdown"], format_markdown(result.table, result.fraction_table))
+    _atomic_write_text(files["markdown"], format_markdown(result.table, result.fraction_table, result.zero_filled))
     payload = {
         "columns": list(TABLE_COLUMNS),
         "table": [{k: _jsonable(v) for k, v in r.items()} for r in result.table],
         "fraction_table": [{k: _jsonable(v) for k, v in r.items()} for r in result.fraction_table],
+        "zero_filled": {k: _jsonable(v) for k, v in result.zero_filled.items()},
         "sizes": result.sizes,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(replace(settings)).items()},
     }

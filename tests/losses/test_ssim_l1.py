@@ -1,0 +1,69 @@
+"""Tests of the SSIM + L1 reconstruction loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.losses import SSIMLoss
+
+from harmonize.errors import ConfigError
+from harmonize.losses.ssim_l1 import SSIML1Loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def images() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 1, 16, 16, generator=g)
+    return target + 0.1 * torch.rand(3, 1, 16, 16, generator=g), target
+
+
+@pytest.mark.parametrize("l1_weight", [0.0, 1e-5, 1.0])
+def test_identical_images_give_zero(l1_weight: float) -> None:
+    x = torch.rand(2, 1, 16, 16)
+    assert float(SSIML1Loss(l1_weight=l1_weight)(x, x.clone())) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_terms_match_monai_ssim_loss_and_the_mean_absolute_error(images) -> None:
+    pred, target = images
+    ssim = SSIMLoss(spatial_dims=2, kernel_type="uniform", win_size=7, reduction="none")(pred, target)
+    l1 = (pred - target).abs().mean(dim=(1, 2, 3)).view(-1, 1)
+    torch.testing.assert_close(SSIML1Loss(l1_weight=0.0, reduction="none")(pred, target), ssim)
+    torch.testing.assert_close(SSIML1Loss(l1_weight=2.0, reduction="none")(pred, target), ssim + 2.0 * l1)
+    torch.testing.assert_close(SSIML1Loss(l1_weight=2.0)(pred, target), (ssim + 2.0 * l1).mean())
+    torch.testing.assert_close(SSIML1Loss(l1_weight=2.0, reduction="sum")(pred, target), (ssim + 2.0 * l1).sum())
+
+
+def test_constant_offset_l1_term() -> None:
+    target = torch.rand(1, 1, 16, 16)
+    loss = SSIML1Loss(l1_weight=1.0)
+    ssim_only = SSIML1Loss(l1_weight=0.0)
+    assert float(loss(target + 0.25, target) - ssim_only(target + 0.25, target)) == pytest.approx(0.25, abs=1e-6)
+
+
+def test_loss_is_differentiable(images) -> None:
+    pred, target = images
+    pred.requires_grad_(True)
+    SSIML1Loss()(pred, target).backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and float(pred.grad.abs().sum()) > 0
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigError, match="'l1_weight' must be >= 0, got -1"):
+        SSIML1Loss(l1_weight=-1)
+    with pytest.raises(ConfigError, match="'win_size' must be odd and >= 3 .* got 6"):
+        SSIML1Loss(win_size=6)
+    with pytest.raises(ConfigError, match="Argument 'reduction'"):
+        SSIML1Loss(reduction="median")
+    with pytest.raises(ConfigError, match="Argument 'kernel_type'"):
+        SSIML1Loss(kernel_type="box")
+    with pytest.raises(ValueError, match=r"same shape, got \(1, 1, 8, 8\) and \(1, 1, 8, 9\)"):
+        SSIML1Loss()(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))

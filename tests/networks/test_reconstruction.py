@@ -1,0 +1,83 @@
+"""Tests of the reconstruction networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harmonize.errors import ConfigError
+from harmonize.keys import Keys
+from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_default_unet_is_small_and_starts_as_identity() -> None:
+    net = ReconUNet()
+    assert 150_000 < sum(p.numel() for p in net.parameters()) < 300_000
+    assert net.input_keys == (Keys.IMAGE,)
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(net(x), x)  # zero-initialised head: output = zero-filled input
+    with torch.no_grad():
+        net.head.weight.fill_(0.1)
+    assert not torch.allclose(net(x), x)
+
+
+def test_reset_parameters_keeps_the_head_at_zero() -> None:
+    net = ReconUNet(channels=(4, 8), strides=(2,))
+    with torch.no_grad():
+        net.head.weight.fill_(1.0)
+    net.head.reset_parameters()
+    assert float(net.head.weight.detach().abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 30, 37), (2, 1, 16, 16), (1, 1, 9, 8)])
+def test_any_size_is_padded_and_cropped_back(shape: tuple[int, ...]) -> None:
+    net = ReconUNet(channels=(4, 8, 16), strides=(2, 2))
+    with torch.no_grad():
+        net.head.weight.fill_(0.1)
+    out = net(torch.rand(shape))
+    assert out.shape == shape
+
+
+def test_non_residual_and_3d() -> None:
+    net = ReconUNet(spatial_dims=3, channels=(4, 8), strides=(2,), residual=False)
+    assert net(torch.rand(1, 1, 8, 8, 8)).shape == (1, 1, 8, 8, 8)
+
+
+def test_gradients_reach_the_unet() -> None:
+    net = ReconUNet(channels=(4, 8), strides=(2,))
+    with torch.no_grad():
+        net.head.weight.fill_(0.1)
+    net(torch.rand(2, 1, 16, 16)).sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigError, match=r"len\(strides\) must be len\(channels\) - 1 = 2, got channels=\(4, 8, 16\)"):
+        ReconUNet(channels=(4, 8, 16), strides=(2,))
+    with pytest.raises(ConfigError, match="supports spatial_dims 2 or 3, got 1"):
+        ReconUNet(spatial_dims=1)
+
+
+def test_varnet_on_masked_kspace_with_different_masks() -> None:
+    net = ReconVarNet(features=(4, 4, 8, 8, 16, 4), num_cascades=2)
+    assert net.input_keys == (Keys.MASKED_KSPACE, Keys.SAMPLING_MASK)
+    kspace = torch.randn(2, 1, 32, 32, 2)  # the complex U-Nets downsample 4 times: 32 is the smallest size
+    mask = torch.zeros(2, 1, 1, 32, 1)
+    mask[:, ..., 14:18, :] = 1  # fully sampled centre
+    mask[0, ..., ::4, :] = 1
+    mask[1, ..., 1::4, :] = 1
+    out = net(kspace * mask, mask)
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
+    single = net(kspace[:1] * mask[:1], mask[:1])
+    torch.testing.assert_close(out[:1], single, atol=1e-5, rtol=1e-4)  # per-sample path = batched path
+    cropped = ReconVarNet(features=(4, 4, 8, 8, 16, 4), num_cascades=1, crop=(8, 8))(kspace * mask[:1], mask[:1])
+    assert cropped.shape == (2, 1, 8, 8)

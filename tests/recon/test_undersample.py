@@ -1,0 +1,102 @@
+"""Tests of Cartesian undersampling with MONAI's mask transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harmonize.errors import ConfigError
+from harmonize.keys import Keys, MaskType
+from harmonize.recon.kspace import image_to_kspace, kspace_to_image
+from harmonize.recon.undersample import UndersampleKspaced, apply_kspace_mask
+
+COLUMNS = 64
+CASES = [(4.0, 0.08), (8.0, 0.04)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _kspace(columns: int = COLUMNS) -> torch.Tensor:
+    return image_to_kspace(torch.rand(1, 32, columns, generator=torch.Generator().manual_seed(0)))
+
+
+def _mask(mask_type: MaskType, acceleration: float, center_fraction: float, seed: int) -> np.ndarray:
+    t = UndersampleKspaced(mask_type=mask_type, acceleration=acceleration, center_fraction=center_fraction)
+    out = t.set_random_state(seed=seed)({Keys.KSPACE: _kspace()})
+    assert out[Keys.SAMPLING_MASK].shape == (1, 1, COLUMNS, 1)
+    return out[Keys.SAMPLING_MASK].flatten().numpy().astype(bool)
+
+
+def _centre(center_fraction: float) -> range:
+    low = round(COLUMNS * center_fraction)
+    start = (COLUMNS - low + 1) // 2
+    return range(start, start + low)
+
+
+@pytest.mark.parametrize(("acceleration", "center_fraction"), CASES)
+def test_equispaced_mask_properties(acceleration: float, center_fraction: float) -> None:
+    mask = _mask(MaskType.EQUISPACED, acceleration, center_fraction, seed=3)
+    assert abs(mask.mean() - 1 / acceleration) <= 0.03  # ~ W / R lines
+    assert mask[list(_centre(center_fraction))].all()  # fully sampled centre
+    outside = np.array([i for i in np.flatnonzero(mask) if i not in _centre(center_fraction)])
+    low = round(COLUMNS * center_fraction)
+    adjusted = acceleration * (low - COLUMNS) / (low * acceleration - COLUMNS)  # MONAI's spacing
+    gaps = np.diff(outside)
+    gaps = gaps[gaps < 2 * adjusted]  # the jump over the centre is not a spacing
+    assert set(gaps.tolist()) <= {int(np.floor(adjusted)), int(np.ceil(adjusted))}
+
+
+@pytest.mark.parametrize(("acceleration", "center_fraction"), CASES)
+def test_random_mask_properties(acceleration: float, center_fraction: float) -> None:
+    masks = np.stack([_mask(MaskType.RANDOM, acceleration, center_fraction, seed=s) for s in range(200)])
+    assert abs(masks.mean() - 1 / acceleration) <= 0.01  # expected fraction is exactly 1/R
+    assert masks[:, list(_centre(center_fraction))].all()
+    assert len({m.tobytes() for m in masks}) > 150  # the lines really are random
+
+
+def test_masked_kspace_and_zero_filled_image() -> None:
+    kspace = _kspace()
+    out = UndersampleKspaced().set_random_state(seed=0)({Keys.KSPACE: kspace})
+    mask = out[Keys.SAMPLING_MASK].flatten().bool()
+    masked = out[Keys.MASKED_KSPACE]
+    torch.testing.assert_close(masked[:, :, mask], kspace[:, :, mask])  # sampled lines kept as they are
+    assert float(masked[:, :, ~mask].abs().max()) == 0.0  # skipped lines zero
+    assert out[Keys.IMAGE].shape == (1, 32, COLUMNS)
+    torch.testing.assert_close(out[Keys.IMAGE], kspace_to_image(masked), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[Keys.KSPACE], kspace)  # the fully sampled k-space is kept
+
+
+def test_seed_reproduces_the_mask() -> None:
+    a = _mask(MaskType.RANDOM, 4.0, 0.08, seed=11)
+    assert (a == _mask(MaskType.RANDOM, 4.0, 0.08, seed=11)).all()
+    assert not (a == _mask(MaskType.RANDOM, 4.0, 0.08, seed=12)).all()
+
+
+def test_apply_given_mask() -> None:
+    kspace = _kspace(8)
+    line_mask = np.array([0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
+    masked, mask = apply_kspace_mask(kspace, line_mask)
+    assert mask.shape == (1, 1, 8, 1)
+    torch.testing.assert_close(masked[:, :, 1], kspace[:, :, 1])
+    assert float(masked[:, :, 0].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="line_mask has 3 entries but k-space has 8 columns"):
+        apply_kspace_mask(kspace, np.ones(3))
+
+
+def test_bad_settings_are_all_reported() -> None:
+    with pytest.raises(ConfigError) as err:
+        UndersampleKspaced(acceleration=1.0, center_fraction=1.5)
+    assert "'acceleration' must be > 1 (e.g. 4 or 8), got 1.0." in str(err.value)
+    assert "'center_fraction' must be in (0, 1)" in str(err.value)
+    with pytest.raises(ConfigError, match=r"'center_fraction' x 'acceleration' must be < 1.*got 0.3 x 4"):
+        UndersampleKspaced(acceleration=4, center_fraction=0.3)
+    with pytest.raises(ConfigError, match="Argument 'mask_type'.*spiral"):
+        UndersampleKspaced(mask_type="spiral")

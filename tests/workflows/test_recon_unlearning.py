@@ -1,0 +1,118 @@
+"""End-to-end test of the reconstruction-unlearning experiment at 32 x 32 with a few iterations."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from harmonize.data.manifest import read_manifest
+from harmonize.errors import ConfigError
+from harmonize.keys import Keys, ReconMethod
+from harmonize.metrics.reconstruction import TABLE_COLUMNS
+from harmonize.workflows.recon_unlearning import (
+    OUTPUT_FILES,
+    ReconUnlearningSettings,
+    format_markdown,
+    run_recon_unlearning,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("recon_unlearning")
+    return run_recon_unlearning(ReconUnlearningSettings.tiny(), out), out
+
+
+def test_table_rows_and_columns(result) -> None:
+    res, _ = result
+    methods = [r["method"] for r in res.table]
+    assert methods == ["original", "oracle", "ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "retrain_subset"]
+    for row in res.table:
+        assert tuple(row) == TABLE_COLUMNS
+        assert all(math.isfinite(row[k]) for k in TABLE_COLUMNS[1:])
+        assert 5.0 < row["bta_psnr"] < 60.0 and -1.0 <= row["bta_ssim"] <= 1.0
+        assert row["seconds"] > 0
+    assert res.sizes == {"retain_train": 12, "forget_train": 4, "retain_test": 4, "forget_test": 4}
+    assert set(res.models) == set(methods)
+    assert [(r["method"], r["fraction"]) for r in res.fraction_table] == [("ft", 0.5), ("ft", 1.0)]
+    assert tuple(res.zero_filled) == TABLE_COLUMNS and res.zero_filled["method"] == "zero_filled"
+    assert res.zero_filled["seconds"] == 0.0 and math.isfinite(res.zero_filled["kta_psnr"])
+    ft = next(r for r in res.table if r["method"] == "ft")
+    assert res.fraction_table[0]["bta_psnr"] == ft["bta_psnr"]  # the main run is reused at its own fraction
+
+
+def test_files_are_written(result) -> None:
+    res, out = result
+    assert {name: path.name for name, path in res.files.items()} == OUTPUT_FILES
+    payload = json.loads((out / OUTPUT_FILES["json"]).read_text())
+    assert payload["columns"] == list(TABLE_COLUMNS)
+    assert [r["method"] for r in payload["table"]] == [r["method"] for r in res.table]
+    assert payload["table"][0]["bta_psnr"] == pytest.approx(res.table[0]["bta_psnr"])
+    assert payload["settings"]["size"] == 32
+    markdown = (out / OUTPUT_FILES["markdown"]).read_text()
+    assert "| method | BTA PSNR | BTA SSIM | KTA PSNR" in markdown and "| nl_ft |" in markdown
+    assert "Retain-fraction sweep" in markdown and "Zero-filled input (no network): BTA" in markdown
+    assert payload["zero_filled"]["method"] == "zero_filled"
+    for name in ("pareto_seconds", "pareto_fraction"):
+        assert (out / OUTPUT_FILES[name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_markdown_shows_time_relative_to_the_oracle() -> None:
+    rows = [dict.fromkeys(TABLE_COLUMNS, 1.0) | {"method": "oracle", "seconds": 10.0},
+            dict.fromkeys(TABLE_COLUMNS, 1.0) | {"method": "ft", "seconds": 2.0}]
+    text = format_markdown(rows)
+    assert "| ft | 1.00 | 1.000 | 1.00 | 1.000 | 1.00 | 1.000 | 2.0 | 20 |" in text
+
+
+def test_site_scenario_from_a_manifest(tiny_cohort: Path) -> None:
+    site = sorted(read_manifest(tiny_cohort)[Keys.SITE].unique())[0]
+    settings = dataclasses.replace(
+        ReconUnlearningSettings.tiny(), manifest=str(tiny_cohort), forget_site=site, size=16,
+        methods=(ReconMethod.NL_FT,), fractions=(),
+    )
+    res = run_recon_unlearning(settings)
+    assert [r["method"] for r in res.table] == ["original", "oracle", "nl_ft"] and res.fraction_table == []
+    assert res.sizes["forget_train"] > 0 and res.files == {}
+
+
+def test_varnet_runs_on_masked_kspace() -> None:
+    settings = dataclasses.replace(
+        ReconUnlearningSettings.tiny(), network="varnet", methods=(ReconMethod.NL_FT,), fractions=(),
+        retain_train_volumes=2, forget_train_volumes=1,
+    )
+    assert settings.kspace().keep_kspace  # VarNet reads the k-space, so the samples keep it
+    res = run_recon_unlearning(settings)
+    assert [r["method"] for r in res.table] == ["original", "oracle", "nl_ft"]
+    assert all(math.isfinite(r["bta_psnr"]) for r in res.table)
+
+
+def test_bad_settings_are_all_reported() -> None:
+    bad = dataclasses.replace(
+        ReconUnlearningSettings.tiny(), size=0, retain_fraction=1.5, fractions=(0.0,), network="resnet",
+        methods=("ft", "original", "magic"), fraction_methods=("ga",),
+    )
+    with pytest.raises(ConfigError) as err:
+        bad.check()
+    text = str(err.value)
+    for expected in ("'size' must be >= 1, got 0.", "'retain_fraction' must be in (0, 1], got 1.5.",
+                     "'fractions[0]' must be in (0, 1], got 0.0.", "'network' must be one of ['unet', 'varnet']",
+                     "'methods' holds 'original'", "'methods' holds 'magic'",
+                     "'fraction_methods' holds 'ga', which does not use retain data"):
+        assert expected in text
+    with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
+        dataclasses.replace(ReconUnlearningSettings.tiny(), acceleration=1.0).check()
