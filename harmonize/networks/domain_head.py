@@ -33,6 +33,10 @@ class DomainHead(nn.Module):
         dropout: dropout probability after each hidden layer, in ``[0, 1)``.
         normalize_input: apply ``LayerNorm(in_features)`` first (useful when features of several taps or
             scales are concatenated).
+        standardize_input: standardise each feature over the batch first (``BatchNorm1d`` without affine
+            parameters, with running statistics for evaluation), as a probe's ``StandardScaler`` does. Features
+            of very different scales (e.g. an early block and the bottleneck) otherwise leave the head to learn
+            slowly, and a head that has not learned the site gives the confusion loss nothing to push against.
 
     Raises:
         ConfigError: (a ``ValueError``) an argument outside its range (the argument is named).
@@ -45,6 +49,7 @@ class DomainHead(nn.Module):
         hidden: int | Sequence[int] = defaults.DOMAIN_HIDDEN,
         dropout: float = defaults.DOMAIN_DROPOUT,
         normalize_input: bool = False,
+        standardize_input: bool = False,
     ) -> None:
         super().__init__()
         widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
@@ -57,13 +62,18 @@ class DomainHead(nn.Module):
             problems.append(f"hidden must hold positive integers, got {hidden!r}")
         if not 0.0 <= dropout < 1.0:
             problems.append(f"dropout must lie in [0, 1), got {dropout!r}")
+        if normalize_input and standardize_input:
+            problems.append("choose one of normalize_input (LayerNorm) and standardize_input (BatchNorm1d)")
         if problems:
             raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
 
         self.in_features = int(in_features)
         self.num_classes = int(num_classes)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["norm"] = nn.LayerNorm(self.in_features) if normalize_input else nn.Identity()
+        if standardize_input:
+            layers["norm"] = nn.BatchNorm1d(self.in_features, affine=False)
+        else:
+            layers["norm"] = nn.LayerNorm(self.in_features) if normalize_input else nn.Identity()
         width = self.in_features
         for i, w in enumerate(widths):
             layers[f"fc{i}"] = nn.Linear(width, int(w))

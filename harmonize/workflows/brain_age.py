@@ -29,7 +29,7 @@ from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import DomainUnlearningHandler
 from harmonize.keys import Keys, Split
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
-from harmonize.networks import BrainAgeRegressor
+from harmonize.networks import BrainAgeRegressor, FeatureTaps
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
@@ -60,6 +60,9 @@ class BrainAgeSettings:
         lr: learning rate of the network's Adam optimizer.
         channels: channels of the encoder's convolution blocks.
         feature_dim: size of the feature vector the heads read.
+        taps: layers whose (pooled, concatenated) outputs the domain heads read and the audit probes; the
+            default is the encoder's feature vector, the paper's choice; adding an earlier block
+            (``"encoder.block2"``) unlearns at several depths.
         norm: normalisation of the encoder (MONAI spec, e.g. ``"batch"`` as in the paper, or
             ``("group", {"num_groups": 8})``).
         labelled_fraction: fraction of training subjects whose age the task loss sees (semi-supervised when
@@ -76,6 +79,7 @@ class BrainAgeSettings:
     lr: float = defaults.LEARNING_RATE
     channels: tuple[int, ...] = defaults.AGE_CHANNELS
     feature_dim: int = defaults.AGE_FEATURE_DIM
+    taps: tuple[str, ...] = (TAP,)
     norm: str | tuple = defaults.AGE_NORM
     labelled_fraction: float = 1.0
     balance_sites: bool = True
@@ -91,6 +95,7 @@ class BrainAgeSettings:
         if not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}.")
         self.channels = tuple(self.channels)
+        self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +161,12 @@ def train_brain_age(
     network = BrainAgeRegressor(
         channels=settings.channels, feature_dim=settings.feature_dim, norm=settings.norm, age_offset=mean, age_scale=std
     ).to(settings.device)
-    handler = build_unlearning_handler(network, TAP, network.feature_dim, settings.unlearning, frame, index)
+    sizer = FeatureTaps(network, settings.taps)
+    try:
+        feature_dim = sizer.feature_dim(network, _example_input(dataset).to(settings.device))
+    finally:
+        sizer.remove()
+    handler = build_unlearning_handler(network, settings.taps, feature_dim, settings.unlearning, frame, index)
     trainer = SupervisedTrainer(
         device=torch.device(settings.device),
         max_epochs=settings.max_epochs,
@@ -181,6 +191,12 @@ def train_brain_age(
     return BrainAgeModel(network, handler, settings, index, seconds, history)
 
 
+def _example_input(dataset) -> torch.Tensor:
+    """A batch of two copies of the first scan, to size the tapped features."""
+    image = torch.as_tensor(dataset[0][Keys.IMAGE])
+    return torch.stack([image, image])
+
+
 def _check_finite(network: torch.nn.Module) -> None:
     bad = [n for n, p in network.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -190,16 +206,23 @@ def _check_finite(network: torch.nn.Module) -> None:
 
 
 def brain_age_features(
-    model: BrainAgeModel, manifest: str | Path | pd.DataFrame, splits: tuple[str, ...] = (Split.VAL, Split.TEST)
+    model: BrainAgeModel,
+    manifest: str | Path | pd.DataFrame,
+    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
+    taps: tuple[str, ...] | None = None,
 ) -> FeatureSet:
-    """Predicted ages and features of a manifest's scans in ``splits`` (unseen sites get site index -1)."""
+    """Predicted ages and features of a manifest's scans in ``splits`` (unseen sites get site index -1).
+
+    Args:
+        taps: layers to read the features from; default: the model's unlearned taps.
+    """
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     rows = frame[frame[Keys.SPLIT].isin([str(s) for s in splits])]
     if rows.empty:
         raise HarmonizeError(f"No row of the manifest is in splits {list(map(str, splits))}: nothing to evaluate.")
     dataset = make_dataset(rows, site_index=model.site_index, allow_unknown_sites=True)
     loader = make_dataloader(dataset, batch_size=model.settings.batch_size, shuffle=False)
-    return collect_features(model.network, TAP, loader, device=model.settings.device)
+    return collect_features(model.network, taps or model.settings.taps, loader, device=model.settings.device)
 
 
 def evaluate_brain_age(
@@ -240,13 +263,17 @@ def evaluate_combat(
     from harmonize.audit.combat import combat_feature_set
 
     start = time.perf_counter()
-    train = brain_age_features(model, manifest, (Split.TRAIN,))
-    held_out = brain_age_features(model, manifest, splits)
-    harmonised = combat_feature_set(train, held_out, unseen="passthrough")
+
+    def harmonised(taps: tuple[str, ...]) -> FeatureSet:
+        train = brain_age_features(model, manifest, (Split.TRAIN,), taps=taps)
+        return combat_feature_set(train, brain_age_features(model, manifest, splits, taps=taps), unseen="passthrough")
+
+    audited = harmonised(model.settings.taps)
+    encoder = audited if model.settings.taps == (TAP,) else harmonised((TAP,))
     with torch.no_grad():
-        features = torch.as_tensor(harmonised.features, dtype=torch.float32, device=model.settings.device)
-        harmonised.predictions = model.network.eval().predict_from_features(features).cpu().numpy()
-    metrics = audit_feature_set(harmonised, list(model.site_index), permutations=permutations, seed=seed)
+        features = torch.as_tensor(encoder.features, dtype=torch.float32, device=model.settings.device)
+        audited.predictions = model.network.eval().predict_from_features(features).cpu().numpy()
+    metrics = audit_feature_set(audited, list(model.site_index), permutations=permutations, seed=seed)
     metrics["seconds"] = model.seconds + time.perf_counter() - start
     return metrics
 

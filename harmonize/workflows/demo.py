@@ -6,8 +6,11 @@
 
 - ``cohort/``: the synthetic multi-site cohort (NIfTI, ``manifest.csv``, ``cohort.json``);
 - ``preprocessed/``: the per-site preprocessed scans and their manifest;
-- ``metrics.json``: for each method (``none``, ``unlearning``, ...) the site-probe balanced accuracy, the age
-  MAE and the other audit figures, plus ``chance``.
+- ``recon/``: the reconstruction-unlearning experiment (tables and Pareto plots);
+- ``metrics.json``: for each method (``none``, ``unlearning``, ``dann``, ``combat``) the site-probe balanced
+  accuracy, the age MAE and the other audit figures, plus ``chance``, and ``recon`` (one entry per
+  reconstruction-unlearning method with ``bta_psnr``, ``kta_psnr``, ``ua_psnr``, ``seconds``);
+- ``report.html``: the comparison tables and figures, self-contained.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the metrics file the demo writes.
 METRICS_FILE = "metrics.json"
+#: Figures of each reconstruction-unlearning method copied into ``metrics.json``.
+RECON_KEYS = ("bta_psnr", "kta_psnr", "ua_psnr", "bta_ssim", "kta_ssim", "ua_ssim", "seconds")
 
 
 @dataclass
@@ -47,6 +52,9 @@ class DemoSettings:
         norm: the brain-age encoder's normalisation.
         methods: training methods to compare.
         combat: also harmonise the baseline's features with ComBat (needs ``none`` among the methods).
+        taps: layers of the brain-age network that are unlearned and audited.
+        recon: also run the reconstruction-unlearning experiment (Xue et al.) and report it.
+        recon_quick: the tiny reconstruction settings (for tests; its numbers are not meaningful).
         beta: confusion weight of the unlearning run.
         warmup_epochs: epochs during which only the domain heads learn.
         seed: seed of everything.
@@ -62,6 +70,9 @@ class DemoSettings:
     norm: str | tuple = defaults.AGE_NORM
     methods: tuple[str, ...] = (Method.NONE, Method.UNLEARNING, Method.DANN)
     combat: bool = True
+    taps: tuple[str, ...] = defaults.DEMO_TAPS
+    recon: bool = True
+    recon_quick: bool = False
     beta: float = defaults.BETA
     warmup_epochs: int = defaults.WARMUP_EPOCHS
     seed: int = defaults.SEED
@@ -71,7 +82,7 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         """A demo small enough for a test: 3 sites x 12 subjects, 3 epochs (1 of warm-up)."""
         return cls(sites=3, subjects_per_site=12, shape=32, preprocess_shape=(32, 32, 32), max_epochs=3,
-                   warmup_epochs=1, channels=(8, 8, 8, 16, 16, 16))
+                   warmup_epochs=1, channels=(8, 8, 8, 16, 16), recon_quick=True)
 
 
 def _stage(name: str, report: Callable[[str], None]) -> Callable:
@@ -134,7 +145,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     for method in settings.methods:
         unlearning = UnlearningSettings(method=method, beta=settings.beta, warmup_epochs=settings.warmup_epochs)
         run = BrainAgeSettings(unlearning=unlearning, max_epochs=settings.max_epochs, channels=settings.channels,
-                               norm=settings.norm, seed=settings.seed, batch_size=_batch_size(settings.sites))
+                               norm=settings.norm, taps=settings.taps, seed=settings.seed,
+                               batch_size=_batch_size(settings.sites))
         model = _stage(f"train {method}", report)(lambda: train_brain_age(prep.manifest, run, progress=True))
         baseline = model if method == Method.NONE else baseline
         features[str(method)] = brain_age_features(model, prep.manifest)
@@ -146,13 +158,21 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
         metrics[str(Method.COMBAT)] = _stage("combat", report)(
             lambda: evaluate_combat(baseline, prep.manifest, seed=settings.seed))
         _report_method(report, str(Method.COMBAT), metrics[str(Method.COMBAT)])
+    recon_table = None
+    if settings.recon:
+        recon = _stage("reconstruction unlearning", report)(lambda: _run_recon(out, settings))
+        recon_table = recon.table
+        metrics["recon"] = {row["method"]: {k: row.get(k) for k in RECON_KEYS} for row in recon.table}
+        for row in recon.table:
+            report(f"  {row['method']}: retain-test {row['bta_psnr']:.2f} dB, forget-test {row['kta_psnr']:.2f} dB, "
+                   f"forget-train {row['ua_psnr']:.2f} dB, {row['seconds']:.1f} s")
     metrics["chance"] = 1.0 / settings.sites
     metrics["settings"] = {k: v for k, v in asdict(settings).items() if k != "extra"}
     metrics["seconds"] = time.perf_counter() - started
     path = out / METRICS_FILE
     path.write_text(json.dumps(metrics, indent=2, default=str))
     report(f"metrics written to {path}")
-    html = _stage("report", report)(lambda: _write_report(out, metrics, features, histories, settings))
+    html = _stage("report", report)(lambda: _write_report(out, metrics, features, histories, settings, recon_table))
     report(f"report written to {html}")
     return metrics
 
@@ -162,8 +182,15 @@ def _report_method(report: Callable[[str], None], method: str, m: dict[str, Any]
            f"age MAE {m['age_mae']:.2f} y, age R2 from features {m['age_probe_r2']:.2f}")
 
 
+def _run_recon(out: Path, settings: DemoSettings):
+    from harmonize.workflows.recon_unlearning import ReconUnlearningSettings, run_recon_unlearning
+
+    recon = ReconUnlearningSettings.tiny() if settings.recon_quick else ReconUnlearningSettings.demo()
+    return run_recon_unlearning(replace(recon, seed=settings.seed), out / "recon")
+
+
 def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], histories: dict[str, list],
-                  settings: DemoSettings) -> Path:
+                  settings: DemoSettings, recon_table: list[dict[str, Any]] | None) -> Path:
     """Plots and the self-contained report.html of the comparison."""
     from harmonize.audit import plots
     from harmonize.audit.report import write_comparison_table, write_report
@@ -188,7 +215,12 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
         "Site probe: cross-validated logistic regression on the network's features; near chance means the "
         "scanner cannot be read from them. Age R2: ridge regression of age on the same features.",
     ]
-    return write_report(out, methods, chance, plots=pngs, title="harmonize demo: scanner unlearning", notes=notes)
+    if recon_table:
+        pngs["Reconstruction unlearning: retain PSNR vs time"] = out / "recon" / "pareto_seconds.png"
+        notes.append("Reconstruction unlearning (Xue et al.): PSNR on retain-test (BTA), forget-test (KTA) and "
+                     "forget-train (UA); forgetting means KTA/UA fall towards the oracle's while BTA stays.")
+    return write_report(out, methods, chance, plots=pngs, recon_table=recon_table,
+                        title="harmonize demo: scanner unlearning and machine unlearning", notes=notes)
 
 
 def _batch_size(sites: int) -> int:

@@ -45,6 +45,7 @@ class UnlearningSettings:
         head_steps: head updates per batch.
         head_hidden: hidden width of each domain head.
         head_dropout: dropout of each domain head.
+        head_standardize: standardise the features at each head's input (see :class:`DomainHead`).
         warmup_epochs: epochs during which only the heads learn.
         age_bins: quantile bins of a continuous confound's head.
         balanced_heads: weight the domain loss by inverse class frequency (unbalanced sites).
@@ -64,6 +65,7 @@ class UnlearningSettings:
     head_steps: int = defaults.HEAD_STEPS
     head_hidden: int = defaults.DOMAIN_HIDDEN
     head_dropout: float = defaults.DOMAIN_DROPOUT
+    head_standardize: bool = True
     warmup_epochs: int = defaults.WARMUP_EPOCHS
     age_bins: int = defaults.AGE_BINS
     balanced_heads: bool = False
@@ -153,7 +155,8 @@ def build_unlearning_handler(
         if settings.balanced_heads and kind == ConfoundKind.CATEGORICAL and name == Keys.SITE:
             counts = np.bincount([site_index[s] for s in train[Keys.SITE]], minlength=n)
             weights = DomainLoss.from_counts(counts).weight.tolist()
-        head = DomainHead(feature_dim, n, hidden=settings.head_hidden, dropout=settings.head_dropout)
+        head = DomainHead(feature_dim, n, hidden=settings.head_hidden, dropout=settings.head_dropout,
+                          standardize_input=settings.head_standardize)
         confounds.append(
             Confound(
                 head,

@@ -119,7 +119,7 @@ def test_convs_per_block() -> None:
         ({"age_scale": 0.0}, "age_scale must be finite and > 0, got 0.0"),
         ({"age_offset": float("nan")}, "age_offset must be finite, got nan"),
         ({"convs_per_block": (2, 2)}, r"one positive int per block \(6 blocks\), got \(2, 2\)"),
-        ({"channels": (12, 20)}, r"norm=\('group', \{'num_groups': 8\}\) does not fit channels=\(12, 20\)"),
+        ({"channels": (12, 20), "norm": ("group", {"num_groups": 8})}, r"norm=\('group', \{'num_groups': 8\}\) does not fit channels=\(12, 20\)"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
