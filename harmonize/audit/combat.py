@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 
 from harmonize.audit.features import FeatureSet
 from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.io import atomic_write
 from harmonize.keys import Keys, UnseenSite
 
 __all__ = [
@@ -155,13 +155,6 @@ def _quiet(function: Any, *args: Any, **kwargs: Any) -> Any:
     if buffer.getvalue().strip():
         logger.debug("neuroHarmonize: %s", buffer.getvalue().strip())
     return result
-
-
-def _default_mode() -> int:
-    """Permissions of a new file under the current umask (``tempfile`` creates files as 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _spline_basis(x_spline: np.ndarray) -> Any:
@@ -524,16 +517,12 @@ class ComBatHarmonizer:
         if smooth_x is not None:
             arrays["smooth_x"] = smooth_x
         arrays["meta"] = np.array(json.dumps(state))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.chmod(tmp, _default_mode())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a file object: given a name, np.savez would append ".npz" to it
+                np.savez(handle, **arrays)
+
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ComBatHarmonizer:

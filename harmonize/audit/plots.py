@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from harmonize.audit.features import FeatureSet
 from harmonize.errors import ConfigError
+from harmonize.io import atomic_write
 from harmonize.keys import Keys, StateKeys
 
 __all__ = [
@@ -60,27 +60,9 @@ def _figure(rows: int, cols: int) -> Any:
     return Figure(figsize=(cols * PANEL_SIZE[0], rows * PANEL_SIZE[1]), dpi=DPI, layout="constrained")
 
 
-def _default_mode() -> int:
-    """Permissions of a new file under the current umask (``tempfile`` creates files as 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _save(fig: Any, path: str | os.PathLike) -> Path:
-    """Render ``fig`` to a PNG at ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Render ``fig`` to a PNG at ``path`` atomically (:func:`harmonize.io.atomic_write`)."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
 def _method_colours(methods: Sequence[str]) -> dict[str, Any]:

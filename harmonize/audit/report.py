@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 from harmonize import __version__
 from harmonize.errors import ConfigError
+from harmonize.io import write_json_atomic, write_text_atomic
 
 __all__ = [
     "Column",
@@ -218,27 +217,6 @@ def _table_chance(rows: Sequence[Mapping[str, Any]], chance: float | None) -> fl
     return next((r["chance"] for r in rows if r.get("chance") is not None), None)
 
 
-def _default_mode() -> int:
-    """Permissions of a new file under the current umask (``tempfile`` creates files as 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 # ----------------------------------------------------------------------------------------------- markdown, json
 def _markdown_text(text: str) -> str:
     return html.escape(text, quote=False).replace("|", "\\|")
@@ -293,7 +271,7 @@ def write_comparison_table(
         "rows": rows,
         "best": {c.key: best_methods(rows, c) for c in METRIC_COLUMNS if c.better},
     }
-    return _atomic_write(Path(path_md), md), _atomic_write(Path(path_json), json.dumps(document, indent=2) + "\n")
+    return write_text_atomic(path_md, md), write_json_atomic(path_json, document, indent=2)
 
 
 # ------------------------------------------------------------------------------------------------------ html
@@ -404,4 +382,4 @@ def write_report(
     if plots:
         parts += ["<h2>Figures</h2>", _figures(plots)]
     parts += ["</body>", "</html>"]
-    return _atomic_write(Path(out_dir) / REPORT_NAME, "\n".join(parts) + "\n")
+    return write_text_atomic(Path(out_dir) / REPORT_NAME, "\n".join(parts) + "\n")

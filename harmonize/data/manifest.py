@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from harmonize.errors import ConfigError, ManifestError
+from harmonize.io import write_text_atomic
 from harmonize.keys import ConfoundKind, Keys, Split
 
 __all__ = [
@@ -479,14 +480,8 @@ def write_manifest(frame: pd.DataFrame, path: str | os.PathLike, overwrite: bool
                 out[column] = [None if pd.isna(p) else os.path.relpath(p, path.parent) for p in out[column]]
     if Keys.FORGET in out:
         out[Keys.FORGET] = out[Keys.FORGET].map(lambda v: "true" if bool(v) else "false")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        out.to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    # Plain UTF-8 text whatever the name (read_manifest reads text), so pandas never infers a compression.
+    return write_text_atomic(path, out.to_csv(index=False, lineterminator="\n"))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ Cache: each scan's record holds a hash of the input image and label *content*, t
 for the final image the intensity settings and the site's landmarks, plus the hash of each output file. A
 scan is reused only when every key and every output hash matches, so a second run does no work, changing a
 setting redoes what depends on it, and an interrupted run is safe: every file is written to a temporary file
-and renamed, and a record is written only after its files, so a file without a matching record is never
-trusted.
+and renamed (:func:`harmonize.io.atomic_write`), and a record is written only after its files, so a file
+without a matching record is never trusted.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from harmonize import defaults
 from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
 
 __all__ = [
@@ -102,8 +103,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _IMAGE, _LABEL, _MASK = str(Keys.IMAGE), str(Keys.LABEL), str(Keys.MASK)
 #: Start of the message of TorchIO's ZNormalization when the masked voxels are constant.
 _ZERO_STD_MESSAGE = "Standard deviation is 0"
-#: Part of the name of every temporary file (left-overs of a killed run are removed on the next run).
-_TMP_TAG = ".tmp-"
+#: How the JSON files (records, marker, landmarks index) are formatted.
+_JSON_FORMAT: Mapping[str, Any] = MappingProxyType({"indent": 1, "sort_keys": True})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -220,34 +221,10 @@ def _key(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _temp_path(path: Path) -> Path:
-    """A new temporary path beside ``path`` with the same suffix (the writers choose the format from it)."""
-    suffix = NIFTI_SUFFIX if path.name.endswith(NIFTI_SUFFIX) else path.suffix
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}{_TMP_TAG}", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def _replace_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _save_image(image: tio.Image, path: Path) -> str:
     """Write a TorchIO image atomically and return the hash of the written file."""
-    _replace_atomic(path, image.save)
+    atomic_write(path, image.save)
     return _file_hash(path)
-
-
-def _save_json(path: Path, content: Mapping[str, Any]) -> None:
-    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
-    _replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:
@@ -345,7 +322,7 @@ def _remove_leftover_temporaries(out_dir: Path) -> None:
     for sub in (IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR, LANDMARKS_DIR, CACHE_DIR):
         folder = out_dir / sub
         if folder.is_dir():
-            for path in folder.glob(f".*{_TMP_TAG}*"):
+            for path in folder.glob(TMP_GLOB):
                 path.unlink(missing_ok=True)
 
 
@@ -482,7 +459,7 @@ def _train_landmarks(
         mask_path=[str(p["mask"]) for p in paths],
         progress=False,
     )
-    _replace_atomic(path, lambda tmp: np.save(tmp, landmarks))
+    atomic_write(path, lambda tmp: np.save(tmp, landmarks))
     entry = {"key": key, "file": file, "sha256": _file_hash(path), "n_scans": len(scans),
              "subjects": sorted(s.subject_id for s in scans)}
     return landmarks, entry
@@ -521,7 +498,7 @@ def _site_landmarks(
             "%d training scans of all sites (the per-site landmarks need training scans of the site).",
             list(unseen), len(train))
     entries["pooled_sites"] = list(unseen)
-    _save_json(index_path, entries)
+    write_json_atomic(index_path, entries, **_JSON_FORMAT)
     return arrays, files, unseen
 
 
@@ -588,8 +565,8 @@ def preprocess_manifest(
     _check_out_dir(out, manifest, frame, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftover_temporaries(out)
-    _save_json(out / MARKER_FILENAME, {"tool": MARKER_TOOL, "version": PIPELINE_VERSION,
-                                       "source": str(manifest), "config": asdict(config)})
+    marker = {"tool": MARKER_TOOL, "version": PIPELINE_VERSION, "source": str(manifest), "config": asdict(config)}
+    write_json_atomic(out / MARKER_FILENAME, marker, **_JSON_FORMAT)
     (out / CACHE_DIR).mkdir(exist_ok=True)
     scans = _scans(frame)
 
@@ -609,7 +586,7 @@ def preprocess_manifest(
             return
         files = _spatial_stage(scan, config, out)
         scan.record = {"subject_id": scan.subject_id, "spatial_key": scan.spatial_key, "spatial_files": files}
-        _save_json(record_path, scan.record)  # only after its files exist
+        write_json_atomic(record_path, scan.record, **_JSON_FORMAT)  # only after its files exist
 
     problems = _run_stage(scans, spatial, "preprocess: resample", progress)
     if problems:
@@ -634,7 +611,8 @@ def preprocess_manifest(
             return
         files = _intensity_stage(scan, landmarks[scan.site], config, out)
         scan.record = {**scan.record, "final_key": final_key, "final_files": files}
-        _save_json(out / CACHE_DIR / f"{scan.name}.json", scan.record)  # only after its file exists
+        # only after its file exists
+        write_json_atomic(out / CACHE_DIR / f"{scan.name}.json", scan.record, **_JSON_FORMAT)
         counts["processed"] += 1
 
     problems = _run_stage(scans, intensity, "preprocess: standardise", progress)

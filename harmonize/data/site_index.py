@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from harmonize.errors import HarmonizeError
+from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split
 
 __all__ = [
@@ -54,22 +54,6 @@ INDEX_FORMAT_VERSION = 1
 def index_filename(name: str) -> str:
     """File name under which the index of column ``name`` is saved (``site`` -> ``site_index.json``)."""
     return f"{name}{INDEX_SUFFIX}"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader never sees a half-written file: either the old content or the new one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class UnknownCategoryError(HarmonizeError, KeyError):
@@ -202,7 +186,7 @@ class CategoryIndex(Mapping[str, int]):
         """Write the index as JSON to ``path`` atomically and return the path."""
         path = Path(path)
         content = {"format": INDEX_FORMAT_VERSION, "name": self._name, "categories": list(self._categories)}
-        _write_text_atomic(path, json.dumps(content, indent=2) + "\n")
+        write_json_atomic(path, content, indent=2)
         return path
 
     # --- lookup ----------------------------------------------------------------------------------------

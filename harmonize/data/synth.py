@@ -48,6 +48,7 @@ from harmonize.data.transforms.deformation import Deformation
 from harmonize.data.transforms.random_site_acquisition import RandomSiteAcquisition
 from harmonize.data.transforms.site_acquisition import BACKGROUND_THRESHOLD, SiteAcquisition
 from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.io import write_bytes_atomic
 from harmonize.keys import Keys, Sex, Split
 
 __all__ = [
@@ -545,12 +546,10 @@ def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write ``data`` atomically; an OSError (full disk, no permission) becomes a HarmonizeError naming ``path``."""
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise HarmonizeError(f"Cannot write {path}: {err}") from err
 
 

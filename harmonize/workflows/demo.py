@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 from harmonize import defaults
 from harmonize.errors import HarmonizeError
+from harmonize.io import write_json_atomic
 from harmonize.keys import Method
 
 __all__ = ["DemoSettings", "run_demo"]
@@ -170,7 +170,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     metrics["settings"] = {k: v for k, v in asdict(settings).items() if k != "extra"}
     metrics["seconds"] = time.perf_counter() - started
     path = out / METRICS_FILE
-    path.write_text(json.dumps(metrics, indent=2, default=str))
+    write_json_atomic(path, metrics, indent=2, default=str)
     report(f"metrics written to {path}")
     html = _stage("report", report)(lambda: _write_report(out, metrics, features, histories, settings, recon_table))
     report(f"report written to {html}")

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch.utils.data import ConcatDataset, Subset
 
 from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
+from harmonize.io import atomic_write, write_text_atomic
 from harmonize.keys import Keys, MaskType, NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT, SSIML1Loss
 from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
@@ -502,36 +502,8 @@ def plot_pareto(
     plt.close(fig)
 
 
-def _default_mode() -> int:
-    """Permissions of a new file under the current umask (``tempfile`` creates files as 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _save_figure(fig: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -547,7 +519,7 @@ def write_outputs(
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     files = {name: folder / filename for name, filename in OUTPUT_FILES.items()}
-    _atomic_write_text(files["markdown"], format_markdown(result.table, result.fraction_table, result.zero_filled))
+    write_text_atomic(files["markdown"], format_markdown(result.table, result.fraction_table, result.zero_filled))
     payload = {
         "columns": list(TABLE_COLUMNS),
         "table": [{k: _jsonable(v) for k, v in r.items()} for r in result.table],
@@ -556,7 +528,7 @@ def write_outputs(
         "sizes": result.sizes,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(replace(settings)).items()},
     }
-    _atomic_write_text(files["json"], json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(files["json"], json.dumps(payload, indent=2, default=str) + "\n")
     plot_pareto(result.table, result.fraction_table, files["pareto_seconds"], files["pareto_fraction"])
     logger.info("Wrote %s", ", ".join(str(p) for p in files.values()))
     return files
