@@ -410,7 +410,7 @@ def _parse_manifest(path: str | os.PathLike, confounds: Sequence[str] | Mapping[
         if schema_number or kinds.get(name) == ConfoundKind.CONTINUOUS:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
         elif name in properties and _JSON_BOOLEAN in _types(properties[name]):
-            frame[name] = frame[name].fillna(False).astype(bool)
+            frame[name] = [False if pd.isna(v) else bool(v) for v in frame[name]]
     frame.attrs[CONFOUNDS_ATTR] = kinds
     frame.attrs[MANIFEST_ATTR] = str(path)
     parsed.frame = frame

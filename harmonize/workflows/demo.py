@@ -56,6 +56,7 @@ class DemoSettings:
         recon: also run the reconstruction-unlearning experiment (Xue et al.) and report it.
         recon_quick: the tiny reconstruction settings (for tests; its numbers are not meaningful).
         beta: confusion weight of the unlearning run.
+        dann_beta: gradient-reversal strength of the DANN run.
         warmup_epochs: epochs during which only the domain heads learn.
         seed: seed of everything.
     """
@@ -74,6 +75,7 @@ class DemoSettings:
     recon: bool = True
     recon_quick: bool = False
     beta: float = defaults.BETA
+    dann_beta: float = defaults.DANN_BETA
     warmup_epochs: int = defaults.WARMUP_EPOCHS
     seed: int = defaults.SEED
     extra: dict[str, Any] = field(default_factory=dict)
@@ -143,7 +145,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     histories: dict[str, list] = {}
     baseline = None
     for method in settings.methods:
-        unlearning = UnlearningSettings(method=method, beta=settings.beta, warmup_epochs=settings.warmup_epochs)
+        beta = settings.dann_beta if method == Method.DANN else settings.beta
+        unlearning = UnlearningSettings(method=method, beta=beta, warmup_epochs=settings.warmup_epochs)
         run = BrainAgeSettings(unlearning=unlearning, max_epochs=settings.max_epochs, channels=settings.channels,
                                norm=settings.norm, taps=settings.taps, seed=settings.seed,
                                batch_size=_batch_size(settings.sites))
