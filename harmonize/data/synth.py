@@ -55,6 +55,7 @@ __all__ = [
     "SiteProfile",
     "SynthConfig",
     "generate_cohort",
+    "cohort_manifest_text",
     "draw_site_profiles",
     "tissue_labels",
     "MANIFEST_NAME",
@@ -370,6 +371,19 @@ def generate_cohort(
         len(subjects), len(sites), config.shape, out, time.perf_counter() - started,
     )
     return manifest
+
+
+def cohort_manifest_text(config: SynthConfig | None = None) -> str:
+    """The ``manifest.csv`` that :func:`generate_cohort` writes for ``config``, without rendering any image.
+
+    The subjects and sites are drawn exactly as :func:`generate_cohort` draws them, so this is the manifest of
+    the cohort it would generate (``data_manifests/embedded_cohort.csv`` is this text for the defaults).
+    """
+    config = config or SynthConfig()
+    problems = config.problems()
+    if problems:
+        raise ConfigError("The synthetic cohort settings are invalid; fix these and run again:", problems=problems)
+    return _manifest_text(_draw_subjects(config, draw_site_profiles(config)))
 
 
 # --- drawing ---------------------------------------------------------------------------------------------------

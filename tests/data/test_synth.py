@@ -242,3 +242,22 @@ def test_invalid_site_profiles_are_all_listed():
     assert "site names must be unique, got ['a', 'a']" in message
     assert "site 'a': age_range must be (low, high) with 0 <= low <= high, got (50.0, 40.0)" in message
     assert "site 'a': tissue_intensities needs 3 values (CSF, GM, WM)" in message
+
+
+def test_shipped_embedded_manifest_is_what_synth_writes_by_default():
+    """data_manifests/embedded_cohort.csv documents the default cohort: it must stay in sync with the generator."""
+    from pathlib import Path
+
+    from harmonize.data.synth import cohort_manifest_text
+
+    shipped = Path(__file__).resolve().parents[2] / "data_manifests" / "embedded_cohort.csv"
+    assert shipped.read_text() == cohort_manifest_text()
+
+
+def test_manifest_text_matches_the_generated_cohort(tiny_cohort):
+    from harmonize.data.synth import cohort_manifest_text
+
+    from ..conftest import TINY_SEED, TINY_SHAPE, TINY_SITES, TINY_SUBJECTS_PER_SITE
+
+    config = SynthConfig(n_sites=TINY_SITES, subjects_per_site=TINY_SUBJECTS_PER_SITE, shape=TINY_SHAPE, seed=TINY_SEED)
+    assert tiny_cohort.read_text() == cohort_manifest_text(config)
