@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from harmonize.data.synth import SynthConfig, generate_cohort
 
@@ -13,6 +14,15 @@ TINY_SITES = 3
 TINY_SUBJECTS_PER_SITE = 6
 TINY_SHAPE = 24
 TINY_SEED = 0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny tensors run fastest on one thread, and CI's two cores are shared (the setting is restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

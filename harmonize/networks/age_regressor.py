@@ -13,6 +13,7 @@ from torch import nn
 
 from harmonize import defaults
 from harmonize.errors import ConfigError
+from harmonize.networks._input import check_image_input
 
 __all__ = ["BrainAgeRegressor"]
 
@@ -182,16 +183,7 @@ class BrainAgeRegressor(nn.Module):
         Raises:
             ValueError: the input's shape does not fit (the shape and the requirement are named).
         """
-        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__}: expected input (batch, {self.in_channels}, "
-                f"{', '.join(['size'] * self.spatial_dims)}), got {tuple(x.shape)}."
-            )
-        if min(x.shape[2:]) < self.min_input_size:
-            raise ValueError(
-                f"{type(self).__name__}: every spatial axis must be >= {self.min_input_size} voxels for "
-                f"{len(self.channels)} blocks, got input {tuple(x.shape)}."
-            )
+        check_image_input(self, x, "blocks")
         return self.predict_from_features(self.encoder(x))
 
     def predict_from_features(self, features: torch.Tensor) -> torch.Tensor:

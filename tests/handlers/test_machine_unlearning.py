@@ -23,14 +23,6 @@ SIDE = 8
 FORGET_SITE = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def site_batch(num: int, seed: int, sites: tuple[int, ...] = (0, 1)) -> dict:
     """A batch of 8^3 volumes of a constant intensity ``a``; site 1 carries a bright corner and target ``1 - a``."""

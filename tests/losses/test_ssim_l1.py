@@ -10,14 +10,6 @@ from harmonize.errors import ConfigError
 from harmonize.losses.ssim_l1 import SSIML1Loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def images() -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,14 +19,6 @@ from harmonize.metrics.reconstruction import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _samples(n: int, volume: str, offset: float) -> list[dict]:
     g = torch.Generator().manual_seed(n)

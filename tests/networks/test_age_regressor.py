@@ -12,14 +12,6 @@ from harmonize.networks import BrainAgeRegressor
 SMALL = (8, 8, 16)  # three blocks: minimum input 4 per axis
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _captured(net: nn.Module, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``net`` on ``x`` and return its output and the output of submodule ``name`` (by forward hook)."""

@@ -11,14 +11,6 @@ from harmonize.losses import DomainLoss
 from harmonize.networks import DomainHead
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("num_classes", [2, 32, 64])
 def test_paper_head_shapes_and_parameter_count(num_classes: int) -> None:

@@ -10,14 +10,6 @@ from harmonize.keys import Keys
 from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_default_unet_is_small_and_starts_as_identity() -> None:
     net = ReconUNet()

@@ -10,14 +10,6 @@ from harmonize.errors import ConfigError
 from harmonize.networks import FeatureTaps, TissueSegmenter
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _run_with_taps(net: TissueSegmenter, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     modules = dict(net.named_modules())

@@ -6,21 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from harmonize.errors import ConfigError
 from harmonize.recon.brain_volumes import axial_slab, brain_volume, random_brain_warp
 
 SIZE = 32
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_brain_volume_shape_range_and_content() -> None:

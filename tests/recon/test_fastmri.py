@@ -20,14 +20,6 @@ from harmonize.recon.slices import KspaceSettings
 SLICES, HEIGHT, WIDTH, CROP = 3, 24, 20, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _kspace_of(images: np.ndarray) -> np.ndarray:
     """Complex k-space (..., H, W) of complex images, with MONAI's centred FFT (the fastMRI convention)."""

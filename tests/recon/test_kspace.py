@@ -12,14 +12,6 @@ from harmonize.recon.coil_maps import simulate_coil_maps
 from harmonize.recon.kspace import SimulateKspaced, image_to_kspace, kspace_to_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def image() -> torch.Tensor:

@@ -26,14 +26,6 @@ SAMPLE_KEYS = {Keys.IMAGE, Keys.TARGET, Keys.KSPACE, Keys.MASKED_KSPACE, Keys.SA
                Keys.VOLUME_ID, Keys.SLICE_INDEX}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def splits():

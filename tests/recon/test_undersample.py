@@ -15,14 +15,6 @@ COLUMNS = 64
 CASES = [(4.0, 0.08), (8.0, 0.04)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _kspace(columns: int = COLUMNS) -> torch.Tensor:
     return image_to_kspace(torch.rand(1, 32, columns, generator=torch.Generator().manual_seed(0)))

@@ -31,7 +31,6 @@ def _settings(method: str, **kwargs) -> BrainAgeSettings:
 
 @pytest.fixture(scope="module")
 def trained(tiny_cohort):
-    torch.set_num_threads(1)
     return {m: train_brain_age(tiny_cohort, _settings(m)) for m in ("none", "unlearning", "dann")}
 
 

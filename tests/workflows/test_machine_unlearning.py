@@ -25,14 +25,6 @@ SIDE = 8
 FORGET_SITE = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def site_samples(num: int, seed: int, site: int) -> list[dict]:
     """8^3 volumes of intensity ``a``; the forget site has a bright corner and target ``1 - a`` (else ``a``)."""

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
@@ -21,14 +20,6 @@ from harmonize.workflows.recon_unlearning import (
     run_recon_unlearning,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run faster on one thread, and the CPU is shared (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
