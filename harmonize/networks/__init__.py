@@ -12,6 +12,7 @@ taken from named submodules by :class:`FeatureTaps`. Each task network lists its
 """
 
 from harmonize.networks.age_regressor import BrainAgeRegressor
+from harmonize.networks.batch_norm import recalibrate_batchnorm
 from harmonize.networks.domain_head import DomainHead
 from harmonize.networks.feature_taps import FeatureTaps, pool_features
 from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
@@ -25,4 +26,5 @@ __all__ = [
     "pool_features",
     "ReconUNet",
     "ReconVarNet",
+    "recalibrate_batchnorm",
 ]

@@ -29,7 +29,7 @@ from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import DomainUnlearningHandler
 from harmonize.keys import Keys, Split
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
-from harmonize.networks import BrainAgeRegressor, FeatureTaps
+from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
@@ -71,6 +71,8 @@ class BrainAgeSettings:
         seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
         device: ``cpu`` or ``cuda``.
         cache: keep the loaded training scans in memory.
+        recalibrate_batchnorm: after training, recompute the BatchNorm statistics on the training scans (the
+            running averages lag behind adversarial training; see :func:`~harmonize.networks.recalibrate_batchnorm`).
     """
 
     unlearning: UnlearningSettings = field(default_factory=UnlearningSettings)
@@ -86,6 +88,7 @@ class BrainAgeSettings:
     seed: int = defaults.SEED
     device: str = "cpu"
     cache: bool = True
+    recalibrate_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.unlearning, dict):
@@ -185,6 +188,8 @@ def train_brain_age(
         ProgressBar(persist=False, desc=f"brain age ({settings.unlearning.method})").attach(trainer)
     start = time.perf_counter()
     trainer.run()
+    if settings.recalibrate_batchnorm:
+        recalibrate_batchnorm(network, loader, settings.device)
     seconds = time.perf_counter() - start
     _check_finite(network)
     history = handler.history if handler is not None else []
