@@ -116,7 +116,7 @@ class ConfoundKind(StrEnum):
 
 
 class Method(StrEnum):
-    """Harmonisation methods compared by ``harmonize compare`` and the demo."""
+    """Harmonisation methods compared by the demo (``metrics.json`` keys)."""
 
     NONE = "none"
     UNLEARNING = "unlearning"

@@ -3,13 +3,13 @@
 :func:`train_brain_age` builds an ordinary MONAI ``SupervisedTrainer`` and attaches the unlearning handler that
 the settings describe (:func:`~harmonize.workflows.unlearning.build_unlearning_handler`);
 :func:`evaluate_brain_age` measures age error and probes the features for site, age and sex on held-out scans.
-The demo, ``harmonize compare`` and the benchmarks all run these two functions with different settings.
+The demo runs these functions with different settings; the bundles, ``harmonize compare`` and the benchmarks
+are to call the same ones (issues #5, #6, #8).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -1,8 +1,8 @@
 """Build the unlearning handler of an experiment from its settings and its training data.
 
 One place turns "unlearn site and sex, beta 10, overlap range only" into a configured
-:class:`~harmonize.handlers.DomainUnlearningHandler`: the demo, ``harmonize compare``, the bundles and the
-benchmarks all call :func:`build_unlearning_handler`, so an experiment variant is a setting, not a copy.
+:class:`~harmonize.handlers.DomainUnlearningHandler`: the brain-age workflow (and so the demo) calls
+:func:`build_unlearning_handler`, so an experiment variant is a setting, not a copy.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class UnlearningSettings:
-    """What to unlearn and how (the ``unlearning`` block of a bundle config or ``harmonize compare``).
+    """What to unlearn and how (the settings a bundle config or a comparison run passes; see the demo).
 
     Args:
         method: ``none`` (plain training), ``unlearning`` (Dinsdale et al.) or ``dann`` (gradient reversal).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from harmonize.data.dataset import make_dataset
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError
