@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,6 @@ class DemoSettings:
     dann_beta: float = defaults.DANN_BETA
     warmup_epochs: int = defaults.WARMUP_EPOCHS
     seed: int = defaults.SEED
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -170,7 +169,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
             report(f"  {row['method']}: retain-test {row['bta_psnr']:.2f} dB, forget-test {row['kta_psnr']:.2f} dB, "
                    f"forget-train {row['ua_psnr']:.2f} dB, {row['seconds']:.1f} s")
     metrics["chance"] = 1.0 / settings.sites
-    metrics["settings"] = {k: v for k, v in asdict(settings).items() if k != "extra"}
+    metrics["settings"] = asdict(settings)
     metrics["seconds"] = time.perf_counter() - started
     path = out / METRICS_FILE
     write_json_atomic(path, metrics, indent=2, default=str)
