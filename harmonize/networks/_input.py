@@ -8,6 +8,7 @@ from torch import nn
 __all__ = ["check_image_input"]
 
 
+@torch.jit.unused
 def check_image_input(net: nn.Module, x: torch.Tensor, stages: str) -> None:
     """Raise a ValueError naming both shapes when ``x`` does not fit ``net``.
 

@@ -183,7 +183,8 @@ class BrainAgeRegressor(nn.Module):
         Raises:
             ValueError: the input's shape does not fit (the shape and the requirement are named).
         """
-        check_image_input(self, x, "blocks")
+        if not torch.jit.is_scripting():  # the check is Python only; TorchScript skips it
+            check_image_input(self, x, "blocks")
         return self.predict_from_features(self.encoder(x))
 
     def predict_from_features(self, features: torch.Tensor) -> torch.Tensor:

@@ -129,12 +129,13 @@ class TissueSegmenter(nn.Module):
         Raises:
             ValueError: the input's shape does not fit (the shape and the requirement are named).
         """
-        check_image_input(self, x, "levels")
+        if not torch.jit.is_scripting():  # the check is Python only; TorchScript skips it
+            check_image_input(self, x, "levels")
         skips = [self.stem(x)]
         for down in self.encoder:
             skips.append(down(skips[-1]))
         y = self.bottleneck(skips[-1])
-        for up, skip in zip(self.decoder, reversed(skips[1:])):
-            y = up(y, skip)
+        for i, up in enumerate(self.decoder):  # deepest skip first (indexing keeps it TorchScript-friendly)
+            y = up(y, skips[len(skips) - 1 - i])
         y = self.final(y, skips[0])
         return self.output(y)

@@ -117,3 +117,10 @@ def test_convs_per_block() -> None:
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         BrainAgeRegressor(**kwargs)
+
+
+def test_torchscript_gives_the_eager_outputs():
+    net = BrainAgeRegressor(channels=(4, 8), feature_dim=8).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), net(x))

@@ -112,3 +112,11 @@ def test_bad_input_is_named() -> None:
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TissueSegmenter(**kwargs)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_torchscript_gives_the_eager_outputs(dims):
+    net = TissueSegmenter(spatial_dims=dims, channels=(4, 8, 8)).eval()
+    x = torch.randn(1, 1, *([16] * dims))
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), net(x))

@@ -1,0 +1,63 @@
+"""What the MONAI bundles in ``bundles/`` need beyond the public classes they instantiate by ``_target_``.
+
+- :func:`ensure_embedded_cohort` / :func:`resolve_manifest`: the embedded synthetic cohort, generated and
+  preprocessed once into a cache outside the repository, used when a run gives no manifest;
+- :func:`make_unlearning_handler`: the domain-unlearning handler from a bundle's ``unlearning`` dict;
+- :func:`age_statistics`, :func:`labelled_subjects`: the training ages' scale and the semi-supervised subset;
+- :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
+- :class:`BatchNormRecalibrationHandler`: recompute BatchNorm statistics after (adversarial) training;
+- :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
+  and writes;
+- :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
+  (``harmonize bundle run``);
+- :func:`metadata_schema_path`, :func:`verify_bundle_metadata`: verify ``metadata.json`` offline.
+
+The reconstruction bundle's helpers live in :mod:`harmonize.bundle.recon`.
+"""
+
+from harmonize.bundle.age_csv_writer import AgeCsvWriter
+from harmonize.bundle.age_statistics import age_statistics
+from harmonize.bundle.attach_handlers import attach_handlers
+from harmonize.bundle.batch_norm_recalibration import BatchNormRecalibrationHandler
+from harmonize.bundle.check_overrides import check_overrides, config_ids
+from harmonize.bundle.embedded_cohort import (
+    default_cache_dir,
+    ensure_embedded_cohort,
+    resolve_manifest,
+)
+from harmonize.bundle.inference_dataset import inference_dataset
+from harmonize.bundle.labelled_subjects import labelled_subjects
+from harmonize.bundle.metadata_schema import (
+    metadata_schema_path,
+    verify_bundle_metadata,
+)
+from harmonize.bundle.run_bundle import parse_overrides, run_bundle
+from harmonize.bundle.segmentation_writer import SegmentationWriter
+from harmonize.bundle.tensorboard import EpochScalarWriter, tensorboard_available
+from harmonize.bundle.unlearning_handler import (
+    make_unlearning_handler,
+    unlearning_settings,
+)
+
+__all__ = [
+    "AgeCsvWriter",
+    "BatchNormRecalibrationHandler",
+    "EpochScalarWriter",
+    "SegmentationWriter",
+    "age_statistics",
+    "attach_handlers",
+    "check_overrides",
+    "config_ids",
+    "default_cache_dir",
+    "ensure_embedded_cohort",
+    "inference_dataset",
+    "labelled_subjects",
+    "make_unlearning_handler",
+    "metadata_schema_path",
+    "parse_overrides",
+    "resolve_manifest",
+    "run_bundle",
+    "tensorboard_available",
+    "unlearning_settings",
+    "verify_bundle_metadata",
+]

@@ -1,0 +1,83 @@
+"""An evaluator handler that writes the predicted ages of a run to one CSV file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from harmonize.bundle._samples import as_samples, source_file
+from harmonize.io import write_text_atomic
+from harmonize.keys import Keys
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["AGE_CSV_COLUMNS", "AgeCsvWriter"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of the written CSV.
+AGE_CSV_COLUMNS = ("subject_id", "image", "predicted_age")
+#: Decimals of the written ages.
+AGE_DECIMALS = 3
+
+
+class AgeCsvWriter:
+    """Collect an evaluator's predicted ages and write them to a CSV when the run completes (atomically).
+
+    Attach it to a ``SupervisedEvaluator`` whose batches carry ``subject_id`` and ``image``; the CSV has the
+    columns :data:`AGE_CSV_COLUMNS`, one row per scan, in the order they were predicted.
+
+    Args:
+        output_file: the CSV to write; its folder is created.
+        pred_key: key of the prediction in the engine's output.
+        id_key: key of the scan's id in the batch.
+        image_key: key of the image in the batch (its source file goes into the ``image`` column).
+    """
+
+    def __init__(
+        self,
+        output_file: str | os.PathLike[str],
+        pred_key: str = "pred",
+        id_key: str = Keys.SUBJECT_ID.value,
+        image_key: str = Keys.IMAGE.value,
+    ) -> None:
+        self.output_file = Path(output_file)
+        self.pred_key = pred_key
+        self.id_key = id_key
+        self.image_key = image_key
+        self.rows: list[tuple[str, str, float]] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the engine: reset at the start, collect every iteration, write at completion."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the collected rows."""
+        self.rows = []
+
+    def collect(self, engine: Engine) -> None:
+        """Add the rows of the engine's current batch."""
+        for sample, out in zip(as_samples(engine.state.batch), as_samples(engine.state.output)):
+            age = float(torch.as_tensor(out[self.pred_key]).reshape(-1)[0])
+            self.rows.append((str(sample[self.id_key]), source_file(sample.get(self.image_key)), age))
+
+    def write(self, engine: Engine | None = None) -> Path:
+        """Write the collected rows to :attr:`output_file` and return its path."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(AGE_CSV_COLUMNS)
+        writer.writerows((sid, image, f"{age:.{AGE_DECIMALS}f}") for sid, image, age in self.rows)
+        write_text_atomic(self.output_file, buffer.getvalue())
+        logger.info("Wrote %d predicted age(s) to %s", len(self.rows), self.output_file)
+        return self.output_file

@@ -1,0 +1,50 @@
+"""A trainer handler that recomputes BatchNorm statistics on the training scans when training completes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+
+from harmonize.bundle.unlearning_handler import unwrap_network
+from harmonize.networks import recalibrate_batchnorm
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["BatchNormRecalibrationHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+class BatchNormRecalibrationHandler:
+    """Call :func:`~harmonize.networks.recalibrate_batchnorm` on the trainer's network at ``COMPLETED``.
+
+    Adversarial training keeps moving the features, so BatchNorm's running averages lag behind the weights;
+    ``train_brain_age`` recomputes them after training, and this handler does the same inside a bundle. Attach it
+    *before* the ``CheckpointSaver`` that writes the final model (ignite runs handlers in the order they were
+    attached), so the saved model carries the recalibrated statistics. Networks without BatchNorm are left alone.
+
+    Args:
+        batches: the training batches (e.g. the training loader).
+        device: where to run the network; default: the device of its parameters.
+    """
+
+    def __init__(self, batches: Iterable[dict], device: str | torch.device | None = None) -> None:
+        self.batches = batches
+        self.device = device
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the trainer's ``COMPLETED`` event."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        network, _ = unwrap_network(engine.network)
+        device = self.device or next(network.parameters()).device
+        count = recalibrate_batchnorm(network, self.batches, device)
+        if count:
+            logger.info("Recalibrated the running statistics of %d BatchNorm layer(s) on the training scans", count)

@@ -1,0 +1,46 @@
+"""AgeCsvWriter: one CSV row per predicted scan, written atomically when the run completes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.data import MetaTensor, list_data_collate
+
+from harmonize.bundle import AgeCsvWriter
+from harmonize.bundle.age_csv_writer import AGE_CSV_COLUMNS
+
+
+def _batches():
+    samples = [
+        {"subject_id": f"s{i}", "image": MetaTensor(torch.zeros(1, 2, 2), meta={"filename_or_obj": f"/data/s{i}.nii.gz"}),
+         "pred": torch.tensor([age])}
+        for i, age in enumerate([30.0, 41.25, 55.5])
+    ]
+    return [list_data_collate(samples[:2]), list_data_collate(samples[2:])]  # as a MONAI DataLoader batches them
+
+
+@pytest.mark.parametrize("decollated", [False, True], ids=["batched", "decollated"])
+def test_rows_are_written_at_completion(tmp_path, decollated):
+    from monai.data import decollate_batch
+
+    def step(engine, batch):
+        out = {"pred": batch["pred"]}
+        if decollated:
+            engine.state.batch = decollate_batch(batch)
+            return decollate_batch(out)
+        return out
+
+    engine = Engine(step)
+    writer = AgeCsvWriter(tmp_path / "out" / "ages.csv")
+    writer.attach(engine)
+    engine.run(_batches(), max_epochs=1)
+    rows = list(csv.reader((tmp_path / "out" / "ages.csv").read_text().splitlines()))
+    assert tuple(rows[0]) == AGE_CSV_COLUMNS
+    assert rows[1:] == [["s0", "/data/s0.nii.gz", "30.000"], ["s1", "/data/s1.nii.gz", "41.250"],
+                        ["s2", "/data/s2.nii.gz", "55.500"]]
+    engine.run(_batches()[:1], max_epochs=1)  # a second run starts afresh
+    assert len((tmp_path / "out" / "ages.csv").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ages.csv"]  # no temporary file left
