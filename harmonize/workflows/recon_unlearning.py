@@ -51,6 +51,8 @@ __all__ = [
     "ReconUnlearningResult",
     "build_splits",
     "build_network",
+    "predictor",
+    "retain_subset",
     "run_recon_unlearning",
     "format_markdown",
     "plot_pareto",
@@ -298,7 +300,8 @@ def _loader(dataset: Sequence[Mapping[str, Any]], settings: ReconUnlearningSetti
     return DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator, num_workers=0)
 
 
-def _predictor(model: nn.Module, input_keys: Sequence[str], device: str) -> Callable[[Mapping[str, Any]], torch.Tensor]:
+def predictor(model: nn.Module, input_keys: Sequence[str], device: str) -> Callable[[Mapping[str, Any]], torch.Tensor]:
+    """``model`` (put in eval mode) as a function of a collated batch dict, reading ``input_keys``, without grad."""
     model.eval()
     prepare = PrepareBatchKeys(input_keys, target_key=None)
 
@@ -311,7 +314,7 @@ def _predictor(model: nn.Module, input_keys: Sequence[str], device: str) -> Call
     return predict
 
 
-def _retain_subset(retain: Sequence[Mapping[str, Any]], fraction: float, seed: int) -> Subset:
+def retain_subset(retain: Sequence[Mapping[str, Any]], fraction: float, seed: int) -> Subset:
     """A random fraction of the retain set (at least one sample); subsets of growing fractions are nested."""
     order = torch.randperm(len(retain), generator=torch.Generator().manual_seed(seed)).tolist()
     count = max(1, round(fraction * len(retain)))
@@ -321,13 +324,13 @@ def _retain_subset(retain: Sequence[Mapping[str, Any]], fraction: float, seed: i
 def _run_method(
     method: ReconMethod,
     original: nn.Module,
-    retain_subset: Subset,
+    subset: Subset,
     forget_loader: DataLoader,
     settings: ReconUnlearningSettings,
     offset: int,
 ) -> tuple[nn.Module, float]:
     unlearning = settings.unlearning()
-    subset_loader = _loader(retain_subset, settings, offset)
+    subset_loader = _loader(subset, settings, offset)
     if method == ReconMethod.RETRAIN_SUBSET:
         return run_unlearning(ReconMethod.ORACLE, original, subset_loader, None, unlearning)
     return run_unlearning(method, original, subset_loader, forget_loader, unlearning)
@@ -363,7 +366,7 @@ def run_recon_unlearning(
 
     def row(method: str, model: nn.Module, seconds: float) -> dict[str, Any]:
         return unlearning_row(
-            method, _predictor(model, input_keys, settings.device),
+            method, predictor(model, input_keys, settings.device),
             splits.retain_test, splits.forget_test, splits.forget_train, seconds,
         )
 
@@ -382,7 +385,7 @@ def run_recon_unlearning(
     models[ReconMethod.ORACLE] = oracle
     table.append(row(ReconMethod.ORACLE, oracle, seconds))
 
-    subset = _retain_subset(splits.retain_train, settings.retain_fraction, settings.seed)
+    subset = retain_subset(splits.retain_train, settings.retain_fraction, settings.seed)
     for i, method in enumerate(settings.methods):
         method = ReconMethod(method)
         logger.info("Unlearning: %s", method)
@@ -392,7 +395,7 @@ def run_recon_unlearning(
 
     fraction_table: list[dict[str, Any]] = []
     for fraction in settings.fractions:
-        fsubset = _retain_subset(splits.retain_train, fraction, settings.seed)
+        fsubset = retain_subset(splits.retain_train, fraction, settings.seed)
         for method in settings.fraction_methods:
             method = ReconMethod(method)
             if math.isclose(fraction, settings.retain_fraction) and method in models:

@@ -70,6 +70,20 @@ def test_singlecoil_file(tmp_path: Path) -> None:
     torch.testing.assert_close(again[Keys.SAMPLING_MASK], sample[Keys.SAMPLING_MASK])
 
 
+def test_attrs_max_sets_the_scale_else_the_target_maximum(tmp_path: Path) -> None:
+    path = tmp_path / "file2.h5"
+    target = write_singlecoil(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["max"] = 2 * float(target.max())  # the file's own peak, as fastMRI stores it
+    scaled = FastMRISliceDataset([path])[1]
+    np.testing.assert_allclose(scaled[Keys.TARGET][0].numpy(), target[1] / (2 * target.max()), atol=1e-6)
+    with h5py.File(path, "a") as f:
+        del f.attrs["max"]
+    plain = FastMRISliceDataset([path])[1]  # no 'max': the target's own maximum
+    np.testing.assert_allclose(plain[Keys.TARGET][0].numpy(), target[1] / target.max(), atol=1e-6)
+    torch.testing.assert_close(2 * scaled[Keys.IMAGE], plain[Keys.IMAGE])  # input and target share the scale
+
+
 def test_multicoil_test_file_uses_its_own_mask(tmp_path: Path) -> None:
     path = tmp_path / "brain_test.h5"
     rng = np.random.default_rng(1)

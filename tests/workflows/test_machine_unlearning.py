@@ -11,6 +11,7 @@ from torch import nn
 
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys, ReconMethod
+from harmonize.networks import BrainAgeRegressor
 from harmonize.workflows.machine_unlearning import (
     METHOD_STAGES,
     MachineUnlearningSettings,
@@ -94,6 +95,31 @@ def test_regressor_forgets_a_site(cohort: dict) -> None:
     assert mse(model, cohort["retain_test"]) < 0.005  # the other site is still fitted
     for name, value in original.state_dict().items():  # the original is left untouched
         torch.testing.assert_close(value, before[name])
+
+
+@pytest.fixture(scope="module")
+def brain_age_original(cohort: dict) -> nn.Module:
+    """The project's brain-age network (BatchNorm VGG encoder + regressor) trained on both sites."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        original = BrainAgeRegressor(spatial_dims=3, channels=(4, 8), feature_dim=8, hidden=8)
+    both = DataLoader(cohort["retain"] + cohort["forget"], batch_size=8, shuffle=True,
+                      generator=torch.Generator().manual_seed(0))
+    train_stage(original, both, 40, cohort["settings"])
+    return original.eval()  # BatchNorm: evaluate with the running statistics
+
+
+@pytest.mark.parametrize("method", [ReconMethod.GA_L1_FT, ReconMethod.NL_FT])
+def test_brain_age_model_forgets_a_site(cohort: dict, brain_age_original: nn.Module, method: ReconMethod) -> None:
+    """The same handler (through run_unlearning's stages) makes the brain-age network forget one site."""
+    original = brain_age_original
+    assert mse(original, cohort["forget_test"]) < 0.02  # the original fits the forget site's mapping
+    model, _ = run_unlearning(
+        method, original, cohort["loaders"]["retain"], cohort["loaders"]["forget"], cohort["settings"]
+    )
+    model.eval()
+    assert mse(model, cohort["forget_test"]) > 10 * mse(original, cohort["forget_test"])
+    assert mse(model, cohort["retain_test"]) < 0.01
 
 
 def test_oracle_is_trained_from_scratch_on_retain(cohort: dict) -> None:

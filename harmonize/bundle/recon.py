@@ -1,0 +1,268 @@
+"""What the reconstruction-unlearning bundle (``bundles/recon_unlearning``) needs beyond the public classes.
+
+The bundle's configs instantiate the network, ``SupervisedTrainer``,
+:class:`~harmonize.handlers.MachineUnlearningHandler`, ``CheckpointSaver`` and ``StatsHandler`` themselves and
+build the data with :func:`harmonize.workflows.recon_unlearning.build_splits`. This module adds the glue between
+the bundle's separate runs (``train.json``, ``oracle.json``, ``unlearn.json``, ``evaluate.json``):
+
+- which stages an unlearning method runs (:func:`method_stages`, :func:`forget_stage`, :func:`has_finetune`),
+  read from :data:`harmonize.workflows.machine_unlearning.METHOD_STAGES`;
+- the file names of each method's checkpoint and run record (:func:`checkpoint_name`, :func:`record_name`);
+- loading the original model's weights with a message that says which config to run first
+  (:func:`load_weights`);
+- recording a run's wall time and what each stage saw (:func:`write_run_record`), so that ``evaluate.json`` can
+  report the time of each method next to its PSNR and SSIM (:func:`evaluate_checkpoints`).
+
+Xue et al., "Erase to Enhance: Data-Efficient Machine Unlearning in MRI Reconstruction" (MIDL 2024).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harmonize.errors import ConfigError
+from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
+from harmonize.io import write_json_atomic, write_text_atomic
+from harmonize.keys import Keys, ReconMethod
+from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
+from harmonize.recon.slices import ReconSplits
+from harmonize.workflows.machine_unlearning import METHOD_STAGES, load_model
+from harmonize.workflows.recon_unlearning import (
+    OUTPUT_FILES,
+    ReconUnlearningResult,
+    format_markdown,
+    predictor,
+)
+
+__all__ = [
+    "EVALUATION_ORDER",
+    "UNLEARN_METHODS",
+    "checkpoint_name",
+    "evaluate_checkpoints",
+    "forget_stage",
+    "has_finetune",
+    "load_weights",
+    "method_stages",
+    "read_run_record",
+    "record_name",
+    "write_run_record",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Methods that ``unlearn.json`` runs from the original model (the oracle has its own config).
+UNLEARN_METHODS: tuple[ReconMethod, ...] = (
+    ReconMethod.FT,
+    ReconMethod.GA,
+    ReconMethod.GA_L1,
+    ReconMethod.GA_L1_FT,
+    ReconMethod.NL,
+    ReconMethod.NL_FT,
+)
+#: Rows of the evaluation table, in order (methods without a checkpoint are skipped).
+EVALUATION_ORDER: tuple[ReconMethod, ...] = (ReconMethod.ORIGINAL, ReconMethod.ORACLE, *UNLEARN_METHODS)
+#: File stem of the original model (``models/model.pt``, as in MONAI model-zoo bundles).
+ORIGINAL_STEM = "model"
+#: Suffix of checkpoints and of run records.
+CHECKPOINT_SUFFIX = ".pt"
+RECORD_SUFFIX = ".json"
+#: The name under which ignite stores a run's wall time in ``engine.state.times``.
+_COMPLETED = "COMPLETED"
+
+
+def _method(method: ReconMethod | str, allowed: Sequence[ReconMethod], argument: str = "method") -> ReconMethod:
+    value = str(method)
+    if value not in {str(m) for m in allowed}:
+        raise ConfigError(
+            f"Bundle id '{argument}': {value!r} is not one of {[str(m) for m in allowed]}. The original model is "
+            "trained by configs/train.json and the oracle by configs/oracle.json; unlearn.json runs the others "
+            "(e.g. --method ga_l1_ft)."
+        )
+    return ReconMethod(value)
+
+
+def checkpoint_name(method: ReconMethod | str) -> str:
+    """File name of a method's weights in the bundle's ``models/``: ``model.pt`` (original), ``model_<m>.pt``."""
+    method = _method(method, EVALUATION_ORDER)
+    stem = ORIGINAL_STEM if method == ReconMethod.ORIGINAL else f"{ORIGINAL_STEM}_{method}"
+    return stem + CHECKPOINT_SUFFIX
+
+
+def record_name(method: ReconMethod | str) -> str:
+    """File name of a method's run record (wall time, stages), beside its checkpoint: ``model_<m>.json``."""
+    return Path(checkpoint_name(method)).stem + RECORD_SUFFIX
+
+
+def method_stages(method: ReconMethod | str) -> tuple[str, ...]:
+    """The handler stages of an unlearning method, in order (e.g. ``ga_l1_ft`` -> ``("ga_l1", "ft")``).
+
+    Raises:
+        ConfigError: ``method`` is not one of :data:`UNLEARN_METHODS`.
+    """
+    return tuple(str(stage) for stage in METHOD_STAGES[_method(method, UNLEARN_METHODS)])
+
+
+def forget_stage(method: ReconMethod | str) -> str | None:
+    """The stage of ``method`` that works on the forget set (``ga``, ``ga_l1`` or ``nl``), or ``None`` (``ft``)."""
+    return next((stage for stage in method_stages(method) if stage != ReconMethod.FT), None)
+
+
+def has_finetune(method: ReconMethod | str) -> bool:
+    """Whether ``method`` fine-tunes on the retain subset (``ft``, ``ga_l1_ft``, ``nl_ft``)."""
+    return str(ReconMethod.FT) in method_stages(method)
+
+
+def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a state dict saved by the bundle (``CheckpointSaver``) into ``network`` in place and return it.
+
+    Raises:
+        ConfigError: no file at ``path`` (naming the config that writes it), or weights that do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"No model weights at {path}. Train the original model first: python -m monai.bundle run "
+            "--config_file configs/train.json (with the same bundle_root), or point load_path at a checkpoint."
+        )
+    return load_model(path, lambda: network)
+
+
+def _stage_record(trainer: Any, handler: MachineUnlearningHandler | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "stage": str(handler.method) if handler is not None else "train",
+        "epochs": int(trainer.state.epoch),
+        "iterations": int(trainer.state.iteration),
+        "seconds": float(trainer.state.times.get(_COMPLETED) or 0.0),
+    }
+    if handler is not None:
+        record["num_seen"] = dict(handler.num_seen)
+        record["num_dropped"] = int(handler.num_dropped)
+    return record
+
+
+def write_run_record(
+    path: str | os.PathLike,
+    method: ReconMethod | str,
+    stages: Iterable[Sequence[Any]],
+    **details: Any,
+) -> dict[str, Any]:
+    """Write (atomically) what a bundle run did: its stages, their wall time, what each stage's handler saw.
+
+    Args:
+        path: the JSON file to write (by convention ``models/`` + :func:`record_name`).
+        method: the method trained or unlearned (``original``, ``oracle``, ``ga_l1_ft``, ...).
+        stages: ``(trainer, handler)`` pairs in the order they ran; a pair whose trainer is ``None`` (a stage the
+            method does not have) is skipped, and the handler may be ``None`` (plain training).
+        details: further JSON-serialisable settings to record (learning rate, retain fraction, ...).
+
+    Returns:
+        The record: ``method``, ``seconds`` (sum over stages, as ignite measured each run), ``stages``, details.
+    """
+    method = _method(method, EVALUATION_ORDER)
+    ran = [_stage_record(trainer, handler) for trainer, handler in stages if trainer is not None]
+    record = {"method": str(method), "seconds": sum(s["seconds"] for s in ran), "stages": ran, **details}
+    write_json_atomic(path, record, indent=2)
+    logger.info("%s: %.1f s over %d stage(s); record written to %s", method, record["seconds"], len(ran), path)
+    return record
+
+
+def read_run_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record written by :func:`write_run_record`, or ``None`` if there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"Cannot read the run record {path}: {err}. Delete it or rerun the config that wrote it."
+        ) from err
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as strings (as the workflow's JSON table does)."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def evaluate_checkpoints(
+    network: nn.Module,
+    ckpt_dir: str | os.PathLike,
+    splits: ReconSplits,
+    output_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    methods: Sequence[ReconMethod | str] | None = None,
+) -> ReconUnlearningResult:
+    """BTA / KTA / UA PSNR and SSIM of every model the bundle saved, with each run's wall time.
+
+    Each checkpoint of :data:`EVALUATION_ORDER` found in ``ckpt_dir`` (or of ``methods``) is loaded into
+    ``network`` in turn and evaluated per volume on the retain test set (BTA), the forget test set (KTA) and the
+    forget training set (UA) with :func:`harmonize.metrics.reconstruction.unlearning_row`; its time comes from
+    the run record beside it (``nan`` without one). The zero-filled input is evaluated too, as a floor.
+
+    Args:
+        network: the bundle's network (its weights are overwritten).
+        ckpt_dir: the bundle's ``models/`` folder.
+        splits: the four sets (from :func:`harmonize.workflows.recon_unlearning.build_splits`).
+        output_dir: folder for ``recon_unlearning.md`` and ``recon_unlearning.json``; ``None`` writes nothing.
+        device: device to evaluate on.
+        methods: rows to evaluate (default: every checkpoint found).
+
+    Returns:
+        A :class:`~harmonize.workflows.recon_unlearning.ReconUnlearningResult` (no fraction sweep, no models).
+
+    Raises:
+        ConfigError: no checkpoint of the original, or a requested method without a checkpoint.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    wanted = [_method(m, EVALUATION_ORDER, "methods") for m in methods] if methods is not None else None
+    candidates = wanted if wanted is not None else list(EVALUATION_ORDER)
+    missing = [str(m) for m in candidates if not (ckpt_dir / checkpoint_name(m)).is_file()]
+    if str(ReconMethod.ORIGINAL) in missing or (wanted is not None and missing):
+        raise ConfigError(
+            f"No checkpoint for {missing} in {ckpt_dir}: run configs/train.json (original), configs/oracle.json and "
+            "configs/unlearn.json (--method ...) with the same bundle_root first."
+        )
+    input_keys = getattr(network, "input_keys", (Keys.IMAGE,))
+    network = network.to(device)
+    table: list[dict[str, Any]] = []
+    records: dict[str, Any] = {}
+    for method in (m for m in candidates if str(m) not in missing):
+        load_weights(network, ckpt_dir / checkpoint_name(method))
+        record = read_run_record(ckpt_dir / record_name(method))
+        if record is None:
+            logger.warning("No run record %s: the time of %s is unknown", ckpt_dir / record_name(method), method)
+        seconds = float(record["seconds"]) if record is not None else math.nan
+        records[str(method)] = record
+        table.append(unlearning_row(
+            method, predictor(network, input_keys, str(device)),
+            splits.retain_test, splits.forget_test, splits.forget_train, seconds,
+        ))
+    zero_filled = unlearning_row(
+        "zero_filled", lambda batch: torch.as_tensor(batch[Keys.IMAGE]),
+        splits.retain_test, splits.forget_test, splits.forget_train, 0.0,
+    )
+    result = ReconUnlearningResult(table=table, fraction_table=[], sizes=splits.sizes(), zero_filled=zero_filled)
+    if output_dir is not None:
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        result.files = {name: folder / OUTPUT_FILES[name] for name in ("markdown", "json")}
+        write_text_atomic(result.files["markdown"], format_markdown(table, zero_filled=zero_filled))
+        payload = {
+            "columns": list(TABLE_COLUMNS),
+            "table": [{k: _finite(v) for k, v in row.items()} for row in table],
+            "zero_filled": {k: _finite(v) for k, v in zero_filled.items()},
+            "sizes": result.sizes,
+            "runs": records,
+        }
+        write_json_atomic(result.files["json"], payload, indent=2)
+        logger.info("Wrote %s", ", ".join(str(p) for p in result.files.values()))
+    return result
