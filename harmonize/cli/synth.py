@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="give sites partly overlapping age ranges (adjacent sites share half their age window), "
                              "for the biased-dataset experiments")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty directory that holds no previous cohort (same-named files are "
-                             "replaced, others kept)")
+                        help="write into a non-empty directory: a previous cohort there is replaced, other files "
+                             "are kept")
     parser.set_defaults(func=run)
 
 

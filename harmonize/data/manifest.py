@@ -293,7 +293,12 @@ def _parse_cell(text: str, spec: Mapping[str, Any], folder: Path, column: str) -
             return False, None
         return None, "is empty"
     if _JSON_NUMBER in kinds:
-        return _parse_number(text, spec)
+        value, message = _parse_number(text, spec)
+        if message and _JSON_NULL in kinds:
+            message += "; write a plain number (e.g. 42.5), or leave the cell empty if it is unknown"
+        elif message:
+            message += "; write a plain number (e.g. 42.5)"
+        return value, message
     if _JSON_BOOLEAN in kinds:
         if text.lower() in TRUE_WORDS:
             return True, None
@@ -660,7 +665,8 @@ def _load_volume(path: str, is_label: bool) -> tuple[_Volume | None, list[str]]:
     shape = tuple(int(d) for d in data.shape)
     extra = shape[3:]
     if len(shape) < 3:
-        problems.append(f"is {len(shape)}D (shape {shape}); harmonize needs 3D volumes")
+        problems.append(f"is {len(shape)}D (shape {shape}); harmonize needs 3D volumes: point this row at "
+                        "the 3D NIfTI scan, not a slice or a 2D derivative")
     elif any(d != 1 for d in extra):
         problems.append(f"is {len(shape)}D with {int(np.prod(extra))} volumes (shape {shape}); give one 3D "
                         "volume per row (split the series, e.g. with fslsplit, and list each as its own row)")

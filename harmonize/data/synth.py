@@ -316,11 +316,10 @@ def generate_cohort(
     """Generate the synthetic multi-site cohort into ``out_dir`` and return the manifest's path.
 
     Args:
-        out_dir: output directory; created if missing. It must be empty or hold a previous cohort (whose files
-            are replaced) unless ``overwrite`` is true.
+        out_dir: output directory; created if missing. It must be empty unless ``overwrite`` is true.
         config: the cohort settings (defaults: 4 sites x 40 subjects at 64^3).
-        overwrite: write into a non-empty directory that is not a previous cohort (files of the same names
-            are replaced; other files are left alone).
+        overwrite: write into a non-empty directory: a previous cohort there is replaced (none of its files is
+            left stale); other files are left alone.
         progress: show a progress bar (tqdm) on stderr.
 
     Returns:
@@ -328,7 +327,7 @@ def generate_cohort(
 
     Raises:
         ConfigError: if the configuration is invalid (every problem listed).
-        HarmonizeError: if ``out_dir`` is a file, or non-empty and not a cohort while ``overwrite`` is false.
+        HarmonizeError: if ``out_dir`` is a file, or non-empty while ``overwrite`` is false.
     """
     config = config or SynthConfig()
     problems = config.problems()
@@ -518,12 +517,13 @@ def _prepare_output_dir(out: Path, overwrite: bool) -> None:
     if not entries:
         return
     previous = _previous_cohort_files(out)
+    if not overwrite:
+        what = "a previous cohort" if previous is not None else f"files that are not a cohort ({COHORT_NAME} is absent)"
+        raise HarmonizeError(
+            f"The output directory {out} is not empty: it holds {what}. Choose an empty or new directory, or pass "
+            "overwrite=True (--overwrite) to replace a previous cohort or write beside the other files."
+        )
     if previous is None:
-        if not overwrite:
-            raise HarmonizeError(
-                f"The output directory {out} is not empty and holds no previous cohort ({COHORT_NAME}); "
-                "choose an empty or new directory, or pass overwrite=True (--overwrite) to write into it anyway."
-            )
         return
     for path in previous:  # files of the previous cohort, so none is left stale
         path.unlink(missing_ok=True)

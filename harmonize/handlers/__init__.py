@@ -2,13 +2,17 @@
 
 from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
+from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.handlers.sample_mask import LabelRangeMask
+from harmonize.handlers.training_checkpoint import TrainingCheckpoint
 
 __all__ = [
     "Confound",
     "DomainUnlearningHandler",
     "LabelRangeMask",
     "MachineUnlearningHandler",
+    "StopOnNonFiniteLoss",
+    "TrainingCheckpoint",
     "quantile_bin_edges",
 ]

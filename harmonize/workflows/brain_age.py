@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,15 @@ from harmonize import defaults
 from harmonize.audit.features import FeatureSet, collect_features
 from harmonize.audit.probe import classifier_probe, regressor_probe
 from harmonize.data.dataset import make_dataloader, make_dataset
-from harmonize.data.manifest import read_manifest
+from harmonize.data.labelled_subset import labelled_subset
+from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.handlers import DomainUnlearningHandler
+from harmonize.handlers import (
+    DomainUnlearningHandler,
+    StopOnNonFiniteLoss,
+    TrainingCheckpoint,
+)
 from harmonize.keys import Keys, Split
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm
@@ -45,6 +51,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Scans of each class a probe needs to cross-validate (the sex probe is skipped below it).
+MIN_SCANS_PER_CLASS = 2
 #: The layer whose output is the brain-age network's feature vector.
 TAP = BrainAgeRegressor.TAPS["encoder"]
 
@@ -116,49 +124,65 @@ class BrainAgeModel:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _labelled_subset(train: pd.DataFrame, fraction: float, seed: int) -> set[str] | None:
-    """Subjects whose age the task sees: ``fraction`` of each site's training subjects (at least one)."""
-    if fraction >= 1:
-        return None
-    rng = np.random.default_rng(seed)
-    keep: set[str] = set()
-    for _, rows in train.groupby(Keys.SITE, sort=True):
-        ids = sorted(rows[Keys.SUBJECT_ID].astype(str))
-        n = max(1, int(round(fraction * len(ids))))
-        keep.update(rng.choice(ids, size=n, replace=False).tolist())
-    return keep
-
-
 def train_brain_age(
     manifest: str | Path | pd.DataFrame,
     settings: BrainAgeSettings | None = None,
     site_index: CategoryIndex | str | Path | None = None,
     progress: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    handlers: Sequence[Any] = (),
 ) -> BrainAgeModel:
     """Train a brain-age network on a manifest's ``train`` rows, unlearning what ``settings`` say.
+
+    A NaN or Inf task loss stops training with a :class:`~harmonize.errors.HarmonizeError`
+    (:class:`~harmonize.handlers.StopOnNonFiniteLoss`). With ``checkpoint_dir``, the whole training state is
+    saved atomically at every epoch end (:class:`~harmonize.handlers.TrainingCheckpoint`, last
+    :data:`~harmonize.defaults.CHECKPOINT_KEEP` kept); a run killed at any point and called again with
+    ``resume=True`` continues from its last checkpoint and ends, on CPU, with the weights an uninterrupted run
+    would have.
 
     Args:
         manifest: a (preprocessed) manifest CSV or a frame from :func:`~harmonize.data.manifest.read_manifest`.
         settings: the run's settings (defaults: fused site unlearning).
         site_index: site index or its JSON path (default: ``site_index.json`` beside the manifest).
         progress: show a progress bar of the iterations.
+        checkpoint_dir: folder of the training checkpoints; it must be absent or empty unless ``resume``.
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` (start from scratch if the folder is
+            absent or holds none, so that a job script can always pass it).
+            The manifest and settings must be those of the run that wrote it.
+        checkpoint_every: also save every this many iterations (mid-epoch), besides every epoch end.
+        handlers: further handlers to attach to the trainer (objects with ``attach(engine)``), e.g. MONAI's
+            ``StatsHandler``; they are attached before the checkpoint handler.
 
     Returns:
         The trained model; ``model.history`` holds the handler's per-epoch domain accuracy and losses.
+
+    Raises:
+        HarmonizeError: no training age, a non-empty ``checkpoint_dir`` without ``resume``, a checkpoint that
+            does not fit this run (naming the file and its first mismatching keys), or a non-finite loss.
+        ConfigError: ``resume`` without ``checkpoint_dir``.
     """
     from monai.engines import SupervisedTrainer
 
     settings = settings or BrainAgeSettings()
+    checkpoint_dir = _checked_checkpoint_dir(checkpoint_dir, resume)
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     train = frame[frame[Keys.SPLIT] == Split.TRAIN]
     ages = train[Keys.AGE].to_numpy(float)
     if not np.isfinite(ages).any():
-        raise HarmonizeError("No training row has an age: brain-age training needs the 'age' column filled in.")
+        source = frame.attrs.get(MANIFEST_ATTR, "the manifest")
+        raise HarmonizeError(
+            f"No '{Split.TRAIN}' row of {source} has an age ({len(train)} training rows): brain-age training needs "
+            f"the '{Keys.AGE}' column filled in (years) for at least its training rows. Fill it in, or train a task "
+            "that needs no age."
+        )
     torch.manual_seed(settings.seed)
     dataset = make_dataset(frame, split=Split.TRAIN, site_index=site_index, cache=settings.cache)
     index = dataset.site_index
     loader = make_dataloader(
-        dataset, batch_size=settings.batch_size, balance_sites=settings.balance_sites, seed=settings.seed
+        dataset, batch_size=settings.batch_size, shuffle=True, balance_sites=settings.balance_sites, seed=settings.seed
     )
     mean, std = float(np.nanmean(ages)), float(np.nanstd(ages)) or 1.0
     network = BrainAgeRegressor(
@@ -177,23 +201,62 @@ def train_brain_age(
         network=network,
         optimizer=torch.optim.Adam(network.parameters(), lr=settings.lr),
         loss_function=MaskedLoss(StandardisedMSELoss(std, reduction="none")),
-        prepare_batch=PrepareTargetBatch(Keys.AGE, labelled_ids=_labelled_subset(train, settings.labelled_fraction, settings.seed)),
+        prepare_batch=PrepareTargetBatch(Keys.AGE, labelled_ids=labelled_subset(train, settings.labelled_fraction, settings.seed)),
         decollate=False,
     )
+    StopOnNonFiniteLoss(what="task loss (age)").attach(trainer)  # before the handler adds its confusion loss
     if handler is not None:
         handler.attach(trainer)
+    for extra in handlers:
+        extra.attach(trainer)
     if progress:
         from ignite.handlers import ProgressBar
 
         ProgressBar(persist=False, desc=f"brain age ({settings.unlearning.method})").attach(trainer)
+    if checkpoint_dir is not None:
+        checkpoint = TrainingCheckpoint(
+            checkpoint_dir,
+            objects={"unlearning": handler} if handler is not None else None,
+            keep_last=defaults.CHECKPOINT_KEEP,
+            every_n_iterations=checkpoint_every,
+        )
+        checkpoint.attach(trainer)  # last: an epoch's checkpoint holds the other handlers' end-of-epoch state
+        if resume and checkpoint_dir.is_dir():
+            checkpoint.resume(checkpoint_dir)  # an empty folder: nothing to resume, training starts from scratch
+        elif resume:
+            logger.info("No checkpoint folder %s yet: training starts from scratch.", checkpoint_dir)
     start = time.perf_counter()
-    trainer.run()
+    if trainer.state.epoch < settings.max_epochs:
+        trainer.run()
+    else:
+        logger.info("The checkpoint in %s is of the last epoch (%d): nothing left to train.", checkpoint_dir,
+                    trainer.state.epoch)
     if settings.recalibrate_batchnorm:
+        # the batches of the epoch after the last, whether this call trained or found the run finished
+        sampler = loader.batch_sampler if settings.balance_sites else loader.sampler
+        sampler.set_epoch(trainer.state.epoch)
         recalibrate_batchnorm(network, loader, settings.device)
     seconds = time.perf_counter() - start
     _check_finite(network)
     history = handler.history if handler is not None else []
     return BrainAgeModel(network, handler, settings, index, seconds, history)
+
+
+def _checked_checkpoint_dir(checkpoint_dir: str | Path | None, resume: bool) -> Path | None:
+    """The checkpoint folder, refused when it already holds files and ``resume`` was not asked for."""
+    if checkpoint_dir is None:
+        if resume:
+            raise ConfigError("resume=True needs checkpoint_dir: the folder whose newest checkpoint to continue from.")
+        return None
+    folder = Path(checkpoint_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise HarmonizeError(f"checkpoint_dir {folder} is a file, not a folder: give a folder for the checkpoints.")
+    if not resume and folder.is_dir() and any(folder.iterdir()):
+        raise HarmonizeError(
+            f"checkpoint_dir {folder} is not empty: it may hold the checkpoints of another run, which would be "
+            "overwritten. Pass resume=True to continue that run, or choose a new (or empty) folder."
+        )
+    return folder
 
 
 def _example_input(dataset) -> torch.Tensor:
@@ -312,7 +375,11 @@ def audit_feature_set(
         "n_subjects": len(fs),
     }
     sex = fs.meta.get(Keys.SEX)
-    if sex is not None and len(np.unique(sex[sex >= 0])) == 2:
+    counts = np.unique(sex[sex >= 0], return_counts=True)[1] if sex is not None else np.array([])
+    if len(counts) == 2 and counts.min() < MIN_SCANS_PER_CLASS:
+        logger.info("Sex probe skipped: the held-out scans hold %s scans of each sex; it needs %d of each.",
+                    counts.tolist(), MIN_SCANS_PER_CLASS)
+    elif len(counts) == 2:
         metrics["sex_probe_bacc"] = classifier_probe(fs.features[sex >= 0], sex[sex >= 0], seed=seed).balanced_accuracy
     if (~known).any():
         metrics["age_mae_unseen_sites"] = float(np.nanmean(err[~known]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import nibabel as nib
 import pytest
@@ -57,3 +58,26 @@ def test_user_mistakes_exit_1_without_traceback(tiny_cohort, capsys):
         main(["preprocess", str(tiny_cohort)])  # --out is required
     assert exit_.value.code == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_output_folder_holding_inputs_or_foreign_files_is_refused(tiny_cohort, tmp_path, capsys):
+    cohort = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort.parent, cohort)
+    manifest = cohort / tiny_cohort.name
+    before = folder_hash(cohort)
+    assert main(["preprocess", str(manifest), "--out", str(cohort / "images"), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The output folder {cohort / 'images'} holds 18 of the input files")
+    assert "Choose a folder outside the input data." in err and "Traceback" not in err
+    # the cohort lies inside tmp_path: refused even with --overwrite
+    assert main(["preprocess", str(manifest), "--out", str(tmp_path), *ARGS, "--overwrite"]) == 1
+    assert "holds 37 of the input files" in capsys.readouterr().err  # the manifest, 18 images, 18 labels
+    assert folder_hash(cohort) == before
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["preprocess", str(manifest), "--out", str(foreign), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert f"error: The output folder {foreign} is not empty and is not the output of an earlier" in err
+    assert "--overwrite" in err and "Traceback" not in err

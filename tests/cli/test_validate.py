@@ -99,11 +99,28 @@ def _break(tmp: Path, rows: list[dict], case: str) -> str:
     if case == "label shape":
         rows[3][Keys.LABEL] = save(tmp / "sub-04" / "anat" / "small_dseg.nii.gz", np.zeros((8, 8, 4), np.uint8))
         return f"row 5, column 'label', file '{tmp / rows[3][Keys.LABEL]}': shape (8, 8, 4) differs from the image's"
+    if case == "2d":
+        rows[1][Keys.IMAGE] = save(tmp / "sub-02" / "anat" / "flat_T1w.nii.gz", np.zeros((8, 8), np.float32))
+        rows[1][Keys.LABEL] = ""
+        return f"row 3, column 'image', file '{tmp / rows[1][Keys.IMAGE]}': is 2D (shape (8, 8)); harmonize needs 3D"
+    if case == "inf":
+        data = np.zeros(SHAPE, np.float32)
+        data[0, 0, 0] = np.inf
+        rows[2][Keys.IMAGE] = save(tmp / "sub-03" / "anat" / "inf_T1w.nii.gz", data)
+        return f"row 4, column 'image', file '{tmp / rows[2][Keys.IMAGE]}': has 0 NaN and 1 infinite voxel(s)"
+    if case == "label affine":
+        path = tmp / "sub-04" / "anat" / "shifted_dseg.nii.gz"
+        shifted = np.eye(4)
+        shifted[0, 3] = 2.0
+        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), shifted), str(path))
+        rows[3][Keys.LABEL] = str(path.relative_to(tmp))
+        return (f"row 5, column 'label', file '{path}': affine differs from the image's (largest difference 2); "
+                "resample the label onto the image's grid")
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["missing image", "age", "split", "duplicate", "sex", "nan", "4d", "truncated",
-                                  "label shape"])
+@pytest.mark.parametrize("case", ["missing image", "age", "split", "duplicate", "sex", "nan", "inf", "4d", "2d",
+                                  "truncated", "label shape", "label affine"])
 def test_problem_exits_1_naming_the_row(cohort, capsys, case):
     path, rows = cohort
     expected = _break(path.parent, rows, case)
@@ -148,3 +165,43 @@ def test_console_script_prints_no_traceback(cohort):
     assert done.returncode == 1
     assert "row 4, column 'age': 'forty' is not a number" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_required_label_column_is_named(cohort, capsys):
+    path, rows = cohort
+    with open(path, "w", newline="", encoding="utf-8") as handle:  # a brain-age manifest: no label column
+        writer = csv.DictWriter(handle, fieldnames=[str(c) for c in COLUMNS if c != Keys.LABEL])
+        writer.writeheader()
+        writer.writerows({str(k): v for k, v in row.items() if k != Keys.LABEL} for row in rows)
+    status, text = run_cli(capsys, str(path), "--require", "label", "--no-images")
+    assert status == 1
+    assert "row 1: the header has no column 'label' (required for this task)" in text
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("one site", ("column 'site': only one site ('A') in the data: there is no scanner bias to unlearn "
+                      "(site-unlearning needs two or more sites)")),
+        ("no train", "column 'site': site 'B' has no 'train' scans; it can only serve as an unseen test site"),
+        ("few scans", "column 'site': site 'C' has only 1 scan(s); the domain head cannot learn a site from so few"),
+        ("no overlap", ("column 'age': the sites' age ranges do not overlap: unlearning on the shared age range "
+                        "(biased-data experiment) is impossible")),
+    ],
+)
+def test_design_warnings_pass_or_fail_with_strict(cohort, capsys, case, expected):
+    path, rows = cohort
+    if case == "one site":
+        for row in rows:
+            row[Keys.SITE] = "A"
+    elif case == "no train":
+        rows[2][Keys.SPLIT] = "test"
+    elif case == "few scans":
+        rows[3][Keys.SITE] = "C"
+    else:
+        rows[0][Keys.AGE], rows[1][Keys.AGE] = 20.0, 22.0
+    write_manifest_csv(path, rows)
+    status, text = run_cli(capsys, str(path), "--no-images")
+    assert status == 0 and expected in text and "\nOK\n" in text
+    status, text = run_cli(capsys, str(path), "--no-images", "--strict")
+    assert status == 1 and expected in text and "FAILED (--strict): " in text

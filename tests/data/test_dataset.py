@@ -12,7 +12,13 @@ import torch
 from monai.data import CacheDataset, Dataset
 from monai.transforms import Lambdad
 
-from harmonize.data.dataset import SiteBalancedBatchSampler, make_dataloader, make_dataset
+from harmonize.data.dataset import (
+    EpochShuffleSampler,
+    SiteBalancedBatchSampler,
+    epoch_seed,
+    make_dataloader,
+    make_dataset,
+)
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import SiteIndex
 from harmonize.errors import ConfigError, HarmonizeError, ManifestError
@@ -192,3 +198,31 @@ def test_confound_value_unseen_in_training_gets_minus_one(make_cohort, caplog):
         dataset = make_dataset(manifest, split="val", confounds=["scanner"])
     assert dataset.data[0]["scanner"].item() == -1
     assert "['vendor1'] are not in the scanner index ['vendor0']" in caplog.text
+
+
+def test_sampler_order_is_a_pure_function_of_seed_and_epoch():
+    sites = [0] * 7 + [1] * 3 + [2] * 5
+    first = SiteBalancedBatchSampler(sites, batch_size=6, seed=3)
+    epochs = [list(first) for _ in range(3)]  # each pass moves on to the next epoch
+    assert epochs[0] != epochs[1] != epochs[2]
+    other = SiteBalancedBatchSampler(sites, batch_size=6, seed=3)
+    other.set_epoch(2)
+    assert list(other) == epochs[2]
+    assert list(other) == list(first)  # both moved on to epoch 3
+    other.set_epoch(1, start_batch=3)
+    assert list(other) == epochs[1][3:]  # a run resumed mid-epoch sees the rest of that epoch
+    with pytest.raises(ConfigError, match="'start_batch' must be in \\[0, 4\\), got 4"):
+        other.set_epoch(0, start_batch=4)
+    with pytest.raises(ConfigError, match="'epoch' must be >= 0"):
+        other.set_epoch(-1)
+    assert epoch_seed(3, 1) == epoch_seed(3, 1) and epoch_seed(3, 1) not in (epoch_seed(3, 2), epoch_seed(4, 1))
+
+
+def test_shuffled_loader_resumes_mid_epoch(tiny_cohort):
+    loader = make_dataloader(tiny_cohort, split="train", batch_size=4, seed=5)
+    assert isinstance(loader.sampler, EpochShuffleSampler)
+    epochs = [[sid for b in loader for sid in b["subject_id"]] for _ in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) and epochs[0] != epochs[1]
+    again = make_dataloader(tiny_cohort, split="train", batch_size=4, seed=5)
+    again.sampler.set_epoch(1, start_batch=2)
+    assert [sid for b in again for sid in b["subject_id"]] == epochs[1][8:]

@@ -21,6 +21,7 @@ from harmonize.data.preprocess import (
     preprocess_manifest,
 )
 from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.io import TMP_TAG
 
 #: 16^3 voxels of 1.5 mm cover the 24 mm of the 20^3 x 1.2 mm inputs.
 CONFIG = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
@@ -204,6 +205,45 @@ def test_crash_while_writing_leaves_no_partial_file(make_cohort, tmp_path, monke
     assert (result.processed, result.cached) == (4, 0)
     for path in read_manifest(result.manifest)["image"]:
         assert nib.load(path).shape == (16, 16, 16)
+
+
+def test_run_killed_mid_write_is_redone_and_its_temporary_removed(make_cohort, tmp_path, monkeypatch):
+    """A SIGKILL while an output is written leaves a partial temporary file (no cleanup runs) and a stale record.
+
+    The next run removes the temporary file, trusts the scan finished before the kill, and redoes the scan being
+    written (its old output and record are from other settings) and the ones not reached.
+    """
+    manifest = make_cohort(per_site=2, n_train=2)
+    out = tmp_path / "out"
+    run(manifest, out)
+    changed = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16), histogram_standardisation=False)
+    real = preprocess.atomic_write
+    finished = []
+
+    def killed_while_writing(path, write):
+        path = Path(path)
+        if path.parent.name != "images":
+            return real(path, write)
+        if finished:  # the second final image: half of it reaches the disk, then the process dies
+            full = tmp_path / "full.nii.gz"
+            write(full)
+            partial = path.with_name(f".{path.name}{TMP_TAG}0123456789ab.nii.gz")
+            partial.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+            raise KeyboardInterrupt  # like SIGKILL, nothing after this line runs for that file
+        finished.append(path.name)
+        return real(path, write)
+
+    monkeypatch.setattr(preprocess, "atomic_write", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        run(manifest, out, changed)
+    monkeypatch.undo()
+    assert len(list((out / "images").glob(f"*{TMP_TAG}*"))) == 1  # the partial file of the killed write
+    result = run(manifest, out, changed)
+    assert (result.processed, result.cached) == (3, 1)  # only the scan finished before the kill is trusted
+    assert list((out / "images").glob(f"*{TMP_TAG}*")) == []
+    fresh = run(manifest, tmp_path / "fresh", changed)
+    for done, clean in zip(read_manifest(result.manifest)["image"], read_manifest(fresh.manifest)["image"]):
+        np.testing.assert_array_equal(nib.load(done).get_fdata(), nib.load(clean).get_fdata())
 
 
 def test_corrupted_output_is_redone(make_cohort, tmp_path):

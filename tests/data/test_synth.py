@@ -198,16 +198,20 @@ def test_explicit_site_profiles_are_used(tmp_path):
     assert all(30 <= float(r["age"]) <= 40 for r in rows if r["site"] == "scannerA")
 
 
-def test_regenerating_into_a_previous_cohort_replaces_it(tmp_path):
+def test_regenerating_into_a_previous_cohort_needs_overwrite_and_replaces_it(tmp_path):
     generate_cohort(tmp_path, SynthConfig(n_sites=2, subjects_per_site=4, shape=16))
-    manifest = generate_cohort(tmp_path, SMALL)
+    before = (tmp_path / MANIFEST_NAME).read_bytes()
+    with pytest.raises(HarmonizeError, match="is not empty: it holds a previous cohort.*--overwrite"):
+        generate_cohort(tmp_path, SMALL)
+    assert (tmp_path / MANIFEST_NAME).read_bytes() == before  # refused before touching anything
+    manifest = generate_cohort(tmp_path, SMALL, overwrite=True)
     images = sorted(p.name for p in (tmp_path / "images").iterdir())
     assert len(read_manifest(manifest)) == 6 and len(images) == 6  # no stale subjects left
 
 
 def test_a_non_empty_directory_is_refused_unless_overwrite(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(HarmonizeError, match=f"The output directory {tmp_path} is not empty and holds no previous"):
+    with pytest.raises(HarmonizeError, match=f"The output directory {tmp_path} is not empty: it holds files that are not a cohort"):
         generate_cohort(tmp_path, SMALL)
     assert not (tmp_path / MANIFEST_NAME).exists()
     generate_cohort(tmp_path, SMALL, overwrite=True)

@@ -158,3 +158,15 @@ def test_bad_mask_names_both_shapes() -> None:
         ConfusionLoss()(torch.zeros(4, 2), torch.ones(4, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="non-negative finite weights"):
         ConfusionLoss()(torch.zeros(2, 2), torch.tensor([1.0, -1.0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_single_site_batch_with_extreme_logits_is_finite(reduction: str) -> None:
+    """Every sample of a one-site batch confidently classified (+-1e4): the largest confusion, still finite."""
+    logits = torch.tensor([[1e4, -1e4, 0.0]] * 4, requires_grad=True)
+    loss = ConfusionLoss(reduction=reduction)(logits, mask=torch.tensor([True, True, True, False]))
+    loss.sum().backward()
+    # -(1/3) (log p0 + log p1 + log p2) = -(1/3) (0 - 2e4 - 1e4) = 1e4 per kept sample, 0 for the masked one
+    want = {"none": torch.tensor([1e4, 1e4, 1e4, 0.0]), "sum": torch.tensor(3e4), "mean": torch.tensor(1e4)}[reduction]
+    torch.testing.assert_close(loss.detach(), want)
+    assert bool(torch.isfinite(logits.grad).all()) and float(logits.grad[3].abs().sum()) == 0.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,3 +149,23 @@ def test_weight_moves_with_the_module() -> None:
     assert float(loss(logits, torch.tensor([0, 1]))) == pytest.approx(
         float(F.cross_entropy(logits, torch.tensor([0, 1]), weight=torch.tensor([1.0, 3.0], dtype=torch.float64)))
     )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_single_site_batch_with_extreme_logits_is_finite(reduction: str) -> None:
+    """A batch from one site only (every target the same class), logits of +-1e4, class weights: all finite."""
+    logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [1e4, 1e4, 1e4]], requires_grad=True)
+    loss = DomainLoss(weight=[1.0, 3.0, 0.5], reduction=reduction)(logits, torch.tensor([1, 1, 1]))
+    loss.sum().backward()
+    # -log softmax: 2e4 for the wrong confident sample, 0 for the right one, log 3 for equal logits (weight 3 each)
+    expected = torch.tensor([3 * 2e4, 0.0, 3 * math.log(3.0)])
+    want = {"none": expected, "sum": expected.sum(), "mean": expected.sum() / 9.0}[reduction]
+    torch.testing.assert_close(loss.detach(), want)
+    assert bool(torch.isfinite(logits.grad).all())
+
+
+def test_empty_batch_is_zero_with_finite_gradient() -> None:
+    logits = torch.zeros(0, 3, requires_grad=True)
+    loss = DomainLoss()(logits, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and logits.grad.shape == (0, 3)

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from harmonize.audit.features import FeatureSet
+from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys
 from harmonize.workflows.brain_age import (
+    audit_feature_set,
     BrainAgeSettings,
-    _labelled_subset,
     brain_age_features,
     evaluate_brain_age,
     train_brain_age,
@@ -63,16 +65,58 @@ def test_network_predicts_years_around_the_training_mean(trained, tiny_cohort):
     assert abs(np.mean(fs.predictions) - train_mean) < 25
 
 
-def test_labelled_subset_keeps_a_fraction_of_each_site(tiny_cohort):
-    frame = read_manifest(tiny_cohort)
-    train = frame[frame[Keys.SPLIT] == "train"]
-    keep = _labelled_subset(train, 0.5, seed=0)
-    per_site = train[train[Keys.SUBJECT_ID].isin(keep)].groupby(Keys.SITE).size()
-    assert per_site.to_dict() == {"site0": 2, "site1": 2, "site2": 2}
-    assert _labelled_subset(train, 1.0, seed=0) is None
-    assert keep == _labelled_subset(train, 0.5, seed=0)
-
-
 def test_semi_supervised_run_trains(tiny_cohort):
     model = train_brain_age(tiny_cohort, _settings("unlearning", labelled_fraction=0.25))
     assert all(torch.isfinite(p).all() for p in model.network.parameters())
+
+
+def test_a_used_checkpoint_folder_is_refused_without_resume(tiny_cohort, tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "checkpoint_epoch0001_iter00000002.pt").write_bytes(b"old run")
+    with pytest.raises(HarmonizeError, match=f"checkpoint_dir {used} is not empty.*Pass resume=True"):
+        train_brain_age(tiny_cohort, _settings("none"), checkpoint_dir=used)
+    with pytest.raises(ConfigError, match="resume=True needs checkpoint_dir"):
+        train_brain_age(tiny_cohort, _settings("none"), resume=True)
+    assert (used / "checkpoint_epoch0001_iter00000002.pt").read_bytes() == b"old run"
+
+
+def test_a_nan_task_loss_stops_training_with_a_hint(tiny_cohort, tmp_path):
+    with pytest.raises(HarmonizeError, match=r"The task loss \(age\) is nan at iteration 2 \(epoch 1, batch 2 of 2\).*"
+                                             r"The network's weights already hold NaN or Inf \(the previous step "
+                                             r"diverged\): lower the learning rate \(now inf\)"):
+        train_brain_age(tiny_cohort, _settings("unlearning", lr=float("inf")), checkpoint_dir=tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()  # no checkpoint of the diverged weights
+
+
+def test_a_finished_run_resumes_to_nothing_left(tiny_cohort, tmp_path):
+    first = train_brain_age(tiny_cohort, _settings("unlearning"), checkpoint_dir=tmp_path / "ck", resume=True)
+    again = train_brain_age(tiny_cohort, _settings("unlearning"), checkpoint_dir=tmp_path / "ck", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(first.network.state_dict().values(),
+                                                 again.network.state_dict().values()))
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "checkpoint_epoch0001_iter00000002.pt", "checkpoint_epoch0002_iter00000004.pt"]
+
+
+def test_training_rows_without_ages_are_refused(tiny_cohort):
+    frame = read_manifest(tiny_cohort)
+    frame.loc[frame[Keys.SPLIT] == "train", Keys.AGE] = float("nan")
+    with pytest.raises(HarmonizeError, match=f"No 'train' row of {tiny_cohort} has an age \\(12 training rows\\): "
+                                             "brain-age training needs the 'age' column filled in"):
+        train_brain_age(frame, _settings("none"))
+
+
+def _feature_set(sex: list[int]) -> FeatureSet:
+    rng = np.random.default_rng(0)
+    n = len(sex)
+    site = np.arange(n) % 2
+    return FeatureSet(rng.normal(size=(n, 4)) + site[:, None], rng.normal(50, 5, size=(n, 1)),
+                      {Keys.SITE: site, Keys.AGE: rng.uniform(40, 60, n), Keys.SEX: np.asarray(sex)})
+
+
+def test_audit_skips_the_sex_probe_when_a_sex_has_one_scan():
+    metrics = audit_feature_set(_feature_set([0] * 11 + [1]), ["a", "b"])
+    assert "sex_probe_bacc" not in metrics and metrics["n_subjects"] == 12
+    metrics = audit_feature_set(_feature_set([0] * 10 + [1, 1]), ["a", "b"])
+    assert 0 <= metrics["sex_probe_bacc"] <= 1
+
