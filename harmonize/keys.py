@@ -23,6 +23,7 @@ __all__ = [
     "MaskMethod",
     "PhantomKind",
     "UnseenSite",
+    "HeldOutSite",
 ]
 
 
@@ -90,6 +91,8 @@ class StateKeys(StrEnum):
     UNLEARNING_PHASE = "unlearning_phase"
     FORGET_LOSS = "forget_loss"
     RETAIN_LOSS = "retain_loss"
+    MOMENT_LOSS = "moment_loss"
+    REFIT_ACC = "refit_acc"
 
 
 class UnlearningMode(StrEnum):
@@ -188,3 +191,16 @@ class UnseenSite(StrEnum):
 
     ERROR = "error"
     PASSTHROUGH = "passthrough"
+
+
+class HeldOutSite(StrEnum):
+    """Which site ``harmonize compare`` (and the demo) keeps out of training, to measure an unseen scanner.
+
+    Any other value names the site itself (a value of the manifest's ``site`` column).
+
+    - ``LAST``: the last site in sorted order.
+    - ``NONE``: hold no site out (every site is trained on).
+    """
+
+    LAST = "last"
+    NONE = "none"

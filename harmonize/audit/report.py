@@ -69,6 +69,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("site_probe_bacc", "Site-probe bacc", 3, "chance"),
     Column("site_probe_p", "Site-probe p", 3, "high"),
     Column("age_mae", "Age MAE (years)", 2, "low"),
+    Column("unseen_site_mae", "Unseen-site MAE (years)", 2, "low"),
     Column("age_probe_r2", "Age R\u00b2 from features", 3, "high"),
     Column("sex_probe_bacc", "Sex-probe bacc", 3, "high"),
     Column("domain_head_acc", "Domain-head acc", 3, None),

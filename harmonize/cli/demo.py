@@ -11,12 +11,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole pipeline on the embedded multi-scanner cohort",
         description=(
-            "Generate the embedded multi-scanner cohort, validate and preprocess it, train a brain-age network "
-            "without unlearning, with scanner unlearning and with DANN, harmonise the plain network's features "
-            "with ComBat, and audit each: is the scanner still readable from the features, and is age still "
-            "predicted? Then make a reconstruction network forget a second anatomy (FT, GA, GA-L1-FT, NL, NL-FT "
-            "against an oracle). Writes OUT/metrics.json and a self-contained OUT/report.html. Progress goes to "
-            "stderr (--quick: a one-minute smoke version)."
+            "Generate the embedded multi-scanner cohort, validate and preprocess it, make a reconstruction "
+            "network forget a second anatomy (FT, GA, GA-L1-FT, NL, NL-FT against an oracle), then run harmonize "
+            "compare on it: train a brain-age network without unlearning, with scanner unlearning and with DANN "
+            "(the last scanner held out of training), harmonise the plain network's features with ComBat, and "
+            "audit each: is the scanner still readable from the features, is age still predicted, and how well on "
+            "the unseen scanner? Writes OUT/metrics.json, OUT/comparison.md, OUT/models/ and a self-contained "
+            "OUT/report.html. Progress goes to stderr (--quick: a one-minute smoke version)."
         ),
     )
     parser.add_argument("--out", required=True, help="output directory (must be empty or absent)")

@@ -22,7 +22,7 @@ from harmonize.errors import HarmonizeError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("synth", "validate", "manifest", "preprocess", "demo")
+COMMANDS: tuple[str, ...] = ("synth", "validate", "manifest", "preprocess", "demo", "audit", "compare", "bundle")
 
 logger = logging.getLogger("harmonize")
 

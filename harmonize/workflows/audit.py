@@ -1,0 +1,265 @@
+"""Audit a trained brain-age model: can the scanner still be read from its features, and is the biology kept?
+
+:func:`audit_model` (``harmonize audit``) takes a model (a :class:`~harmonize.workflows.brain_age.BrainAgeModel`,
+a model file written by :func:`~harmonize.workflows.model_file.save_model`, or a MONAI bundle folder) and a
+manifest, and measures on the scans the model was not trained on:
+
+- the **held-out scans** of the sites it was trained on (``val`` and ``test`` rows): a site probe (cross-validated
+  logistic regression on the tapped features, balanced accuracy against the chance level ``1 / n_sites``, with a
+  permutation p-value), age from the features (ridge R² and MAE), sex from the features, and the network's own
+  age error, overall and per site;
+- every scan of a site the model never saw (a site missing from its site index): the network's age error there
+  (``unseen_site_mae``), the test of whether it generalises to a new scanner;
+
+then writes ``metrics.json``, PNG figures (PCA and t-SNE of the features coloured by site and by age, age error per
+site, and the domain head's training curves when the model has a history) and a self-contained ``report.html``.
+:func:`audit_brain_age` computes the figures without writing anything; ``harmonize compare`` calls it for each
+method, so one model is audited the same way alone or in a comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harmonize import defaults
+from harmonize.audit.features import FeatureSet
+from harmonize.data.site_index import CategoryIndex
+from harmonize.errors import HarmonizeError
+from harmonize.io import write_json_atomic
+from harmonize.keys import Keys, Split
+from harmonize.workflows.brain_age import (
+    BrainAgeModel,
+    brain_age_features,
+    evaluate_brain_age,
+)
+
+__all__ = [
+    "ALL_SPLITS",
+    "UNSEEN_SUFFIX",
+    "METRICS_FILE",
+    "FIGURES_DIR",
+    "READING_NOTES",
+    "prepare_output_dir",
+    "held_out_rows",
+    "audit_brain_age",
+    "audit_model",
+    "summary_line",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Files and folders written into the output folder.
+METRICS_FILE = "metrics.json"
+FIGURES_DIR = "figures"
+#: Every split: a site unseen in training is audited on all its scans.
+ALL_SPLITS = (Split.TRAIN, Split.VAL, Split.TEST)
+#: Suffix of an unseen site's entry in ``age_mae_per_site``.
+UNSEEN_SUFFIX = " (unseen)"
+#: How to read the audit's figures, shown in every report.
+READING_NOTES = (
+    ("Site probe: a logistic regression, cross-validated on the held-out scans of the training sites, predicts the "
+     "site from the network's features. Its balanced accuracy is compared with chance (1 / number of sites): near "
+     "chance means the scanner cannot be read from the features (linearly). The permutation p-value is the share "
+     "of label shufflings that score as well; a small p (< 0.05) means the probe still finds site information."),
+    ("Biology kept: the age MAE is the network's own error on held-out scans; age R\u00b2 (ridge regression) and "
+     "the sex probe read age and sex from the same features: harmonisation should leave these close to the "
+     "baseline."),
+)
+
+
+def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Create the output folder; an existing, non-empty one is refused unless ``overwrite``.
+
+    Raises:
+        HarmonizeError: ``out_dir`` is a file, or a non-empty folder without ``overwrite``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise HarmonizeError(f"Output {out} is a file, not a directory. Choose another --out.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise HarmonizeError(f"Output directory {out} is not empty. Choose another --out, or pass --overwrite.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def held_out_rows(
+    frame: pd.DataFrame, site_index: CategoryIndex, splits: Sequence[str] = (Split.VAL, Split.TEST)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows a model did not train on: those in ``splits`` of its sites, and every row of other sites.
+
+    Args:
+        frame: a manifest frame.
+        site_index: the model's site index (the sites it was trained on).
+        splits: held-out splits of the training sites.
+
+    Returns:
+        ``(seen, unseen)``: held-out rows of known sites, and all rows of sites the index does not know.
+    """
+    known = frame[Keys.SITE].astype(str).isin(list(site_index))
+    seen = frame[known & frame[Keys.SPLIT].isin([str(s) for s in splits])]
+    return seen, frame[~known]
+
+
+def _concat(first: FeatureSet, second: FeatureSet) -> FeatureSet:
+    keys = [k for k in first.meta if k in second.meta]
+    predictions = None
+    if first.predictions is not None and second.predictions is not None:
+        predictions = np.concatenate([first.predictions, second.predictions])
+    return FeatureSet(np.concatenate([first.features, second.features]), predictions,
+                      {k: np.concatenate([first.meta[k], second.meta[k]]) for k in keys})
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def audit_brain_age(
+    model: BrainAgeModel,
+    manifest: str | os.PathLike | pd.DataFrame,
+    permutations: int = defaults.PROBE_PERMUTATIONS,
+    seed: int = defaults.SEED,
+    splits: Sequence[str] = (Split.VAL, Split.TEST),
+) -> tuple[dict[str, Any], FeatureSet]:
+    """Probe and task figures of a model on the scans it did not train on (see the module docstring).
+
+    Args:
+        model: the model to audit.
+        manifest: a manifest path or frame; its sites that the model's site index lacks count as unseen.
+        permutations: label permutations of the site probe's p-value (0: no p-value).
+        seed: seed of the probes' folds and permutations.
+        splits: held-out splits of the training sites.
+
+    Returns:
+        ``(metrics, features)``. ``metrics`` holds the keys of
+        :func:`~harmonize.workflows.brain_age.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
+        ``chance``, ``age_mae``, ``age_mae_per_site``, ``age_probe_r2``, ``sex_probe_bacc``, ...), plus, when the
+        manifest holds unseen sites, ``unseen_site_mae`` (age MAE over all their scans), ``unseen_sites`` and
+        ``n_unseen`` (unseen sites also appear in ``age_mae_per_site`` as ``"<site> (unseen)"``). ``features`` are
+        those of every audited scan, unseen ones with site index -1.
+
+    Raises:
+        HarmonizeError: no held-out scan of a training site (nothing to probe), or a network whose output is not
+            one age per scan.
+    """
+    from harmonize.data.manifest import read_manifest
+
+    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    seen, unseen = held_out_rows(frame, model.site_index, splits)
+    if seen.empty:
+        raise HarmonizeError(
+            f"No row of the manifest is in splits {[str(s) for s in splits]} of the sites the model was trained on "
+            f"({list(model.site_index)}): the site probe needs held-out scans of those sites."
+        )
+    features = brain_age_features(model, seen, tuple(splits))
+    if features.predictions is None or features.predictions.reshape(len(features), -1).shape[1] != 1:
+        shape = None if features.predictions is None else tuple(features.predictions.shape[1:])
+        raise HarmonizeError(
+            f"The audit measures brain-age networks (one predicted age per scan); this network outputs {shape} per "
+            "scan."
+        )
+    metrics = evaluate_brain_age(model, seen, tuple(splits), permutations=permutations, seed=seed, features=features)
+    metrics["seconds"] = _finite_or_none(metrics.get("seconds"))
+    if unseen.empty:
+        return metrics, features
+    other = brain_age_features(model, unseen, ALL_SPLITS)
+    error = np.abs(other.predictions.reshape(-1) - other.meta[Keys.AGE].astype(float))
+    site_of = dict(zip(unseen[Keys.SUBJECT_ID].astype(str), unseen[Keys.SITE].astype(str)))
+    names = np.array([site_of[str(subject)] for subject in other.meta[Keys.SUBJECT_ID]])
+    metrics["unseen_site_mae"] = float(np.nanmean(error))
+    metrics["unseen_sites"] = sorted(set(names))
+    metrics["n_unseen"] = len(other)
+    for name in metrics["unseen_sites"]:
+        metrics["age_mae_per_site"][f"{name}{UNSEEN_SUFFIX}"] = float(np.nanmean(error[names == name]))
+    return metrics, _concat(features, other)
+
+
+def audit_model(
+    model: BrainAgeModel | str | os.PathLike,
+    manifest: str | os.PathLike | pd.DataFrame,
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    permutations: int = defaults.PROBE_PERMUTATIONS,
+    seed: int = defaults.SEED,
+    device: str | None = None,
+    report: Callable[[str], None] = logger.info,
+) -> dict[str, Any]:
+    """Audit a model on a manifest's held-out and unseen-site scans; write metrics, figures and a report.
+
+    Args:
+        model: a trained model, a model file (:func:`~harmonize.workflows.model_file.save_model`) or a MONAI
+            bundle folder (:func:`~harmonize.workflows.model_file.load_bundle_model`).
+        manifest: the (preprocessed) manifest of the scans to audit.
+        out_dir: where ``metrics.json``, ``figures/*.png`` and ``report.html`` go; must be empty or absent unless
+            ``overwrite``.
+        overwrite: allow a non-empty ``out_dir`` (files of the same names are replaced).
+        permutations: label permutations of the site probe's p-value.
+        seed: seed of the probes and of the t-SNE embedding.
+        device: where to run a model read from a file (default: the CPU, or the GPU it was saved on if present).
+        report: where progress lines go (the CLI prints them).
+
+    Returns:
+        The metrics written to ``metrics.json``: those of :func:`audit_brain_age`, plus ``method``, ``model`` (what
+        was audited), ``manifest`` and ``sites`` (the training sites).
+
+    Raises:
+        HarmonizeError: an unreadable model or manifest, a non-empty ``out_dir``, or nothing to audit.
+    """
+    from harmonize.audit import plots
+    from harmonize.audit.report import write_report
+    from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
+    from harmonize.workflows.model_file import load_bundle_model, load_model
+
+    out = prepare_output_dir(out_dir, overwrite)
+    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    source = "a model in memory"
+    if not isinstance(model, BrainAgeModel):
+        source = str(model)
+        path = Path(model)
+        model = load_bundle_model(path, frame, device or "cpu") if path.is_dir() else load_model(path, device)
+    method = str(model.settings.unlearning.method)
+    report(f"auditing {source} ({method}, taps {list(model.settings.taps)}, sites {list(model.site_index)})")
+    metrics, features = audit_brain_age(model, frame, permutations=permutations, seed=seed)
+    metrics = {"method": method, "model": source, "manifest": str(frame.attrs.get(MANIFEST_ATTR, "a frame")),
+               "sites": list(model.site_index), **metrics}
+    report(summary_line(method, metrics))
+    figures = out / FIGURES_DIR
+    site_names = list(model.site_index)
+    pngs = {
+        "Features of held-out scans (PCA and t-SNE; unseen sites grey)": plots.embedding_grid(
+            {method: features}, figures / "embeddings.png", site_names=site_names, seed=seed),
+        "Age error per site": plots.per_site_error_plot({method: metrics}, figures / "per_site_error.png"),
+    }
+    if model.history:
+        pngs["Domain head during training"] = plots.training_curves_plot(
+            {method: model.history}, figures / "training.png", chance=1.0 / len(site_names))
+    write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)
+    notes = [(f"Model: {source} (method {method}); audited on {metrics['n_subjects']} held-out scans of the "
+              f"training sites {site_names}."), *READING_NOTES]
+    if "unseen_site_mae" in metrics:
+        notes.append(f"Sites unseen in training ({', '.join(metrics['unseen_sites'])}): {metrics['n_unseen']} scans, "
+                     f"age MAE {metrics['unseen_site_mae']:.2f} years (column 'Unseen-site MAE').")
+    html = write_report(out, {method: metrics}, metrics["chance"], plots=pngs, title=f"harmonize audit: {method}",
+                        notes=notes)
+    report(f"metrics written to {out / METRICS_FILE}, report to {html}")
+    return metrics
+
+
+def summary_line(method: str, m: dict[str, Any]) -> str:
+    """One progress line summarising a model's audit figures."""
+    p = m.get("site_probe_p")
+    line = (f"  {method}: site probe {m['site_probe_bacc']:.3f} (chance {m['chance']:.3f}"
+            f"{'' if p is None else f', p {p:.3f}'}), age MAE {m['age_mae']:.2f} y, "
+            f"age R2 from features {m['age_probe_r2']:.2f}")
+    if m.get("unseen_site_mae") is not None:
+        line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
+    return line

@@ -1,0 +1,71 @@
+"""``harmonize audit``: a model file or a bundle folder in, metrics.json and report.html out; errors in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harmonize.cli.main import main
+from harmonize.data.site_index import CategoryIndex
+from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
+from harmonize.workflows.model_file import save_model
+from harmonize.workflows.unlearning import UnlearningSettings
+
+CHANNELS = (8, 8, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_cohort, tmp_path_factory):
+    settings = BrainAgeSettings(unlearning=UnlearningSettings(method="none"), max_epochs=1, channels=CHANNELS,
+                                feature_dim=16, batch_size=6)
+    model = train_brain_age(tiny_cohort, settings, site_index=CategoryIndex(["site0", "site1", "site2"]))
+    return save_model(model, tmp_path_factory.mktemp("model") / "none.pt")
+
+
+def test_audit_a_checkpoint(checkpoint, tiny_cohort, tmp_path):
+    out = tmp_path / "out"
+    assert main(["audit", "--checkpoint", str(checkpoint), "--manifest", str(tiny_cohort), "--out", str(out),
+                 "--permutations", "3", "--seed", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == str(checkpoint) and metrics["method"] == "none"
+    assert metrics["chance"] == pytest.approx(1 / 3) and metrics["n_subjects"] == 6
+    assert metrics["site_probe_p"] is not None and "unseen_site_mae" not in metrics  # every site was trained on
+    assert '<td class="method">none</td>' in (out / "report.html").read_text()
+
+
+def test_audit_a_bundle(checkpoint, tiny_cohort, tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    net = {"_target_": "harmonize.networks.BrainAgeRegressor", "channels": list(CHANNELS), "feature_dim": 16}
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": net, "taps": ["encoder"]}))
+    torch.save(torch.load(checkpoint, weights_only=True)["network"], bundle / "models" / "model.pt")
+    out = tmp_path / "out"
+    assert main(["audit", "--bundle", str(bundle), "--manifest", str(tiny_cohort), "--out", str(out),
+                 "--permutations", "0"]) == 0
+    from_bundle = json.loads((out / "metrics.json").read_text())
+    assert main(["audit", "--checkpoint", str(checkpoint), "--manifest", str(tiny_cohort), "--out", str(out),
+                 "--permutations", "0", "--overwrite"]) == 0
+    from_file = json.loads((out / "metrics.json").read_text())
+    assert from_bundle["age_mae"] == pytest.approx(from_file["age_mae"], rel=1e-5)
+    assert from_bundle["site_probe_bacc"] == pytest.approx(from_file["site_probe_bacc"])
+
+
+def test_audit_errors(checkpoint, tiny_cohort, tmp_path, capsys):
+    plain = tmp_path / "plain.pt"
+    torch.save(torch.load(checkpoint, weights_only=True)["network"], plain)
+    assert main(["audit", "--checkpoint", str(plain), "--manifest", str(tiny_cohort), "--out",
+                 str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and str(plain) in err and "plain state_dict" in err and "Traceback" not in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["audit", "--checkpoint", str(checkpoint), "--manifest", str(tiny_cohort), "--out",
+                 str(tmp_path / "full")]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # exactly one of --bundle and --checkpoint
+        main(["audit", "--bundle", "b", "--checkpoint", "c", "--manifest", "m", "--out", "o"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

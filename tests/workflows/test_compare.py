@@ -1,0 +1,119 @@
+"""compare_methods on the tiny cohort: every method on the same data, one site held out, one table and report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harmonize.data.manifest import read_manifest
+from harmonize.errors import ConfigError
+from harmonize.workflows.brain_age import BrainAgeSettings
+from harmonize.workflows.compare import CompareSettings, _held_out_site, compare_methods
+from harmonize.workflows.model_file import load_model
+from harmonize.workflows.unlearning import UnlearningSettings
+
+METHODS = ("none", "unlearning", "dann", "combat")
+#: The held-out site (the held-out scans of the other two hold two of each sex, so every probe runs).
+UNSEEN = "site1"
+
+
+def _training(batch_size: int = 4) -> BrainAgeSettings:
+    unlearning = UnlearningSettings(warmup_epochs=1, beta=1.0)
+    return BrainAgeSettings(unlearning=unlearning, max_epochs=2, channels=(8, 8, 8, 8), feature_dim=16,
+                            batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    lines = []
+    settings = CompareSettings(training=_training(), unseen_site=UNSEEN, permutations=5)
+    return out, compare_methods(tiny_cohort, out, settings, report=lines.append), lines
+
+
+def test_every_method_is_scored_on_the_same_scans(compared):
+    out, metrics, lines = compared
+    assert metrics["chance"] == pytest.approx(0.5)
+    assert metrics["sites"] == ["site0", "site2"] and metrics["unseen_site"] == UNSEEN
+    for method in METHODS:
+        m = metrics[method]
+        assert 0.0 <= m["site_probe_bacc"] <= 1.0 and m["age_mae"] >= 0
+        assert m["unseen_site_mae"] > 0 and m["n_subjects"] == 4
+        assert 0 < m["site_probe_p"] <= 1
+    assert metrics["unlearning"]["domain_head_acc"] >= 0 and "domain_head_acc" not in metrics["none"]
+    assert any(line.startswith("  unlearning: site probe") and "unseen-site MAE" in line for line in lines)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics, default=str))
+
+
+def test_combat_passes_the_unseen_site_through(compared):
+    _, metrics, _ = compared
+    combat = metrics["combat"]
+    assert combat["unseen_site_handling"] == "passthrough"
+    # unharmonised features through the same regressor: the plain network's own error
+    assert combat["unseen_site_mae"] == pytest.approx(metrics["none"]["unseen_site_mae"], rel=1e-5)
+    assert combat["age_mae_per_site"][f"{UNSEEN} (unseen)"] == combat["unseen_site_mae"]
+
+
+def test_models_are_saved_without_the_unseen_site(compared):
+    out, _, _ = compared
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["dann.pt", "none.pt", "unlearning.pt"]
+    model = load_model(out / "models" / "unlearning.pt")
+    assert list(model.site_index) == ["site0", "site2"]
+    assert model.handler.confounds[0].num_classes == 2
+    assert model.settings.unlearning.method == "unlearning" and model.settings.batch_size == 4
+    assert load_model(out / "models" / "dann.pt").settings.unlearning.beta == CompareSettings().dann_beta
+
+
+def test_table_and_report(compared):
+    out, _, _ = compared
+    table = (out / "comparison.md").read_text()
+    assert "| Unseen-site MAE (years) |" in table
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:] if line.startswith("|")]
+    assert rows == list(METHODS)
+    document = json.loads((out / "comparison.json").read_text())
+    assert [r["method"] for r in document["rows"]] == list(METHODS)
+    text = (out / "report.html").read_text()
+    for method in METHODS:
+        assert f'<td class="method">{method}</td>' in text
+    assert f"&#x27;{UNSEEN}&#x27;" in text and "Its scans were left unharmonised (passthrough)" in text
+    assert text.count("data:image/png;base64,") == 4  # bars, per-site error, embeddings, training curves
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "comparison.png", "embeddings.png", "per_site_error.png", "training.png"]
+
+
+def test_combat_refusal_is_recorded(tiny_cohort, tmp_path):
+    settings = CompareSettings(methods=("none", "combat"), training=_training(), unseen_site=UNSEEN,
+                               combat_unseen="error", permutations=0, save_models=False)
+    metrics = compare_methods(tiny_cohort, tmp_path, settings)
+    combat = metrics["combat"]
+    assert combat["unseen_site_mae"] is None and combat["unseen_site_handling"] == "error"
+    assert combat["unseen_site_error"].startswith(f"unseen site '{UNSEEN}': ComBat cannot harmonise site(s)")
+    assert "ComBat refused the unseen site" in (tmp_path / "report.html").read_text()
+    assert not (tmp_path / "models").exists()
+
+
+def test_settings_errors(tiny_cohort, tmp_path):
+    with pytest.raises(ConfigError, match="'combat' harmonises the features of the network trained without"):
+        CompareSettings(methods=("unlearning", "combat"))
+    with pytest.raises(ConfigError, match="Argument 'methods'"):
+        CompareSettings(methods="none,unlearnin")
+    with pytest.raises(ConfigError, match="Argument 'combat_unseen'"):
+        CompareSettings(combat_unseen="drop")
+    settings = CompareSettings(methods="none, dann,none", training=_training(batch_size=8))
+    assert settings.methods == ("none", "dann")
+    run = settings.run_settings("dann", n_sites=3)
+    assert run.batch_size == 9 and run.unlearning.method == "dann" and run.unlearning.beta == settings.dann_beta
+    assert settings.run_settings("unlearning", n_sites=2).unlearning.beta == 1.0
+    with pytest.raises(ConfigError, match=r"'site9' is not a site of the manifest; its sites are \['site0'"):
+        compare_methods(tiny_cohort, tmp_path / "a", CompareSettings(unseen_site="site9"))
+    one_site = read_manifest(tiny_cohort).query("site != 'site0'")
+    with pytest.raises(ConfigError, match=r"at least 2 training sites after holding out 'site2'.*\['site1'\]"):
+        compare_methods(one_site, tmp_path / "b", CompareSettings())
+
+
+def test_held_out_site_choices(tiny_cohort):
+    frame = read_manifest(tiny_cohort)
+    assert _held_out_site(frame, "last") == "site2"
+    assert _held_out_site(frame, "none") is None
+    assert _held_out_site(frame, "site0") == "site0"

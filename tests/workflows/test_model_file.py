@@ -1,0 +1,168 @@
+"""save_model / load_model round trips and their errors; load_bundle_model on a tiny bundle folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harmonize.data.manifest import read_manifest
+from harmonize.data.site_index import CategoryIndex
+from harmonize.errors import HarmonizeError
+from harmonize.io import TMP_GLOB
+from harmonize.networks import BrainAgeRegressor
+from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
+from harmonize.workflows.model_file import (
+    MODEL_FORMAT,
+    load_bundle_model,
+    load_model,
+    save_model,
+)
+from harmonize.workflows.unlearning import UnlearningSettings
+
+#: A slim encoder for 24^3 volumes (three poolings: 24 -> 3).
+CHANNELS = (8, 8, 8, 8)
+FEATURES = 16
+
+
+def _settings(method: str) -> BrainAgeSettings:
+    unlearning = UnlearningSettings(method=method, warmup_epochs=1, beta=1.0)
+    return BrainAgeSettings(unlearning=unlearning, max_epochs=2, channels=CHANNELS, feature_dim=FEATURES,
+                            batch_size=6)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_cohort):
+    index = CategoryIndex(["site0", "site1", "site2"])
+    return {m: train_brain_age(tiny_cohort, _settings(m), site_index=index) for m in ("none", "unlearning")}
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_round_trip_keeps_weights_settings_heads_and_history(models, tmp_path, tiny_cohort):
+    model = models["unlearning"]
+    path = save_model(model, tmp_path / "sub" / "unlearning.pt")
+    assert path == tmp_path / "sub" / "unlearning.pt"
+    assert list(path.parent.glob(TMP_GLOB)) == []  # written atomically, nothing left behind
+    loaded = load_model(path)
+    assert _same_state(loaded.network, model.network)
+    assert loaded.settings.to_dict() == model.settings.to_dict()
+    assert loaded.site_index == model.site_index
+    assert loaded.history == model.history and len(loaded.history) == 2
+    assert loaded.seconds == pytest.approx(model.seconds)
+    assert loaded.handler is not None and loaded.handler.mode == model.handler.mode
+    assert loaded.handler.history == model.history
+    assert _same_state(loaded.handler.heads, model.handler.heads)
+    assert loaded.handler.confounds[0].num_classes == 3
+    image = torch.randn(2, 1, 24, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded.network.eval()(image), model.network.eval()(image))
+
+
+def test_round_trip_without_heads(models, tmp_path):
+    loaded = load_model(save_model(models["none"], tmp_path / "none.pt"))
+    assert loaded.handler is None and loaded.history == []
+    assert loaded.settings.unlearning.method == "none"
+    assert _same_state(loaded.network, models["none"].network)
+
+
+def test_a_different_network_is_refused_with_every_mismatch(models, tmp_path):
+    path = save_model(models["none"], tmp_path / "none.pt")
+    content = torch.load(path, weights_only=True)
+    other = BrainAgeRegressor(channels=(8, 8, 8, 16), feature_dim=FEATURES)
+    content["network"] = other.state_dict()
+    torch.save(content, tmp_path / "other.pt")
+    with pytest.raises(HarmonizeError) as info:
+        load_model(tmp_path / "other.pt")
+    message = str(info.value)
+    assert str(tmp_path / "other.pt") in message
+    assert "do not fit the BrainAgeRegressor its settings describe (channels=(8, 8, 8, 8)" in message
+    assert "'encoder.block3.0.conv.weight' has shape (16, 8, 3, 3, 3) in the file, the network needs (8, 8, 3, 3, 3)" \
+        in message
+    content["network"] = {k: v for k, v in models["none"].network.state_dict().items() if "regressor" not in k}
+    torch.save(content, tmp_path / "partial.pt")
+    with pytest.raises(HarmonizeError, match="missing entry 'regressor.fc.weight'"):
+        load_model(tmp_path / "partial.pt")
+
+
+def test_unreadable_and_foreign_files(models, tmp_path):
+    with pytest.raises(HarmonizeError, match="does not exist"):
+        load_model(tmp_path / "absent.pt")
+    good = save_model(models["none"], tmp_path / "none.pt")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(HarmonizeError, match=r"cut\.pt' cannot be read as a PyTorch file: it is damaged"):
+        load_model(tmp_path / "cut.pt")
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(HarmonizeError, match="damaged, truncated or of another kind"):
+        load_model(tmp_path / "text.pt")
+    torch.save(models["none"].network.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(HarmonizeError, match=r"holds a plain state_dict \(\d+ tensors\), not a harmonize model file"):
+        load_model(tmp_path / "plain.pt")
+    torch.save({"format": "something else", "x": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(HarmonizeError, match=f"not a harmonize model file \\(no format tag '{MODEL_FORMAT}'"):
+        load_model(tmp_path / "foreign.pt")
+    content = torch.load(good, weights_only=True)
+    torch.save({**content, "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(HarmonizeError, match="layout version 99; this version of harmonize .* reads version 1"):
+        load_model(tmp_path / "future.pt")
+    torch.save({**content, "network_class": "TissueSegmenter"}, tmp_path / "seg.pt")
+    with pytest.raises(HarmonizeError, match="holds a 'TissueSegmenter' network"):
+        load_model(tmp_path / "seg.pt")
+
+
+def _bundle(root: Path, network: torch.nn.Module, config_name: str = "inference.json", **ids) -> Path:
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    config = {"bundle_root": ".", "network_def": {"_target_": "harmonize.networks.BrainAgeRegressor",
+                                                  "channels": list(CHANNELS), "feature_dim": FEATURES}, **ids}
+    (root / "configs" / config_name).write_text(json.dumps(config))
+    torch.save(network.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def test_bundle_folder_loads_network_taps_and_site_index(models, tmp_path, tiny_cohort):
+    bundle = _bundle(tmp_path / "b", models["none"].network, taps=["encoder.block2", "encoder"])
+    model = load_bundle_model(bundle, tiny_cohort)
+    assert _same_state(model.network, models["none"].network)
+    assert model.settings.taps == ("encoder.block2", "encoder")
+    assert model.settings.channels == CHANNELS and model.settings.feature_dim == FEATURES
+    assert list(model.site_index) == ["site0", "site1", "site2"]  # rebuilt from the manifest's training rows
+    assert model.handler is None and model.history == []
+    CategoryIndex(["site0", "site2"]).save(bundle / "models" / "site_index.json")
+    assert list(load_bundle_model(bundle, tiny_cohort).site_index) == ["site0", "site2"]  # the bundle's own first
+
+
+def test_bundle_train_config_default_taps_and_errors(models, tmp_path, tiny_cohort):
+    bundle = _bundle(tmp_path / "t", models["none"].network, config_name="train.json",
+                     manifest=str(tiny_cohort))
+    model = load_bundle_model(bundle)  # site index from the bundle's own 'manifest' id
+    assert model.settings.taps == ("encoder",)
+    assert list(model.site_index) == list(read_manifest(tiny_cohort).query("split == 'train'").site.unique())
+    with pytest.raises(HarmonizeError, match="is not a MONAI bundle folder: none of .*inference.json"):
+        load_bundle_model(tmp_path)
+    with pytest.raises(HarmonizeError, match="does not exist"):
+        load_bundle_model(tmp_path / "absent")
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"taps": "encoder"}))
+    with pytest.raises(HarmonizeError, match="has no 'network_def' id"):
+        load_bundle_model(bundle)
+    wrong = {"network_def": {"_target_": "harmonize.networks.BrainAgeRegressor", "channels": [8, 8, 16],
+                             "feature_dim": FEATURES}}
+    (bundle / "configs" / "inference.json").write_text(json.dumps(wrong))
+    with pytest.raises(HarmonizeError) as info:
+        load_bundle_model(bundle, tiny_cohort)
+    assert "models/model.pt' do not fit the network of 'network_def'" in str(info.value)
+    assert "unexpected entry 'encoder.block3.0.conv.weight'" in str(info.value)
+
+
+def test_bundle_taps_and_method_from_its_train_config(models, tmp_path, tiny_cohort):
+    bundle = _bundle(tmp_path / "b", models["none"].network)  # inference.json: network_def only
+    train = {"taps": ["encoder.block1", "encoder"], "unlearning": {"method": "dann", "beta": 1.0}}
+    (bundle / "configs" / "train.json").write_text(json.dumps(train))
+    model = load_bundle_model(bundle, tiny_cohort)
+    assert model.settings.taps == ("encoder.block1", "encoder")
+    assert model.settings.unlearning.method == "dann"
