@@ -65,6 +65,21 @@ WARMUP_EPOCHS = 2
 AGE_BINS = 4
 #: Learning rate of the task network.
 LEARNING_RATE = 1e-3
+#: Moment-matching unlearning penalty (harmonize.losses.MomentMatchingLoss): weight of the running statistics in
+#: each per-site estimate (a batch holds 2 scans per site in the demo), and weight of its log-variance term.
+MOMENT_MOMENTUM = 0.9
+MOMENT_VARIANCE_WEIGHT = 1.0
+#: Ridge added to the features' correlation matrix by the whitened moment-matching penalty.
+MOMENT_RIDGE = 0.1
+#: Learning rate of the per-epoch full-batch re-fit of the domain heads (``head_refit_steps``).
+HEAD_REFIT_LR = 1e-2
+#: The re-fitted adversary that removed the scanner from the demo's held-out features (docs/unlearning.md,
+#: "Does it work?"): a linear head re-fitted from scratch each epoch with 300 full-batch steps, nearly frozen in
+#: between (lr 1e-4), confusion weight 1, after 4 warm-up epochs (``UnlearningSettings.refit_adversary``).
+REFIT_STEPS = 300
+REFIT_HEAD_LR = 1e-4
+REFIT_BETA = 1.0
+REFIT_WARMUP_EPOCHS = 4
 
 # --- demo ------------------------------------------------------------------------------------------------
 #: What the demo's networks see: 32^3 voxels of 6 mm (the whole head of the 64^3 cohort, downsampled).
@@ -91,3 +106,11 @@ RECON_RETAIN_FRACTION = 0.1
 #: Weight of GA-L1's L1 penalty on the weights (sum of absolute values), and NL's noise standard deviation.
 RECON_L1_PENALTY = 1e-5
 RECON_NOISE_STD = 1.0
+
+# --- audit and comparison (harmonize audit / compare) ----------------------------------------------------
+#: Label permutations of the site probe's permutation test (p-value floor 1 / (n + 1), about 0.01).
+PROBE_PERMUTATIONS = 100
+
+# --- training checkpoints (harmonize.handlers.TrainingCheckpoint) ----------------------------------------
+#: Checkpoints kept in a training's checkpoint folder (older ones are deleted after each save).
+CHECKPOINT_KEEP = 3
