@@ -1,0 +1,316 @@
+"""Shared pieces of the benchmarks: the machine, a side-by-side timer, peak memory, and markdown tables.
+
+Machines are noisy (other jobs, frequency scaling, caches), so no figure of a benchmark is an absolute time
+compared with a number measured another day: :func:`interleaved_times` runs the variants' iterations in turn
+(A B C, B C A, C A B, ...), so a burst of load hits every variant alike, and a figure is the median of the
+ratios of samples taken side by side.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Column",
+    "Target",
+    "BenchmarkResult",
+    "SIZES",
+    "machine_description",
+    "interleaved_times",
+    "paired_ratio",
+    "median",
+    "peak_rss_delta_mb",
+    "format_value",
+    "markdown_table",
+    "render_report",
+    "write_report",
+]
+
+#: The sizes a benchmark runs at: ``smallest`` (tests, seconds), ``quick`` (the whole suite in < 3 min),
+#: ``full`` (the whole suite in < 30 min on 2 CPU cores).
+SIZES = ("smallest", "quick", "full")
+#: Placeholder of a missing value in a table.
+MISSING = "—"
+#: Bytes in a mebibyte.
+MIB = 1024 * 1024
+#: ``/proc`` files of peak resident memory (Linux).
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+#: Writing this to ``clear_refs`` resets the peak resident set size (``VmHWM``) to the current one (Linux >= 4.0).
+_RESET_PEAK_RSS = "5"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: the row key, its header, and a ``format`` spec for numbers (e.g. ``".2f"``)."""
+
+    key: str
+    header: str
+    fmt: str = ""
+
+
+@dataclass
+class Target:
+    """A claim of the project and whether this run met it.
+
+    Attributes:
+        name: the claim, e.g. ``"fused <= 1.3x plain"``.
+        met: whether the measured figure meets it.
+        measured: the figure, as text (e.g. ``"1.04x"``).
+        why: when missed, one sentence on why (from the measured figures).
+    """
+
+    name: str
+    met: bool
+    measured: str
+    why: str = ""
+
+    def markdown(self) -> str:
+        status = "**met**" if self.met else "**missed**"
+        line = f"- {self.name}: {status} (measured {self.measured})."
+        return f"{line} {self.why}" if (self.why and not self.met) else line
+
+
+@dataclass
+class BenchmarkResult:
+    """What one benchmark returns: its table rows, the targets it checks and notes for the report."""
+
+    name: str
+    title: str
+    description: str
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The rows as a markdown table."""
+        return markdown_table(self.columns, self.rows)
+
+    def markdown(self) -> str:
+        """The benchmark's section of ``docs/benchmarks.md``."""
+        parts = [f"## {self.title}", "", self.description, "", self.table(), ""]
+        if self.targets:
+            parts += ["Targets:", "", *[t.markdown() for t in self.targets], ""]
+        if self.notes:
+            parts += [*[f"- {n}" for n in self.notes], ""]
+        shown = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        parts += [f"<sub>Settings: {shown}. Wall time of this benchmark: {self.seconds:.0f} s.</sub>", ""]
+        return "\n".join(parts)
+
+    def text(self) -> str:
+        """The table and targets for the terminal."""
+        lines = [f"== {self.title} ({self.seconds:.0f} s)", self.table()]
+        lines += [t.markdown() for t in self.targets]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- the machine
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: fall back to what platform knows
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: str = "cpu") -> dict[str, str]:
+    """The machine a run measures: CPU model and cores, torch threads, GPU, versions, load and date (UTC)."""
+    import monai
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": str(cores),
+        "torch threads": str(torch.get_num_threads()),
+        "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "platform": platform.platform(terse=True),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if hasattr(os, "getloadavg"):
+        info["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return info
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+def interleaved_times(
+    variants: Mapping[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 1,
+    synchronize: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Time each variant ``repeats`` times, the variants' runs interleaved, after ``warmup`` discarded runs.
+
+    Round ``r`` runs the variants in an order rotated by ``r`` (A B C, B C A, C A B, ...), so that load on the
+    machine and the position within a round hit every variant alike.
+
+    Args:
+        variants: name -> a callable doing one timed unit of work (e.g. a few training iterations).
+        repeats: timed runs of each variant.
+        warmup: runs of each variant before timing starts (discarded: first-call allocations, caches).
+        synchronize: called before reading the clock (``torch.cuda.synchronize`` on a GPU).
+
+    Returns:
+        name -> the ``repeats`` wall times in seconds, in round order.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    names = list(variants)
+    sync = synchronize or (lambda: None)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            sync()
+            start = time.perf_counter()
+            variants[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (``nan`` for no values)."""
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def paired_ratio(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of ``numerator``'s time over ``denominator``'s time in the same round."""
+    return median([a / b for a, b in zip(times[numerator], times[denominator]) if b > 0])
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+def _vm_kib(field_name: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_delta_mb(work: Callable[[], Any]) -> float:
+    """Peak resident memory of this process while ``work`` runs, above what it held before, in MiB (Linux).
+
+    The peak (``VmHWM``) is reset to the current resident size first (``/proc/self/clear_refs``); where that
+    file cannot be written, the process's lifetime peak is used. Call it in a fresh process: memory that an
+    earlier computation freed stays with the C allocator and hides later peaks.
+    """
+    before = _vm_kib("VmRSS")
+    try:
+        _CLEAR_REFS.write_text(_RESET_PEAK_RSS)
+    except OSError:
+        pass  # older kernel or no permission: the lifetime peak is the best available
+    work()
+    peak = _vm_kib("VmHWM")
+    if before is None or peak is None:
+        import resource
+
+        return float("nan") if before is None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return max(peak - before, 0) / 1024
+
+
+# ---------------------------------------------------------------------------------------------------- markdown
+def format_value(value: Any, fmt: str = "") -> str:
+    """A table cell: numbers with ``fmt``, ``None`` and NaN as a dash, booleans as yes/no."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and math.isnan(value):
+        return MISSING
+    if fmt and isinstance(value, (int, float)):
+        return format(value, fmt)
+    return str(value)
+
+
+def markdown_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table: numeric columns (those with a ``fmt``) right-aligned."""
+    head = "| " + " | ".join(c.header for c in columns) + " |"
+    rule = "|" + "|".join("--:" if c.fmt else "---" for c in columns) + "|"
+    body = ["| " + " | ".join(format_value(r.get(c.key), c.fmt) for c in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def render_report(
+    results: Sequence[BenchmarkResult],
+    command: str,
+    machine: Mapping[str, str],
+    seconds: float,
+    shared: bool = False,
+    notes: Sequence[str] = (),
+) -> str:
+    """The whole ``docs/benchmarks.md``: how it was made, a summary of the targets, then each benchmark."""
+    lines = [
+        "# Benchmarks",
+        "",
+        ("Written by `python -m benchmarks` (the `benchmarks/` folder of the repository); every run rewrites this "
+         "file. Every figure is a ratio or a quality metric measured side by side in one run: timed variants run "
+         "interleaved (A B C, B C A, ...) after discarded warm-up runs, and a ratio is the median of the ratios "
+         "within each round."),
+        "",
+        f"Command: `{command}` ({seconds / 60:.1f} min wall).",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in machine.items()],
+        "",
+    ]
+    if shared:
+        lines += [
+            ("**The machine was shared with other work during this run** (other jobs used its cores), so timings "
+             "carry more noise than on an idle machine; the ratios are measured side by side, which cancels most "
+             "of it, and the absolute seconds are not comparable with other runs."),
+            "",
+        ]
+    for note in notes:
+        lines += [note, ""]
+    targets = [(r, t) for r in results for t in r.targets]
+    if targets:
+        lines += ["## Targets", "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
+        lines += [f"| {r.name} | {t.name} | {t.measured} | {'met' if t.met else 'missed'} |" for r, t in targets]
+        lines.append("")
+    for r in results:
+        lines.append(r.markdown())
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    results: Sequence[BenchmarkResult],
+    command: str | None = None,
+    machine: Mapping[str, str] | None = None,
+    seconds: float = 0.0,
+    shared: bool = False,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write :func:`render_report` to ``path`` atomically (:func:`harmonize.io.write_text_atomic`)."""
+    from harmonize.io import write_text_atomic
+
+    command = command or " ".join(["python -m benchmarks", *sys.argv[1:]])
+    text = render_report(results, command, machine or machine_description(), seconds, shared, notes)
+    return write_text_atomic(path, text)
