@@ -61,6 +61,8 @@ class Confound:
         beta: weight of the confusion loss, a number or a function of the epoch (a schedule).
         alpha: weight of the domain loss.
         class_weights: optional weights per class for the domain loss (unbalanced sites).
+        moment_weight: weight of the moment-matching penalty (:class:`~harmonize.losses.MomentMatchingLoss`:
+            equal per-class feature means and variances), added to the confusion loss; ``0`` turns it off.
     """
 
     head: nn.Module
@@ -72,6 +74,7 @@ class Confound:
     beta: float | Callable[[int], float] = 10.0
     alpha: float = 1.0
     class_weights: Sequence[float] | None = None
+    moment_weight: float = 0.0
     _edges: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,7 @@ class Confound:
         if not callable(self.beta):
             _check_weight(f"Confound '{self.name}': beta", self.beta)
         _check_weight(f"Confound '{self.name}': alpha", self.alpha)
+        _check_weight(f"Confound '{self.name}': moment_weight", self.moment_weight)
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
             raise ConfigError(
                 f"Confound '{self.name}': class_weights has {len(self.class_weights)} values, "

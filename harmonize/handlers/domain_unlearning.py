@@ -15,16 +15,17 @@ subclassed or copied. The same handler also runs the DANN baseline (gradient rev
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
 from harmonize.handlers.confound import MISSING, Confound
 from harmonize.keys import StateKeys, UnlearningMode
-from harmonize.losses import ConfusionLoss, DomainLoss, grad_reverse
+from harmonize.losses import ConfusionLoss, DomainLoss, MomentMatchingLoss, grad_reverse
 from harmonize.networks.feature_taps import FeatureTaps
 
 if TYPE_CHECKING:
@@ -58,6 +59,17 @@ class DomainUnlearningHandler:
     A warm-up stage trains the heads on the detached features for the first ``warmup_epochs`` epochs without
     touching the extractor, as the paper pretrains its domain predictor before unlearning.
 
+    A head trained batch by batch is easily fooled while a fresh probe still reads the confound. Two options aim
+    at the probe instead (docs/unlearning.md, "Does it work?"; on the embedded cohort only the first did):
+
+    - ``head_refit_steps=n`` re-fits every head from scratch at the start of each unlearning epoch, with ``n``
+      full-batch Adam steps on the features of *all* the trainer's training batches, so the confusion loss
+      pushes against a head that has seen the current features rather than one the extractor has learned to
+      fool (``UnlearningSettings.refit_adversary()`` is the measured recipe);
+    - ``Confound(..., moment_weight=w)`` adds ``w *`` :class:`~harmonize.losses.MomentMatchingLoss` (the spread of
+      the per-class feature means and variances, from running statistics) to the confusion loss. It removes the
+      differences from the training scans, but with a few dozen scans per site it over-fits them.
+
     Args:
         network: the trainer's network (the one whose features are unlearned).
         taps: names of the layers whose (pooled, concatenated) outputs the heads read, as in
@@ -71,6 +83,15 @@ class DomainUnlearningHandler:
         head_optimizer: optimizer over every head's parameters, if you want your own.
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the
             domain and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
+        moment_momentum: weight of the running statistics in the moment-matching penalty's estimates
+            (confounds with ``moment_weight > 0``).
+        moment_variance_weight: weight of the variance term of the moment-matching penalty (``0``: means only).
+        moment_whiten: measure the per-class mean differences in the metric of the features' running correlation
+            matrix (squared Mahalanobis distances, what a linear discriminant reads) rather than feature by feature.
+        moment_ridge: ridge added to that correlation matrix.
+        head_refit_steps: if > 0, at the start of each unlearning epoch every head is re-initialised and fitted
+            with this many full-batch Adam steps on the detached features of all the trainer's training batches.
+        head_refit_lr: learning rate of that re-fit.
 
     Example::
 
@@ -96,6 +117,12 @@ class DomainUnlearningHandler:
         extractor_lr: float | None = None,
         head_optimizer: torch.optim.Optimizer | None = None,
         sample_mask: SampleMask | None = None,
+        moment_momentum: float = defaults.MOMENT_MOMENTUM,
+        moment_variance_weight: float = defaults.MOMENT_VARIANCE_WEIGHT,
+        moment_whiten: bool = False,
+        moment_ridge: float = defaults.MOMENT_RIDGE,
+        head_refit_steps: int = 0,
+        head_refit_lr: float = defaults.HEAD_REFIT_LR,
     ) -> None:
         self.mode = UnlearningMode(check_option("mode", mode, UnlearningMode))
         self.confounds = [confounds] if isinstance(confounds, Confound) else list(confounds)
@@ -108,7 +135,9 @@ class DomainUnlearningHandler:
             raise ConfigError(f"head_steps must be at least 1, got {head_steps}.")
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
-        for what, lr in (("head_lr", head_lr), ("extractor_lr", extractor_lr)):
+        if head_refit_steps < 0:
+            raise ConfigError(f"head_refit_steps must be >= 0 (0 turns the re-fit off), got {head_refit_steps}.")
+        for what, lr in (("head_lr", head_lr), ("extractor_lr", extractor_lr), ("head_refit_lr", head_refit_lr)):
             if lr is not None and not (lr > 0 and lr < float("inf")):
                 raise ConfigError(f"{what} must be a positive number, got {lr}.")
         self.network = network
@@ -124,6 +153,21 @@ class DomainUnlearningHandler:
         self.domain_losses = {
             c.name: DomainLoss(weight=c.class_weights, reduction="mean") for c in self.confounds
         }
+        self.moment_losses = nn.ModuleDict(
+            {
+                c.name: MomentMatchingLoss(
+                    c.num_classes,
+                    momentum=moment_momentum,
+                    variance_weight=moment_variance_weight,
+                    whiten=moment_whiten,
+                    ridge=moment_ridge,
+                )
+                for c in self.confounds
+                if c.moment_weight > 0
+            }
+        )
+        self.head_refit_steps = int(head_refit_steps)
+        self.head_refit_lr = float(head_refit_lr)
         self._inputs: torch.Tensor | None = None
         self._targets: dict[str, torch.Tensor] = {}
         self._mask: torch.Tensor | None = None
@@ -134,26 +178,19 @@ class DomainUnlearningHandler:
     def attach(self, engine: Engine) -> None:
         """Register the handler's callbacks on a ``SupervisedTrainer``'s iteration events.
 
+        Attach it to a built trainer (``handler.attach(trainer)``), or list it in the trainer's ``train_handlers``:
+        MONAI attaches those before the trainer holds its network, so the checks then run when training starts.
+
         Raises:
             ConfigError: the engine is not a trainer of ``network``, or uses gradient accumulation.
         """
         from monai.engines.utils import IterationEvents
         from ignite.engine import Events
 
-        if getattr(engine, "network", None) is not self.network:
-            raise ConfigError(
-                "DomainUnlearningHandler must be attached to the SupervisedTrainer that trains the network it was "
-                "built with (engine.network is a different module)."
-            )
-        if getattr(engine, "accumulation_steps", 1) > 1:
-            raise ConfigError("DomainUnlearningHandler does not support gradient accumulation (accumulation_steps > 1).")
-        device = next(self.network.parameters()).device
-        self.heads.to(device)
-        if self.mode == UnlearningMode.ALTERNATING:
-            lr = self.extractor_lr or engine.optimizer.param_groups[0]["lr"]
-            # Over all network parameters: the confusion loss gives gradients to the extractor alone, and Adam skips
-            # parameters whose gradient is None, so the task head is left as it is.
-            self.extractor_optimizer = torch.optim.Adam(self.network.parameters(), lr=lr)
+        if hasattr(engine, "network"):
+            self._bind(engine)
+        else:
+            engine.add_event_handler(Events.STARTED, self._bind)
         for attr in self.state_attributes:
             setattr(engine.state, attr, None)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -166,6 +203,26 @@ class DomainUnlearningHandler:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
+    def _bind(self, engine: Engine) -> None:
+        """Check that ``engine`` trains ``network``, move the heads to its device, make the extractor optimizer."""
+        if getattr(engine, "network", None) is not self.network:
+            raise ConfigError(
+                "DomainUnlearningHandler must be attached to the SupervisedTrainer that trains the network it was "
+                "built with (engine.network is a different module)."
+            )
+        if getattr(engine, "accumulation_steps", 1) > 1:
+            raise ConfigError("DomainUnlearningHandler does not support gradient accumulation (accumulation_steps > 1).")
+        device = next(self.network.parameters()).device
+        self.heads.to(device)
+        self.moment_losses.to(device)
+        if self.mode == UnlearningMode.ALTERNATING and self.extractor_optimizer is None:
+            self._make_extractor_optimizer(self.extractor_lr or engine.optimizer.param_groups[0]["lr"])
+
+    def _make_extractor_optimizer(self, lr: float) -> None:
+        # Over all network parameters: the confusion loss gives gradients to the extractor alone, and Adam skips
+        # parameters whose gradient is None, so the task head is left as it is.
+        self.extractor_optimizer = torch.optim.Adam(self.network.parameters(), lr=lr)
+
     @property
     def state_attributes(self) -> list[str]:
         """Names of the ``engine.state`` attributes this handler sets (for ``StatsHandler(state_attributes=...)``)."""
@@ -175,6 +232,10 @@ class DomainUnlearningHandler:
             per_confound.append(StateKeys.CONFUSION_LOSS)
         for c in self.confounds:
             attrs += [f"{k}_{c.name}" for k in per_confound]
+            if c.name in self.moment_losses:
+                attrs.append(f"{StateKeys.MOMENT_LOSS}_{c.name}")
+            if self.head_refit_steps:
+                attrs.append(f"{StateKeys.REFIT_ACC}_{c.name}")
         return attrs
 
     def in_warmup(self, epoch: int) -> bool:
@@ -186,6 +247,13 @@ class DomainUnlearningHandler:
         self._totals = {}
         phase = "warmup" if self.in_warmup(engine.state.epoch) else str(self.mode)
         setattr(engine.state, StateKeys.UNLEARNING_PHASE, phase)
+        if self.head_refit_steps and not self.in_warmup(engine.state.epoch):
+            device = next(self.network.parameters()).device
+
+            def inputs(batch: Mapping[str, Any]) -> torch.Tensor:
+                return engine.prepare_batch(batch, device, engine.non_blocking)[0]
+
+            self.refit_heads(engine.data_loader, inputs)
 
     def _iteration_started(self, engine: Engine) -> None:
         batch = engine.state.batch
@@ -213,7 +281,8 @@ class DomainUnlearningHandler:
         features = self.taps.features()
         warmup = self.in_warmup(engine.state.epoch)
         if self.mode == UnlearningMode.DANN and not warmup:
-            engine.state.output[CommonKeys.LOSS] = task_loss + self._reversal_loss(features, engine.state.epoch)
+            penalty = self._reversal_loss(features, engine.state.epoch) + self._moments(features)
+            engine.state.output[CommonKeys.LOSS] = task_loss + penalty
             return
         self._train_heads(features.detach())
         if self.mode == UnlearningMode.FUSED and not warmup:
@@ -290,7 +359,98 @@ class DomainUnlearningHandler:
                 loss = self.confusion_loss(c.head(features), mask=mask)
                 self._record(f"{StateKeys.CONFUSION_LOSS}_{c.name}", float(loss.detach()))
                 total = total + c.beta_at(epoch) * loss
+        return total + self._moments(features)
+
+    def _moments(self, features: torch.Tensor) -> torch.Tensor:
+        """``sum moment_weight * MomentMatchingLoss`` over the confounds that have one (0 otherwise)."""
+        total = features.new_zeros(())
+        for c in self.confounds:
+            if c.name not in self.moment_losses:
+                continue
+            loss = self.moment_losses[c.name](features, self._targets[c.name], mask=self._valid(c))
+            self._record(f"{StateKeys.MOMENT_LOSS}_{c.name}", float(loss.detach()))
+            total = total + c.moment_weight * loss
         return total
+
+    @torch.no_grad()
+    def _all_features(
+        self, loader: Iterable[Mapping[str, Any]], inputs: Callable[[Mapping[str, Any]], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Detached features and valid targets of every batch of ``loader``, as the training forward pass sees them.
+
+        The network runs in training mode (BatchNorm on batch statistics, as during the task step); its buffers
+        (BatchNorm running statistics) are restored afterwards, so this pass leaves the network as it was.
+        """
+        from monai.utils import CommonKeys
+
+        device = next(self.network.parameters()).device
+        buffers = {name: b.clone() for name, b in self.network.named_buffers()}
+        features, targets = [], {c.name: [] for c in self.confounds}
+        try:
+            for batch in loader:
+                self._targets = {
+                    c.name: c.targets(torch.as_tensor(batch[c.key]).to(device)) for c in self.confounds
+                }
+                self._mask = None
+                if self.sample_mask is not None:
+                    self._mask = torch.as_tensor(self.sample_mask(batch)).to(device=device, dtype=torch.bool).reshape(-1)
+                self.taps.clear()
+                image = inputs(batch) if inputs is not None else torch.as_tensor(batch[CommonKeys.IMAGE])
+                self.network(image.to(device))
+                features.append(self.taps.features().detach())
+                for c in self.confounds:
+                    t = self._targets[c.name]
+                    targets[c.name].append(torch.where(self._valid(c), t, torch.full_like(t, MISSING)))
+        finally:
+            self.taps.clear()
+            for name, b in self.network.named_buffers():
+                b.copy_(buffers[name])
+        if not features:
+            raise ConfigError("head_refit_steps > 0 needs a training loader with at least one batch.")
+        return torch.cat(features), {name: torch.cat(t) for name, t in targets.items()}
+
+    def refit_heads(
+        self, loader: Iterable[Mapping[str, Any]], inputs: Callable[[Mapping[str, Any]], torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """Re-initialise every head and fit it on the current features of all of ``loader``'s batches.
+
+        Full-batch Adam (``head_refit_lr``, ``head_refit_steps`` steps) on the detached features; the extractor is
+        not touched. The head optimizer's moments are reset, since they belonged to the old weights.
+
+        Args:
+            loader: the training batches (dictionaries holding the image and the confound keys).
+            inputs: function from a batch to the network's input (default: its ``image`` entry); the handler
+                passes the trainer's ``prepare_batch``.
+
+        Returns:
+            Each head's training accuracy after the fit (``refit_acc_<name>``), also recorded in that
+            epoch's summary in :attr:`history` and on ``engine.state``.
+        """
+        features, targets = self._all_features(loader, inputs)
+        accuracy = {}
+        for c in self.confounds:
+            valid = targets[c.name] != MISSING
+            if not bool(valid.any()):
+                continue
+            x, y = features[valid], targets[c.name][valid]
+            for module in c.head.modules():
+                if module is not c.head and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
+            optimizer = torch.optim.Adam(c.head.parameters(), lr=self.head_refit_lr)
+            loss_fn = self.domain_losses[c.name]
+            c.head.train()
+            for _ in range(self.head_refit_steps):
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(c.head(x), y).backward()
+                optimizer.step()
+            with torch.no_grad():
+                accuracy[f"{StateKeys.REFIT_ACC}_{c.name}"] = float((c.head(x).argmax(dim=1) == y).float().mean())
+        self.head_optimizer.state.clear()
+        for name, value in accuracy.items():
+            self._record(name, value)
+        return accuracy
 
     def _domain_loss(self, confound: Confound, logits: torch.Tensor, record: bool) -> torch.Tensor:
         target = self._targets[confound.name]
@@ -316,6 +476,7 @@ class DomainUnlearningHandler:
         """Heads, optimizers and history, for MONAI's ``CheckpointSaver``."""
         state = {
             "heads": self.heads.state_dict(),
+            "moments": self.moment_losses.state_dict(),
             "head_optimizer": self.head_optimizer.state_dict(),
             "history": list(self.history),
         }
@@ -324,16 +485,20 @@ class DomainUnlearningHandler:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (attach the handler first in alternating mode)."""
+        """Restore what :meth:`state_dict` saved."""
         self.heads.load_state_dict(state["heads"])
+        if "moments" in state:
+            self.moment_losses.load_state_dict(state["moments"])
         self.head_optimizer.load_state_dict(state["head_optimizer"])
         self.history = list(state.get("history", []))
         if "extractor_optimizer" in state:
-            if self.extractor_optimizer is None:
+            if self.mode != UnlearningMode.ALTERNATING:
                 raise ConfigError(
-                    "The checkpoint holds an alternating-mode extractor optimizer: attach the handler to its trainer "
-                    "(in alternating mode) before loading the checkpoint."
+                    f"The checkpoint holds an alternating-mode extractor optimizer, but this handler's mode is "
+                    f"'{self.mode}': build the handler with mode='alternating' to resume that run."
                 )
+            if self.extractor_optimizer is None:  # its learning rate comes back with the saved state
+                self._make_extractor_optimizer(self.extractor_lr or 1e-3)
             self.extractor_optimizer.load_state_dict(state["extractor_optimizer"])
 
 

@@ -2,6 +2,8 @@
 
 - :class:`ConfusionLoss`: pushes the domain head's softmax to uniform (Dinsdale et al. 2021); minimum log N.
 - :class:`DomainLoss`: cross-entropy of the domain head, with class weights and a per-sample mask.
+- :class:`MomentMatchingLoss`: equal per-domain feature means and variances (what a linear probe reads), from
+  running statistics; the non-adversarial unlearning penalty.
 - :class:`GradientReversal`: the DANN layer (Ganin & Lempitsky 2015), with :func:`dann_lambda` for its schedule.
 - :class:`StandardisedMSELoss`: MSE in units of a scale (e.g. the age SD), so ``beta`` means the same for any unit.
 - :class:`MaskedLoss`: any task loss, skipping the samples without a label (NaN target or ``ignore_value``).
@@ -12,6 +14,7 @@ from harmonize.losses.confusion import ConfusionLoss
 from harmonize.losses.domain import DomainLoss
 from harmonize.losses.gradient_reversal import GradientReversal, GradientReversalFunction, dann_lambda, grad_reverse
 from harmonize.losses.masked import MaskedLoss
+from harmonize.losses.moment_matching import MomentMatchingLoss
 from harmonize.losses.standardised_mse import StandardisedMSELoss
 from harmonize.losses.ssim_l1 import SSIML1Loss
 
@@ -23,6 +26,7 @@ __all__ = [
     "grad_reverse",
     "dann_lambda",
     "MaskedLoss",
+    "MomentMatchingLoss",
     "StandardisedMSELoss",
     "SSIML1Loss",
 ]

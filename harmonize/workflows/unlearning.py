@@ -47,6 +47,16 @@ class UnlearningSettings:
         head_dropout: dropout of each domain head.
         head_standardize: standardise the features at each head's input (see :class:`DomainHead`).
         warmup_epochs: epochs during which only the heads learn.
+        moment_weight: weight of the moment-matching penalty (per-site feature means and variances made equal,
+            :class:`~harmonize.losses.MomentMatchingLoss`) added to each confound's confusion loss; 0 turns it off.
+        moment_momentum: weight of the running statistics in that penalty's per-site estimates.
+        moment_variance_weight: weight of its variance term (0: means only).
+        moment_whiten: measure the mean differences in the metric of the features' correlation matrix (what a
+            linear discriminant reads) instead of feature by feature.
+        moment_ridge: ridge added to that correlation matrix.
+        head_refit_steps: if > 0, re-fit every head from scratch on all training scans' features at the start
+            of each unlearning epoch, with this many full-batch Adam steps (a stronger adversary).
+        head_refit_lr: learning rate of that re-fit.
         age_bins: quantile bins of a continuous confound's head.
         balanced_heads: weight the domain loss by inverse class frequency (unbalanced sites).
         overlap_only: unlearn only on subjects whose ``overlap_key`` lies where all training sites overlap
@@ -67,6 +77,13 @@ class UnlearningSettings:
     head_dropout: float = defaults.DOMAIN_DROPOUT
     head_standardize: bool = True
     warmup_epochs: int = defaults.WARMUP_EPOCHS
+    moment_weight: float = 0.0
+    moment_momentum: float = defaults.MOMENT_MOMENTUM
+    moment_variance_weight: float = defaults.MOMENT_VARIANCE_WEIGHT
+    moment_whiten: bool = False
+    moment_ridge: float = defaults.MOMENT_RIDGE
+    head_refit_steps: int = 0
+    head_refit_lr: float = defaults.HEAD_REFIT_LR
     age_bins: int = defaults.AGE_BINS
     balanced_heads: bool = False
     overlap_only: bool = False
@@ -85,6 +102,32 @@ class UnlearningSettings:
         unknown = set(self.betas) - set(self.confounds)
         if unknown:
             raise ConfigError(f"betas names {sorted(unknown)}, which are not among the confounds {list(self.confounds)}.")
+
+    @classmethod
+    def refit_adversary(cls, **changes) -> UnlearningSettings:
+        """Site unlearning against a linear head re-fitted from scratch on all training scans every epoch.
+
+        The recipe that lowered a fresh site probe on held-out scans of the embedded cohort from about 0.58 to
+        about 0.33 (chance 0.25; 5 seeds) where the per-batch head did not, at about 1.1x the baseline's age error
+        (docs/unlearning.md, "Does it work?"): ``beta=1``, a linear head (``head_hidden=()``) re-fitted with
+        ``head_refit_steps=300`` full-batch Adam steps (lr ``1e-2``) at the start of each unlearning epoch and
+        nearly frozen in between (``head_lr=1e-4``), after ``warmup_epochs=4``.
+
+        Args:
+            changes: any other field, or one of these to override.
+        """
+        recipe: dict[str, object] = {
+            "method": Method.UNLEARNING,
+            "beta": defaults.REFIT_BETA,
+            "head_hidden": (),
+            "head_lr": defaults.REFIT_HEAD_LR,
+            "head_steps": 1,
+            "head_refit_steps": defaults.REFIT_STEPS,
+            "head_refit_lr": defaults.HEAD_REFIT_LR,
+            "warmup_epochs": defaults.REFIT_WARMUP_EPOCHS,
+        }
+        recipe.update(changes)
+        return cls(**recipe)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +210,7 @@ def build_unlearning_handler(
                 beta=settings.betas.get(name, settings.beta),
                 alpha=settings.alpha,
                 class_weights=weights,
+                moment_weight=settings.moment_weight,
             )
         )
     mask = None
@@ -190,4 +234,10 @@ def build_unlearning_handler(
         head_steps=settings.head_steps,
         warmup_epochs=settings.warmup_epochs,
         sample_mask=mask,
+        moment_momentum=settings.moment_momentum,
+        moment_variance_weight=settings.moment_variance_weight,
+        moment_whiten=settings.moment_whiten,
+        moment_ridge=settings.moment_ridge,
+        head_refit_steps=settings.head_refit_steps,
+        head_refit_lr=settings.head_refit_lr,
     )

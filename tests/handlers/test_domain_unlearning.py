@@ -29,7 +29,7 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def _handler(net: nn.Module, num_sites: int = 2, **kwargs) -> DomainUnlearningHandler:
     torch.manual_seed(1)
     head = DomainHead(4, num_sites, hidden=8, dropout=0.0)
-    confound_args = {k: kwargs.pop(k) for k in ("beta",) if k in kwargs}
+    confound_args = {k: kwargs.pop(k) for k in ("beta", "moment_weight") if k in kwargs}
     return DomainUnlearningHandler(net, "encoder", Confound(head, num_sites, **confound_args), **kwargs)
 
 
@@ -215,6 +215,9 @@ def test_checkpoint_round_trip(tiny_net):
         ({"head_lr": -1.0}, "head_lr"),
         ({"beta": -1.0}, "beta must be a finite number >= 0"),
         ({"beta": float("nan")}, "beta must be a finite number >= 0"),
+        ({"moment_weight": -1.0}, "moment_weight must be a finite number >= 0"),
+        ({"head_refit_steps": -1}, "head_refit_steps must be >= 0"),
+        ({"head_refit_lr": 0.0}, "head_refit_lr must be a positive number"),
     ],
 )
 def test_bad_arguments_are_named(tiny_net, kwargs, message):
@@ -246,7 +249,111 @@ def test_site_index_out_of_range_is_named(tiny_net):
         trainer.run()
 
 
+@pytest.mark.parametrize("mode", ["fused", "alternating"])
+def test_listed_in_train_handlers_equals_attached_after(tiny_net, mode):
+    from monai.engines import SupervisedTrainer
+
+    data = make_batches(2)
+    attached, _, _ = _trained_copy(tiny_net, data, {"mode": mode})
+    net = copy.deepcopy(tiny_net)
+    handler = _handler(net, mode=mode)
+    SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=net,
+                      optimizer=torch.optim.Adam(net.parameters(), lr=1e-2), loss_function=nn.MSELoss(),
+                      epoch_length=len(data), train_handlers=[handler]).run()
+    assert _same(_params(attached), _params(net))
+
+
+def test_checkpoint_restores_before_attach(tiny_net):
+    data = make_batches(2)
+    _, handler, _ = _trained_copy(tiny_net, data, {"mode": "alternating"})
+    net = copy.deepcopy(tiny_net)
+    other = _handler(net, mode="alternating")
+    other.load_state_dict(handler.state_dict())  # as a CheckpointLoader does, before training starts
+    other.attach(make_trainer(net, data))
+    restored, saved = other.extractor_optimizer.state_dict(), handler.extractor_optimizer.state_dict()
+    assert saved["state"] and restored["param_groups"] == saved["param_groups"]
+    assert all(torch.equal(restored["state"][i][k], v) for i, s in saved["state"].items() for k, v in s.items())
+    with pytest.raises(ConfigError, match="mode='alternating' to resume"):
+        _handler(copy.deepcopy(tiny_net), mode="fused").load_state_dict(handler.state_dict())
+
+
 def test_attach_to_other_network_is_refused(tiny_net):
     handler = _handler(tiny_net)
     with pytest.raises(ConfigError, match="different module"):
         handler.attach(make_trainer(TinyNet(), make_batches(2, batches=1)))
+
+
+# ------------------------------------------------------------------------------------ moment matching, re-fit
+@pytest.mark.parametrize("mode", ["fused", "alternating", "dann"])
+def test_moment_penalty_moves_the_extractor_and_is_logged(tiny_net, mode):
+    """With beta 0 the confusion loss does nothing; the moment penalty alone still moves the encoder."""
+    data = make_batches(2)
+    plain, _, _ = _trained_copy(tiny_net, data, None)
+    moved, handler, trainer = _trained_copy(tiny_net, data, {"mode": mode, "beta": 0.0, "moment_weight": 10.0})
+    assert not _same(_params(plain.encoder), _params(moved.encoder))
+    name = f"{StateKeys.MOMENT_LOSS}_site"
+    assert name in handler.state_attributes
+    assert 0.0 < getattr(trainer.state, name) < 1.0 + 1e-6  # mean term in [0, 1) plus a small variance term
+    assert name in handler.history[-1]
+    # the site's running means are kept and checkpointed
+    state = handler.state_dict()
+    assert state["moments"]["site.seen"].tolist() == [True, True]
+    net = copy.deepcopy(tiny_net)
+    other = _handler(net, mode=mode, beta=0.0, moment_weight=10.0)
+    other.attach(make_trainer(net, data))
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.moment_losses["site"].class_mean, handler.moment_losses["site"].class_mean)
+
+
+def test_moment_penalty_lowers_the_site_gap():
+    """Training with the penalty leaves the encoder's per-site feature means closer than plain training."""
+
+    def site_gap(net: nn.Module, data: list[dict]) -> float:
+        with torch.no_grad():
+            x = torch.cat([b[Keys.IMAGE] for b in data])
+            s = torch.cat([b[Keys.SITE] for b in data])
+            f = net.encoder(x)
+        return float(((f[s == 0].mean(0) - f[s == 1].mean(0)) / f.std(0)).abs().mean())
+
+    torch.manual_seed(0)
+    base = TinyNet()
+    data = make_batches(2, batch=8, batches=4)
+    plain, _, _ = _trained_copy(base, data, None, epochs=10)
+    matched, _, _ = _trained_copy(base, data, {"beta": 0.0, "moment_weight": 10.0, "moment_momentum": 0.5}, epochs=10)
+    assert site_gap(matched, data) < 0.5 * site_gap(plain, data)
+
+
+class _BatchNormNet(TinyNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv3d(1, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten()
+        )
+
+
+def test_refit_heads_fits_all_batches_from_scratch_and_leaves_the_network_alone():
+    torch.manual_seed(0)
+    net = _BatchNormNet()
+    data = make_batches(2, batch=8, batches=4)
+    handler = _handler(net, head_refit_steps=200, head_refit_lr=1e-2)
+    params, buffers = _params(net), [b.clone() for b in net.buffers()]
+    accuracy = handler.refit_heads(data)
+    assert accuracy["refit_acc_site"] > 0.9  # the site shifts the intensity: a head fitted on all 32 scans reads it
+    assert _same(params, _params(net))
+    assert _same(buffers, list(net.buffers())), "the re-fit's forward passes must not move BatchNorm statistics"
+
+
+def test_refit_runs_each_unlearning_epoch(tiny_net):
+    data = make_batches(2, batches=2)
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data, epochs=3)
+    handler = _handler(net, head_refit_steps=20, warmup_epochs=1)
+    calls = []
+    original = handler.refit_heads
+    handler.refit_heads = lambda *a, **k: calls.append(trainer.state.epoch) or original(*a, **k)
+    handler.attach(trainer)
+    trainer.run()
+    assert calls == [2, 3]
+    assert f"{StateKeys.REFIT_ACC}_site" in handler.state_attributes
+    assert 0.0 <= getattr(trainer.state, f"{StateKeys.REFIT_ACC}_site") <= 1.0
+    assert "refit_acc_site" not in handler.history[0] and 0.0 <= handler.history[-1]["refit_acc_site"] <= 1.0

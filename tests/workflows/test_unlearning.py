@@ -49,6 +49,27 @@ def test_dann_and_modes(frame, sites):
     assert _build(frame, sites, mode="alternating").mode == UnlearningMode.ALTERNATING
 
 
+def test_moment_matching_and_refit_settings_reach_the_handler(frame, sites):
+    handler = _build(frame, sites, beta=0.0, moment_weight=30.0, moment_momentum=0.5, moment_variance_weight=0.0,
+                     head_refit_steps=50, head_refit_lr=5e-3)
+    site = handler.confounds[0]
+    assert site.moment_weight == 30.0 and site.beta == 0.0
+    loss = handler.moment_losses["site"]
+    assert loss.num_classes == len(sites) and loss.momentum == 0.5 and loss.variance_weight == 0.0
+    assert handler.head_refit_steps == 50 and handler.head_refit_lr == 5e-3
+    assert not _build(frame, sites).moment_losses  # off by default
+
+
+def test_refit_adversary_recipe(frame, sites):
+    settings = UnlearningSettings.refit_adversary(warmup_epochs=3)
+    assert (settings.beta, settings.head_hidden, settings.head_lr, settings.head_refit_steps) == (1.0, (), 1e-4, 300)
+    assert settings.warmup_epochs == 3 and settings.method == "unlearning"
+    handler = _build(frame, sites, **settings.to_dict())
+    assert handler.head_refit_steps == 300 and handler.warmup_epochs == 3
+    head = handler.confounds[0].head
+    assert [type(m).__name__ for m in head.layers] == ["BatchNorm1d", "Linear"]  # standardised input, linear head
+
+
 def test_overlap_only_uses_the_training_overlap(tiny_cohort_biased):
     frame = read_manifest(tiny_cohort_biased)
     frame = frame[frame[Keys.SITE].isin(["site0", "site1"])]  # adjacent sites share half their age window
@@ -83,6 +104,9 @@ def test_single_site_is_refused(frame):
         ({"confounds": ["site", "handedness"]}, "Cannot unlearn 'handedness'"),
         ({"betas": {"sex": 1.0}}, "not among the confounds"),
         ({"beta": -1.0}, "beta must be a finite number >= 0"),
+        ({"moment_weight": -1.0}, "moment_weight must be a finite number >= 0"),
+        ({"moment_weight": 1.0, "moment_momentum": 1.0}, "momentum must lie in"),
+        ({"head_refit_steps": -2}, "head_refit_steps must be >= 0"),
     ],
 )
 def test_bad_settings_are_named(frame, sites, kwargs, message):
