@@ -60,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="X",
                         help=f"seed of the networks, the loaders and the probes (default {defaults.SEED})")
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default cpu)")
+    parser.add_argument("--adversary", choices=("refit", "paper"), default="refit",
+                        help="the unlearning run's domain head: 'refit' (default) re-fits a linear head on all "
+                             "training scans every epoch, which removed more of the scanner on the embedded cohort; "
+                             "'paper' is the per-batch MLP head of Dinsdale et al. with beta 10")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     parser.set_defaults(func=run)
 
@@ -68,8 +72,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the comparison and log where the table and report are; return 0."""
     from harmonize.workflows.brain_age import BrainAgeSettings
     from harmonize.workflows.compare import CompareSettings, compare_methods
+    from harmonize.workflows.unlearning import UnlearningSettings
 
-    training = BrainAgeSettings(max_epochs=args.epochs, channels=args.channels, seed=args.seed, device=args.device)
+    unlearning = UnlearningSettings.refit_adversary() if args.adversary == "refit" else UnlearningSettings()
+    training = BrainAgeSettings(unlearning=unlearning, max_epochs=args.epochs, channels=args.channels, seed=args.seed,
+                                device=args.device)
     chosen = {"methods": args.methods, "unseen_site": args.unseen_site, "combat_unseen": args.combat_unseen}
     settings = CompareSettings(training=training, permutations=args.permutations,
                                **{k: v for k, v in chosen.items() if v is not None})

@@ -51,6 +51,7 @@ from harmonize.workflows.audit import (
     summary_line,
 )
 from harmonize.workflows.brain_age import TAP, BrainAgeModel, BrainAgeSettings
+from harmonize.workflows.unlearning import UnlearningSettings
 
 __all__ = ["CompareSettings", "ComparisonExtras", "compare_methods", "run_stage", "MODELS_DIR"]
 
@@ -73,8 +74,11 @@ class CompareSettings:
     Args:
         methods: methods to compare: ``none``, ``unlearning``, ``dann``, ``combat`` (ComBat needs ``none``).
         training: settings of every training run (network, epochs, taps, seed, ...); ``training.unlearning`` is
-            the ``unlearning`` run's (its ``method`` is set per run).
-        dann_beta: gradient-reversal strength of the DANN run (it replaces ``training.unlearning.beta``).
+            the ``unlearning`` run's (its ``method`` is set per run). Default: the re-fitted adversary
+            (:meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`), which removed more of
+            the scanner from held-out features than the per-batch head (docs/unlearning.md).
+        dann_beta: gradient-reversal strength of the DANN run, which unlearns the same confounds with the
+            default DANN head (the unlearning run's adversary recipe is not carried over).
         unseen_site: the site kept out of training: ``"last"`` (the last in sorted order), ``"none"`` (no
             site held out) or a site's name.
         combat_unseen: what ComBat does with the unseen site's scans: ``"passthrough"`` (leave them unharmonised)
@@ -87,7 +91,9 @@ class CompareSettings:
     """
 
     methods: Sequence[str] = (Method.NONE, Method.UNLEARNING, Method.DANN, Method.COMBAT)
-    training: BrainAgeSettings = field(default_factory=BrainAgeSettings)
+    training: BrainAgeSettings = field(
+        default_factory=lambda: BrainAgeSettings(unlearning=UnlearningSettings.refit_adversary())
+    )
     dann_beta: float = defaults.DANN_BETA
     unseen_site: str = HeldOutSite.LAST
     combat_unseen: str = UnseenSite.PASSTHROUGH
@@ -116,11 +122,22 @@ class CompareSettings:
     def run_settings(self, method: str, n_sites: int) -> BrainAgeSettings:
         """The training settings of one method, its batch a multiple of the ``n_sites`` training sites."""
         base = self.training
-        beta = self.dann_beta if method == Method.DANN else base.unlearning.beta
         batch = base.batch_size
         if base.balance_sites and batch % n_sites:
             batch = max(1, math.ceil(batch / n_sites)) * n_sites
-        return replace(base, unlearning=replace(base.unlearning, method=method, beta=beta), batch_size=batch)
+        return replace(base, unlearning=self._unlearning(method), batch_size=batch)
+
+    def _unlearning(self, method: str) -> UnlearningSettings:
+        """``training.unlearning`` with ``method`` set; DANN keeps only what to unlearn, not the adversary's recipe."""
+        chosen = self.training.unlearning
+        if method != Method.DANN:
+            return replace(chosen, method=method)
+        return UnlearningSettings(
+            method=Method.DANN, beta=self.dann_beta, confounds=chosen.confounds, betas=dict(chosen.betas),
+            age_bins=chosen.age_bins, balanced_heads=chosen.balanced_heads, overlap_only=chosen.overlap_only,
+            overlap_range=chosen.overlap_range, overlap_key=chosen.overlap_key,
+            warmup_epochs=min(chosen.warmup_epochs, defaults.WARMUP_EPOCHS),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -65,7 +65,8 @@ class DemoSettings:
         taps: layers of the brain-age network that are unlearned and audited.
         recon: also run the reconstruction-unlearning experiment (Xue et al.) and report it.
         recon_quick: the tiny reconstruction settings (for tests; its numbers are not meaningful).
-        beta: confusion weight of the unlearning run.
+        beta: confusion weight of the unlearning run (its adversary is the re-fitted linear head,
+            :meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`).
         dann_beta: gradient-reversal strength of the DANN run.
         warmup_epochs: epochs during which only the domain heads learn.
         unseen_site: the site kept out of training and scored as a new scanner (``last``, ``none`` or a name).
@@ -86,9 +87,9 @@ class DemoSettings:
     taps: tuple[str, ...] = defaults.DEMO_TAPS
     recon: bool = True
     recon_quick: bool = False
-    beta: float = defaults.BETA
+    beta: float = defaults.REFIT_BETA
     dann_beta: float = defaults.DANN_BETA
-    warmup_epochs: int = defaults.WARMUP_EPOCHS
+    warmup_epochs: int = defaults.REFIT_WARMUP_EPOCHS
     unseen_site: str = HeldOutSite.LAST
     permutations: int = defaults.PROBE_PERMUTATIONS
     seed: int = defaults.SEED
@@ -105,7 +106,7 @@ class DemoSettings:
         from harmonize.workflows.compare import CompareSettings
         from harmonize.workflows.unlearning import UnlearningSettings
 
-        unlearning = UnlearningSettings(method=Method.UNLEARNING, beta=self.beta, warmup_epochs=self.warmup_epochs)
+        unlearning = UnlearningSettings.refit_adversary(beta=self.beta, warmup_epochs=self.warmup_epochs)
         training = BrainAgeSettings(unlearning=unlearning, max_epochs=self.max_epochs, channels=self.channels,
                                     norm=self.norm, taps=self.taps, seed=self.seed)
         methods = tuple(self.methods) + ((Method.COMBAT,) if self.combat else ())
