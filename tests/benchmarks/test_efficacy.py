@@ -12,7 +12,7 @@ from benchmarks.efficacy import EfficacySettings, _targets, run_efficacy, site_b
 def test_rows_hold_every_method_with_sane_figures():
     result = run_efficacy(EfficacySettings.for_size("smallest"), report=lambda line: None)
     assert [r["method"] for r in result.rows] == [
-        "none", "unlearning fused", "unlearning alternating", "dann", "combat"]
+        "none", "unlearning fused", "unlearning alternating", "unlearning refit", "dann", "combat"]
     for row in result.rows:
         assert row["cohort"] == "balanced"
         assert row["chance"] == pytest.approx(1 / 3)
@@ -23,8 +23,8 @@ def test_rows_hold_every_method_with_sane_figures():
         assert row["seconds"] > 0
     heads = [r["domain_head_acc"] for r in result.rows]
     assert heads[0] is None and heads[-1] is None  # none and ComBat train no head
-    assert all(0.0 <= h <= 1.0 for h in heads[1:4])
-    assert len(result.targets) == 2
+    assert all(0.0 <= h <= 1.0 for h in heads[1:5])
+    assert len(result.targets) == 3
 
 
 @pytest.mark.parametrize("sites, expected", [(1, 8), (3, 9), (4, 8), (5, 10), (32, 32)])
