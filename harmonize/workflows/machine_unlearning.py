@@ -117,6 +117,8 @@ class MachineUnlearningSettings:
         noise_std: noise of NL.
         noise_mode: ``add`` or ``replace`` (:class:`~harmonize.keys.NoiseMode`).
         loss_ceiling: per-sample ceiling of forget losses under GA (see the handler).
+        retain_weight: weight of retain samples that share a batch with forget samples in a GA stage (a forget
+            loader that also yields retain samples makes GA descend on them while it ascends on the forget ones).
         stop_forget_loss: stop a GA stage when a batch's forget loss reaches this.
         input_keys: batch keys of the network inputs (default: the network's ``input_keys`` or ``(image,)``).
         target_key: batch key of the targets.
@@ -139,6 +141,7 @@ class MachineUnlearningSettings:
     noise_std: float = NOISE_STD
     noise_mode: NoiseMode | str = NoiseMode.ADD
     loss_ceiling: float | None = None
+    retain_weight: float = 1.0
     stop_forget_loss: float | None = None
     input_keys: Sequence[str] | None = None
     target_key: str = Keys.TARGET
@@ -175,6 +178,7 @@ class MachineUnlearningSettings:
             noise_mode=self.noise_mode,
             loss_ceiling=self.loss_ceiling,
             stop_forget_loss=self.stop_forget_loss,
+            retain_weight=self.retain_weight,
             seed=self.seed,
         )
 

@@ -85,6 +85,8 @@ FRACTION_METHODS: tuple[ReconMethod, ...] = (
     ReconMethod.NL_FT,
     ReconMethod.RETRAIN_SUBSET,
 )
+#: Methods whose forget stage also sees the retain subset when ``forget_with_retain`` is set (the two-stage ones).
+MIXED_METHODS: tuple[ReconMethod, ...] = (ReconMethod.GA_L1_FT, ReconMethod.NL_FT)
 #: Network choices.
 NETWORKS = ("unet", "varnet")
 
@@ -97,9 +99,12 @@ class ReconUnlearningSettings:
     ``phantom_kind``; or ``manifest`` (+ ``forget_site``) for the site scenario. Acquisition: ``mask_type``,
     ``acceleration``, ``center_fraction``, ``num_coils``. Network: ``network`` (``unet`` or ``varnet``),
     ``channels``. Training: ``batch_size``, ``learning_rate`` (Adam, paper 1e-3), epochs of the original, the
-    oracle and each unlearning stage, ``retain_fraction`` (paper 10 %), ``loss_l1_weight`` (the L1 term of the
-    SSIM loss, paper 1e-5), ``l1_penalty`` (GA-L1's weight penalty), ``noise_std``/``noise_mode`` (NL),
-    ``loss_ceiling`` (bounds GA). Sweep: ``fractions`` x ``fraction_methods``. ``seed`` seeds everything.
+    oracle and each unlearning stage, ``retain_fraction`` (paper 10 %, here 20 %), ``loss_l1_weight`` (the L1
+    term of the SSIM loss, paper 1e-5), ``l1_penalty`` (GA-L1's weight penalty), ``noise_std``/``noise_mode`` (NL),
+    ``loss_ceiling`` (bounds GA), ``forget_with_retain`` (the forget stage of GA-L1-FT and NL-FT runs over the
+    forget set plus the FT's retain subset, descending on those retain samples with weight ``retain_weight`` while
+    it ascends on the forget ones). Sweep: ``fractions`` x ``fraction_methods``. ``seed`` seeds everything.
+    The unlearning defaults were chosen by a sweep at demo size (``docs/reconstruction.md``).
     """
 
     size: int = defaults.RECON_SIZE
@@ -119,21 +124,23 @@ class ReconUnlearningSettings:
     channels: tuple[int, ...] = UNET_CHANNELS
     batch_size: int = 8
     learning_rate: float = defaults.LEARNING_RATE
-    ga_learning_rate: float | None = None
+    ga_learning_rate: float | None = defaults.RECON_GA_LEARNING_RATE
     original_epochs: int = 30
     oracle_epochs: int = 30
-    ft_epochs: int = 30
-    ga_epochs: int = 5
-    nl_epochs: int = 5
+    ft_epochs: int = defaults.RECON_FT_EPOCHS
+    ga_epochs: int = defaults.RECON_FORGET_EPOCHS
+    nl_epochs: int = defaults.RECON_FORGET_EPOCHS
     retain_fraction: float = defaults.RECON_RETAIN_FRACTION
     loss_l1_weight: float = L1_WEIGHT
     l1_penalty: float = defaults.RECON_L1_PENALTY
     noise_std: float = defaults.RECON_NOISE_STD
     noise_mode: str = NoiseMode.ADD
-    loss_ceiling: float | None = 1.0
+    loss_ceiling: float | None = defaults.RECON_LOSS_CEILING
+    forget_with_retain: bool = True
+    retain_weight: float = defaults.RECON_RETAIN_WEIGHT
     methods: tuple[str, ...] = DEFAULT_METHODS
-    fractions: tuple[float, ...] = (0.05, 0.1, 0.25)
-    fraction_methods: tuple[str, ...] = (ReconMethod.FT, ReconMethod.NL_FT)
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3)
+    fraction_methods: tuple[str, ...] = (ReconMethod.FT, ReconMethod.GA_L1_FT)
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
@@ -176,9 +183,9 @@ class ReconUnlearningSettings:
             forget_test_volumes=20,
             original_epochs=50,
             oracle_epochs=50,
-            ft_epochs=50,
-            ga_epochs=5,
-            nl_epochs=5,
+            ft_epochs=18,
+            ga_epochs=3,
+            nl_epochs=3,
             fractions=(0.02, 0.05, 0.1, 0.2, 0.5),
             fraction_methods=(ReconMethod.FT, ReconMethod.GA_L1_FT, ReconMethod.NL_FT, ReconMethod.RETRAIN_SUBSET),
         )
@@ -233,6 +240,7 @@ class ReconUnlearningSettings:
             noise_std=self.noise_std,
             noise_mode=self.noise_mode,
             loss_ceiling=self.loss_ceiling,
+            retain_weight=self.retain_weight,
             network_factory=lambda: build_network(self),
             device=self.device,
             seed=self.seed,
@@ -333,6 +341,8 @@ def _run_method(
     subset_loader = _loader(subset, settings, offset)
     if method == ReconMethod.RETRAIN_SUBSET:
         return run_unlearning(ReconMethod.ORACLE, original, subset_loader, None, unlearning)
+    if settings.forget_with_retain and method in MIXED_METHODS:
+        forget_loader = _loader(ConcatDataset([forget_loader.dataset, subset]), settings, 2)
     return run_unlearning(method, original, subset_loader, forget_loader, unlearning)
 
 

@@ -118,8 +118,9 @@ def test_unlearn_starts_from_the_original_and_leaves_it_untouched(bundle: dict) 
     assert any(not torch.equal(original[k], unlearned[k]) for k in original)
     record = json.loads((models / "model_ga_l1_ft.json").read_text())
     ga, ft = record["stages"]
-    assert (ga["stage"], ga["epochs"], ga["iterations"]) == ("ga_l1", 2, 2)  # 4 forget slices, batches of 4
-    assert ga["num_seen"] == {"forget": 2 * 4, "retain": 0}
+    # 4 forget + 6 retain slices (forget_with_retain), batches of 4: 3 iterations per epoch
+    assert (ga["stage"], ga["epochs"], ga["iterations"]) == ("ga_l1", 2, 6)
+    assert ga["num_seen"] == {"forget": 2 * 4, "retain": 2 * 6}
     assert (ft["stage"], ft["epochs"]) == ("ft", 1)
     assert ft["num_seen"] == {"forget": 0, "retain": 6} and record["retain_slices"] == 6  # half of 12 retain
     assert record["seconds"] == pytest.approx(ga["seconds"] + ft["seconds"])
@@ -161,8 +162,13 @@ def test_method_selects_the_stages(bundle: dict, method: str, forget: str | None
         assert handler is None and trainer is None
     else:
         assert isinstance(handler, MachineUnlearningHandler) and handler.method == forget
-        assert handler.noise_std == 0.3 and handler.l1_weight == 0.01 and handler.loss_ceiling == 1.0
-        assert trainer.optimizer.param_groups[0]["lr"] == lr and trainer.state.max_epochs == 5
+        assert handler.noise_std == 0.3 and handler.l1_weight == 0.01 and handler.loss_ceiling == 0.7
+        assert handler.retain_weight == 1.0
+        assert trainer.optimizer.param_groups[0]["lr"] == lr and trainer.state.max_epochs == 3
+        # the two-stage methods' forget stage also sees the retain subset (forget_with_retain)
+        forget_slices = len(flow.parser.get_parsed_content("unlearn#forget_loader").dataset)
+        retain_slices = len(flow.parser.get_parsed_content("unlearn#retain_dataset"))
+        assert forget_slices == 4 + (retain_slices if finetune else 0)
     retain = flow.parser.get_parsed_content("unlearn#retain#trainer")
     assert (retain is not None) == finetune
     assert flow.parser.get_parsed_content("save_name") == f"model_{method}.pt"

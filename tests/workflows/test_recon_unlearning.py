@@ -107,3 +107,21 @@ def test_bad_settings_are_all_reported() -> None:
         assert expected in text
     with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
         dataclasses.replace(ReconUnlearningSettings.tiny(), acceleration=1.0).check()
+
+
+@pytest.mark.parametrize(("with_retain", "retain_seen"), [(True, 6), (False, 0)])
+def test_forget_stage_of_ga_l1_ft_also_descends_on_the_retain_subset(
+    caplog: pytest.LogCaptureFixture, with_retain: bool, retain_seen: int
+) -> None:
+    settings = dataclasses.replace(
+        ReconUnlearningSettings.tiny(), methods=(ReconMethod.GA_L1_FT,), fractions=(), forget_with_retain=with_retain,
+        retain_weight=0.5,
+    )
+    assert settings.unlearning().handler(ReconMethod.GA_L1).retain_weight == 0.5
+    with caplog.at_level("INFO", logger="harmonize.handlers.machine_unlearning"):
+        run_recon_unlearning(settings)
+    # 4 forget slices (2 volumes x 2) + half of the 12 retain slices in batches of 4, 1 epoch
+    ga = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ga_l1 stage done")]
+    expected = (f"ga_l1 stage done after {3 if with_retain else 1} iterations: 4 forget and {retain_seen} "
+                "retain samples seen, 0 forget samples dropped")
+    assert ga == [expected]
