@@ -37,6 +37,7 @@ from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
 from harmonize.recon.slices import ReconSplits
 from harmonize.workflows.machine_unlearning import METHOD_STAGES, load_model
 from harmonize.workflows.recon_unlearning import (
+    DEFAULT_METHODS,
     OUTPUT_FILES,
     ReconUnlearningResult,
     format_markdown,
@@ -60,13 +61,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Methods that ``unlearn.json`` runs from the original model (the oracle has its own config).
-UNLEARN_METHODS: tuple[ReconMethod, ...] = (
-    ReconMethod.FT,
-    ReconMethod.GA,
-    ReconMethod.GA_L1,
-    ReconMethod.GA_L1_FT,
-    ReconMethod.NL,
-    ReconMethod.NL_FT,
+UNLEARN_METHODS: tuple[ReconMethod, ...] = tuple(
+    ReconMethod(m) for m in DEFAULT_METHODS if m != ReconMethod.RETRAIN_SUBSET
 )
 #: Rows of the evaluation table, in order (methods without a checkpoint are skipped).
 EVALUATION_ORDER: tuple[ReconMethod, ...] = (ReconMethod.ORIGINAL, ReconMethod.ORACLE, *UNLEARN_METHODS)
