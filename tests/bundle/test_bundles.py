@@ -130,8 +130,9 @@ def test_seg_evaluate_and_inference_keep_the_input_grid(trained, tiny_cohort):
         (AGE, "sex.json", lambda h: {"domain_acc_site", "domain_acc_sex"} <= set(h[-1])),
         (SEG, "multipoint.json", lambda h: "confusion_loss_site" in h[-1]),
         (SEG, "semisupervised.json", lambda h: "confusion_loss_site" in h[-1]),
+        (AGE, "refit.json", lambda h: "refit_acc_site" in h[-1] and "refit_acc_site" not in h[0]),
     ],
-    ids=["age-baseline", "age-dann", "age-sex", "seg-multipoint", "seg-semisupervised"],
+    ids=["age-baseline", "age-dann", "age-sex", "seg-multipoint", "seg-semisupervised", "age-refit"],
 )
 def test_variants_train(bundle, variant, check, tiny_cohort, tmp_path):
     run_bundle_config(bundle, ["train.json", variant], tmp_path, tiny_cohort, **TRAIN)
