@@ -41,6 +41,7 @@ from torch import nn
 from harmonize.data.dataset import EpochShuffleSampler, SiteBalancedBatchSampler
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import TMP_TAG, atomic_write
+from harmonize.networks.state_mismatch import state_mismatches
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -335,9 +336,9 @@ class TrainingCheckpoint:
                 "run does not have (e.g. unlearning on one side only). Resume with the settings it was written "
                 "with, or start in a new checkpoint folder."
             )
-        problems = _state_mismatch("network", engine.network.state_dict(), objects["network"])
+        problems = state_mismatches(engine.network.state_dict(), objects["network"], prefix="network")
         for name, obj in self.objects.items():
-            problems += _state_mismatch(name, obj.state_dict(), objects[name])
+            problems += state_mismatches(obj.state_dict(), objects[name], prefix=name)
         if problems:
             raise HarmonizeError(
                 f"{path} is a checkpoint of a different network: {len(problems)} key(s) do not match this run's "
@@ -385,33 +386,6 @@ def _load(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "objects" not in state or "engine" not in state:
         raise HarmonizeError(f"{path} is not a harmonize training checkpoint (no 'objects'/'engine' entries).")
     return state
-
-
-def _flat_tensors(prefix: str, value: Any) -> dict[str, tuple[int, ...]]:
-    """Shapes of the tensors of a module-like state (nested string-keyed dicts of tensors), by dotted key."""
-    out: dict[str, tuple[int, ...]] = {}
-    if torch.is_tensor(value):
-        out[prefix] = tuple(value.shape)
-    elif isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-        for key, item in value.items():
-            out.update(_flat_tensors(f"{prefix}.{key}", item))
-    return out
-
-
-def _state_mismatch(name: str, current: Any, saved: Any) -> list[str]:
-    """Missing, unexpected and mis-shaped tensors of the module states inside ``saved`` vs ``current``.
-
-    Only string-keyed levels are compared (module state dicts); an optimizer's per-parameter state (integer
-    keys, created lazily at the first step) is compared by ``load_state_dict`` itself.
-    """
-    now, then = _flat_tensors(name, current), _flat_tensors(name, saved)
-    problems = [f"missing in the checkpoint: {k}" for k in now if k not in then]
-    problems += [f"unexpected in the checkpoint: {k}" for k in then if k not in now]
-    problems += [
-        f"shape mismatch for {k}: checkpoint {list(then[k])}, this network {list(now[k])}"
-        for k in now if k in then and now[k] != then[k]
-    ]
-    return problems
 
 
 def _load_into(path: Path, name: str, obj: Any, state: Any) -> None:

@@ -36,6 +36,7 @@ from harmonize.handlers import Confound, DomainUnlearningHandler
 from harmonize.io import atomic_write
 from harmonize.keys import Keys, Method, UnlearningMode
 from harmonize.networks import BrainAgeRegressor, DomainHead
+from harmonize.networks.state_mismatch import state_mismatches
 from harmonize.workflows.brain_age import BrainAgeModel, BrainAgeSettings
 from harmonize.workflows.unlearning import UnlearningSettings
 
@@ -187,16 +188,9 @@ def _is_state_dict(value: Any) -> bool:
 
 
 def _weight_problems(network: nn.Module, state: Mapping[str, Any]) -> list[str]:
-    """Every way ``state`` does not fit ``network``: missing and unexpected entries, and shapes that differ."""
-    expected = network.state_dict()
-    problems = [f"missing entry {k!r}" for k in expected if k not in state]
-    problems += [f"unexpected entry {k!r}" for k in state if k not in expected]
-    for key, tensor in expected.items():
-        given = state.get(key)
-        if isinstance(given, torch.Tensor) and tuple(given.shape) != tuple(tensor.shape):
-            problems.append(f"{key!r} has shape {tuple(given.shape)} in the file, the network needs {tuple(tensor.shape)}")
-        elif key in state and not isinstance(given, torch.Tensor):
-            problems.append(f"{key!r} is a {type(given).__name__}, not a tensor")
+    """Every way ``state`` does not fit ``network`` (at most :data:`MAX_LISTED` lines)."""
+    problems = state_mismatches(network.state_dict(), state, source="file")
+    problems += [f"{k!r} is a {type(v).__name__}, not a tensor" for k, v in state.items() if not torch.is_tensor(v)]
     if len(problems) > MAX_LISTED:
         problems = problems[:MAX_LISTED] + [f"... and {len(problems) - MAX_LISTED} more"]
     return problems

@@ -82,11 +82,11 @@ def test_a_different_network_is_refused_with_every_mismatch(models, tmp_path):
     message = str(info.value)
     assert str(tmp_path / "other.pt") in message
     assert "do not fit the BrainAgeRegressor its settings describe (channels=(8, 8, 8, 8)" in message
-    assert "'encoder.block3.0.conv.weight' has shape (16, 8, 3, 3, 3) in the file, the network needs (8, 8, 3, 3, 3)" \
+    assert "shape mismatch for encoder.block3.0.conv.weight: file [16, 8, 3, 3, 3], this network [8, 8, 3, 3, 3]" \
         in message
     content["network"] = {k: v for k, v in models["none"].network.state_dict().items() if "regressor" not in k}
     torch.save(content, tmp_path / "partial.pt")
-    with pytest.raises(HarmonizeError, match="missing entry 'regressor.fc.weight'"):
+    with pytest.raises(HarmonizeError, match="missing in the file: regressor.fc.weight"):
         load_model(tmp_path / "partial.pt")
 
 
@@ -156,7 +156,7 @@ def test_bundle_train_config_default_taps_and_errors(models, tmp_path, tiny_coho
     with pytest.raises(HarmonizeError) as info:
         load_bundle_model(bundle, tiny_cohort)
     assert "models/model.pt' do not fit the network of 'network_def'" in str(info.value)
-    assert "unexpected entry 'encoder.block3.0.conv.weight'" in str(info.value)
+    assert "unexpected in the file: encoder.block3.0.conv.weight" in str(info.value)
 
 
 def test_bundle_taps_and_method_from_its_train_config(models, tmp_path, tiny_cohort):
