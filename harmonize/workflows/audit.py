@@ -48,6 +48,7 @@ __all__ = [
     "FIGURES_DIR",
     "READING_NOTES",
     "prepare_output_dir",
+    "input_files",
     "held_out_rows",
     "audit_brain_age",
     "audit_model",
@@ -75,19 +76,46 @@ READING_NOTES = (
 )
 
 
-def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool = False,
+                       inputs: Sequence[str | os.PathLike] = ()) -> Path:
     """Create the output folder; an existing, non-empty one is refused unless ``overwrite``.
 
+    Args:
+        out_dir: the output folder.
+        overwrite: allow a non-empty folder.
+        inputs: files the run reads (e.g. the manifest): the output may never be their folder, even with
+            ``overwrite``, so that nothing written lands beside (or over) the user's files.
+
     Raises:
-        HarmonizeError: ``out_dir`` is a file, or a non-empty folder without ``overwrite``.
+        HarmonizeError: ``out_dir`` is a file, holds an input, or is a non-empty folder without ``overwrite``.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise HarmonizeError(f"Output {out} is a file, not a directory. Choose another --out.")
+    for given in inputs:
+        folder = Path(given).resolve().parent
+        if out.resolve() == folder:
+            raise HarmonizeError(
+                f"Output directory {out} holds the input {given}: outputs would be written among your data. "
+                "Choose an --out outside the input's folder."
+            )
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise HarmonizeError(f"Output directory {out} is not empty. Choose another --out, or pass --overwrite.")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def input_files(*given: Any) -> list[Path]:
+    """The files among ``given`` (paths, or frames read from a manifest file) that a run reads."""
+    from harmonize.data.manifest import MANIFEST_ATTR
+
+    files = []
+    for item in given:
+        if isinstance(item, pd.DataFrame):
+            item = item.attrs.get(MANIFEST_ATTR)
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
+            files.append(Path(item))
+    return files
 
 
 def held_out_rows(
@@ -219,7 +247,7 @@ def audit_model(
     from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
     from harmonize.workflows.model_file import load_bundle_model, load_model
 
-    out = prepare_output_dir(out_dir, overwrite)
+    out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model))
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     source = "a model in memory"
     if not isinstance(model, BrainAgeModel):

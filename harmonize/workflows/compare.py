@@ -47,6 +47,7 @@ from harmonize.workflows.audit import (
     READING_NOTES,
     UNSEEN_SUFFIX,
     audit_brain_age,
+    input_files,
     prepare_output_dir,
     summary_line,
 )
@@ -264,7 +265,7 @@ def compare_methods(
 
     settings = settings or CompareSettings()
     extras = extras or ComparisonExtras()
-    out = prepare_output_dir(out_dir, overwrite)
+    out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest))
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     held_out = _held_out_site(frame, settings.unseen_site)
     training, index = _training_frame(frame, held_out)

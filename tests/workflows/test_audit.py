@@ -17,6 +17,7 @@ from harmonize.workflows.audit import (
     audit_brain_age,
     audit_model,
     held_out_rows,
+    input_files,
     prepare_output_dir,
 )
 from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
@@ -123,3 +124,14 @@ def test_prepare_output_dir(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(HarmonizeError, match="is a file, not a directory"):
         prepare_output_dir(tmp_path / "file")
+
+
+def test_output_dir_holding_an_input_is_refused_even_with_overwrite(tmp_path):
+    manifest = tmp_path / "data" / "manifest.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("subject_id\n")
+    out = tmp_path / "data"
+    with pytest.raises(HarmonizeError, match=f"Output directory {out} holds the input {manifest}"):
+        prepare_output_dir(out, overwrite=True, inputs=input_files(str(manifest)))
+    assert manifest.read_text() == "subject_id\n"
+    assert prepare_output_dir(tmp_path / "data" / "out", inputs=[manifest]).is_dir()  # a new folder below the data's is fine
