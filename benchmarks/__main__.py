@@ -1,7 +1,9 @@
-"""``python -m benchmarks [name ...] [--quick] [--device cpu|cuda] [--out docs/benchmarks.md]``.
+"""``python -m benchmarks [name ...] [--quick] [--jobs N] [--threads N] [--device cpu|cuda] [--out F]``.
 
 Runs the named benchmarks (default: all, in report order), prints each table, and rewrites the report with every
-table run, the command, the machine and the date (atomically, :func:`harmonize.io.write_text_atomic`).
+table run, the command, the machine (with the parallel jobs and threads) and the date (atomically,
+:func:`harmonize.io.write_text_atomic`). Independent trainings run ``--jobs`` at a time
+(:class:`~benchmarks.common.Workers`); timings always run alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import time
 from pathlib import Path
 
 from benchmarks import BENCHMARKS
-from benchmarks.common import BenchmarkResult, machine_description, write_report
+from benchmarks.common import (
+    BenchmarkResult,
+    Workers,
+    available_cores,
+    machine_description,
+    write_report,
+)
 
 #: The repository root; the default report lies in its ``docs/``.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep the generated cohorts and outputs here (default: temporary folders, removed)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's own choice)")
+                        help="torch CPU threads in all (default: torch's own choice); each parallel job gets "
+                             "max(1, threads // jobs)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="independent trainings (efficacy runs, the scaling benchmark's probes, memory "
+                             "processes) at once, each in its own process (default: the CPU cores, "
+                             f"here {available_cores()}; capped by each benchmark's runs); timings never run in "
+                             "parallel")
     parser.add_argument("--shared-machine", action="store_true",
                         help="say in the report that other work shared the machine during the run")
     return parser
@@ -69,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
+    if args.jobs is not None and args.jobs < 1:
+        print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    workers = Workers(jobs=args.jobs or available_cores(), threads=args.threads)
     names = args.names or list(BENCHMARKS)
     size = "quick" if args.quick else "full"
-    machine = machine_description(args.device)
+    machine = machine_description(args.device, workers)
     start = time.perf_counter()
     command = shlex.join(["python", "-m", "benchmarks", *argv])
     notes = [QUICK_NOTE] if args.quick else []
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         settings = getattr(module, settings_name).for_size(size)
         results.append(getattr(module, function_name)(settings, device=args.device, work_dir=args.work_dir,
-                                                      report=print))
+                                                      report=print, workers=workers))
         # rewritten after every benchmark, so a run stopped half-way leaves the tables it finished
         progress = [] if done == len(names) else [INCOMPLETE_NOTE.format(done=done, total=len(names))]
         if hasattr(os, "getloadavg"):

@@ -1,37 +1,45 @@
-"""Shared pieces of the benchmarks: the machine, a side-by-side timer, peak memory, and markdown tables.
+"""Shared pieces of the benchmarks: the machine, worker processes, a side-by-side timer, peak memory, and tables.
 
 Machines are noisy (other jobs, frequency scaling, caches), so no figure of a benchmark is an absolute time
 compared with a number measured another day: :func:`interleaved_times` runs the variants' iterations in turn
 (A B C, B C A, C A B, ...), so a burst of load hits every variant alike, and a figure is the median of the
-ratios of samples taken side by side.
+ratios of samples taken side by side. Runs whose figures are not times (training and auditing a model) are
+independent of each other: :class:`Workers` runs them in parallel processes, each with its own torch threads.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import math
+import multiprocessing
 import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 __all__ = [
+    "SIZES",
+    "BenchmarkResult",
     "Column",
     "Target",
-    "BenchmarkResult",
-    "SIZES",
-    "machine_description",
-    "interleaved_times",
-    "paired_ratio",
-    "median",
-    "peak_rss_delta_mb",
+    "WorkerPool",
+    "Workers",
+    "available_cores",
+    "finish",
     "format_value",
+    "interleaved_times",
+    "machine_description",
     "markdown_table",
+    "median",
+    "paired_ratio",
+    "peak_rss_delta_mb",
+    "ratio_spread",
     "render_report",
     "write_report",
 ]
@@ -48,6 +56,10 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 #: Writing this to ``clear_refs`` resets the peak resident set size (``VmHWM``) to the current one (Linux >= 4.0).
 _RESET_PEAK_RSS = "5"
+#: How worker processes start: a fresh interpreter (no forked torch thread pools or open files).
+START_METHOD = "spawn"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,170 @@ class BenchmarkResult:
         return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------------------ workers
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _init_worker(threads: int) -> None:
+    """Initializer of a worker process: its torch CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """How many independent runs (trainings, audits) go on at once, and the torch threads they share.
+
+    ``jobs`` runs go on at once, each in a worker process started fresh (``spawn``) with
+    ``max(1, threads // jobs)`` torch threads, where ``jobs`` is capped by the number of runs; with one job the
+    runs go on one after another in this process. A run's figures do not depend on which process trains it (every
+    run seeds itself), only on its threads: the same threads per job give the same figures.
+
+    Args:
+        jobs: runs at once (>= 1).
+        threads: torch CPU threads in all (default: ``torch.get_num_threads()`` of this process).
+    """
+
+    jobs: int = 1
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}.")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}.")
+
+    def total_threads(self) -> int:
+        """``threads``, or this process's torch threads when not given."""
+        if self.threads is not None:
+            return self.threads
+        import torch
+
+        return torch.get_num_threads()
+
+    def jobs_for(self, runs: int) -> int:
+        """Processes used for ``runs`` runs: ``jobs`` capped by the runs (at least 1)."""
+        return max(1, min(self.jobs, runs))
+
+    def threads_per_job(self, runs: int | None = None) -> int:
+        """Torch threads of each job: ``max(1, threads // jobs)``, ``jobs`` capped by ``runs`` when given."""
+        jobs = self.jobs if runs is None else self.jobs_for(runs)
+        return max(1, self.total_threads() // jobs)
+
+    def describe(self, runs: int) -> str:
+        """How ``runs`` runs go, for a report: e.g. ``"in 2 parallel processes, each with 1 torch thread"``."""
+        jobs, threads = self.jobs_for(runs), self.threads_per_job(runs)
+        shown = f"{threads} torch thread{'s' if threads > 1 else ''}"
+        return f"one after another, with {shown}" if jobs == 1 else f"in {jobs} parallel processes, each with {shown}"
+
+    def pool(self, runs: int) -> WorkerPool:
+        """A :class:`WorkerPool` sized for ``runs`` runs (its processes serve every ``map`` inside its ``with``)."""
+        return WorkerPool(self.jobs_for(runs), self.threads_per_job(runs))
+
+    def map(
+        self,
+        function: Callable[..., _T],
+        calls: Sequence[tuple[Any, ...]],
+        done: Callable[[int, _T], None] | None = None,
+    ) -> list[_T]:
+        """:meth:`WorkerPool.map` in a pool sized for ``calls``, closed after."""
+        with self.pool(len(calls)) as pool:
+            return pool.map(function, calls, done)
+
+
+class WorkerPool:
+    """``jobs`` worker processes (``spawn``), each with ``threads`` torch threads; with one job, this process.
+
+    Use it as a context manager: the processes start on entering and are shut down on leaving (with one job, this
+    process's torch threads are set on entering and restored on leaving).
+
+    Args:
+        jobs: worker processes (>= 1; 1 runs everything in this process).
+        threads: torch threads of each (>= 1).
+    """
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        if jobs < 1 or threads < 1:
+            raise ValueError(f"jobs and threads must be >= 1, got jobs={jobs}, threads={threads}.")
+        self.jobs = jobs
+        self.threads = threads
+        self._executor: ProcessPoolExecutor | None = None
+        self._threads_before: int | None = None
+
+    def __enter__(self) -> Self:
+        if self.jobs > 1:
+            context = multiprocessing.get_context(START_METHOD)
+            self._executor = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context,
+                                                 initializer=_init_worker, initargs=(self.threads,))
+        else:
+            import torch
+
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
+
+    def map(
+        self,
+        function: Callable[..., _T],
+        calls: Sequence[tuple[Any, ...]],
+        done: Callable[[int, _T], None] | None = None,
+    ) -> list[_T]:
+        """``function(*args)`` for every ``args`` in ``calls``; the results in the order of ``calls``.
+
+        Args:
+            function: a module-level function (a worker process imports it by name); its arguments and result
+                must pickle.
+            calls: the arguments of each run.
+            done: called in this process as each run finishes (in the order they finish) with its index and
+                result, e.g. to print progress.
+
+        Returns:
+            The results, ``results[i]`` from ``calls[i]``.
+
+        Raises:
+            RuntimeError: used outside its ``with`` block.
+            Exception: the first error of a run, re-raised here (its worker's traceback chained); the runs not
+                yet started are cancelled.
+        """
+        if self._executor is None and self._threads_before is None:
+            raise RuntimeError("WorkerPool.map runs inside `with WorkerPool(...) as pool:` only.")
+        if self._executor is None:
+            results = []
+            for index, args in enumerate(calls):
+                results.append(function(*args))
+                if done is not None:
+                    done(index, results[-1])
+            return results
+        results_by_index: dict[int, _T] = {}
+        futures: dict[Future, int] = {self._executor.submit(function, *args): i for i, args in enumerate(calls)}
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                results_by_index[index] = future.result()
+                if done is not None:
+                    done(index, results_by_index[index])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return [results_by_index[i] for i in range(len(calls))]
+
+
 # ------------------------------------------------------------------------------------------------- the machine
 def _cpu_model() -> str:
     try:
@@ -128,17 +304,24 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_description(device: str = "cpu") -> dict[str, str]:
-    """The machine a run measures: CPU model and cores, torch threads, GPU, versions, load and date (UTC)."""
+def machine_description(device: str = "cpu", workers: Workers | None = None) -> dict[str, str]:
+    """The machine a run measures: CPU model and cores, torch threads, parallel jobs, GPU, versions, load, date.
+
+    Args:
+        device: ``cpu`` or ``cuda``.
+        workers: the parallel jobs of the run (default: one job, this process's threads).
+    """
     import monai
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = workers or Workers()
     info = {
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
-        "cores": str(cores),
-        "torch threads": str(torch.get_num_threads()),
+        "cores": str(available_cores()),
+        "torch threads": str(workers.total_threads()),
+        "parallel jobs": str(workers.jobs),
+        "torch threads per job": str(workers.threads_per_job()),
         "device": device,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -197,9 +380,37 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def _round_ratios(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> list[float]:
+    return [a / b for a, b in zip(times[numerator], times[denominator]) if b > 0]
+
+
 def paired_ratio(times: Mapping[str, Sequence[float]], numerator: str, denominator: str) -> float:
     """Median over rounds of ``numerator``'s time over ``denominator``'s time in the same round."""
-    return median([a / b for a, b in zip(times[numerator], times[denominator]) if b > 0])
+    return median(_round_ratios(times, numerator, denominator))
+
+
+def ratio_spread(times: Mapping[str, Sequence[float]], numerator: str, denominator: str, fmt: str = ".2f") -> str:
+    """The spread behind :func:`paired_ratio`: the first and third quartiles of the per-round ratios, as text.
+
+    A narrow spread next to a target's margin says fewer repeats would measure the same ratio; a wide one says
+    more are needed. ``"—"`` with fewer than two rounds.
+    """
+    ratios = _round_ratios(times, numerator, denominator)
+    if len(ratios) < 2:
+        return MISSING
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return f"{q1:{fmt}}–{q3:{fmt}}"
+
+
+def finish(result: BenchmarkResult, start: float, report: Callable[[str], None]) -> BenchmarkResult:
+    """The end of every benchmark: its wall time since ``start`` (``time.perf_counter()``), its table printed.
+
+    Returns:
+        ``result``, with ``seconds`` set.
+    """
+    result.seconds = time.perf_counter() - start
+    report(result.text())
+    return result
 
 
 # ------------------------------------------------------------------------------------------------------ memory
@@ -271,7 +482,9 @@ def render_report(
         ("Written by `python -m benchmarks` (the `benchmarks/` folder of the repository); every run rewrites this "
          "file. Every figure is a ratio or a quality metric measured side by side in one run: timed variants run "
          "interleaved (A B C, B C A, ...) after discarded warm-up runs, and a ratio is the median of the ratios "
-         "within each round."),
+         "within each round. Independent trainings (the efficacy runs, the scaling benchmark's probes) and the "
+         "memory processes run in `parallel jobs` processes with `torch threads per job` each; timed variants never "
+         "run beside anything of this run."),
         "",
         f"Command: `{command}` ({seconds / 60:.1f} min wall).",
         "",

@@ -11,6 +11,9 @@ overlapping ages only (``UnlearningSettings(overlap_only=True)``). Every setting
 library's default. Figures on the held-out scans (val + test): site-probe balanced accuracy against chance, age
 MAE, R² of age from the features. Target (issue #8): unlearning within 5 points of chance (a probe below chance
 counts as at chance), MAE no worse than ``none``.
+
+The runs are independent (each seeds itself): :class:`~benchmarks.common.Workers` trains them in parallel processes,
+and the rows come out in the same order, with the same figures as one after another for the same threads per run.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target
+from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish
 from harmonize import defaults
 from harmonize.keys import Method, UnlearningMode
 
-__all__ = ["EfficacySettings", "RUNS", "prepare_cohort", "site_balanced_batch_size", "run_efficacy"]
+__all__ = ["RUNS", "EfficacySettings", "prepare_cohort", "run_efficacy", "site_balanced_batch_size", "train_and_audit"]
 
 #: The runs of each cohort: (row name, method, mode); ComBat follows from the ``none`` network.
 RUNS: tuple[tuple[str, str, str], ...] = (
@@ -108,32 +111,49 @@ def prepare_cohort(folder: Path, synth: Any, shape: tuple[int, int, int], spacin
     return preprocess_manifest(manifest, folder / "preprocessed", config, overwrite=True, progress=False).manifest
 
 
-def _evaluate_cohort(name: str, manifest: Path, settings: EfficacySettings, device: str,
-                     report: Callable[[str], None]) -> list[dict[str, Any]]:
-    from harmonize.workflows.brain_age import BrainAgeSettings, evaluate_brain_age, evaluate_combat, train_brain_age
+def _run_settings(row_name: str, cohort: str, settings: EfficacySettings, device: str) -> Any:
+    """The :class:`~harmonize.workflows.brain_age.BrainAgeSettings` of one row of :data:`RUNS` on a cohort."""
+    from harmonize.workflows.brain_age import BrainAgeSettings
     from harmonize.workflows.unlearning import UnlearningSettings
 
-    biased = COHORTS[name]
-    rows = []
-    baseline = None
-    for row_name, method, mode in RUNS:
-        beta = defaults.DANN_BETA if method == Method.DANN else defaults.BETA
-        if row_name == REFIT_ROW:  # its own warm-up, shortened only when the run is too short for it
-            warmup = min(defaults.REFIT_WARMUP_EPOCHS, max(settings.warmup_epochs, settings.max_epochs // 3))
-            unlearning = UnlearningSettings.refit_adversary(warmup_epochs=warmup, overlap_only=biased)
-        else:
-            unlearning = UnlearningSettings(method=method, mode=mode, beta=beta, warmup_epochs=settings.warmup_epochs,
-                                            overlap_only=biased and method != Method.NONE)
-        run = BrainAgeSettings(unlearning=unlearning, max_epochs=settings.max_epochs, channels=settings.channels,
-                               taps=settings.taps, seed=settings.seed, device=device,
-                               batch_size=site_balanced_batch_size(settings.sites))
-        model = train_brain_age(manifest, run)
-        baseline = model if method == Method.NONE else baseline
-        rows.append(_row(name, row_name, evaluate_brain_age(model, manifest, seed=settings.seed)))
-        report(f"  efficacy {name} / {row_name}: probe {rows[-1]['site_probe_bacc']:.3f}, "
-               f"MAE {rows[-1]['age_mae']:.2f} y, {rows[-1]['seconds']:.0f} s")
-    if settings.combat and baseline is not None:
-        rows.append(_row(name, COMBAT, evaluate_combat(baseline, manifest, seed=settings.seed)))
+    biased = COHORTS[cohort]
+    _, method, mode = next(run for run in RUNS if run[0] == row_name)
+    beta = defaults.DANN_BETA if method == Method.DANN else defaults.BETA
+    if row_name == REFIT_ROW:  # its own warm-up, shortened only when the run is too short for it
+        warmup = min(defaults.REFIT_WARMUP_EPOCHS, max(settings.warmup_epochs, settings.max_epochs // 3))
+        unlearning = UnlearningSettings.refit_adversary(warmup_epochs=warmup, overlap_only=biased)
+    else:
+        unlearning = UnlearningSettings(method=method, mode=mode, beta=beta, warmup_epochs=settings.warmup_epochs,
+                                        overlap_only=biased and method != Method.NONE)
+    return BrainAgeSettings(unlearning=unlearning, max_epochs=settings.max_epochs, channels=settings.channels,
+                            taps=settings.taps, seed=settings.seed, device=device,
+                            batch_size=site_balanced_batch_size(settings.sites))
+
+
+def train_and_audit(cohort: str, row_name: str, manifest: Path, settings: EfficacySettings,
+                    device: str = "cpu") -> list[dict[str, Any]]:
+    """Train one run of :data:`RUNS` on a cohort's manifest and audit it (one task of a worker process).
+
+    Args:
+        cohort: a key of :data:`COHORTS`.
+        row_name: a row name of :data:`RUNS`.
+        manifest: the cohort's preprocessed manifest.
+        settings: the benchmark's sizes.
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        The run's row; after the ``none`` run with ``settings.combat``, the ComBat row (audited on its features) too.
+    """
+    from harmonize.workflows.brain_age import (
+        evaluate_brain_age,
+        evaluate_combat,
+        train_brain_age,
+    )
+
+    model = train_brain_age(manifest, _run_settings(row_name, cohort, settings, device))
+    rows = [_row(cohort, row_name, evaluate_brain_age(model, manifest, seed=settings.seed))]
+    if settings.combat and row_name == RUNS[0][0]:
+        rows.append(_row(cohort, COMBAT, evaluate_combat(model, manifest, seed=settings.seed)))
     return rows
 
 
@@ -153,14 +173,18 @@ def _row(cohort: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", work_dir: Path | None = None,
-                 report: Callable[[str], None] = print) -> BenchmarkResult:
+                 report: Callable[[str], None] = print, workers: Workers | None = None) -> BenchmarkResult:
     """Train and audit every method on each cohort; the rows and the targets.
+
+    The cohorts are prepared, then every run of every cohort is trained (:func:`train_and_audit`), ``workers.jobs``
+    at a time.
 
     Args:
         settings: sizes (default: the full benchmark, the demo's sizes).
         device: ``cpu`` or ``cuda``.
         work_dir: where the cohorts are written (default: a temporary folder, removed after).
         report: where progress lines and the table are printed.
+        workers: parallel jobs and threads (default: one run after another in this process).
 
     Returns:
         Rows ``cohort``, ``method``, ``site_probe_bacc``, ``chance``, ``points_above_chance``, ``age_mae``,
@@ -169,16 +193,33 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
     from harmonize.data.synth import SynthConfig
 
     settings = settings or EfficacySettings()
+    workers = workers or Workers()
     start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-efficacy-") as tmp:
         root = Path(work_dir) / "efficacy" if work_dir is not None else Path(tmp)
-        for name in settings.cohorts:
-            synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site,
-                                shape=settings.shape, seed=settings.seed, biased=COHORTS[name],
-                                biased_overlap=settings.biased_overlap)
-            manifest = prepare_cohort(root / name, synth, settings.preprocess_shape, settings.preprocess_spacing)
-            rows += _evaluate_cohort(name, manifest, settings, device, report)
+        cohorts = [
+            (root / name, SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site,
+                                      shape=settings.shape, seed=settings.seed, biased=COHORTS[name],
+                                      biased_overlap=settings.biased_overlap),
+             settings.preprocess_shape, settings.preprocess_spacing)
+            for name in settings.cohorts
+        ]
+
+        def progress(index: int, done: list[dict[str, Any]]) -> None:
+            row = done[0]
+            report(f"  efficacy {row['cohort']} / {row['method']}: probe {row['site_probe_bacc']:.3f}, "
+                   f"MAE {row['age_mae']:.2f} y, {row['seconds']:.0f} s")
+
+        runs_count = len(settings.cohorts) * len(RUNS)
+        with workers.pool(runs_count) as pool:  # one set of processes prepares the cohorts, then trains
+            manifests = dict(zip(settings.cohorts, pool.map(prepare_cohort, cohorts)))
+            calls = [(name, row_name, manifests[name], settings, device)
+                     for name in settings.cohorts for row_name, _, _ in RUNS]
+            runs = pool.map(train_and_audit, calls, done=progress)
+    rows: list[dict[str, Any]] = []
+    for name in settings.cohorts:  # each cohort's runs in the order of RUNS, then its ComBat row
+        cohort_runs = [run for (cohort, *_), run in zip(calls, runs) if cohort == name]
+        rows += [run[0] for run in cohort_runs] + [extra for run in cohort_runs for extra in run[1:]]
     result = BenchmarkResult(
         name="efficacy",
         title="Efficacy: site information and age on held-out scans",
@@ -195,7 +236,8 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
             "cross-validated logistic regression on the features of the held-out (val + test) scans; points = "
             "100 x (balanced accuracy - chance); age R² from a ridge probe on the same features; domain head: its "
             "training accuracy in the last epoch. Biased cohort: adjacent sites' age windows share "
-            f"{settings.biased_overlap:.0%} of their width (so all sites share one age range)."
+            f"{settings.biased_overlap:.0%} of their width (so all sites share one age range). The "
+            f"{len(calls)} runs were trained {workers.describe(len(calls))} (train s: each run's own training time)."
         ),
         columns=[
             Column("cohort", "cohort"),
@@ -212,9 +254,7 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
         targets=_targets(rows),
         settings=asdict(settings),
     )
-    result.seconds = time.perf_counter() - start
-    report(result.text())
-    return result
+    return finish(result, start, report)
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[Target]:

@@ -15,8 +15,9 @@ and taps) on the same random batches:
 
 A timed sample is one ``trainer.run()`` of a few iterations; the variants' samples are interleaved and the
 first ones discarded (:func:`~benchmarks.common.interleaved_times`). Peak memory is measured in a fresh process
-per variant (CPU: peak resident memory above the state before training; CUDA: ``max_memory_allocated`` above
-the allocated memory before training). Targets (issue #8): fused at most 1.3x plain, alternating at most 2.2x.
+per variant (CPU: peak resident memory above the state before training, the variants' processes ``jobs`` at a
+time after the timing, each process's peak its own; CUDA: ``max_memory_allocated`` above the allocated memory
+before training, in this process). Targets (issue #8): fused at most 1.3x plain, alternating at most 2.2x.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,15 +40,18 @@ from benchmarks.common import (
     BenchmarkResult,
     Column,
     Target,
+    Workers,
+    finish,
     interleaved_times,
     median,
     paired_ratio,
     peak_rss_delta_mb,
+    ratio_spread,
 )
 from harmonize import defaults
 from harmonize.keys import Keys, Method, Split, UnlearningMode
 
-__all__ = ["OverheadSettings", "VARIANTS", "build_trainer", "run_overhead", "peak_memory_mb"]
+__all__ = ["VARIANTS", "OverheadSettings", "build_trainer", "peak_memory_mb", "run_overhead"]
 
 #: Variants in table order; the first is the reference of every ratio.
 VARIANTS = ("plain", "fused", "alternating", "dann", "three_pass")
@@ -196,7 +201,10 @@ def build_trainer(variant: str, settings: OverheadSettings, device: str = "cpu",
     from harmonize.losses import MaskedLoss, StandardisedMSELoss
     from harmonize.networks import BrainAgeRegressor, DomainHead, FeatureTaps
     from harmonize.workflows.prepare_batch import PrepareTargetBatch
-    from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
+    from harmonize.workflows.unlearning import (
+        UnlearningSettings,
+        build_unlearning_handler,
+    )
 
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {list(VARIANTS)}.")
@@ -257,12 +265,14 @@ def peak_memory_mb(variant: str, settings: OverheadSettings, device: str = "cpu"
     return peak_rss_delta_mb(trainer.run)
 
 
-def _memory_in_fresh_process(variant: str, settings: OverheadSettings, device: str, sites: int | None = None) -> float:
-    """:func:`peak_memory_mb` in a new Python process on the CPU (in this one on a GPU, whose peak can be reset)."""
+def _memory_in_fresh_process(variant: str, settings: OverheadSettings, device: str, sites: int | None = None,
+                             threads: int | None = None) -> float:
+    """:func:`peak_memory_mb` in a new Python process on the CPU (in this one on a GPU, whose peak can be reset),
+    with ``threads`` torch threads (default: this process's)."""
+    threads = threads or torch.get_num_threads()
     if device.startswith("cuda"):
-        return peak_memory_mb(variant, settings, device, torch.get_num_threads(), sites)
-    job = {"variant": variant, "settings": asdict(settings), "device": device,
-           "threads": torch.get_num_threads(), "sites": sites}
+        return peak_memory_mb(variant, settings, device, threads, sites)
+    job = {"variant": variant, "settings": asdict(settings), "device": device, "threads": threads, "sites": sites}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     code = "from benchmarks.overhead import _memory_child; _memory_child()"
     try:
@@ -282,8 +292,19 @@ def _memory_child() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- benchmark
+def _memory(names: list[str], settings: OverheadSettings, device: str, workers: Workers) -> dict[str, float]:
+    """Peak memory of each variant: on the CPU one fresh process per variant, ``workers.jobs`` at a time (a
+    process's peak resident memory is its own, whatever runs beside it); on a GPU one after another here."""
+    if device.startswith("cuda"):
+        return {n: _memory_in_fresh_process(n, settings, device) for n in names}
+    threads = workers.threads_per_job(len(names))
+    with ThreadPoolExecutor(max_workers=workers.jobs_for(len(names))) as pool:
+        peaks = list(pool.map(lambda n: _memory_in_fresh_process(n, settings, device, threads=threads), names))
+    return dict(zip(names, peaks))
+
+
 def run_overhead(settings: OverheadSettings | None = None, device: str = "cpu", work_dir: Path | None = None,
-                 report: Callable[[str], None] = print) -> BenchmarkResult:
+                 report: Callable[[str], None] = print, workers: Workers | None = None) -> BenchmarkResult:
     """Time and memory of one training iteration of each variant, relative to plain training.
 
     Args:
@@ -291,18 +312,22 @@ def run_overhead(settings: OverheadSettings | None = None, device: str = "cpu", 
         device: ``cpu`` or ``cuda``.
         work_dir: unused (no files).
         report: where the table is printed.
+        workers: parallel jobs of the memory processes (default: one after another); the timing always runs in
+            this process, alone, before them.
 
     Returns:
         Rows ``variant``, ``ms_per_iteration``, ``time_ratio`` (median of the per-round ratios to plain),
+        ``time_ratio_spread`` (their first to third quartile, as text),
         ``peak_mb``, ``memory_ratio``.
     """
     settings = settings or OverheadSettings()
+    workers = workers or Workers()
     start = time.perf_counter()
     names = ["plain", *[v for v in settings.variants if v != "plain"]]
     trainers = {name: build_trainer(name, settings, device) for name in names}
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     times = interleaved_times({n: t.run for n, t in trainers.items()}, settings.repeats, settings.warmup, sync)
-    memory = {n: _memory_in_fresh_process(n, settings, device) for n in names} if settings.memory else {}
+    memory = _memory(names, settings, device, workers) if settings.memory else {}
     rows = []
     for name in names:
         peak = memory.get(name)
@@ -310,6 +335,7 @@ def run_overhead(settings: OverheadSettings | None = None, device: str = "cpu", 
             "variant": name,
             "ms_per_iteration": 1000 * median(times[name]) / settings.iterations,
             "time_ratio": paired_ratio(times, name, "plain"),
+            "time_ratio_spread": ratio_spread(times, name, "plain"),
             "peak_mb": peak,
             "memory_ratio": (peak / memory["plain"]) if peak is not None and memory.get("plain") else None,
         })
@@ -322,14 +348,16 @@ def run_overhead(settings: OverheadSettings | None = None, device: str = "cpu", 
             f"`DomainUnlearningHandler` attached (head on {list(settings.taps)}, {settings.sites} sites, library "
             "defaults), against the paper's three-pass loop written as the reference. Median of "
             f"{settings.repeats} interleaved samples of {settings.iterations} iterations each, after "
-            f"{settings.warmup} discarded; peak memory above the state before training ("
-            + ("`torch.cuda.max_memory_allocated`" if device.startswith("cuda") else "peak RSS, a fresh process per "
-               "variant") + ")."
+            f"{settings.warmup} discarded (spread: first to third quartile of the per-round ratios); peak memory "
+            "above the state before training ("
+            + ("`torch.cuda.max_memory_allocated`" if device.startswith("cuda") else
+               f"peak RSS, a fresh process per variant, {workers.describe(len(names))}, after the timing") + ")."
         ),
         columns=[
             Column("variant", "variant"),
             Column("ms_per_iteration", "ms / iteration", ".1f"),
             Column("time_ratio", "time vs plain", ".2f"),
+            Column("time_ratio_spread", "spread over rounds"),
             Column("peak_mb", "peak memory (MiB)", ".1f"),
             Column("memory_ratio", "memory vs plain", ".2f"),
         ],
@@ -337,9 +365,7 @@ def run_overhead(settings: OverheadSettings | None = None, device: str = "cpu", 
         targets=_targets(rows),
         settings={k: v for k, v in asdict(settings).items() if k != "variants"},
     )
-    result.seconds = time.perf_counter() - start
-    report(result.text())
-    return result
+    return finish(result, start, report)
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[Target]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target, median
+from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish, median
 from harmonize import defaults
 
 __all__ = ["PreprocessSettings", "run_preprocess"]
@@ -51,7 +51,7 @@ class PreprocessSettings:
 
 
 def run_preprocess(settings: PreprocessSettings | None = None, device: str = "cpu", work_dir: Path | None = None,
-                   report: Callable[[str], None] = print) -> BenchmarkResult:
+                   report: Callable[[str], None] = print, workers: Workers | None = None) -> BenchmarkResult:
     """Time a first and a cached second preprocessing run of the same cohort.
 
     Args:
@@ -59,6 +59,7 @@ def run_preprocess(settings: PreprocessSettings | None = None, device: str = "cp
         device: unused (preprocessing runs on the CPU).
         work_dir: where the cohort and outputs are written (default: a temporary folder, removed after).
         report: where the table is printed.
+        workers: unused (its figures are times, which need the machine alone: it runs in this process).
 
     Returns:
         Rows ``run`` (``first``, ``cached``), ``volumes``, ``processed``, ``cached``, ``seconds``,
@@ -118,6 +119,4 @@ def run_preprocess(settings: PreprocessSettings | None = None, device: str = "cp
                         f"{cached['cached']} of {volumes} cached, {cached['speedup']:.1f}x faster", why)],
         settings=asdict(settings),
     )
-    result.seconds = time.perf_counter() - start
-    report(result.text())
-    return result
+    return finish(result, start, report)

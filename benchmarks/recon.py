@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target
+from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish
 from harmonize.keys import ReconMethod
 
-__all__ = ["ReconSettings", "METHODS", "run_recon"]
+__all__ = ["METHODS", "ReconSettings", "run_recon"]
 
 #: Unlearning methods compared (after the original and the oracle).
 METHODS: tuple[str, ...] = (ReconMethod.FT, ReconMethod.GA_L1_FT, ReconMethod.NL, ReconMethod.NL_FT)
@@ -63,7 +63,7 @@ class ReconSettings:
 
 
 def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_dir: Path | None = None,
-              report: Callable[[str], None] = print) -> BenchmarkResult:
+              report: Callable[[str], None] = print, workers: Workers | None = None) -> BenchmarkResult:
     """Run the experiment and check every method against the targets.
 
     Args:
@@ -71,6 +71,7 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
         device: ``cpu`` or ``cuda``.
         work_dir: where the experiment's own tables and plots are written (default: nowhere).
         report: where the table is printed.
+        workers: unused (its times, compared with the oracle's, need the machine alone: it runs in this process).
 
     Returns:
         Rows ``method``, ``bta_psnr``, ``kta_psnr``, ``ua_psnr``, ``seconds``, ``bta_vs_original``,
@@ -132,9 +133,7 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
         targets=_targets(rows),
         settings=asdict(settings),
     )
-    result.seconds = time.perf_counter() - start
-    report(result.text())
-    return result
+    return finish(result, start, report)
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[Target]:

@@ -48,6 +48,8 @@ AGE_HIDDEN = 32
 #: atrophy (measured on the embedded cohort: GroupNorm stayed at the mean-age predictor for 20 epochs where
 #: BatchNorm reached 7-8 years MAE in 12).
 AGE_NORM = "batch"
+#: Activation of every layer of the age regressor (MONAI spec).
+AGE_ACT: str | tuple = ("leakyrelu", {"negative_slope": 0.01})
 #: Classes (background, CSF, GM, WM) and channels per level of the tissue segmenter.
 SEG_CLASSES = 4
 SEG_CHANNELS = (8, 16, 32, 64)

@@ -24,6 +24,7 @@ __all__ = [
     "PhantomKind",
     "UnseenSite",
     "HeldOutSite",
+    "Task",
 ]
 
 
@@ -204,3 +205,14 @@ class HeldOutSite(StrEnum):
 
     LAST = "last"
     NONE = "none"
+
+
+class Task(StrEnum):
+    """What a network audited by ``harmonize audit`` predicts (the audit's task figures follow it).
+
+    - ``BRAIN_AGE``: one age per scan (age error per site).
+    - ``SEGMENTATION``: a tissue label map per scan (Dice per tissue and per site).
+    """
+
+    BRAIN_AGE = "brain_age"
+    SEGMENTATION = "segmentation"

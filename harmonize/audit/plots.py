@@ -1,4 +1,4 @@
-"""Figures of the audit: feature embeddings, per-site age error, training curves and a method comparison.
+"""Figures of the audit: feature embeddings, per-site age error or Dice, training curves and a method comparison.
 
 Every figure is a :class:`matplotlib.figure.Figure` drawn without ``pyplot``, so no window ever opens, no global
 backend is switched and nothing leaks between calls; PNGs are rendered by matplotlib's Agg canvas and written
@@ -24,6 +24,7 @@ __all__ = [
     "embedding_plot",
     "embedding_grid",
     "per_site_error_plot",
+    "grouped_bar_plot",
     "training_curves_plot",
     "comparison_bar_plot",
     "DPI",
@@ -278,6 +279,63 @@ def per_site_error_plot(metrics: Mapping[str, Mapping[str, Any]], path: str | os
     # below the axes, so that it never hides a bar
     ax.legend(
         fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(methods), 4), frameon=False
+    )
+    return _save(fig, path)
+
+
+def grouped_bar_plot(
+    values: Mapping[str, Mapping[str, float | None]],
+    path: str | os.PathLike,
+    ylabel: str,
+    title: str,
+    xlabel: str = "site",
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """Grouped bars: one group per outer key (e.g. a site), one bar per inner key (e.g. a tissue's Dice).
+
+    Args:
+        values: ``{group: {series: value}}``; a ``None`` or non-finite value leaves its bar out.
+        path: the PNG to write.
+        ylabel: the y axis's label.
+        title: the figure's title.
+        xlabel: the x axis's label.
+        ylim: limits of the y axis (default: matplotlib's, with room for the bar labels).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ConfigError: no value to plot.
+    """
+    groups = [str(g) for g in values]
+    series: list[str] = []
+    for inner in values.values():
+        series += [str(k) for k in inner if str(k) not in series]
+    if not any(v is not None and np.isfinite(float(v)) for inner in values.values() for v in inner.values()):
+        raise ConfigError(f"grouped_bar_plot: no value to plot in {title!r}.")
+    colours = _method_colours(series)
+    fig = _figure(1, max(2, math.ceil(len(groups) * len(series) / 6)))
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for i, name in enumerate(series):
+        points = [(g, float(inner[name])) for g, inner in enumerate(values.values())
+                  if inner.get(name) is not None and np.isfinite(float(inner[name]))]
+        if not points:
+            continue
+        xs, heights = zip(*points)
+        offset = (i - (len(series) - 1) / 2) * width
+        bars = ax.bar(np.asarray(xs) + offset, heights, width, label=name, color=colours[name])
+        _bar_labels(ax, bars, ".2f")
+    ax.set_xticks(range(len(groups)), groups, fontsize="small")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ylim is not None:
+        ax.set_ylim(ylim[0], ylim[1] + 0.1 * (ylim[1] - ylim[0]))  # room for the bar labels
+    else:
+        ax.margins(y=0.15)
+    ax.legend(
+        fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(series), 6), frameon=False
     )
     return _save(fig, path)
 

@@ -27,6 +27,8 @@ __all__ = [
     "METRIC_COLUMNS",
     "RECON_COLUMNS",
     "metrics_table",
+    "metric_value",
+    "present_columns",
     "recon_rows",
     "best_methods",
     "format_value",
@@ -51,7 +53,8 @@ class Column:
     """A column of a table.
 
     Attributes:
-        key: the row dictionary's key (and the metrics dictionary's).
+        key: the row dictionary's key (and the metrics dictionary's); a dotted path (``dice_per_tissue.gm``) reads a
+            nested dictionary of the metrics.
         header: what the table shows.
         digits: decimals shown.
         better: which value is best and highlighted: ``"low"``, ``"high"``, ``"chance"`` (closest to the chance
@@ -123,13 +126,35 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def metrics_table(metrics: Mapping[str, Mapping[str, Any]], chance: float | None = None) -> list[dict[str, Any]]:
-    """One row per method with the values of :data:`METRIC_COLUMNS` (``None`` where not measured).
+def metric_value(values: Mapping[str, Any], key: str) -> Any:
+    """``values[key]``, or for a dotted ``key`` absent as such, the value down that path of nested dictionaries."""
+    if key in values:
+        return values[key]
+    value: Any = values
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def present_columns(metrics: Mapping[str, Mapping[str, Any]], columns: Sequence[Column]) -> list[Column]:
+    """The ``columns`` that at least one method's metrics measured (a finite number), in their order."""
+    return [c for c in columns if any(_number(metric_value(v, c.key)) is not None for v in metrics.values())]
+
+
+def metrics_table(
+    metrics: Mapping[str, Mapping[str, Any]],
+    chance: float | None = None,
+    columns: Sequence[Column] = METRIC_COLUMNS,
+) -> list[dict[str, Any]]:
+    """One row per method with the values of ``columns`` (``None`` where not measured).
 
     Args:
         metrics: metrics dictionaries by method (as returned by the brain-age evaluation).
         chance: the site probe's chance level for rows whose metrics carry no ``chance`` (default: the first
             ``chance`` found in ``metrics``; the methods of one comparison share their sites).
+        columns: the table's columns (default: the brain-age comparison's, :data:`METRIC_COLUMNS`).
 
     Returns:
         Rows ``{"method", "chance", <column keys>}``, in the order of ``metrics``.
@@ -147,8 +172,8 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Any]], chance: float | None
     for method, values in metrics.items():
         own = _number(values.get("chance"))
         row: dict[str, Any] = {"method": str(method), "chance": own if own is not None else fallback}
-        for column in METRIC_COLUMNS:
-            row[column.key] = _number(values.get(column.key))
+        for column in columns:
+            row[column.key] = _number(metric_value(values, column.key))
         rows.append(row)
     return rows
 
@@ -334,6 +359,7 @@ def write_report(
     recon_table: Sequence[Mapping[str, Any]] | None = None,
     title: str = "harmonize audit",
     notes: str | Sequence[str] | None = None,
+    columns: Sequence[Column] = METRIC_COLUMNS,
 ) -> Path:
     """Write a self-contained ``report.html``: the comparison table, the reconstruction table and the figures.
 
@@ -349,6 +375,8 @@ def write_report(
             ``ua_psnr``, ``seconds``).
         title: the page's title.
         notes: paragraphs shown under the title.
+        columns: columns of the comparison table (default :data:`METRIC_COLUMNS`, the brain-age figures; e.g. the
+            measured ones of a task's columns, :func:`present_columns`).
 
     Returns:
         The path of ``report.html``.
@@ -356,7 +384,7 @@ def write_report(
     Raises:
         ConfigError: a figure file that is missing or not a PNG/JPEG (all listed), or malformed metrics.
     """
-    rows = metrics_table(metrics, chance)
+    rows = metrics_table(metrics, chance, columns)
     chance = _table_chance(rows, chance)
     paragraphs = [notes] if isinstance(notes, str) else list(notes or [])
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -376,7 +404,7 @@ def write_report(
     if paragraphs:
         parts.append("<div class=\"notes\">" + "".join(f"<p>{_esc(p)}</p>" for p in paragraphs) + "</div>")
     if rows:
-        parts += ["<h2>Harmonisation methods</h2>", _html_table(rows, METRIC_COLUMNS, chance, "metrics")]
+        parts += ["<h2>Harmonisation methods</h2>", _html_table(rows, columns, chance, "metrics")]
     if recon_table:
         recon = _html_table(recon_rows(recon_table), RECON_COLUMNS, None, "recon")
         parts += ["<h2>Reconstruction unlearning</h2>", recon]

@@ -5,7 +5,6 @@
 - :func:`make_unlearning_handler`: the domain-unlearning handler from a bundle's ``unlearning`` dict;
 - :func:`age_statistics`, :func:`labelled_subjects`: the training ages' scale and the semi-supervised subset;
 - :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
-- :class:`BatchNormRecalibrationHandler`: recompute BatchNorm statistics after (adversarial) training;
 - :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
   and writes;
 - :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
@@ -18,7 +17,6 @@ The reconstruction bundle's helpers live in :mod:`harmonize.bundle.recon`.
 from harmonize.bundle.age_csv_writer import AgeCsvWriter
 from harmonize.bundle.age_statistics import age_statistics
 from harmonize.bundle.attach_handlers import attach_handlers
-from harmonize.bundle.batch_norm_recalibration import BatchNormRecalibrationHandler
 from harmonize.bundle.check_overrides import check_overrides, config_ids
 from harmonize.bundle.embedded_cohort import (
     default_cache_dir,
@@ -41,7 +39,6 @@ from harmonize.bundle.unlearning_handler import (
 
 __all__ = [
     "AgeCsvWriter",
-    "BatchNormRecalibrationHandler",
     "EpochScalarWriter",
     "SegmentationWriter",
     "age_statistics",

@@ -23,13 +23,10 @@ from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
 from harmonize.handlers import DomainUnlearningHandler
 from harmonize.keys import Keys, Method
-from harmonize.networks import FeatureTaps
+from harmonize.networks import FeatureTaps, unwrap_network
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
-__all__ = ["make_unlearning_handler", "unlearning_settings", "unwrap_network"]
-
-#: Prefix of the submodule names of a network wrapped in ``DistributedDataParallel`` (or ``DataParallel``).
-WRAPPED_PREFIX = "module."
+__all__ = ["make_unlearning_handler", "unlearning_settings"]
 
 
 def unlearning_settings(unlearning: Mapping[str, Any] | UnlearningSettings | None) -> UnlearningSettings:
@@ -55,14 +52,6 @@ def unlearning_settings(unlearning: Mapping[str, Any] | UnlearningSettings | Non
     if values.get("overlap_range") is not None:
         values["overlap_range"] = tuple(values["overlap_range"])
     return UnlearningSettings(**values)
-
-
-def unwrap_network(network: nn.Module) -> tuple[nn.Module, str]:
-    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper, and the prefix of its names."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    if isinstance(network, wrappers):
-        return network.module, WRAPPED_PREFIX
-    return network, ""
 
 
 def make_unlearning_handler(

@@ -1,5 +1,6 @@
 """MONAI engine handlers that add the papers' training behaviours to an ordinary ``SupervisedTrainer``."""
 
+from harmonize.handlers.batch_norm_recalibration import BatchNormRecalibrationHandler
 from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
@@ -8,6 +9,7 @@ from harmonize.handlers.sample_mask import LabelRangeMask
 from harmonize.handlers.training_checkpoint import TrainingCheckpoint
 
 __all__ = [
+    "BatchNormRecalibrationHandler",
     "Confound",
     "DomainUnlearningHandler",
     "LabelRangeMask",

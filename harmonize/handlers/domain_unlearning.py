@@ -24,6 +24,7 @@ from torch import nn
 from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
 from harmonize.handlers.confound import MISSING, Confound
+from harmonize.handlers.feature_memory import FeatureMemory
 from harmonize.keys import StateKeys, UnlearningMode
 from harmonize.losses import ConfusionLoss, DomainLoss, MomentMatchingLoss, grad_reverse
 from harmonize.networks.feature_taps import FeatureTaps
@@ -92,6 +93,11 @@ class DomainUnlearningHandler:
         head_refit_steps: if > 0, at the start of each unlearning epoch every head is re-initialised and fitted
             with this many full-batch Adam steps on the detached features of all the trainer's training batches.
         head_refit_lr: learning rate of that re-fit.
+        head_memory: if > 0, the heads train at every iteration on the detached features of the last this many
+            samples (a :class:`~harmonize.handlers.feature_memory.FeatureMemory`, e.g. the training set's size)
+            instead of the current batch alone: a head close to the best read-out of the current training
+            features, at no extra forward pass.
+        head_weight_decay: L2 weight decay of the heads' Adam optimizer (used when ``head_optimizer`` is not given).
 
     Example::
 
@@ -123,6 +129,8 @@ class DomainUnlearningHandler:
         moment_ridge: float = defaults.MOMENT_RIDGE,
         head_refit_steps: int = 0,
         head_refit_lr: float = defaults.HEAD_REFIT_LR,
+        head_memory: int = 0,
+        head_weight_decay: float = 0.0,
     ) -> None:
         self.mode = UnlearningMode(check_option("mode", mode, UnlearningMode))
         self.confounds = [confounds] if isinstance(confounds, Confound) else list(confounds)
@@ -135,6 +143,10 @@ class DomainUnlearningHandler:
             raise ConfigError(f"head_steps must be at least 1, got {head_steps}.")
         if warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if head_memory < 0:
+            raise ConfigError(f"head_memory must be >= 0 (0 trains the heads on each batch alone), got {head_memory}.")
+        if not 0 <= head_weight_decay < float("inf"):
+            raise ConfigError(f"head_weight_decay must be a finite number >= 0, got {head_weight_decay}.")
         if head_refit_steps < 0:
             raise ConfigError(f"head_refit_steps must be >= 0 (0 turns the re-fit off), got {head_refit_steps}.")
         for what, lr in (("head_lr", head_lr), ("extractor_lr", extractor_lr), ("head_refit_lr", head_refit_lr)):
@@ -147,7 +159,10 @@ class DomainUnlearningHandler:
         self.warmup_epochs = warmup_epochs
         self.extractor_lr = extractor_lr
         self.sample_mask = sample_mask
-        self.head_optimizer = head_optimizer or torch.optim.Adam(self.heads.parameters(), lr=head_lr)
+        self.head_optimizer = head_optimizer or torch.optim.Adam(
+            self.heads.parameters(), lr=head_lr, weight_decay=head_weight_decay
+        )
+        self.memory = FeatureMemory(head_memory) if head_memory else None
         self.extractor_optimizer: torch.optim.Optimizer | None = None
         self.confusion_loss = ConfusionLoss(reduction="mean")
         self.domain_losses = {
@@ -331,12 +346,19 @@ class DomainUnlearningHandler:
         return [c for c in self.confounds if bool(self._valid(c).any())]
 
     def _train_heads(self, features: torch.Tensor) -> None:
-        """Step 2: the heads learn their confounds from detached features (the extractor is not touched)."""
-        active = self._active()
+        """Step 2: the heads learn their confounds from detached features (the extractor is not touched).
+
+        With a memory, they learn from the memory's samples, this batch's included.
+        """
+        targets = {c.name: self._masked_targets(c) for c in self.confounds}
+        if self.memory is not None:
+            self.memory.push(features, targets)
+            features, targets = self.memory.contents()
+        active = [c for c in self.confounds if bool((targets[c.name] != MISSING).any())]
         for step in range(self.head_steps if active else 0):
             self.head_optimizer.zero_grad(set_to_none=True)
             last = step == self.head_steps - 1
-            loss = sum(c.alpha * self._domain_loss(c, c.head(features), record=last) for c in active)
+            loss = sum(c.alpha * self._domain_loss(c, c.head(features), targets[c.name], record=last) for c in active)
             loss.backward()
             self.head_optimizer.step()
         self.head_optimizer.zero_grad(set_to_none=True)
@@ -347,7 +369,8 @@ class DomainUnlearningHandler:
         total = features.new_zeros(())
         for c in self._active():
             reversed_features = grad_reverse(features, c.beta_at(epoch))
-            total = total + c.alpha * self._domain_loss(c, c.head(reversed_features), record=True)
+            logits = c.head(reversed_features)
+            total = total + c.alpha * self._domain_loss(c, logits, self._masked_targets(c), record=True)
         return total
 
     def _confusion(self, features: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -399,8 +422,7 @@ class DomainUnlearningHandler:
                 self.network(image.to(device))
                 features.append(self.taps.features().detach())
                 for c in self.confounds:
-                    t = self._targets[c.name]
-                    targets[c.name].append(torch.where(self._valid(c), t, torch.full_like(t, MISSING)))
+                    targets[c.name].append(self._masked_targets(c))
         finally:
             self.taps.clear()
             for name, b in self.network.named_buffers():
@@ -452,9 +474,9 @@ class DomainUnlearningHandler:
             self._record(name, value)
         return accuracy
 
-    def _domain_loss(self, confound: Confound, logits: torch.Tensor, record: bool) -> torch.Tensor:
-        target = self._targets[confound.name]
-        mask = self._valid(confound)
+    def _domain_loss(self, confound: Confound, logits: torch.Tensor, target: torch.Tensor, record: bool) -> torch.Tensor:
+        """A head's cross-entropy on the samples whose target is not :data:`MISSING` (recording loss and accuracy)."""
+        mask = target != MISSING
         loss = self.domain_losses[confound.name](logits, target, mask=mask)
         if record:
             self._record(f"{StateKeys.DOMAIN_LOSS}_{confound.name}", float(loss.detach()))
@@ -462,6 +484,11 @@ class DomainUnlearningHandler:
             if hits.numel():
                 self._record(f"{StateKeys.DOMAIN_ACC}_{confound.name}", float(hits.float().mean()))
         return loss
+
+    def _masked_targets(self, confound: Confound) -> torch.Tensor:
+        """This batch's targets of a confound, :data:`MISSING` where a sample does not enter its losses."""
+        t = self._targets[confound.name]
+        return torch.where(self._valid(confound), t, torch.full_like(t, MISSING))
 
     def _valid(self, confound: Confound) -> torch.Tensor:
         """Samples that enter a confound's losses: its value is known and the sample mask keeps them."""
@@ -480,6 +507,8 @@ class DomainUnlearningHandler:
             "head_optimizer": self.head_optimizer.state_dict(),
             "history": list(self.history),
         }
+        if self.memory is not None:
+            state["memory"] = self.memory.state_dict()
         if self.extractor_optimizer is not None:
             state["extractor_optimizer"] = self.extractor_optimizer.state_dict()
         return state
@@ -491,6 +520,8 @@ class DomainUnlearningHandler:
             self.moment_losses.load_state_dict(state["moments"])
         self.head_optimizer.load_state_dict(state["head_optimizer"])
         self.history = list(state.get("history", []))
+        if self.memory is not None and "memory" in state:
+            self.memory.load_state_dict(state["memory"])
         if "extractor_optimizer" in state:
             if self.mode != UnlearningMode.ALTERNATING:
                 raise ConfigError(

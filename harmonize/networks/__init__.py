@@ -17,6 +17,7 @@ from harmonize.networks.domain_head import DomainHead
 from harmonize.networks.feature_taps import FeatureTaps, pool_features
 from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
 from harmonize.networks.segmentation import TissueSegmenter
+from harmonize.networks.unwrap_network import unwrap_network
 
 __all__ = [
     "BrainAgeRegressor",
@@ -27,4 +28,5 @@ __all__ = [
     "ReconUNet",
     "ReconVarNet",
     "recalibrate_batchnorm",
+    "unwrap_network",
 ]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
+from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from harmonize import defaults
@@ -89,7 +90,7 @@ class BrainAgeRegressor(nn.Module):
         hidden: int = defaults.AGE_HIDDEN,
         pooled_size: int = 1,
         norm: str | tuple = defaults.AGE_NORM,
-        act: str | tuple = "relu",
+        act: str | tuple = defaults.AGE_ACT,
         dropout: float = 0.0,
         age_offset: float = 0.0,
         age_scale: float = 1.0,
@@ -159,12 +160,12 @@ class BrainAgeRegressor(nn.Module):
         layers["global_pool"] = Pool[Pool.ADAPTIVEAVG, spatial_dims](pooled_size)
         layers["flatten"] = nn.Flatten(1)
         layers["embed"] = nn.Linear(channels[-1] * pooled_size**spatial_dims, self.feature_dim)
-        layers["embed_act"] = nn.ReLU()
+        layers["embed_act"] = get_act_layer(act)
         self.encoder = nn.Sequential(layers)
         self.regressor = nn.Sequential(
             OrderedDict(
                 fc=nn.Linear(self.feature_dim, int(hidden)),
-                act=nn.ReLU(),
+                act=get_act_layer(act),
                 out=nn.Linear(int(hidden), 1),
             )
         )

@@ -1,8 +1,12 @@
-"""Audit a trained brain-age model: can the scanner still be read from its features, and is the biology kept?
+"""Audit a trained model: can the scanner still be read from its features, and is the biology (and the task) kept?
 
 :func:`audit_model` (``harmonize audit``) takes a model (a :class:`~harmonize.workflows.brain_age.BrainAgeModel`,
-a model file written by :func:`~harmonize.workflows.model_file.save_model`, or a MONAI bundle folder) and a
-manifest, and measures on the scans the model was not trained on:
+a :class:`~harmonize.workflows.segmentation_audit.SegmentationModel`, a model file written by
+:func:`~harmonize.workflows.model_file.save_model`, or a MONAI bundle folder) and a manifest, and dispatches on its
+network (:func:`audit_task`): a brain-age network is audited here, a tissue segmenter by
+:func:`~harmonize.workflows.segmentation_audit.audit_segmentation` (Dice per tissue instead of the age error); both
+share the output folder, the probes (:func:`~harmonize.audit.feature_probes.feature_probes`), the figures and
+the report. For a brain-age model it measures, on the scans the model was not trained on:
 
 - the **held-out scans** of the sites it was trained on (``val`` and ``test`` rows): a site probe (cross-validated
   logistic regression on the tapped features, balanced accuracy against the chance level ``1 / n_sites``, with a
@@ -24,7 +28,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,12 +38,16 @@ from harmonize.audit.features import FeatureSet
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import HarmonizeError
 from harmonize.io import write_json_atomic
-from harmonize.keys import Keys, Split
+from harmonize.keys import Keys, Split, Task
+from harmonize.networks import BrainAgeRegressor, TissueSegmenter
 from harmonize.workflows.brain_age import (
     BrainAgeModel,
     brain_age_features,
     evaluate_brain_age,
 )
+
+if TYPE_CHECKING:
+    from harmonize.workflows.segmentation_audit import SegmentationModel
 
 __all__ = [
     "ALL_SPLITS",
@@ -47,9 +55,13 @@ __all__ = [
     "METRICS_FILE",
     "FIGURES_DIR",
     "READING_NOTES",
+    "SEGMENTATION_NOTES",
+    "TASK_NETWORKS",
     "prepare_output_dir",
     "input_files",
     "held_out_rows",
+    "concat_feature_sets",
+    "audit_task",
     "audit_brain_age",
     "audit_model",
     "summary_line",
@@ -74,6 +86,16 @@ READING_NOTES = (
      "the sex probe read age and sex from the same features: harmonisation should leave these close to the "
      "baseline."),
 )
+#: How to read a segmentation audit's figures (with the site-probe note of :data:`READING_NOTES`).
+SEGMENTATION_NOTES = (
+    READING_NOTES[0],
+    ("Task kept: Dice (MONAI's DiceMetric) of the network's segmentation (argmax of its logits) against the label "
+     "maps, per tissue, on the held-out scans; a tissue absent from a scan's label map is left out of that scan's "
+     "mean. Age R\u00b2 (ridge regression) and the sex probe read age and sex from the same features when the "
+     "manifest has them: harmonisation should leave the Dice and these close to the baseline."),
+)
+#: Network classes :func:`audit_model` audits, by task (a subclass counts as its base class).
+TASK_NETWORKS: dict[Task, type] = {Task.BRAIN_AGE: BrainAgeRegressor, Task.SEGMENTATION: TissueSegmenter}
 
 
 def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool = False,
@@ -136,7 +158,8 @@ def held_out_rows(
     return seen, frame[~known]
 
 
-def _concat(first: FeatureSet, second: FeatureSet) -> FeatureSet:
+def concat_feature_sets(first: FeatureSet, second: FeatureSet) -> FeatureSet:
+    """The rows of ``first`` then ``second`` (metadata keys they share; predictions when both keep them)."""
     keys = [k for k in first.meta if k in second.meta]
     predictions = None
     if first.predictions is not None and second.predictions is not None:
@@ -149,6 +172,22 @@ def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def audit_task(network: Any) -> Task:
+    """The task of a network (:data:`TASK_NETWORKS`), which chooses the audit's task figures.
+
+    Raises:
+        HarmonizeError: a network of another class, named with the classes the audit measures.
+    """
+    for task, cls in TASK_NETWORKS.items():
+        if isinstance(network, cls):
+            return task
+    known = ", ".join(f"{cls.__name__} ({task})" for task, cls in TASK_NETWORKS.items())
+    raise HarmonizeError(
+        f"harmonize audit cannot audit a {type(network).__name__} network: it measures {known} networks. Give a "
+        "bundle whose 'network_def' is one of them."
+    )
 
 
 def audit_brain_age(
@@ -208,11 +247,66 @@ def audit_brain_age(
     metrics["n_unseen"] = len(other)
     for name in metrics["unseen_sites"]:
         metrics["age_mae_per_site"][f"{name}{UNSEEN_SUFFIX}"] = float(np.nanmean(error[names == name]))
-    return metrics, _concat(features, other)
+    return metrics, concat_feature_sets(features, other)
+
+
+def _loaded(
+    model: BrainAgeModel | SegmentationModel | str | os.PathLike, frame: pd.DataFrame, device: str | None
+) -> tuple[BrainAgeModel | SegmentationModel, str]:
+    """The model to audit, read from its file or bundle folder if given as a path, and what it was."""
+    from harmonize.workflows.model_file import load_bundle_model, load_model
+    from harmonize.workflows.segmentation_audit import SegmentationModel
+
+    if isinstance(model, (BrainAgeModel, SegmentationModel)):
+        return model, "a model in memory"
+    path = Path(model)
+    loaded = load_bundle_model(path, frame, device or "cpu") if path.is_dir() else load_model(path, device)
+    return loaded, str(model)
+
+
+def _brain_age_audit(
+    model: BrainAgeModel, frame: pd.DataFrame, source: str, figures: Path, permutations: int, seed: int
+) -> tuple[dict[str, Any], FeatureSet, dict[str, Path], list[str]]:
+    """Metrics, features, task figure and notes of a brain-age model (see :func:`audit_brain_age`)."""
+    from harmonize.audit import plots
+
+    method = str(model.settings.unlearning.method)
+    metrics, features = audit_brain_age(model, frame, permutations=permutations, seed=seed)
+    pngs = {"Age error per site": plots.per_site_error_plot({method: metrics}, figures / "per_site_error.png")}
+    notes = [(f"Model: {source} (method {method}); audited on {metrics['n_subjects']} held-out scans of the "
+              f"training sites {list(model.site_index)}."), *READING_NOTES]
+    if "unseen_site_mae" in metrics:
+        notes.append(f"Sites unseen in training ({', '.join(metrics['unseen_sites'])}): {metrics['n_unseen']} scans, "
+                     f"age MAE {metrics['unseen_site_mae']:.2f} years (column 'Unseen-site MAE').")
+    return metrics, features, pngs, notes
+
+
+def _segmentation_audit(
+    model: SegmentationModel, frame: pd.DataFrame, source: str, figures: Path, permutations: int, seed: int
+) -> tuple[dict[str, Any], FeatureSet, dict[str, Path], list[str]]:
+    """Metrics, features, task figure and notes of a segmentation model (see ``audit_segmentation``)."""
+    from harmonize.audit import plots
+    from harmonize.workflows.segmentation_audit import audit_segmentation
+
+    metrics, features = audit_segmentation(model, frame, permutations=permutations, seed=seed)
+    png = plots.grouped_bar_plot(metrics["dice_per_site"], figures / "per_site_dice.png", ylabel="Dice",
+                                 title="Dice per site and tissue (held-out scans)", ylim=(0.0, 1.0))
+    tissues = ", ".join(metrics["tissues"])
+    notes = [(f"Model: {source} (method {model.method}, tissue segmentation of {tissues}); audited on "
+              f"{metrics['n_subjects']} held-out scans of the training sites {list(model.site_index)} "
+              f"({metrics['n_labelled']} with a label map)."), *SEGMENTATION_NOTES]
+    if "unseen_site_dice" in metrics:
+        dice = metrics["unseen_site_dice"]
+        notes.append(f"Sites unseen in training ({', '.join(metrics['unseen_sites'])}): {metrics['n_unseen']} scans, "
+                     f"mean Dice {'not measured' if dice is None else format(dice, '.3f')} "
+                     "(column 'Unseen-site Dice').")
+    if Keys.AGE in features.meta and not np.isfinite(features.meta[Keys.AGE].astype(float)).any():
+        features.meta.pop(Keys.AGE)  # no age to colour the embedding by
+    return metrics, features, {"Dice per site and tissue": png}, notes
 
 
 def audit_model(
-    model: BrainAgeModel | str | os.PathLike,
+    model: BrainAgeModel | SegmentationModel | str | os.PathLike,
     manifest: str | os.PathLike | pd.DataFrame,
     out_dir: str | os.PathLike,
     overwrite: bool = False,
@@ -223,10 +317,15 @@ def audit_model(
 ) -> dict[str, Any]:
     """Audit a model on a manifest's held-out and unseen-site scans; write metrics, figures and a report.
 
+    The network decides the task (:func:`audit_task`): a brain-age network gets :func:`audit_brain_age` and an
+    age-error figure, a tissue segmenter gets
+    :func:`~harmonize.workflows.segmentation_audit.audit_segmentation` and a Dice figure; both get the feature
+    embeddings, the training curves when the model has a history, ``metrics.json`` and ``report.html``.
+
     Args:
-        model: a trained model, a model file (:func:`~harmonize.workflows.model_file.save_model`) or a MONAI
-            bundle folder (:func:`~harmonize.workflows.model_file.load_bundle_model`).
-        manifest: the (preprocessed) manifest of the scans to audit.
+        model: a trained model, a model file (:func:`~harmonize.workflows.model_file.save_model`, brain age) or a
+            MONAI bundle folder (:func:`~harmonize.workflows.model_file.load_bundle_model`, either task).
+        manifest: the (preprocessed) manifest of the scans to audit (with label maps for a segmentation model).
         out_dir: where ``metrics.json``, ``figures/*.png`` and ``report.html`` go; must be empty or absent unless
             ``overwrite``.
         overwrite: allow a non-empty ``out_dir`` (files of the same names are replaced).
@@ -236,58 +335,68 @@ def audit_model(
         report: where progress lines go (the CLI prints them).
 
     Returns:
-        The metrics written to ``metrics.json``: those of :func:`audit_brain_age`, plus ``method``, ``model`` (what
-        was audited), ``manifest`` and ``sites`` (the training sites).
+        The metrics written to ``metrics.json``: those of :func:`audit_brain_age` or of ``audit_segmentation``,
+        plus ``method``, ``model`` (what was audited), ``manifest`` and ``sites`` (the training sites).
 
     Raises:
-        HarmonizeError: an unreadable model or manifest, a non-empty ``out_dir``, or nothing to audit.
+        HarmonizeError: an unreadable model or manifest, a network that is neither a brain-age network nor a tissue
+            segmenter, a non-empty ``out_dir``, or nothing to audit.
     """
     from harmonize.audit import plots
     from harmonize.audit.report import write_report
     from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
-    from harmonize.workflows.model_file import load_bundle_model, load_model
+    from harmonize.workflows.segmentation_audit import segmentation_columns
 
     out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model))
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-    source = "a model in memory"
-    if not isinstance(model, BrainAgeModel):
-        source = str(model)
-        path = Path(model)
-        model = load_bundle_model(path, frame, device or "cpu") if path.is_dir() else load_model(path, device)
-    method = str(model.settings.unlearning.method)
-    report(f"auditing {source} ({method}, taps {list(model.settings.taps)}, sites {list(model.site_index)})")
-    metrics, features = audit_brain_age(model, frame, permutations=permutations, seed=seed)
+    model, source = _loaded(model, frame, device)
+    task = audit_task(model.network)
+    segmentation = task == Task.SEGMENTATION
+    if segmentation and isinstance(model, BrainAgeModel):
+        raise HarmonizeError(
+            f"{source}: a {type(model.network).__name__} held as a brain-age model; audit it as a "
+            "harmonize.workflows.segmentation_audit.SegmentationModel or from its bundle folder."
+        )
+    method = str(model.method if segmentation else model.settings.unlearning.method)
+    taps = list(model.taps if segmentation else model.settings.taps)
+    report(f"auditing {source} ({method}, taps {taps}, sites {list(model.site_index)})")
+    figures = out / FIGURES_DIR
+    audit = _segmentation_audit if segmentation else _brain_age_audit
+    metrics, features, task_pngs, notes = audit(model, frame, source, figures, permutations, seed)
     metrics = {"method": method, "model": source, "manifest": str(frame.attrs.get(MANIFEST_ATTR, "a frame")),
                "sites": list(model.site_index), **metrics}
     report(summary_line(method, metrics))
-    figures = out / FIGURES_DIR
     site_names = list(model.site_index)
     pngs = {
         "Features of held-out scans (PCA and t-SNE; unseen sites grey)": plots.embedding_grid(
             {method: features}, figures / "embeddings.png", site_names=site_names, seed=seed),
-        "Age error per site": plots.per_site_error_plot({method: metrics}, figures / "per_site_error.png"),
+        **task_pngs,
     }
     if model.history:
         pngs["Domain head during training"] = plots.training_curves_plot(
             {method: model.history}, figures / "training.png", chance=1.0 / len(site_names))
     write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)
-    notes = [(f"Model: {source} (method {method}); audited on {metrics['n_subjects']} held-out scans of the "
-              f"training sites {site_names}."), *READING_NOTES]
-    if "unseen_site_mae" in metrics:
-        notes.append(f"Sites unseen in training ({', '.join(metrics['unseen_sites'])}): {metrics['n_unseen']} scans, "
-                     f"age MAE {metrics['unseen_site_mae']:.2f} years (column 'Unseen-site MAE').")
+    columns = {"columns": segmentation_columns(metrics)} if segmentation else {}
     html = write_report(out, {method: metrics}, metrics["chance"], plots=pngs, title=f"harmonize audit: {method}",
-                        notes=notes)
+                        notes=notes, **columns)
     report(f"metrics written to {out / METRICS_FILE}, report to {html}")
     return metrics
 
 
 def summary_line(method: str, m: dict[str, Any]) -> str:
-    """One progress line summarising a model's audit figures."""
+    """One progress line summarising a model's audit figures (age error, or Dice for a segmentation audit)."""
     p = m.get("site_probe_p")
     line = (f"  {method}: site probe {m['site_probe_bacc']:.3f} (chance {m['chance']:.3f}"
-            f"{'' if p is None else f', p {p:.3f}'}), age MAE {m['age_mae']:.2f} y, "
-            f"age R2 from features {m['age_probe_r2']:.2f}")
+            f"{'' if p is None else f', p {p:.3f}'})")
+    if "mean_dice" in m:
+        dice = m["mean_dice"]
+        line += f", mean Dice {'n/a' if dice is None else format(dice, '.3f')}"
+        if m.get("age_probe_r2") is not None:
+            line += f", age R2 from features {m['age_probe_r2']:.2f}"
+        if m.get("unseen_site_dice") is not None:
+            line += f", unseen-site Dice {m['unseen_site_dice']:.3f}"
+        return line
+    line += f", age MAE {m['age_mae']:.2f} y, age R2 from features {m['age_probe_r2']:.2f}"
     if m.get("unseen_site_mae") is not None:
         line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
     return line

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.audit.probe import classifier_probe, regressor_probe
+from harmonize.audit.feature_probes import feature_probes
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
@@ -51,8 +51,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Scans of each class a probe needs to cross-validate (the sex probe is skipped below it).
-MIN_SCANS_PER_CLASS = 2
 #: The layer whose output is the brain-age network's feature vector.
 TAP = BrainAgeRegressor.TAPS["encoder"]
 
@@ -122,6 +120,9 @@ class BrainAgeModel:
     site_index: CategoryIndex
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    #: MONAI dictionary transform applied to every loaded scan before the network (a bundle's ``transforms``,
+    #: e.g. intensity normalisation); ``None``: the scans as the manifest gives them, as ``train_brain_age`` trains.
+    transform: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 def train_brain_age(
@@ -288,7 +289,7 @@ def brain_age_features(
     rows = frame[frame[Keys.SPLIT].isin([str(s) for s in splits])]
     if rows.empty:
         raise HarmonizeError(f"No row of the manifest is in splits {list(map(str, splits))}: nothing to evaluate.")
-    dataset = make_dataset(rows, site_index=model.site_index, allow_unknown_sites=True)
+    dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
     loader = make_dataloader(dataset, batch_size=model.settings.batch_size, shuffle=False)
     return collect_features(model.network, taps or model.settings.taps, loader, device=model.settings.device)
 
@@ -351,36 +352,20 @@ def audit_feature_set(
 ) -> dict[str, Any]:
     """Age error of the predictions and probes of the features, for one set of held-out scans.
 
-    Returns a dictionary with ``age_mae`` (years), ``age_mae_per_site``, ``site_probe_bacc`` (cross-validated
-    balanced accuracy of a logistic-regression site probe on the features of the sites seen in training),
-    ``site_probe_p`` (permutation p-value when ``permutations`` > 0), ``chance`` (``1 / n_sites``),
-    ``age_probe_r2`` / ``age_probe_mae`` (ridge regression of age on the features), ``sex_probe_bacc``,
-    ``n_subjects``, and ``age_mae_unseen_sites`` when some scans come from sites unseen in training.
+    Returns a dictionary with ``age_mae`` (years), ``age_mae_per_site``, ``age_mae_unseen_sites`` when some scans
+    come from sites unseen in training, and the probes of :func:`~harmonize.audit.feature_probes.feature_probes`:
+    ``site_probe_bacc`` (cross-validated balanced accuracy of a logistic-regression site probe on the features of
+    the sites seen in training), ``site_probe_p`` (permutation p-value when ``permutations`` > 0), ``chance``
+    (``1 / n_sites``), ``age_probe_r2`` / ``age_probe_mae`` (ridge regression of age on the features),
+    ``sex_probe_bacc`` and ``n_subjects``.
     """
     age = fs.meta[Keys.AGE].astype(float)
     site = fs.meta[Keys.SITE]
     err = np.abs(fs.predictions.reshape(-1) - age)
     known = site >= 0
     per_site = {site_names[i]: float(np.nanmean(err[site == i])) for i in np.unique(site[known])}
-    site_probe = classifier_probe(fs.features[known], site[known], permutations=permutations, seed=seed)
-    age_probe = regressor_probe(fs.features, age, seed=seed)
-    metrics: dict[str, Any] = {
-        "age_mae": float(np.nanmean(err)),
-        "age_mae_per_site": per_site,
-        "site_probe_bacc": site_probe.balanced_accuracy,
-        "site_probe_p": site_probe.p_value,
-        "chance": site_probe.chance,
-        "age_probe_r2": age_probe.r2,
-        "age_probe_mae": age_probe.mae,
-        "n_subjects": len(fs),
-    }
-    sex = fs.meta.get(Keys.SEX)
-    counts = np.unique(sex[sex >= 0], return_counts=True)[1] if sex is not None else np.array([])
-    if len(counts) == 2 and counts.min() < MIN_SCANS_PER_CLASS:
-        logger.info("Sex probe skipped: the held-out scans hold %s scans of each sex; it needs %d of each.",
-                    counts.tolist(), MIN_SCANS_PER_CLASS)
-    elif len(counts) == 2:
-        metrics["sex_probe_bacc"] = classifier_probe(fs.features[sex >= 0], sex[sex >= 0], seed=seed).balanced_accuracy
+    metrics: dict[str, Any] = {"age_mae": float(np.nanmean(err)), "age_mae_per_site": per_site,
+                               **feature_probes(fs, permutations=permutations, seed=seed)}
     if (~known).any():
         metrics["age_mae_unseen_sites"] = float(np.nanmean(err[~known]))
     return metrics

@@ -9,7 +9,9 @@ that names the file and what does not match. The file holds only tensors and pla
 ``torch.load(weights_only=True)`` and runs no pickled code.
 
 :func:`load_bundle_model` reads a MONAI bundle folder instead: it instantiates the config's ``network_def`` with
-:class:`monai.bundle.ConfigParser` and loads ``models/model.pt`` (a plain ``state_dict``).
+:class:`monai.bundle.ConfigParser` and loads ``models/model.pt`` (a plain ``state_dict``). A bundle of a tissue
+segmenter gives a :class:`~harmonize.workflows.segmentation_audit.SegmentationModel` (with the bundle's
+preprocessing transform and training history), any other network a brain-age model.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,16 +37,20 @@ from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import Confound, DomainUnlearningHandler
 from harmonize.io import atomic_write
 from harmonize.keys import Keys, Method, UnlearningMode
-from harmonize.networks import BrainAgeRegressor, DomainHead
+from harmonize.networks import BrainAgeRegressor, DomainHead, TissueSegmenter
 from harmonize.networks.state_mismatch import state_mismatches
 from harmonize.workflows.brain_age import BrainAgeModel, BrainAgeSettings
 from harmonize.workflows.unlearning import UnlearningSettings
+
+if TYPE_CHECKING:
+    from harmonize.workflows.segmentation_audit import SegmentationModel
 
 __all__ = [
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "BUNDLE_CONFIGS",
     "BUNDLE_WEIGHTS",
+    "BUNDLE_TRANSFORM_ID",
     "save_model",
     "load_model",
     "load_bundle_model",
@@ -68,6 +74,14 @@ BUNDLE_ROOT_ID = "bundle_root"
 BUNDLE_MANIFEST_ID = "manifest"
 #: Ids that may name the training method (the first found is used).
 BUNDLE_METHOD_IDS = ("method", "unlearning#method")
+#: Config id of the bundle's preprocessing transform (a MONAI dictionary transform applied after loading).
+BUNDLE_TRANSFORM_ID = "transforms"
+#: Config id of the bundle's output folder; MONAI's CheckpointSaver of ``train.json`` keeps the full training state
+#: (network, optimizer, unlearning handler with its history) in its ``checkpoints`` subfolder.
+BUNDLE_OUTPUT_ID = "output_dir"
+BUNDLE_CHECKPOINTS_DIR = "checkpoints"
+#: Entry of the unlearning handler in a bundle's training checkpoint.
+BUNDLE_UNLEARNING_ENTRY = "unlearning"
 #: Problems named at most in one error message.
 MAX_LISTED = 12
 #: What a file that is not a model file (or is damaged) raises when read.
@@ -293,7 +307,7 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeMo
     if cls is None:
         raise HarmonizeError(
             f"Model file {str(path)!r} holds a {content['network_class']!r} network; this function loads "
-            f"{sorted(NETWORKS)}."
+            f"{sorted(NETWORKS)}. A tissue segmenter is audited from its MONAI bundle folder (--bundle DIR)."
         )
     settings = _settings(content["settings"], path)
     device = _device(device, settings.device)
@@ -367,14 +381,62 @@ def _bundle_site_index(bundle: Path, parser: Any, manifest: Any) -> CategoryInde
     return CategoryIndex.from_frame(frame, source=None if not isinstance(manifest, (str, os.PathLike)) else manifest)
 
 
-def load_bundle_model(bundle_dir: str | os.PathLike, manifest: Any = None, device: str = "cpu") -> BrainAgeModel:
-    """Load the network of a MONAI bundle folder as a :class:`BrainAgeModel` to audit.
+def _bundle_transform(parsers: Sequence[Any], config: Path) -> Any:
+    """The bundle's preprocessing transform (its ``transforms`` id, instantiated), or ``None`` if it has none."""
+    for parser in parsers:
+        if BUNDLE_TRANSFORM_ID in parser:
+            try:
+                return parser.get_parsed_content(BUNDLE_TRANSFORM_ID, instantiate=True)
+            except (RuntimeError, ValueError, TypeError, KeyError, ImportError) as err:
+                raise HarmonizeError(
+                    f"Bundle config {str(config)!r}: '{BUNDLE_TRANSFORM_ID}' cannot be built: {err}"
+                ) from err
+    return None
+
+
+def _bundle_history(parsers: Sequence[Any], bundle: Path) -> list[dict[str, float]]:
+    """The per-epoch history of the unlearning handler, from the newest training checkpoint of the bundle.
+
+    ``train.json`` saves ``{"model", "optimizer", "unlearning"}`` into ``<output_dir>/checkpoints``; the history is
+    ``unlearning["history"]``. A bundle trained without a domain head, or whose checkpoints are elsewhere, has none.
+    """
+    folders = []
+    for parser in parsers:
+        if BUNDLE_OUTPUT_ID in parser:
+            try:
+                folders.append(Path(str(parser.get_parsed_content(BUNDLE_OUTPUT_ID))) / BUNDLE_CHECKPOINTS_DIR)
+            except (RuntimeError, ValueError, TypeError, KeyError) as err:
+                logger.info("Bundle %s: its '%s' id cannot be resolved (%s).", bundle, BUNDLE_OUTPUT_ID, err)
+    files = sorted({f for folder in folders if folder.is_dir() for f in folder.glob("*.pt")},
+                   key=lambda f: f.stat().st_mtime)
+    if not files:
+        return []
+    try:
+        state = _read(files[-1], "Bundle training checkpoint")
+    except HarmonizeError as err:  # the history only draws the training curves: audit without them
+        logger.warning("Bundle %s: no training curves: %s", bundle, err)
+        return []
+    unlearning = state.get(BUNDLE_UNLEARNING_ENTRY) if isinstance(state, Mapping) else None
+    history = unlearning.get("history", []) if isinstance(unlearning, Mapping) else []
+    logger.info("Bundle %s: training history of %d epochs read from %s.", bundle, len(history), files[-1])
+    return [{str(k): float(v) for k, v in entry.items()} for entry in history]
+
+
+def load_bundle_model(
+    bundle_dir: str | os.PathLike, manifest: Any = None, device: str = "cpu"
+) -> BrainAgeModel | SegmentationModel:
+    """Load the network of a MONAI bundle folder as a model to audit.
 
     Reads ``configs/inference.json`` (else ``configs/train.json``) with :class:`monai.bundle.ConfigParser`
     (``bundle_root`` set to the folder), instantiates ``network_def``, loads ``models/model.pt`` (a plain
     ``state_dict``, or a MONAI checkpoint holding one under ``network``) and reads the tapped layers from the
     ``taps`` id and the method from ``method`` or ``unlearning#method``, in that config or the bundle's other one
-    (default: the network's encoder, and ``none``).
+    (default: the network's first tap, e.g. the brain-age encoder, and ``none``).
+
+    Both kinds of model carry the bundle's ``transforms`` (the scans are audited as they were trained on, e.g.
+    intensity-normalised). A :class:`~harmonize.networks.TissueSegmenter` gives a
+    :class:`~harmonize.workflows.segmentation_audit.SegmentationModel`, which also carries the unlearning history
+    of its newest training checkpoint (``<output_dir>/checkpoints/*.pt``), when there is one.
 
     Args:
         bundle_dir: the bundle folder.
@@ -383,14 +445,16 @@ def load_bundle_model(bundle_dir: str | os.PathLike, manifest: Any = None, devic
         device: where to put the network.
 
     Returns:
-        The model; its ``settings`` carry the taps and sizes read from the network, ``history`` is empty and
-        ``seconds`` is NaN (training time unknown).
+        The model. A brain-age model's ``settings`` carry the taps and sizes read from the network, its
+        ``history`` is empty; ``seconds`` is NaN (training time unknown) for both kinds.
 
     Raises:
         HarmonizeError: no config or weights, a config without ``network_def`` or that fails to instantiate,
             or weights that do not fit the network (every mismatch named).
     """
     from monai.bundle import ConfigParser
+
+    from harmonize.workflows.segmentation_audit import SegmentationModel
 
     bundle = Path(bundle_dir)
     if not bundle.is_dir():
@@ -433,6 +497,13 @@ def load_bundle_model(bundle_dir: str | os.PathLike, manifest: Any = None, devic
     taps = (taps,) if isinstance(taps, str) else tuple(str(t) for t in taps)
     method = next((str(m) for m in (_bundle_setting(parsers, k) for k in BUNDLE_METHOD_IDS) if m), Method.NONE)
     method = method if method in (Method.NONE, Method.UNLEARNING, Method.DANN) else Method.NONE
+    if isinstance(network, TissueSegmenter):
+        network.to(device).eval()
+        model = SegmentationModel(network, _bundle_site_index(bundle, parser, manifest), taps, Method(method),
+                                  device=device, transform=_bundle_transform(parsers, config),
+                                  history=_bundle_history(parsers, bundle))
+        logger.info("Loaded bundle %s: %s from %s, taps %s", bundle, type(network).__name__, config.name, list(taps))
+        return model
     settings = BrainAgeSettings(
         unlearning=UnlearningSettings(method=method),
         channels=getattr(network, "channels", BrainAgeSettings.channels),
@@ -443,4 +514,4 @@ def load_bundle_model(bundle_dir: str | os.PathLike, manifest: Any = None, devic
     network.to(device).eval()
     site_index = _bundle_site_index(bundle, parser, manifest)
     logger.info("Loaded bundle %s: %s from %s, taps %s", bundle, type(network).__name__, config.name, list(taps))
-    return BrainAgeModel(network, None, settings, site_index, math.nan, [])
+    return BrainAgeModel(network, None, settings, site_index, math.nan, [], transform=_bundle_transform(parsers, config))

@@ -16,6 +16,7 @@ from harmonize.audit.plots import (
     comparison_bar_plot,
     embedding_grid,
     embedding_plot,
+    grouped_bar_plot,
     per_site_error_plot,
     training_curves_plot,
 )
@@ -116,6 +117,16 @@ def test_per_site_error_plot(tmp_path: Path) -> None:
     _read(path, 1, 2)
     with pytest.raises(ConfigError, match="no method has 'age_mae_per_site'"):
         per_site_error_plot({"combat": METRICS["combat"]}, tmp_path / "x.png")
+
+
+def test_grouped_bar_plot(tmp_path: Path) -> None:
+    dice = {site: {"csf": 0.3 + 0.1 * i, "gm": 0.8, "wm": 0.85, "mean": 0.65} for i, site in enumerate(SITES)}
+    dice["unseen (unseen)"] = {"csf": None, "gm": float("nan"), "wm": 0.7, "mean": 0.7}  # bars left out
+    path = grouped_bar_plot(dice, tmp_path / "dice.png", ylabel="Dice", title="Dice per site", ylim=(0.0, 1.0))
+    # 4 groups x 4 bars: 3 panel widths
+    _read(path, 1, 3)
+    with pytest.raises(ConfigError, match="grouped_bar_plot: no value to plot in 'empty'"):
+        grouped_bar_plot({"a": {"csf": None}}, tmp_path / "x.png", ylabel="Dice", title="empty")
 
 
 def test_training_curves_plot(tmp_path: Path) -> None:

@@ -16,9 +16,12 @@ from harmonize.audit.report import (
     METRIC_COLUMNS,
     MISSING,
     RECON_COLUMNS,
+    Column,
     best_methods,
     format_value,
+    metric_value,
     metrics_table,
+    present_columns,
     write_comparison_table,
     write_report,
 )
@@ -169,3 +172,38 @@ def test_markdown_and_json_tables_agree(tmp_path: Path) -> None:
     assert document["rows"][2]["age_mae"] is None
     assert "Site-probe bacc (chance 0.250)" in md_path.read_text()
     assert "&lt;script&gt;" in md_path.read_text() and "<script>" not in md_path.read_text()
+
+
+#: Columns of a task whose figures sit in a nested dictionary (as the segmentation audit's Dice per tissue).
+DICE_COLUMNS = (
+    METRIC_COLUMNS[0],
+    Column("mean_dice", "Mean Dice", 3, "high"),
+    Column("dice_per_tissue.gm", "GM Dice", 3, "high"),
+    Column("unseen_site_dice", "Unseen-site Dice", 3, "high"),
+    Column("seconds", "Seconds", 1, "low"),
+)
+DICE = {
+    "none": {"site_probe_bacc": 0.8, "chance": 0.5, "mean_dice": 0.61, "dice_per_tissue": {"gm": 0.812, "wm": 0.8}},
+    "unlearning": {"site_probe_bacc": 0.55, "chance": 0.5, "mean_dice": 0.634, "dice_per_tissue": {"gm": 0.79},
+                   "seconds": None},
+}
+
+
+def test_metric_value_reads_dotted_paths() -> None:
+    values = {"a": 1, "b.c": 2, "d": {"e": {"f": 3}}}
+    assert [metric_value(values, k) for k in ("a", "b.c", "d.e.f", "d.x", "a.b", "z")] == [1, 2, 3, None, None, None]
+
+
+def test_columns_follow_the_metrics_present(tmp_path: Path) -> None:
+    columns = present_columns(DICE, DICE_COLUMNS)
+    assert [c.key for c in columns] == ["site_probe_bacc", "mean_dice", "dice_per_tissue.gm"]  # nothing unseen, no time
+    rows = metrics_table(DICE, columns=columns)
+    assert rows[0] == {"method": "none", "chance": 0.5, "site_probe_bacc": 0.8, "mean_dice": 0.61,
+                       "dice_per_tissue.gm": 0.812}
+    text = write_report(tmp_path, DICE, None, columns=columns).read_text()
+    assert "<th scope=\"col\">GM Dice</th>" in text and "Age MAE" not in text and "Seconds" not in text
+    assert '<td class="best">0.634</td>' in text and '<td class="best">0.812</td>' in text
+    assert '<td class="best">0.550</td>' in text  # closest to chance
+    assert f">{MISSING}<" not in text
+    default = write_report(tmp_path / "default", DICE, None).read_text()  # brain-age columns by default
+    assert "Age MAE (years)</th>" in default and "Mean Dice" not in default

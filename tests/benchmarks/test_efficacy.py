@@ -1,4 +1,4 @@
-"""The efficacy benchmark at its smallest size: every method's row, and the targets' logic."""
+"""The efficacy benchmark at its smallest size: every method's row, parallel runs, and the targets' logic."""
 
 from __future__ import annotations
 
@@ -6,13 +6,27 @@ import math
 
 import pytest
 
-from benchmarks.efficacy import EfficacySettings, _targets, run_efficacy, site_balanced_batch_size
+from benchmarks.common import Workers
+from benchmarks.efficacy import (
+    EfficacySettings,
+    _targets,
+    run_efficacy,
+    site_balanced_batch_size,
+)
+
+SMALLEST = EfficacySettings.for_size("smallest")
+METHODS = ["none", "unlearning fused", "unlearning alternating", "unlearning refit", "dann", "combat"]
 
 
-def test_rows_hold_every_method_with_sane_figures():
-    result = run_efficacy(EfficacySettings.for_size("smallest"), report=lambda line: None)
-    assert [r["method"] for r in result.rows] == [
-        "none", "unlearning fused", "unlearning alternating", "unlearning refit", "dann", "combat"]
+@pytest.fixture(scope="module")
+def sequential():
+    """The smallest run, one run after another in this process, 1 torch thread."""
+    return run_efficacy(SMALLEST, report=lambda line: None, workers=Workers(jobs=1, threads=1))
+
+
+def test_rows_hold_every_method_with_sane_figures(sequential):
+    result = sequential
+    assert [r["method"] for r in result.rows] == METHODS
     for row in result.rows:
         assert row["cohort"] == "balanced"
         assert row["chance"] == pytest.approx(1 / 3)
@@ -25,6 +39,20 @@ def test_rows_hold_every_method_with_sane_figures():
     assert heads[0] is None and heads[-1] is None  # none and ComBat train no head
     assert all(0.0 <= h <= 1.0 for h in heads[1:5])
     assert len(result.targets) == 3
+    assert "The 5 runs were trained one after another, with 1 torch thread" in result.description
+
+
+def test_parallel_runs_give_the_rows_and_figures_of_sequential_ones(sequential):
+    lines = []
+    parallel = run_efficacy(SMALLEST, report=lines.append, workers=Workers(jobs=2, threads=2))
+    assert [r["method"] for r in parallel.rows] == METHODS
+    figures = [{k: v for k, v in r.items() if k != "seconds"} for r in parallel.rows]
+    assert figures == [{k: v for k, v in r.items() if k != "seconds"} for r in sequential.rows]
+    assert [t.measured for t in parallel.targets] == [t.measured for t in sequential.targets]
+    # one progress line per trained run, in the order they finished; then the table
+    assert sorted(line.split(" / ")[1].split(":")[0] for line in lines[:5]) == sorted(METHODS[:5])
+    assert lines[5].startswith("== Efficacy")
+    assert "The 5 runs were trained in 2 parallel processes, each with 1 torch thread" in parallel.description
 
 
 @pytest.mark.parametrize("sites, expected", [(1, 8), (3, 9), (4, 8), (5, 10), (32, 32)])

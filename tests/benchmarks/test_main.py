@@ -20,17 +20,23 @@ def test_bad_thread_count_is_refused(capsys):
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_bad_job_count_is_refused(capsys):
+    assert main(["preprocess", "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_a_quick_run_rewrites_the_report(tmp_path, capsys, monkeypatch):
     smallest = PreprocessSettings.for_size("smallest")
     monkeypatch.setattr(PreprocessSettings, "for_size", classmethod(lambda cls, size: smallest))
     out = tmp_path / "benchmarks.md"
     out.write_text("old content\n")
-    assert main(["preprocess", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    assert main(["preprocess", "--quick", "--jobs", "2", "--threads", "1", "--out", str(out)]) == 0
     text = out.read_text()
     assert "old content" not in text
-    assert "Command: `python -m benchmarks preprocess --quick --threads 1 --out " in text
+    assert "Command: `python -m benchmarks preprocess --quick --jobs 2 --threads 1 --out " in text
     assert "## Preprocessing: first run against the cached second run" in text
     assert "| torch threads | 1 |" in text
+    assert "| parallel jobs | 2 |" in text and "| torch threads per job | 1 |" in text
     assert "**This is a `--quick` run**" in text
     assert f"report written to {out}" in capsys.readouterr().out
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 from dataclasses import asdict, replace
 
 import pytest
 import torch
 
+from benchmarks.common import Workers
 from benchmarks.overhead import (
     VARIANTS,
     OverheadSettings,
+    _memory,
     _memory_child,
     _targets,
     build_trainer,
@@ -31,6 +34,8 @@ def test_rows_hold_every_variant_with_positive_ratios():
         assert row["ms_per_iteration"] > 0
         assert row["time_ratio"] > 0 and math.isfinite(row["time_ratio"])
         assert row["peak_mb"] is None  # memory is off at the smallest size
+        low, high = map(float, row["time_ratio_spread"].split("–"))  # 2 repeats: the quartiles of 2 ratios
+        assert 0 < low <= row["time_ratio"] <= high
     assert result.rows[0]["time_ratio"] == 1.0  # plain against itself, round by round
     assert [t.name for t in result.targets] == ["fused <= 1.3x plain", "alternating <= 2.2x plain"]
     assert "| variant | ms / iteration |" in lines[0]
@@ -39,6 +44,21 @@ def test_rows_hold_every_variant_with_positive_ratios():
 def test_peak_memory_of_a_variant_is_a_finite_size():
     peak = peak_memory_mb("plain", replace(SMALLEST, memory_iterations=1), threads=1)
     assert peak >= 0 and math.isfinite(peak)
+
+
+def test_memory_processes_run_jobs_at_a_time_with_their_threads(monkeypatch):
+    both_running = threading.Barrier(2, timeout=30)  # broken (an error) unless two measurements overlap
+    calls = []
+
+    def fake_measure(variant, settings, device, sites=None, threads=None):
+        calls.append((variant, threads))
+        both_running.wait()
+        return float(len(variant))
+
+    monkeypatch.setattr("benchmarks.overhead._memory_in_fresh_process", fake_measure)
+    peaks = _memory(["plain", "alternating"], SMALLEST, "cpu", Workers(jobs=2, threads=2))
+    assert peaks == {"plain": 5.0, "alternating": 11.0}  # in the variants' order
+    assert sorted(calls) == [("alternating", 1), ("plain", 1)]  # max(1, 2 // 2) threads each
 
 
 def test_memory_process_reads_its_job_from_stdin_and_prints_the_peak(monkeypatch, capsys):

@@ -9,6 +9,7 @@ import torch
 
 from harmonize.cli.main import main
 from harmonize.data.site_index import CategoryIndex
+from harmonize.networks import TissueSegmenter
 from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
 from harmonize.workflows.model_file import save_model
 from harmonize.workflows.unlearning import UnlearningSettings
@@ -69,3 +70,23 @@ def test_audit_errors(checkpoint, tiny_cohort, tmp_path, capsys):
         main(["audit", "--bundle", "b", "--checkpoint", "c", "--manifest", "m", "--out", "o"])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_audit_a_segmentation_bundle(tiny_cohort, tmp_path):
+    bundle = tmp_path / "seg"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    net = {"_target_": "harmonize.networks.TissueSegmenter", "channels": [4, 8, 16]}
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": net, "taps": ["bottleneck"]}))
+    torch.manual_seed(0)
+    torch.save(TissueSegmenter(channels=(4, 8, 16)).state_dict(), bundle / "models" / "model.pt")
+    out = tmp_path / "out"
+    assert main(["audit", "--bundle", str(bundle), "--manifest", str(tiny_cohort), "--out", str(out),
+                 "--permutations", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "segmentation" and metrics["model"] == str(bundle)
+    assert metrics["n_subjects"] == 6 and "unseen_site_dice" not in metrics  # every site was trained on
+    assert set(metrics["dice_per_site"]) == {"site0", "site1", "site2"}
+    assert 0.0 <= metrics["mean_dice"] <= 1.0
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["embeddings.png", "per_site_dice.png"]
+    assert ">Mean Dice</th>" in (out / "report.html").read_text()

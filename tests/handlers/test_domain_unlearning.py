@@ -218,6 +218,8 @@ def test_checkpoint_round_trip(tiny_net):
         ({"moment_weight": -1.0}, "moment_weight must be a finite number >= 0"),
         ({"head_refit_steps": -1}, "head_refit_steps must be >= 0"),
         ({"head_refit_lr": 0.0}, "head_refit_lr must be a positive number"),
+        ({"head_memory": -1}, "head_memory must be >= 0"),
+        ({"head_weight_decay": -0.1}, "head_weight_decay must be a finite number >= 0"),
     ],
 )
 def test_bad_arguments_are_named(tiny_net, kwargs, message):
@@ -357,3 +359,45 @@ def test_refit_runs_each_unlearning_epoch(tiny_net):
     assert f"{StateKeys.REFIT_ACC}_site" in handler.state_attributes
     assert 0.0 <= getattr(trainer.state, f"{StateKeys.REFIT_ACC}_site") <= 1.0
     assert "refit_acc_site" not in handler.history[0] and 0.0 <= handler.history[-1]["refit_acc_site"] <= 1.0
+
+
+def test_memory_head_learns_what_single_site_batches_cannot_show():
+    """Each batch holds one site: a head trained on the batch alone only learns "this batch's site"; trained on
+    the memory of the last batches it learns to tell the sites apart."""
+    torch.manual_seed(0)
+    net = TinyNet()
+    batches = make_batches(2, batch=16, batches=4)
+    one_site = []
+    for b in batches:
+        for s in (0, 1):
+            keep = b[Keys.SITE] == s
+            one_site.append({k: v[keep] for k, v in b.items()})
+
+    def heldout_accuracy(**kwargs) -> float:
+        net_copy = copy.deepcopy(net)
+        trainer = make_trainer(net_copy, one_site, epochs=6)
+        handler = _handler(net_copy, warmup_epochs=6, head_lr=1e-2, **kwargs)
+        handler.attach(trainer)
+        trainer.run()
+        test = make_batches(2, batch=64, batches=1, seed=5)[0]
+        with torch.no_grad():
+            handler.taps.clear()
+            net_copy.eval()(test[Keys.IMAGE])
+            logits = handler.heads["site"].eval()(handler.taps.features())
+            handler.taps.clear()
+        return float((logits.argmax(1) == test[Keys.SITE]).float().mean())
+
+    assert heldout_accuracy(head_memory=32) > heldout_accuracy() + 0.15
+    assert heldout_accuracy(head_memory=32) > 0.75
+
+
+def test_memory_fills_to_capacity_and_is_checkpointed(tiny_net):
+    data = make_batches(2, batch=8, batches=3)
+    _, handler, _ = _trained_copy(tiny_net, data, {"head_memory": 20})
+    features, targets = handler.memory.contents()
+    assert features.shape == (20, 4) and targets["site"].shape == (20,)
+    net = copy.deepcopy(tiny_net)
+    other = _handler(net, head_memory=20)
+    other.load_state_dict(handler.state_dict())
+    assert torch.equal(other.memory.contents()[0], features)
+    assert _handler(copy.deepcopy(tiny_net)).memory is None  # off by default

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from harmonize.audit.feature_probes import feature_probes
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import HarmonizeError
@@ -20,7 +21,7 @@ from harmonize.workflows.audit import (
     input_files,
     prepare_output_dir,
 )
-from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
+from harmonize.workflows.brain_age import BrainAgeSettings, brain_age_features, train_brain_age
 from harmonize.workflows.model_file import save_model
 from harmonize.workflows.unlearning import UnlearningSettings
 
@@ -66,6 +67,19 @@ def test_audit_brain_age_scores_seen_and_unseen_scans(model, frame):
     assert unseen.sum() == 6
     expected = np.mean(np.abs(features.predictions[unseen].reshape(-1) - features.meta[Keys.AGE][unseen]))
     assert metrics["unseen_site_mae"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_feature_probes_are_the_brain_age_audits_probes(model, frame):
+    metrics, _ = audit_brain_age(model, frame, permutations=5, seed=0)
+    seen, _ = held_out_rows(frame, model.site_index)
+    probes = feature_probes(brain_age_features(model, seen), permutations=5, seed=0)
+    assert set(probes) == {"site_probe_bacc", "site_probe_p", "chance", "n_subjects", "age_probe_r2", "age_probe_mae",
+                           "sex_probe_bacc"}
+    assert probes == pytest.approx({k: metrics[k] for k in probes})
+    features = brain_age_features(model, seen)
+    features.meta[Keys.AGE][:] = np.nan  # a manifest without ages: no age probe
+    features.meta[Keys.SEX][1:] = 0  # one scan of one sex: no sex probe
+    assert set(feature_probes(features)) == {"site_probe_bacc", "site_probe_p", "chance", "n_subjects"}
 
 
 def test_audit_without_held_out_scans_of_training_sites(model, frame):
@@ -134,4 +148,5 @@ def test_output_dir_holding_an_input_is_refused_even_with_overwrite(tmp_path):
     with pytest.raises(HarmonizeError, match=f"Output directory {out} holds the input {manifest}"):
         prepare_output_dir(out, overwrite=True, inputs=input_files(str(manifest)))
     assert manifest.read_text() == "subject_id\n"
-    assert prepare_output_dir(tmp_path / "data" / "out", inputs=[manifest]).is_dir()  # a new folder below the data's is fine
+    # a new folder below the data's is fine
+    assert prepare_output_dir(tmp_path / "data" / "out", inputs=[manifest]).is_dir()

@@ -99,10 +99,10 @@ def test_regressor_forgets_a_site(cohort: dict) -> None:
 
 @pytest.fixture(scope="module")
 def brain_age_original(cohort: dict) -> nn.Module:
-    """The project's brain-age network (BatchNorm VGG encoder + regressor) trained on both sites."""
+    """The project's brain-age network (BatchNorm VGG encoder + regressor, the paper's ReLU) trained on both sites."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        original = BrainAgeRegressor(spatial_dims=3, channels=(4, 8), feature_dim=8, hidden=8)
+        original = BrainAgeRegressor(spatial_dims=3, channels=(4, 8), feature_dim=8, hidden=8, act="relu")
     both = DataLoader(cohort["retain"] + cohort["forget"], batch_size=8, shuffle=True,
                       generator=torch.Generator().manual_seed(0))
     train_stage(original, both, 40, cohort["settings"])

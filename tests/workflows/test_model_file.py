@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from harmonize.data.dataset import make_dataset
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import HarmonizeError
 from harmonize.io import TMP_GLOB
+from harmonize.keys import Keys
 from harmonize.networks import BrainAgeRegressor
-from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
+from harmonize.workflows.brain_age import BrainAgeSettings, brain_age_features, train_brain_age
 from harmonize.workflows.model_file import (
     MODEL_FORMAT,
     load_bundle_model,
@@ -135,6 +138,23 @@ def test_bundle_folder_loads_network_taps_and_site_index(models, tmp_path, tiny_
     assert model.handler is None and model.history == []
     CategoryIndex(["site0", "site2"]).save(bundle / "models" / "site_index.json")
     assert list(load_bundle_model(bundle, tiny_cohort).site_index) == ["site0", "site2"]  # the bundle's own first
+
+
+def test_brain_age_bundle_scans_get_the_bundle_transform(models, tmp_path, tiny_cohort):
+    """A bundle that trains on intensity-normalised scans is audited on intensity-normalised scans."""
+    plain = _bundle(tmp_path / "plain", models["none"].network)
+    normalising = _bundle(tmp_path / "norm", models["none"].network,
+                          transforms={"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True})
+    assert load_bundle_model(plain, tiny_cohort).transform is None
+    model = load_bundle_model(normalising, tiny_cohort)
+    frame = read_manifest(tiny_cohort)
+    features = brain_age_features(model, frame)
+    unnormalised = brain_age_features(load_bundle_model(plain, tiny_cohort), frame)
+    assert not np.allclose(features.predictions, unnormalised.predictions)
+    image = torch.as_tensor(make_dataset(frame[frame[Keys.SPLIT] == "test"].head(1), site_index=model.site_index,
+                                         transform=model.transform, allow_unknown_sites=True)[0][Keys.IMAGE])
+    inside = image[image != 0]
+    assert abs(float(inside.mean())) < 1e-4 and abs(float(inside.std()) - 1.0) < 1e-2
 
 
 def test_bundle_train_config_default_taps_and_errors(models, tmp_path, tiny_cohort):

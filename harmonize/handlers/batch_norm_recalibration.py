@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harmonize.bundle.unlearning_handler import unwrap_network
-from harmonize.networks import recalibrate_batchnorm
+from harmonize.networks.batch_norm import recalibrate_batchnorm
+from harmonize.networks.unwrap_network import unwrap_network
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -23,9 +23,11 @@ class BatchNormRecalibrationHandler:
     """Call :func:`~harmonize.networks.recalibrate_batchnorm` on the trainer's network at ``COMPLETED``.
 
     Adversarial training keeps moving the features, so BatchNorm's running averages lag behind the weights;
-    ``train_brain_age`` recomputes them after training, and this handler does the same inside a bundle. Attach it
-    *before* the ``CheckpointSaver`` that writes the final model (ignite runs handlers in the order they were
-    attached), so the saved model carries the recalibrated statistics. Networks without BatchNorm are left alone.
+    ``train_brain_age`` recomputes them after training, and this handler does the same inside a bundle's trainer.
+    Attach it *before* the ``CheckpointSaver`` that writes the final model (ignite runs handlers in the order they
+    were attached), so the saved model carries the recalibrated statistics. A network wrapped in
+    ``DistributedDataParallel`` is unwrapped first (:func:`~harmonize.networks.unwrap_network`); networks without
+    BatchNorm are left alone.
 
     Args:
         batches: the training batches (e.g. the training loader).

@@ -6,7 +6,7 @@ import torch
 from ignite.engine import Engine
 from torch import nn
 
-from harmonize.bundle import BatchNormRecalibrationHandler
+from harmonize.handlers import BatchNormRecalibrationHandler
 
 
 def test_statistics_are_the_training_batches_average():
