@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["HarmonizeError", "ManifestError", "ConfigError", "check_option"]
+__all__ = ["ConfigError", "HarmonizeError", "ManifestError", "check_option"]
 
 
 class HarmonizeError(Exception):

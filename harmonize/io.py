@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TMP_TAG",
-    "TMP_GLOB",
     "COMPRESSION_SUFFIXES",
     "NEW_FILE_MODE",
+    "TMP_GLOB",
+    "TMP_TAG",
     "atomic_write",
     "temporary_suffix",
-    "write_text_atomic",
     "write_bytes_atomic",
     "write_json_atomic",
+    "write_text_atomic",
 ]
 
 logger = logging.getLogger(__name__)

@@ -10,21 +10,21 @@ from __future__ import annotations
 from monai.utils import StrEnum
 
 __all__ = [
-    "Keys",
-    "Split",
-    "Sex",
-    "StateKeys",
-    "UnlearningMode",
     "ConfoundKind",
-    "Method",
-    "ReconMethod",
-    "MaskType",
-    "NoiseMode",
-    "MaskMethod",
-    "PhantomKind",
-    "UnseenSite",
     "HeldOutSite",
+    "Keys",
+    "MaskMethod",
+    "MaskType",
+    "Method",
+    "NoiseMode",
+    "PhantomKind",
+    "ReconMethod",
+    "Sex",
+    "Split",
+    "StateKeys",
     "Task",
+    "UnlearningMode",
+    "UnseenSite",
 ]
 
 

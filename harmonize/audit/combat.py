@@ -33,11 +33,11 @@ from harmonize.io import atomic_write
 from harmonize.keys import Keys, UnseenSite
 
 __all__ = [
+    "TISSUE_LABELS",
     "ComBatHarmonizer",
     "combat_feature_set",
-    "tissue_volumes",
     "regional_intensities",
-    "TISSUE_LABELS",
+    "tissue_volumes",
 ]
 
 logger = logging.getLogger(__name__)

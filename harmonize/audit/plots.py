@@ -21,14 +21,14 @@ from harmonize.io import atomic_write
 from harmonize.keys import Keys, StateKeys
 
 __all__ = [
-    "embedding_plot",
-    "embedding_grid",
-    "per_site_error_plot",
-    "grouped_bar_plot",
-    "training_curves_plot",
-    "comparison_bar_plot",
     "DPI",
     "PANEL_SIZE",
+    "comparison_bar_plot",
+    "embedding_grid",
+    "embedding_plot",
+    "grouped_bar_plot",
+    "per_site_error_plot",
+    "training_curves_plot",
 ]
 
 #: Resolution of the PNGs (dots per inch).

@@ -90,7 +90,11 @@ def classifier_probe(
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, permutation_test_score
+    from sklearn.model_selection import (
+        StratifiedKFold,
+        cross_val_predict,
+        permutation_test_score,
+    )
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -23,15 +23,15 @@ from harmonize.errors import ConfigError
 from harmonize.io import write_json_atomic, write_text_atomic
 
 __all__ = [
-    "Column",
     "METRIC_COLUMNS",
     "RECON_COLUMNS",
-    "metrics_table",
-    "metric_value",
-    "present_columns",
-    "recon_rows",
+    "Column",
     "best_methods",
     "format_value",
+    "metric_value",
+    "metrics_table",
+    "present_columns",
+    "recon_rows",
     "write_comparison_table",
     "write_report",
 ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from harmonize import defaults
+from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys, Split
-from harmonize.data.labelled_subset import labelled_subset
 
 __all__ = ["labelled_subjects"]
 

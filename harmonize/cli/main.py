@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from harmonize import __version__
 from harmonize.errors import HarmonizeError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS: tuple[str, ...] = ("synth", "validate", "manifest", "preprocess", "demo", "audit", "compare", "bundle")

@@ -31,7 +31,7 @@ from harmonize.data.manifest import write_manifest
 from harmonize.errors import ConfigError, ManifestError
 from harmonize.keys import Keys, Sex, Split
 
-__all__ = ["SEX_MAP", "BIDS_AGE", "BIDS_SEX", "manifest_from_bids", "bids_manifest_frame", "assign_splits"]
+__all__ = ["BIDS_AGE", "BIDS_SEX", "SEX_MAP", "assign_splits", "bids_manifest_frame", "manifest_from_bids"]
 
 logger = logging.getLogger(__name__)
 

@@ -50,19 +50,29 @@ from monai.transforms import Compose, LoadImaged, MapTransform
 from torch.utils.data import Sampler
 
 from harmonize import defaults
-from harmonize.data.manifest import CONFOUNDS_ATTR, MANIFEST_ATTR, parse_confounds, read_manifest
-from harmonize.data.site_index import SITE_INDEX_FILENAME, CategoryIndex, UnknownCategoryError, index_filename
+from harmonize.data.manifest import (
+    CONFOUNDS_ATTR,
+    MANIFEST_ATTR,
+    parse_confounds,
+    read_manifest,
+)
+from harmonize.data.site_index import (
+    SITE_INDEX_FILENAME,
+    CategoryIndex,
+    UnknownCategoryError,
+    index_filename,
+)
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.keys import ConfoundKind, Keys, Sex, Split
 
 __all__ = [
-    "make_dataset",
-    "make_dataloader",
-    "SiteBalancedBatchSampler",
-    "EpochShuffleSampler",
-    "epoch_seed",
-    "FillMissingLabeld",
     "SEX_INDEX",
+    "EpochShuffleSampler",
+    "FillMissingLabeld",
+    "SiteBalancedBatchSampler",
+    "epoch_seed",
+    "make_dataloader",
+    "make_dataset",
 ]
 
 logger = logging.getLogger(__name__)

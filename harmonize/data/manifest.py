@@ -50,15 +50,15 @@ __all__ = [
     "ManifestProblem",
     "ManifestSummary",
     "ValidationReport",
-    "schema_path",
-    "load_schema",
     "format_schema",
+    "load_schema",
+    "overlap_range",
     "parse_confounds",
     "read_manifest",
-    "write_manifest",
-    "overlap_range",
+    "schema_path",
     "summarize",
     "validate_manifest",
+    "write_manifest",
 ]
 
 logger = logging.getLogger(__name__)

@@ -67,13 +67,13 @@ from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
 
 __all__ = [
-    "PreprocessConfig",
-    "PreprocessResult",
-    "preprocess_manifest",
-    "foreground_mask",
+    "LANDMARKS_INDEX_FILENAME",
     "MANIFEST_FILENAME",
     "MARKER_FILENAME",
-    "LANDMARKS_INDEX_FILENAME",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "foreground_mask",
+    "preprocess_manifest",
 ]
 
 logger = logging.getLogger(__name__)

@@ -34,10 +34,10 @@ from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split
 
 __all__ = [
+    "SITE_INDEX_FILENAME",
     "CategoryIndex",
     "SiteIndex",
     "UnknownCategoryError",
-    "SITE_INDEX_FILENAME",
     "index_filename",
 ]
 

@@ -46,20 +46,23 @@ from harmonize.data.templates import TISSUE_NAMES, Templates, load_templates
 from harmonize.data.transforms.atrophy import VENTRICLE_SMOOTHING_MM, Atrophy
 from harmonize.data.transforms.deformation import Deformation
 from harmonize.data.transforms.random_site_acquisition import RandomSiteAcquisition
-from harmonize.data.transforms.site_acquisition import BACKGROUND_THRESHOLD, SiteAcquisition
+from harmonize.data.transforms.site_acquisition import (
+    BACKGROUND_THRESHOLD,
+    SiteAcquisition,
+)
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import write_bytes_atomic
 from harmonize.keys import Keys, Sex, Split
 
 __all__ = [
+    "COHORT_NAME",
+    "MANIFEST_NAME",
     "SiteProfile",
     "SynthConfig",
-    "generate_cohort",
     "cohort_manifest_text",
     "draw_site_profiles",
+    "generate_cohort",
     "tissue_labels",
-    "MANIFEST_NAME",
-    "COHORT_NAME",
 ]
 
 logger = logging.getLogger(__name__)

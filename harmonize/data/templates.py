@@ -27,11 +27,11 @@ from scipy import ndimage
 from harmonize.errors import ConfigError, HarmonizeError
 
 __all__ = [
-    "TISSUE_NAMES",
     "TEMPLATE_FOV_MM",
+    "TISSUE_NAMES",
     "Templates",
-    "find_template_files",
     "derive_csf",
+    "find_template_files",
     "load_templates",
 ]
 

@@ -199,8 +199,8 @@ class DomainUnlearningHandler:
         Raises:
             ConfigError: the engine is not a trainer of ``network``, or uses gradient accumulation.
         """
-        from monai.engines.utils import IterationEvents
         from ignite.engine import Events
+        from monai.engines.utils import IterationEvents
 
         if hasattr(engine, "network"):
             self._bind(engine)

@@ -52,7 +52,7 @@ else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
     Events, _ = optional_import("ignite.engine", name="Events")
 
-__all__ = ["MachineUnlearningHandler", "STAGE_METHODS"]
+__all__ = ["STAGE_METHODS", "MachineUnlearningHandler"]
 
 logger = logging.getLogger(__name__)
 

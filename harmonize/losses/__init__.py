@@ -12,21 +12,26 @@
 
 from harmonize.losses.confusion import ConfusionLoss
 from harmonize.losses.domain import DomainLoss
-from harmonize.losses.gradient_reversal import GradientReversal, GradientReversalFunction, dann_lambda, grad_reverse
+from harmonize.losses.gradient_reversal import (
+    GradientReversal,
+    GradientReversalFunction,
+    dann_lambda,
+    grad_reverse,
+)
 from harmonize.losses.masked import MaskedLoss
 from harmonize.losses.moment_matching import MomentMatchingLoss
-from harmonize.losses.standardised_mse import StandardisedMSELoss
 from harmonize.losses.ssim_l1 import SSIML1Loss
+from harmonize.losses.standardised_mse import StandardisedMSELoss
 
 __all__ = [
     "ConfusionLoss",
     "DomainLoss",
     "GradientReversal",
     "GradientReversalFunction",
-    "grad_reverse",
-    "dann_lambda",
     "MaskedLoss",
     "MomentMatchingLoss",
-    "StandardisedMSELoss",
     "SSIML1Loss",
+    "StandardisedMSELoss",
+    "dann_lambda",
+    "grad_reverse",
 ]

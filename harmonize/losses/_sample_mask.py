@@ -12,7 +12,7 @@ from monai.utils import LossReduction, look_up_option
 
 from harmonize.errors import ConfigError
 
-__all__ = ["parse_reduction", "sample_weights", "reduce_per_sample", "zero_with_graph", "as_plain_tensor"]
+__all__ = ["as_plain_tensor", "parse_reduction", "reduce_per_sample", "sample_weights", "zero_with_graph"]
 
 
 def parse_reduction(reduction: LossReduction | str, owner: str) -> LossReduction:

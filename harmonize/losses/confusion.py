@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch import nn
 
-from harmonize.losses._sample_mask import as_plain_tensor, parse_reduction, reduce_per_sample, sample_weights
+from harmonize.losses._sample_mask import (
+    as_plain_tensor,
+    parse_reduction,
+    reduce_per_sample,
+    sample_weights,
+)
 
 __all__ = ["ConfusionLoss"]
 

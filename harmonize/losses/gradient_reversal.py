@@ -10,7 +10,7 @@ from torch import nn
 
 from harmonize.errors import ConfigError
 
-__all__ = ["GradientReversalFunction", "grad_reverse", "GradientReversal", "dann_lambda"]
+__all__ = ["GradientReversal", "GradientReversalFunction", "dann_lambda", "grad_reverse"]
 
 #: The DANN paper's schedule steepness: lambda_p = 2 / (1 + exp(-gamma * p)) - 1 with gamma = 10.
 DANN_GAMMA = 10.0
@@ -30,12 +30,12 @@ class GradientReversalFunction(torch.autograd.Function):
     """Identity in the forward pass; multiplies the incoming gradient by ``-lambda_`` in the backward pass."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, lambda_: float) -> torch.Tensor:  # noqa: D102
+    def forward(ctx: Any, x: torch.Tensor, lambda_: float) -> torch.Tensor:
         ctx.lambda_ = lambda_
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad_output * (-ctx.lambda_), None
 
 

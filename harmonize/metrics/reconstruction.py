@@ -26,14 +26,14 @@ from harmonize.errors import ConfigError
 from harmonize.keys import Keys
 
 __all__ = [
-    "TABLE_COLUMNS",
     "PSNR",
     "SSIM",
-    "volume_metrics",
-    "mean_metrics",
+    "TABLE_COLUMNS",
     "evaluate_reconstruction",
+    "mean_metrics",
     "unlearning_row",
     "unlearning_table",
+    "volume_metrics",
 ]
 
 #: Metric names.

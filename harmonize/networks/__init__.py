@@ -21,12 +21,12 @@ from harmonize.networks.unwrap_network import unwrap_network
 
 __all__ = [
     "BrainAgeRegressor",
-    "TissueSegmenter",
     "DomainHead",
     "FeatureTaps",
-    "pool_features",
     "ReconUNet",
     "ReconVarNet",
+    "TissueSegmenter",
+    "pool_features",
     "recalibrate_batchnorm",
     "unwrap_network",
 ]

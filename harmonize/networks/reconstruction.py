@@ -18,7 +18,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.apps.reconstruction.networks.nets.coil_sensitivity_model import CoilSensitivityModel
+from monai.apps.reconstruction.networks.nets.coil_sensitivity_model import (
+    CoilSensitivityModel,
+)
 from monai.apps.reconstruction.networks.nets.complex_unet import ComplexUnet
 from monai.apps.reconstruction.networks.nets.varnet import VariationalNetworkModel
 from monai.networks.layers import Norm

@@ -9,9 +9,18 @@
 - :mod:`~harmonize.recon.fastmri`: fastMRI HDF5 files as the same samples.
 """
 
-from harmonize.recon.brain_volumes import BrainWarp, axial_slab, brain_volume, random_brain_warp
+from harmonize.recon.brain_volumes import (
+    BrainWarp,
+    axial_slab,
+    brain_volume,
+    random_brain_warp,
+)
 from harmonize.recon.coil_maps import simulate_coil_maps
-from harmonize.recon.fastmri import FastMRISliceDataset, fastmri_splits, read_fastmri_volume
+from harmonize.recon.fastmri import (
+    FastMRISliceDataset,
+    fastmri_splits,
+    read_fastmri_volume,
+)
 from harmonize.recon.kspace import SimulateKspaced, image_to_kspace, kspace_to_image
 from harmonize.recon.phantoms import (
     Ellipsoid,
@@ -31,7 +40,11 @@ from harmonize.recon.slices import (
     site_forget_splits,
     volume_items,
 )
-from harmonize.recon.undersample import UndersampleKspaced, apply_kspace_mask, check_undersampling
+from harmonize.recon.undersample import (
+    UndersampleKspaced,
+    apply_kspace_mask,
+    check_undersampling,
+)
 
 __all__ = [
     "BrainWarp",

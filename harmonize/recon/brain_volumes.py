@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from harmonize.data.templates import load_templates
 from harmonize.errors import ConfigError
 
-__all__ = ["BrainWarp", "random_brain_warp", "brain_volume", "axial_slab"]
+__all__ = ["BrainWarp", "axial_slab", "brain_volume", "random_brain_warp"]
 
 #: The template is sampled on a grid this many times finer than the output, then averaged down (anti-aliasing).
 OVERSAMPLE = 2

@@ -41,7 +41,7 @@ from harmonize.recon.undersample import UndersampleKspaced, apply_kspace_mask
 
 h5py, _ = optional_import("h5py")
 
-__all__ = ["TARGET_DATASETS", "read_fastmri_volume", "FastMRISliceDataset", "fastmri_splits"]
+__all__ = ["TARGET_DATASETS", "FastMRISliceDataset", "fastmri_splits", "read_fastmri_volume"]
 
 logger = logging.getLogger(__name__)
 

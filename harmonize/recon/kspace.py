@@ -11,7 +11,11 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
-from monai.apps.reconstruction.complex_utils import complex_abs_t, complex_mul_t, convert_to_tensor_complex
+from monai.apps.reconstruction.complex_utils import (
+    complex_abs_t,
+    complex_mul_t,
+    convert_to_tensor_complex,
+)
 from monai.apps.reconstruction.mri_utils import root_sum_of_squares_t
 from monai.config import KeysCollection
 from monai.networks.blocks.fft_utils_t import fftn_centered_t, ifftn_centered_t
@@ -20,7 +24,7 @@ from torch import Tensor
 
 from harmonize.keys import Keys
 
-__all__ = ["image_to_kspace", "kspace_to_image", "SimulateKspaced"]
+__all__ = ["SimulateKspaced", "image_to_kspace", "kspace_to_image"]
 
 #: Spatial dimensions of a 2D slice (the FFT runs over H and W).
 SLICE_DIMS = 2

@@ -24,11 +24,11 @@ from harmonize.keys import PhantomKind
 __all__ = [
     "Ellipsoid",
     "ellipse_slice",
+    "ellipsoid_volume",
+    "phantom_volume",
     "random_ellipsoids",
     "shepp_logan",
     "shepp_logan_volume",
-    "ellipsoid_volume",
-    "phantom_volume",
 ]
 
 #: Supersampling factor used to anti-alias ellipse edges.

@@ -40,11 +40,11 @@ from harmonize.recon.undersample import UndersampleKspaced, check_undersampling
 __all__ = [
     "KspaceSettings",
     "ReconSplits",
-    "volume_items",
     "anatomy_shift_splits",
     "central_axial_slices",
     "manifest_groups",
     "site_forget_splits",
+    "volume_items",
 ]
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,10 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
-from monai.apps.reconstruction.transforms.dictionary import EquispacedKspaceMaskd, RandomKspaceMaskd
+from monai.apps.reconstruction.transforms.dictionary import (
+    EquispacedKspaceMaskd,
+    RandomKspaceMaskd,
+)
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import FastMRIKeys
 from torch import Tensor

@@ -51,19 +51,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALL_SPLITS",
-    "UNSEEN_SUFFIX",
-    "METRICS_FILE",
     "FIGURES_DIR",
+    "METRICS_FILE",
     "READING_NOTES",
     "SEGMENTATION_NOTES",
     "TASK_NETWORKS",
-    "prepare_output_dir",
-    "input_files",
-    "held_out_rows",
-    "concat_feature_sets",
-    "audit_task",
+    "UNSEEN_SUFFIX",
     "audit_brain_age",
     "audit_model",
+    "audit_task",
+    "concat_feature_sets",
+    "held_out_rows",
+    "input_files",
+    "prepare_output_dir",
     "summary_line",
 ]
 

@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 from harmonize import defaults
-from harmonize.audit.features import FeatureSet, collect_features
 from harmonize.audit.feature_probes import feature_probes
+from harmonize.audit.features import FeatureSet, collect_features
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
@@ -40,13 +40,13 @@ from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
 __all__ = [
-    "BrainAgeSettings",
     "BrainAgeModel",
-    "train_brain_age",
-    "evaluate_brain_age",
-    "evaluate_combat",
+    "BrainAgeSettings",
     "audit_feature_set",
     "brain_age_features",
+    "evaluate_brain_age",
+    "evaluate_combat",
+    "train_brain_age",
 ]
 
 logger = logging.getLogger(__name__)

@@ -54,7 +54,7 @@ from harmonize.workflows.audit import (
 from harmonize.workflows.brain_age import TAP, BrainAgeModel, BrainAgeSettings
 from harmonize.workflows.unlearning import UnlearningSettings
 
-__all__ = ["CompareSettings", "ComparisonExtras", "compare_methods", "run_stage", "MODELS_DIR"]
+__all__ = ["MODELS_DIR", "CompareSettings", "ComparisonExtras", "compare_methods", "run_stage"]
 
 logger = logging.getLogger(__name__)
 

@@ -36,17 +36,21 @@ from monai.engines.utils import PrepareBatch
 from torch import nn
 
 from harmonize.errors import ConfigError, check_option
-from harmonize.handlers.machine_unlearning import L1_PENALTY, NOISE_STD, MachineUnlearningHandler
+from harmonize.handlers.machine_unlearning import (
+    L1_PENALTY,
+    NOISE_STD,
+    MachineUnlearningHandler,
+)
 from harmonize.keys import Keys, NoiseMode, ReconMethod
 
 __all__ = [
-    "PrepareBatchKeys",
-    "MachineUnlearningSettings",
     "METHOD_STAGES",
+    "MachineUnlearningSettings",
+    "PrepareBatchKeys",
     "load_model",
     "reinitialised_copy",
-    "train_stage",
     "run_unlearning",
+    "train_stage",
 ]
 
 logger = logging.getLogger(__name__)

@@ -46,14 +46,14 @@ if TYPE_CHECKING:
     from harmonize.workflows.segmentation_audit import SegmentationModel
 
 __all__ = [
+    "BUNDLE_CONFIGS",
+    "BUNDLE_TRANSFORM_ID",
+    "BUNDLE_WEIGHTS",
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
-    "BUNDLE_CONFIGS",
-    "BUNDLE_WEIGHTS",
-    "BUNDLE_TRANSFORM_ID",
-    "save_model",
-    "load_model",
     "load_bundle_model",
+    "load_model",
+    "save_model",
 ]
 
 logger = logging.getLogger(__name__)

@@ -38,7 +38,12 @@ from harmonize.keys import Keys, MaskType, NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT, SSIML1Loss
 from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
 from harmonize.networks.reconstruction import UNET_CHANNELS, ReconUNet, ReconVarNet
-from harmonize.recon.slices import KspaceSettings, ReconSplits, anatomy_shift_splits, site_forget_splits
+from harmonize.recon.slices import (
+    KspaceSettings,
+    ReconSplits,
+    anatomy_shift_splits,
+    site_forget_splits,
+)
 from harmonize.workflows.machine_unlearning import (
     MachineUnlearningSettings,
     PrepareBatchKeys,
@@ -47,16 +52,16 @@ from harmonize.workflows.machine_unlearning import (
 )
 
 __all__ = [
-    "ReconUnlearningSettings",
+    "OUTPUT_FILES",
     "ReconUnlearningResult",
-    "build_splits",
+    "ReconUnlearningSettings",
     "build_network",
+    "build_splits",
+    "format_markdown",
+    "plot_pareto",
     "predictor",
     "retain_subset",
     "run_recon_unlearning",
-    "format_markdown",
-    "plot_pareto",
-    "OUTPUT_FILES",
 ]
 
 logger = logging.getLogger(__name__)

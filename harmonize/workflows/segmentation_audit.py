@@ -47,14 +47,14 @@ from harmonize.workflows.audit import (
 )
 
 __all__ = [
-    "TASK",
     "MEAN_KEY",
+    "TASK",
     "SegmentationModel",
-    "tissue_names",
-    "segmentation_features",
-    "dice_summary",
     "audit_segmentation",
+    "dice_summary",
     "segmentation_columns",
+    "segmentation_features",
+    "tissue_names",
 ]
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,12 @@ from harmonize import defaults
 from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, check_option
-from harmonize.handlers import Confound, DomainUnlearningHandler, LabelRangeMask, quantile_bin_edges
+from harmonize.handlers import (
+    Confound,
+    DomainUnlearningHandler,
+    LabelRangeMask,
+    quantile_bin_edges,
+)
 from harmonize.keys import ConfoundKind, Keys, Method, Split, UnlearningMode
 from harmonize.losses import DomainLoss
 from harmonize.networks import DomainHead

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from harmonize.bundle import labelled_subjects
+from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
-from harmonize.data.labelled_subset import labelled_subset
 
 
 def test_every_label_kept_at_fraction_one(tiny_cohort):

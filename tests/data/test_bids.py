@@ -10,7 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from harmonize.data.bids import SEX_MAP, assign_splits, bids_manifest_frame, manifest_from_bids
+from harmonize.data.bids import (
+    SEX_MAP,
+    assign_splits,
+    bids_manifest_frame,
+    manifest_from_bids,
+)
 from harmonize.data.manifest import read_manifest, validate_manifest
 from harmonize.errors import ConfigError, ManifestError
 from harmonize.keys import Keys, Sex, Split

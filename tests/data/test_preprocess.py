@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torchio as tio
 
-import harmonize.data.preprocess as preprocess
+from harmonize.data import preprocess
 from harmonize.data.manifest import read_manifest
 from harmonize.data.preprocess import (
     MANIFEST_FILENAME,

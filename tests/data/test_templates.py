@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from harmonize.data import templates as templates_module
-from harmonize.data.templates import TEMPLATE_FOV_MM, derive_csf, find_template_files, load_templates
+from harmonize.data.templates import (
+    TEMPLATE_FOV_MM,
+    derive_csf,
+    find_template_files,
+    load_templates,
+)
 from harmonize.errors import ConfigError, HarmonizeError
 
 

@@ -10,7 +10,6 @@ from harmonize.errors import ConfigError
 from harmonize.losses.ssim_l1 import SSIML1Loss
 
 
-
 @pytest.fixture
 def images() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)

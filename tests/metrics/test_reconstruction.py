@@ -19,7 +19,6 @@ from harmonize.metrics.reconstruction import (
 )
 
 
-
 def _samples(n: int, volume: str, offset: float) -> list[dict]:
     g = torch.Generator().manual_seed(n)
     out = []
@@ -80,7 +79,7 @@ def test_shape_and_id_errors() -> None:
 
 def test_evaluate_and_table() -> None:
     retain, forget, forget_train = _samples(3, "r", 0.1), _samples(2, "f", 0.01), _samples(2, "t", 0.1)
-    predictor = lambda batch: batch[Keys.IMAGE]  # noqa: E731 - the zero-filled "reconstruction"
+    predictor = lambda batch: batch[Keys.IMAGE]
     scores = evaluate_reconstruction(predictor, retain, batch_size=2)
     assert scores["psnr"] == pytest.approx(20.0, abs=1e-3)
     row = unlearning_row("zf", predictor, retain, forget, forget_train, seconds=1.5)

@@ -11,7 +11,6 @@ from harmonize.losses import DomainLoss
 from harmonize.networks import DomainHead
 
 
-
 @pytest.mark.parametrize("num_classes", [2, 32, 64])
 def test_paper_head_shapes_and_parameter_count(num_classes: int) -> None:
     head = DomainHead(96, num_classes)

@@ -10,7 +10,6 @@ from harmonize.keys import Keys
 from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
 
 
-
 def test_default_unet_is_small_and_starts_as_identity() -> None:
     net = ReconUNet()
     assert 150_000 < sum(p.numel() for p in net.parameters()) < 300_000

@@ -10,7 +10,6 @@ from harmonize.errors import ConfigError
 from harmonize.networks import FeatureTaps, TissueSegmenter
 
 
-
 def _run_with_taps(net: TissueSegmenter, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     modules = dict(net.named_modules())
     store: dict[str, torch.Tensor] = {}

@@ -13,7 +13,11 @@ from monai.networks.blocks.fft_utils_t import fftn_centered_t
 
 from harmonize.errors import HarmonizeError, ManifestError
 from harmonize.keys import Keys
-from harmonize.recon.fastmri import FastMRISliceDataset, fastmri_splits, read_fastmri_volume
+from harmonize.recon.fastmri import (
+    FastMRISliceDataset,
+    fastmri_splits,
+    read_fastmri_volume,
+)
 from harmonize.recon.kspace import kspace_to_image
 from harmonize.recon.slices import KspaceSettings
 

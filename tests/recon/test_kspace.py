@@ -12,7 +12,6 @@ from harmonize.recon.coil_maps import simulate_coil_maps
 from harmonize.recon.kspace import SimulateKspaced, image_to_kspace, kspace_to_image
 
 
-
 @pytest.fixture
 def image() -> torch.Tensor:
     return torch.rand(1, 16, 12, generator=torch.Generator().manual_seed(0))

@@ -21,7 +21,11 @@ from harmonize.workflows.audit import (
     input_files,
     prepare_output_dir,
 )
-from harmonize.workflows.brain_age import BrainAgeSettings, brain_age_features, train_brain_age
+from harmonize.workflows.brain_age import (
+    BrainAgeSettings,
+    brain_age_features,
+    train_brain_age,
+)
 from harmonize.workflows.model_file import save_model
 from harmonize.workflows.unlearning import UnlearningSettings
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from harmonize.audit.features import FeatureSet
+from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys
 from harmonize.workflows.brain_age import (
-    audit_feature_set,
     BrainAgeSettings,
+    audit_feature_set,
     brain_age_features,
     evaluate_brain_age,
     train_brain_age,
 )
-from harmonize.data.manifest import read_manifest
 from harmonize.workflows.unlearning import UnlearningSettings
 
 #: A slim encoder for 24^3 volumes (three poolings: 24 -> 3).

@@ -16,7 +16,11 @@ from harmonize.errors import HarmonizeError
 from harmonize.io import TMP_GLOB
 from harmonize.keys import Keys
 from harmonize.networks import BrainAgeRegressor
-from harmonize.workflows.brain_age import BrainAgeSettings, brain_age_features, train_brain_age
+from harmonize.workflows.brain_age import (
+    BrainAgeSettings,
+    brain_age_features,
+    train_brain_age,
+)
 from harmonize.workflows.model_file import (
     MODEL_FORMAT,
     load_bundle_model,

@@ -21,7 +21,6 @@ from harmonize.workflows.recon_unlearning import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("recon_unlearning")

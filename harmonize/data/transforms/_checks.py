@@ -10,7 +10,7 @@ import torch
 
 from harmonize.errors import ConfigError
 
-__all__ = ["check_sequence", "check_positive", "check_non_negative", "parse_triplet", "parse_range", "check_seed"]
+__all__ = ["check_non_negative", "check_positive", "check_seed", "check_sequence", "parse_range", "parse_triplet"]
 
 
 def check_sequence(value: object, name: str) -> list[float]:

@@ -14,9 +14,15 @@ from torchio.transforms.intensity_transform import IntensityTransform
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys
 
-from ._checks import check_non_negative, check_positive, check_seed, check_sequence, parse_triplet
+from ._checks import (
+    check_non_negative,
+    check_positive,
+    check_seed,
+    check_sequence,
+    parse_triplet,
+)
 
-__all__ = ["SiteAcquisition", "polynomial_bias_field", "num_bias_coefficients", "BACKGROUND_THRESHOLD"]
+__all__ = ["BACKGROUND_THRESHOLD", "SiteAcquisition", "num_bias_coefficients", "polynomial_bias_field"]
 
 #: Voxels whose tissue probabilities sum below this are background (zero after brain extraction).
 BACKGROUND_THRESHOLD = 0.5

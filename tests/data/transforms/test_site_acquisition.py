@@ -9,7 +9,10 @@ import torchio as tio
 from scipy import ndimage
 
 from harmonize.data.transforms import SiteAcquisition
-from harmonize.data.transforms.site_acquisition import num_bias_coefficients, polynomial_bias_field
+from harmonize.data.transforms.site_acquisition import (
+    num_bias_coefficients,
+    polynomial_bias_field,
+)
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys
 
