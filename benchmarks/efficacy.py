@@ -52,6 +52,8 @@ HEAD_FOOLED_POINTS = 10.0
 #: Fraction of a site's age window shared with the next site's in the biased cohort: above ``1 - 1 / (sites - 1)``
 #: every site shares some ages with every other (4 sites: > 2/3), which unlearning on the overlap needs.
 BIASED_OVERLAP = 0.8
+#: Held-out share of the small sizes' few subjects (the manifest default's val + test).
+SMALL_HELD_OUT_FRACTION = 0.3
 #: Cohorts: name -> biased ages.
 COHORTS = {"balanced": False, "biased": True}
 
@@ -62,6 +64,9 @@ class EfficacySettings:
 
     Args:
         sites, subjects_per_site, shape: the embedded cohort.
+        held_out_fraction: share of each site's subjects kept out of training (val + test) and audited. The
+            default, 60 subjects with 32 held out, trains on the demo's 28 per site while the probe sees 128
+            held-out scans (its standard error about 0.04 rather than 0.07 with the demo's 48).
         preprocess_shape, preprocess_spacing: what the networks see.
         max_epochs, warmup_epochs, channels, taps: the brain-age training (the demo's).
         cohorts: which cohorts to run (``balanced``, ``biased``).
@@ -71,7 +76,8 @@ class EfficacySettings:
     """
 
     sites: int = defaults.SYNTH_SITES
-    subjects_per_site: int = defaults.SYNTH_SUBJECTS_PER_SITE
+    subjects_per_site: int = defaults.DEMO_SUBJECTS_PER_SITE
+    held_out_fraction: float = defaults.DEMO_HELD_OUT_FRACTION
     shape: int = defaults.SYNTH_SHAPE
     preprocess_shape: tuple[int, int, int] = defaults.DEMO_SHAPE
     preprocess_spacing: float = defaults.DEMO_SPACING
@@ -88,11 +94,13 @@ class EfficacySettings:
     def for_size(cls, size: str) -> EfficacySettings:
         """``smallest`` (a test: 3 sites x 6 subjects at 24^3, 2 epochs), ``quick`` or ``full``."""
         if size == "smallest":
-            return cls(sites=3, subjects_per_site=6, shape=24, preprocess_shape=(16, 16, 16), preprocess_spacing=12.0,
-                       max_epochs=2, warmup_epochs=1, channels=(4, 8, 8), taps=("encoder",), cohorts=("balanced",))
+            return cls(sites=3, subjects_per_site=6, held_out_fraction=SMALL_HELD_OUT_FRACTION, shape=24,
+                       preprocess_shape=(16, 16, 16), preprocess_spacing=12.0, max_epochs=2,
+                       warmup_epochs=1, channels=(4, 8, 8), taps=("encoder",), cohorts=("balanced",))
         if size == "quick":
-            return cls(sites=3, subjects_per_site=9, shape=24, preprocess_shape=(16, 16, 16), preprocess_spacing=12.0,
-                       max_epochs=3, warmup_epochs=1, channels=(8, 8, 16), taps=("encoder",))
+            return cls(sites=3, subjects_per_site=9, held_out_fraction=SMALL_HELD_OUT_FRACTION, shape=24,
+                       preprocess_shape=(16, 16, 16), preprocess_spacing=12.0, max_epochs=3,
+                       warmup_epochs=1, channels=(8, 8, 16), taps=("encoder",))
         return cls()
 
 
@@ -190,7 +198,7 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
         Rows ``cohort``, ``method``, ``site_probe_bacc``, ``chance``, ``points_above_chance``, ``age_mae``,
         ``age_probe_r2``, ``domain_head_acc`` (the head's accuracy in the last epoch), ``seconds`` (training).
     """
-    from harmonize.data.synth import SynthConfig
+    from harmonize.data.synth import SynthConfig, held_out_split
 
     settings = settings or EfficacySettings()
     workers = workers or Workers()
@@ -200,7 +208,8 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
         cohorts = [
             (root / name, SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site,
                                       shape=settings.shape, seed=settings.seed, biased=COHORTS[name],
-                                      biased_overlap=settings.biased_overlap),
+                                      biased_overlap=settings.biased_overlap,
+                                      **held_out_split(settings.held_out_fraction)),
              settings.preprocess_shape, settings.preprocess_spacing)
             for name in settings.cohorts
         ]

@@ -62,6 +62,7 @@ __all__ = [
     "cohort_manifest_text",
     "draw_site_profiles",
     "generate_cohort",
+    "held_out_split",
     "tissue_labels",
 ]
 
@@ -244,6 +245,14 @@ class SynthConfig:
             return [site.name for site in self.sites]
         width = len(str(self.n_sites - 1))
         return [f"site{i:0{width}d}" for i in range(self.n_sites)]
+
+
+def held_out_split(fraction: float, val_share: float = defaults.DEMO_HELD_OUT_VAL_SHARE) -> dict[str, float]:
+    """``val_fraction`` and ``test_fraction`` for :class:`SynthConfig` that hold ``fraction`` of each site out.
+
+    Example: ``SynthConfig(subjects_per_site=60, **held_out_split(32 / 60))`` trains on 28 subjects per site.
+    """
+    return {"val_fraction": fraction * val_share, "test_fraction": fraction * (1 - val_share)}
 
 
 def _is_range(value: object) -> bool:

@@ -152,9 +152,17 @@ def held_out_rows(
 
     Returns:
         ``(seen, unseen)``: held-out rows of known sites, and all rows of sites the index does not know.
+
+    Raises:
+        HarmonizeError: no held-out row of a training site (the site probe needs some).
     """
     known = frame[Keys.SITE].astype(str).isin(list(site_index))
     seen = frame[known & frame[Keys.SPLIT].isin([str(s) for s in splits])]
+    if seen.empty:
+        raise HarmonizeError(
+            f"No row of the manifest is in splits {[str(s) for s in splits]} of the sites the model was trained on "
+            f"({list(site_index)}): the site probe needs held-out scans of those sites."
+        )
     return seen, frame[~known]
 
 
@@ -222,11 +230,6 @@ def audit_brain_age(
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     seen, unseen = held_out_rows(frame, model.site_index, splits)
-    if seen.empty:
-        raise HarmonizeError(
-            f"No row of the manifest is in splits {[str(s) for s in splits]} of the sites the model was trained on "
-            f"({list(model.site_index)}): the site probe needs held-out scans of those sites."
-        )
     features = brain_age_features(model, seen, tuple(splits))
     if features.predictions is None or features.predictions.reshape(len(features), -1).shape[1] != 1:
         shape = None if features.predictions is None else tuple(features.predictions.shape[1:])

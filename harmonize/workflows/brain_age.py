@@ -68,7 +68,7 @@ class BrainAgeSettings:
         feature_dim: size of the feature vector the heads read.
         taps: layers whose (pooled, concatenated) outputs the domain heads read and the audit probes; the
             default is the encoder's feature vector, the paper's choice; adding an earlier block
-            (``"encoder.block2"``) unlearns at several depths.
+            (``"encoder.block3"``) unlearns at several depths.
         norm: normalisation of the encoder (MONAI spec, e.g. ``"batch"`` as in the paper, or
             ``("group", {"num_groups": 8})``).
         labelled_fraction: fraction of training subjects whose age the task loss sees (semi-supervised when

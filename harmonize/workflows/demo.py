@@ -45,6 +45,8 @@ RECON_NOTE = ("Reconstruction unlearning (Xue et al.): PSNR on retain-test (BTA)
               "(UA); forgetting means KTA/UA fall towards the oracle's while BTA stays.")
 #: Label permutations of the site probes' p-values in the quick demo (the full demo uses the default).
 QUICK_PERMUTATIONS = 10
+#: Held-out share of the quick demo's 12 subjects per site (the manifest default's val + test).
+QUICK_HELD_OUT_FRACTION = 0.3
 
 
 @dataclass
@@ -54,6 +56,7 @@ class DemoSettings:
     Args:
         sites: scanners of the embedded cohort.
         subjects_per_site: subjects scanned on each.
+        held_out_fraction: share of each training site's subjects kept out of training and audited (val + test).
         shape: cubic shape of the generated scans.
         preprocess_shape: shape after preprocessing (what the networks see).
         preprocess_spacing: isotropic voxel size after preprocessing (mm).
@@ -74,8 +77,9 @@ class DemoSettings:
         seed: seed of everything.
     """
 
-    sites: int = defaults.SYNTH_SITES
-    subjects_per_site: int = defaults.SYNTH_SUBJECTS_PER_SITE
+    sites: int = defaults.DEMO_SITES
+    subjects_per_site: int = defaults.DEMO_SUBJECTS_PER_SITE
+    held_out_fraction: float = defaults.DEMO_HELD_OUT_FRACTION
     shape: int = defaults.SYNTH_SHAPE
     preprocess_shape: tuple[int, int, int] = defaults.DEMO_SHAPE
     preprocess_spacing: float = defaults.DEMO_SPACING
@@ -97,8 +101,8 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> DemoSettings:
         """A demo small enough for a test: 3 sites x 12 subjects (one held out), 3 epochs (1 of warm-up)."""
-        return cls(sites=3, subjects_per_site=12, shape=32, preprocess_shape=(32, 32, 32), max_epochs=3,
-                   warmup_epochs=1, channels=(8, 8, 8, 16, 16), recon_quick=True, permutations=QUICK_PERMUTATIONS)
+        return cls(sites=3, subjects_per_site=12, held_out_fraction=QUICK_HELD_OUT_FRACTION, shape=32,
+                   preprocess_shape=(32, 32, 32), max_epochs=3, warmup_epochs=1, channels=(8, 8, 8, 16, 16), recon_quick=True, permutations=QUICK_PERMUTATIONS)
 
     def compare_settings(self) -> CompareSettings:
         """The settings of the demo's comparison of harmonisation methods."""
@@ -126,7 +130,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     """
     from harmonize.data.manifest import validate_manifest
     from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
-    from harmonize.data.synth import SynthConfig, generate_cohort
+    from harmonize.data.synth import SynthConfig, generate_cohort, held_out_split
     from harmonize.workflows.audit import prepare_output_dir
     from harmonize.workflows.compare import ComparisonExtras, compare_methods, run_stage
 
@@ -135,7 +139,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     started = time.perf_counter()
 
     synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site,
-                        shape=settings.shape, seed=settings.seed)
+                        shape=settings.shape, seed=settings.seed, **held_out_split(settings.held_out_fraction))
     manifest = run_stage("cohort", report, lambda: generate_cohort(out / "cohort", synth, overwrite=overwrite))
     validation = run_stage("validate", report, lambda: validate_manifest(manifest))
     report(validation.format())

@@ -265,3 +265,13 @@ def test_manifest_text_matches_the_generated_cohort(tiny_cohort):
 
     config = SynthConfig(n_sites=TINY_SITES, subjects_per_site=TINY_SUBJECTS_PER_SITE, shape=TINY_SHAPE, seed=TINY_SEED)
     assert tiny_cohort.read_text() == cohort_manifest_text(config)
+
+
+def test_held_out_split_trains_on_the_rest():
+    from harmonize.data.synth import _split_labels, held_out_split
+
+    fractions = held_out_split(32 / 60)
+    assert fractions["val_fraction"] + fractions["test_fraction"] == pytest.approx(32 / 60)
+    labels = _split_labels(60, rng=np.random.default_rng(0), **fractions)
+    assert {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))} == {
+        "test": 20, "train": 28, "val": 12}
