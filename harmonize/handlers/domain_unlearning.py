@@ -97,7 +97,6 @@ class DomainUnlearningHandler:
             samples (a :class:`~harmonize.handlers.feature_memory.FeatureMemory`, e.g. the training set's size)
             instead of the current batch alone: a head close to the best read-out of the current training
             features, at no extra forward pass.
-        head_weight_decay: L2 weight decay of the heads' Adam optimizer (used when ``head_optimizer`` is not given).
 
     Example::
 
@@ -130,7 +129,6 @@ class DomainUnlearningHandler:
         head_refit_steps: int = 0,
         head_refit_lr: float = defaults.HEAD_REFIT_LR,
         head_memory: int = 0,
-        head_weight_decay: float = 0.0,
     ) -> None:
         self.mode = UnlearningMode(check_option("mode", mode, UnlearningMode))
         self.confounds = [confounds] if isinstance(confounds, Confound) else list(confounds)
@@ -145,8 +143,6 @@ class DomainUnlearningHandler:
             raise ConfigError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
         if head_memory < 0:
             raise ConfigError(f"head_memory must be >= 0 (0 trains the heads on each batch alone), got {head_memory}.")
-        if not 0 <= head_weight_decay < float("inf"):
-            raise ConfigError(f"head_weight_decay must be a finite number >= 0, got {head_weight_decay}.")
         if head_refit_steps < 0:
             raise ConfigError(f"head_refit_steps must be >= 0 (0 turns the re-fit off), got {head_refit_steps}.")
         for what, lr in (("head_lr", head_lr), ("extractor_lr", extractor_lr), ("head_refit_lr", head_refit_lr)):
@@ -159,9 +155,7 @@ class DomainUnlearningHandler:
         self.warmup_epochs = warmup_epochs
         self.extractor_lr = extractor_lr
         self.sample_mask = sample_mask
-        self.head_optimizer = head_optimizer or torch.optim.Adam(
-            self.heads.parameters(), lr=head_lr, weight_decay=head_weight_decay
-        )
+        self.head_optimizer = head_optimizer or torch.optim.Adam(self.heads.parameters(), lr=head_lr)
         self.memory = FeatureMemory(head_memory) if head_memory else None
         self.extractor_optimizer: torch.optim.Optimizer | None = None
         self.confusion_loss = ConfusionLoss(reduction="mean")

@@ -64,7 +64,6 @@ class UnlearningSettings:
         head_refit_lr: learning rate of that re-fit.
         head_memory: if > 0, the heads train at every iteration on the features of the last this many training
             samples instead of the batch alone (see :class:`~harmonize.handlers.DomainUnlearningHandler`).
-        head_weight_decay: L2 weight decay of the heads' optimizer.
         age_bins: quantile bins of a continuous confound's head.
         balanced_heads: weight the domain loss by inverse class frequency (unbalanced sites).
         overlap_only: unlearn only on subjects whose ``overlap_key`` lies where all training sites overlap
@@ -93,7 +92,6 @@ class UnlearningSettings:
     head_refit_steps: int = 0
     head_refit_lr: float = defaults.HEAD_REFIT_LR
     head_memory: int = 0
-    head_weight_decay: float = 0.0
     age_bins: int = defaults.AGE_BINS
     balanced_heads: bool = False
     overlap_only: bool = False
@@ -251,5 +249,4 @@ def build_unlearning_handler(
         head_refit_steps=settings.head_refit_steps,
         head_refit_lr=settings.head_refit_lr,
         head_memory=settings.head_memory,
-        head_weight_decay=settings.head_weight_decay,
     )
