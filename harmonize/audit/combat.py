@@ -422,11 +422,34 @@ class ComBatHarmonizer:
                 self._sites,
             )
         rows = np.flatnonzero(is_known)
+        self._check_smooth_range(cov.iloc[rows])
         if rows.size:
             codes = np.array([self._sites.index(s) for s in labels[rows].tolist()], dtype=np.int64)
             harmonised = self._apply(x[rows][:, self._varying], codes, cov.iloc[rows])
             out[np.ix_(rows, np.flatnonzero(self._varying))] = harmonised
         return out
+
+    def _check_smooth_range(self, cov: pd.DataFrame) -> None:
+        """Refuse smooth-term values outside the fitted range: the B-spline basis has no knots there."""
+        if self._smooth_x is None:
+            return
+        smooth = [name for name in self.protected if name in self.smooth_terms]
+        problems = []
+        for j, name in enumerate(smooth):
+            low, high = float(self._smooth_x[:, j].min()), float(self._smooth_x[:, j].max())
+            values = cov[name].to_numpy(float)
+            outside = np.flatnonzero((values < low) | (values > high))
+            if outside.size:
+                problems.append(
+                    f"'{name}' of {outside.size} row(s) {_listed(outside.tolist())} lies outside the fitted range "
+                    f"[{low:g}, {high:g}] (values {_listed(values[outside].tolist())})"
+                )
+        if problems:
+            raise ConfigError(
+                "ComBat transform: a smooth term is only defined on the range of the fitting scans; drop those rows, "
+                "refit on scans that cover them, or model the covariate linearly (leave it out of smooth_terms).",
+                problems=problems,
+            )
 
     def _apply(self, x: np.ndarray, codes: np.ndarray, cov: pd.DataFrame) -> np.ndarray:
         """``harmonizationApply`` on rows of known sites, padded with one dummy row per absent site.

@@ -324,3 +324,18 @@ def test_regional_intensities() -> None:
     assert np.isnan(out[2])
     with pytest.raises(ConfigError, match=r"image shape \(10, 10, 9\) differs from label shape \(10, 10, 10\)"):
         regional_intensities(image[..., :9], labels)
+
+
+def test_smooth_term_outside_the_fitted_range_is_named(cohort3: dict) -> None:
+    """A smooth (B-spline) term has no basis outside the fitting scans' range: a clear error, not statsmodels'."""
+    c = cohort3
+    middle = c["train"] & (c["age"] > 30) & (c["age"] < 70)
+    harmonizer = ComBatHarmonizer(smooth_terms=("age",), eb=False).fit(c["x"][middle], c["site"][middle],
+                                                                       _cov(c, middle))
+    inside = ~c["train"] & (c["age"] > 35) & (c["age"] < 65)
+    assert np.isfinite(harmonizer.transform(c["x"][inside], c["site"][inside], _cov(c, inside))).all()
+    old = ~c["train"] & (c["age"] > 75)
+    with pytest.raises(ConfigError, match=r"smooth term is only defined") as err:
+        harmonizer.transform(c["x"][old], c["site"][old], _cov(c, old))
+    assert any(p.startswith(f"'age' of {int(old.sum())} row(s)") and "outside the fitted range [30" in p
+               for p in err.value.problems)

@@ -18,7 +18,9 @@ from harmonize.keys import Keys, Split
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 AGE, SEG = BUNDLES / "brain_age_unlearning", BUNDLES / "tissue_seg_unlearning"
 #: Networks small enough for 24^3 volumes and a second of training.
-NETWORKS = {AGE: {"network_def#channels": [4, 8, 8]}, SEG: {"network_def#channels": [4, 8, 16]}}
+#: Tiny networks for the tests (the age network's three blocks end at block2, so its taps move there too).
+NETWORKS = {AGE: {"network_def#channels": [4, 8, 8], "taps": ["encoder.block2", "encoder"]},
+            SEG: {"network_def#channels": [4, 8, 16]}}
 #: Tiny training: 3 sites -> batches of 6 (two scans per site), one warm-up epoch then one unlearning epoch.
 TRAIN = {"max_epochs": 2, "batch_size": 6, "val_interval": 1, "progress": False, "unlearning#warmup_epochs": 1}
 

@@ -29,6 +29,7 @@ def test_two_process_cpu_training(name, channels, tiny_cohort, tmp_path):
         "--bundle_root", str(tmp_path), "--manifest", str(tiny_cohort),
         "--max_epochs", "1", "--batch_size", "3", "--progress", "False",
         "--unlearning#warmup_epochs", "0", "--val_interval", "1", "--network_def#channels", channels,
+        "--taps", "['encoder.block2','encoder']",  # the tiny network's last block
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     # Own process group, so that a hang is ended with torchrun's worker processes, not only torchrun.
