@@ -33,7 +33,7 @@ from harmonize.handlers import (
     StopOnNonFiniteLoss,
     TrainingCheckpoint,
 )
-from harmonize.keys import Keys, Split
+from harmonize.keys import Keys, Split, StateKeys
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
@@ -306,13 +306,20 @@ def evaluate_brain_age(
 
     Args:
         features: the model's :func:`brain_age_features` of those scans, if already computed.
+
+    Returns:
+        :func:`audit_feature_set`'s figures, ``seconds`` (training time) and, from the last epoch of an unlearned
+        model's history, ``domain_head_acc`` (the site head's accuracy) and ``refit_head_acc`` (the training
+        accuracy of the head re-fitted on all training scans, with ``head_refit_steps``).
     """
     fs = features if features is not None else brain_age_features(model, manifest, splits)
     metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed)
     metrics["seconds"] = model.seconds
-    acc_key = "domain_acc_site"
-    if model.history and acc_key in model.history[-1]:
-        metrics["domain_head_acc"] = model.history[-1][acc_key]
+    last = model.history[-1] if model.history else {}
+    for key, name in ((f"{StateKeys.DOMAIN_ACC}_{Keys.SITE}", "domain_head_acc"),
+                      (f"{StateKeys.REFIT_ACC}_{Keys.SITE}", "refit_head_acc")):
+        if key in last:
+            metrics[name] = last[key]
     return metrics
 
 

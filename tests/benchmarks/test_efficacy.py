@@ -82,6 +82,14 @@ def test_a_head_that_still_reads_the_site_is_named():
     assert "the domain head still predicts it (0.900)" in fused.why
 
 
+def test_a_refitted_head_is_named_with_its_accuracy():
+    refit = {**_row("unlearning refit", 0.40, 5.8, 0.21), "refit_head_acc": 0.44}
+    (row,) = _targets([_row("none", 0.48, 5.8), refit])
+    assert not row.met
+    assert "a head re-fitted on all training scans' features at the last epoch at 0.440" in row.why
+    assert "fools the current head" not in row.why
+
+
 def test_a_probe_below_chance_counts_as_at_chance():
     (fused,) = _targets([_row("none", 0.60, 6.0), _row("unlearning fused", 0.10, 6.0, 0.25)])
     assert fused.met

@@ -45,6 +45,16 @@ def test_evaluation_reports_every_figure(trained, tiny_cohort):
         assert set(metrics["age_mae_per_site"]) == {"site0", "site1", "site2"}
         assert metrics["n_subjects"] == 6
         assert ("domain_head_acc" in metrics) == (method != "none")
+        assert "refit_head_acc" not in metrics  # no re-fit in these runs
+
+
+def test_evaluation_reports_the_refitted_heads_accuracy(tiny_cohort):
+    settings = _settings("unlearning")
+    settings.unlearning.head_refit_steps = 5
+    model = train_brain_age(tiny_cohort, settings)
+    metrics = evaluate_brain_age(model, tiny_cohort)
+    assert metrics["refit_head_acc"] == model.history[-1]["refit_acc_site"]
+    assert 0.0 <= metrics["refit_head_acc"] <= 1.0
 
 
 def test_unlearning_changes_the_network_and_logs_history(trained):
