@@ -39,6 +39,7 @@ __all__ = [
     "median",
     "paired_ratio",
     "peak_rss_delta_mb",
+    "probe_figures",
     "ratio_spread",
     "render_report",
     "write_report",
@@ -400,6 +401,25 @@ def ratio_spread(times: Mapping[str, Sequence[float]], numerator: str, denominat
         return MISSING
     q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
     return f"{q1:{fmt}}–{q3:{fmt}}"
+
+
+def probe_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A benchmark row's figures of one audited brain-age model.
+
+    Args:
+        metrics: the model's :func:`~harmonize.workflows.brain_age.evaluate_brain_age` figures.
+
+    Returns:
+        ``site_probe_bacc``, ``chance``, ``points_above_chance`` (100 x (balanced accuracy - chance)), ``age_mae``
+        and ``domain_head_acc`` (``None`` without a domain head).
+    """
+    return {
+        "site_probe_bacc": metrics["site_probe_bacc"],
+        "chance": metrics["chance"],
+        "points_above_chance": 100 * (metrics["site_probe_bacc"] - metrics["chance"]),
+        "age_mae": metrics["age_mae"],
+        "domain_head_acc": metrics.get("domain_head_acc"),
+    }
 
 
 def finish(result: BenchmarkResult, start: float, report: Callable[[str], None]) -> BenchmarkResult:

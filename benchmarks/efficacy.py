@@ -25,7 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish
+from benchmarks.common import (
+    BenchmarkResult,
+    Column,
+    Target,
+    Workers,
+    finish,
+    probe_figures,
+)
 from harmonize import defaults
 from harmonize.keys import Method, UnlearningMode
 
@@ -166,16 +173,11 @@ def train_and_audit(cohort: str, row_name: str, manifest: Path, settings: Effica
 
 
 def _row(cohort: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    chance = metrics["chance"]
     return {
         "cohort": cohort,
         "method": method,
-        "site_probe_bacc": metrics["site_probe_bacc"],
-        "chance": chance,
-        "points_above_chance": 100 * (metrics["site_probe_bacc"] - chance),
-        "age_mae": metrics["age_mae"],
+        **probe_figures(metrics),
         "age_probe_r2": metrics["age_probe_r2"],
-        "domain_head_acc": metrics.get("domain_head_acc"),
         "refit_head_acc": metrics.get("refit_head_acc"),
         "seconds": metrics["seconds"],
     }

@@ -35,6 +35,7 @@ from benchmarks.common import (
     interleaved_times,
     median,
     paired_ratio,
+    probe_figures,
     ratio_spread,
 )
 from benchmarks.efficacy import prepare_cohort
@@ -170,13 +171,7 @@ def run_sites(settings: SitesSettings | None = None, device: str = "cpu", work_d
 
             probes = workers.map(_probe, [(row["sites"], root, settings, device) for row in rows], done=progress)
         for row, metrics in zip(rows, probes):
-            row.update(
-                site_probe_bacc=metrics["site_probe_bacc"],
-                chance=metrics["chance"],
-                points_above_chance=100 * (metrics["site_probe_bacc"] - metrics["chance"]),
-                age_mae=metrics["age_mae"],
-                domain_head_acc=metrics.get("domain_head_acc"),
-            )
+            row.update(probe_figures(metrics))
     last = rows[-1]
     growth = last["time_vs_first"]
     met = growth <= GROWTH_TARGET

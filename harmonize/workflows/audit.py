@@ -273,7 +273,7 @@ def _brain_age_audit(
     """Metrics, features, task figure and notes of a brain-age model (see :func:`audit_brain_age`)."""
     from harmonize.audit import plots
 
-    method = str(model.settings.unlearning.method)
+    method = model.method
     metrics, features = audit_brain_age(model, frame, permutations=permutations, seed=seed)
     pngs = {"Age error per site": plots.per_site_error_plot({method: metrics}, figures / "per_site_error.png")}
     notes = [(f"Model: {source} (method {method}); audited on {metrics['n_subjects']} held-out scans of the "
@@ -360,9 +360,8 @@ def audit_model(
             f"{source}: a {type(model.network).__name__} held as a brain-age model; audit it as a "
             "harmonize.workflows.segmentation_audit.SegmentationModel or from its bundle folder."
         )
-    method = str(model.method if segmentation else model.settings.unlearning.method)
-    taps = list(model.taps if segmentation else model.settings.taps)
-    report(f"auditing {source} ({method}, taps {taps}, sites {list(model.site_index)})")
+    method = str(model.method)
+    report(f"auditing {source} ({method}, taps {list(model.taps)}, sites {list(model.site_index)})")
     figures = out / FIGURES_DIR
     audit = _segmentation_audit if segmentation else _brain_age_audit
     metrics, features, task_pngs, notes = audit(model, frame, source, figures, permutations, seed)

@@ -124,6 +124,16 @@ class BrainAgeModel:
     #: e.g. intensity normalisation); ``None``: the scans as the manifest gives them, as ``train_brain_age`` trains.
     transform: Callable[[Mapping[str, Any]], Any] | None = None
 
+    @property
+    def method(self) -> str:
+        """How it was trained (``none``, ``unlearning``, ``dann``), as a segmentation model states it."""
+        return str(self.settings.unlearning.method)
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """The layers its domain heads read and its audit probes."""
+        return self.settings.taps
+
 
 def train_brain_age(
     manifest: str | Path | pd.DataFrame,

@@ -196,3 +196,12 @@ def test_finish_sets_the_wall_time_and_prints_the_table():
     assert finish(result, time.perf_counter() - 2.0, lines.append) is result
     assert 2.0 <= result.seconds < 60
     assert lines == ["== Toy (2 s)\n| v |\n|---|\n| 1 |"]
+
+
+def test_probe_figures_of_an_audit():
+    from benchmarks.common import probe_figures
+
+    metrics = {"site_probe_bacc": 0.4, "chance": 0.25, "age_mae": 5.5, "age_probe_r2": 0.7}
+    assert probe_figures(metrics) == pytest.approx(
+        {"site_probe_bacc": 0.4, "chance": 0.25, "points_above_chance": 15.0, "age_mae": 5.5, "domain_head_acc": None})
+    assert probe_figures({**metrics, "domain_head_acc": 0.3})["domain_head_acc"] == 0.3

@@ -46,6 +46,7 @@ def test_evaluation_reports_every_figure(trained, tiny_cohort):
         assert metrics["n_subjects"] == 6
         assert ("domain_head_acc" in metrics) == (method != "none")
         assert "refit_head_acc" not in metrics  # no re-fit in these runs
+        assert model.method == method and model.taps == model.settings.taps
 
 
 def test_evaluation_reports_the_refitted_heads_accuracy(tiny_cohort):
