@@ -12,7 +12,7 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.probe import classifier_probe, regressor_probe
 from harmonize.keys import Keys
 
-__all__ = ["MIN_AGE_SCANS", "MIN_SCANS_PER_CLASS", "feature_probes"]
+__all__ = ["MIN_AGE_SCANS", "MIN_SCANS_PER_CLASS", "biology_covariates", "feature_probes"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,23 @@ logger = logging.getLogger(__name__)
 MIN_SCANS_PER_CLASS = 2
 #: Scans with a known age that the age probe needs (its cross-validation has at least two folds).
 MIN_AGE_SCANS = 2
+#: Knots of the cubic-spline basis of age in the site probe's biology floor (a curved age effect, few parameters).
+FLOOR_AGE_KNOTS = 5
+
+
+def biology_covariates(age: np.ndarray, sex: np.ndarray | None = None) -> np.ndarray:
+    """Age as a cubic-spline basis (and sex as 0/1, 0.5 where unknown): what the site floor probe reads.
+
+    Args:
+        age: ``(n,)`` years, all finite.
+        sex: ``(n,)`` 0/1 codes, ``-1`` where unknown, or ``None``.
+    """
+    from sklearn.preprocessing import SplineTransformer
+
+    columns = SplineTransformer(n_knots=FLOOR_AGE_KNOTS, degree=3).fit_transform(np.asarray(age, float)[:, None])
+    if sex is not None and len(np.unique(sex[sex >= 0])) == 2:
+        columns = np.column_stack([columns, np.where(sex >= 0, sex, 0.5)])
+    return columns
 
 
 def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.SEED) -> dict[str, Any]:
@@ -36,7 +53,13 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
 
     Returns:
         ``site_probe_bacc``, ``site_probe_p``, ``chance``, ``n_subjects`` and, when measured, ``age_probe_r2``,
-        ``age_probe_mae`` and ``sex_probe_bacc``.
+        ``age_probe_mae``, ``sex_probe_bacc``, ``site_probe_floor``: the same site probe given only the scans'
+        age and sex (:func:`biology_covariates`), and ``site_probe_adjusted``: the site probe on the features with
+        what age and sex explain regressed out (least squares over the audited scans, no site label used). When
+        the audited sites' scans differ in age, by chance or by design, a network that keeps age (as it must) lets
+        a probe read the site about as well as biology alone does, so a fully harmonised network scores near the
+        floor rather than at ``chance``; the adjusted probe asks for the scanner information beyond biology, whose
+        reference is ``chance``.
     """
     site = fs.meta[Keys.SITE]
     known = site >= 0
@@ -55,6 +78,15 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
     else:
         logger.info("Age probe skipped: %d audited scans have an age; it needs %d.", aged.sum(), MIN_AGE_SCANS)
     sex = fs.meta.get(Keys.SEX)
+    floor_rows = known & aged
+    per_site = np.unique(site[floor_rows], return_counts=True)[1]
+    if len(per_site) >= 2 and per_site.min() >= MIN_SCANS_PER_CLASS:
+        covariates = biology_covariates(age[floor_rows].astype(float), None if sex is None else sex[floor_rows])
+        metrics["site_probe_floor"] = classifier_probe(covariates, site[floor_rows], seed=seed).balanced_accuracy
+        residuals = _regressed_out(fs.features[floor_rows], covariates)
+        metrics["site_probe_adjusted"] = classifier_probe(residuals, site[floor_rows], seed=seed).balanced_accuracy
+    else:
+        logger.info("Site floor probe skipped: too few audited scans with an age per site (%s).", per_site.tolist())
     counts = np.unique(sex[sex >= 0], return_counts=True)[1] if sex is not None else np.array([])
     if len(counts) == 2 and counts.min() >= MIN_SCANS_PER_CLASS:
         metrics["sex_probe_bacc"] = classifier_probe(fs.features[sex >= 0], sex[sex >= 0], seed=seed).balanced_accuracy
@@ -62,3 +94,10 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
         logger.info("Sex probe skipped: the audited scans hold %s scans of each sex; it needs %d of each.",
                     counts.tolist(), MIN_SCANS_PER_CLASS)
     return metrics
+
+
+def _regressed_out(features: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """The features minus their least-squares fit on the covariates (with an intercept)."""
+    design = np.column_stack([np.ones(len(covariates)), covariates])
+    coefficients, *_ = np.linalg.lstsq(design, features, rcond=None)
+    return features - design @ coefficients

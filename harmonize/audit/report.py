@@ -71,6 +71,8 @@ class Column:
 METRIC_COLUMNS: tuple[Column, ...] = (
     Column("site_probe_bacc", "Site-probe bacc", 3, "chance"),
     Column("site_probe_p", "Site-probe p", 3, "high"),
+    Column("site_probe_floor", "Site from age & sex alone", 3, None),
+    Column("site_probe_adjusted", "Site probe, age & sex regressed out", 3, "chance"),
     Column("age_mae", "Age MAE (years)", 2, "low"),
     Column("unseen_site_mae", "Unseen-site MAE (years)", 2, "low"),
     Column("age_probe_r2", "Age R\u00b2 from features", 3, "high"),

@@ -5,6 +5,7 @@ from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
+from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
 from harmonize.handlers.sample_mask import LabelRangeMask
 from harmonize.handlers.training_checkpoint import TrainingCheckpoint
 
@@ -14,6 +15,7 @@ __all__ = [
     "DomainUnlearningHandler",
     "LabelRangeMask",
     "MachineUnlearningHandler",
+    "RandomRigidAugmentation",
     "StopOnNonFiniteLoss",
     "TrainingCheckpoint",
     "quantile_bin_edges",

@@ -387,9 +387,9 @@ def audit_model(
 
 def summary_line(method: str, m: dict[str, Any]) -> str:
     """One progress line summarising a model's audit figures (age error, or Dice for a segmentation audit)."""
-    p = m.get("site_probe_p")
+    p, floor = m.get("site_probe_p"), m.get("site_probe_floor")
     line = (f"  {method}: site probe {m['site_probe_bacc']:.3f} (chance {m['chance']:.3f}"
-            f"{'' if p is None else f', p {p:.3f}'})")
+            f"{'' if floor is None else f', from age & sex alone {floor:.3f}'}{'' if p is None else f', p {p:.3f}'})")
     if "mean_dice" in m:
         dice = m["mean_dice"]
         line += f", mean Dice {'n/a' if dice is None else format(dice, '.3f')}"

@@ -30,6 +30,7 @@ from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import (
     DomainUnlearningHandler,
+    RandomRigidAugmentation,
     StopOnNonFiniteLoss,
     TrainingCheckpoint,
 )
@@ -74,6 +75,9 @@ class BrainAgeSettings:
         labelled_fraction: fraction of training subjects whose age the task loss sees (semi-supervised when
             below 1; the unlearning still uses every subject).
         balance_sites: every batch holds each site equally (as the paper's zipped per-site loaders).
+        augment: mirror, rotate and shift every training batch at random
+            (:class:`~harmonize.handlers.RandomRigidAugmentation`, seeded by ``seed``); ``False`` trains on the
+            scans as they are.
         seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
         device: ``cpu`` or ``cuda``.
         cache: keep the loaded training scans in memory.
@@ -91,6 +95,7 @@ class BrainAgeSettings:
     norm: str | tuple = defaults.AGE_NORM
     labelled_fraction: float = 1.0
     balance_sites: bool = True
+    augment: bool = True
     seed: int = defaults.SEED
     device: str = "cpu"
     cache: bool = True
@@ -215,6 +220,8 @@ def train_brain_age(
         prepare_batch=PrepareTargetBatch(Keys.AGE, labelled_ids=labelled_subset(train, settings.labelled_fraction, settings.seed)),
         decollate=False,
     )
+    if settings.augment:
+        RandomRigidAugmentation(seed=settings.seed).attach(trainer)
     StopOnNonFiniteLoss(what="task loss (age)").attach(trainer)  # before the handler adds its confusion loss
     if handler is not None:
         handler.attach(trainer)
@@ -342,9 +349,10 @@ def evaluate_combat(
 ) -> dict[str, Any]:
     """The ComBat baseline on a trained network's features: fit on the training scans, harmonise held-out ones.
 
-    ComBat (neuroHarmonize, with age and sex protected) is fitted on the features of the ``train`` rows and
-    applied to the held-out scans' features; the network's own regressor then predicts age from the harmonised
-    features. Scans of a site ComBat never saw are left unharmonised (ComBat cannot take a new site).
+    ComBat (neuroHarmonize, with age and sex protected, without empirical Bayes:
+    :data:`~harmonize.defaults.COMBAT_FEATURES_EB`) is fitted on the features of the ``train`` rows and applied to
+    the held-out scans' features; the network's own regressor then predicts age from the harmonised features.
+    Scans of a site ComBat never saw are left unharmonised (ComBat cannot take a new site).
     """
     from harmonize.audit.combat import combat_feature_set
 
@@ -352,7 +360,8 @@ def evaluate_combat(
 
     def harmonised(taps: tuple[str, ...]) -> FeatureSet:
         train = brain_age_features(model, manifest, (Split.TRAIN,), taps=taps)
-        return combat_feature_set(train, brain_age_features(model, manifest, splits, taps=taps), unseen="passthrough")
+        scans = brain_age_features(model, manifest, splits, taps=taps)
+        return combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen="passthrough")
 
     audited = harmonised(model.settings.taps)
     encoder = audited if model.settings.taps == (TAP,) else harmonised((TAP,))

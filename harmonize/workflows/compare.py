@@ -220,7 +220,7 @@ def _combat_unseen(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.D
     scans = brain_age_features(baseline, unseen, ALL_SPLITS, taps=(TAP,))
     result: dict[str, Any] = {"unseen_site_handling": str(handling)}
     try:
-        harmonised = combat_feature_set(train, scans, unseen=handling)
+        harmonised = combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen=handling)
     except HarmonizeError as err:
         result["unseen_site_mae"] = None
         result["unseen_site_error"] = f"unseen site {site!r}: {err}"

@@ -31,9 +31,10 @@ EVIL = "combat <script>alert('x')</script> & co"
 
 METRICS = {
     "none": {"age_mae": 5.42, "site_probe_bacc": 0.912, "site_probe_p": 0.0099, "chance": 0.25, "age_probe_r2": 0.781,
-             "sex_probe_bacc": 0.66, "seconds": 412.34, "age_mae_per_site": {"a": 5.0}},
+             "sex_probe_bacc": 0.66, "site_probe_floor": 0.301, "seconds": 412.34, "age_mae_per_site": {"a": 5.0}},
     "unlearning": {"age_mae": 5.104, "site_probe_bacc": 0.34, "site_probe_p": 0.0004, "chance": 0.25,
-                   "age_probe_r2": 0.75, "sex_probe_bacc": 0.63, "domain_head_acc": 0.29, "seconds": 861.0},
+                   "age_probe_r2": 0.75, "sex_probe_bacc": 0.63, "domain_head_acc": 0.29,
+                   "site_probe_floor": 0.301, "seconds": 861.0},
     EVIL: {"age_mae": float("nan"), "site_probe_bacc": 0.27, "site_probe_p": 0.31, "age_probe_r2": 0.79,
            "seconds": 0.4},
 }
@@ -105,13 +106,13 @@ def test_report_html(tmp_path: Path, pngs: dict[str, Path]) -> None:
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     # values of both tables
-    values = ("0.912", "0.340", "0.270", "5.42", "5.10", "&lt;0.001", "0.010", "412.3", "861.0", "0.290", "23.70",
-              "18.50", "21.10")
+    values = ("0.912", "0.340", "0.301", "0.270", "5.42", "5.10", "&lt;0.001", "0.010", "412.3", "861.0", "0.290",
+              "23.70", "18.50", "21.10")
     for value in values:
         assert f">{value}<" in text, value
     assert "Site-probe bacc (chance 0.250)" in text
-    # EVIL: age MAE, sex, head; none: head; nl_ft: UA; no method has an unseen site: 3 more
-    assert text.count(f">{MISSING}<") == 8
+    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site or adjusted probe: 6 more
+    assert text.count(f">{MISSING}<") == 12
     # best cells highlighted
     assert '<td class="best">5.10</td>' in text and '<td class="best">0.270</td>' in text
     assert '<td class="best">20.60</td>' in text  # closest to the oracle's forget PSNR
