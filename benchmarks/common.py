@@ -410,13 +410,16 @@ def probe_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
         metrics: the model's :func:`~harmonize.workflows.brain_age.evaluate_brain_age` figures.
 
     Returns:
-        ``site_probe_bacc``, ``chance``, ``points_above_chance`` (100 x (balanced accuracy - chance)), ``age_mae``
-        and ``domain_head_acc`` (``None`` without a domain head).
+        ``site_probe_bacc``, ``chance``, ``points_above_chance`` (100 x (balanced accuracy - chance)),
+        ``site_probe_floor`` and ``site_probe_adjusted`` (``None`` without ages), ``age_mae`` and
+        ``domain_head_acc`` (``None`` without a domain head).
     """
     return {
         "site_probe_bacc": metrics["site_probe_bacc"],
         "chance": metrics["chance"],
         "points_above_chance": 100 * (metrics["site_probe_bacc"] - metrics["chance"]),
+        "site_probe_floor": metrics.get("site_probe_floor"),
+        "site_probe_adjusted": metrics.get("site_probe_adjusted"),
         "age_mae": metrics["age_mae"],
         "domain_head_acc": metrics.get("domain_head_acc"),
     }

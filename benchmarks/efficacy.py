@@ -177,7 +177,7 @@ def _row(cohort: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
         "cohort": cohort,
         "method": method,
         **probe_figures(metrics),
-        "age_probe_r2": metrics["age_probe_r2"],
+        "age_probe_r2": metrics.get("age_probe_r2"),
         "refit_head_acc": metrics.get("refit_head_acc"),
         "seconds": metrics["seconds"],
     }
@@ -257,6 +257,8 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
             Column("site_probe_bacc", "site probe bacc", ".3f"),
             Column("chance", "chance", ".3f"),
             Column("points_above_chance", "points above chance", ".1f"),
+            Column("site_probe_floor", "from age & sex alone", ".3f"),
+            Column("site_probe_adjusted", "age & sex regressed out", ".3f"),
             Column("age_mae", "age MAE (y)", ".2f"),
             Column("age_probe_r2", "age R² from features", ".3f"),
             Column("domain_head_acc", "domain head acc", ".3f"),
@@ -286,9 +288,11 @@ def _targets(rows: list[dict[str, Any]]) -> list[Target]:
                 head = row["domain_head_acc"]
                 refit = row.get("refit_head_acc")
                 if refit is not None:
+                    floor = row.get("site_probe_floor")
+                    alone = "" if floor is None else f"; from the scans' age and sex alone: {floor:.3f}"
                     reasons.append(
                         f"the site probe reads the site at {row['site_probe_bacc']:.3f} on held-out scans (chance "
-                        f"{row['chance']:.3f}; none: {none['site_probe_bacc']:.3f}) and a head re-fitted on all "
+                        f"{row['chance']:.3f}{alone}; none: {none['site_probe_bacc']:.3f}) and a head re-fitted on all "
                         f"training scans' features at the last epoch at {refit:.3f} (training accuracy): the re-fitted "
                         "adversary removed part of the site information, not all of it")
                 elif head is not None and 100 * (head - row["chance"]) <= HEAD_FOOLED_POINTS:

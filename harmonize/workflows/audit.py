@@ -81,7 +81,10 @@ READING_NOTES = (
     ("Site probe: a logistic regression, cross-validated on the held-out scans of the training sites, predicts the "
      "site from the network's features. Its balanced accuracy is compared with chance (1 / number of sites): near "
      "chance means the scanner cannot be read from the features (linearly). The permutation p-value is the share "
-     "of label shufflings that score as well; a small p (< 0.05) means the probe still finds site information."),
+     "of label shufflings that score as well; a small p (< 0.05) means the probe still finds site information. "
+     "When the sites' held-out scans differ in age, age alone tells them apart a little: 'Site from age & sex "
+     "alone' is the same probe on age and sex only, the level a network that keeps age can reach, and 'Site "
+     "probe, age & sex regressed out' asks for the scanner information beyond biology (reference: chance)."),
     ("Biology kept: the age MAE is the network's own error on held-out scans; age R\u00b2 (ridge regression) and "
      "the sex probe read age and sex from the same features: harmonisation should leave these close to the "
      "baseline."),
@@ -398,7 +401,8 @@ def summary_line(method: str, m: dict[str, Any]) -> str:
         if m.get("unseen_site_dice") is not None:
             line += f", unseen-site Dice {m['unseen_site_dice']:.3f}"
         return line
-    line += f", age MAE {m['age_mae']:.2f} y, age R2 from features {m['age_probe_r2']:.2f}"
+    r2 = m.get("age_probe_r2")
+    line += f", age MAE {m['age_mae']:.2f} y, age R2 from features {'n/a' if r2 is None else format(r2, '.2f')}"
     if m.get("unseen_site_mae") is not None:
         line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
     return line

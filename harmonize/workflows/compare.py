@@ -355,5 +355,7 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
                      "training; 'Unseen-site MAE' is each method's age error on them.")
         if Method.COMBAT in methods:
             notes.append(_combat_sentence(methods[Method.COMBAT], held_out))
+    if methods.get(Method.COMBAT, {}).get("age_probe_note"):
+        notes.append(f"ComBat's age R\u00b2 from features: {methods[Method.COMBAT]['age_probe_note']}.")
     return write_report(out, methods, chance, plots=pngs, recon_table=extras.recon_table, title=extras.title,
                         notes=notes)

@@ -55,6 +55,15 @@ def test_combat_passes_the_unseen_site_through(compared):
     assert combat["age_mae_per_site"][f"{UNSEEN} (unseen)"] == combat["unseen_site_mae"]
 
 
+def test_combat_age_probe_is_not_measured(compared):
+    _, metrics, lines = compared
+    combat = metrics["combat"]
+    assert combat["age_probe_r2"] is None and combat["age_probe_mae"] is None
+    assert "true age" in combat["age_probe_note"]
+    assert metrics["none"]["age_probe_r2"] is not None
+    assert any(line.startswith("  combat: site probe") and "age R2 from features n/a" in line for line in lines)
+
+
 def test_models_are_saved_without_the_unseen_site(compared):
     out, _, _ = compared
     assert sorted(p.name for p in (out / "models").iterdir()) == ["dann.pt", "none.pt", "unlearning.pt"]
