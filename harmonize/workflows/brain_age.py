@@ -58,7 +58,7 @@ TAP = BrainAgeRegressor.TAPS["encoder"]
 COMBAT_UNMEASURED = ("age_probe_r2", "age_probe_mae")
 COMBAT_AGE_PROBE_NOTE = (
     "not measured: ComBat writes the protected age effect back into the harmonised features from each scan's true "
-    "age, so a probe would read age from them almost perfectly (R^2 0.96 on the demo) whatever the network kept"
+    "age, so a probe would read age from them almost perfectly whatever the network kept"
 )
 
 
