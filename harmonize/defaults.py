@@ -143,9 +143,9 @@ RECON_RETAIN_WEIGHT = 1.0
 #: Empirical Bayes in the ComBat baseline on a network's features: off. EB shrinks every feature's site effect
 #: towards the mean over features, which suits many similar measures (regional volumes) but not a network's few
 #: strongly correlated features: on the embedded cohort's held-out features (7 baseline networks) ComBat with EB
-#: *raised* the site probe (0.40-0.55 -> 0.44-0.70), even when fitted on the very scans it harmonised; without EB,
-#: fitted on those scans it removed the site (probe below chance), fitted on the training scans it left it
-#: roughly where it was (0.37-0.59) (docs/audit.md, "ComBat on network features").
+#: *raised* the site probe (0.40-0.55 -> 0.44-0.70), and fitted on the very scans it harmonised it left 0.38-0.63;
+#: without EB, fitted on those scans it removed the site (probe below chance), fitted on the training scans it moved
+#: it by -0.06 to +0.07 (0.37-0.59) (docs/audit.md, "ComBat on network features").
 COMBAT_FEATURES_EB = False
 #: Label permutations of the site probe's permutation test (p-value floor 1 / (n + 1), about 0.01).
 PROBE_PERMUTATIONS = 100

@@ -405,7 +405,8 @@ def comparison_bar_plot(
     """Side by side per method: the site probe's balanced accuracy against chance, and the age MAE.
 
     Args:
-        metrics: metrics dictionaries by method (``site_probe_bacc``, ``age_mae``, optionally ``chance``).
+        metrics: metrics dictionaries by method (``site_probe_bacc``, ``age_mae``, optionally ``chance`` and
+            ``site_probe_floor``, drawn as a dotted line: what age and sex alone tell about the site).
         path: the PNG to write.
         chance: chance level of the site probe (default: the first ``chance`` in ``metrics``).
 
@@ -438,6 +439,11 @@ def comparison_bar_plot(
         ax.margins(y=0.15)
     if chance is not None:
         probe_ax.axhline(chance, color="0.3", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    floor = next((float(v["site_probe_floor"]) for v in metrics.values() if v.get("site_probe_floor") is not None),
+                 None)
+    if floor is not None:  # the methods of one comparison audit the same scans, so they share their floor
+        probe_ax.axhline(floor, color="0.3", linestyle=":", linewidth=1, label=f"age & sex alone ({floor:.2f})")
+    if chance is not None or floor is not None:
         probe_ax.legend(fontsize="x-small")
     probe_ax.set_ylim(0, 1.08)
     return _save(fig, path)

@@ -146,3 +146,13 @@ def test_comparison_bar_plot(tmp_path: Path) -> None:
     _read(path, 1, 2)
     with pytest.raises(ConfigError, match="no metrics given"):
         comparison_bar_plot({}, tmp_path / "x.png")
+
+
+def test_comparison_bar_plot_draws_the_probe_floor(tmp_path: Path) -> None:
+    plain = _read(comparison_bar_plot(METRICS, tmp_path / "plain.png", chance=0.25), 1, 2)
+    with_floor = {k: {**v, "site_probe_floor": 0.6} for k, v in METRICS.items()}
+    floored = _read(comparison_bar_plot(with_floor, tmp_path / "floor.png", chance=0.25), 1, 2)
+    changed = np.abs(plain - floored).sum(axis=-1) > 0.1
+    # the dotted line at 0.6 and its legend entry are drawn in the left panel; the age panel is untouched
+    width = plain.shape[1]
+    assert changed[:, : width // 2].any() and not changed[:, int(0.55 * width) :].any()
