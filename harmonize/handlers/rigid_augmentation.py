@@ -53,7 +53,10 @@ def _rotation(angles: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def rigid_warp(images: torch.Tensor, params: RigidParameters, mode: str = "bilinear") -> torch.Tensor:
-    """Mirror, rotate (about the centre, in voxel units, so anisotropic grids are not sheared) and shift a batch.
+    """Mirror, rotate about the centre and shift a batch.
+
+    The rotation is in voxel units, so a non-cubic grid is not sheared; voxels are taken as isotropic (as after
+    ``harmonize preprocess``).
 
     Args:
         images: ``(B, C, *spatial)`` with 2 or 3 spatial dimensions.
@@ -69,6 +72,8 @@ def rigid_warp(images: torch.Tensor, params: RigidParameters, mode: str = "bilin
     flips = params.flips.to(images.device)
     out = images
     for axis in range(dims):
+        if not bool(flips[:, axis].any()):
+            continue
         mirrored = flips[:, axis].view(-1, *([1] * (images.ndim - 1)))
         out = torch.where(mirrored, out.flip(2 + axis), out)
     # affine_grid works in normalised (-1..1) coordinates listed last axis first; rotate in voxel units.
