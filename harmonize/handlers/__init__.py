@@ -1,6 +1,7 @@
 """MONAI engine handlers that add the papers' training behaviours to an ordinary ``SupervisedTrainer``."""
 
 from harmonize.handlers.batch_norm_recalibration import BatchNormRecalibrationHandler
+from harmonize.handlers.conditional_prior import ConditionalPrior
 from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
@@ -11,6 +12,7 @@ from harmonize.handlers.training_checkpoint import TrainingCheckpoint
 
 __all__ = [
     "BatchNormRecalibrationHandler",
+    "ConditionalPrior",
     "Confound",
     "DomainUnlearningHandler",
     "LabelRangeMask",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,8 @@ class Confound:
         class_weights: optional weights per class for the domain loss (unbalanced sites).
         moment_weight: weight of the moment-matching penalty (:class:`~harmonize.losses.MomentMatchingLoss`:
             equal per-class feature means and variances), added to the confusion loss; ``0`` turns it off.
+        prior: optional function of the batch giving each sample's target distribution of the confusion loss,
+            ``(batch, num_classes)`` (e.g. :class:`~harmonize.handlers.ConditionalPrior`); default uniform.
     """
 
     head: nn.Module
@@ -75,6 +78,7 @@ class Confound:
     alpha: float = 1.0
     class_weights: Sequence[float] | None = None
     moment_weight: float = 0.0
+    prior: Callable[[Mapping[str, Any]], torch.Tensor] | None = None
     _edges: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +97,8 @@ class Confound:
             _check_weight(f"Confound '{self.name}': beta", self.beta)
         _check_weight(f"Confound '{self.name}': alpha", self.alpha)
         _check_weight(f"Confound '{self.name}': moment_weight", self.moment_weight)
+        if self.prior is not None and not callable(self.prior):
+            raise ConfigError(f"Confound '{self.name}': prior must be a function of the batch, got {self.prior!r}.")
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
             raise ConfigError(
                 f"Confound '{self.name}': class_weights has {len(self.class_weights)} values, "

@@ -180,6 +180,7 @@ class DomainUnlearningHandler:
         self._inputs: torch.Tensor | None = None
         self._targets: dict[str, torch.Tensor] = {}
         self._mask: torch.Tensor | None = None
+        self._priors: dict[str, torch.Tensor] = {}
         self._totals: dict[str, list[float]] = {}
         self.history: list[dict[str, float]] = []
 
@@ -280,6 +281,7 @@ class DomainUnlearningHandler:
         self._mask = None
         if self.sample_mask is not None:
             self._mask = torch.as_tensor(self.sample_mask(batch)).to(device=device, dtype=torch.bool).reshape(-1)
+        self._priors = {c.name: torch.as_tensor(c.prior(batch)).to(device) for c in self.confounds if c.prior}
         self.taps.clear()
 
     def _loss_completed(self, engine: Engine) -> None:
@@ -373,7 +375,7 @@ class DomainUnlearningHandler:
         with _frozen(self.heads):
             for c in self.confounds:
                 mask = self._valid(c)
-                loss = self.confusion_loss(c.head(features), mask=mask)
+                loss = self.confusion_loss(c.head(features), mask=mask, target=self._priors.get(c.name))
                 self._record(f"{StateKeys.CONFUSION_LOSS}_{c.name}", float(loss.detach()))
                 total = total + c.beta_at(epoch) * loss
         return total + self._moments(features)

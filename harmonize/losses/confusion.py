@@ -23,6 +23,10 @@ MIN_CLASSES = 2
 class ConfusionLoss(nn.Module):
     """Cross-entropy between the domain head's softmax and the uniform distribution over its ``N`` classes.
 
+    With a ``target`` distribution per sample (e.g. how likely each site is given the subject's age, when sites
+    differ in age), the loss is the cross-entropy against it instead, ``-sum_k t_k log softmax(z)_k``, whose minimum
+    ``H(t)`` is reached at ``softmax(z) = t``: the head then reads no more of the domain than ``t`` already tells.
+
     For logits ``z`` of one sample,
 
     .. math::
@@ -58,21 +62,24 @@ class ConfusionLoss(nn.Module):
         super().__init__()
         self.reduction = parse_reduction(reduction, type(self).__name__)
 
-    def forward(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, mask: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Confusion loss of a batch of domain logits.
 
         Args:
             logits: raw domain-head outputs, shape ``(batch, N)`` with ``N >= 2`` (no softmax applied).
             mask: optional per-sample mask ``(batch,)`` or ``(batch, 1)``: ``True``/``1`` counts, ``False``/``0``
                 contributes nothing (its logits are not even read); a float mask weights each sample.
+            target: optional ``(batch, N)`` distribution per sample (rows sum to 1); default uniform.
 
         Returns:
             A scalar for ``mean``/``sum``, else a ``(batch,)`` tensor. A mean over a batch in which nothing
             counts is ``0`` with a (zero) gradient path.
 
         Raises:
-            ValueError: ``logits`` is not ``(batch, N >= 2)``, or ``mask`` does not match the batch (both shapes
-                are named).
+            ValueError: ``logits`` is not ``(batch, N >= 2)``, or ``mask`` or ``target`` does not match the batch
+                (both shapes are named).
         """
         logits = as_plain_tensor(logits)
         if logits.ndim != 2 or logits.shape[1] < MIN_CLASSES:
@@ -85,7 +92,17 @@ class ConfusionLoss(nn.Module):
         if weights is not None:
             # Masked samples never reach log_softmax, so non-finite logits there cannot poison the gradient.
             logits = torch.where((weights > 0).unsqueeze(1), logits, torch.zeros_like(logits))
-        per_sample = -F.log_softmax(logits, dim=1).mean(dim=1)
+        log_p = F.log_softmax(logits, dim=1)
+        if target is None:
+            per_sample = -log_p.mean(dim=1)
+        else:
+            target = as_plain_tensor(target)
+            if target.shape != logits.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: target must have the logits' shape {tuple(logits.shape)}, "
+                    f"got {tuple(target.shape)}."
+                )
+            per_sample = -(target.to(log_p) * log_p).sum(dim=1)
         return reduce_per_sample(per_sample, weights, self.reduction)
 
     def extra_repr(self) -> str:

@@ -384,6 +384,43 @@ def evaluate_combat(
     return metrics
 
 
+def evaluate_erasure(
+    model: BrainAgeModel,
+    manifest: str | Path | pd.DataFrame,
+    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
+    permutations: int = 0,
+    seed: int = defaults.SEED,
+    condition_on: str | None = Keys.AGE,
+) -> dict[str, Any]:
+    """LEACE erasure of the site from a trained network's features: fit on the training scans, erase held-out ones.
+
+    :class:`~harmonize.audit.erasure.SiteEraser` is fitted on the ``train`` rows' features of the model's taps,
+    with the site one-hot less ``p(site | condition_on)`` (:class:`~harmonize.handlers.ConditionalPrior`) so that
+    the features keep what age tells of the site; a ridge regression of age re-fitted on the erased training
+    features predicts the held-out scans' ages. Scans of a site unseen in training are erased too.
+
+    Args:
+        condition_on: the training column the erasure is conditional on (``None``: erase the plain site).
+    """
+    from harmonize.audit.erasure import SiteEraser
+    from harmonize.handlers import ConditionalPrior
+
+    start = time.perf_counter()
+    train = brain_age_features(model, manifest, (Split.TRAIN,))
+    train = train.subset(train.meta[Keys.SITE] >= 0)  # the training rows of sites the model was trained on
+    scans = brain_age_features(model, manifest, splits)
+    sites = train.meta[Keys.SITE].astype(int)
+    prior = None
+    if condition_on is not None:
+        values = train.meta[condition_on].astype(float)
+        fitted = ConditionalPrior(values, sites, len(model.site_index), key=condition_on)
+        prior = fitted({condition_on: torch.as_tensor(values)}).numpy()
+    erased = SiteEraser(len(model.site_index)).fit(train, prior)(scans)
+    metrics = audit_feature_set(erased, list(model.site_index), permutations=permutations, seed=seed)
+    metrics["seconds"] = model.seconds + time.perf_counter() - start
+    return metrics
+
+
 def audit_feature_set(
     fs: FeatureSet, site_names: list[str], permutations: int = 0, seed: int = defaults.SEED
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, check_option
 from harmonize.handlers import (
+    ConditionalPrior,
     Confound,
     DomainUnlearningHandler,
     LabelRangeMask,
@@ -70,6 +71,9 @@ class UnlearningSettings:
             (the biased-dataset variant); the task still trains on every subject.
         overlap_range: the range to use instead of computing it from the training rows.
         overlap_key: the label whose overlap defines the range (default ``age``).
+        site_prior_on: a continuous column (e.g. ``age``): the site head's confusion target becomes the training
+            data's ``p(site | that value)`` (:class:`~harmonize.handlers.ConditionalPrior`) instead of the uniform
+            distribution, so the features keep the site information that the value itself carries; ``None``: uniform.
     """
 
     method: str = Method.UNLEARNING
@@ -97,6 +101,7 @@ class UnlearningSettings:
     overlap_only: bool = False
     overlap_range: tuple[float, float] | None = None
     overlap_key: str = Keys.AGE
+    site_prior_on: str | None = None
 
     def __post_init__(self) -> None:
         self.method = check_option("method", self.method, Method)
@@ -168,6 +173,17 @@ def confound_classes(
     )
 
 
+def _site_prior(settings: UnlearningSettings, name: str, train: pd.DataFrame,
+                site_index: CategoryIndex) -> ConditionalPrior | None:
+    if settings.site_prior_on is None or name != Keys.SITE:
+        return None
+    if settings.site_prior_on not in train.columns:
+        raise ConfigError(f"site_prior_on: the manifest has no column '{settings.site_prior_on}' to condition on.")
+    sites = np.asarray([site_index[s] for s in train[Keys.SITE]])
+    return ConditionalPrior(train[settings.site_prior_on].to_numpy(float), sites, len(site_index),
+                            key=settings.site_prior_on)
+
+
 def build_unlearning_handler(
     network: nn.Module,
     taps: str | Sequence[str],
@@ -220,6 +236,7 @@ def build_unlearning_handler(
                 alpha=settings.alpha,
                 class_weights=weights,
                 moment_weight=settings.moment_weight,
+                prior=_site_prior(settings, name, train, site_index),
             )
         )
     mask = None

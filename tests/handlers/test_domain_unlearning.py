@@ -29,7 +29,7 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def _handler(net: nn.Module, num_sites: int = 2, **kwargs) -> DomainUnlearningHandler:
     torch.manual_seed(1)
     head = DomainHead(4, num_sites, hidden=8, dropout=0.0)
-    confound_args = {k: kwargs.pop(k) for k in ("beta", "moment_weight") if k in kwargs}
+    confound_args = {k: kwargs.pop(k) for k in ("beta", "moment_weight", "prior") if k in kwargs}
     return DomainUnlearningHandler(net, "encoder", Confound(head, num_sites, **confound_args), **kwargs)
 
 
@@ -138,6 +138,29 @@ def test_masked_samples_contribute_nothing(tiny_net):
     _, h1, _ = _trained_copy(tiny_net, data, {"sample_mask": mask, "mode": "fused"})
     _, h2, _ = _trained_copy(tiny_net, altered, {"sample_mask": mask, "mode": "fused"})
     assert _same(_params(h1.heads), _params(h2.heads))
+
+
+def test_prior_is_the_confusion_target(tiny_net):
+    """With a prior, the recorded confusion loss is the cross-entropy of the head's softmax against it."""
+    data = make_batches(2, batches=1)
+
+    def prior(batch):  # a sample-dependent target
+        young = (torch.as_tensor(batch[Keys.AGE]) < 45).float().reshape(-1, 1)
+        return young * torch.tensor([[0.9, 0.1]]) + (1 - young) * torch.tensor([[0.2, 0.8]])
+
+    head = nn.Linear(4, 2)  # a confident head, kept fixed (alpha 0): logits (2, -2) whatever the features
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([2.0, -2.0]))
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data)
+    DomainUnlearningHandler(net, "encoder", Confound(head, 2, beta=1.0, alpha=0.0, prior=prior)).attach(trainer)
+    trainer.run()
+    log_p = torch.log_softmax(torch.tensor([2.0, -2.0]), dim=0)
+    expected = -(prior(data[0]) * log_p).sum(dim=1).mean()
+    recorded = getattr(trainer.state, f"{StateKeys.CONFUSION_LOSS}_{Keys.SITE}")
+    assert recorded == pytest.approx(float(expected), rel=1e-5)
+    assert recorded != pytest.approx(float(-log_p.mean()), rel=1e-2)  # not the uniform target
 
 
 def test_fully_masked_batch_changes_no_head(tiny_net):

@@ -170,3 +170,25 @@ def test_single_site_batch_with_extreme_logits_is_finite(reduction: str) -> None
     want = {"none": torch.tensor([1e4, 1e4, 1e4, 0.0]), "sum": torch.tensor(3e4), "mean": torch.tensor(1e4)}[reduction]
     torch.testing.assert_close(loss.detach(), want)
     assert bool(torch.isfinite(logits.grad).all()) and float(logits.grad[3].abs().sum()) == 0.0
+
+
+def test_target_gives_cross_entropy_with_minimum_at_the_target() -> None:
+    target = torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]])
+    at_target = ConfusionLoss(reduction="none")(target.log(), target=target)
+    entropy = -(target * target.log()).sum(dim=1)
+    torch.testing.assert_close(at_target, entropy)
+    logits = torch.tensor([[0.3, -1.0, 2.0], [1.0, 0.0, -1.0]], requires_grad=True)
+    loss = ConfusionLoss(reduction="sum")(logits, target=target)
+    loss.backward()
+    torch.testing.assert_close(logits.grad, torch.softmax(logits, dim=1).detach() - target)
+    assert bool((ConfusionLoss(reduction="none")(logits, target=target) > entropy).all())
+
+
+def test_uniform_target_equals_default() -> None:
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ConfusionLoss()(logits, target=torch.full((5, 4), 0.25)), ConfusionLoss()(logits))
+
+
+def test_bad_target_shape_names_both_shapes() -> None:
+    with pytest.raises(ValueError, match=r"target must have the logits' shape \(2, 3\), got \(2, 2\)"):
+        ConfusionLoss()(torch.zeros(2, 3), target=torch.full((2, 2), 0.5))
