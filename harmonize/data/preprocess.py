@@ -58,13 +58,13 @@ import torchio as tio
 from nibabel.filebasedimages import ImageFileError
 from scipy import ndimage
 from skimage.filters import threshold_otsu
-from tqdm.auto import tqdm
 
 from harmonize import defaults
 from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
+from harmonize.progress import progress as show_progress
 
 __all__ = [
     "LANDMARKS_INDEX_FILENAME",
@@ -520,7 +520,7 @@ def _run_stage(
 ) -> list[str]:
     """Apply ``work`` to each scan, collecting the user-facing problems instead of stopping at the first."""
     problems = []
-    for scan in tqdm(list(items), desc=desc, unit="scan", disable=not progress):
+    for scan in show_progress(list(items), desc, unit="scan", enabled=progress):
         try:
             work(scan)
         except HarmonizeError as err:
@@ -547,7 +547,7 @@ def preprocess_manifest(
         config: the pipeline settings (defaults: :class:`PreprocessConfig`).
         overwrite: write into a non-empty folder that is not an earlier output, and recompute every scan
             instead of reusing the cache.
-        progress: show tqdm progress bars.
+        progress: show progress (a bar on a terminal, else a line per hundred scans: :mod:`harmonize.progress`).
         bids_derivatives: also lay the outputs out as a BIDS-Derivatives dataset in
             ``out_dir/derivatives/harmonize`` and point the new manifest at it
             (:mod:`harmonize.data.bids_derivatives`); the manifest's images must be BIDS scans.
