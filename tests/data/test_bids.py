@@ -286,3 +286,18 @@ def test_site_from_participants_joins_columns(bids):
                                 skip_invalid=True)
     assert frame[Keys.SITE].tolist() == ["siteA_R", "siteB_L", "siteB_R", "siteB_R"]  # sub-02: handedness n/a
     assert bids_entities("sub-04_ses-1_run-2_T1w.nii.gz") == {"sub": "04", "ses": "1", "run": "2"}
+
+
+def test_session_ages_need_no_baseline_age_and_skip_invalid_drops_one_scan(bids, caplog):
+    rows = [list(r) for r in PARTICIPANTS]
+    rows[3][1] = "n/a"  # sub-04's age is only in its sessions file
+    write_participants(bids, rows)
+    write_sessions(bids, "sub-04", [["ses-1", "60", "siteB"], ["ses-2", "n/a", "siteB"]])
+    with caplog.at_level(logging.WARNING, logger="harmonize.data.bids"):
+        frame = bids_manifest_frame(bids, "scanner", skip_invalid=True)
+    assert dict(zip(frame[Keys.SUBJECT_ID], frame[Keys.AGE]))["sub-04_ses-1"] == 60.0
+    assert "sub-04_ses-2" not in frame[Keys.SUBJECT_ID].tolist()
+    assert "sub-04_sessions.tsv row 3 (ses-2), column 'age': 'n/a' is not an age in years" in caplog.text
+    save_t1w(bids / "sub-04" / "anat" / "sub-04_T1w.nii.gz")  # a scan outside the sessions needs the baseline age
+    with pytest.raises(ManifestError, match=r"participants.tsv row 5 \(sub-04\), column 'age': 'n/a' is not an age"):
+        bids_manifest_frame(bids, "scanner")
