@@ -24,9 +24,10 @@ sub-*/ses-*/anat/*_T1w.nii.gz), subject_id from the file name (sub-01, or sub-01
 comes from participants.tsv; age from the session's row of sub-XX/sub-XX_sessions.tsv when it has an age
 column, else from participants.tsv. The site comes from --site-column (a participants.tsv column) or
 --site-from: participants:COL, sessions:COL (sub-XX_sessions.tsv) or sidecar:FIELD,... (the scan's JSON
-sidecar, inherited from T1w.json files above it; several fields are joined with '_'). Sex values F/female/0 map to F and M/male/1 to M (add others with
---sex-map). Splits are drawn per participant within each site, reproducibly from --seed. Image paths are
-written relative to the manifest's folder. The BIDS dataset is only read.
+sidecar, inherited from T1w.json files above it; several fields are joined with '_'). Sex values F/female/0
+map to F and M/male/1 to M (add others with --sex-map). Splits are drawn per participant within each site,
+reproducibly from --seed. Image paths are written relative to the manifest's folder. The BIDS dataset is
+only read.
 """
 
 

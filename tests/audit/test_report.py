@@ -231,7 +231,8 @@ def test_report_opens_with_summary_and_table_then_folded_notes(tmp_path: Path, p
 #: at load writes into <body data-check=...> whether every <img> decoded.
 _CHECK_SCRIPT = """<script>
 window.__errors = [];
-window.addEventListener('error', e => window.__errors.push(e.message || ('resource ' + (e.target.src || '').slice(0, 40))), true);
+window.addEventListener('error', e => window.__errors.push(
+  e.message || ('resource ' + (e.target.src || '').slice(0, 40))), true);
 const original = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); original(...a); };
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);

@@ -90,7 +90,8 @@ BIDS_EXAMPLE_SCANS = {
 }
 BIDS_EXAMPLE_TEXT = {
     "dataset_description.json": '{\n  "Name": "tiny",\n  "BIDSVersion": "1.10.0"\n}\n',
-    "participants.tsv": "participant_id\tage\tsex\nsub-01\t45.0\tF\nsub-02\t61.0\tM\nsub-03\t38.0\tF\nsub-04\t52.0\tM\n",
+    "participants.tsv": ("participant_id\tage\tsex\nsub-01\t45.0\tF\nsub-02\t61.0\tM\nsub-03\t38.0\tF\n"
+                         "sub-04\t52.0\tM\n"),
     "T1w.json": '{\n  "MagneticFieldStrength": 3,\n  "RepetitionTime": 2.3\n}\n',
     "sub-01/sub-01_sessions.tsv": "session_id\tage\nses-01\t45.0\nses-02\t49.5\n",
     "sub-02/sub-02_sessions.tsv": "session_id\tage\nses-01\t61.0\nses-02\t63.0\n",
