@@ -153,3 +153,8 @@ PROBE_PERMUTATIONS = 100
 # --- training checkpoints (harmonize.handlers.TrainingCheckpoint) ----------------------------------------
 #: Checkpoints kept in a training's checkpoint folder (older ones are deleted after each save).
 CHECKPOINT_KEEP = 3
+
+# --- progress (harmonize.progress) -----------------------------------------------------------------------
+#: When the output is not a terminal, a loop over scans or subjects logs one line per this many items (and at
+#: the end), and training logs one line per epoch, instead of a live bar.
+PROGRESS_EVERY = 100

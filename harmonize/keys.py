@@ -20,6 +20,7 @@ __all__ = [
     "PhantomKind",
     "ReconMethod",
     "Sex",
+    "SiteSource",
     "Split",
     "StateKeys",
     "Task",
@@ -216,3 +217,16 @@ class Task(StrEnum):
 
     BRAIN_AGE = "brain_age"
     SEGMENTATION = "segmentation"
+
+
+class SiteSource(StrEnum):
+    """Where ``harmonize manifest from-bids`` reads each scan's site (``--site-from SOURCE:FIELDS``).
+
+    - ``PARTICIPANTS``: columns of ``participants.tsv`` (one site per participant).
+    - ``SESSIONS``: columns of ``sub-XX/sub-XX_sessions.tsv`` (one site per session).
+    - ``SIDECAR``: fields of the scan's JSON sidecar, e.g. ``Manufacturer`` (one site per scan).
+    """
+
+    PARTICIPANTS = "participants"
+    SESSIONS = "sessions"
+    SIDECAR = "sidecar"

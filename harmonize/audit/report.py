@@ -32,6 +32,7 @@ __all__ = [
     "metrics_table",
     "present_columns",
     "recon_rows",
+    "summary_sentence",
     "write_comparison_table",
     "write_report",
 ]
@@ -101,6 +102,9 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Ari
 h1 { font-size: 1.6em; margin-bottom: 0.1em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 p.meta { color: #777; font-size: 0.85em; margin-top: 0; }
+p.summary { font-size: 1.05em; background: #f5f8fc; border-left: 4px solid #4a78b5; padding: 0.5em 0.8em; }
+details.notes { margin: 1em 0; }
+details.notes summary { cursor: pointer; font-weight: 600; color: #333; }
 .notes p { margin: 0.4em 0; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; }
@@ -333,6 +337,36 @@ def _html_table(
     )
 
 
+def summary_sentence(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], chance: float | None) -> str:
+    """The report's opening line: each main figure's value (one method) or its best method (several).
+
+    The figures are the columns with a rule of "best" (:attr:`Column.better`), less p-values and seconds.
+
+    Example:
+        >>> cols = (Column("site_probe_bacc", "Site-probe bacc", 3, "chance"), Column("age_mae", "Age MAE", 2, "low"))
+        >>> summary_sentence([{"method": "none", "chance": 0.5, "site_probe_bacc": 0.9, "age_mae": 4.0},
+        ...                   {"method": "dann", "chance": 0.5, "site_probe_bacc": 0.6, "age_mae": 4.5}], cols, 0.5)
+        'Best of 2 methods: Site-probe bacc (chance 0.500): dann (0.600); Age MAE: none (4.00).'
+    """
+    main = [c for c in columns if c.better and c.key != "seconds" and not c.key.endswith("_p")]
+    parts = []
+    for column in main:
+        if len(rows) == 1:
+            value = rows[0].get(column.key)
+            if value is not None:
+                parts.append(f"{_header(column, chance)} {format_value(column, value)}")
+            continue
+        best = best_methods(rows, column)
+        if best:
+            value = next(r.get(column.key) for r in rows if r["method"] == best[0])
+            parts.append(f"{_header(column, chance)}: {', '.join(best)} ({format_value(column, value)})")
+    if not parts:
+        return ""
+    if len(rows) == 1:
+        return f"{rows[0]['method']}: {'; '.join(parts)}."
+    return f"Best of {len(rows)} methods: {'; '.join(parts)}."
+
+
 def _figures(plots: Mapping[str, str | os.PathLike]) -> str:
     problems, figures = [], []
     for title, path in plots.items():
@@ -363,7 +397,10 @@ def write_report(
     notes: str | Sequence[str] | None = None,
     columns: Sequence[Column] = METRIC_COLUMNS,
 ) -> Path:
-    """Write a self-contained ``report.html``: the comparison table, the reconstruction table and the figures.
+    """Write a self-contained ``report.html``: a summary line, the tables, the notes (folded), the figures.
+
+    The page opens with the results: the summary line (:func:`summary_sentence`) and the comparison table,
+    then the reconstruction table; the notes follow, folded, and the figures come last.
 
     The figures are embedded as base64 data URIs and the style is inline, so the page loads nothing from the
     network and runs no script. Every string (method names, titles, notes) is HTML-escaped.
@@ -376,7 +413,7 @@ def write_report(
         recon_table: rows of a reconstruction-unlearning comparison (``method``, ``bta_psnr``, ``kta_psnr``,
             ``ua_psnr``, ``seconds``).
         title: the page's title.
-        notes: paragraphs shown under the title.
+        notes: paragraphs on reading the results, shown folded (a ``<details>`` element) after the tables.
         columns: columns of the comparison table (default :data:`METRIC_COLUMNS`, the brain-age figures; e.g. the
             measured ones of a task's columns, :func:`present_columns`).
 
@@ -403,13 +440,18 @@ def write_report(
         f"<h1>{_esc(title)}</h1>",
         f"<p class=\"meta\">{_esc(f'harmonize {__version__}, {stamp}')}</p>",
     ]
-    if paragraphs:
-        parts.append("<div class=\"notes\">" + "".join(f"<p>{_esc(p)}</p>" for p in paragraphs) + "</div>")
+    summary = summary_sentence(rows, columns, chance)
+    if summary:
+        parts.append(f"<p class=\"summary\">{_esc(summary)}</p>")
     if rows:
         parts += ["<h2>Harmonisation methods</h2>", _html_table(rows, columns, chance, "metrics")]
     if recon_table:
         recon = _html_table(recon_rows(recon_table), RECON_COLUMNS, None, "recon")
         parts += ["<h2>Reconstruction unlearning</h2>", recon]
+    if paragraphs:
+        parts.append(f"<details class=\"notes\">\n<summary>How to read these results ({len(paragraphs)} "
+                     f"note{'s' if len(paragraphs) != 1 else ''})</summary>\n"
+                     + "".join(f"<p>{_esc(p)}</p>" for p in paragraphs) + "\n</details>")
     if plots:
         parts += ["<h2>Figures</h2>", _figures(plots)]
     parts += ["</body>", "</html>"]

@@ -20,10 +20,14 @@ schema's path and its columns.
 
 FROM_BIDS_DESCRIPTION = """\
 Write a manifest for a BIDS dataset: one row per T1w image (sub-*/anat/*_T1w.nii.gz and
-sub-*/ses-*/anat/*_T1w.nii.gz), subject_id from the file name (sub-01, or sub-01_ses-1 with sessions), age,
-sex and site from participants.tsv. Sex values F/female/0 map to F and M/male/1 to M (add others with
---sex-map). Splits are drawn per participant within each site, reproducibly from --seed. Image paths are
-written relative to the manifest's folder. The BIDS dataset is only read.
+sub-*/ses-*/anat/*_T1w.nii.gz), subject_id from the file name (sub-01, or sub-01_ses-1 with sessions). Sex
+comes from participants.tsv; age from the session's row of sub-XX/sub-XX_sessions.tsv when it has an age
+column, else from participants.tsv. The site comes from --site-column (a participants.tsv column) or
+--site-from: participants:COL, sessions:COL (sub-XX_sessions.tsv) or sidecar:FIELD,... (the scan's JSON
+sidecar, inherited from T1w.json files above it; several fields are joined with '_'). Sex values F/female/0
+map to F and M/male/1 to M (add others with --sex-map). Splits are drawn per participant within each site,
+reproducibly from --seed. Image paths are written relative to the manifest's folder. The BIDS dataset is
+only read.
 """
 
 
@@ -44,8 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     bids = actions.add_parser(FROM_BIDS, help="write a manifest for a BIDS dataset", description=FROM_BIDS_DESCRIPTION)
     bids.add_argument("bids_dir", metavar="BIDS_DIR", help="root folder of the BIDS dataset (holds participants.tsv)")
-    bids.add_argument("--site-column", required=True, metavar="COL",
+    site = bids.add_mutually_exclusive_group(required=True)
+    site.add_argument("--site-column", metavar="COL",
                       help="the participants.tsv column holding the site or scanner id")
+    site.add_argument("--site-from", metavar="SOURCE:FIELDS",
+                      help="where each scan's site is read: participants:COL, sessions:COL or sidecar:FIELD,... "
+                           "e.g. sidecar:Manufacturer,ManufacturersModelName (sidecar fields: "
+                           "Manufacturer, ManufacturersModelName, MagneticFieldStrength, StationName, "
+                           "DeviceSerialNumber)")
     bids.add_argument("--out", required=True, metavar="CSV", help="the manifest to write, e.g. manifest.csv")
     bids.add_argument("--seed", type=int, default=defaults.SEED, help=f"seed of the split draw (default {defaults.SEED})")
     bids.add_argument("--val-fraction", type=float, default=defaults.MANIFEST_VAL_FRACTION, metavar="F",
@@ -55,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bids.add_argument("--sex-map", default="", metavar="V=S,...",
                       help="extra sex codes, e.g. '1=M,2=F' for ABIDE (values are matched case-insensitively)")
     bids.add_argument("--age-column", default=None, metavar="COL",
-                      help="participants.tsv column with age in years (default: the BIDS column 'age')")
+                      help="participants.tsv and sessions.tsv column with age in years (default: the BIDS "
+                           "column 'age')")
     bids.add_argument("--sex-column", default=None, metavar="COL",
                       help="participants.tsv column with sex (default: the BIDS column 'sex')")
     bids.add_argument("--columns", default="", metavar="A,B",
@@ -82,6 +93,6 @@ def run(args: argparse.Namespace) -> int:
                               sex_map=_sex_map(args.sex_map), age_column=args.age_column or BIDS_AGE,
                               sex_column=args.sex_column or BIDS_SEX,
                               extra_columns=[c.strip() for c in args.columns.split(",") if c.strip()],
-                              skip_invalid=args.skip_invalid, overwrite=args.overwrite)
+                              skip_invalid=args.skip_invalid, overwrite=args.overwrite, site_from=args.site_from)
     print(path)
     return 0

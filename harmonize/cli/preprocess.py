@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="shape after crop/pad, in voxels (default %s)" % " ".join(map(str, defaults.TARGET_SHAPE)))
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder that is not an earlier output, and recompute every scan")
+    parser.add_argument("--bids-derivatives", action="store_true",
+                        help="also write a BIDS-Derivatives dataset into OUT/derivatives/harmonize (for a manifest "
+                             "from 'harmonize manifest from-bids'); the new manifest points at it")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run)
 
@@ -44,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = PreprocessConfig(target_spacing=args.spacing, target_shape=tuple(args.shape))
     result = preprocess_manifest(args.manifest, args.out, config, overwrite=args.overwrite,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, bids_derivatives=args.bids_derivatives)
     logger.info("%s", result.format())
     return 0

@@ -1,11 +1,25 @@
-"""Build a manifest from a BIDS dataset: ``participants.tsv`` plus every T1-weighted scan.
+"""Build a manifest from a BIDS dataset: ``participants.tsv``, ``sessions.tsv``, sidecars and every T1w scan.
 
 One manifest row per T1w image (``sub-*/anat/*_T1w.nii[.gz]`` and ``sub-*/ses-*/anat/*_T1w.nii[.gz]``). The
 row's ``subject_id`` is the image's BIDS file name without the ``_T1w`` suffix, so it is unique: ``sub-01``
 for a dataset without sessions, ``sub-01_ses-1`` with sessions (and ``..._run-2`` when a session has several
-runs). Age, sex and site come from the participant's row of ``participants.tsv``; ``n/a`` (the BIDS missing
-value) is a problem. Splits are assigned per participant (every scan of a participant shares its split, so
-no subject leaks across splits), per site, with a seeded generator: see :func:`assign_splits`.
+runs). ``n/a`` (the BIDS missing value) is a problem wherever a value is needed.
+
+- **Sex** comes from the participant's row of ``participants.tsv``.
+- **Age** comes from the session's row of ``sub-XX/sub-XX_sessions.tsv`` when that file exists and has the
+  age column, so a follow-up session gets its own age; otherwise (no session, no sessions file, or no age
+  column in it) from ``participants.tsv``. A scan whose session has no row in a sessions file with an age
+  column is a problem.
+- **Site** comes from where :class:`SiteFrom` (``--site-from``) says: columns of ``participants.tsv``
+  (``participants:scanner``), of the sessions file (``sessions:scanner``), or fields of the scan's JSON
+  sidecar (``sidecar:Manufacturer,ManufacturersModelName``). Several fields are joined with ``_``. The
+  sidecar follows the BIDS inheritance principle: ``*_T1w.json`` files from the dataset root down to the
+  scan's folder whose entities are a subset of the scan's, merged top-down (the one nearest the scan wins),
+  so a top-level ``T1w.json`` gives every scan a field.
+
+Splits are assigned per participant (every scan of a participant shares its split, so no subject leaks
+across splits), per site, with a seeded generator: see :func:`assign_splits`. A participant whose scans are
+at several sites is drawn with the site of its first scan.
 
 Sex values are mapped case-insensitively by :data:`SEX_MAP`: ``F``/``female``/``0`` -> ``F`` and
 ``M``/``male``/``1`` -> ``M`` (0/1 follows UK Biobank's coding, 0 female, 1 male). Any other value is a
@@ -15,6 +29,7 @@ problem unless ``sex_map`` maps it (e.g. ABIDE codes 1 male, 2 female: ``{"1": "
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import re
@@ -22,6 +37,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,9 +45,20 @@ import pandas as pd
 from harmonize import defaults
 from harmonize.data.manifest import write_manifest
 from harmonize.errors import ConfigError, ManifestError
-from harmonize.keys import Keys, Sex, Split
+from harmonize.keys import Keys, Sex, SiteSource, Split
 
-__all__ = ["BIDS_AGE", "BIDS_SEX", "SEX_MAP", "assign_splits", "bids_manifest_frame", "manifest_from_bids"]
+__all__ = [
+    "BIDS_AGE",
+    "BIDS_SEX",
+    "SEX_MAP",
+    "SIDECAR_SITE_FIELDS",
+    "SiteFrom",
+    "assign_splits",
+    "bids_entities",
+    "bids_manifest_frame",
+    "manifest_from_bids",
+    "sidecar_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +66,23 @@ logger = logging.getLogger(__name__)
 PARTICIPANTS_FILE = "participants.tsv"
 PARTICIPANT_ID = "participant_id"
 BIDS_NA = "n/a"
-#: BIDS column names of age and sex in participants.tsv.
+#: A participant's sessions table (``sub-XX/sub-XX_sessions.tsv``) and its id column.
+SESSIONS_SUFFIX = "_sessions.tsv"
+SESSION_ID = "session_id"
+#: BIDS column names of age and sex in participants.tsv (and of age in sessions.tsv).
 BIDS_AGE = "age"
 BIDS_SEX = "sex"
 #: Entity prefixes and the T1w suffix of BIDS file names.
 SUBJECT_PREFIX = "sub-"
 SESSION_PREFIX = "ses-"
 T1W_PATTERN = re.compile(r"^(?P<entities>sub-[^_]+(?:_[^_]+-[^_]+)*)_T1w\.nii(?:\.gz)?$")
+#: A sidecar that may apply to T1w scans: optional entities, then ``T1w.json``.
+SIDECAR_PATTERN = re.compile(r"^(?:(?P<entities>[^_]+-[^_]+(?:_[^_]+-[^_]+)*)_)?T1w\.json$")
+#: Sidecar fields that describe the scanner (BIDS "Scanner Hardware"), the usual choices for the site.
+SIDECAR_SITE_FIELDS = ("Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "StationName",
+                       "DeviceSerialNumber")
+#: Joins the values of several site fields into one site id.
+SITE_JOIN = "_"
 
 #: Default mapping of sex values (keys lower-case) to the manifest's F/M.
 SEX_MAP: Mapping[str, Sex] = {
@@ -55,12 +92,63 @@ SEX_MAP: Mapping[str, Sex] = {
 
 
 @dataclass(frozen=True)
+class SiteFrom:
+    """Where each scan's site is read: a :class:`~harmonize.keys.SiteSource` and the fields to join.
+
+    Args:
+        source: ``participants``, ``sessions`` or ``sidecar``.
+        fields: the columns (participants, sessions) or JSON fields (sidecar); their values are joined
+            with ``_`` into the site id.
+
+    Raises:
+        ConfigError: an unknown source or no field.
+    """
+
+    source: str
+    fields: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        from harmonize.errors import check_option
+
+        object.__setattr__(self, "source", check_option("--site-from source", self.source, SiteSource))
+        fields = tuple(str(f).strip() for f in self.fields if str(f).strip())
+        if not fields:
+            raise ConfigError(f"--site-from {self.source}: name at least one field, e.g. {self.source}:"
+                              f"{'Manufacturer' if self.source == SiteSource.SIDECAR else 'scanner'}")
+        object.__setattr__(self, "fields", fields)
+
+    @classmethod
+    def parse(cls, text: str) -> SiteFrom:
+        """``"sidecar:Manufacturer,ManufacturersModelName"`` -> ``SiteFrom("sidecar", (...))``.
+
+        Raises:
+            ConfigError: text without ``SOURCE:FIELDS``, an unknown source or no field.
+        """
+        source, sep, fields = str(text).partition(":")
+        if not sep:
+            raise ConfigError(f"--site-from '{text}' is not SOURCE:FIELDS; e.g. participants:scanner, "
+                              "sessions:scanner or sidecar:Manufacturer,ManufacturersModelName")
+        return cls(source.strip(), tuple(fields.split(",")))
+
+    def __str__(self) -> str:
+        return f"{self.source}:{','.join(self.fields)}"
+
+
+@dataclass(frozen=True)
 class _Participant:
     line: int
-    site: str
-    age: float
+    age: float | None
+    age_problem: str | None
     sex: Sex
+    site: str | None
     extra: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Sessions:
+    path: Path
+    header: list[str]
+    rows: dict[str, tuple[int, dict[str, str]]]
 
 
 def _where(path: Path, line: int, pid: str | None = None, column: str | None = None) -> str:
@@ -72,33 +160,56 @@ def _where(path: Path, line: int, pid: str | None = None, column: str | None = N
     return where
 
 
-def _read_participants(bids_dir: Path, site_column: str, age_column: str, sex_column: str,
-                       extra_columns: Sequence[str], sex_map: Mapping[str, Sex],
-                       problems: list[str]) -> tuple[dict[str, _Participant], set[str]]:
-    """Read participants.tsv: the usable rows ``{participant_id: _Participant}`` and every id listed."""
-    path = bids_dir / PARTICIPANTS_FILE
-    if not path.is_file():
-        raise ManifestError(f"{path} not found: a BIDS dataset needs a participants.tsv with participant_id, "
-                            f"{age_column}, {sex_column} and the site column '{site_column}'")
+def _parse_age(text: str, where: str) -> tuple[float | None, str | None]:
+    """``(age, None)`` or ``(None, problem)``."""
+    try:
+        age = float(text)
+        if not np.isfinite(age) or age < 0:
+            raise ValueError(text)
+    except ValueError:
+        return None, f"{where}: '{text}' is not an age in years"
+    return age, None
+
+
+def _join_site(values: Sequence[str]) -> str:
+    return SITE_JOIN.join(values)
+
+
+def _read_tsv(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and ``(line, cells)`` of the non-empty rows of a BIDS TSV file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(f"cannot read {path} as UTF-8 text: {err}") from err
-    rows = [r for r in csv.reader(text.splitlines(), delimiter="\t")]
+    rows = list(csv.reader(text.splitlines(), delimiter="\t"))
     if not rows:
-        raise ManifestError(f"{path} is empty: it needs a header row (participant_id, {age_column}, ...)")
+        raise ManifestError(f"{path} is empty: it needs a header row ({what})")
     header = [h.strip() for h in rows[0]]
-    wanted = (PARTICIPANT_ID, site_column, age_column, sex_column, *extra_columns)
-    missing = [c for c in wanted if c not in header]
+    body = [(line, cells) for line, cells in enumerate(rows[1:], start=2) if any(c.strip() for c in cells)]
+    return header, body
+
+
+def _read_participants(bids_dir: Path, site_from: SiteFrom, age_column: str, sex_column: str,
+                       extra_columns: Sequence[str], sex_map: Mapping[str, Sex],
+                       problems: list[str]) -> tuple[dict[str, _Participant], set[str]]:
+    """Read participants.tsv: the usable rows ``{participant_id: _Participant}`` and every id listed."""
+    path = bids_dir / PARTICIPANTS_FILE
+    site_columns = site_from.fields if site_from.source == SiteSource.PARTICIPANTS else ()
+    if not path.is_file():
+        raise ManifestError(f"{path} not found: a BIDS dataset needs a participants.tsv with participant_id, "
+                            f"{age_column} and {sex_column}" +
+                            (f" and the site column(s) {', '.join(site_columns)}" if site_columns else ""))
+    header, body = _read_tsv(path, f"participant_id, {age_column}, ...")
+    wanted = (PARTICIPANT_ID, *site_columns, age_column, sex_column, *extra_columns)
+    missing = [c for c in dict.fromkeys(wanted) if c not in header]
     if missing:
         raise ManifestError(f"{path} has no column {', '.join(repr(c) for c in missing)}; its columns are: "
-                            f"{', '.join(header)} (choose the site column with --site-column)")
+                            f"{', '.join(header)} (choose the site with --site-from, e.g. participants:COLUMN, "
+                            "sessions:COLUMN or sidecar:Manufacturer)")
     col = {name: header.index(name) for name in wanted}
     participants: dict[str, _Participant] = {}
     first_line: dict[str, int] = {}
-    for line, cells in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in cells):
-            continue
+    for line, cells in body:
         if len(cells) != len(header):
             problems.append(f"{_where(path, line)}: has {len(cells)} tab-separated fields but the header has "
                             f"{len(header)}")
@@ -115,17 +226,14 @@ def _read_participants(bids_dir: Path, site_column: str, age_column: str, sex_co
             continue
         first_line[pid] = line
         row_problems = []
-        site = cells[col[site_column]]
-        if not site or site == BIDS_NA:
-            row_problems.append(f"{_where(path, line, pid, site_column)}: the site is missing ('{site}')")
-        age_text = cells[col[age_column]]
-        try:
-            age = float(age_text)
-            if not np.isfinite(age) or age < 0:
-                raise ValueError(age_text)
-        except ValueError:
-            row_problems.append(f"{_where(path, line, pid, age_column)}: '{age_text}' is not an age in years")
-            age = float("nan")
+        site = None
+        if site_columns:
+            values = [cells[col[c]] for c in site_columns]
+            for column, value in zip(site_columns, values):
+                if not value or value == BIDS_NA:
+                    row_problems.append(f"{_where(path, line, pid, column)}: the site is missing ('{value}')")
+            site = _join_site(values)
+        age, age_problem = _parse_age(cells[col[age_column]], _where(path, line, pid, age_column))
         sex_text = cells[col[sex_column]]
         sex = sex_map.get(sex_text.lower())
         if sex is None:
@@ -135,8 +243,88 @@ def _read_participants(bids_dir: Path, site_column: str, age_column: str, sex_co
         problems.extend(row_problems)
         if not row_problems:
             extra = {c: "" if cells[col[c]] == BIDS_NA else cells[col[c]] for c in extra_columns}
-            participants[pid] = _Participant(line, site, age, sex, extra)
+            participants[pid] = _Participant(line, age, age_problem, sex, site, extra)
     return participants, set(first_line)
+
+
+def _read_sessions(bids_dir: Path, pid: str, site_from: SiteFrom, problems: list[str]) -> _Sessions | None:
+    """A participant's ``sub-XX_sessions.tsv`` (None when it has none), rows keyed by ``ses-`` id."""
+    path = bids_dir / pid / f"{pid}{SESSIONS_SUFFIX}"
+    if not path.is_file():
+        return None
+    header, body = _read_tsv(path, f"{SESSION_ID}, {BIDS_AGE}, ...")
+    needed = [SESSION_ID, *(site_from.fields if site_from.source == SiteSource.SESSIONS else ())]
+    missing = [c for c in needed if c not in header]
+    if missing:
+        raise ManifestError(f"{path} has no column {', '.join(repr(c) for c in missing)}; its columns are: "
+                            f"{', '.join(header)}")
+    rows: dict[str, tuple[int, dict[str, str]]] = {}
+    for line, cells in body:
+        if len(cells) != len(header):
+            problems.append(f"{_where(path, line)}: has {len(cells)} tab-separated fields but the header has "
+                            f"{len(header)}")
+            continue
+        values = dict(zip(header, (c.strip() for c in cells)))
+        ses = values[SESSION_ID]
+        if not ses.startswith(SESSION_PREFIX):
+            ses = SESSION_PREFIX + ses
+        if ses in rows:
+            problems.append(f"{_where(path, line, column=SESSION_ID)}: '{ses}' is also listed in row {rows[ses][0]}")
+            continue
+        rows[ses] = (line, values)
+    return _Sessions(path, header, rows)
+
+
+def bids_entities(name: str) -> dict[str, str]:
+    """The entities of a BIDS file name, in order: ``"sub-01_ses-2_T1w.nii.gz"`` -> ``{"sub": "01", "ses": "2"}``."""
+    stem = name.split(".", 1)[0]
+    entities = {}
+    for part in stem.split("_"):
+        key, sep, value = part.partition("-")
+        if sep:
+            entities[key] = value
+    return entities
+
+
+def sidecar_of(image: str | os.PathLike, bids_dir: str | os.PathLike) -> tuple[dict[str, Any], list[Path]]:
+    """The JSON sidecar of a T1w image, with the BIDS inheritance principle applied.
+
+    Every ``[entities_]T1w.json`` from ``bids_dir`` down to the image's folder whose entities all appear in
+    the image's name applies; they are merged top-down, so the file nearest the image wins a field.
+
+    Args:
+        image: the T1w image, inside ``bids_dir``.
+        bids_dir: the dataset's root.
+
+    Returns:
+        The merged fields and the files read (top-down; empty when no sidecar applies).
+
+    Raises:
+        ManifestError: a sidecar that is not a JSON object, naming the file.
+    """
+    image, root = Path(image), Path(bids_dir)
+    entities = bids_entities(image.name)
+    folders = [root, *(root / Path(*image.relative_to(root).parts[:i])
+                       for i in range(1, len(image.relative_to(root).parts)))]
+    merged: dict[str, Any] = {}
+    used: list[Path] = []
+    for folder in folders:
+        for path in sorted(folder.glob("*T1w.json")):
+            match = SIDECAR_PATTERN.match(path.name)
+            if match is None:
+                continue
+            own = bids_entities(match["entities"] or "")
+            if any(entities.get(k) != v for k, v in own.items()):
+                continue
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise ManifestError(f"cannot read the sidecar {path} as JSON: {err}") from err
+            if not isinstance(content, dict):
+                raise ManifestError(f"the sidecar {path} holds a {type(content).__name__}, not a JSON object")
+            merged.update(content)
+            used.append(path)
+    return merged, used
 
 
 def _find_t1w(bids_dir: Path) -> dict[str, list[Path]]:
@@ -147,6 +335,52 @@ def _find_t1w(bids_dir: Path) -> dict[str, list[Path]]:
             if T1W_PATTERN.match(path.name) and path.is_file():
                 found.setdefault(path.relative_to(bids_dir).parts[0], []).append(path)
     return {pid: sorted(paths) for pid, paths in sorted(found.items())}
+
+
+def _scan_site(path: Path, bids_dir: Path, who: _Participant, session: str | None, sessions: _Sessions | None,
+               site_from: SiteFrom) -> tuple[str | None, str | None]:
+    """``(site, None)`` or ``(None, problem)`` for one scan."""
+    if site_from.source == SiteSource.PARTICIPANTS:
+        return who.site, None
+    if site_from.source == SiteSource.SESSIONS:
+        pid = path.relative_to(bids_dir).parts[0]
+        if session is None:
+            return None, (f"{path}: has no session, so --site-from {site_from} cannot give its site; use "
+                          "participants:COLUMN or sidecar:FIELD for datasets without sessions")
+        if sessions is None:
+            return None, (f"{path}: --site-from {site_from} needs {bids_dir / pid / (pid + SESSIONS_SUFFIX)}, "
+                          "which does not exist")
+        if session not in sessions.rows:
+            return None, f"{sessions.path}: no row for session '{session}' (needed for the site of {path})"
+        line, values = sessions.rows[session]
+        site_values = [values[c] for c in site_from.fields]
+        for column, value in zip(site_from.fields, site_values):
+            if not value or value == BIDS_NA:
+                return None, f"{_where(sessions.path, line, session, column)}: the site is missing ('{value}')"
+        return _join_site(site_values), None
+    fields, used = sidecar_of(path, bids_dir)
+    if not used:
+        return None, (f"{path}: no JSON sidecar found for --site-from {site_from} (looked for "
+                      f"{path.name.split('.')[0]}.json beside it and T1w.json files above it)")
+    absent = [f for f in site_from.fields if f not in fields or fields[f] in (None, "", BIDS_NA)]
+    if absent:
+        files = ", ".join(str(p) for p in used)
+        return None, (f"{files}: no field {', '.join(repr(f) for f in absent)} for the site of {path} "
+                      f"(--site-from {site_from}); its fields are: {', '.join(sorted(fields)) or 'none'}")
+    return _join_site([str(fields[f]).strip() for f in site_from.fields]), None
+
+
+def _scan_age(path: Path, who: _Participant, session: str | None, sessions: _Sessions | None,
+              age_column: str) -> tuple[float | None, str | None]:
+    """``(age, None)`` or ``(None, problem)``: the session's age when its sessions.tsv has one, else the
+    participant's."""
+    if session is not None and sessions is not None and age_column in sessions.header:
+        if session not in sessions.rows:
+            return None, (f"{sessions.path}: no row for session '{session}' (needed for the {age_column} of "
+                          f"{path}); add the row with its {age_column}")
+        line, values = sessions.rows[session]
+        return _parse_age(values[age_column], _where(sessions.path, line, session, age_column))
+    return who.age, who.age_problem
 
 
 def assign_splits(sites: Mapping[str, Sequence[str]], seed: int = defaults.SEED,
@@ -194,27 +428,40 @@ def assign_splits(sites: Mapping[str, Sequence[str]], seed: int = defaults.SEED,
     return splits
 
 
-def bids_manifest_frame(bids_dir: str | os.PathLike, site_column: str, seed: int = defaults.SEED,
+def _site_from(site_column: str | None, site_from: str | SiteFrom | None) -> SiteFrom:
+    if (site_column is None) == (site_from is None):
+        raise ConfigError("give the site's source once: site_column (--site-column COL) or site_from "
+                          "(--site-from participants:COL, sessions:COL or sidecar:FIELD,...)"
+                          + (f"; got both {site_column!r} and {str(site_from)!r}" if site_column else ""))
+    if site_column is not None:
+        return SiteFrom(SiteSource.PARTICIPANTS, (site_column,))
+    return site_from if isinstance(site_from, SiteFrom) else SiteFrom.parse(str(site_from))
+
+
+def bids_manifest_frame(bids_dir: str | os.PathLike, site_column: str | None = None, seed: int = defaults.SEED,
                         val_fraction: float = defaults.MANIFEST_VAL_FRACTION,
                         test_fraction: float = defaults.MANIFEST_TEST_FRACTION,
                         sex_map: Mapping[str, str] | None = None, age_column: str = BIDS_AGE,
                         sex_column: str = BIDS_SEX, extra_columns: Sequence[str] = (),
-                        skip_invalid: bool = False) -> pd.DataFrame:
+                        skip_invalid: bool = False, site_from: str | SiteFrom | None = None) -> pd.DataFrame:
     """Build the manifest table of a BIDS dataset (absolute image paths); see the module docstring.
 
     Args:
         bids_dir: the BIDS dataset's root folder.
-        site_column: the participants.tsv column that holds the site or scanner.
+        site_column: the participants.tsv column that holds the site or scanner (short for
+            ``site_from="participants:COLUMN"``); give this or ``site_from``.
         seed: seed of the split assignment.
         val_fraction: fraction of each site's participants in validation.
         test_fraction: fraction of each site's participants in test.
         sex_map: extra or overriding sex mappings (value -> ``F``/``M``), matched case-insensitively.
-        age_column: the participants.tsv column with age in years.
+        age_column: the participants.tsv (and sessions.tsv) column with age in years.
         sex_column: the participants.tsv column with sex.
         extra_columns: further participants.tsv columns to copy into the manifest (e.g. to declare them
             as confounds); ``n/a`` becomes an empty cell.
-        skip_invalid: leave out (with a logged warning) participants with a bad row or no image and images
-            without a participant row, instead of failing.
+        skip_invalid: leave out (with a logged warning) participants with a bad row or no image, images
+            without a participant row, and scans without an age or site, instead of failing.
+        site_from: where the site is read, a :class:`SiteFrom` or its text (``"sessions:scanner"``,
+            ``"sidecar:Manufacturer,ManufacturersModelName"``).
 
     Returns:
         One row per T1w image, sorted by subject_id, with columns subject_id, image, site, age, sex, split
@@ -222,10 +469,12 @@ def bids_manifest_frame(bids_dir: str | os.PathLike, site_column: str, seed: int
 
     Raises:
         ManifestError: listing every problem (missing participants.tsv or column, bad values, participants
-            without images, images without a participant row), each naming its file and row.
-        ConfigError: a bad fraction or sex mapping.
+            without images, images without a participant row, a session without its age, a sidecar without
+            the site's field), each naming its file and row.
+        ConfigError: a bad fraction, sex mapping or site source.
     """
     bids = Path(bids_dir).expanduser().absolute()
+    source = _site_from(site_column, site_from)
     reserved = [c for c in extra_columns if c in {k.value for k in Keys}]
     if reserved:
         raise ConfigError(f"extra columns {', '.join(reserved)} would replace manifest columns; leave them out")
@@ -237,7 +486,7 @@ def bids_manifest_frame(bids_dir: str | os.PathLike, site_column: str, seed: int
             raise ConfigError(f"sex_map maps '{key}' to '{value}'; map every value to F or M")
         mapping[str(key).strip().lower()] = Sex(str(value).strip().upper())
     problems: list[str] = []
-    participants, listed = _read_participants(bids, site_column, age_column, sex_column, extra_columns, mapping,
+    participants, listed = _read_participants(bids, source, age_column, sex_column, extra_columns, mapping,
                                               problems)
     images = _find_t1w(bids)
     tsv = bids / PARTICIPANTS_FILE
@@ -248,29 +497,39 @@ def bids_manifest_frame(bids_dir: str | os.PathLike, site_column: str, seed: int
         if pid not in images:
             problems.append(f"{_where(tsv, who.line, pid)}: no T1w image found (looked for {pid}/anat/"
                             f"{pid}_*T1w.nii.gz and {pid}/ses-*/anat/{pid}_*T1w.nii.gz)")
+    rows = []
+    for pid, who in participants.items():
+        sessions = _read_sessions(bids, pid, source, problems) if pid in images else None
+        for path in images.get(pid, []):
+            match = T1W_PATTERN.match(path.name)
+            assert match is not None
+            ses = bids_entities(path.name).get("ses")
+            session = None if ses is None else SESSION_PREFIX + ses
+            age, age_problem = _scan_age(path, who, session, sessions, age_column)
+            site, site_problem = _scan_site(path, bids, who, session, sessions, source)
+            scan_problems = [p for p in (age_problem, site_problem) if p]
+            if scan_problems:
+                problems.extend(p for p in scan_problems if p not in problems)
+                continue
+            rows.append({Keys.SUBJECT_ID.value: match["entities"], Keys.IMAGE.value: str(path),
+                         Keys.SITE.value: site, Keys.AGE.value: age, Keys.SEX.value: who.sex.value,
+                         "_pid": pid, **who.extra})
     if problems and not skip_invalid:
         raise ManifestError(f"cannot build a manifest from the BIDS dataset {bids}: {len(problems)} problem(s) "
-                            "(fix them, or pass skip_invalid / --skip-invalid to leave those participants out)",
+                            "(fix them, or pass skip_invalid / --skip-invalid to leave those scans out)",
                             problems=problems)
     for problem in problems:
         logger.warning("skipped: %s", problem)
-    usable = {pid: who for pid, who in participants.items() if pid in images}
-    if not usable:
-        raise ManifestError(f"the BIDS dataset {bids} has no participant with both a valid participants.tsv row "
-                            "and a T1w image", problems=problems)
-    by_site: dict[str, list[str]] = {}
-    for pid, who in usable.items():
-        by_site.setdefault(who.site, []).append(pid)
-    splits = assign_splits(by_site, seed, val_fraction, test_fraction)
-    rows = []
-    for pid, who in usable.items():
-        for path in images[pid]:
-            match = T1W_PATTERN.match(path.name)
-            assert match is not None
-            rows.append({Keys.SUBJECT_ID.value: match["entities"], Keys.IMAGE.value: str(path),
-                         Keys.SITE.value: who.site, Keys.AGE.value: who.age, Keys.SEX.value: who.sex.value,
-                         Keys.SPLIT.value: splits[pid].value, **who.extra})
+    if not rows:
+        raise ManifestError(f"the BIDS dataset {bids} has no T1w image with a valid participants.tsv row, age "
+                            "and site", problems=problems)
     frame = pd.DataFrame(rows).sort_values(Keys.SUBJECT_ID.value, kind="stable").reset_index(drop=True)
+    by_site: dict[str, list[str]] = {}
+    for pid, site in frame.drop_duplicates("_pid")[["_pid", Keys.SITE.value]].itertuples(index=False):
+        by_site.setdefault(site, []).append(pid)
+    splits = assign_splits(by_site, seed, val_fraction, test_fraction)
+    frame.insert(frame.columns.get_loc(Keys.SEX.value) + 1, Keys.SPLIT.value,
+                 [splits[pid].value for pid in frame.pop("_pid")])
     duplicated = frame[Keys.SUBJECT_ID.value][frame[Keys.SUBJECT_ID.value].duplicated()].tolist()
     if duplicated:
         raise ManifestError(f"the BIDS dataset {bids} has several T1w images with the same entities "
@@ -278,40 +537,41 @@ def bids_manifest_frame(bids_dir: str | os.PathLike, site_column: str, seed: int
     return frame
 
 
-def manifest_from_bids(bids_dir: str | os.PathLike, site_column: str, out_path: str | os.PathLike, *,
+def manifest_from_bids(bids_dir: str | os.PathLike, site_column: str | None, out_path: str | os.PathLike, *,
                        seed: int = defaults.SEED, val_fraction: float = defaults.MANIFEST_VAL_FRACTION,
                        test_fraction: float = defaults.MANIFEST_TEST_FRACTION,
                        sex_map: Mapping[str, str] | None = None, age_column: str = BIDS_AGE,
                        sex_column: str = BIDS_SEX, extra_columns: Sequence[str] = (), skip_invalid: bool = False,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, site_from: str | SiteFrom | None = None) -> Path:
     """Write a manifest CSV for a BIDS dataset (image paths relative to the CSV's folder).
 
     Args:
         bids_dir: the BIDS dataset's root folder (read only; nothing in it is changed).
-        site_column: the participants.tsv column that holds the site or scanner.
+        site_column: the participants.tsv column that holds the site or scanner, or None with ``site_from``.
         out_path: the manifest CSV to write.
         seed: seed of the split assignment (:func:`assign_splits`).
         val_fraction: fraction of each site's participants in validation.
         test_fraction: fraction of each site's participants in test.
         sex_map: extra sex mappings (value -> ``F``/``M``).
-        age_column: participants.tsv column with age in years.
+        age_column: participants.tsv and sessions.tsv column with age in years.
         sex_column: participants.tsv column with sex.
         extra_columns: further participants.tsv columns to copy (e.g. confounds).
-        skip_invalid: leave out unusable participants and images (logged) instead of failing.
+        skip_invalid: leave out unusable participants and scans (logged) instead of failing.
         overwrite: replace an existing ``out_path``.
+        site_from: where the site is read (:class:`SiteFrom` or ``"SOURCE:FIELDS"``), instead of ``site_column``.
 
     Returns:
         The path written.
 
     Raises:
         ManifestError: the output exists (without ``overwrite``) or the dataset has problems (all listed).
-        ConfigError: a bad fraction or sex mapping.
+        ConfigError: a bad fraction, sex mapping or site source.
     """
     out = Path(out_path).expanduser().absolute()
     if out.exists() and not overwrite:
         raise ManifestError(f"{out} already exists; choose another output path or pass --overwrite")
     frame = bids_manifest_frame(bids_dir, site_column, seed, val_fraction, test_fraction, sex_map, age_column,
-                                sex_column, extra_columns, skip_invalid)
+                                sex_column, extra_columns, skip_invalid, site_from=site_from)
     written = write_manifest(frame, out, overwrite=overwrite)
     counts = frame.groupby(Keys.SPLIT.value).size().to_dict()
     logger.info("wrote %s: %d scans of %d sites (%s)", written, len(frame), frame[Keys.SITE.value].nunique(),

@@ -760,7 +760,7 @@ def validate_manifest(path: str | os.PathLike, confounds: Sequence[str] | Mappin
         require: further required columns (e.g. ``[Keys.LABEL]``).
         check_images: load images and labels; False checks the table and the design only.
         num_workers: threads loading files (default :data:`DEFAULT_WORKERS`, at most the CPU count).
-        progress: show a tqdm progress bar while loading.
+        progress: show progress while loading (a bar on a terminal, else a line per hundred scans).
 
     Returns:
         The report; ``report.ok`` is False when there is any problem.
@@ -791,11 +791,11 @@ def validate_manifest(path: str | os.PathLike, confounds: Sequence[str] | Mappin
     jobs = [(int(row), None if pd.isna(image) else str(image), None if pd.isna(label) else str(label))
             for row, image, label in zip(frame.index, frame[Keys.IMAGE], labels)]
     workers = max(1, min(num_workers or DEFAULT_WORKERS, os.cpu_count() or 1, len(jobs)))
-    from tqdm.auto import tqdm
+    from harmonize.progress import progress as show_progress
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda job: _check_row(*job), jobs)
-        for found in tqdm(results, total=len(jobs), desc="checking images", unit="scan", disable=not progress):
+        for found in show_progress(results, "checking images", unit="scan", total=len(jobs), enabled=progress):
             report.problems.extend(found)
     report.n_files_checked = sum((image is not None) + (label is not None) for _, image, label in jobs)
     report.problems.sort(key=_problem_order)

@@ -58,13 +58,13 @@ import torchio as tio
 from nibabel.filebasedimages import ImageFileError
 from scipy import ndimage
 from skimage.filters import threshold_otsu
-from tqdm.auto import tqdm
 
 from harmonize import defaults
 from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
+from harmonize.progress import progress as show_progress
 
 __all__ = [
     "LANDMARKS_INDEX_FILENAME",
@@ -520,7 +520,7 @@ def _run_stage(
 ) -> list[str]:
     """Apply ``work`` to each scan, collecting the user-facing problems instead of stopping at the first."""
     problems = []
-    for scan in tqdm(list(items), desc=desc, unit="scan", disable=not progress):
+    for scan in show_progress(list(items), desc, unit="scan", enabled=progress):
         try:
             work(scan)
         except HarmonizeError as err:
@@ -534,6 +534,7 @@ def preprocess_manifest(
     config: PreprocessConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    bids_derivatives: bool = False,
 ) -> PreprocessResult:
     """Preprocess every scan of a manifest into ``out_dir`` and write a new manifest there.
 
@@ -546,7 +547,10 @@ def preprocess_manifest(
         config: the pipeline settings (defaults: :class:`PreprocessConfig`).
         overwrite: write into a non-empty folder that is not an earlier output, and recompute every scan
             instead of reusing the cache.
-        progress: show tqdm progress bars.
+        progress: show progress (a bar on a terminal, else a line per hundred scans: :mod:`harmonize.progress`).
+        bids_derivatives: also lay the outputs out as a BIDS-Derivatives dataset in
+            ``out_dir/derivatives/harmonize`` and point the new manifest at it
+            (:mod:`harmonize.data.bids_derivatives`); the manifest's images must be BIDS scans.
 
     Returns:
         The new manifest's path, counts of processed and cached scans, and the landmarks per site.
@@ -563,6 +567,10 @@ def preprocess_manifest(
     frame = read_manifest(manifest)
     out = Path(out_dir).expanduser().resolve()
     _check_out_dir(out, manifest, frame, overwrite)
+    if bids_derivatives:
+        from harmonize.data.bids_derivatives import check_bids_sources, write_bids_derivatives
+
+        check_bids_sources(frame)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftover_temporaries(out)
     marker = {"tool": MARKER_TOOL, "version": PIPELINE_VERSION, "source": str(manifest), "config": asdict(config)}
@@ -623,6 +631,8 @@ def preprocess_manifest(
     new[Keys.IMAGE] = [str(_outputs(out, s)["image"]) for s in scans]
     if Keys.LABEL in new:
         new[Keys.LABEL] = [str(_outputs(out, s)["label"]) if s.label is not None else None for s in scans]
+    if bids_derivatives:
+        new = write_bids_derivatives(new, frame, [_outputs(out, s) for s in scans], out, asdict(config))
     new_manifest = write_manifest(new, out / MANIFEST_FILENAME, overwrite=True)
     result = PreprocessResult(
         manifest=new_manifest,

@@ -39,7 +39,6 @@ import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
-from tqdm.auto import tqdm
 
 from harmonize import __version__, defaults
 from harmonize.data.templates import TISSUE_NAMES, Templates, load_templates
@@ -53,6 +52,7 @@ from harmonize.data.transforms.site_acquisition import (
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import write_bytes_atomic
 from harmonize.keys import Keys, Sex, Split
+from harmonize.progress import progress as show_progress
 
 __all__ = [
     "COHORT_NAME",
@@ -332,7 +332,7 @@ def generate_cohort(
         config: the cohort settings (defaults: 4 sites x 40 subjects at 64^3).
         overwrite: write into a non-empty directory: a previous cohort there is replaced (none of its files is
             left stale); other files are left alone.
-        progress: show a progress bar (tqdm) on stderr.
+        progress: show progress on stderr (a bar on a terminal, else a line per hundred subjects).
 
     Returns:
         Path of ``manifest.csv``.
@@ -354,7 +354,7 @@ def generate_cohort(
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     (out / LABELS_DIR).mkdir(parents=True, exist_ok=True)
     site_by_name = {site.name: site for site in sites}
-    for subject in tqdm(subjects, desc="synth", unit="subject", disable=not progress):
+    for subject in show_progress(subjects, "synth", unit="subject", enabled=progress):
         image, labels, affine = _render_subject(templates, subject, site_by_name[subject["site"]])
         _write_nifti(out / subject[Keys.IMAGE], image, affine)
         _write_nifti(out / subject[Keys.LABEL], labels, affine)

@@ -37,6 +37,7 @@ from harmonize.handlers import (
 from harmonize.keys import Keys, Split, StateKeys
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm
+from harmonize.progress import ProgressHandler
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
@@ -169,7 +170,7 @@ def train_brain_age(
         manifest: a (preprocessed) manifest CSV or a frame from :func:`~harmonize.data.manifest.read_manifest`.
         settings: the run's settings (defaults: fused site unlearning).
         site_index: site index or its JSON path (default: ``site_index.json`` beside the manifest).
-        progress: show a progress bar of the iterations.
+        progress: show progress (a bar on a terminal, else one log line per epoch: :mod:`harmonize.progress`).
         checkpoint_dir: folder of the training checkpoints; it must be absent or empty unless ``resume``.
         resume: continue from the newest checkpoint in ``checkpoint_dir`` (start from scratch if the folder is
             absent or holds none, so that a job script can always pass it).
@@ -234,9 +235,7 @@ def train_brain_age(
     for extra in handlers:
         extra.attach(trainer)
     if progress:
-        from ignite.handlers import ProgressBar
-
-        ProgressBar(persist=False, desc=f"brain age ({settings.unlearning.method})").attach(trainer)
+        ProgressHandler(desc=f"brain age ({settings.unlearning.method})").attach(trainer)
     if checkpoint_dir is not None:
         checkpoint = TrainingCheckpoint(
             checkpoint_dir,

@@ -42,6 +42,7 @@ from harmonize.handlers.machine_unlearning import (
     MachineUnlearningHandler,
 )
 from harmonize.keys import Keys, NoiseMode, ReconMethod
+from harmonize.progress import ProgressHandler
 
 __all__ = [
     "METHOD_STAGES",
@@ -131,7 +132,7 @@ class MachineUnlearningSettings:
         network_factory: builds a fresh network (needed when the checkpoint is a path or state dict).
         device: torch device.
         seed: seed of the oracle's initialisation and of the NL noise.
-        progress: show a tqdm progress bar per stage.
+        progress: show progress per stage (a bar on a terminal, else a line per epoch: :mod:`harmonize.progress`).
     """
 
     loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -254,9 +255,7 @@ def train_stage(
     handler = settings.handler(stage) if stage is not None else None
     handlers: list[Any] = [handler] if handler is not None else []
     if settings.progress:
-        from ignite.handlers.tqdm_logger import ProgressBar
-
-        handlers.append(_ProgressBar(ProgressBar(persist=False, desc=str(stage or "train"))))
+        handlers.append(ProgressHandler(desc=str(stage or "train"), output_transform=_loss))
     start = time.perf_counter()
     model.to(settings.device)
     trainer = SupervisedTrainer(
@@ -276,19 +275,9 @@ def train_stage(
     return handler, seconds
 
 
-class _ProgressBar:
-    """Adapts ignite's ``ProgressBar`` (whose ``attach`` takes extra arguments) to MONAI's handler list."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def attach(self, engine: Any) -> None:
-        self.bar.attach(engine, output_transform=self.loss)
-
-    @staticmethod
-    def loss(output: Mapping[str, Any]) -> dict[str, float]:
-        """The iteration's loss, for the bar."""
-        return {"loss": float(torch.as_tensor(output["loss"]).detach())}
+def _loss(output: Mapping[str, Any]) -> dict[str, float]:
+    """The iteration's loss, for the progress display."""
+    return {"loss": float(torch.as_tensor(output["loss"]).detach())}
 
 
 def run_unlearning(

@@ -208,3 +208,70 @@ def test_columns_follow_the_metrics_present(tmp_path: Path) -> None:
     assert f">{MISSING}<" not in text
     default = write_report(tmp_path / "default", DICE, None).read_text()  # brain-age columns by default
     assert "Age MAE (years)</th>" in default and "Mean Dice" not in default
+
+
+def test_report_opens_with_summary_and_table_then_folded_notes(tmp_path: Path, pngs: dict[str, Path]) -> None:
+    text = write_report(tmp_path, METRICS, 0.25, pngs, RECON, notes=["How to read: a probe ...", "Held-out scans: 9"]
+                        ).read_text()
+    order = [text.index(s) for s in ('<p class="summary">', '<table class="metrics">', '<table class="recon">',
+                                     '<details class="notes">', "<figure>")]
+    assert order == sorted(order)
+    assert "<summary>How to read these results (2 notes)</summary>" in text
+    summary = re.search(r'<p class="summary">(.*?)</p>', text).group(1)
+    assert summary.startswith("Best of 3 methods: Site-probe bacc (chance 0.250): ")
+    assert "Age MAE (years): unlearning (5.10)" in summary
+    assert "Seconds" not in summary and "Site-probe p" not in summary
+    single = write_report(tmp_path / "one", {"none": METRICS["none"]}, 0.25).read_text()
+    assert ('<p class="summary">none: Site-probe bacc (chance 0.250) 0.912; Age MAE (years) 5.42; '
+            "Age R\u00b2 from features 0.781; Sex-probe bacc 0.660.</p>") in single  # not measured: left out
+    assert "<details" not in single
+
+
+#: Injected at the top of a copy of report.html: records script errors, console errors and failed resources, and
+#: at load writes into <body data-check=...> whether every <img> decoded.
+_CHECK_SCRIPT = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(
+  e.message || ('resource ' + (e.target.src || '').slice(0, 40))), true);
+const original = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); original(...a); };
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  document.body.setAttribute('data-check', JSON.stringify({n: imgs.length, broken: broken, errors: window.__errors}));
+});
+</script>"""
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def _check_in_browser(browser: str, page: Path) -> dict:
+    import subprocess
+
+    checked = page.with_name("checked.html")
+    checked.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>\n" + _CHECK_SCRIPT, 1),
+                       encoding="utf-8")
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", f"--user-data-dir={page.parent / 'profile'}", "--dump-dom",
+                           checked.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r"data-check=\"(.*?)\"", done.stdout)
+    assert found, f"no check result in the DOM (exit {done.returncode}): {done.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium or Chrome on this machine (CI installs none)")
+def test_report_in_headless_browser(tmp_path: Path, pngs: dict[str, Path]) -> None:
+    """Every figure of report.html decodes in a real browser, and nothing errors."""
+    browser = _browser()
+    page = write_report(tmp_path / "out", METRICS, 0.25, pngs, RECON, notes=["a note"])
+    assert _check_in_browser(browser, page) == {"n": 2, "broken": [], "errors": []}
+    # the check itself catches a figure that does not decode
+    bad = tmp_path / "bad" / "report.html"
+    bad.parent.mkdir()
+    bad.write_text(page.read_text().replace("base64,iVBOR", "base64,AAAA", 1))
+    result = _check_in_browser(browser, bad)
+    assert result["n"] == 2 and result["broken"] == ["Embeddings <by site>"]
+    assert len(result["errors"]) == 1 and result["errors"][0].startswith("resource data:image/png;base64,AAAA")

@@ -122,3 +122,22 @@ def test_from_bids_other_column_names_and_copied_columns(bids, tmp_path, capsys)
     assert frame[Keys.AGE].tolist() == [30.0, 41.0, 52.0, 52.0]
     assert frame[Keys.SEX].tolist() == ["M", "F", "F", "F"]
     assert frame["field"].tolist() == ["3T", "3T", "1.5T", "1.5T"]
+
+
+def test_from_bids_site_from_sessions_and_sidecar(bids, tmp_path, capsys):
+    (bids / "sub-03" / "sub-03_sessions.tsv").write_text("session_id\tage\tscanner\nses-1\t52\tB1\nses-2\t55.5\tB2\n")
+    out = tmp_path / "m.csv"
+    base = ["from-bids", str(bids), "--out", str(out), "--sex-map", "2=F", "--overwrite"]
+    status, _, stderr = run_cli(capsys, *base, "--site-from", "sessions:scanner")
+    assert status == 1
+    assert f"{bids / 'sub-01' / 'anat' / 'sub-01_T1w.nii.gz'}: has no session" in stderr
+    (bids / "T1w.json").write_text('{"Manufacturer": "Siemens"}')
+    status, _, _ = run_cli(capsys, *base, "--site-from", "sidecar:Manufacturer")
+    assert status == 0
+    frame = read_manifest(out)
+    assert frame[Keys.SITE].tolist() == ["Siemens"] * 4
+    assert frame[Keys.AGE].tolist() == [30.0, 41.0, 52.0, 55.5]
+    with pytest.raises(SystemExit) as info:
+        main(["manifest", *base, "--site-from", "sidecar:Manufacturer", "--site-column", "scanner"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

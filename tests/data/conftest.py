@@ -76,3 +76,45 @@ def make_cohort(tmp_path: Path) -> Callable[..., Path]:
         return manifest
 
     return make
+
+
+#: The BIDS dataset of docs/bids.md: {scan: (intensity site, sidecar fields)}. sub-02 changed scanner
+#: between its sessions; sub-03 and sub-04 have no sessions.
+BIDS_EXAMPLE_SCANS = {
+    "sub-01/ses-01/anat/sub-01_ses-01_T1w": ("siteA", {"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma"}),
+    "sub-01/ses-02/anat/sub-01_ses-02_T1w": ("siteA", {"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma"}),
+    "sub-02/ses-01/anat/sub-02_ses-01_T1w": ("siteB", {"Manufacturer": "GE", "ManufacturersModelName": "Premier"}),
+    "sub-02/ses-02/anat/sub-02_ses-02_T1w": ("siteA", {"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma"}),
+    "sub-03/anat/sub-03_T1w": ("siteB", {"Manufacturer": "GE", "ManufacturersModelName": "Premier"}),
+    "sub-04/anat/sub-04_T1w": ("siteA", {"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma"}),
+}
+BIDS_EXAMPLE_TEXT = {
+    "dataset_description.json": '{\n  "Name": "tiny",\n  "BIDSVersion": "1.10.0"\n}\n',
+    "participants.tsv": ("participant_id\tage\tsex\nsub-01\t45.0\tF\nsub-02\t61.0\tM\nsub-03\t38.0\tF\n"
+                         "sub-04\t52.0\tM\n"),
+    "T1w.json": '{\n  "MagneticFieldStrength": 3,\n  "RepetitionTime": 2.3\n}\n',
+    "sub-01/sub-01_sessions.tsv": "session_id\tage\nses-01\t45.0\nses-02\t49.5\n",
+    "sub-02/sub-02_sessions.tsv": "session_id\tage\nses-01\t61.0\nses-02\t63.0\n",
+}
+
+
+def write_bids_example(root: Path) -> Path:
+    """Write the BIDS dataset of docs/bids.md (20^3 phantoms; each sidecar names its scanner) into ``root``."""
+    import json
+
+    rng = np.random.default_rng(0)
+    for name, text in BIDS_EXAMPLE_TEXT.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    for stem, (site, sidecar) in BIDS_EXAMPLE_SCANS.items():
+        path = root / f"{stem}.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_phantom(path, rng, *SITE_INTENSITY[site])
+        (root / f"{stem}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return root
+
+
+@pytest.fixture
+def bids_example(tmp_path: Path) -> Path:
+    """The BIDS dataset of docs/bids.md, in ``tmp_path/ds``."""
+    return write_bids_example(tmp_path / "ds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import pytest
 
 from harmonize.data.bids import (
     SEX_MAP,
+    SiteFrom,
     assign_splits,
+    bids_entities,
     bids_manifest_frame,
     manifest_from_bids,
+    sidecar_of,
 )
 from harmonize.data.manifest import read_manifest, validate_manifest
 from harmonize.errors import ConfigError, ManifestError
@@ -190,3 +194,110 @@ def test_never_overwrites_without_flag(bids, tmp_path):
 
 def test_missing_bids_folder(tmp_path):
     assert "BIDS folder not found" in error_of(tmp_path / "nope", "scanner", tmp_path / "m.csv")
+
+
+def write_sessions(root: Path, pid: str, rows: list[list[str]], header: tuple[str, ...] = ("session_id", "age",
+                                                                                          "scanner")) -> Path:
+    path = root / pid / f"{pid}_sessions.tsv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter="\t", lineterminator="\n").writerows([list(header), *rows])
+    return path
+
+
+def test_sessions_tsv_gives_each_session_its_age(bids):
+    write_sessions(bids, "sub-04", [["ses-1", "60", "siteB"], ["ses-2", "64.5", "siteC"]])
+    frame = bids_manifest_frame(bids, "scanner")
+    ages = dict(zip(frame[Keys.SUBJECT_ID], frame[Keys.AGE]))
+    assert ages == {"sub-01": 30.0, "sub-02": 40.5, "sub-03": 50.0, "sub-04_ses-1": 60.0, "sub-04_ses-2": 64.5}
+    by_session = bids_manifest_frame(bids, site_from="sessions:scanner", skip_invalid=True)
+    assert dict(zip(by_session[Keys.SUBJECT_ID], by_session[Keys.SITE])) == {
+        "sub-04_ses-1": "siteB", "sub-04_ses-2": "siteC"}
+
+
+def test_sessions_tsv_problems_name_the_file(bids):
+    path = write_sessions(bids, "sub-04", [["1", "n/a", "siteB"]])  # the ses- prefix may be left out
+    with pytest.raises(ManifestError) as info:
+        bids_manifest_frame(bids, site_from="sessions:scanner")
+    message = str(info.value)
+    assert f"{path} row 2 (ses-1), column 'age': 'n/a' is not an age in years" in message
+    assert f"{path}: no row for session 'ses-2' (needed for the age of " in message
+    assert f"{bids / 'sub-01' / 'anat' / 'sub-01_T1w.nii.gz'}: has no session, so --site-from sessions:scanner " \
+           "cannot give its site" in message
+    write_sessions(bids, "sub-04", [["ses-1", "61"]], header=("session_id", "age"))
+    with pytest.raises(ManifestError, match=r"sub-04_sessions.tsv has no column 'scanner'; its columns are: "
+                                            r"session_id, age"):
+        bids_manifest_frame(bids, site_from="sessions:scanner")
+
+
+def test_site_from_sidecar_with_inheritance(bids):
+    (bids / "T1w.json").write_text(json.dumps({"Manufacturer": "Siemens", "MagneticFieldStrength": 3}))
+    (bids / "sub-01" / "anat" / "sub-01_T1w.json").write_text(json.dumps({"ManufacturersModelName": "Prisma"}))
+    (bids / "sub-03" / "anat" / "sub-03_T1w.json").write_text(json.dumps(
+        {"Manufacturer": "GE", "ManufacturersModelName": "Discovery", "MagneticFieldStrength": 1.5}))
+    (bids / "sub-04" / "ses-2" / "anat" / "sub-04_ses-2_T1w.json").write_text(json.dumps(
+        {"ManufacturersModelName": "Skyra"}))
+    (bids / "sub-04" / "sub-04_T1w.json").write_text("{}")  # applies to both sessions, adds nothing
+    (bids / "sub-04" / "ses-1" / "anat" / "acq-x_T1w.json").write_text('{"ManufacturersModelName": "wrong"}')
+    (bids / "sub-04" / "ses-1" / "ses-1_T1w.json").write_text('{"ManufacturersModelName": "Trio"}')
+    frame = bids_manifest_frame(bids, site_from="sidecar:Manufacturer,MagneticFieldStrength")
+    assert frame[Keys.SITE].tolist() == ["Siemens_3", "Siemens_3", "GE_1.5", "Siemens_3", "Siemens_3"]
+    with pytest.raises(ManifestError) as info:
+        bids_manifest_frame(bids, site_from="sidecar:Manufacturer,ManufacturersModelName")
+    message = str(info.value)
+    assert "1 problem(s)" in message
+    assert f"{bids / 'T1w.json'}: no field 'ManufacturersModelName' for the site of " \
+           f"{bids / 'sub-02' / 'anat' / 'sub-02_T1w.nii.gz'} (--site-from sidecar:Manufacturer," \
+           "ManufacturersModelName); its fields are: MagneticFieldStrength, Manufacturer" in message
+    write_participants(bids, PARTICIPANTS[:2])
+    (bids / "sub-02" / "anat" / "sub-02_T1w.json").write_text(json.dumps({"ManufacturersModelName": "Prisma"}))
+    for sub in ("sub-03", "sub-04"):
+        for path in (bids / sub).rglob("*.nii.gz"):
+            path.unlink()
+    frame = bids_manifest_frame(bids, site_from="sidecar:Manufacturer,ManufacturersModelName")
+    assert frame[Keys.SITE].tolist() == ["Siemens_Prisma", "Siemens_Prisma"]
+
+
+def test_sidecar_missing_and_unreadable(bids, tmp_path):
+    with pytest.raises(ManifestError) as info:
+        bids_manifest_frame(bids, site_from="sidecar:Manufacturer")
+    image = bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    assert f"{image}: no JSON sidecar found for --site-from sidecar:Manufacturer (looked for sub-02_T1w.json " \
+           "beside it and T1w.json files above it)" in str(info.value)
+    assert f"{bids / 'sub-01' / 'anat' / 'sub-01_T1w.json'}: no field 'Manufacturer'" in str(info.value)
+    (bids / "T1w.json").write_text("[1, 2]")
+    with pytest.raises(ManifestError, match=r"T1w.json holds a list, not a JSON object"):
+        sidecar_of(image, bids)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"site_from": "scanner"}, "--site-from 'scanner' is not SOURCE:FIELDS"),
+    ({"site_from": "scanners:x"}, "--site-from source"),
+    ({"site_from": "sidecar:"}, "name at least one field"),
+    ({}, "give the site's source once"),
+    ({"site_column": "scanner", "site_from": "participants:scanner"}, "got both"),
+])
+def test_site_from_bad_values(bids, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        bids_manifest_frame(bids, **kwargs)
+
+
+def test_site_from_participants_joins_columns(bids):
+    frame = bids_manifest_frame(bids, site_from=SiteFrom.parse("participants:scanner,handedness"),
+                                skip_invalid=True)
+    assert frame[Keys.SITE].tolist() == ["siteA_R", "siteB_L", "siteB_R", "siteB_R"]  # sub-02: handedness n/a
+    assert bids_entities("sub-04_ses-1_run-2_T1w.nii.gz") == {"sub": "04", "ses": "1", "run": "2"}
+
+
+def test_session_ages_need_no_baseline_age_and_skip_invalid_drops_one_scan(bids, caplog):
+    rows = [list(r) for r in PARTICIPANTS]
+    rows[3][1] = "n/a"  # sub-04's age is only in its sessions file
+    write_participants(bids, rows)
+    write_sessions(bids, "sub-04", [["ses-1", "60", "siteB"], ["ses-2", "n/a", "siteB"]])
+    with caplog.at_level(logging.WARNING, logger="harmonize.data.bids"):
+        frame = bids_manifest_frame(bids, "scanner", skip_invalid=True)
+    assert dict(zip(frame[Keys.SUBJECT_ID], frame[Keys.AGE]))["sub-04_ses-1"] == 60.0
+    assert "sub-04_ses-2" not in frame[Keys.SUBJECT_ID].tolist()
+    assert "sub-04_sessions.tsv row 3 (ses-2), column 'age': 'n/a' is not an age in years" in caplog.text
+    save_t1w(bids / "sub-04" / "anat" / "sub-04_T1w.nii.gz")  # a scan outside the sessions needs the baseline age
+    with pytest.raises(ManifestError, match=r"participants.tsv row 5 \(sub-04\), column 'age': 'n/a' is not an age"):
+        bids_manifest_frame(bids, "scanner")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import pytest
@@ -164,10 +166,14 @@ def test_checkpoints_and_reinitialisation(cohort: dict, tmp_path: Path) -> None:
     assert not torch.allclose(a(x), cohort["original"](x))
 
 
-def test_progress_bar_stage(cohort: dict) -> None:
+def test_progress_stage_logs_a_line_per_epoch_in_a_log(cohort: dict, caplog) -> None:
     settings = MachineUnlearningSettings(progress=True, ft_epochs=1)
-    model, seconds = run_unlearning(ReconMethod.FT, cohort["original"], cohort["loaders"]["retain"], None, settings)
+    with caplog.at_level(logging.INFO, logger="harmonize.progress"):  # pytest's captured stderr is no terminal
+        model, seconds = run_unlearning(ReconMethod.FT, cohort["original"], cohort["loaders"]["retain"], None,
+                                        settings)
     assert seconds > 0 and model is not cohort["original"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "harmonize.progress"]
+    assert len(lines) == 1 and lines[0].startswith("ft: epoch 1/1, loss ")
 
 
 def test_prepare_batch_keys_passes_extra_inputs() -> None:
