@@ -13,7 +13,7 @@ every method on the same N seeds, and summarises each method's per-seed figures 
 
 :func:`paired_comparison` sets a method against the baseline trained on the same seeds: per figure the
 difference of the means over the seeds both measured, and the paired t-test's two-sided p-value of the per-seed
-differences (``None`` with fewer than two seeds, or when the differences do not vary). One seed gives the same
+differences (``None`` with fewer than two seeds, or when the differences do not vary beyond rounding). One seed gives the same
 structure: ``per_seed`` with one entry, intervals and p-values ``None``.
 """
 
@@ -45,6 +45,8 @@ CI_SUFFIX = "_ci"
 PER_SEED = "per_seed"
 #: Key of a per-seed dictionary's seed (not averaged).
 SEED = "seed"
+#: Per-seed differences that vary by less than this share of the figures' size count as constant (rounding).
+DIFFERENCE_TOLERANCE = 1e-9
 
 
 def _number(value: Any) -> float | None:
@@ -159,7 +161,8 @@ def paired_comparison(
         pairs = [(a, b) for a, b in zip(map(_number, ours), map(_number, theirs)) if a is not None and b is not None]
         differences = np.array([a - b for a, b in pairs])
         p = None
-        if differences.size >= 2 and np.ptp(differences) > 0:
+        scale = max([1.0, *(abs(v) for pair in pairs for v in pair)])
+        if differences.size >= 2 and np.ptp(differences) > DIFFERENCE_TOLERANCE * scale:
             p = float(stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
         result[key] = {"difference": float(differences.mean()) if differences.size else None, "p": p}
     return result
