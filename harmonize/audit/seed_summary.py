@@ -13,8 +13,8 @@ every method on the same N seeds, and summarises each method's per-seed figures 
 
 :func:`paired_comparison` sets a method against the baseline trained on the same seeds: per figure the
 difference of the means over the seeds both measured, and the paired t-test's two-sided p-value of the per-seed
-differences (``None`` with fewer than two seeds, or when the differences do not vary beyond rounding). One seed gives the same
-structure: ``per_seed`` with one entry, intervals and p-values ``None``.
+differences (``None`` with fewer than two seeds, or when the differences do not vary beyond rounding). One seed
+gives the same structure: ``per_seed`` with one entry, intervals and p-values ``None``.
 """
 
 from __future__ import annotations

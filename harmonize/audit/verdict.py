@@ -77,7 +77,8 @@ def comparison_verdict(methods: Mapping[str, Mapping[str, Any]], method: str | N
     ratio = ""
     if ours.get("age_mae") is not None and base.get("age_mae"):
         ratio = f"{ours['age_mae'] / base['age_mae']:.2f}x the baseline's"
-    probes = f"{_figure(base, 'site_probe_bacc')} without harmonisation, {_figure(ours, 'site_probe_bacc')} with {method}"
+    probes = (f"{_figure(base, 'site_probe_bacc')} without harmonisation, {_figure(ours, 'site_probe_bacc')} "
+              f"with {method}")
     if seeds < 2:
         cost = f", age MAE {ratio}" if ratio else ""
         return (f"One seed per method: these numbers cannot support a difference between {method} and the baseline "

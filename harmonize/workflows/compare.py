@@ -452,25 +452,29 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
     """Figures, comparison table (Markdown, JSON) and the self-contained report.html."""
     from harmonize.audit import plots
     from harmonize.audit.report import write_comparison_table, write_report
+    from harmonize.audit.verdict import comparison_verdict
 
     methods = {k: v for k, v in metrics.items() if isinstance(v, dict) and "site_probe_bacc" in v}
     chance = metrics["chance"]
+    seeds = settings.seed_values()
     figures = out / FIGURES_DIR
+    bars = "Site probe and age error" + (" (means; error bars: 95 % t-interval over seeds)" if len(seeds) > 1 else "")
     pngs: dict[str, Any] = {
-        "Site probe and age error": plots.comparison_bar_plot(methods, figures / "comparison.png", chance=chance),
+        bars: plots.comparison_bar_plot(methods, figures / "comparison.png", chance=chance),
         "Age error per site": plots.per_site_error_plot(methods, figures / "per_site_error.png"),
     }
     if features:
         title = "Features of held-out scans" + (" (the unseen site in grey)" if held_out else "")
+        title += f" (seed {seeds[0]})" if len(seeds) > 1 else ""
         pngs[title] = plots.embedding_grid(features, figures / "embeddings.png", site_names=list(index),
-                                           seed=settings.training.seed)
+                                           seed=seeds[0])
     trained = {k: h for k, h in histories.items() if h}
     if trained:
         pngs["Domain head during training"] = plots.training_curves_plot(trained, figures / "training.png",
                                                                           chance=chance)
     pngs.update(extras.plots)
     write_comparison_table(methods, out / "comparison.md", out / "comparison.json", chance=chance)
-    notes = [*extras.notes, *READING_NOTES]
+    notes = [*extras.notes, _seeds_sentence(seeds), *READING_NOTES]
     first = next(iter(methods.values()), {})
     notes.append(f"Held-out scans of the training sites {list(index)}: {first.get('n_subjects', 0)} (val + test).")
     if held_out is not None:
@@ -481,4 +485,16 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
     if methods.get(Method.COMBAT, {}).get("age_probe_note"):
         notes.append(f"ComBat's age R\u00b2 from features: {methods[Method.COMBAT]['age_probe_note']}.")
     return write_report(out, methods, chance, plots=pngs, recon_table=extras.recon_table, title=extras.title,
-                        notes=notes)
+                        notes=notes, verdict=comparison_verdict(methods))
+
+
+def _seeds_sentence(seeds: Sequence[int]) -> str:
+    """How many seeds the figures come from, for the report."""
+    if len(seeds) == 1:
+        return (f"Each method was trained on one seed ({seeds[0]}): a run on another seed, or on another CPU, can move "
+                "these figures by more than the methods differ. Compare with --seeds 3 or more.")
+    return (f"Each method was trained on {len(seeds)} seeds ({', '.join(map(str, seeds))}), the same for every method "
+            "(ComBat on each seed's 'none' network). A figure in the table is the mean over seeds with its 95 % "
+            "t-interval in brackets; metrics.json holds every seed's figures (per_seed) and, per method, the "
+            "difference from 'none' and its paired t-test p-value over seeds (vs_none). Features and training "
+            f"curves are the first seed's ({seeds[0]}).")
