@@ -408,4 +408,6 @@ def summary_line(method: str, m: dict[str, Any]) -> str:
     line += f", age MAE {m['age_mae']:.2f} y, age R2 from features {'n/a' if r2 is None else format(r2, '.2f')}"
     if m.get("unseen_site_mae") is not None:
         line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
+    if m.get("site_bias_spread") is not None:
+        line += f", site bias spread {m['site_bias_spread']:.2f} y"
     return line

@@ -150,7 +150,11 @@ class CompareSettings:
             if self.seeds < 1:
                 raise ConfigError(f"Argument 'seeds' must be >= 1 (the seeds each method trains on), got {self.seeds}.")
             return
-        seeds = tuple(int(s) for s in self.seeds)
+        try:
+            seeds = tuple(int(s) for s in self.seeds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of integer seeds, got "
+                              f"{self.seeds!r}.") from None
         twice = sorted({s for s in seeds if seeds.count(s) > 1})
         if not seeds or twice:
             raise ConfigError(f"Argument 'seeds': give at least one seed, each once; got {list(seeds)}"
