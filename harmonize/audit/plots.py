@@ -455,7 +455,8 @@ def comparison_bar_plot(
         else:  # the error bars rise above the bars: the values go inside them
             ax.errorbar(range(len(methods)), np.nan_to_num(heights), yerr=errors, fmt="none", ecolor="0.15",
                         elinewidth=1, capsize=4)
-            ax.bar_label(bars, labels=labels, fontsize="x-small", label_type="center")
+            ax.bar_label(bars, labels=labels, fontsize="x-small", label_type="center",
+                         bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
         ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize="small")
         ax.set_title(title, fontsize="medium")
         ax.set_ylabel(ylabel)

@@ -102,7 +102,8 @@ class CompareSettings:
         seeds: how many seeds each method trains on (``training.seed``, ``training.seed + 1``, ...), or the seeds
             themselves; every method trains on the same ones, and each seed also seeds that run's probes.
         jobs: training runs at once, each in a worker process with ``torch.get_num_threads() // jobs`` torch
-            threads (1: one after another in this process).
+            threads (1: one after another in this process). The workers start fresh (``spawn``): a script that
+            calls :func:`compare_methods` with ``jobs > 1`` must do so under ``if __name__ == "__main__":``.
 
     Raises:
         ConfigError: an unknown method or choice, ComBat without ``none``, no method, no seed or a seed given
