@@ -27,6 +27,7 @@ __all__ = [
     "embedding_grid",
     "embedding_plot",
     "grouped_bar_plot",
+    "interval_errors",
     "per_site_error_plot",
     "training_curves_plot",
 ]
@@ -399,6 +400,21 @@ def training_curves_plot(
     return _save(fig, path)
 
 
+def interval_errors(values: Sequence[float], intervals: Sequence[Any]) -> np.ndarray | None:
+    """Matplotlib's ``yerr`` (2 x n: below, above) of bars ``values`` with intervals ``[low, high]``.
+
+    A bar without an interval (``None``) or without a value gets no error bar (zeros); ``None`` when no bar has one.
+    """
+    errors = np.zeros((2, len(values)))
+    for i, (value, interval) in enumerate(zip(values, intervals)):
+        if interval is None or value is None or not np.isfinite(value):
+            continue
+        low, high = (np.nan if v is None else float(v) for v in interval)
+        if np.isfinite(low) and np.isfinite(high):
+            errors[:, i] = (max(0.0, value - low), max(0.0, high - value))
+    return errors if errors.any() else None
+
+
 def comparison_bar_plot(
     metrics: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, chance: float | None = None
 ) -> Path:
@@ -406,7 +422,8 @@ def comparison_bar_plot(
 
     Args:
         metrics: metrics dictionaries by method (``site_probe_bacc``, ``age_mae``, optionally ``chance`` and
-            ``site_probe_floor``, drawn as a dotted line: what age and sex alone tell about the site).
+            ``site_probe_floor``, drawn as a dotted line: what age and sex alone tell about the site); a figure's
+            interval over seeds (``site_probe_bacc_ci``, ``age_mae_ci``: ``[low, high]``) is drawn as an error bar.
         path: the PNG to write.
         chance: chance level of the site probe (default: the first ``chance`` in ``metrics``).
 
@@ -432,7 +449,14 @@ def comparison_bar_plot(
         heights = [np.nan if v is None else float(v) for v in values]
         bars = ax.bar(range(len(methods)), np.nan_to_num(heights), color=colours)
         labels = ["n/a" if not np.isfinite(h) else format(h, ".2f") for h in heights]
-        ax.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
+        errors = interval_errors(heights, [metrics[m].get(f"{key}_ci") for m in methods])
+        if errors is None:
+            ax.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
+        else:  # the error bars rise above the bars: the values go inside them
+            ax.errorbar(range(len(methods)), np.nan_to_num(heights), yerr=errors, fmt="none", ecolor="0.15",
+                        elinewidth=1, capsize=4)
+            ax.bar_label(bars, labels=labels, fontsize="x-small", label_type="center",
+                         bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
         ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", fontsize="small")
         ax.set_title(title, fontsize="medium")
         ax.set_ylabel(ylabel)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harmonize import __version__
+from harmonize.audit.seed_summary import CI_SUFFIX
 from harmonize.errors import ConfigError
 from harmonize.io import write_json_atomic, write_text_atomic
 
@@ -45,6 +46,8 @@ REPORT_NAME = "report.html"
 P_FLOOR = 0.001
 #: Method whose forget-set PSNR the unlearning methods should approach (Xue et al.: retraining without it).
 ORACLE = "oracle"
+#: How an interval in a cell reads (the legend says it when a table has some).
+INTERVAL_TEXT = "Over several seeds a cell is the mean [95 % t-interval over seeds]; best is judged on the mean."
 #: Image types that can be embedded, by file suffix.
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -76,6 +79,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("site_probe_adjusted", "Site probe, age & sex regressed out", 3, "chance"),
     Column("age_mae", "Age MAE (years)", 2, "low"),
     Column("unseen_site_mae", "Unseen-site MAE (years)", 2, "low"),
+    Column("site_bias_spread", "Site bias spread (years)", 2, "low"),
     Column("age_probe_r2", "Age R\u00b2 from features", 3, "high"),
     Column("sex_probe_bacc", "Sex-probe bacc", 3, "high"),
     Column("domain_head_acc", "Domain-head acc", 3, None),
@@ -115,6 +119,8 @@ tbody tr:nth-child(even) { background: #fafafa; }
 td.best { background: #dff3e3; font-weight: 700; }
 td.missing { color: #999; text-align: center; }
 p.legend { color: #555; font-size: 0.85em; }
+p.verdict { font-size: 1.1em; font-weight: 600; background: #f2f4f7; border-left: 4px solid #4a6fa5;
+            padding: 0.5em 0.8em; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
 figcaption { color: #444; font-size: 0.9em; margin-top: 0.3em; }
@@ -163,7 +169,8 @@ def metrics_table(
         columns: the table's columns (default: the brain-age comparison's, :data:`METRIC_COLUMNS`).
 
     Returns:
-        Rows ``{"method", "chance", <column keys>}``, in the order of ``metrics``.
+        Rows ``{"method", "chance", <column keys>}``, in the order of ``metrics``; a column whose metrics hold an
+        interval over seeds (``<key>_ci``, see :mod:`~harmonize.audit.seed_summary`) adds ``<key>_ci`` too.
     """
     for method, values in metrics.items():
         if not isinstance(values, Mapping):
@@ -180,6 +187,10 @@ def metrics_table(
         row: dict[str, Any] = {"method": str(method), "chance": own if own is not None else fallback}
         for column in columns:
             row[column.key] = _number(metric_value(values, column.key))
+            interval = values.get(f"{column.key}{CI_SUFFIX}")
+            if f"{column.key}{CI_SUFFIX}" in values:
+                bounds = [_number(v) for v in interval] if isinstance(interval, Sequence) else []
+                row[f"{column.key}{CI_SUFFIX}"] = bounds if len(bounds) == 2 and None not in bounds else None
         rows.append(row)
     return rows
 
@@ -236,6 +247,15 @@ def format_value(column: Column, value: float | None) -> str:
     return f"{value:.{column.digits}f}"
 
 
+def _cell(column: Column, row: Mapping[str, Any]) -> str:
+    """A cell's text: its value (:func:`format_value`) and, when the row has one, its interval ``[low, high]``."""
+    text = format_value(column, row.get(column.key))
+    interval = row.get(f"{column.key}{CI_SUFFIX}")
+    if interval is None or row.get(column.key) is None:
+        return text
+    return f"{text} [{format_value(column, interval[0])}, {format_value(column, interval[1])}]"
+
+
 def _header(column: Column, chance: float | None) -> str:
     if column.better == "chance" and chance is not None:
         return f"{column.header} (chance {chance:.3f})"
@@ -263,15 +283,20 @@ def _markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], chan
     for row in rows:
         cells = []
         for c in columns:
-            text = format_value(c, row.get(c.key))
+            text = _cell(c, row)
             cells.append(f"**{text}**" if row["method"] in best[c.key] and row.get(c.key) is not None else text)
         lines.append(f"| {_markdown_text(row['method'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _legend(columns: Sequence[Column]) -> str:
+def _legend(columns: Sequence[Column], intervals: bool = False) -> str:
     rules = [f"{c.header}: {BETTER_TEXT[c.better]}" for c in columns if c.better]
-    return f"Best value per column highlighted ({'; '.join(rules)}). {MISSING}: not measured."
+    seeds = f" {INTERVAL_TEXT}" if intervals else ""
+    return f"Best value per column highlighted ({'; '.join(rules)}).{seeds} {MISSING}: not measured."
+
+
+def _has_intervals(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return any(k.endswith(CI_SUFFIX) and v is not None for row in rows for k, v in row.items())
 
 
 def write_comparison_table(
@@ -294,7 +319,7 @@ def write_comparison_table(
     """
     rows = metrics_table(metrics, chance)
     chance = _table_chance(rows, chance)
-    md = _markdown(rows, METRIC_COLUMNS, chance) + "\n" + _legend(METRIC_COLUMNS) + "\n"
+    md = _markdown(rows, METRIC_COLUMNS, chance) + "\n" + _legend(METRIC_COLUMNS, _has_intervals(rows)) + "\n"
     document = {
         "chance": chance,
         "columns": [
@@ -327,13 +352,13 @@ def _html_table(
             elif row["method"] in best[c.key]:
                 classes.append("best")
             attr = f" class=\"{' '.join(classes)}\"" if classes else ""
-            cells.append(f"<td{attr}>{_esc(format_value(c, value))}</td>")
+            cells.append(f"<td{attr}>{_esc(_cell(c, row))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f"<table class=\"{_esc(css_class)}\">\n<thead><tr><th scope=\"col\">Method</th>{head}</tr></thead>\n<tbody>\n"
         + "\n".join(body)
         + "\n</tbody>\n</table>\n"
-        + f"<p class=\"legend\">{_esc(_legend(columns))}</p>\n"
+        + f"<p class=\"legend\">{_esc(_legend(columns, _has_intervals(rows)))}</p>\n"
     )
 
 
@@ -396,6 +421,7 @@ def write_report(
     title: str = "harmonize audit",
     notes: str | Sequence[str] | None = None,
     columns: Sequence[Column] = METRIC_COLUMNS,
+    verdict: str | None = None,
 ) -> Path:
     """Write a self-contained ``report.html``: a summary line, the tables, the notes (folded), the figures.
 
@@ -416,6 +442,7 @@ def write_report(
         notes: paragraphs on reading the results, shown folded (a ``<details>`` element) after the tables.
         columns: columns of the comparison table (default :data:`METRIC_COLUMNS`, the brain-age figures; e.g. the
             measured ones of a task's columns, :func:`present_columns`).
+        verdict: one sentence shown first, under the title (e.g. :func:`~harmonize.audit.verdict.comparison_verdict`).
 
     Returns:
         The path of ``report.html``.
@@ -440,6 +467,8 @@ def write_report(
         f"<h1>{_esc(title)}</h1>",
         f"<p class=\"meta\">{_esc(f'harmonize {__version__}, {stamp}')}</p>",
     ]
+    if verdict:
+        parts.append(f"<p class=\"verdict\">{_esc(verdict)}</p>")
     summary = summary_sentence(rows, columns, chance)
     if summary:
         parts.append(f"<p class=\"summary\">{_esc(summary)}</p>")

@@ -17,8 +17,12 @@ harmonise the plain network's features with ComBat (neuroHarmonize, age and sex 
 held-out scans: site probe (balanced accuracy, chance, permutation p-value), age error, age and sex read from
 the features. One whole site is kept out of training (--unseen-site, default the last) and each method's age
 error on it is reported; ComBat cannot harmonise a site it was not fitted on, and the report says what it did.
+With --seeds N every method trains on the seeds SEED, SEED+1, ..., SEED+N-1 (--jobs J of them at once, in parallel
+processes); the table gives each figure's mean over seeds and its 95 % interval, and the report opens with what
+the paired comparison with 'none' supports.
 Writes OUT/metrics.json, OUT/comparison.md and .json (one table), OUT/figures/, OUT/report.html and each trained
-network in OUT/models/<method>.pt (audit it again with harmonize audit --checkpoint).
+network in OUT/models/<method>.pt (the first seed's; audit it again with harmonize audit --checkpoint), with
+several seeds also OUT/models/<method>_seed<seed>.pt.
 """
 
 
@@ -59,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"label permutations of each site probe's p-value (default {defaults.PROBE_PERMUTATIONS})")
     parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="X",
                         help=f"seed of the networks, the loaders and the probes (default {defaults.SEED})")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="train every method on N seeds (--seed, --seed + 1, ...) and report means, 95%% intervals "
+                             "and paired p-values over them (default 1; 3 or more to tell methods apart)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="J",
+                        help="training runs at once, each in its own process with its share of the torch threads "
+                             "(default 1: one after another)")
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default cpu)")
     parser.add_argument("--adversary", choices=("refit", "paper"), default="refit",
                         help="the unlearning run's domain head: 'refit' (default) re-fits a linear head on all "
@@ -78,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     training = BrainAgeSettings(unlearning=unlearning, max_epochs=args.epochs, channels=args.channels, seed=args.seed,
                                 device=args.device)
     chosen = {"methods": args.methods, "unseen_site": args.unseen_site, "combat_unseen": args.combat_unseen}
-    settings = CompareSettings(training=training, permutations=args.permutations,
+    settings = CompareSettings(training=training, permutations=args.permutations, seeds=args.seeds, jobs=args.jobs,
                                **{k: v for k, v in chosen.items() if v is not None})
     compare_methods(args.manifest, args.out, settings, report=logger.info, overwrite=args.overwrite,
                     progress=not args.quiet)

@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     parser.add_argument("--quick", action="store_true", help="a tiny version for a smoke test (about a minute)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the cohort and the training (default 0)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="train every brain-age method on N seeds (default: the demo's setting)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="J",
+                        help="brain-age training runs at once, in parallel processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     parser.set_defaults(func=run)
 
@@ -33,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from harmonize.workflows.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
-    if args.seed is not None:
-        settings = replace(settings, seed=args.seed)
+    chosen = {"seed": args.seed, "seeds": args.seeds, "jobs": args.jobs}
+    settings = replace(settings, **{k: v for k, v in chosen.items() if v is not None})
     run_demo(args.out, settings, overwrite=args.overwrite, report=lambda line: print(line, file=sys.stderr, flush=True))
     return 0

@@ -88,6 +88,9 @@ READING_NOTES = (
     ("Biology kept: the age MAE is the network's own error on held-out scans; age R\u00b2 (ridge regression) and "
      "the sex probe read age and sex from the same features: harmonisation should leave these close to the "
      "baseline."),
+    ("Site bias spread: the mean signed age error (predicted - true age) of each training site's held-out scans, "
+     "largest minus smallest (years). A network that takes the scanner as a shortcut to age predicts too old on one "
+     "scanner and too young on another; 0 means no scanner shifts the predictions against another."),
 )
 #: How to read a segmentation audit's figures (with the site-probe note of :data:`READING_NOTES`).
 SEGMENTATION_NOTES = (
@@ -405,4 +408,6 @@ def summary_line(method: str, m: dict[str, Any]) -> str:
     line += f", age MAE {m['age_mae']:.2f} y, age R2 from features {'n/a' if r2 is None else format(r2, '.2f')}"
     if m.get("unseen_site_mae") is not None:
         line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
+    if m.get("site_bias_spread") is not None:
+        line += f", site bias spread {m['site_bias_spread']:.2f} y"
     return line

@@ -1,16 +1,24 @@
 """Compare harmonisation methods on the same data: no unlearning, unlearning, DANN and ComBat, side by side.
 
 :func:`compare_methods` (``harmonize compare``, and the last stage of ``harmonize demo``) trains the same brain-age
-network once per training method (``none``, ``unlearning``, ``dann``) on the same scans with the same seed,
-harmonises the ``none`` network's features with ComBat (neuroHarmonize, age and sex protected), audits each with
+network once per training method (``none``, ``unlearning``, ``dann``) and seed on the same scans, harmonises each
+seed's ``none`` network's features with ComBat (neuroHarmonize, age and sex protected), audits each with
 :func:`~harmonize.workflows.audit.audit_brain_age` and writes, into the output folder:
 
 - ``metrics.json``: per method the audit figures (``site_probe_bacc``, ``site_probe_p``, ``age_mae``,
-  ``unseen_site_mae``, ...), plus ``chance``, ``sites`` (trained on) and ``unseen_site``;
-- ``comparison.md`` / ``comparison.json``: one table of the methods;
-- ``figures/*.png`` and a self-contained ``report.html``;
-- ``models/<method>.pt``: each trained network (:func:`~harmonize.workflows.model_file.save_model`), to audit
-  again with ``harmonize audit --checkpoint``.
+  ``unseen_site_mae``, ``site_bias_spread``, ...) as means over the seeds, each numeric one with ``<key>_ci``
+  (its 95 % t-interval, ``None`` for one seed), ``per_seed`` (the figures of each seed) and, for every method but
+  ``none``, ``vs_none`` (per figure the difference of the means and its paired p-value over seeds:
+  :mod:`~harmonize.audit.seed_summary`); plus ``chance``, ``sites`` (trained on), ``unseen_site`` and ``seeds``;
+- ``comparison.md`` / ``comparison.json``: one table of the methods (means and intervals);
+- ``figures/*.png`` and a self-contained ``report.html``, which opens with a verdict the numbers support
+  (:func:`~harmonize.audit.verdict.comparison_verdict`);
+- ``models/<method>.pt``: each network trained on the first seed (:func:`~harmonize.workflows.model_file.save_model`),
+  to audit again with ``harmonize audit --checkpoint``; with several seeds also ``models/<method>_seed<seed>.pt``
+  for every seed.
+
+The (method, seed) runs are independent: ``jobs`` of them train at once, each in its own process with its share of
+the torch threads (:class:`~harmonize.workflows.workers.Workers`); a run's figures do not depend on ``jobs``.
 
 One whole site is held out of training (``unseen_site``, by default the last one): no method sees any of its
 scans, and each is scored on them (``unseen_site_mae``). ComBat cannot harmonise a site it was not fitted on (it
@@ -27,7 +35,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +43,8 @@ import pandas as pd
 import torch
 
 from harmonize import defaults
+from harmonize.audit.features import FeatureSet
+from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import write_json_atomic
@@ -53,8 +62,9 @@ from harmonize.workflows.audit import (
 )
 from harmonize.workflows.brain_age import TAP, BrainAgeModel, BrainAgeSettings
 from harmonize.workflows.unlearning import UnlearningSettings
+from harmonize.workflows.workers import Workers
 
-__all__ = ["MODELS_DIR", "CompareSettings", "ComparisonExtras", "compare_methods", "run_stage"]
+__all__ = ["MODELS_DIR", "PAIRED_KEY", "CompareSettings", "ComparisonExtras", "compare_methods", "run_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +74,8 @@ MODELS_DIR = "models"
 TRAINED_METHODS = (Method.NONE, Method.UNLEARNING, Method.DANN)
 #: Fewest training sites a comparison needs (a site probe and ComBat need two).
 MIN_TRAINING_SITES = 2
+#: Key of a method's paired comparison with the network trained without unlearning, in ``metrics.json``.
+PAIRED_KEY = f"vs_{Method.NONE}"
 
 T = TypeVar("T")
 
@@ -85,10 +97,17 @@ class CompareSettings:
         combat_unseen: what ComBat does with the unseen site's scans: ``"passthrough"`` (leave them unharmonised)
             or ``"error"`` (record the refusal); see :class:`~harmonize.keys.UnseenSite`.
         permutations: label permutations of each site probe's p-value (0: none).
-        save_models: write each trained model to ``models/<method>.pt``.
+        save_models: write each trained model to ``models/<method>.pt`` (the first seed's) and, with several
+            seeds, ``models/<method>_seed<seed>.pt``.
+        seeds: how many seeds each method trains on (``training.seed``, ``training.seed + 1``, ...), or the seeds
+            themselves; every method trains on the same ones, and each seed also seeds that run's probes.
+        jobs: training runs at once, each in a worker process with ``torch.get_num_threads() // jobs`` torch
+            threads (1: one after another in this process). The workers start fresh (``spawn``): a script that
+            calls :func:`compare_methods` with ``jobs > 1`` must do so under ``if __name__ == "__main__":``.
 
     Raises:
-        ConfigError: an unknown method or choice, ComBat without ``none``, or no method.
+        ConfigError: an unknown method or choice, ComBat without ``none``, no method, no seed or a seed given
+            twice, or ``jobs`` below 1.
     """
 
     methods: Sequence[str] = (Method.NONE, Method.UNLEARNING, Method.DANN, Method.COMBAT)
@@ -100,6 +119,8 @@ class CompareSettings:
     combat_unseen: str = UnseenSite.PASSTHROUGH
     permutations: int = defaults.PROBE_PERMUTATIONS
     save_models: bool = True
+    seeds: int | Sequence[int] = 1
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -119,6 +140,33 @@ class CompareSettings:
         self.combat_unseen = check_option("combat_unseen", self.combat_unseen, UnseenSite)
         if self.permutations < 0:
             raise ConfigError(f"Argument 'permutations' must be >= 0, got {self.permutations}.")
+        self._check_seeds()
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ConfigError(f"Argument 'jobs' must be an integer >= 1 (training runs at once), got {self.jobs!r}.")
+
+    def _check_seeds(self) -> None:
+        if isinstance(self.seeds, bool):
+            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of seeds, got {self.seeds!r}.")
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise ConfigError(f"Argument 'seeds' must be >= 1 (the seeds each method trains on), got {self.seeds}.")
+            return
+        try:
+            seeds = tuple(int(s) for s in self.seeds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of integer seeds, got "
+                              f"{self.seeds!r}.") from None
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if not seeds or twice:
+            raise ConfigError(f"Argument 'seeds': give at least one seed, each once; got {list(seeds)}"
+                              + (f" ({twice} twice)." if twice else "."))
+        self.seeds = seeds
+
+    def seed_values(self) -> tuple[int, ...]:
+        """The seeds every method trains on: ``seeds`` if listed, else ``seeds`` of them from ``training.seed``."""
+        if isinstance(self.seeds, int):
+            return tuple(self.training.seed + k for k in range(self.seeds))
+        return tuple(self.seeds)
 
     def run_settings(self, method: str, n_sites: int) -> BrainAgeSettings:
         """The training settings of one method, its batch a multiple of the ``n_sites`` training sites."""
@@ -232,6 +280,59 @@ def _combat_unseen(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.D
     return result
 
 
+@dataclass
+class _Run:
+    """One training run of a comparison: a method on a seed, then its audit (and ComBat's after ``none``)."""
+
+    method: str
+    seed: int
+    training: BrainAgeSettings
+    frame: pd.DataFrame
+    held_out: str | None
+    index: CategoryIndex
+    permutations: int
+    combat: bool
+    combat_unseen: str
+    model_files: tuple[Path, ...]
+    keep_features: bool
+    progress: bool
+
+
+@dataclass
+class _RunResult:
+    """What a run sends back: its figures, ComBat's (after ``none``), and the first seed's features and history."""
+
+    metrics: dict[str, Any]
+    combat: dict[str, Any] | None
+    features: FeatureSet | None
+    history: list
+    seconds: float
+
+
+def _train_and_audit(run: _Run) -> _RunResult:
+    """Train one run, save its model, audit it (and ComBat on its features); a worker process's task."""
+    from harmonize.workflows.brain_age import evaluate_combat, train_brain_age
+    from harmonize.workflows.model_file import save_model
+
+    start = time.perf_counter()
+    frame, held_out = run.frame, run.held_out
+    training = frame if held_out is None else frame[frame[Keys.SITE].astype(str) != held_out]
+    model = train_brain_age(training, run.training, site_index=run.index, progress=run.progress)
+    for path in run.model_files:
+        save_model(model, path)
+    metrics, features = audit_brain_age(model, frame, run.permutations, run.seed)
+    combat = None
+    if run.combat:
+        combat = evaluate_combat(model, training, permutations=run.permutations, seed=run.seed)
+        if held_out is not None:
+            combat.update(_combat_unseen(model, training, frame[frame[Keys.SITE].astype(str) == held_out], held_out,
+                                         run.combat_unseen))
+            if combat["unseen_site_mae"] is not None:
+                combat["age_mae_per_site"][f"{held_out}{UNSEEN_SUFFIX}"] = combat["unseen_site_mae"]
+    return _RunResult(metrics, combat, features if run.keep_features else None,
+                      model.history if run.keep_features else [], time.perf_counter() - start)
+
+
 def compare_methods(
     manifest: str | os.PathLike | pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -241,67 +342,71 @@ def compare_methods(
     progress: bool = False,
     extras: ComparisonExtras | None = None,
 ) -> dict[str, Any]:
-    """Train, harmonise and audit every method of ``settings`` on one manifest; write the table and report.
+    """Train, harmonise and audit every method of ``settings`` on each seed of one manifest; write the table and report.
 
     Args:
         manifest: the (preprocessed) manifest, a path or a frame from :func:`~harmonize.data.manifest.read_manifest`.
         out_dir: where the outputs go (see the module docstring); must be empty or absent unless ``overwrite``.
-        settings: what to compare (default: every method, the default network, the last site held out).
+        settings: what to compare (default: every method, the default network, the last site held out, one seed).
         report: where progress lines go (the CLI prints them).
         overwrite: allow a non-empty ``out_dir`` (files of the same names are replaced).
-        progress: show a progress bar of each training run.
+        progress: show a progress bar of each training run (only when the runs go one after another).
         extras: title, notes, metrics, figures and tables a caller adds to the outputs.
 
     Returns:
-        The metrics written to ``metrics.json``: one dictionary per method, ``chance`` (``1 / n`` training
-        sites), ``sites``, ``unseen_site`` and ``settings`` (plus ``extras.metrics``).
+        The metrics written to ``metrics.json``: one dictionary per method (means over seeds, ``<key>_ci``,
+        ``per_seed`` and, but for ``none``, ``vs_none``), ``chance`` (``1 / n`` training sites), ``sites``,
+        ``unseen_site``, ``seeds`` and ``settings`` (plus ``extras.metrics``).
 
     Raises:
         HarmonizeError: an unreadable manifest, a non-empty ``out_dir``, too few sites, or training that diverged.
     """
     from harmonize.data.manifest import read_manifest
-    from harmonize.workflows.brain_age import evaluate_combat, train_brain_age
-    from harmonize.workflows.model_file import save_model
 
     settings = settings or CompareSettings()
     extras = extras or ComparisonExtras()
     out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest))
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     held_out = _held_out_site(frame, settings.unseen_site)
-    training, index = _training_frame(frame, held_out)
-    seed = settings.training.seed
+    _, index = _training_frame(frame, held_out)
+    seeds = settings.seed_values()
     report(f"training sites {list(index)}" + (f", unseen site {held_out!r} held out" if held_out else ""))
 
-    metrics: dict[str, Any] = {}
+    runs = _runs(frame, held_out, index, settings, out, progress)
+    workers = Workers(jobs=settings.jobs)
+    if runs:
+        report(f"{len(runs)} training runs ({', '.join(dict.fromkeys(r.method for r in runs))} on seeds "
+               f"{list(seeds)}), {workers.describe(len(runs))}")
+
+    def done(i: int, result: _RunResult) -> None:
+        run = runs[i]
+        label = run.method if len(seeds) == 1 else f"{run.method}, seed {run.seed}"
+        report(f"[train {label}] done in {result.seconds:.1f} s")
+        report(summary_line(label, result.metrics))
+        if result.combat is not None:
+            report(summary_line(Method.COMBAT if len(seeds) == 1 else f"{Method.COMBAT}, seed {run.seed}",
+                                result.combat))
+
+    results = workers.map(_train_and_audit, [(run,) for run in runs], done=done)
+    per_seed: dict[str, list[dict[str, Any]]] = {str(m): [] for m in settings.methods}
     features: dict[str, Any] = {}
     histories: dict[str, list] = {}
-    baseline = None
-    for method in (m for m in settings.methods if m in TRAINED_METHODS):
-        run = settings.run_settings(method, len(index))
-        model = run_stage(f"train {method}", report,
-                          partial(train_brain_age, training, run, site_index=index, progress=progress))
-        baseline = model if method == Method.NONE else baseline
-        if settings.save_models:
-            save_model(model, out / MODELS_DIR / f"{method}.pt")
-        metrics[method], features[method] = audit_brain_age(model, frame, settings.permutations, seed)
-        histories[method] = model.history
-        report(summary_line(method, metrics[method]))
-    if Method.COMBAT in settings.methods and baseline is not None:
-        def combat() -> dict[str, Any]:
-            result = evaluate_combat(baseline, training, permutations=settings.permutations, seed=seed)
-            if held_out is not None:
-                result.update(_combat_unseen(baseline, training, frame[frame[Keys.SITE].astype(str) == held_out],
-                                             held_out, settings.combat_unseen))
-                if result["unseen_site_mae"] is not None:
-                    result["age_mae_per_site"][f"{held_out}{UNSEEN_SUFFIX}"] = result["unseen_site_mae"]
-            return result
-
-        metrics[Method.COMBAT] = run_stage("combat", report, combat)
-        report(summary_line(Method.COMBAT, metrics[Method.COMBAT]))
-    metrics = {str(k): v for k, v in metrics.items()}
+    for run, result in zip(runs, results):
+        per_seed[run.method].append({SEED: run.seed, **result.metrics})
+        if result.combat is not None:
+            per_seed[str(Method.COMBAT)].append({SEED: run.seed, **result.combat})
+        if result.features is not None:
+            features[run.method], histories[run.method] = result.features, result.history
+    metrics: dict[str, Any] = {m: summarise_seeds(entries) for m, entries in per_seed.items() if entries}
+    for method in metrics:
+        if method != Method.NONE and Method.NONE in metrics:
+            metrics[method][PAIRED_KEY] = paired_comparison(per_seed[method], per_seed[str(Method.NONE)])
+        if len(seeds) > 1:
+            report(summary_line(f"{method} (mean of {len(seeds)} seeds)", metrics[method]))
     metrics["chance"] = 1.0 / len(index)
     metrics["sites"] = list(index)
     metrics["unseen_site"] = held_out
+    metrics["seeds"] = list(seeds)
     metrics["settings"] = settings.to_dict()
     metrics.update(extras.metrics)
     write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)
@@ -310,6 +415,29 @@ def compare_methods(
                                                               index, extras))
     report(f"report written to {html}")
     return metrics
+
+
+def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, settings: CompareSettings, out: Path,
+          progress: bool) -> list[_Run]:
+    """The (method, seed) training runs, seed by seed; ComBat follows each ``none`` run."""
+    seeds = settings.seed_values()
+    trained = [m for m in settings.methods if m in TRAINED_METHODS]
+    one_at_a_time = Workers(jobs=settings.jobs).jobs_for(len(seeds) * len(trained)) == 1
+    runs = []
+    for seed in seeds:
+        for method in trained:
+            files: list[Path] = []
+            if settings.save_models:
+                files += [out / MODELS_DIR / f"{method}.pt"] if seed == seeds[0] else []
+                files += [out / MODELS_DIR / f"{method}_seed{seed}.pt"] if len(seeds) > 1 else []
+            runs.append(_Run(
+                method=str(method), seed=seed, training=replace(settings.run_settings(method, len(index)), seed=seed),
+                frame=frame, held_out=held_out, index=index, permutations=settings.permutations,
+                combat=method == Method.NONE and Method.COMBAT in settings.methods,
+                combat_unseen=settings.combat_unseen, model_files=tuple(files), keep_features=seed == seeds[0],
+                progress=progress and one_at_a_time,
+            ))
+    return runs
 
 
 def _combat_sentence(combat: Mapping[str, Any], held_out: str) -> str:
@@ -329,25 +457,29 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
     """Figures, comparison table (Markdown, JSON) and the self-contained report.html."""
     from harmonize.audit import plots
     from harmonize.audit.report import write_comparison_table, write_report
+    from harmonize.audit.verdict import comparison_verdict
 
     methods = {k: v for k, v in metrics.items() if isinstance(v, dict) and "site_probe_bacc" in v}
     chance = metrics["chance"]
+    seeds = settings.seed_values()
     figures = out / FIGURES_DIR
+    bars = "Site probe and age error" + (" (means; error bars: 95 % t-interval over seeds)" if len(seeds) > 1 else "")
     pngs: dict[str, Any] = {
-        "Site probe and age error": plots.comparison_bar_plot(methods, figures / "comparison.png", chance=chance),
+        bars: plots.comparison_bar_plot(methods, figures / "comparison.png", chance=chance),
         "Age error per site": plots.per_site_error_plot(methods, figures / "per_site_error.png"),
     }
     if features:
         title = "Features of held-out scans" + (" (the unseen site in grey)" if held_out else "")
+        title += f" (seed {seeds[0]})" if len(seeds) > 1 else ""
         pngs[title] = plots.embedding_grid(features, figures / "embeddings.png", site_names=list(index),
-                                           seed=settings.training.seed)
+                                           seed=seeds[0])
     trained = {k: h for k, h in histories.items() if h}
     if trained:
         pngs["Domain head during training"] = plots.training_curves_plot(trained, figures / "training.png",
                                                                           chance=chance)
     pngs.update(extras.plots)
     write_comparison_table(methods, out / "comparison.md", out / "comparison.json", chance=chance)
-    notes = [*extras.notes, *READING_NOTES]
+    notes = [*extras.notes, _seeds_sentence(seeds), *READING_NOTES]
     first = next(iter(methods.values()), {})
     notes.append(f"Held-out scans of the training sites {list(index)}: {first.get('n_subjects', 0)} (val + test).")
     if held_out is not None:
@@ -358,4 +490,16 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
     if methods.get(Method.COMBAT, {}).get("age_probe_note"):
         notes.append(f"ComBat's age R\u00b2 from features: {methods[Method.COMBAT]['age_probe_note']}.")
     return write_report(out, methods, chance, plots=pngs, recon_table=extras.recon_table, title=extras.title,
-                        notes=notes)
+                        notes=notes, verdict=comparison_verdict(methods))
+
+
+def _seeds_sentence(seeds: Sequence[int]) -> str:
+    """How many seeds the figures come from, for the report."""
+    if len(seeds) == 1:
+        return (f"Each method was trained on one seed ({seeds[0]}): a run on another seed, or on another CPU, can move "
+                "these figures by more than the methods differ. Compare with --seeds 3 or more.")
+    return (f"Each method was trained on {len(seeds)} seeds ({', '.join(map(str, seeds))}), the same for every method "
+            "(ComBat on each seed's 'none' network). A figure in the table is the mean over seeds with its 95 % "
+            "t-interval in brackets; metrics.json holds every seed's figures (per_seed) and, per method, the "
+            "difference from 'none' and its paired t-test p-value over seeds (vs_none). Features and training "
+            f"curves are the first seed's ({seeds[0]}).")

@@ -75,6 +75,9 @@ class DemoSettings:
         unseen_site: the site kept out of training and scored as a new scanner (``last``, ``none`` or a name).
         permutations: label permutations of the site probes' p-values.
         seed: seed of everything.
+        seeds: how many seeds every brain-age method trains on (``seed``, ``seed + 1``, ...;
+            :class:`~harmonize.workflows.compare.CompareSettings`).
+        jobs: brain-age training runs at once, each in its own process.
     """
 
     sites: int = defaults.DEMO_SITES
@@ -97,6 +100,8 @@ class DemoSettings:
     unseen_site: str = HeldOutSite.LAST
     permutations: int = defaults.PROBE_PERMUTATIONS
     seed: int = defaults.SEED
+    seeds: int = 1
+    jobs: int = 1
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -115,7 +120,8 @@ class DemoSettings:
                                     norm=self.norm, taps=self.taps, seed=self.seed)
         methods = tuple(self.methods) + ((Method.COMBAT,) if self.combat else ())
         return CompareSettings(methods=methods, training=training, dann_beta=self.dann_beta,
-                               unseen_site=self.unseen_site, permutations=self.permutations)
+                               unseen_site=self.unseen_site, permutations=self.permutations, seeds=self.seeds,
+                               jobs=self.jobs)
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrite: bool = False,
@@ -135,6 +141,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     from harmonize.workflows.compare import ComparisonExtras, compare_methods, run_stage
 
     settings = settings or DemoSettings()
+    compare = settings.compare_settings()  # checked before anything runs
     out = prepare_output_dir(out_dir, overwrite)
     started = time.perf_counter()
 
@@ -161,7 +168,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
         for row in recon.table:
             report(f"  {row['method']}: retain-test {row['bta_psnr']:.2f} dB, forget-test {row['kta_psnr']:.2f} dB, "
                    f"forget-train {row['ua_psnr']:.2f} dB, {row['seconds']:.1f} s")
-    metrics = compare_methods(prep.manifest, out, settings.compare_settings(), report=report, overwrite=True,
+    metrics = compare_methods(prep.manifest, out, compare, report=report, overwrite=True,
                               progress=True, extras=extras)
     metrics["seconds"] = time.perf_counter() - started
     path = write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)

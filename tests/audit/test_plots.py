@@ -17,6 +17,7 @@ from harmonize.audit.plots import (
     embedding_grid,
     embedding_plot,
     grouped_bar_plot,
+    interval_errors,
     per_site_error_plot,
     training_curves_plot,
 )
@@ -156,3 +157,21 @@ def test_comparison_bar_plot_draws_the_probe_floor(tmp_path: Path) -> None:
     # the dotted line at 0.6 and its legend entry are drawn in the left panel; the age panel is untouched
     width = plain.shape[1]
     assert changed[:, : width // 2].any() and not changed[:, int(0.55 * width) :].any()
+
+
+def test_interval_errors_below_and_above_each_bar() -> None:
+    errors = interval_errors([0.5, 0.3, np.nan, 0.4], [[0.4, 0.7], None, [0.1, 0.2], [0.45, 0.5]])
+    # a bar without an interval or a value gets none; an interval that misses its mean is clipped at the bar
+    np.testing.assert_allclose(errors, [[0.1, 0.0, 0.0, 0.0], [0.2, 0.0, 0.0, 0.1]])
+    assert interval_errors([0.5, 0.3], [None, None]) is None
+
+
+def test_comparison_bar_plot_draws_intervals(tmp_path: Path) -> None:
+    plain = _read(comparison_bar_plot(METRICS, tmp_path / "plain.png", chance=0.25), 1, 2)
+    with_ci = {k: {**v, "site_probe_bacc_ci": [v["site_probe_bacc"] - 0.1, v["site_probe_bacc"] + 0.05]}
+               for k, v in METRICS.items()}
+    with_ci["none"]["age_mae_ci"] = [4.0, 7.0]
+    drawn = _read(comparison_bar_plot(with_ci, tmp_path / "ci.png", chance=0.25), 1, 2)
+    changed = np.abs(plain - drawn).sum(axis=-1) > 0.1
+    width = plain.shape[1]
+    assert changed[:, : width // 2].any() and changed[:, width // 2 :].any()  # error bars in both panels

@@ -111,8 +111,9 @@ def test_report_html(tmp_path: Path, pngs: dict[str, Path]) -> None:
     for value in values:
         assert f">{value}<" in text, value
     assert "Site-probe bacc (chance 0.250)" in text
-    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site or adjusted probe: 6 more
-    assert text.count(f">{MISSING}<") == 12
+    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site, adjusted probe or site
+    # bias spread: 9 more
+    assert text.count(f">{MISSING}<") == 15
     # best cells highlighted
     assert '<td class="best">5.10</td>' in text and '<td class="best">0.270</td>' in text
     assert '<td class="best">20.60</td>' in text  # closest to the oracle's forget PSNR
@@ -275,3 +276,24 @@ def test_report_in_headless_browser(tmp_path: Path, pngs: dict[str, Path]) -> No
     result = _check_in_browser(browser, bad)
     assert result["n"] == 2 and result["broken"] == ["Embeddings <by site>"]
     assert len(result["errors"]) == 1 and result["errors"][0].startswith("resource data:image/png;base64,AAAA")
+
+
+def test_intervals_over_seeds_and_the_verdict(tmp_path: Path) -> None:
+    seeds = {
+        "none": {"site_probe_bacc": 0.45, "site_probe_bacc_ci": [0.40, 0.50], "age_mae": 5.0, "age_mae_ci": None,
+                 "chance": 0.25},
+        "unlearning": {"site_probe_bacc": 0.33, "site_probe_bacc_ci": [0.31, 0.35], "age_mae": 5.1, "chance": 0.25},
+    }
+    rows = metrics_table(seeds)
+    assert rows[0]["site_probe_bacc_ci"] == [0.40, 0.50] and rows[0]["age_mae_ci"] is None
+    assert "site_probe_bacc_ci" in rows[1] and "age_mae_ci" not in rows[1]
+    path = write_report(tmp_path, seeds, None, verdict="Unlearning <lowered> the site probe.")
+    text = path.read_text(encoding="utf-8")
+    assert '<td class="best">0.330 [0.310, 0.350]</td>' in text and ">0.450 [0.400, 0.500]<" in text
+    assert ">5.00<" in text  # no interval: the mean alone
+    assert "mean [95 % t-interval over seeds]" in text
+    verdict = text.index('<p class="verdict">Unlearning &lt;lowered&gt; the site probe.</p>')
+    assert verdict < text.index("<h2>Harmonisation methods</h2>")
+    md, _ = write_comparison_table(seeds, tmp_path / "t.md", tmp_path / "t.json")
+    assert "| **0.330 [0.310, 0.350]** |" in md.read_text()
+    assert "mean [95 % t-interval" not in write_report(tmp_path / "plain", METRICS, 0.25).read_text()

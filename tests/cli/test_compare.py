@@ -12,8 +12,11 @@ TINY = ["--epochs", "1", "--channels", "8,8,8,8", "--permutations", "0"]
 def test_compare_writes_the_table(tiny_cohort, tmp_path):
     out = tmp_path / "out"
     assert main(["-q", "compare", "--manifest", str(tiny_cohort), "--out", str(out), "--methods", "none,combat",
-                 "--unseen-site", "site1", *TINY]) == 0
+                 "--unseen-site", "site1", "--seeds", "2", *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seeds"] == [0, 1] and metrics["settings"]["jobs"] == 1
+    assert [s["seed"] for s in metrics["combat"]["per_seed"]] == [0, 1] and len(metrics["combat"]["age_mae_ci"]) == 2
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["none.pt", "none_seed0.pt", "none_seed1.pt"]
     assert metrics["unseen_site"] == "site1" and metrics["sites"] == ["site0", "site2"]
     assert metrics["settings"]["training"]["channels"] == [8, 8, 8, 8]
     assert metrics["settings"]["training"]["max_epochs"] == 1
@@ -33,3 +36,7 @@ def test_compare_errors(tiny_cohort, tmp_path, capsys):
     assert "'scanner9' is not a site of the manifest; its sites are ['site0', 'site1', 'site2']" in capsys.readouterr().err
     assert main([*args, "--combat-unseen", "drop"]) == 1
     assert "Argument 'combat_unseen'" in capsys.readouterr().err
+    assert main([*args, "--seeds", "0"]) == 1
+    assert "Argument 'seeds' must be >= 1 (the seeds each method trains on), got 0." in capsys.readouterr().err
+    assert main([*args, "--jobs", "0"]) == 1
+    assert "Argument 'jobs' must be an integer >= 1 (training runs at once), got 0." in capsys.readouterr().err

@@ -32,6 +32,23 @@ def test_demo_writes_metrics_for_every_method(demo_dir):
     assert (demo_dir / "preprocessed" / "manifest.csv").is_file()
 
 
+def test_demo_passes_seeds_and_jobs_to_the_comparison(monkeypatch, tmp_path, capsys):
+    import harmonize.workflows.demo as demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, settings, **kwargs: seen.append(settings))
+    assert main(["demo", "--out", str(tmp_path / "a"), "--quick", "--seeds", "3", "--jobs", "2", "--seed", "5"]) == 0
+    compare = seen[0].compare_settings()
+    assert (seen[0].seeds, seen[0].jobs, compare.jobs) == (3, 2, 2)
+    assert compare.seed_values() == (5, 6, 7)
+    assert main(["demo", "--out", str(tmp_path / "b"), "--quick"]) == 0
+    assert (seen[1].seeds, seen[1].jobs) == (1, 1)
+    monkeypatch.undo()
+    assert main(["demo", "--out", str(tmp_path / "c"), "--quick", "--seeds", "0"]) == 1
+    assert "Argument 'seeds' must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # refused before anything was written
+
+
 def test_demo_refuses_a_non_empty_output(demo_dir, capsys):
     assert main(["demo", "--out", str(demo_dir), "--quick"]) == 1
     err = capsys.readouterr().err

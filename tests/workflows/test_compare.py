@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
 from harmonize.workflows.brain_age import BrainAgeSettings
-from harmonize.workflows.compare import CompareSettings, _held_out_site, compare_methods
+from harmonize.workflows.compare import PAIRED_KEY, CompareSettings, _held_out_site, compare_methods
 from harmonize.workflows.model_file import load_model
 from harmonize.workflows.unlearning import UnlearningSettings
 
@@ -44,6 +45,22 @@ def test_every_method_is_scored_on_the_same_scans(compared):
     assert metrics["unlearning"]["domain_head_acc"] >= 0 and "domain_head_acc" not in metrics["none"]
     assert any(line.startswith("  unlearning: site probe") and "unseen-site MAE" in line for line in lines)
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics, default=str))
+    for method in METHODS:  # the per-site offsets of the held-out scans of the training sites, and their spread
+        offsets = metrics[method]["site_mean_signed_error"]
+        assert sorted(offsets) == ["site0", "site2"]
+        assert metrics[method]["site_bias_spread"] == pytest.approx(max(offsets.values()) - min(offsets.values()))
+
+
+def test_one_seed_keeps_the_shape_of_several(compared):
+    _, metrics, _ = compared
+    assert metrics["seeds"] == [0]
+    for method in METHODS:
+        m = metrics[method]
+        assert len(m["per_seed"]) == 1 and m["per_seed"][0]["seed"] == 0
+        assert m["site_probe_bacc"] == m["per_seed"][0]["site_probe_bacc"] and m["site_probe_bacc_ci"] is None
+        assert (PAIRED_KEY in m) == (method != "none")
+    assert metrics["unlearning"][PAIRED_KEY]["age_mae"] == {
+        "difference": pytest.approx(metrics["unlearning"]["age_mae"] - metrics["none"]["age_mae"]), "p": None}
 
 
 def test_combat_passes_the_unseen_site_through(compared):
@@ -91,6 +108,75 @@ def test_table_and_report(compared):
         "comparison.png", "embeddings.png", "per_site_error.png", "training.png"]
 
 
+SEEDED = ("none", "unlearning", "combat")
+
+
+def _without_times(metrics):
+    """The figures that must repeat exactly: all but wall times (and the settings, which name the jobs)."""
+    if isinstance(metrics, dict):
+        return {k: _without_times(v) for k, v in metrics.items() if k not in ("seconds", "seconds_ci", "settings")}
+    if isinstance(metrics, list):
+        return [_without_times(v) for v in metrics]
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def seeded(tiny_cohort, tmp_path_factory):
+    """Two seeds, one job after another, and the same in two worker processes."""
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path_factory.mktemp(f"seeds_jobs{jobs}")
+        settings = CompareSettings(methods=SEEDED, training=_training(), unseen_site=UNSEEN, permutations=5, seeds=2,
+                                   jobs=jobs)
+        runs[jobs] = (out, compare_methods(tiny_cohort, out, settings, report=lambda line: None))
+    return runs
+
+
+def test_one_seed_gives_identical_metrics_twice(compared, seeded):
+    # seed 0 trained and audited again in this process, beside seed 1 and without DANN: the very same figures
+    _, single, _ = compared
+    _, several = seeded[1]
+    for method in SEEDED:
+        assert _without_times(several[method]["per_seed"][0]) == _without_times(single[method]["per_seed"][0])
+
+
+def test_jobs_do_not_change_the_metrics(seeded):
+    (_, one_by_one), (_, parallel) = seeded[1], seeded[2]
+    assert parallel["settings"]["jobs"] == 2
+    assert _without_times(parallel) == _without_times(one_by_one)
+
+
+def test_figures_over_seeds(seeded):
+    out, metrics = seeded[1]
+    assert metrics["seeds"] == [0, 1]
+    for method in SEEDED:
+        m = metrics[method]
+        assert [entry["seed"] for entry in m["per_seed"]] == [0, 1]
+        probes = [entry["site_probe_bacc"] for entry in m["per_seed"]]
+        assert m["site_probe_bacc"] == pytest.approx(sum(probes) / 2)
+        half = 12.7062047 * abs(probes[0] - probes[1]) / 2  # t(0.975, 1 df) * sd / sqrt 2, sd = |a - b| / sqrt 2
+        assert m["site_probe_bacc_ci"] == pytest.approx([m["site_probe_bacc"] - half, m["site_probe_bacc"] + half])
+        assert m["n_subjects"] == 4
+    none, unlearning = metrics["none"]["per_seed"], metrics["unlearning"]["per_seed"]
+    differences = [u["age_mae"] - n["age_mae"] for u, n in zip(unlearning, none)]
+    paired = metrics["unlearning"][PAIRED_KEY]["age_mae"]
+    assert paired["difference"] == pytest.approx(sum(differences) / 2)
+    # paired t-test with 1 df: t = mean / (|d1 - d2| / 2), p = 1 - 2 atan(|t|) / pi
+    t = (sum(differences) / 2) / (abs(differences[0] - differences[1]) / 2)
+    assert paired["p"] == pytest.approx(1 - 2 * math.atan(abs(t)) / math.pi)
+    assert sorted(p.name for p in (out / "models").iterdir()) == [
+        "none.pt", "none_seed0.pt", "none_seed1.pt", "unlearning.pt", "unlearning_seed0.pt", "unlearning_seed1.pt"]
+    assert load_model(out / "models" / "none_seed1.pt").settings.seed == 1
+    assert load_model(out / "models" / "none.pt").settings.seed == 0
+    text = (out / "report.html").read_text()
+    verdict = text[text.index('<p class="verdict">'):]
+    assert verdict.startswith(('<p class="verdict">Over 2 seeds the numbers do not support',
+                               '<p class="verdict">Unlearning '))
+    assert "paired p" in verdict[:600]
+    assert f">{metrics['none']['site_probe_bacc']:.3f} [" in text
+    assert "error bars: 95 % t-interval over seeds" in text
+
+
 def test_combat_refusal_is_recorded(tiny_cohort, tmp_path):
     settings = CompareSettings(methods=("none", "combat"), training=_training(), unseen_site=UNSEEN,
                                combat_unseen="error", permutations=0, save_models=False)
@@ -109,6 +195,14 @@ def test_settings_errors(tiny_cohort, tmp_path):
         CompareSettings(methods="none,unlearnin")
     with pytest.raises(ConfigError, match="Argument 'combat_unseen'"):
         CompareSettings(combat_unseen="drop")
+    with pytest.raises(ConfigError, match=r"Argument 'seeds' must be >= 1 \(the seeds each method trains on\), got 0"):
+        CompareSettings(seeds=0)
+    with pytest.raises(ConfigError, match=r"'seeds': give at least one seed, each once; got \[3, 3\] \(\[3\] twice\)"):
+        CompareSettings(seeds=[3, 3])
+    with pytest.raises(ConfigError, match=r"Argument 'jobs' must be an integer >= 1 \(training runs at once\), got 0"):
+        CompareSettings(jobs=0)
+    assert CompareSettings(seeds=3, training=_training()).seed_values() == (0, 1, 2)
+    assert CompareSettings(seeds=[7, 2]).seed_values() == (7, 2)
     settings = CompareSettings(methods="none, dann,none", training=_training(batch_size=8))
     assert settings.methods == ("none", "dann")
     run = settings.run_settings("dann", n_sites=3)

@@ -1,0 +1,60 @@
+"""Scanner offset of a brain-age network: the mean signed age error per site and its spread across sites.
+
+A network that reads age partly from the scanner (a shortcut the sites' age ranges invite when they only partly
+overlap) predicts too old on one scanner and too young on another. The mean signed error (prediction - age) of each
+site's held-out scans shows that offset, and ``site_bias_spread``, the largest minus the smallest of them (years),
+sums it up in one figure: 0 when no scanner shifts the predictions against another. The MAE does not show it: a
+shift of +2 y on one site and -2 y on another can leave it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from harmonize.errors import ConfigError
+
+__all__ = ["site_bias"]
+
+
+def site_bias(
+    predictions: np.ndarray,
+    ages: np.ndarray,
+    sites: np.ndarray,
+    site_names: Sequence[str],
+    mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The mean signed age error of each site's scans, and their spread across sites.
+
+    Args:
+        predictions: predicted age of each scan (years), shape ``(n,)`` or ``(n, 1)``.
+        ages: true age of each scan (years; NaN where unknown: that scan is left out).
+        sites: site index of each scan (into ``site_names``); scans of index < 0 (sites unseen in training) are
+            left out.
+        site_names: the name of each site index.
+        mask: the scans to use (boolean, ``(n,)``), e.g. those in the age range the sites share; default all.
+
+    Returns:
+        ``site_mean_signed_error`` (site name -> mean of prediction - age over its scans, years; sites without a
+        scan in ``mask`` are absent) and ``site_bias_spread`` (max - min of those means, years; ``None`` when
+        fewer than two sites have a scan).
+
+    Raises:
+        ConfigError: arrays of different lengths, or a site index without a name.
+    """
+    predictions = np.asarray(predictions, dtype=float).reshape(len(predictions), -1)
+    ages, sites = np.asarray(ages, dtype=float).reshape(-1), np.asarray(sites).reshape(-1)
+    keep = np.ones(len(ages), dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
+    lengths = {"predictions": len(predictions), "ages": len(ages), "sites": len(sites), "mask": len(keep)}
+    if len(set(lengths.values())) > 1 or predictions.shape[1] != 1:
+        raise ConfigError(f"site_bias: give one predicted age, age, site and mask entry per scan; got {lengths} "
+                          f"rows and {predictions.shape[1]} predictions per scan.")
+    if sites.size and sites.max() >= len(site_names):
+        raise ConfigError(f"site_bias: site index {int(sites.max())} has no name in site_names {list(site_names)}.")
+    error = predictions[:, 0] - ages
+    keep &= (sites >= 0) & np.isfinite(error)
+    means = {str(site_names[i]): float(error[keep & (sites == i)].mean()) for i in np.unique(sites[keep])}
+    spread = max(means.values()) - min(means.values()) if len(means) >= 2 else None
+    return {"site_mean_signed_error": means, "site_bias_spread": spread}

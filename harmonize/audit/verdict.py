@@ -1,0 +1,94 @@
+"""The one sentence a comparison report opens with: what the numbers over seeds support, and what they do not.
+
+:func:`comparison_verdict` reads the summaries of :func:`~harmonize.audit.seed_summary.summarise_seeds` (means,
+intervals, ``per_seed``) and the paired comparison with the baseline (``vs_none``) that ``harmonize compare``
+writes. It claims that a method changed the site probe only when the paired t-test over seeds gives
+p < :data:`ALPHA`; with one seed, or a larger p, it says plainly that the numbers do not support a difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harmonize.audit.seed_summary import CI_SUFFIX, PER_SEED
+
+__all__ = ["ALPHA", "BASELINE", "PREFERRED", "comparison_verdict", "format_p", "with_interval"]
+
+#: Paired p-value below which the verdict calls a difference supported.
+ALPHA = 0.05
+#: The method every other is set against.
+BASELINE = "none"
+#: The method the verdict speaks of when present (the project's claim); else the first other method.
+PREFERRED = "unlearning"
+#: Key of a method's paired comparison with the baseline.
+PAIRED = f"vs_{BASELINE}"
+#: A p-value below this is shown as ``< P_FLOOR``.
+P_FLOOR = 0.001
+#: Seeds to suggest when the numbers cannot support a difference.
+SUGGESTED_SEEDS = 3
+
+
+def with_interval(value: Any, interval: Sequence[float] | None, digits: int) -> str:
+    """``"0.33 [0.31, 0.35]"``: a value with its interval (just the value without one; ``n/a`` without a value)."""
+    if value is None:
+        return "n/a"
+    text = f"{float(value):.{digits}f}"
+    if interval is None or len(interval) != 2 or any(v is None for v in interval):
+        return text
+    return f"{text} [{float(interval[0]):.{digits}f}, {float(interval[1]):.{digits}f}]"
+
+
+def format_p(p: float | None) -> str:
+    """A p-value as text: ``p = 0.012``, ``p < 0.001`` or ``p n/a``."""
+    if p is None:
+        return "p n/a"
+    return f"p < {P_FLOOR}" if p < P_FLOOR else f"p = {p:.3f}"
+
+
+def _figure(metrics: Mapping[str, Any], key: str, digits: int = 2) -> str:
+    return with_interval(metrics.get(key), metrics.get(f"{key}{CI_SUFFIX}"), digits)
+
+
+def comparison_verdict(methods: Mapping[str, Mapping[str, Any]], method: str | None = None,
+                       alpha: float = ALPHA) -> str:
+    """One sentence on whether ``method`` changed the site probe against the baseline, at what cost in age error.
+
+    Args:
+        methods: summaries by method (``site_probe_bacc``, ``age_mae``, their ``_ci``, ``per_seed`` and, but for the
+            baseline, ``vs_none``), as ``harmonize compare`` writes them to ``metrics.json``.
+        method: the method to speak of (default: ``unlearning`` if compared, else the first other than ``none``).
+        alpha: the paired p-value below which a difference counts as supported.
+
+    Returns:
+        The sentence.
+    """
+    if BASELINE not in methods:
+        return (f"No network was trained without harmonisation ('{BASELINE}'), so these numbers cannot say whether "
+                f"any method changed anything; add '{BASELINE}' to the methods.")
+    others = [m for m in methods if m != BASELINE]
+    if not others:
+        return f"Only the baseline ('{BASELINE}') was trained: there is no method to compare it with."
+    method = method if method in others else (PREFERRED if PREFERRED in others else others[0])
+    ours, base = methods[method], methods[BASELINE]
+    seeds = len(ours.get(PER_SEED) or [None])
+    probe = ours.get(PAIRED, {}).get("site_probe_bacc", {})
+    mae = ours.get(PAIRED, {}).get("age_mae", {})
+    ratio = ""
+    if ours.get("age_mae") is not None and base.get("age_mae"):
+        ratio = f"{ours['age_mae'] / base['age_mae']:.2f}x the baseline's"
+    probes = (f"{_figure(base, 'site_probe_bacc')} without harmonisation, {_figure(ours, 'site_probe_bacc')} "
+              f"with {method}")
+    if seeds < 2:
+        cost = f", age MAE {ratio}" if ratio else ""
+        return (f"One seed per method: these numbers cannot support a difference between {method} and the baseline "
+                f"(site probe {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.")
+    p = probe.get("p")
+    mae_text = f"{ratio} (paired {format_p(mae.get('p'))})" if ratio else "not measured"
+    if p is not None and p < alpha and probe.get("difference"):
+        verb = "lowered" if probe["difference"] < 0 else "raised"
+        return (f"{method.capitalize()} {verb} the site probe from {_figure(base, 'site_probe_bacc')} to "
+                f"{_figure(ours, 'site_probe_bacc')} (paired {format_p(p)} over {seeds} seeds) at an age MAE of "
+                f"{mae_text}.")
+    return (f"Over {seeds} seeds the numbers do not support a difference in the site probe between {method} and the "
+            f"baseline ({probes}; paired {format_p(p)}); {method}'s age MAE is {mae_text}.")
