@@ -11,7 +11,9 @@ the bundle's separate runs (``train.json``, ``oracle.json``, ``unlearn.json``, `
 - loading the original model's weights with a message that says which config to run first
   (:func:`load_weights`);
 - recording a run's wall time and what each stage saw (:func:`write_run_record`), so that ``evaluate.json`` can
-  report the time of each method next to its PSNR and SSIM (:func:`evaluate_checkpoints`).
+  report the time of each method next to its PSNR and SSIM (:func:`evaluate_checkpoints`);
+- the files ``inference.json`` reconstructs and the check that it can start (:func:`inference_files`,
+  :func:`check_inference_inputs`).
 
 Xue et al., "Erase to Enhance: Data-Efficient Machine Unlearning in MRI Reconstruction" (MIDL 2024).
 """
@@ -47,10 +49,13 @@ from harmonize.workflows.recon_unlearning import (
 __all__ = [
     "EVALUATION_ORDER",
     "UNLEARN_METHODS",
+    "INFERENCE_SUFFIXES",
+    "check_inference_inputs",
     "checkpoint_name",
     "evaluate_checkpoints",
     "forget_stage",
     "has_finetune",
+    "inference_files",
     "load_weights",
     "method_stages",
     "read_run_record",
@@ -71,6 +76,8 @@ ORIGINAL_STEM = "model"
 #: Suffix of checkpoints and of run records.
 CHECKPOINT_SUFFIX = ".pt"
 RECORD_SUFFIX = ".json"
+#: Files ``inference.json`` reconstructs when it is given a folder (``dataset_dir``).
+INFERENCE_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 #: The name under which ignite stores a run's wall time in ``engine.state.times``.
 _COMPLETED = "COMPLETED"
 
@@ -262,3 +269,58 @@ def evaluate_checkpoints(
         write_json_atomic(result.files["json"], payload, indent=2)
         logger.info("Wrote %s", ", ".join(str(p) for p in result.files.values()))
     return result
+
+
+def inference_files(dataset_dir: str | os.PathLike | None, images: str | Sequence[str] | None = None) -> list[str]:
+    """The files ``inference.json`` reconstructs: ``images`` if given, else the NIfTI files in ``dataset_dir``.
+
+    Nothing is checked here, so that a config parses (and MONAI's property check runs) before any data exists;
+    :func:`check_inference_inputs` checks the list when the run starts.
+
+    Args:
+        dataset_dir: a folder whose ``*.nii`` and ``*.nii.gz`` files (not its subfolders) are reconstructed.
+        images: one path or a list of paths; overrides ``dataset_dir``.
+
+    Returns:
+        The paths, sorted when they come from the folder.
+    """
+    if images is not None:
+        return [str(images)] if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
+    folder = Path(dataset_dir) if dataset_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(INFERENCE_SUFFIXES))
+
+
+def check_inference_inputs(
+    files: Sequence[str], dataset_dir: str | os.PathLike | None, ckpt_path: str | os.PathLike
+) -> None:
+    """Check, before ``inference.json`` runs, that it has images to reconstruct and weights to do it with.
+
+    Args:
+        files: the images (:func:`inference_files`).
+        dataset_dir: the folder they came from (named in the message).
+        ckpt_path: the network's weights.
+
+    Raises:
+        ConfigError: listing every problem: no images, a missing or non-NIfTI image, missing weights (naming the
+            config that writes them).
+    """
+    problems = []
+    if not files:
+        problems.append(
+            f"No NIfTI images (*.nii, *.nii.gz) in dataset_dir={dataset_dir}: pass --dataset_dir <folder> or "
+            "--images \"['scan.nii.gz']\"."
+        )
+    problems += [f"{f}: no such file." for f in files if not Path(f).is_file()]
+    problems += [
+        f"{f}: not a NIfTI file (*.nii, *.nii.gz)." for f in files
+        if Path(f).is_file() and not f.lower().endswith(INFERENCE_SUFFIXES)
+    ]
+    if not Path(ckpt_path).is_file():
+        problems.append(
+            f"No model weights at {ckpt_path}: train them first (python -m monai.bundle run --config_file "
+            "configs/train.json, or unlearn.json for --method <m>) with the same bundle_root, or pass --ckpt_path."
+        )
+    if problems:
+        raise ConfigError("The reconstruction bundle cannot run inference.", problems=problems)

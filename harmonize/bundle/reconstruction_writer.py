@@ -1,0 +1,121 @@
+"""An evaluator handler that writes each reconstructed volume as NIfTI, on the input file's grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from harmonize.bundle._samples import as_samples, source_file
+from harmonize.errors import HarmonizeError
+from harmonize.io import atomic_write
+from harmonize.keys import Keys
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["ReconstructionWriter", "output_stem"]
+
+logger = logging.getLogger(__name__)
+
+#: Suffix of the written files.
+NIFTI_SUFFIX = ".nii.gz"
+#: Suffixes removed from an input's name to make the output's stem.
+_INPUT_SUFFIXES = (".nii.gz", ".nii")
+
+
+def output_stem(source: str | os.PathLike[str]) -> str:
+    """The name of an input file without its folder and NIfTI suffix (``scans/sub-01_T1w.nii.gz`` -> ``sub-01_T1w``)."""
+    name = Path(source).name
+    for suffix in _INPUT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+class ReconstructionWriter:
+    """Write ``<output_dir>/<input name>_<postfix>.nii.gz`` for every volume an evaluator reconstructs.
+
+    The prediction must already be back on the input's grid and intensity scale (the bundle's postprocessing
+    inverts the reorientation and restores the scale). It is written as float32 with the input file's affine and
+    spatial shape (a 2D input gives a 2D output), so it overlays the input in any viewer. Files are written
+    atomically; an input is never overwritten, and two inputs with the same name (from different folders) in one
+    run are refused rather than written over each other.
+
+    Args:
+        output_dir: folder of the written files (created).
+        postfix: added to the input's name.
+        pred_key: key of the reconstruction ``(1, *spatial)`` in the engine's output.
+        image_key: key of the input image in the batch (its metadata gives the file name, affine and shape).
+
+    Raises:
+        HarmonizeError: an output would overwrite an input or another output of the same run.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        postfix: str = "recon",
+        pred_key: str = "pred",
+        image_key: str = Keys.IMAGE.value,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.postfix = postfix
+        self.pred_key = pred_key
+        self.image_key = image_key
+        self.written: dict[Path, str] = {}
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the engine: write the reconstructions of every iteration."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.write_batch)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the files written so far."""
+        self.written = {}
+
+    def path_of(self, source: str | os.PathLike[str]) -> Path:
+        """Where the reconstruction of an input file is written."""
+        return self.output_dir / f"{output_stem(source)}_{self.postfix}{NIFTI_SUFFIX}"
+
+    def write_batch(self, engine: Engine) -> None:
+        """Write the reconstructions of the engine's current batch."""
+        for sample, out in zip(as_samples(engine.state.batch), as_samples(engine.state.output), strict=True):
+            image = sample[self.image_key]
+            meta = getattr(image, "meta", None) or {}
+            affine = meta.get("original_affine", meta.get("affine"))
+            if affine is None:
+                raise ValueError("The input image has no affine in its metadata: load it with MONAI's LoadImaged.")
+            shape = tuple(int(s) for s in torch.as_tensor(meta.get("spatial_shape", image.shape[1:])).flatten())
+            pred = torch.as_tensor(out[self.pred_key]).detach().cpu().float()
+            self.write(source_file(image), pred.reshape(shape).numpy(), np.asarray(torch.as_tensor(affine).cpu()))
+
+    def write(self, source: str, volume: np.ndarray, affine: np.ndarray) -> Path:
+        """Write one reconstruction with the given affine and return its path.
+
+        Raises:
+            HarmonizeError: the path is the input itself, or another input of this run was written there.
+        """
+        path = self.path_of(source)
+        if source and path.resolve() == Path(source).resolve():
+            raise HarmonizeError(f"The reconstruction of {source} would overwrite it: choose another output_dir.")
+        if path in self.written:
+            raise HarmonizeError(
+                f"{self.written[path]} and {source} have the same name, so both reconstructions would be written to "
+                f"{path}: rename one, or reconstruct them in separate runs with different output_dir."
+            )
+        image = nib.Nifti1Image(volume.astype(np.float32), affine.astype(np.float64))
+        image.header.set_xyzt_units("mm")
+        image.set_qform(image.affine, code=1)
+        image.set_sform(image.affine, code=1)
+        atomic_write(path, lambda tmp: nib.save(image, tmp))
+        self.written[path] = source
+        logger.info("Reconstructed %s -> %s", source, path)
+        return path
