@@ -69,7 +69,8 @@ class ReconUNet(nn.Module):
     ``channels[0]`` feature maps and a 1x1 convolution ``head`` maps them to the correction; with ``residual``
     the head starts at zero, so the network starts as the identity (the zero-filled image) and the SSIM loss
     does not start saturated on a dark background. Inputs whose size is not a multiple of the total stride
-    (:attr:`multiple`, 8 by default) are padded (by replication) and the output is cropped back.
+    (:attr:`multiple`, 8 by default), or smaller than twice it, are padded (by replication) and the output is cropped
+    back; at least two multiples leave the deepest level more than one pixel, which instance normalisation needs.
 
     The network is TorchScript-scriptable (``torch.jit.script``, as ``monai.bundle ckpt_export`` does by default):
     the padding is computed from the input's shape at run time, so an exported model takes any image size. A
@@ -129,7 +130,7 @@ class ReconUNet(nn.Module):
         pads: list[int] = []  # F.pad order: last dimension first, (before, after) each
         needed = False
         for size in spatial:
-            total = (self.multiple - size % self.multiple) % self.multiple
+            total = max((self.multiple - size % self.multiple) % self.multiple, 2 * self.multiple - size)
             pads = [total // 2, total - total // 2] + pads
             needed = needed or total > 0
         if needed:

@@ -22,8 +22,8 @@ from harmonize.recon.fastmri import (
     fastmri_splits,
     read_fastmri_volume,
 )
-from harmonize.recon.magnitude_input import CheckMagnitudeImaged
 from harmonize.recon.kspace import SimulateKspaced, image_to_kspace, kspace_to_image
+from harmonize.recon.magnitude_input import CheckMagnitudeImaged
 from harmonize.recon.phantoms import (
     Ellipsoid,
     ellipse_slice,

@@ -80,16 +80,16 @@ class CheckMagnitudeImaged(MapTransform):
             bad = int((~torch.isfinite(image)).sum())
             raise HarmonizeError(f"{name}: {bad} voxel(s) are NaN or infinite; a magnitude image has finite values.")
         top, bottom = float(image.max()), float(image.min())
-        if top <= 0:
-            raise HarmonizeError(
-                f"{name}: the image is empty (maximum {top:g}): there is nothing to reconstruct. Check that the file "
-                "holds the scan and not a mask or a blank volume."
-            )
-        if bottom < -NEGATIVE_TOLERANCE * top:
+        if bottom < -NEGATIVE_TOLERANCE * max(top, 0.0):
             raise HarmonizeError(
                 f"{name}: values range from {bottom:g} to {top:g}, but a magnitude MR image is non-negative (values "
                 f"below -{NEGATIVE_TOLERANCE:g} x the maximum are refused). Give the magnitude image, not a phase "
                 "map, a CT (Hounsfield units) or an intensity-normalised (z-scored) scan."
+            )
+        if top <= 0:
+            raise HarmonizeError(
+                f"{name}: the image is empty (maximum {top:g}): there is nothing to reconstruct. Check that the file "
+                "holds the scan and not a mask or a blank volume."
             )
         image = image.clamp(min=0.0) if bottom < 0 else image
         return image.unsqueeze(-1) if image.ndim == STACK_DIMS else image
