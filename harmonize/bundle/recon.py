@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harmonize.bundle.reconstruction_writer import ReconstructionWriter
 from harmonize.errors import ConfigError
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.io import write_json_atomic, write_text_atomic
@@ -293,7 +294,11 @@ def inference_files(dataset_dir: str | os.PathLike | None, images: str | Sequenc
 
 
 def check_inference_inputs(
-    files: Sequence[str], dataset_dir: str | os.PathLike | None, ckpt_path: str | os.PathLike
+    files: Sequence[str],
+    dataset_dir: str | os.PathLike | None,
+    ckpt_path: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    postfix: str = "recon",
 ) -> None:
     """Check, before ``inference.json`` runs, that it has images to reconstruct and weights to do it with.
 
@@ -301,10 +306,13 @@ def check_inference_inputs(
         files: the images (:func:`inference_files`).
         dataset_dir: the folder they came from (named in the message).
         ckpt_path: the network's weights.
+        output_dir: where :class:`~harmonize.bundle.reconstruction_writer.ReconstructionWriter` writes; if given,
+            no output may replace an input and no two inputs may share a name.
+        postfix: the writer's postfix.
 
     Raises:
-        ConfigError: listing every problem: no images, a missing or non-NIfTI image, missing weights (naming the
-            config that writes them).
+        ConfigError: listing every problem: no images, a missing or non-NIfTI image, an output that would replace
+            an input or another output, missing weights (naming the config that writes them).
     """
     problems = []
     if not files:
@@ -317,6 +325,20 @@ def check_inference_inputs(
         f"{f}: not a NIfTI file (*.nii, *.nii.gz)." for f in files
         if Path(f).is_file() and not f.lower().endswith(INFERENCE_SUFFIXES)
     ]
+    if output_dir is not None:
+        writer = ReconstructionWriter(output_dir, postfix=postfix)
+        inputs = {Path(f).resolve(): f for f in files}
+        outputs: dict[Path, str] = {}
+        for f in files:
+            target = writer.path_of(f)
+            if target.resolve() in inputs:
+                problems.append(
+                    f"{f}: its reconstruction would replace the input {inputs[target.resolve()]}: choose another "
+                    "output_dir."
+                )
+            if target in outputs:
+                problems.append(f"{outputs[target]} and {f} have the same name: both would be written to {target}.")
+            outputs.setdefault(target, f)
     if not Path(ckpt_path).is_file():
         problems.append(
             f"No model weights at {ckpt_path}: train them first (python -m monai.bundle run --config_file "

@@ -44,8 +44,9 @@ class ReconstructionWriter:
     The prediction must already be back on the input's grid and intensity scale (the bundle's postprocessing
     inverts the reorientation and restores the scale). It is written as float32 with the input file's affine and
     spatial shape (a 2D input gives a 2D output), so it overlays the input in any viewer. Files are written
-    atomically; an input is never overwritten, and two inputs with the same name (from different folders) in one
-    run are refused rather than written over each other.
+    atomically; two inputs with the same name (from different folders) in one run are refused rather than written
+    over each other (:func:`harmonize.bundle.recon.check_inference_inputs` checks this, and that no output would
+    replace an input, before the run).
 
     Args:
         output_dir: folder of the written files (created).
@@ -54,7 +55,7 @@ class ReconstructionWriter:
         image_key: key of the input image in the batch (its metadata gives the file name, affine and shape).
 
     Raises:
-        HarmonizeError: an output would overwrite an input or another output of the same run.
+        HarmonizeError: an output would overwrite another output of the same run.
     """
 
     def __init__(
@@ -101,11 +102,9 @@ class ReconstructionWriter:
         """Write one reconstruction with the given affine and return its path.
 
         Raises:
-            HarmonizeError: the path is the input itself, or another input of this run was written there.
+            HarmonizeError: another input of this run was written there.
         """
         path = self.path_of(source)
-        if source and path.resolve() == Path(source).resolve():
-            raise HarmonizeError(f"The reconstruction of {source} would overwrite it: choose another output_dir.")
         if path in self.written:
             raise HarmonizeError(
                 f"{self.written[path]} and {source} have the same name, so both reconstructions would be written to "
