@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import ignite.distributed as idist
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, run
 
@@ -207,6 +208,7 @@ def test_multi_gpu_train_runs_as_one_gloo_process(tmp_path: Path, monkeypatch: p
         flow.run()
     finally:
         flow.finalize()
+    assert not torch.distributed.is_initialized() and idist.get_world_size() == 1  # nothing left for later tests
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert set(state) == set(tiny_network(0).state_dict())  # no "module." prefix
     record = json.loads((tmp_path / "models" / "model.json").read_text())
