@@ -1,4 +1,9 @@
-"""An evaluator handler that writes each reconstructed volume as NIfTI, on the input file's grid."""
+"""Evaluator handlers that write reconstructions: NIfTI on the input file's grid, or fastMRI HDF5 volumes.
+
+- :class:`ReconstructionWriter`: one NIfTI per input volume (``inference.json``).
+- :class:`FastMRIReconstructionWriter`: one HDF5 file per fastMRI input, its slices gathered into a
+  ``reconstruction`` dataset as in fastMRI's submissions (``inference_fastmri.json``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 import torch
+from monai.utils import optional_import
 
 from harmonize.bundle._samples import as_samples, source_file
 from harmonize.errors import HarmonizeError
@@ -19,14 +25,20 @@ from harmonize.keys import Keys
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["ReconstructionWriter", "output_stem"]
+h5py, _ = optional_import("h5py")
+
+__all__ = ["FastMRIReconstructionWriter", "ReconstructionWriter", "output_stem"]
 
 logger = logging.getLogger(__name__)
 
 #: Suffix of the written files.
 NIFTI_SUFFIX = ".nii.gz"
+#: Suffix of fastMRI files.
+H5_SUFFIX = ".h5"
+#: The dataset of a fastMRI file that holds the reconstruction (fastMRI's submission format).
+RECONSTRUCTION_DATASET = "reconstruction"
 #: Suffixes removed from an input's name to make the output's stem.
-_INPUT_SUFFIXES = (".nii.gz", ".nii")
+_INPUT_SUFFIXES = (".nii.gz", ".nii", H5_SUFFIX)
 
 
 def output_stem(source: str | os.PathLike[str]) -> str:
@@ -118,3 +130,75 @@ class ReconstructionWriter:
         self.written[path] = source
         logger.info("Reconstructed %s -> %s", source, path)
         return path
+
+
+class FastMRIReconstructionWriter:
+    """Write ``<output_dir>/<input name>.h5`` with a ``reconstruction`` dataset ``(slices, H, W)`` per fastMRI file.
+
+    An evaluator over :class:`~harmonize.recon.fastmri.FastMRISliceDataset` sees one slice per sample; this handler
+    gathers the slices of each file (by ``id_key`` and ``slice_key``) and writes every file when the evaluator's
+    epoch completes, in slice order, as float32 on the file's intensity scale (the bundle's postprocessing restores
+    it). The name is the input's, as fastMRI's challenge expects, so ``output_dir`` must not be the input folder
+    (:func:`harmonize.bundle.recon.check_inference_inputs` checks). Files are written atomically.
+
+    Args:
+        output_dir: folder of the written files (created).
+        pred_key: key of the reconstruction ``(1, H, W)`` in the engine's output.
+        id_key: key of the file's id (its name without ``.h5``) in the batch.
+        slice_key: key of the slice index in the batch.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        pred_key: str = "pred",
+        id_key: str = Keys.VOLUME_ID.value,
+        slice_key: str = Keys.SLICE_INDEX.value,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.pred_key = pred_key
+        self.id_key = id_key
+        self.slice_key = slice_key
+        self.slices: dict[str, dict[int, np.ndarray]] = {}
+        self.written: list[Path] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the engine: gather slices every iteration, write the files when the epoch completes."""
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.gather_batch)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_all)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the gathered slices and the written files."""
+        self.slices = {}
+        self.written = []
+
+    def path_of(self, source: str | os.PathLike[str]) -> Path:
+        """Where the reconstruction of an input file is written."""
+        return self.output_dir / f"{output_stem(source)}{H5_SUFFIX}"
+
+    def gather_batch(self, engine: Engine) -> None:
+        """Keep the reconstructed slices of the engine's current batch."""
+        for sample, out in zip(as_samples(engine.state.batch), as_samples(engine.state.output), strict=True):
+            pred = torch.as_tensor(out[self.pred_key]).detach().cpu().float()
+            self.add(str(sample[self.id_key]), int(sample[self.slice_key]), pred.reshape(pred.shape[-2:]).numpy())
+
+    def add(self, volume_id: str, slice_index: int, image: np.ndarray) -> None:
+        """Keep one reconstructed slice ``(H, W)``."""
+        self.slices.setdefault(volume_id, {})[slice_index] = image
+
+    def write_all(self, engine: Engine | None = None) -> list[Path]:
+        """Write every gathered file and return the paths."""
+        for volume_id, slices in self.slices.items():
+            volume = np.stack([slices[s] for s in sorted(slices)]).astype(np.float32)
+            path = self.output_dir / f"{volume_id}{H5_SUFFIX}"
+
+            def write(tmp: Path, volume: np.ndarray = volume) -> None:
+                with h5py.File(tmp, "w") as f:
+                    f.create_dataset(RECONSTRUCTION_DATASET, data=volume)
+
+            self.written.append(atomic_write(path, write))
+            logger.info("Reconstructed %s (%d slices) -> %s", volume_id, len(slices), path)
+        return self.written

@@ -12,6 +12,7 @@ from monai.engines import SupervisedTrainer
 
 from harmonize.bundle.recon import (
     EVALUATION_ORDER,
+    FASTMRI_SUFFIXES,
     UNLEARN_METHODS,
     check_inference_inputs,
     checkpoint_name,
@@ -25,6 +26,7 @@ from harmonize.bundle.recon import (
     record_name,
     write_run_record,
 )
+from harmonize.bundle.reconstruction_writer import ReconstructionWriter
 from harmonize.errors import ConfigError
 from harmonize.handlers import MachineUnlearningHandler
 from harmonize.io import TMP_GLOB
@@ -182,6 +184,8 @@ def test_inference_files_from_a_folder_or_a_list(tmp_path: Path) -> None:
     assert inference_files(tmp_path, images="x.nii.gz") == ["x.nii.gz"]
     assert inference_files(tmp_path, images=["y.nii", Path("z.nii")]) == ["y.nii", "z.nii"]
     assert inference_files(tmp_path / "missing") == [] and inference_files(None) == []
+    (tmp_path / "file1000.H5").write_bytes(b"")
+    assert inference_files(tmp_path, suffixes=FASTMRI_SUFFIXES) == [str(tmp_path / "file1000.H5")]
 
 
 def test_check_inference_inputs_lists_every_problem(tmp_path: Path) -> None:
@@ -194,18 +198,19 @@ def test_check_inference_inputs_lists_every_problem(tmp_path: Path) -> None:
         check_inference_inputs([str(tmp_path / "gone.nii"), str(tmp_path / "scan.png")], tmp_path, tmp_path / "x.pt")
     assert err.value.problems == [
         f"{tmp_path / 'gone.nii'}: no such file.",
-        f"{tmp_path / 'scan.png'}: not a NIfTI file (*.nii, *.nii.gz).",
+        f"{tmp_path / 'scan.png'}: not one of the file types this config reads (*.nii, *.nii.gz).",
         f"No model weights at {tmp_path / 'x.pt'}: train them first (python -m monai.bundle run --config_file "
         "configs/train.json, or unlearn.json for --method <m>) with the same bundle_root, or pass --ckpt_path.",
     ]
     a, a_recon = tmp_path / "data" / "a.nii.gz", tmp_path / "data" / "a_recon.nii.gz"
     other = tmp_path / "other" / "a.nii"
     with pytest.raises(ConfigError) as err:
-        check_inference_inputs([str(a), str(a_recon), str(other)], tmp_path, weights, tmp_path / "data")
+        check_inference_inputs([str(a), str(a_recon), str(other)], tmp_path, weights,
+                               ReconstructionWriter(tmp_path / "data"))
     assert err.value.problems[-3:] == [
         f"{a}: its reconstruction would replace the input {a_recon}: choose another output_dir.",
         f"{other}: its reconstruction would replace the input {a_recon}: choose another output_dir.",
         f"{a} and {other} have the same name: both would be written to {tmp_path / 'data' / 'a_recon.nii.gz'}.",
     ]
-    with pytest.raises(ConfigError, match=r"No NIfTI images \(\*.nii, \*.nii.gz\) in dataset_dir=/nowhere"):
-        check_inference_inputs([], "/nowhere", weights)
+    with pytest.raises(ConfigError, match=r"No input files \(\*.h5\) in dataset_dir=/nowhere"):
+        check_inference_inputs([], "/nowhere", weights, suffixes=FASTMRI_SUFFIXES)

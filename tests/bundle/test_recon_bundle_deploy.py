@@ -1,4 +1,5 @@
-"""Deploying the reconstruction bundle: inference.json on any image size, ckpt_export, multi_gpu_train.json.
+"""Deploying the reconstruction bundle: inference.json (NIfTI) and inference_fastmri.json (HDF5) on any image size,
+ckpt_export, multi_gpu_train.json.
 
 The network is tiny (about 10k parameters, total stride 8); inference reads NIfTI files written here, and the
 weights are either a fresh network's (its zero head makes it the identity: output = zero-filled input) or a
@@ -12,12 +13,14 @@ import json
 import socket
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 import ignite.distributed as idist
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, run
+from monai.networks.blocks.fft_utils_t import fftn_centered_t, ifftn_centered_t
 
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import TMP_GLOB
@@ -159,8 +162,65 @@ def test_bad_inputs_are_refused_naming_the_file(tmp_path: Path) -> None:
     assert f"No model weights at {tmp_path / 'elsewhere' / 'models' / 'model.pt'}" in str(cause)
     with pytest.raises(RuntimeError) as err:
         infer(tmp_path, dataset_dir=str(tmp_path / "empty"))
-    assert "No NIfTI images (*.nii, *.nii.gz) in dataset_dir=" in str(harmonize_error(err.value))
+    assert "No input files (*.nii, *.nii.gz) in dataset_dir=" in str(harmonize_error(err.value))
     assert not (tmp_path / "eval").exists()
+
+
+def _fastmri_file(path: Path, with_target: bool, seed: int) -> np.ndarray:
+    """A single-coil fastMRI file (3 slices of 24 x 20): a training-set layout (target, max) or a test-set one
+    (a mask of sampled lines, no target). Returns the complex images."""
+    rng = np.random.default_rng(seed)
+    images = (rng.random((3, 24, 20)) * np.exp(1j * rng.random((3, 24, 20)))).astype(np.complex64)
+    kspace = _kspace_of(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        if with_target:
+            target = np.abs(images)[:, 4:20, 2:18]
+            f.create_dataset("kspace", data=kspace)
+            f.create_dataset("reconstruction_esc", data=target)
+            f.attrs["max"] = float(target.max())
+        else:
+            mask = np.zeros(20, dtype=bool)
+            mask[::3] = mask[8:12] = True
+            f.create_dataset("kspace", data=kspace * mask)
+            f.create_dataset("mask", data=mask)
+    return images
+
+
+def test_fastmri_files_are_reconstructed_to_hdf5(tmp_path: Path) -> None:
+    """inference_fastmri.json: a challenge test file (its own mask, no target) and a training file (the training
+    mask, cropped to its 16 x 16 target); with the identity network the output is the zero-filled magnitude."""
+    save_weights(tmp_path, "model.pt", tiny_network(0, perturbed=False))
+    test_images = _fastmri_file(tmp_path / "h5" / "file_test.h5", with_target=False, seed=0)
+    _fastmri_file(tmp_path / "h5" / "file_train.h5", with_target=True, seed=1)
+    config = [INFERENCE, str(CONFIGS / "inference_fastmri.json")]
+    flow = ConfigWorkflow(config_file=config, meta_file=META, workflow_type="infer", logging_file=False,
+                          bundle_root=str(tmp_path), dataset_dir=str(tmp_path / "h5"), device="cpu", **NETWORK)
+    flow.initialize()
+    assert flow.check_properties() == []
+    assert len(flow.dataset) == 6
+    run(config_file=config, meta_file=META, logging_file=False, bundle_root=str(tmp_path), device="cpu",
+        dataset_dir=str(tmp_path / "h5"), **NETWORK)
+    out = tmp_path / "eval" / "reconstructions"
+    with h5py.File(out / "file_test.h5", "r") as f:
+        recon = f["reconstruction"][()]
+    mask = np.zeros(20, dtype=bool)
+    mask[::3] = mask[8:12] = True
+    kspace = torch.view_as_real(torch.from_numpy(_kspace_of(test_images) * mask))
+    expected = np.abs(torch.view_as_complex(ifftn_centered_t(kspace, spatial_dims=2).contiguous()).numpy())
+    assert recon.dtype == np.float32 and recon.shape == (3, 24, 20)
+    np.testing.assert_allclose(recon, expected, rtol=1e-4, atol=1e-5)
+    with h5py.File(out / "file_train.h5", "r") as f:
+        assert f["reconstruction"].shape == (3, 16, 16)
+    with pytest.raises(RuntimeError) as err:
+        run(config_file=config, meta_file=META, logging_file=False, bundle_root=str(tmp_path), device="cpu",
+            dataset_dir=str(tmp_path / "h5"), output_dir=str(tmp_path / "h5"), **NETWORK)
+    assert "its reconstruction would replace the input" in str(harmonize_error(err.value))
+
+
+def _kspace_of(images: np.ndarray) -> np.ndarray:
+    stacked = torch.view_as_real(torch.from_numpy(images))
+    return torch.view_as_complex(fftn_centered_t(stacked, spatial_dims=2).contiguous()).numpy()
 
 
 def test_ckpt_export_scripts_a_model_that_takes_any_size(tmp_path: Path) -> None:

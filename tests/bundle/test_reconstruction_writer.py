@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
 
-from harmonize.bundle.reconstruction_writer import ReconstructionWriter, output_stem
+from harmonize.bundle.reconstruction_writer import (
+    FastMRIReconstructionWriter,
+    ReconstructionWriter,
+    output_stem,
+)
 from harmonize.errors import HarmonizeError
 from harmonize.io import TMP_GLOB
 
@@ -31,6 +36,7 @@ def _engine(sources: list[str], preds: list[torch.Tensor], shapes: list[tuple[in
 def test_output_stem() -> None:
     assert output_stem("/data/sub-01_T1w.nii.gz") == "sub-01_T1w"
     assert output_stem("scan.NII") == "scan" and output_stem("a.b.img") == "a.b"
+    assert output_stem("/fastmri/file1000.h5") == "file1000"
 
 
 def test_writes_float32_volumes_with_the_input_affine_and_shape(tmp_path: Path) -> None:
@@ -56,3 +62,20 @@ def test_never_overwrites_another_output_of_the_run(tmp_path: Path) -> None:
     assert float(nib.load(first).get_fdata().max()) == 0.0
     writer.reset()
     assert writer.write("/b/sub.nii", np.ones((2, 2)), AFFINE) == first == tmp_path / "sub_rec.nii.gz"
+
+
+def test_fastmri_writer_gathers_slices_in_order_per_file(tmp_path: Path) -> None:
+    writer = FastMRIReconstructionWriter(tmp_path / "out")
+    preds = [torch.full((1, 3, 2), float(i)) for i in range(3)]
+    batch = [{"volume_id": "file2", "slice_index": 1}, {"volume_id": "file1", "slice_index": 0},
+             {"volume_id": "file2", "slice_index": 0}]
+    writer.gather_batch(SimpleNamespace(state=SimpleNamespace(batch=batch, output=[{"pred": p} for p in preds])))
+    assert writer.path_of("/data/file2.h5") == tmp_path / "out" / "file2.h5"
+    assert writer.write_all() == [tmp_path / "out" / "file2.h5", tmp_path / "out" / "file1.h5"]
+    with h5py.File(tmp_path / "out" / "file2.h5", "r") as f:
+        volume = f["reconstruction"][()]
+    assert volume.dtype == np.float32 and volume.shape == (2, 3, 2)
+    assert volume[:, 0, 0].tolist() == [2.0, 0.0]  # slice 0 (third sample), then slice 1 (first sample)
+    assert not list((tmp_path / "out").glob(TMP_GLOB))
+    writer.reset()
+    assert writer.slices == {} and writer.written == []
