@@ -22,6 +22,7 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, run
 from monai.networks.blocks.fft_utils_t import fftn_centered_t, ifftn_centered_t
 
+from harmonize.bundle import check_overrides
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import TMP_GLOB
 from harmonize.keys import Keys
@@ -273,3 +274,15 @@ def test_multi_gpu_train_runs_as_one_gloo_process(tmp_path: Path, monkeypatch: p
     assert set(state) == set(tiny_network(0).state_dict())  # no "module." prefix
     record = json.loads((tmp_path / "models" / "model.json").read_text())
     assert record["processes"] == 1 and record["stages"][0]["iterations"] == 2  # 8 slices, batches of 4
+
+
+def test_documented_inference_ids_exist() -> None:
+    """The ids the README tells a user to override, in each inference config (a typo is rejected)."""
+    ids = {"bundle_root": ".", "dataset_dir": ".", "images": None, "method": "nl_ft", "ckpt_path": "m.pt",
+           "output_dir": ".", "seed": 1, "mask_type": "random", "acceleration": 8.0, "center_fraction": 0.04,
+           "postfix": "r", "sw_batch_size": 2, **NETWORK}
+    check_overrides([INFERENCE], ids)
+    check_overrides([INFERENCE, str(CONFIGS / "inference_fastmri.json")], {**ids, "crop": [320, 320]})
+    check_overrides([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")], {"max_epochs": 1})
+    with pytest.raises(ConfigError, match="'acceleraton': did you mean 'acceleration'"):
+        check_overrides([INFERENCE], {"acceleraton": 8.0})
