@@ -46,6 +46,7 @@ class Keys(StrEnum):
     - ``HAS_LABEL``: whether a sample carries a task label (semi-supervised training).
     - ``VOLUME_ID``, ``SLICE_INDEX``: which volume a 2D reconstruction slice comes from, and where (metrics are
       computed per volume, as in fastMRI).
+    - ``SCALE``: the factor a reconstruction input was divided by, to put its output back on the input's scale.
     - ``TISSUES``: partial-volume tissue probability maps (CSF, GM, WM channels) of a synthetic subject.
     """
 
@@ -65,6 +66,7 @@ class Keys(StrEnum):
     HAS_LABEL = "has_label"
     VOLUME_ID = "volume_id"
     SLICE_INDEX = "slice_index"
+    SCALE = "scale"
     TISSUES = "tissues"
 
 

@@ -11,7 +11,9 @@ the bundle's separate runs (``train.json``, ``oracle.json``, ``unlearn.json``, `
 - loading the original model's weights with a message that says which config to run first
   (:func:`load_weights`);
 - recording a run's wall time and what each stage saw (:func:`write_run_record`), so that ``evaluate.json`` can
-  report the time of each method next to its PSNR and SSIM (:func:`evaluate_checkpoints`).
+  report the time of each method next to its PSNR and SSIM (:func:`evaluate_checkpoints`);
+- the files ``inference.json`` and ``inference_fastmri.json`` reconstruct and the check that they can start
+  (:func:`inference_files`, :func:`check_inference_inputs`).
 
 Xue et al., "Erase to Enhance: Data-Efficient Machine Unlearning in MRI Reconstruction" (MIDL 2024).
 """
@@ -47,10 +49,14 @@ from harmonize.workflows.recon_unlearning import (
 __all__ = [
     "EVALUATION_ORDER",
     "UNLEARN_METHODS",
+    "FASTMRI_SUFFIXES",
+    "INFERENCE_SUFFIXES",
+    "check_inference_inputs",
     "checkpoint_name",
     "evaluate_checkpoints",
     "forget_stage",
     "has_finetune",
+    "inference_files",
     "load_weights",
     "method_stages",
     "read_run_record",
@@ -71,6 +77,10 @@ ORIGINAL_STEM = "model"
 #: Suffix of checkpoints and of run records.
 CHECKPOINT_SUFFIX = ".pt"
 RECORD_SUFFIX = ".json"
+#: Files ``inference.json`` reconstructs when it is given a folder (``dataset_dir``); ``inference_fastmri.json``
+#: reads :data:`FASTMRI_SUFFIXES`.
+INFERENCE_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+FASTMRI_SUFFIXES: tuple[str, ...] = (".h5",)
 #: The name under which ignite stores a run's wall time in ``engine.state.times``.
 _COMPLETED = "COMPLETED"
 
@@ -262,3 +272,85 @@ def evaluate_checkpoints(
         write_json_atomic(result.files["json"], payload, indent=2)
         logger.info("Wrote %s", ", ".join(str(p) for p in result.files.values()))
     return result
+
+
+def inference_files(
+    dataset_dir: str | os.PathLike | None,
+    images: str | Sequence[str] | None = None,
+    suffixes: Sequence[str] = INFERENCE_SUFFIXES,
+) -> list[str]:
+    """The files an inference config reconstructs: ``images`` if given, else the matching files in ``dataset_dir``.
+
+    Nothing is checked here, so that a config parses (and MONAI's property check runs) before any data exists;
+    :func:`check_inference_inputs` checks the list when the run starts.
+
+    Args:
+        dataset_dir: a folder whose files ending in one of ``suffixes`` (not its subfolders) are reconstructed.
+        images: one path or a list of paths; overrides ``dataset_dir``.
+        suffixes: the file suffixes taken from ``dataset_dir`` (any case); NIfTI by default, ``(".h5",)`` for fastMRI.
+
+    Returns:
+        The paths, sorted when they come from the folder.
+    """
+    if images is not None:
+        return [str(images)] if isinstance(images, (str, os.PathLike)) else [str(p) for p in images]
+    folder = Path(dataset_dir) if dataset_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    wanted = tuple(s.lower() for s in suffixes)
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(wanted))
+
+
+def check_inference_inputs(
+    files: Sequence[str],
+    dataset_dir: str | os.PathLike | None,
+    ckpt_path: str | os.PathLike,
+    writer: Any = None,
+    suffixes: Sequence[str] = INFERENCE_SUFFIXES,
+) -> None:
+    """Check, before an inference config runs, that it has images to reconstruct and weights to do it with.
+
+    Args:
+        files: the images (:func:`inference_files`).
+        dataset_dir: the folder they came from (named in the message).
+        ckpt_path: the network's weights.
+        writer: the config's writer (its ``path_of(input)`` gives each output's path): if given, no output may
+            replace an input and no two inputs may share an output.
+        suffixes: the file types the config reads.
+
+    Raises:
+        ConfigError: listing every problem: no images, a missing image or one of another type, an output that would
+            replace an input or another output, missing weights (naming the config that writes them).
+    """
+    kinds = ", ".join(f"*{s}" for s in suffixes)
+    problems = []
+    if not files:
+        problems.append(
+            f"No input files ({kinds}) in dataset_dir={dataset_dir}: pass --dataset_dir <folder> or "
+            "--images \"['<file>']\"."
+        )
+    problems += [f"{f}: no such file." for f in files if not Path(f).is_file()]
+    problems += [
+        f"{f}: not one of the file types this config reads ({kinds})." for f in files
+        if Path(f).is_file() and not f.lower().endswith(tuple(s.lower() for s in suffixes))
+    ]
+    if writer is not None:
+        inputs = {Path(f).resolve(): f for f in files}
+        outputs: dict[Path, str] = {}
+        for f in files:
+            target = Path(writer.path_of(f))
+            if target.resolve() in inputs:
+                problems.append(
+                    f"{f}: its reconstruction would replace the input {inputs[target.resolve()]}: choose another "
+                    "output_dir."
+                )
+            if target in outputs:
+                problems.append(f"{outputs[target]} and {f} have the same name: both would be written to {target}.")
+            outputs.setdefault(target, f)
+    if not Path(ckpt_path).is_file():
+        problems.append(
+            f"No model weights at {ckpt_path}: train them first (python -m monai.bundle run --config_file "
+            "configs/train.json, or unlearn.json for --method <m>) with the same bundle_root, or pass --ckpt_path."
+        )
+    if problems:
+        raise ConfigError("The reconstruction bundle cannot run inference.", problems=problems)

@@ -68,8 +68,13 @@ class ReconUNet(nn.Module):
     ``out = x + head(unet(x))`` (or without ``x`` when ``residual`` is false). MONAI's ``UNet`` returns
     ``channels[0]`` feature maps and a 1x1 convolution ``head`` maps them to the correction; with ``residual``
     the head starts at zero, so the network starts as the identity (the zero-filled image) and the SSIM loss
-    does not start saturated on a dark background. Inputs whose size is not a multiple of the total stride are
-    padded (by replication) and the output is cropped back.
+    does not start saturated on a dark background. Inputs whose size is not a multiple of the total stride
+    (:attr:`multiple`, 8 by default), or smaller than twice it, are padded (by replication) and the output is cropped
+    back; at least two multiples leave the deepest level more than one pixel, which instance normalisation needs.
+
+    The network is TorchScript-scriptable (``torch.jit.script``, as ``monai.bundle ckpt_export`` does by default):
+    the padding is computed from the input's shape at run time, so an exported model takes any image size. A
+    traced model would instead freeze the padding of the example it was traced with.
 
     Args:
         spatial_dims: 2 for slices.
@@ -122,14 +127,18 @@ class ReconUNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Refine zero-filled magnitudes ``(B, 1, *spatial)`` into reconstructions of the same shape."""
         spatial = x.shape[2:]
-        before = [((-size) % self.multiple) // 2 for size in spatial]
-        after = [(-size) % self.multiple - b for size, b in zip(spatial, before, strict=True)]
-        if not any(before) and not any(after):
-            out = self.head(self.unet(x))
-        else:
-            pads = [p for b, a in zip(reversed(before), reversed(after), strict=True) for p in (b, a)]  # last dim first
+        pads: list[int] = []  # F.pad order: last dimension first, (before, after) each
+        needed = False
+        for size in spatial:
+            total = max((self.multiple - size % self.multiple) % self.multiple, 2 * self.multiple - size)
+            pads = [total // 2, total - total // 2] + pads
+            needed = needed or total > 0
+        if needed:
             out = self.head(self.unet(F.pad(x, pads, mode="replicate")))
-            out = out[(..., *(slice(b, b + size) for b, size in zip(before, spatial, strict=True)))]
+            for dim, size in enumerate(spatial):  # crop back: pads[-2 - 2 * dim] is the dim's "before" pad
+                out = out.narrow(dim + 2, pads[len(pads) - 2 - 2 * dim], size)
+        else:
+            out = self.head(self.unet(x))
         return x + out if self.residual else out
 
 

@@ -7,6 +7,7 @@
 - :mod:`~harmonize.recon.phantoms`: Shepp-Logan and random-ellipsoid phantoms (forget domain).
 - :mod:`~harmonize.recon.slices`: retain/forget x train/test sample sets for the two scenarios.
 - :mod:`~harmonize.recon.fastmri`: fastMRI HDF5 files as the same samples.
+- :mod:`~harmonize.recon.magnitude_input`: checks of a user's magnitude image before bundle inference.
 """
 
 from harmonize.recon.brain_volumes import (
@@ -22,6 +23,7 @@ from harmonize.recon.fastmri import (
     read_fastmri_volume,
 )
 from harmonize.recon.kspace import SimulateKspaced, image_to_kspace, kspace_to_image
+from harmonize.recon.magnitude_input import CheckMagnitudeImaged
 from harmonize.recon.phantoms import (
     Ellipsoid,
     ellipse_slice,
@@ -41,19 +43,24 @@ from harmonize.recon.slices import (
     volume_items,
 )
 from harmonize.recon.undersample import (
+    RestoreScaled,
     UndersampleKspaced,
+    UndersampleVolumed,
     apply_kspace_mask,
     check_undersampling,
 )
 
 __all__ = [
     "BrainWarp",
+    "CheckMagnitudeImaged",
     "Ellipsoid",
     "FastMRISliceDataset",
     "KspaceSettings",
     "ReconSplits",
+    "RestoreScaled",
     "SimulateKspaced",
     "UndersampleKspaced",
+    "UndersampleVolumed",
     "anatomy_shift_splits",
     "apply_kspace_mask",
     "axial_slab",

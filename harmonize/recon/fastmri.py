@@ -11,7 +11,9 @@ A fastMRI file (Zbontar et al. 2018, https://fastmri.org/dataset) holds one volu
 
 :class:`FastMRISliceDataset` reads one slice at a time with h5py (a multi-coil volume is hundreds of MB) and
 returns the same sample dicts as :mod:`harmonize.recon.slices`: the zero-filled input is cropped to the target's
-size, as in fastMRI, and input and target are divided by the volume's ``max`` so the target lies in [0, 1].
+size, as in fastMRI, and input and target are divided by the volume's ``max`` so the target lies in [0, 1] (a
+challenge test file, with neither target nor ``max``, by its slice's zero-filled maximum); ``Keys.SCALE`` records
+the divisor, so that a reconstruction can be put back on the file's scale.
 :func:`read_fastmri_volume` reads a whole file with MONAI's
 :class:`~monai.apps.reconstruction.fastmri_reader.FastMRIReader`.
 """
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 TARGET_DATASETS: tuple[str, ...] = ("reconstruction_esc", FastMRIKeys.RECON)
 #: Suffix of fastMRI files.
 H5_SUFFIX = ".h5"
+#: Smallest scale a slice is divided by (an all-zero slice stays zero).
+_MIN_SCALE = 1e-12
 #: Dataset of the sampled lines in fastMRI test files.
 MASK_DATASET = FastMRIKeys.MASK
 
@@ -189,11 +193,15 @@ class FastMRISliceDataset(Dataset):
             ).set_random_state(seed=seed)
             sample = undersample({Keys.KSPACE: kspace})
         crop = self.crop or info.target_shape
-        scale = info.max if info.max and info.max > 0 else 1.0
         image = sample[Keys.IMAGE]
         if crop is not None:
             image = torch.as_tensor(CenterSpatialCrop(crop)(image))
+        if info.max and info.max > 0:
+            scale = info.max
+        else:  # no target and no "max" (a challenge test file): the slice's zero-filled maximum
+            scale = max(float(image.max()), _MIN_SCALE)
         sample[Keys.IMAGE] = image.float() / scale
+        sample[Keys.SCALE] = torch.tensor(scale, dtype=torch.float32)
         if target is not None:
             target_t = torch.from_numpy(target).unsqueeze(0)
             if crop is not None:

@@ -6,6 +6,9 @@ contrast) are always sampled. :class:`UndersampleKspaced` draws the mask with
 :class:`monai.apps.reconstruction.transforms.dictionary.EquispacedKspaceMaskd` or
 :class:`~monai.apps.reconstruction.transforms.dictionary.RandomKspaceMaskd` (the fastMRI masks: Zbontar et al.
 2018); :func:`apply_kspace_mask` applies a given mask (e.g. the one stored in a fastMRI test file).
+:class:`UndersampleVolumed` does the same slice by slice to a fully sampled magnitude volume (what the
+reconstruction bundle's ``inference.json`` reconstructs), and :class:`RestoreScaled` puts the reconstruction back
+on the input's intensity scale.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from monai.apps.reconstruction.transforms.dictionary import (
     EquispacedKspaceMaskd,
     RandomKspaceMaskd,
 )
+from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import FastMRIKeys
+from monai.utils.type_conversion import convert_to_dst_type
 from torch import Tensor
 
 from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
 from harmonize.keys import Keys, MaskType
+from harmonize.recon.kspace import SimulateKspaced
 
-__all__ = ["UndersampleKspaced", "apply_kspace_mask", "check_undersampling"]
+__all__ = ["RestoreScaled", "UndersampleKspaced", "UndersampleVolumed", "apply_kspace_mask", "check_undersampling"]
 
 #: Spatial dimensions of a 2D slice.
 SLICE_DIMS = 2
@@ -142,4 +148,94 @@ class UndersampleKspaced(RandomizableTransform, MapTransform):
             d[self.masked_key] = out[f"{key}_masked"]
             d[self.mask_key] = out[FastMRIKeys.MASK]
             d[self.image_key] = out[f"{key}_masked_ifft"].unsqueeze(0).float()  # (H, W) -> (1, H, W)
+        return d
+
+
+class UndersampleVolumed(MapTransform):
+    """Undersample every slice of a fully sampled magnitude volume as the training data were, and zero-fill.
+
+    The volume under ``keys`` (``(1, H, W, slices)``, slices along the last axis) is scaled so that its maximum is 1
+    (as :func:`~harmonize.recon.slices.volume_items` scales training volumes); each slice gets its k-space, a
+    Cartesian mask along the columns (W: the phase-encoding lines, as in training) and its zero-filled magnitude.
+    The zero-filled stack replaces the image (a MetaTensor keeps its metadata, so MONAI can invert the spatial
+    transforms before this one), the scaled fully sampled stack goes to ``target_key`` and the scale to
+    ``scale_key``. The masks come from ``seed`` alone: a volume gets the same masks whatever else is reconstructed.
+
+    Args:
+        keys: the magnitude volume's key (one key).
+        mask_type: ``equispaced`` or ``random``.
+        acceleration: undersampling factor ``R``.
+        center_fraction: fraction of central lines always kept.
+        seed: seed of the masks.
+        target_key: where to write the scaled fully sampled stack (``None`` to skip).
+        scale_key: where to write the scale (the volume's maximum) for :class:`RestoreScaled`.
+        allow_missing_keys: don't raise if the key is missing.
+
+    Raises:
+        ConfigError: more than one key, an unknown mask type, or impossible undersampling settings.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = Keys.IMAGE,
+        mask_type: MaskType | str = MaskType.EQUISPACED,
+        acceleration: float = defaults.RECON_ACCELERATION,
+        center_fraction: float = defaults.RECON_CENTER_FRACTION,
+        seed: int = defaults.SEED,
+        target_key: str | None = Keys.TARGET,
+        scale_key: str = Keys.SCALE,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ConfigError(f"UndersampleVolumed takes one image key, got keys={self.keys}.")
+        self.mask_type = check_option("mask_type", mask_type, MaskType)
+        check_undersampling(acceleration, center_fraction)
+        self.acceleration = float(acceleration)
+        self.center_fraction = float(center_fraction)
+        self.seed = int(seed)
+        self.target_key = target_key
+        self.scale_key = scale_key
+
+    def __call__(self, data: Mapping[Hashable, Tensor]) -> dict[Hashable, Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            volume = d[key]
+            if volume.ndim != 4 or volume.shape[0] != 1:
+                raise ValueError(f"UndersampleVolumed expects (1, H, W, slices), got shape {tuple(volume.shape)}.")
+            full = torch.as_tensor(volume).detach().float()
+            scale = full.max().clamp(min=1e-12)
+            full = full / scale
+            simulate = SimulateKspaced(keys=Keys.IMAGE, target_key=None)
+            undersample = UndersampleKspaced(
+                mask_type=self.mask_type, acceleration=self.acceleration, center_fraction=self.center_fraction
+            ).set_random_state(seed=self.seed)
+            slices = [
+                undersample(simulate({Keys.IMAGE: full[..., s]}))[Keys.IMAGE] for s in range(full.shape[-1])
+            ]
+            zero_filled = torch.stack(slices, dim=-1).to(full)
+            d[key] = convert_to_dst_type(zero_filled, volume, dtype=torch.float32)[0]
+            if self.target_key is not None:
+                d[self.target_key] = convert_to_dst_type(full, volume, dtype=torch.float32)[0]
+            d[self.scale_key] = scale
+        return d
+
+
+class RestoreScaled(MapTransform):
+    """Multiply an image by the scale :class:`UndersampleVolumed` divided its input by (back to input units).
+
+    Args:
+        keys: the image(s) to rescale, e.g. the prediction.
+        scale_key: the key of the scale.
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    def __init__(self, keys: KeysCollection, scale_key: str = Keys.SCALE, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scale_key = scale_key
+
+    def __call__(self, data: Mapping[Hashable, Tensor]) -> dict[Hashable, Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key] * torch.as_tensor(d[self.scale_key]).to(d[key].device, torch.float32)
         return d

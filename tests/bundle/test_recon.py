@@ -12,17 +12,21 @@ from monai.engines import SupervisedTrainer
 
 from harmonize.bundle.recon import (
     EVALUATION_ORDER,
+    FASTMRI_SUFFIXES,
     UNLEARN_METHODS,
+    check_inference_inputs,
     checkpoint_name,
     evaluate_checkpoints,
     forget_stage,
     has_finetune,
+    inference_files,
     load_weights,
     method_stages,
     read_run_record,
     record_name,
     write_run_record,
 )
+from harmonize.bundle.reconstruction_writer import ReconstructionWriter
 from harmonize.errors import ConfigError
 from harmonize.handlers import MachineUnlearningHandler
 from harmonize.io import TMP_GLOB
@@ -170,3 +174,43 @@ def test_evaluate_checkpoints(tmp_path: Path, splits) -> None:
         evaluate_checkpoints(tiny_net(3), models, splits, methods=["oracle"])
     with pytest.raises(ConfigError, match=r"No checkpoint for \['original', 'oracle'"):
         evaluate_checkpoints(tiny_net(3), tmp_path, splits)
+
+
+def test_inference_files_from_a_folder_or_a_list(tmp_path: Path) -> None:
+    for name in ("b.nii.gz", "a.nii", "notes.txt", "c.NII.GZ"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.nii.gz").mkdir()  # a folder is not a file
+    assert inference_files(tmp_path) == [str(tmp_path / n) for n in ("a.nii", "b.nii.gz", "c.NII.GZ")]
+    assert inference_files(tmp_path, images="x.nii.gz") == ["x.nii.gz"]
+    assert inference_files(tmp_path, images=["y.nii", Path("z.nii")]) == ["y.nii", "z.nii"]
+    assert inference_files(tmp_path / "missing") == [] and inference_files(None) == []
+    (tmp_path / "file1000.H5").write_bytes(b"")
+    assert inference_files(tmp_path, suffixes=FASTMRI_SUFFIXES) == [str(tmp_path / "file1000.H5")]
+
+
+def test_check_inference_inputs_lists_every_problem(tmp_path: Path) -> None:
+    image, weights = tmp_path / "a.nii.gz", tmp_path / "model.pt"
+    image.write_bytes(b"")
+    weights.write_bytes(b"")
+    check_inference_inputs([str(image)], tmp_path, weights)  # nothing to report
+    (tmp_path / "scan.png").write_bytes(b"")
+    with pytest.raises(ConfigError) as err:
+        check_inference_inputs([str(tmp_path / "gone.nii"), str(tmp_path / "scan.png")], tmp_path, tmp_path / "x.pt")
+    assert err.value.problems == [
+        f"{tmp_path / 'gone.nii'}: no such file.",
+        f"{tmp_path / 'scan.png'}: not one of the file types this config reads (*.nii, *.nii.gz).",
+        f"No model weights at {tmp_path / 'x.pt'}: train them first (python -m monai.bundle run --config_file "
+        "configs/train.json, or unlearn.json for --method <m>) with the same bundle_root, or pass --ckpt_path.",
+    ]
+    a, a_recon = tmp_path / "data" / "a.nii.gz", tmp_path / "data" / "a_recon.nii.gz"
+    other = tmp_path / "other" / "a.nii"
+    with pytest.raises(ConfigError) as err:
+        check_inference_inputs([str(a), str(a_recon), str(other)], tmp_path, weights,
+                               ReconstructionWriter(tmp_path / "data"))
+    assert err.value.problems[-3:] == [
+        f"{a}: its reconstruction would replace the input {a_recon}: choose another output_dir.",
+        f"{other}: its reconstruction would replace the input {a_recon}: choose another output_dir.",
+        f"{a} and {other} have the same name: both would be written to {tmp_path / 'data' / 'a_recon.nii.gz'}.",
+    ]
+    with pytest.raises(ConfigError, match=r"No input files \(\*.h5\) in dataset_dir=/nowhere"):
+        check_inference_inputs([], "/nowhere", weights, suffixes=FASTMRI_SUFFIXES)

@@ -29,13 +29,44 @@ def test_reset_parameters_keeps_the_head_at_zero() -> None:
     assert float(net.head.weight.detach().abs().sum()) == 0.0
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 30, 37), (2, 1, 16, 16), (1, 1, 9, 8)])
+@pytest.mark.parametrize("shape", [(1, 1, 30, 37), (2, 1, 16, 16), (1, 1, 9, 8), (1, 1, 1, 1), (1, 1, 8, 8)])
 def test_any_size_is_padded_and_cropped_back(shape: tuple[int, ...]) -> None:
-    net = ReconUNet(channels=(4, 8, 16), strides=(2, 2))
+    net = ReconUNet(channels=(4, 8, 16), strides=(2, 2)).eval()
     with torch.no_grad():
         net.head.weight.fill_(0.1)
     out = net(torch.rand(shape))
     assert out.shape == shape
+
+
+def test_padding_is_centred_replication_to_at_least_two_multiples() -> None:
+    """30 x 37 is padded to 32 x 40 (1 + 1 rows, 1 + 2 columns); 5 to 8 (two multiples of 4), by replication."""
+    net = ReconUNet(channels=(4, 8, 16), strides=(2, 2)).eval()
+    seen: list[torch.Tensor] = []
+    net.unet.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    x = torch.rand(1, 1, 30, 5)
+    net(x)
+    (padded,) = seen
+    assert padded.shape == (1, 1, 32, 8)
+    torch.testing.assert_close(padded[..., 1:31, 1:6], x, rtol=0, atol=0)
+    torch.testing.assert_close(padded[..., 0, 1:6], x[..., 0, :], rtol=0, atol=0)  # replicated first row
+    torch.testing.assert_close(padded[..., 1:31, 7], x[..., -1], rtol=0, atol=0)  # replicated last column
+    assert net.multiple == 4
+
+
+@pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (2, 1, 30, 37)), (2, (1, 1, 16, 16)), (3, (1, 1, 9, 8, 12))])
+def test_scripted_network_equals_eager_at_any_size(spatial_dims: int, shape: tuple[int, ...]) -> None:
+    """TorchScript (what ckpt_export writes) computes the padding at run time: same output at every size."""
+    torch.manual_seed(0)
+    net = ReconUNet(spatial_dims=spatial_dims, channels=(4, 8, 16), strides=(2, 2)).eval()
+    with torch.no_grad():
+        net.head.weight.normal_()
+    scripted = torch.jit.script(net)
+    for size in (shape, (*shape[:2], *(s + 3 for s in shape[2:]))):  # one script, two sizes
+        x = torch.rand(size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected, actual = net(x), scripted(x)
+        assert actual.shape == size and float((expected - x).abs().max()) > 0.1  # not the identity
+        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
 def test_non_residual_and_3d() -> None:

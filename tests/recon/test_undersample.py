@@ -9,7 +9,12 @@ import torch
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys, MaskType
 from harmonize.recon.kspace import image_to_kspace, kspace_to_image
-from harmonize.recon.undersample import UndersampleKspaced, apply_kspace_mask
+from harmonize.recon.undersample import (
+    RestoreScaled,
+    UndersampleKspaced,
+    UndersampleVolumed,
+    apply_kspace_mask,
+)
 
 COLUMNS = 64
 CASES = [(4.0, 0.08), (8.0, 0.04)]
@@ -92,3 +97,44 @@ def test_bad_settings_are_all_reported() -> None:
         UndersampleKspaced(acceleration=4, center_fraction=0.3)
     with pytest.raises(ConfigError, match="Argument 'mask_type'.*spiral"):
         UndersampleKspaced(mask_type="spiral")
+
+
+def _volume(shape: tuple[int, ...] = (1, 30, 37, 3)) -> torch.Tensor:
+    return 50 * torch.rand(shape, generator=torch.Generator().manual_seed(2))
+
+
+def test_undersample_volume_matches_the_slice_transform_and_restores_scale() -> None:
+    """Each slice is undersampled as UndersampleKspaced does (same seed, same mask sequence), after scaling to max 1."""
+    volume = _volume()
+    out = UndersampleVolumed(acceleration=4.0, center_fraction=0.08, seed=5)({Keys.IMAGE: volume})
+    scale = float(volume.max())
+    assert float(out[Keys.SCALE]) == pytest.approx(scale)
+    torch.testing.assert_close(out[Keys.TARGET], volume / scale)
+    single = UndersampleKspaced(acceleration=4.0, center_fraction=0.08).set_random_state(seed=5)
+    for s in range(volume.shape[-1]):
+        expected = single({Keys.KSPACE: image_to_kspace(volume[..., s] / scale)})[Keys.IMAGE]
+        torch.testing.assert_close(out[Keys.IMAGE][..., s], expected)
+    assert out[Keys.IMAGE].shape == volume.shape and out[Keys.IMAGE].dtype == torch.float32
+    error = float((out[Keys.IMAGE] - out[Keys.TARGET]).abs().mean())
+    assert 0.01 < error < 0.5  # undersampled: not the target, but close to it
+    # the same volume gives the same masks whatever was transformed before
+    transform = UndersampleVolumed(seed=5)
+    transform({Keys.IMAGE: _volume((1, 16, 16, 2))})
+    torch.testing.assert_close(transform({Keys.IMAGE: volume})[Keys.IMAGE], out[Keys.IMAGE])
+    restored = RestoreScaled(keys="pred")({"pred": out[Keys.TARGET], Keys.SCALE: out[Keys.SCALE]})
+    torch.testing.assert_close(restored["pred"], volume)
+
+
+def test_undersample_volume_keeps_metadata_and_rejects_bad_settings() -> None:
+    from monai.data import MetaTensor
+
+    volume = MetaTensor(_volume(), meta={"filename_or_obj": "scan.nii.gz"})
+    out = UndersampleVolumed(target_key=None)({Keys.IMAGE: volume})
+    assert isinstance(out[Keys.IMAGE], MetaTensor) and out[Keys.IMAGE].meta["filename_or_obj"] == "scan.nii.gz"
+    assert Keys.TARGET not in out
+    with pytest.raises(ValueError, match=r"expects \(1, H, W, slices\), got shape \(1, 30, 37\)"):
+        UndersampleVolumed()({Keys.IMAGE: volume[..., 0]})
+    with pytest.raises(ConfigError, match="takes one image key"):
+        UndersampleVolumed(keys=["a", "b"])
+    with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
+        UndersampleVolumed(acceleration=1.0)
