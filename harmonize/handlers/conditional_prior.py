@@ -29,16 +29,17 @@ class ConditionalPrior:
     the subject's age already does: the scanner is removed conditionally on age, on every subject, without picking
     an overlap range. On sites that share one age distribution the prior is close to uniform.
 
-    The estimate is ``p(c | a) = sum_j K(a - a_j) [c_j = c] / sum_j K(a - a_j)`` over the training values ``a_j``
-    with classes ``c_j``, with a Gaussian kernel ``K`` (Nadaraya-Watson). A sample whose value is missing (NaN)
-    gets the classes' overall frequencies.
+    The estimate is Bayes' rule over kernel density estimates, ``p(c | a) = n_c f_c(a) / sum_k n_k f_k(a)``, where
+    ``f_c`` is the density of the values of class ``c`` (Gaussian kernels of bandwidth ``h_c``) and ``n_c`` its count.
+    A sample whose value is missing (NaN), or far from every training value, gets the classes' overall frequencies.
 
     Args:
         values: the variable's training values (e.g. ages), one per training sample.
         classes: each training sample's class index in ``0..num_classes-1`` (e.g. its site).
         num_classes: number of classes of the domain head.
         key: batch key of the variable.
-        bandwidth: kernel standard deviation, in the variable's unit; default Silverman's rule on ``values``.
+        bandwidth: kernel standard deviation, in the variable's unit, for every class; default: Silverman's rule on
+            each class's own values (``1.06 * sd_c * n_c ** -0.2``), so a site's age window keeps its edges.
 
     Example::
 
@@ -64,12 +65,17 @@ class ConditionalPrior:
         v, c = v[keep], c[keep]
         if v.size < MIN_VALUES:
             raise ConfigError(f"ConditionalPrior: needs at least {MIN_VALUES} finite '{key}' values, got {v.size}.")
-        if bandwidth is None:
-            bandwidth = SILVERMAN_FACTOR * float(v.std()) * v.size ** -0.2
-        if not np.isfinite(bandwidth) or bandwidth <= 0:
+        if bandwidth is not None and not (np.isfinite(bandwidth) and bandwidth > 0):
             raise ConfigError(f"ConditionalPrior: bandwidth must be a finite number > 0, got {bandwidth}.")
-        self.key, self.num_classes, self.bandwidth = str(key), int(num_classes), float(bandwidth)
+        widths = np.ones(num_classes)
+        for k in range(num_classes):
+            own = v[c == k]
+            spread = SILVERMAN_FACTOR * float(own.std()) * max(own.size, 1) ** -0.2 if own.size > 1 else 0.0
+            widths[k] = bandwidth or (spread if spread > 0 else SILVERMAN_FACTOR * float(v.std()) * v.size ** -0.2)
+        self.key, self.num_classes = str(key), int(num_classes)
+        self.bandwidths = tuple(float(w) for w in widths)
         self._values = torch.as_tensor(v, dtype=torch.float32)
+        self._width = torch.as_tensor(widths[c], dtype=torch.float32)  # each training value's kernel width
         self._onehot = torch.nn.functional.one_hot(torch.as_tensor(c, dtype=torch.long), num_classes).float()
         self._overall = self._onehot.mean(dim=0)
 
@@ -78,11 +84,12 @@ class ConditionalPrior:
         if self.key not in batch:
             raise KeyError(f"ConditionalPrior: the batch has no key '{self.key}'; keys: {sorted(map(str, batch))}.")
         a = torch.as_tensor(batch[self.key]).reshape(-1, 1).float().cpu()
-        kernel = torch.exp(-0.5 * ((a - self._values) / self.bandwidth) ** 2)
+        kernel = torch.exp(-0.5 * ((a - self._values) / self._width) ** 2) / self._width
         prior = kernel @ self._onehot / kernel.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         known = torch.isfinite(a).reshape(-1, 1) & (kernel.sum(dim=1, keepdim=True) > 0)
         return torch.where(known, prior, self._overall.expand_as(prior))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(key={self.key!r}, num_classes={self.num_classes}, "
-                f"bandwidth={self.bandwidth:.3g}, n={self._values.numel()})")
+                f"bandwidths={[round(w, 3) for w in self.bandwidths]}, n={self._values.numel()})")
+

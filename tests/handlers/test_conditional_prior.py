@@ -23,12 +23,14 @@ def test_windows_give_their_site_and_the_shared_range_a_mixture() -> None:
     torch.testing.assert_close(p[1], torch.tensor([0.5, 0.5]), atol=0.02, rtol=0)
 
 
-def test_matches_the_kernel_formula() -> None:
-    ages, sites = np.array([10.0, 12.0, 20.0]), np.array([0, 1, 1])
-    p = ConditionalPrior(ages, sites, num_classes=3, bandwidth=2.0)({"age": torch.tensor([11.0])})
-    k = np.exp(-0.5 * ((11.0 - ages) / 2.0) ** 2)
-    expected = np.array([k[0], k[1] + k[2], 0.0]) / k.sum()
-    np.testing.assert_allclose(p.numpy()[0], expected, rtol=1e-5)
+def test_matches_bayes_rule_over_kernel_densities() -> None:
+    ages, sites = np.array([10.0, 12.0, 20.0, 30.0]), np.array([0, 1, 1, 0])
+    prior = ConditionalPrior(ages, sites, num_classes=3)
+    h = [1.06 * ages[sites == k].std() * 2 ** -0.2 for k in (0, 1)]
+    assert prior.bandwidths[:2] == pytest.approx(h)
+    density = [sum(np.exp(-0.5 * ((11.0 - a) / h[k]) ** 2) / h[k] for a in ages[sites == k]) for k in (0, 1)]
+    expected = np.array([density[0], density[1], 0.0]) / sum(density)
+    np.testing.assert_allclose(prior({"age": torch.tensor([11.0])}).numpy()[0], expected, rtol=1e-4)
 
 
 def test_missing_value_gets_the_overall_frequencies() -> None:
@@ -36,10 +38,13 @@ def test_missing_value_gets_the_overall_frequencies() -> None:
     torch.testing.assert_close(prior({"age": torch.tensor([float("nan")])})[0], torch.tensor([0.75, 0.25]))
 
 
-def test_default_bandwidth_is_silverman() -> None:
-    ages = np.arange(10.0)
-    prior = ConditionalPrior(ages, np.arange(10) % 2, num_classes=2)
-    assert prior.bandwidth == pytest.approx(1.06 * ages.std() * 10 ** -0.2)
+def test_overlapping_windows_keep_their_edges_and_share_the_middle() -> None:
+    rng = np.random.default_rng(0)
+    ages = np.concatenate([rng.uniform(20, 50, 100), rng.uniform(40, 70, 100)])
+    prior = ConditionalPrior(ages, np.repeat([0, 1], 100), num_classes=2)
+    p = prior({"age": torch.tensor([30.0, 45.0, 60.0])})
+    assert p[0, 0] > 0.95 and p[2, 1] > 0.95
+    assert 0.3 < float(p[1, 0]) < 0.7
 
 
 @pytest.mark.parametrize(
