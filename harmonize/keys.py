@@ -129,6 +129,8 @@ class Method(StrEnum):
     UNLEARNING = "unlearning"
     DANN = "dann"
     COMBAT = "combat"
+    ERASURE = "erasure"
+    UNLEARNING_ERASURE = "unlearning_erasure"
 
 
 class ReconMethod(StrEnum):

@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--manifest", required=True, metavar="CSV", help="the (preprocessed) manifest")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be empty or absent)")
     parser.add_argument("--methods", type=_methods, default=None, metavar="LIST",
-                        help="comma-separated methods to compare (default none,unlearning,dann,combat; combat needs "
-                             "none)")
+                        help="comma-separated methods to compare (default none,unlearning,dann,combat; also erasure; "
+                             "combat and erasure need none, unlearning_erasure needs unlearning)")
     parser.add_argument("--epochs", type=int, default=defaults.DEMO_EPOCHS, metavar="N",
                         help=f"training epochs of each network (default {defaults.DEMO_EPOCHS})")
     parser.add_argument("--channels", type=_channels, default=defaults.AGE_CHANNELS, metavar="C1,C2,...",

@@ -210,6 +210,7 @@ def audit_brain_age(
     permutations: int = defaults.PROBE_PERMUTATIONS,
     seed: int = defaults.SEED,
     splits: Sequence[str] = (Split.VAL, Split.TEST),
+    harmonise: Callable[[FeatureSet], FeatureSet] | None = None,
 ) -> tuple[dict[str, Any], FeatureSet]:
     """Probe and task figures of a model on the scans it did not train on (see the module docstring).
 
@@ -219,6 +220,8 @@ def audit_brain_age(
         permutations: label permutations of the site probe's p-value (0: no p-value).
         seed: seed of the probes' folds and permutations.
         splits: held-out splits of the training sites.
+        harmonise: a post-hoc harmonisation of the features that also predicts age from them (e.g. a fitted
+            :class:`~harmonize.audit.erasure.SiteEraser`), applied to every audited scan before it is measured.
 
     Returns:
         ``(metrics, features)``. ``metrics`` holds the keys of
@@ -237,6 +240,8 @@ def audit_brain_age(
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     seen, unseen = held_out_rows(frame, model.site_index, splits)
     features = brain_age_features(model, seen, tuple(splits))
+    if harmonise is not None:
+        features = harmonise(features)
     if features.predictions is None or features.predictions.reshape(len(features), -1).shape[1] != 1:
         shape = None if features.predictions is None else tuple(features.predictions.shape[1:])
         raise HarmonizeError(
@@ -248,6 +253,8 @@ def audit_brain_age(
     if unseen.empty:
         return metrics, features
     other = brain_age_features(model, unseen, ALL_SPLITS)
+    if harmonise is not None:
+        other = harmonise(other)
     error = np.abs(other.predictions.reshape(-1) - other.meta[Keys.AGE].astype(float))
     site_of = dict(zip(unseen[Keys.SUBJECT_ID].astype(str), unseen[Keys.SITE].astype(str)))
     names = np.array([site_of[str(subject)] for subject in other.meta[Keys.SUBJECT_ID]])

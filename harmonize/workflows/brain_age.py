@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from harmonize import defaults
+from harmonize.audit.erasure import SiteEraser
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
 from harmonize.audit.site_bias import site_bias
@@ -30,6 +31,7 @@ from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import (
+    ConditionalPrior,
     DomainUnlearningHandler,
     RandomRigidAugmentation,
     StopOnNonFiniteLoss,
@@ -384,41 +386,29 @@ def evaluate_combat(
     return metrics
 
 
-def evaluate_erasure(
-    model: BrainAgeModel,
-    manifest: str | Path | pd.DataFrame,
-    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
-    permutations: int = 0,
-    seed: int = defaults.SEED,
-    condition_on: str | None = Keys.AGE,
-) -> dict[str, Any]:
-    """LEACE erasure of the site from a trained network's features: fit on the training scans, erase held-out ones.
+def fit_site_eraser(
+    model: BrainAgeModel, manifest: str | Path | pd.DataFrame, condition_on: str | None = Keys.AGE
+) -> SiteEraser:
+    """LEACE erasure of the site from a trained network's features, fitted on its training scans.
 
     :class:`~harmonize.audit.erasure.SiteEraser` is fitted on the ``train`` rows' features of the model's taps,
-    with the site one-hot less ``p(site | condition_on)`` (:class:`~harmonize.handlers.ConditionalPrior`) so that
-    the features keep what age tells of the site; a ridge regression of age re-fitted on the erased training
-    features predicts the held-out scans' ages. Scans of a site unseen in training are erased too.
+    with the site one-hot less ``p(site | condition_on)`` (:class:`~harmonize.handlers.ConditionalPrior`), so that
+    the features keep what age tells of the site; a ridge regression of age is re-fitted on the erased training
+    features. Training rows of sites the model was not trained on are left out. Apply the result to held-out
+    features, e.g. ``audit_brain_age(model, manifest, harmonise=eraser)``.
 
     Args:
         condition_on: the training column the erasure is conditional on (``None``: erase the plain site).
     """
-    from harmonize.audit.erasure import SiteEraser
-    from harmonize.handlers import ConditionalPrior
-
-    start = time.perf_counter()
     train = brain_age_features(model, manifest, (Split.TRAIN,))
-    train = train.subset(train.meta[Keys.SITE] >= 0)  # the training rows of sites the model was trained on
-    scans = brain_age_features(model, manifest, splits)
+    train = train.subset(train.meta[Keys.SITE] >= 0)
     sites = train.meta[Keys.SITE].astype(int)
     prior = None
     if condition_on is not None:
         values = train.meta[condition_on].astype(float)
         fitted = ConditionalPrior(values, sites, len(model.site_index), key=condition_on)
         prior = fitted({condition_on: torch.as_tensor(values)}).numpy()
-    erased = SiteEraser(len(model.site_index)).fit(train, prior)(scans)
-    metrics = audit_feature_set(erased, list(model.site_index), permutations=permutations, seed=seed)
-    metrics["seconds"] = model.seconds + time.perf_counter() - start
-    return metrics
+    return SiteEraser(len(model.site_index)).fit(train, prior)
 
 
 def audit_feature_set(

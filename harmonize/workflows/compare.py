@@ -1,8 +1,9 @@
-"""Compare harmonisation methods on the same data: no unlearning, unlearning, DANN and ComBat, side by side.
+"""Compare harmonisation methods on the same data: no unlearning, unlearning, DANN, ComBat and erasure, side by side.
 
 :func:`compare_methods` (``harmonize compare``, and the last stage of ``harmonize demo``) trains the same brain-age
 network once per training method (``none``, ``unlearning``, ``dann``) and seed on the same scans, harmonises each
-seed's ``none`` network's features with ComBat (neuroHarmonize, age and sex protected), audits each with
+seed's ``none`` network's features with ComBat (neuroHarmonize, age and sex protected) and with LEACE erasure of the
+site conditional on age (``erasure``; ``unlearning_erasure`` erases the unlearned network's), audits each with
 :func:`~harmonize.workflows.audit.audit_brain_age` and writes, into the output folder:
 
 - ``metrics.json``: per method the audit figures (``site_probe_bacc``, ``site_probe_p``, ``age_mae``,
@@ -70,8 +71,11 @@ logger = logging.getLogger(__name__)
 
 #: Folder of the saved models in the output folder.
 MODELS_DIR = "models"
-#: Methods that train a network (ComBat harmonises the features of the ``none`` network after training).
+#: Methods that train a network.
 TRAINED_METHODS = (Method.NONE, Method.UNLEARNING, Method.DANN)
+#: Methods that harmonise a trained network's features afterwards, and the trained method whose network they take:
+#: ComBat and LEACE erasure (conditional on age) of the plain network's, and erasure as a last stage of unlearning.
+POSTHOC_METHODS = {Method.COMBAT: Method.NONE, Method.ERASURE: Method.NONE, Method.UNLEARNING_ERASURE: Method.UNLEARNING}
 #: Fewest training sites a comparison needs (a site probe and ComBat need two).
 MIN_TRAINING_SITES = 2
 #: Key of a method's paired comparison with the network trained without unlearning, in ``metrics.json``.
@@ -85,7 +89,8 @@ class CompareSettings:
     """What :func:`compare_methods` runs.
 
     Args:
-        methods: methods to compare: ``none``, ``unlearning``, ``dann``, ``combat`` (ComBat needs ``none``).
+        methods: methods to compare: ``none``, ``unlearning``, ``dann``, ``combat`` and ``erasure`` (both need
+            ``none``), ``unlearning_erasure`` (needs ``unlearning``).
         training: settings of every training run (network, epochs, taps, seed, ...); ``training.unlearning`` is
             the ``unlearning`` run's (its ``method`` is set per run). Default: the re-fitted adversary
             (:meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`), which removed more of
@@ -128,12 +133,13 @@ class CompareSettings:
         methods = [check_option("methods", m, Method) for m in self.methods]
         self.methods = tuple(dict.fromkeys(methods))
         if not self.methods:
-            raise ConfigError("Argument 'methods': give at least one of none, unlearning, dann, combat.")
-        if Method.COMBAT in self.methods and Method.NONE not in self.methods:
-            raise ConfigError(
-                "Argument 'methods': 'combat' harmonises the features of the network trained without unlearning; "
-                "add 'none' to the methods."
-            )
+            raise ConfigError(f"Argument 'methods': give at least one of {', '.join(map(str, Method))}.")
+        for method, base in POSTHOC_METHODS.items():
+            if method in self.methods and base not in self.methods:
+                raise ConfigError(
+                    f"Argument 'methods': '{method}' harmonises the features of the network trained with '{base}'; "
+                    f"add '{base}' to the methods."
+                )
         if isinstance(self.training, dict):
             self.training = BrainAgeSettings(**self.training)
         self.unseen_site = str(self.unseen_site)
@@ -291,7 +297,7 @@ class _Run:
     held_out: str | None
     index: CategoryIndex
     permutations: int
-    combat: bool
+    posthoc: tuple[str, ...]
     combat_unseen: str
     model_files: tuple[Path, ...]
     keep_features: bool
@@ -300,18 +306,18 @@ class _Run:
 
 @dataclass
 class _RunResult:
-    """What a run sends back: its figures, ComBat's (after ``none``), and the first seed's features and history."""
+    """What a run sends back: its figures, its post-hoc methods', and the first seed's features and history."""
 
     metrics: dict[str, Any]
-    combat: dict[str, Any] | None
+    posthoc: dict[str, dict[str, Any]]
     features: FeatureSet | None
     history: list
     seconds: float
 
 
 def _train_and_audit(run: _Run) -> _RunResult:
-    """Train one run, save its model, audit it (and ComBat on its features); a worker process's task."""
-    from harmonize.workflows.brain_age import evaluate_combat, train_brain_age
+    """Train one run, save its model, audit it (and its post-hoc methods); a worker process's task."""
+    from harmonize.workflows.brain_age import evaluate_combat, fit_site_eraser, train_brain_age
     from harmonize.workflows.model_file import save_model
 
     start = time.perf_counter()
@@ -321,15 +327,22 @@ def _train_and_audit(run: _Run) -> _RunResult:
     for path in run.model_files:
         save_model(model, path)
     metrics, features = audit_brain_age(model, frame, run.permutations, run.seed)
-    combat = None
-    if run.combat:
-        combat = evaluate_combat(model, training, permutations=run.permutations, seed=run.seed)
-        if held_out is not None:
-            combat.update(_combat_unseen(model, training, frame[frame[Keys.SITE].astype(str) == held_out], held_out,
-                                         run.combat_unseen))
-            if combat["unseen_site_mae"] is not None:
-                combat["age_mae_per_site"][f"{held_out}{UNSEEN_SUFFIX}"] = combat["unseen_site_mae"]
-    return _RunResult(metrics, combat, features if run.keep_features else None,
+    posthoc: dict[str, dict[str, Any]] = {}
+    for method in run.posthoc:
+        if method == Method.COMBAT:
+            combat = evaluate_combat(model, training, permutations=run.permutations, seed=run.seed)
+            if held_out is not None:
+                combat.update(_combat_unseen(model, training, frame[frame[Keys.SITE].astype(str) == held_out],
+                                             held_out, run.combat_unseen))
+                if combat["unseen_site_mae"] is not None:
+                    combat["age_mae_per_site"][f"{held_out}{UNSEEN_SUFFIX}"] = combat["unseen_site_mae"]
+            posthoc[method] = combat
+        else:  # LEACE erasure, conditional on age
+            started = time.perf_counter()
+            eraser = fit_site_eraser(model, training)
+            posthoc[method], _ = audit_brain_age(model, frame, run.permutations, run.seed, harmonise=eraser)
+            posthoc[method]["seconds"] = model.seconds + time.perf_counter() - started
+    return _RunResult(metrics, posthoc, features if run.keep_features else None,
                       model.history if run.keep_features else [], time.perf_counter() - start)
 
 
@@ -383,9 +396,8 @@ def compare_methods(
         label = run.method if len(seeds) == 1 else f"{run.method}, seed {run.seed}"
         report(f"[train {label}] done in {result.seconds:.1f} s")
         report(summary_line(label, result.metrics))
-        if result.combat is not None:
-            report(summary_line(Method.COMBAT if len(seeds) == 1 else f"{Method.COMBAT}, seed {run.seed}",
-                                result.combat))
+        for method, figures in result.posthoc.items():
+            report(summary_line(method if len(seeds) == 1 else f"{method}, seed {run.seed}", figures))
 
     results = workers.map(_train_and_audit, [(run,) for run in runs], done=done)
     per_seed: dict[str, list[dict[str, Any]]] = {str(m): [] for m in settings.methods}
@@ -393,8 +405,8 @@ def compare_methods(
     histories: dict[str, list] = {}
     for run, result in zip(runs, results):
         per_seed[run.method].append({SEED: run.seed, **result.metrics})
-        if result.combat is not None:
-            per_seed[str(Method.COMBAT)].append({SEED: run.seed, **result.combat})
+        for method, figures in result.posthoc.items():
+            per_seed[method].append({SEED: run.seed, **figures})
         if result.features is not None:
             features[run.method], histories[run.method] = result.features, result.history
     metrics: dict[str, Any] = {m: summarise_seeds(entries) for m, entries in per_seed.items() if entries}
@@ -433,7 +445,7 @@ def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, setti
             runs.append(_Run(
                 method=str(method), seed=seed, training=replace(settings.run_settings(method, len(index)), seed=seed),
                 frame=frame, held_out=held_out, index=index, permutations=settings.permutations,
-                combat=method == Method.NONE and Method.COMBAT in settings.methods,
+                posthoc=tuple(str(m) for m in settings.methods if POSTHOC_METHODS.get(m) == method),
                 combat_unseen=settings.combat_unseen, model_files=tuple(files), keep_features=seed == seeds[0],
                 progress=progress and one_at_a_time,
             ))

@@ -14,7 +14,7 @@ from harmonize.workflows.compare import PAIRED_KEY, CompareSettings, _held_out_s
 from harmonize.workflows.model_file import load_model
 from harmonize.workflows.unlearning import UnlearningSettings
 
-METHODS = ("none", "unlearning", "dann", "combat")
+METHODS = ("none", "unlearning", "dann", "combat", "erasure", "unlearning_erasure")
 #: The held-out site (the held-out scans of the other two hold two of each sex, so every probe runs).
 UNSEEN = "site1"
 
@@ -29,7 +29,7 @@ def _training(batch_size: int = 4) -> BrainAgeSettings:
 def compared(tiny_cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     lines = []
-    settings = CompareSettings(training=_training(), unseen_site=UNSEEN, permutations=5)
+    settings = CompareSettings(methods=METHODS, training=_training(), unseen_site=UNSEEN, permutations=5)
     return out, compare_methods(tiny_cohort, out, settings, report=lines.append), lines
 
 
@@ -61,6 +61,15 @@ def test_one_seed_keeps_the_shape_of_several(compared):
         assert (PAIRED_KEY in m) == (method != "none")
     assert metrics["unlearning"][PAIRED_KEY]["age_mae"] == {
         "difference": pytest.approx(metrics["unlearning"]["age_mae"] - metrics["none"]["age_mae"]), "p": None}
+
+
+def test_erasure_changes_the_features_and_scores_the_unseen_site(compared):
+    _, metrics, _ = compared
+    for erased, base in (("erasure", "none"), ("unlearning_erasure", "unlearning")):
+        assert metrics[erased]["site_probe_bacc"] != metrics[base]["site_probe_bacc"] or (
+            metrics[erased]["age_mae"] != metrics[base]["age_mae"])
+        assert metrics[erased]["unseen_site_mae"] > 0 and metrics[erased]["n_unseen"] == metrics[base]["n_unseen"]
+        assert metrics[erased]["seconds"] >= metrics[base]["seconds"] - 1e-9
 
 
 def test_combat_passes_the_unseen_site_through(compared):
@@ -189,8 +198,10 @@ def test_combat_refusal_is_recorded(tiny_cohort, tmp_path):
 
 
 def test_settings_errors(tiny_cohort, tmp_path):
-    with pytest.raises(ConfigError, match="'combat' harmonises the features of the network trained without"):
+    with pytest.raises(ConfigError, match="'combat' harmonises the features of the network trained with 'none'"):
         CompareSettings(methods=("unlearning", "combat"))
+    with pytest.raises(ConfigError, match="'unlearning_erasure' .* trained with 'unlearning'; add 'unlearning'"):
+        CompareSettings(methods=("none", "unlearning_erasure"))
     with pytest.raises(ConfigError, match="Argument 'methods'"):
         CompareSettings(methods="none,unlearnin")
     with pytest.raises(ConfigError, match="Argument 'combat_unseen'"):
