@@ -111,6 +111,9 @@ DEMO_SITES = 5
 #: 12 per site gave 0.07 and let the baseline's probe swing by 0.1 from seed to seed).
 DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
+#: Fraction of a site's age window shared with the next site's in the demo's biased scenario (only neighbouring
+#: sites share ages, as in a cohort pooled from studies of different age groups).
+DEMO_BIASED_OVERLAP = 0.5
 #: Share of the held-out subjects in the val split (the rest are test; both are audited).
 DEMO_HELD_OUT_VAL_SHARE = 0.375
 

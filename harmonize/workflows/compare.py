@@ -106,6 +106,8 @@ class CompareSettings:
             seeds, ``models/<method>_seed<seed>.pt``.
         seeds: how many seeds each method trains on (``training.seed``, ``training.seed + 1``, ...), or the seeds
             themselves; every method trains on the same ones, and each seed also seeds that run's probes.
+        first_seed_only: methods run on the first seed only (an expensive or secondary baseline); their paired
+            comparison with ``none`` is then over that seed.
         jobs: training runs at once, each in a worker process with ``torch.get_num_threads() // jobs`` torch
             threads (1: one after another in this process). The workers start fresh (``spawn``): a script that
             calls :func:`compare_methods` with ``jobs > 1`` must do so under ``if __name__ == "__main__":``.
@@ -126,6 +128,7 @@ class CompareSettings:
     save_models: bool = True
     seeds: int | Sequence[int] = 1
     jobs: int = 1
+    first_seed_only: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -147,6 +150,7 @@ class CompareSettings:
         if self.permutations < 0:
             raise ConfigError(f"Argument 'permutations' must be >= 0, got {self.permutations}.")
         self._check_seeds()
+        self.first_seed_only = tuple(str(check_option("first_seed_only", m, Method)) for m in self.first_seed_only)
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
             raise ConfigError(f"Argument 'jobs' must be an integer >= 1 (training runs at once), got {self.jobs!r}.")
 
@@ -438,6 +442,8 @@ def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, setti
     runs = []
     for seed in seeds:
         for method in trained:
+            if seed != seeds[0] and method in settings.first_seed_only:
+                continue
             files: list[Path] = []
             if settings.save_models:
                 files += [out / MODELS_DIR / f"{method}.pt"] if seed == seeds[0] else []
@@ -445,7 +451,8 @@ def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, setti
             runs.append(_Run(
                 method=str(method), seed=seed, training=replace(settings.run_settings(method, len(index)), seed=seed),
                 frame=frame, held_out=held_out, index=index, permutations=settings.permutations,
-                posthoc=tuple(str(m) for m in settings.methods if POSTHOC_METHODS.get(m) == method),
+                posthoc=tuple(str(m) for m in settings.methods if POSTHOC_METHODS.get(m) == method
+                              and (seed == seeds[0] or m not in settings.first_seed_only)),
                 combat_unseen=settings.combat_unseen, model_files=tuple(files), keep_features=seed == seeds[0],
                 progress=progress and one_at_a_time,
             ))

@@ -8,12 +8,15 @@
 - ``preprocessed/``: the per-site preprocessed scans and their manifest;
 - ``recon/``: the reconstruction-unlearning experiment (tables and Pareto plots);
 - ``models/``: the brain-age network of each method (``harmonize audit --checkpoint DIR/models/none.pt``);
-- ``metrics.json``: for each method (``none``, ``unlearning``, ``dann``, ``combat``) the site-probe balanced
+- ``metrics.json``: for each method (``none``, ``unlearning``, ``dann``, ``combat``, ...) the site-probe balanced
   accuracy, the age MAE, the age MAE on the site held out of training (``unseen_site_mae``) and the other audit
   figures, plus ``chance``, ``unseen_site``, and ``recon`` (one entry per reconstruction-unlearning method with
   ``bta_psnr``, ``kta_psnr``, ``ua_psnr``, ``seconds``);
 - ``comparison.md`` / ``comparison.json``, ``figures/`` and ``report.html``: the tables and figures, the report
-  self-contained.
+  self-contained;
+- ``biased/``: the biased scenario (sites whose age windows only partly overlap), with its own cohort,
+  preprocessed scans, models, tables and report; its figures are also under ``metrics.json``'s ``biased`` key, in
+  the same structure as the top level (the balanced scenario).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from harmonize.keys import HeldOutSite, Method
 from harmonize.workflows.audit import METRICS_FILE
 
 if TYPE_CHECKING:
-    from harmonize.workflows.compare import CompareSettings
+    from harmonize.workflows.compare import CompareSettings, ComparisonExtras
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -43,6 +46,8 @@ RECON_KEYS = ("bta_psnr", "kta_psnr", "ua_psnr", "bta_ssim", "kta_ssim", "ua_ssi
 #: How to read the reconstruction table of the report.
 RECON_NOTE = ("Reconstruction unlearning (Xue et al.): PSNR on retain-test (BTA), forget-test (KTA) and forget-train "
               "(UA); forgetting means KTA/UA fall towards the oracle's while BTA stays.")
+#: Folder and ``metrics.json`` key of the biased scenario.
+BIASED_KEY = "biased"
 #: Label permutations of the site probes' p-values in the quick demo (the full demo uses the default).
 QUICK_PERMUTATIONS = 10
 #: Held-out share of the quick demo's 12 subjects per site (the manifest default's val + test).
@@ -78,6 +83,10 @@ class DemoSettings:
         seeds: how many seeds every brain-age method trains on (``seed``, ``seed + 1``, ...;
             :class:`~harmonize.workflows.compare.CompareSettings`).
         jobs: brain-age training runs at once, each in its own process.
+        biased: also run the biased scenario (sites whose age windows only partly overlap, so a network can read
+            age from the scanner) into ``OUT/biased/``; its figures go under ``metrics.json``'s ``biased`` key.
+        biased_overlap: fraction of a site's age window shared with the next site's in the biased scenario.
+        first_seed_only: methods that run on the first seed only (:class:`~harmonize.workflows.compare.CompareSettings`).
     """
 
     sites: int = defaults.DEMO_SITES
@@ -102,6 +111,9 @@ class DemoSettings:
     seed: int = defaults.SEED
     seeds: int = 1
     jobs: int = 1
+    biased: bool = True
+    biased_overlap: float = defaults.DEMO_BIASED_OVERLAP
+    first_seed_only: tuple[str, ...] = ()
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -121,7 +133,7 @@ class DemoSettings:
         methods = tuple(self.methods) + ((Method.COMBAT,) if self.combat else ())
         return CompareSettings(methods=methods, training=training, dann_beta=self.dann_beta,
                                unseen_site=self.unseen_site, permutations=self.permutations, seeds=self.seeds,
-                               jobs=self.jobs)
+                               jobs=self.jobs, first_seed_only=self.first_seed_only)
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrite: bool = False,
@@ -134,31 +146,16 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
         overwrite: allow an existing, non-empty ``out_dir`` (its cohort is regenerated).
         report: where progress lines go (the CLI prints them).
     """
-    from harmonize.data.manifest import validate_manifest
-    from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
-    from harmonize.data.synth import SynthConfig, generate_cohort, held_out_split
     from harmonize.workflows.audit import prepare_output_dir
-    from harmonize.workflows.compare import ComparisonExtras, compare_methods, run_stage
+    from harmonize.workflows.compare import ComparisonExtras, run_stage
 
     settings = settings or DemoSettings()
     compare = settings.compare_settings()  # checked before anything runs
     out = prepare_output_dir(out_dir, overwrite)
     started = time.perf_counter()
 
-    synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site,
-                        shape=settings.shape, seed=settings.seed, **held_out_split(settings.held_out_fraction))
-    manifest = run_stage("cohort", report, lambda: generate_cohort(out / "cohort", synth, overwrite=overwrite))
-    validation = run_stage("validate", report, lambda: validate_manifest(manifest))
-    report(validation.format())
-    if not validation.ok:
-        raise HarmonizeError(f"The generated cohort failed validation ({manifest}); this is a bug, please report it.")
-    config = PreprocessConfig(target_spacing=settings.preprocess_spacing, target_shape=settings.preprocess_shape)
-    prep = run_stage("preprocess", report,
-                     lambda: preprocess_manifest(manifest, out / "preprocessed", config, overwrite=overwrite))
-    report(f"preprocessed {prep.processed} scans, {prep.cached} from cache")
-
     extras = ComparisonExtras(title="harmonize demo: scanner unlearning and machine unlearning",
-                              notes=[_cohort_note(settings)], metrics={"settings": asdict(settings)})
+                              notes=[_cohort_note(settings, biased=False)], metrics={"settings": asdict(settings)})
     if settings.recon:
         recon = run_stage("reconstruction unlearning", report, lambda: _run_recon(out, settings))
         extras.metrics["recon"] = {row["method"]: {k: row.get(k) for k in RECON_KEYS} for row in recon.table}
@@ -168,17 +165,49 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
         for row in recon.table:
             report(f"  {row['method']}: retain-test {row['bta_psnr']:.2f} dB, forget-test {row['kta_psnr']:.2f} dB, "
                    f"forget-train {row['ua_psnr']:.2f} dB, {row['seconds']:.1f} s")
-    metrics = compare_methods(prep.manifest, out, compare, report=report, overwrite=True,
-                              progress=True, extras=extras)
+    if settings.biased:
+        report("scenario: biased (the sites' age windows only partly overlap)")
+        biased_extras = ComparisonExtras(title="harmonize demo: scanner unlearning on biased sites",
+                                         notes=[_cohort_note(settings, biased=True)])
+        extras.metrics[BIASED_KEY] = _scenario(out / BIASED_KEY, settings, compare, True, overwrite, report,
+                                               biased_extras)
+        report("scenario: balanced (every site spans the whole age range)")
+    metrics = _scenario(out, settings, compare, False, overwrite, report, extras)
     metrics["seconds"] = time.perf_counter() - started
     path = write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)
     report(f"demo finished in {metrics['seconds']:.1f} s; metrics in {path}, report in {out / 'report.html'}")
     return metrics
 
 
-def _cohort_note(settings: DemoSettings) -> str:
-    return (f"Embedded cohort: {settings.sites} simulated scanners x {settings.subjects_per_site} subjects, brain age "
-            f"from {settings.preprocess_shape[0]}^3 scans; held-out scans (val + test) of the training sites audited.")
+def _scenario(out: Path, settings: DemoSettings, compare: CompareSettings, biased: bool, overwrite: bool,
+              report: Callable[[str], None], extras: ComparisonExtras) -> dict[str, Any]:
+    """Generate, validate and preprocess one scenario's cohort into ``out``, then compare the methods on it."""
+    from harmonize.data.manifest import validate_manifest
+    from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
+    from harmonize.data.synth import SynthConfig, generate_cohort, held_out_split
+    from harmonize.workflows.compare import compare_methods, run_stage
+
+    synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site, shape=settings.shape,
+                        seed=settings.seed, biased=biased, biased_overlap=settings.biased_overlap,
+                        **held_out_split(settings.held_out_fraction))
+    manifest = run_stage("cohort", report, lambda: generate_cohort(out / "cohort", synth, overwrite=overwrite))
+    validation = run_stage("validate", report, lambda: validate_manifest(manifest))
+    report(validation.format())
+    if not validation.ok:
+        raise HarmonizeError(f"The generated cohort failed validation ({manifest}); this is a bug, please report it.")
+    config = PreprocessConfig(target_spacing=settings.preprocess_spacing, target_shape=settings.preprocess_shape)
+    prep = run_stage("preprocess", report,
+                     lambda: preprocess_manifest(manifest, out / "preprocessed", config, overwrite=overwrite))
+    report(f"preprocessed {prep.processed} scans, {prep.cached} from cache")
+    return compare_methods(prep.manifest, out, compare, report=report, overwrite=True, progress=True, extras=extras)
+
+
+def _cohort_note(settings: DemoSettings, biased: bool) -> str:
+    ages = (f"age windows that overlap the next site's by {settings.biased_overlap:.0%}" if biased
+            else "overlapping age ranges")
+    return (f"Embedded cohort: {settings.sites} simulated scanners x {settings.subjects_per_site} subjects with "
+            f"{ages}, brain age from {settings.preprocess_shape[0]}^3 scans; held-out scans (val + test) of the "
+            "training sites audited.")
 
 
 def _run_recon(out: Path, settings: DemoSettings):

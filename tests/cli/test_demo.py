@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from harmonize.cli.main import main
@@ -30,6 +31,22 @@ def test_demo_writes_metrics_for_every_method(demo_dir):
     assert '<td class="method">combat</td>' in (demo_dir / "report.html").read_text()
     assert (demo_dir / "cohort" / "manifest.csv").is_file()
     assert (demo_dir / "preprocessed" / "manifest.csv").is_file()
+
+
+def test_demo_runs_the_biased_scenario_too(demo_dir):
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    biased = metrics["biased"]
+    assert biased["unseen_site"] == "site2" and biased["sites"] == metrics["sites"]
+    for method in ("none", "unlearning", "dann", "combat"):
+        assert set(biased[method]) >= {"site_probe_bacc", "site_probe_floor", "age_mae", "site_bias_spread", "per_seed"}
+    assert json.loads((demo_dir / "biased" / "metrics.json").read_text())["none"] == biased["none"]
+    assert (demo_dir / "biased" / "report.html").is_file() and "recon" not in biased
+    ages = {}
+    for scenario in (demo_dir, demo_dir / "biased"):
+        frame = pd.read_csv(scenario / "cohort" / "manifest.csv")
+        ranges = frame.groupby("site")["age"].agg(["min", "max"])
+        ages[scenario.name] = (ranges["max"] - ranges["min"]).mean()
+    assert ages["biased"] < 0.7 * ages[demo_dir.name]  # the biased sites' age windows are narrower
 
 
 def test_demo_passes_seeds_and_jobs_to_the_comparison(monkeypatch, tmp_path, capsys):

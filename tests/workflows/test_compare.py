@@ -231,3 +231,17 @@ def test_held_out_site_choices(tiny_cohort):
     assert _held_out_site(frame, "last") == "site2"
     assert _held_out_site(frame, "none") is None
     assert _held_out_site(frame, "site0") == "site0"
+
+
+def test_first_seed_only_methods_run_once(tiny_cohort, tmp_path):
+    from harmonize.workflows.compare import _runs, _training_frame
+
+    frame = read_manifest(tiny_cohort)
+    _, index = _training_frame(frame, UNSEEN)
+    settings = CompareSettings(methods=("none", "unlearning", "dann", "combat", "erasure"), training=_training(),
+                               seeds=3, first_seed_only=("dann", "combat"))
+    runs = [(r.method, r.seed, r.posthoc) for r in _runs(frame, UNSEEN, index, settings, tmp_path, progress=False)]
+    assert runs == [("none", 0, ("combat", "erasure")), ("unlearning", 0, ()), ("dann", 0, ()),
+                    ("none", 1, ("erasure",)), ("unlearning", 1, ()), ("none", 2, ("erasure",)), ("unlearning", 2, ())]
+    with pytest.raises(ConfigError, match="first_seed_only"):
+        CompareSettings(first_seed_only=("danm",))
