@@ -46,6 +46,9 @@ class Keys(StrEnum):
     - ``VOLUME_ID``, ``SLICE_INDEX``: which volume a 2D reconstruction slice comes from, and where (metrics are
       computed per volume, as in fastMRI).
     - ``TISSUES``: partial-volume tissue probability maps (CSF, GM, WM channels) of a synthetic subject.
+    - ``INTENSITY_REFERENCE``: which intensity landmarks bundle inference standardised a scan with (its site's,
+      or the pooled ones for a scanner not seen in training).
+    - ``WARNINGS``: warnings about a scan raised by bundle inference ('' if none).
     """
 
     SUBJECT_ID = "subject_id"
@@ -65,6 +68,8 @@ class Keys(StrEnum):
     VOLUME_ID = "volume_id"
     SLICE_INDEX = "slice_index"
     TISSUES = "tissues"
+    INTENSITY_REFERENCE = "intensity_reference"
+    WARNINGS = "warnings"
 
 
 class Split(StrEnum):
