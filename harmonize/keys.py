@@ -15,6 +15,7 @@ __all__ = [
     "Keys",
     "MaskMethod",
     "MaskType",
+    "OverlapMode",
     "Method",
     "NoiseMode",
     "PhantomKind",
@@ -186,6 +187,18 @@ class PhantomKind(StrEnum):
     SHEPP_LOGAN = "shepp_logan"
     ELLIPSES = "ellipses"
     MIXED = "mixed"
+
+
+class OverlapMode(StrEnum):
+    """Which subjects the biased-data variant (``overlap_only``) unlearns on.
+
+    - ``ALL``: those in the label range that every training site covers (Dinsdale et al. 2021).
+    - ``PAIRS``: those whose label lies in a range their site shares with at least one other site (for sites
+      whose ranges overlap only pairwise, e.g. a chain of age windows, where no range is common to all).
+    """
+
+    ALL = "all"
+    PAIRS = "pairs"
 
 
 class UnseenSite(StrEnum):
