@@ -78,8 +78,19 @@ class AgeCsvWriter:
             extra = tuple(str(sample.get(key, "")) for key in self.extra_keys)
             self.rows.append((str(sample[self.id_key]), source_file(sample.get(self.image_key)), age, *extra))
 
-    def write(self, engine: Engine | None = None) -> Path:
-        """Write the collected rows to :attr:`output_file` and return its path."""
+    def write(self, engine: Engine | None = None) -> Path | None:
+        """Write the collected rows to :attr:`output_file` and return its path.
+
+        Under ``torch.distributed`` (``multi_gpu_evaluate.json``) every process collects its own shard: the rows
+        are gathered, and the process of rank 0 writes them all (the others return None).
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            shards: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shards, self.rows)
+            if torch.distributed.get_rank() != 0:
+                return None
+            self.rows = [row for shard in shards for row in shard]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(AGE_CSV_COLUMNS + self.extra_keys)
