@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+import shutil
 import sys
 
 import nibabel as nib
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torchio as tio
-from monai.bundle import ConfigWorkflow, run
+from monai.bundle import ConfigWorkflow, download_large_files, run
 
 from harmonize.bundle import install_error_hook
 from harmonize.data.manifest import read_manifest
@@ -87,6 +88,22 @@ def test_train_writes_the_state_dict_and_the_training_state(trained, bundle):
     history = full["unlearning"]["history"]
     assert [h["epoch"] for h in history] == [1.0, 2.0]
     assert "confusion_loss_site" not in history[0] and "confusion_loss_site" in history[1]  # warm-up, then fused
+
+
+@pytest.mark.parametrize("bundle", [AGE, SEG], ids=["age", "seg"])
+def test_large_files_name_what_training_writes(trained, bundle, tmp_path):
+    root = tmp_path / "bundle"
+    shutil.copytree(trained[bundle] / "models", root / "models")
+    text = (bundle / "large_files.yml").read_text()
+    try:  # MONAI reads .yml with PyYAML; the file is YAML in JSON's flow style, so it is checked as JSON without it
+        import yaml  # noqa: F401
+        (root / "large_files.yml").write_text(text)
+    except ImportError:
+        (root / "large_files.json").write_text("\n".join(l for l in text.splitlines() if not l.startswith("#")))
+    download_large_files(bundle_path=str(root))  # every listed file is in place: nothing to download, no error
+    (root / "models" / "model.pt").unlink()
+    with pytest.raises(ValueError):  # a missing one has no url to come from
+        download_large_files(bundle_path=str(root))
 
 
 def test_age_network_is_scaled_to_the_training_ages(trained, tiny_preprocessed):
