@@ -37,6 +37,7 @@ from harmonize.bundle.preprocessing import (
     PREPROCESSING_FILENAME,
     BundlePreprocessd,
     load_preprocessing,
+    parse_flag,
     save_preprocessing,
 )
 from harmonize.bundle.run_bundle import parse_overrides, run_bundle
@@ -65,6 +66,7 @@ __all__ = [
     "load_preprocessing",
     "make_unlearning_handler",
     "metadata_schema_path",
+    "parse_flag",
     "parse_overrides",
     "resolve_manifest",
     "run_bundle",

@@ -46,7 +46,7 @@ from harmonize.data.preprocess import (
     intensity_steps,
     spatial_steps,
 )
-from harmonize.errors import HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split
 
@@ -58,6 +58,7 @@ __all__ = [
     "PREPROCESSING_FILENAME",
     "BundlePreprocessd",
     "load_preprocessing",
+    "parse_flag",
     "save_preprocessing",
     "voxel_spacing",
 ]
@@ -81,6 +82,24 @@ NEGATIVE_TOLERANCE = 0.05
 #: Relative difference of spacing tolerated when the input is declared already preprocessed.
 SPACING_TOLERANCE = 0.05
 _IMAGE = str(Keys.IMAGE)
+
+
+#: Strings a bundle override may give for a boolean id (``python -m monai.bundle`` passes ``--x false`` as text).
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_flag(value: bool | str | int, name: str) -> bool:
+    """A boolean bundle id: ``True``/``False``, or their text (``--preprocess false`` reaches the config as ``'false'``).
+
+    Raises:
+        ConfigError: any other value, naming the id.
+    """
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"'{name}' must be true or false, not {value!r}.")
 
 
 def voxel_spacing(affine: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -214,14 +233,14 @@ class BundlePreprocessd(MapTransform, InvertibleTransform):
         keys: KeysCollection = _IMAGE,
         preprocessing: str | os.PathLike[str] | Mapping[str, Any] = PREPROCESSING_FILENAME,
         site_key: str = Keys.SITE.value,
-        enabled: bool = True,
+        enabled: bool | str = True,
         mode: str = "bilinear",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.preprocessing = preprocessing
         self.site_key = site_key
-        self.enabled = bool(enabled)
+        self.enabled = parse_flag(enabled, "preprocess")
         self.mode = mode
         self._content: dict[str, Any] | None = dict(preprocessing) if isinstance(preprocessing, Mapping) else None
 

@@ -135,7 +135,7 @@ def test_age_inference_on_raw_scans_gives_the_ages_of_the_preprocessed_path(trai
     assert all(r["warnings"] == "" for r in predicted)
 
     out = root / "preprocessed.csv"  # preprocessed scans with preprocess false: the same ages again
-    run_bundle_config(AGE, ["inference.json"], root, tiny_preprocessed, split="test", preprocess=False,
+    run_bundle_config(AGE, ["inference.json"], root, tiny_preprocessed, split="test", preprocess="false",
                       output_file=str(out))
     assert {r["subject_id"]: float(r["predicted_age"]) for r in _csv(out)} == \
         pytest.approx({r["subject_id"]: float(r["predicted_age"]) for r in rows}, abs=2e-3)

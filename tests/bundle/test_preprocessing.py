@@ -17,11 +17,12 @@ from harmonize.bundle.preprocessing import (
     POOLED,
     BundlePreprocessd,
     load_preprocessing,
+    parse_flag,
     save_preprocessing,
     voxel_spacing,
 )
 from harmonize.data.manifest import read_manifest
-from harmonize.errors import HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys, Split
 
 
@@ -160,3 +161,13 @@ def test_preprocess_false_takes_preprocessed_scans_and_refuses_other_settings(sa
 def test_voxel_spacing_reads_the_affine_columns():
     affine = np.array([[0, 0, 3.0, 0], [-2.0, 0, 0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(voxel_spacing(affine), [2.0, 1.5, 3.0])
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("false", False), ("True", True), (0, False)])
+def test_parse_flag_takes_booleans_and_their_text(value, expected):
+    assert parse_flag(value, "preprocess") is expected
+
+
+def test_parse_flag_names_the_id_of_anything_else():
+    with pytest.raises(ConfigError, match="'preprocess' must be true or false, not 'maybe'"):
+        BundlePreprocessd(enabled="maybe")
