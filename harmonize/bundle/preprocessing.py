@@ -223,6 +223,7 @@ class BundlePreprocessd(MapTransform, InvertibleTransform):
         allow_missing_keys: don't raise for a missing key.
 
     Raises:
+        ConfigError: ``enabled`` is not a boolean (or its text).
         HarmonizeError: (when called) a 2D or 4D image, a single slice, non-finite values, an intensity range
             that is not a magnitude MR image, or (``enabled`` False) a spacing or shape other than the
             training one; every message names the file.
