@@ -111,7 +111,9 @@ def inference_dataset(
         raise ConfigError("Inference needs either images (a list of files or a folder) or a manifest, not "
                           f"{'both' if images is not None else 'neither'}.")
     items = _image_items(images, site) if images is not None else _manifest_items(manifest, split)
-    steps: list[Callable] = [LoadImaged(keys=str(Keys.IMAGE), ensure_channel_first=True, dtype=np.float32)] if load else []
+    steps: list[Callable] = []
+    if load:
+        steps.append(LoadImaged(keys=str(Keys.IMAGE), ensure_channel_first=True, dtype=np.float32))
     if transform is not None:
         steps.append(transform)
     logger.info("Inference on %d scan(s)", len(items))

@@ -89,7 +89,7 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def parse_flag(value: bool | str | int, name: str) -> bool:
-    """A boolean bundle id: ``True``/``False``, or their text (``--preprocess false`` reaches the config as ``'false'``).
+    """A boolean bundle id: ``True``/``False``, or their text (``--preprocess false`` reaches a config as text).
 
     Raises:
         ConfigError: any other value, naming the id.
@@ -198,7 +198,8 @@ def load_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any]:
             "the weights there.")
     content = _load_json(path)
     if content is None or content.get("format") != FORMAT:
-        raise HarmonizeError(f"{path} is not a bundle preprocessing file (written by harmonize.bundle.save_preprocessing).")
+        raise HarmonizeError(
+            f"{path} is not a bundle preprocessing file (written by harmonize.bundle.save_preprocessing).")
     return content
 
 

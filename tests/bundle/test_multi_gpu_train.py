@@ -50,6 +50,7 @@ def test_two_process_cpu_training(name, channels, tiny_preprocessed, tmp_path):
     history = full["unlearning"]["history"]
     assert [h["epoch"] for h in history] == [1.0] and "confusion_loss_site" in history[0]
     # what evaluation and inference read is saved by rank 0, as in single-process training
-    assert json.loads((tmp_path / "models" / "site_index.json").read_text())["categories"] == ["site0", "site1", "site2"]
+    sites = json.loads((tmp_path / "models" / "site_index.json").read_text())["categories"]
+    assert sites == ["site0", "site1", "site2"]
     assert sorted(json.loads((tmp_path / "models" / "preprocessing.json").read_text())["landmarks"]) == \
         ["site0", "site1", "site2"]
