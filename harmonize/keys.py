@@ -15,6 +15,7 @@ __all__ = [
     "Keys",
     "MaskMethod",
     "MaskType",
+    "OverlapMode",
     "Method",
     "NoiseMode",
     "PhantomKind",
@@ -48,6 +49,9 @@ class Keys(StrEnum):
       computed per volume, as in fastMRI).
     - ``SCALE``: the factor a reconstruction input was divided by, to put its output back on the input's scale.
     - ``TISSUES``: partial-volume tissue probability maps (CSF, GM, WM channels) of a synthetic subject.
+    - ``INTENSITY_REFERENCE``: which intensity landmarks bundle inference standardised a scan with (its site's,
+      or the pooled ones for a scanner not seen in training).
+    - ``WARNINGS``: warnings about a scan raised by bundle inference ('' if none).
     """
 
     SUBJECT_ID = "subject_id"
@@ -68,6 +72,8 @@ class Keys(StrEnum):
     SLICE_INDEX = "slice_index"
     SCALE = "scale"
     TISSUES = "tissues"
+    INTENSITY_REFERENCE = "intensity_reference"
+    WARNINGS = "warnings"
 
 
 class Split(StrEnum):
@@ -186,6 +192,18 @@ class PhantomKind(StrEnum):
     SHEPP_LOGAN = "shepp_logan"
     ELLIPSES = "ellipses"
     MIXED = "mixed"
+
+
+class OverlapMode(StrEnum):
+    """Which subjects the biased-data variant (``overlap_only``) unlearns on.
+
+    - ``ALL``: those in the label range that every training site covers (Dinsdale et al. 2021).
+    - ``PAIRS``: those whose label lies in a range their site shares with at least one other site (for sites
+      whose ranges overlap only pairwise, e.g. a chain of age windows, where no range is common to all).
+    """
+
+    ALL = "all"
+    PAIRS = "pairs"
 
 
 class UnseenSite(StrEnum):

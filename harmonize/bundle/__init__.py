@@ -7,6 +7,9 @@
 - :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
 - :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
   and writes;
+- :func:`save_preprocessing`, :class:`BundlePreprocessd`: the training preprocessing, saved beside the weights
+  and replayed (invertibly) on raw scans by ``inference.json``;
+- :func:`install_error_hook`: a user's mistake in a bundle run is one ``error:`` paragraph, not a traceback;
 - :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
   (``harmonize bundle run``);
 - :func:`metadata_schema_path`, :func:`verify_bundle_metadata`: verify ``metadata.json`` offline.
@@ -23,11 +26,19 @@ from harmonize.bundle.embedded_cohort import (
     ensure_embedded_cohort,
     resolve_manifest,
 )
+from harmonize.bundle.error_hook import install_error_hook
 from harmonize.bundle.inference_dataset import inference_dataset
 from harmonize.bundle.labelled_subjects import labelled_subjects
 from harmonize.bundle.metadata_schema import (
     metadata_schema_path,
     verify_bundle_metadata,
+)
+from harmonize.bundle.preprocessing import (
+    PREPROCESSING_FILENAME,
+    BundlePreprocessd,
+    load_preprocessing,
+    parse_flag,
+    save_preprocessing,
 )
 from harmonize.bundle.run_bundle import parse_overrides, run_bundle
 from harmonize.bundle.segmentation_writer import SegmentationWriter
@@ -38,7 +49,9 @@ from harmonize.bundle.unlearning_handler import (
 )
 
 __all__ = [
+    "PREPROCESSING_FILENAME",
     "AgeCsvWriter",
+    "BundlePreprocessd",
     "EpochScalarWriter",
     "SegmentationWriter",
     "age_statistics",
@@ -48,12 +61,16 @@ __all__ = [
     "default_cache_dir",
     "ensure_embedded_cohort",
     "inference_dataset",
+    "install_error_hook",
     "labelled_subjects",
+    "load_preprocessing",
     "make_unlearning_handler",
     "metadata_schema_path",
+    "parse_flag",
     "parse_overrides",
     "resolve_manifest",
     "run_bundle",
+    "save_preprocessing",
     "tensorboard_available",
     "unlearning_settings",
     "verify_bundle_metadata",

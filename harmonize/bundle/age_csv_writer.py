@@ -7,7 +7,8 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,13 +33,15 @@ class AgeCsvWriter:
     """Collect an evaluator's predicted ages and write them to a CSV when the run completes (atomically).
 
     Attach it to a ``SupervisedEvaluator`` whose batches carry ``subject_id`` and ``image``; the CSV has the
-    columns :data:`AGE_CSV_COLUMNS`, one row per scan, in the order they were predicted.
+    columns :data:`AGE_CSV_COLUMNS`, then ``extra_keys``, one row per scan, in the order they were predicted.
 
     Args:
         output_file: the CSV to write; its folder is created.
         pred_key: key of the prediction in the engine's output.
         id_key: key of the scan's id in the batch.
         image_key: key of the image in the batch (its source file goes into the ``image`` column).
+        extra_keys: further batch keys written as columns (e.g. ``intensity_reference`` and ``warnings`` of
+            bundle inference); a sample without one gets ''.
     """
 
     def __init__(
@@ -47,12 +50,14 @@ class AgeCsvWriter:
         pred_key: str = "pred",
         id_key: str = Keys.SUBJECT_ID.value,
         image_key: str = Keys.IMAGE.value,
+        extra_keys: Sequence[str] = (),
     ) -> None:
         self.output_file = Path(output_file)
         self.pred_key = pred_key
         self.id_key = id_key
         self.image_key = image_key
-        self.rows: list[tuple[str, str, float]] = []
+        self.extra_keys = tuple(str(k) for k in extra_keys)
+        self.rows: list[tuple[Any, ...]] = []
 
     def attach(self, engine: Engine) -> None:
         """Register on the engine: reset at the start, collect every iteration, write at completion."""
@@ -70,14 +75,26 @@ class AgeCsvWriter:
         """Add the rows of the engine's current batch."""
         for sample, out in zip(as_samples(engine.state.batch), as_samples(engine.state.output)):
             age = float(torch.as_tensor(out[self.pred_key]).reshape(-1)[0])
-            self.rows.append((str(sample[self.id_key]), source_file(sample.get(self.image_key)), age))
+            extra = tuple(str(sample.get(key, "")) for key in self.extra_keys)
+            self.rows.append((str(sample[self.id_key]), source_file(sample.get(self.image_key)), age, *extra))
 
-    def write(self, engine: Engine | None = None) -> Path:
-        """Write the collected rows to :attr:`output_file` and return its path."""
+    def write(self, engine: Engine | None = None) -> Path | None:
+        """Write the collected rows to :attr:`output_file` and return its path.
+
+        Under ``torch.distributed`` (``multi_gpu_evaluate.json``) every process collects its own shard: the rows
+        are gathered, and the process of rank 0 writes them all (the others return None).
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            shards: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shards, self.rows)
+            if torch.distributed.get_rank() != 0:
+                return None
+            self.rows = [row for shard in shards for row in shard]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(AGE_CSV_COLUMNS)
-        writer.writerows((sid, image, f"{age:.{AGE_DECIMALS}f}") for sid, image, age in self.rows)
+        writer.writerow(AGE_CSV_COLUMNS + self.extra_keys)
+        writer.writerows((sid, image, f"{age:.{AGE_DECIMALS}f}", *extra) for sid, image, age, *extra in self.rows)
         write_text_atomic(self.output_file, buffer.getvalue())
         logger.info("Wrote %d predicted age(s) to %s", len(self.rows), self.output_file)
         return self.output_file

@@ -161,6 +161,7 @@ def resolve_manifest(
     manifest: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str] | None = None,
     cohort: dict[str, Any] | None = None,
+    raw: bool = False,
 ) -> Path:
     """The manifest a bundle trains on: the user's ``manifest``, or the embedded cohort when it is ``None``.
 
@@ -168,12 +169,15 @@ def resolve_manifest(
         manifest: path of a manifest CSV, or ``None``.
         cache_dir: cache of the embedded cohort (see :func:`ensure_embedded_cohort`).
         cohort: keyword arguments of :func:`ensure_embedded_cohort` (sites, shape, ...).
+        raw: for the embedded cohort, the manifest of its raw scans (before preprocessing), which bundle
+            inference preprocesses itself; the user's ``manifest`` is returned as it is.
 
     Raises:
         HarmonizeError: ``manifest`` names a file that does not exist.
     """
     if manifest is None or str(manifest) == "":
-        return ensure_embedded_cohort(cache_dir, **(cohort or {}))
+        preprocessed = ensure_embedded_cohort(cache_dir, **(cohort or {}))
+        return preprocessed.parent.parent / COHORT_DIR / MANIFEST_NAME if raw else preprocessed
     path = Path(manifest).expanduser().absolute()
     if not path.is_file():
         raise HarmonizeError(

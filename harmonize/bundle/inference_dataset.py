@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from monai.data import Dataset
 from monai.transforms import Compose, LoadImaged
 
@@ -35,7 +36,8 @@ def subject_id_of(path: str | os.PathLike[str]) -> str:
     return Path(name).stem
 
 
-def _image_items(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[dict[str, str]]:
+def _image_items(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], site: str | None = None
+                 ) -> list[dict[str, str]]:
     paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
     files: list[Path] = []
     problems = []
@@ -61,7 +63,8 @@ def _image_items(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     if problems:
         raise ConfigError("Images with the same file name would overwrite each other's predictions; rename them "
                           "or use a manifest (its subject_id column names the outputs).", problems=problems)
-    return [{Keys.SUBJECT_ID.value: sid, Keys.IMAGE.value: str(path)} for sid, path in ids.items()]
+    extra = {} if site is None else {Keys.SITE.value: str(site)}
+    return [{Keys.SUBJECT_ID.value: sid, Keys.IMAGE.value: str(path), **extra} for sid, path in ids.items()]
 
 
 def _manifest_items(manifest: str | os.PathLike[str], split: str | None) -> list[dict[str, str]]:
@@ -74,8 +77,10 @@ def _manifest_items(manifest: str | os.PathLike[str], split: str | None) -> list
     missing = [f"row {row}: {path}" for row, path in frame[Keys.IMAGE].items() if not os.path.isfile(path)]
     if missing:
         raise HarmonizeError(f"{len(missing)} image(s) listed in {manifest} do not exist.", problems=missing)
-    return [{Keys.SUBJECT_ID.value: str(sid), Keys.IMAGE.value: str(path)}
-            for sid, path in zip(frame[Keys.SUBJECT_ID], frame[Keys.IMAGE])]
+    sites = frame[Keys.SITE] if Keys.SITE in frame else [None] * len(frame)
+    return [{Keys.SUBJECT_ID.value: str(sid), Keys.IMAGE.value: str(path),
+             **({} if site is None or pd.isna(site) else {Keys.SITE.value: str(site)})}
+            for sid, path, site in zip(frame[Keys.SUBJECT_ID], frame[Keys.IMAGE], sites)]
 
 
 def inference_dataset(
@@ -83,14 +88,20 @@ def inference_dataset(
     manifest: str | os.PathLike[str] | None = None,
     split: str | None = None,
     transform: Callable[[Mapping[Hashable, Any]], Any] | None = None,
+    site: str | None = None,
+    load: bool = True,
 ) -> Dataset:
-    """A MONAI dataset of ``{"subject_id", "image"}`` items to predict, loaded channel-first as float32.
+    """A MONAI dataset of ``{"subject_id", "image"[, "site"]}`` items to predict, loaded channel-first as float32.
 
     Args:
         images: image files and/or folders of ``.nii``/``.nii.gz`` files; each scan is named after its file.
-        manifest: a manifest CSV (used when ``images`` is not given); scans are named by ``subject_id``.
+        manifest: a manifest CSV (used when ``images`` is not given); scans are named by ``subject_id`` and
+            carry the manifest's ``site`` (if it has the column).
         split: only the manifest rows of this split (``None`` or ``"all"``: every row).
         transform: a MONAI dictionary transform applied after loading (e.g. intensity normalisation).
+        site: the site (scanner) of every image given by ``images`` (None: not known).
+        load: prepend ``LoadImaged``; ``False`` when ``transform`` loads the images itself (a bundle's
+            ``preprocessing``, which ``Invertd`` replays in reverse).
 
     Raises:
         ConfigError: neither or both of ``images`` and ``manifest``, or two images with the same name.
@@ -99,8 +110,10 @@ def inference_dataset(
     if (images is None) == (manifest is None):
         raise ConfigError("Inference needs either images (a list of files or a folder) or a manifest, not "
                           f"{'both' if images is not None else 'neither'}.")
-    items = _image_items(images) if images is not None else _manifest_items(manifest, split)
-    steps: list[Callable] = [LoadImaged(keys=str(Keys.IMAGE), ensure_channel_first=True, dtype=np.float32)]
+    items = _image_items(images, site) if images is not None else _manifest_items(manifest, split)
+    steps: list[Callable] = []
+    if load:
+        steps.append(LoadImaged(keys=str(Keys.IMAGE), ensure_channel_first=True, dtype=np.float32))
     if transform is not None:
         steps.append(transform)
     logger.info("Inference on %d scan(s)", len(items))

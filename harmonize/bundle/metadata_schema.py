@@ -1,7 +1,13 @@
-"""The JSON schema that the bundles' ``metadata.json`` is verified against, shipped with the package.
+"""MONAI's published schema of a bundle's ``metadata.json``, shipped with the package so nothing downloads.
+
+The file ``meta_schema_20240725.json`` beside this module is MONAI's metadata schema of 25 July 2024, the one
+published as :data:`METADATA_SCHEMA_URL` and named by every harmonize bundle's ``metadata.json`` (``schema``). It
+was added to MONAI's code base as ``monai/bundle/meta_schema.json`` by Project-MONAI/MONAI PR #7409 and removed from
+the code base the same day (commit 7f0e05f) when it was published as that release asset; the copy here is the
+file of the parent commit, unchanged (no network was available to fetch the asset itself).
 
 MONAI's ``verify_metadata`` downloads the schema named in ``metadata.json`` unless a file already exists at the
-``filepath`` it is given; :func:`verify_bundle_metadata` passes the schema shipped here, so nothing downloads.
+``filepath`` it is given; :func:`verify_bundle_metadata` passes the shipped file, so nothing downloads.
 """
 
 from __future__ import annotations
@@ -9,14 +15,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["METADATA_SCHEMA_FILENAME", "metadata_schema_path", "verify_bundle_metadata"]
+__all__ = ["METADATA_SCHEMA_FILENAME", "METADATA_SCHEMA_URL", "metadata_schema_path", "verify_bundle_metadata"]
 
-#: File name of the schema, beside this module.
-METADATA_SCHEMA_FILENAME = "metadata_schema.json"
+#: Where MONAI publishes the schema (the ``schema`` of every harmonize bundle's metadata.json).
+METADATA_SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+)
+#: File name of the shipped copy, beside this module (the published file's name).
+METADATA_SCHEMA_FILENAME = METADATA_SCHEMA_URL.rsplit("/", 1)[1]
 
 
 def metadata_schema_path() -> Path:
-    """Path of the shipped schema of a bundle's ``metadata.json``."""
+    """Path of the shipped copy of MONAI's published metadata schema."""
     return Path(__file__).with_name(METADATA_SCHEMA_FILENAME)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,8 +14,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from harmonize.bundle._samples import as_samples
-from harmonize.io import atomic_write
+from harmonize.bundle._samples import as_samples, source_file
+from harmonize.io import atomic_write, write_text_atomic
 from harmonize.keys import Keys
 
 if TYPE_CHECKING:
@@ -45,8 +48,9 @@ class SegmentationWriter:
 
     The label map is the argmax over the prediction's channels (0 background, then the classes in channel
     order: 1 CSF, 2 GM, 3 WM for the tissue bundle), stored as uint8 with the affine of the input file, so it
-    overlays the input in any viewer. The network must see the image on its own grid (no resampling or
-    cropping before it), as the bundle's inference pipeline does. Files are written atomically.
+    overlays the input in any viewer. The prediction must be on the input file's grid: the bundle's inference
+    maps it back with ``Invertd`` before this handler runs. Files are written atomically. With ``index_file``,
+    a CSV lists every written file with the scan's ``extra_keys`` (e.g. which intensity landmarks were used).
 
     Args:
         output_dir: folder of the written files (created).
@@ -54,6 +58,12 @@ class SegmentationWriter:
         pred_key: key of the prediction (channel-first logits or probabilities) in the engine's output.
         id_key: key of the scan's id in the batch.
         image_key: key of the input image in the batch (its affine is used).
+        index_file: a CSV written when the run completes (columns ``subject_id``, ``image``, ``segmentation``,
+            then ``extra_keys``); None writes none.
+        extra_keys: batch keys written as further columns of ``index_file``.
+
+    Raises:
+        ValueError: (when writing) a prediction whose shape is not the input file's (it was not mapped back).
     """
 
     def __init__(
@@ -63,13 +73,18 @@ class SegmentationWriter:
         pred_key: str = "pred",
         id_key: str = Keys.SUBJECT_ID.value,
         image_key: str = Keys.IMAGE.value,
+        index_file: str | os.PathLike[str] | None = None,
+        extra_keys: Sequence[str] = (),
     ) -> None:
         self.output_dir = Path(output_dir)
         self.postfix = postfix
         self.pred_key = pred_key
         self.id_key = id_key
         self.image_key = image_key
+        self.index_file = None if index_file is None else Path(index_file)
+        self.extra_keys = tuple(str(k) for k in extra_keys)
         self.written: list[Path] = []
+        self.rows: list[tuple[str, ...]] = []
 
     def attach(self, engine: Engine) -> None:
         """Register on the engine: write the segmentations of every iteration."""
@@ -77,10 +92,13 @@ class SegmentationWriter:
 
         engine.add_event_handler(Events.STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.write_batch)
+        if self.index_file is not None:
+            engine.add_event_handler(Events.COMPLETED, self.write_index)
 
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the list of written files."""
         self.written = []
+        self.rows = []
 
     def path_of(self, subject_id: str) -> Path:
         """Where the segmentation of a scan is written."""
@@ -91,7 +109,27 @@ class SegmentationWriter:
         for sample, out in zip(as_samples(engine.state.batch), as_samples(engine.state.output)):
             pred = torch.as_tensor(out[self.pred_key]).detach().cpu()
             labels = pred.argmax(dim=0).numpy().astype(np.uint8)
-            self.written.append(self.write(str(sample[self.id_key]), labels, image_affine(sample[self.image_key])))
+            image = sample[self.image_key]
+            shape = (getattr(image, "meta", None) or {}).get("spatial_shape")
+            if shape is not None and tuple(int(s) for s in np.asarray(shape).reshape(-1)) != labels.shape:
+                raise ValueError(f"{source_file(image)}: the prediction's shape {labels.shape} is not the input's "
+                                 f"{tuple(np.asarray(shape).reshape(-1).tolist())}; map it back with Invertd first.")
+            path = self.write(str(sample[self.id_key]), labels, image_affine(image))
+            self.written.append(path)
+            self.rows.append((str(sample[self.id_key]), source_file(image), str(path),
+                              *(str(sample.get(k, "")) for k in self.extra_keys)))
+
+    def write_index(self, engine: Engine | None = None) -> Path | None:
+        """Write :attr:`index_file` (atomically) and return its path."""
+        if self.index_file is None:
+            return None
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(("subject_id", "image", "segmentation", *self.extra_keys))
+        writer.writerows(self.rows)
+        write_text_atomic(self.index_file, buffer.getvalue())
+        logger.info("Wrote %d segmentation(s), listed in %s", len(self.rows), self.index_file)
+        return self.index_file
 
     def write(self, subject_id: str, labels: np.ndarray, affine: np.ndarray) -> Path:
         """Write one label map with the given affine and return its path."""

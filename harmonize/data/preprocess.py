@@ -73,7 +73,9 @@ __all__ = [
     "PreprocessConfig",
     "PreprocessResult",
     "foreground_mask",
+    "intensity_steps",
     "preprocess_manifest",
+    "spatial_steps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -375,6 +377,65 @@ def _label_tensor(data: torch.Tensor) -> torch.Tensor:
     return data.to(torch.uint8 if small else torch.int32)
 
 
+def spatial_steps(subject: tio.Subject, config: PreprocessConfig, where: str) -> tio.Subject:
+    """Steps 1-4 on a loaded subject (image, optional label): reorient, resample, add the mask, crop/pad.
+
+    The one implementation of the spatial steps, shared by :func:`preprocess_manifest` and the bundles'
+    inference (:class:`harmonize.bundle.BundlePreprocessd`).
+
+    Args:
+        subject: a TorchIO subject with the image under ``"image"`` (and any label maps).
+        config: the pipeline settings.
+        where: names the scan in an error (e.g. its row and file).
+
+    Returns:
+        The transformed subject, with the foreground mask added under ``"mask"``.
+
+    Raises:
+        HarmonizeError: the image has no foreground (it is constant).
+    """
+    subject[_IMAGE].set_data(subject[_IMAGE].data.float())
+    subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)
+    mask = foreground_mask(subject[_IMAGE].data, config.mask_method)
+    if not mask.any():
+        raise HarmonizeError(
+            f"{where}: no foreground found (the image is constant); check the file, or "
+            f"use mask_method '{MaskMethod.NONZERO}' for skull-stripped images."
+        )
+    subject.add_image(tio.LabelMap(tensor=torch.from_numpy(mask.astype(np.uint8)), affine=subject[_IMAGE].affine),
+                      _MASK)
+    crop = tio.CropOrPad(config.target_shape, mask_name=_MASK if config.crop_to_mask else None)
+    return crop(subject)
+
+
+def intensity_steps(
+    subject: tio.Subject, landmarks: np.ndarray | None, config: PreprocessConfig, where: str
+) -> tio.ScalarImage:
+    """Step 5 on a spatially preprocessed subject (``"image"`` and ``"mask"``): histogram standardisation with
+    ``landmarks`` (skipped when None), z-normalisation within the mask, background set to 0 if configured.
+
+    Returns:
+        The standardised image (float32).
+
+    Raises:
+        HarmonizeError: the foreground is constant, naming ``where``.
+    """
+    steps = [] if landmarks is None else [tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK)]
+    transform = tio.Compose([*steps, tio.ZNormalization(masking_method=_MASK)])
+    try:
+        subject = transform(subject)
+    except RuntimeError as err:
+        if _ZERO_STD_MESSAGE not in str(err):
+            raise
+        raise HarmonizeError(f"{where}: cannot normalise the image: its foreground is constant.") from err
+    image = subject[_IMAGE]
+    data = image.data.float()
+    if config.zero_background:
+        data = torch.where(subject[_MASK].data.bool(), data, torch.zeros_like(data))
+    image.set_data(data.contiguous())
+    return image
+
+
 def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
     """Reorient, resample, mask and crop/pad one scan; write the spatial image, mask and label."""
     images: dict[str, tio.Image] = {_IMAGE: tio.ScalarImage(scan.image)}
@@ -390,18 +451,7 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
             f"{scan.where()}: label shape {subject[_LABEL].spatial_shape} differs from the image shape "
             f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
         )
-    subject[_IMAGE].set_data(subject[_IMAGE].data.float())
-    subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)
-    mask = foreground_mask(subject[_IMAGE].data, config.mask_method)
-    if not mask.any():
-        raise HarmonizeError(
-            f"{scan.where()}: no foreground found in {scan.image} (the image is constant); check the file, or "
-            f"use mask_method '{MaskMethod.NONZERO}' for skull-stripped images."
-        )
-    subject.add_image(tio.LabelMap(tensor=torch.from_numpy(mask.astype(np.uint8)), affine=subject[_IMAGE].affine),
-                      _MASK)
-    crop = tio.CropOrPad(config.target_shape, mask_name=_MASK if config.crop_to_mask else None)
-    subject = crop(subject)
+    subject = spatial_steps(subject, config, f"{scan.where()}: {scan.image}")
     if scan.label is not None:
         subject[_LABEL].set_data(_label_tensor(subject[_LABEL].data))
     paths = _outputs(out_dir, scan)
@@ -419,19 +469,7 @@ def _intensity_stage(
     """Standardise one spatially preprocessed scan with its site's landmarks (if any); write the final image."""
     paths = _outputs(out_dir, scan)
     subject = tio.Subject({_IMAGE: tio.ScalarImage(paths["spatial"]), _MASK: tio.LabelMap(paths["mask"])})
-    steps = [] if landmarks is None else [tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK)]
-    transform = tio.Compose([*steps, tio.ZNormalization(masking_method=_MASK)])
-    try:
-        subject = transform(subject)
-    except RuntimeError as err:
-        if _ZERO_STD_MESSAGE not in str(err):
-            raise
-        raise HarmonizeError(f"{scan.where()}: cannot normalise {scan.image}: its foreground is constant.") from err
-    image = subject[_IMAGE]
-    data = image.data.float()
-    if config.zero_background:
-        data = torch.where(subject[_MASK].data.bool(), data, torch.zeros_like(data))
-    image.set_data(data.contiguous())
+    image = intensity_steps(subject, landmarks, config, f"{scan.where()}: {scan.image}")
     return {"image": {"path": paths["image"].relative_to(out_dir).as_posix(),
                       "sha256": _save_image(image, paths["image"])}}
 

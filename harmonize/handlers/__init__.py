@@ -7,7 +7,7 @@ from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
-from harmonize.handlers.sample_mask import LabelRangeMask
+from harmonize.handlers.sample_mask import LabelRangeMask, SharedRangeMask
 from harmonize.handlers.training_checkpoint import TrainingCheckpoint
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Confound",
     "DomainUnlearningHandler",
     "LabelRangeMask",
+    "SharedRangeMask",
     "MachineUnlearningHandler",
     "RandomRigidAugmentation",
     "StopOnNonFiniteLoss",

@@ -24,9 +24,10 @@ from harmonize.handlers import (
     Confound,
     DomainUnlearningHandler,
     LabelRangeMask,
+    SharedRangeMask,
     quantile_bin_edges,
 )
-from harmonize.keys import ConfoundKind, Keys, Method, Split, UnlearningMode
+from harmonize.keys import ConfoundKind, Keys, Method, OverlapMode, Split, UnlearningMode
 from harmonize.losses import DomainLoss
 from harmonize.networks import DomainHead
 
@@ -67,8 +68,11 @@ class UnlearningSettings:
             samples instead of the batch alone (see :class:`~harmonize.handlers.DomainUnlearningHandler`).
         age_bins: quantile bins of a continuous confound's head.
         balanced_heads: weight the domain loss by inverse class frequency (unbalanced sites).
-        overlap_only: unlearn only on subjects whose ``overlap_key`` lies where all training sites overlap
+        overlap_only: unlearn only on subjects whose ``overlap_key`` lies where training sites overlap
             (the biased-dataset variant); the task still trains on every subject.
+        overlap_mode: where the sites overlap (:class:`~harmonize.keys.OverlapMode`): ``all``, the range every
+            training site covers; ``pairs``, the ranges each site shares with at least one other site
+            (:class:`~harmonize.handlers.SharedRangeMask`; for sites whose ranges overlap only pairwise).
         overlap_range: the range to use instead of computing it from the training rows.
         overlap_key: the label whose overlap defines the range (default ``age``).
         site_prior_on: a continuous column (e.g. ``age``): the site head's confusion target becomes the training
@@ -99,6 +103,7 @@ class UnlearningSettings:
     age_bins: int = defaults.AGE_BINS
     balanced_heads: bool = False
     overlap_only: bool = False
+    overlap_mode: str = OverlapMode.ALL
     overlap_range: tuple[float, float] | None = None
     overlap_key: str = Keys.AGE
     site_prior_on: str | None = None
@@ -111,6 +116,7 @@ class UnlearningSettings:
                 "method: train with method 'none' and apply ComBat to the features."
             )
         self.mode = check_option("mode", self.mode, UnlearningMode)
+        self.overlap_mode = check_option("overlap_mode", self.overlap_mode, OverlapMode)
         self.confounds = tuple(str(c) for c in self.confounds)
         unknown = set(self.betas) - set(self.confounds)
         if unknown:
@@ -240,13 +246,24 @@ def build_unlearning_handler(
             )
         )
     mask = None
-    if settings.overlap_only:
+    if settings.overlap_only and settings.overlap_mode == OverlapMode.PAIRS and settings.overlap_range is None:
+        values = train[[Keys.SITE, settings.overlap_key]].dropna()
+        extents = {site_index[site]: (float(group.min()), float(group.max()))
+                   for site, group in values.groupby(Keys.SITE, observed=True)[settings.overlap_key]}
+        shared = SharedRangeMask.shared_ranges(extents)
+        if not any(shared.values()):
+            raise ConfigError(
+                f"overlap_only: no training site shares a '{settings.overlap_key}' range with another site, so no "
+                "subject can be unlearned on. Give overlap_range or turn overlap_only off.")
+        mask = SharedRangeMask(shared, key=settings.overlap_key)
+        logger.info("Unlearning only on %s ranges shared with another site: %s", settings.overlap_key, shared)
+    elif settings.overlap_only:
         low_high = settings.overlap_range or overlap_range(train, key=settings.overlap_key)
         if low_high is None:
             raise ConfigError(
                 f"overlap_only: the training sites share no '{settings.overlap_key}' range (each site's range is "
-                "disjoint from another's), so no subject can be unlearned on. Give overlap_range or turn "
-                "overlap_only off."
+                "disjoint from another's), so no subject can be unlearned on. Use overlap_mode 'pairs' (the "
+                "ranges each site shares with another), give overlap_range, or turn overlap_only off."
             )
         mask = LabelRangeMask(*low_high, key=settings.overlap_key)
         logger.info("Unlearning only on %s in [%.1f, %.1f]", settings.overlap_key, *low_high)

@@ -44,3 +44,15 @@ def test_rows_are_written_at_completion(tmp_path, decollated):
     engine.run(_batches()[:1], max_epochs=1)  # a second run starts afresh
     assert len((tmp_path / "out" / "ages.csv").read_text().splitlines()) == 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ages.csv"]  # no temporary file left
+
+
+def test_extra_keys_become_columns(tmp_path):
+    batch = _batches()[1]
+    batch["intensity_reference"] = ["pooled (no site given)"]
+    engine = Engine(lambda engine, batch: {"pred": batch["pred"]})
+    writer = AgeCsvWriter(tmp_path / "ages.csv", extra_keys=["intensity_reference", "warnings"])
+    writer.attach(engine)
+    engine.run([batch], max_epochs=1)
+    rows = list(csv.reader((tmp_path / "ages.csv").read_text().splitlines()))
+    assert rows == [[*AGE_CSV_COLUMNS, "intensity_reference", "warnings"],
+                    ["s2", "/data/s2.nii.gz", "55.500", "pooled (no site given)", ""]]

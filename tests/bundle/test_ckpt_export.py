@@ -43,5 +43,8 @@ def test_torchscript_export_gives_the_eager_outputs(name, tiny_cohort, tmp_path)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
     extra = {"metadata.json": "", "inference.json": ""}
     torch.jit.load(str(exported), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["version"] == "0.1.0"  # the bundle's metadata travels with the model
+    embedded = json.loads(extra["metadata.json"])  # the bundle's metadata travels with the model
+    assert embedded["version"] == "0.1.0"
+    assert embedded["required_packages_version"] == \
+        json.loads((configs / "metadata.json").read_text())["required_packages_version"]  # not shrunk by MONAI
     assert "network_def" in json.loads(extra["inference.json"])

@@ -83,5 +83,8 @@ def test_resolve_manifest(cache, tiny_cohort, tmp_path):
     folder, manifest = cache
     assert resolve_manifest(str(tiny_cohort)) == tiny_cohort.absolute()
     assert resolve_manifest(None, folder, TINY) == manifest
+    raw = resolve_manifest(None, folder, TINY, raw=True)  # the generated scans, before preprocessing
+    assert raw == manifest.parent.parent / "cohort" / "manifest.csv" and raw.is_file()
+    assert resolve_manifest(str(tiny_cohort), raw=True) == tiny_cohort.absolute()
     with pytest.raises(HarmonizeError, match=r"missing\.csv does not exist.*leave it null"):
         resolve_manifest(tmp_path / "missing.csv")

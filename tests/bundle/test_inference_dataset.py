@@ -29,6 +29,14 @@ def test_images_and_folders(tiny_cohort):
 def test_manifest_rows(tiny_cohort, split, count):
     dataset = inference_dataset(manifest=tiny_cohort, split=split)
     assert len(dataset) == count and dataset.data[0]["subject_id"].startswith("site")
+    assert dataset.data[0]["site"] == dataset.data[0]["subject_id"].split("-")[0]  # the site picks the landmarks
+
+
+def test_images_carry_the_given_site_and_a_loading_transform_replaces_the_loader(tiny_cohort):
+    images = tiny_cohort.parent / "images"
+    assert "site" not in inference_dataset(images=images).data[0]
+    dataset = inference_dataset(images=images, site="scanner-x", load=False, transform=lambda d: d)
+    assert dataset[0]["site"] == "scanner-x" and isinstance(dataset[0]["image"], str)  # nothing loaded it
 
 
 def test_neither_or_both(tiny_cohort):

@@ -36,6 +36,24 @@ def test_written_labels_overlay_the_input(tiny_cohort, tmp_path):
     np.testing.assert_array_equal(np.asarray(written.dataobj), truth.numpy())  # same voxel order as the input
 
 
+def test_index_lists_the_files_and_a_prediction_off_the_input_grid_is_refused(tiny_cohort, tmp_path):
+    image_file = min((tiny_cohort.parent / "images").iterdir())
+    image = LoadImage(image_only=True, ensure_channel_first=True)(str(image_file))
+    logits = torch.zeros(4, 24, 24, 24)
+    engine = Engine(lambda engine, batch: [{"pred": logits}])
+    writer = SegmentationWriter(tmp_path / "segs", index_file=tmp_path / "segs" / "index.csv",
+                                extra_keys=["intensity_reference"])
+    writer.attach(engine)
+    engine.run([[{"subject_id": "sub-a", "image": image, "intensity_reference": "site site0"}]], max_epochs=1)
+    assert (tmp_path / "segs" / "index.csv").read_text().splitlines() == [
+        "subject_id,image,segmentation,intensity_reference",
+        f"sub-a,{image_file},{tmp_path / 'segs' / 'sub-a_seg.nii.gz'},site site0"]
+    small = Engine(lambda engine, batch: [{"pred": torch.zeros(4, 16, 16, 16)}])
+    SegmentationWriter(tmp_path / "other").attach(small)
+    with pytest.raises(ValueError, match=r"shape \(16, 16, 16\) is not the input's \(24, 24, 24\).*Invertd"):
+        small.run([[{"subject_id": "sub-a", "image": image}]], max_epochs=1)
+
+
 def test_affine_prefers_the_original_file_affine():
     original = np.diag([2.0, 2.0, 2.0, 1.0])
     image = MetaTensor(torch.zeros(1, 2, 2, 2), meta={"original_affine": original})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError
-from harmonize.handlers import LabelRangeMask
+from harmonize.handlers import LabelRangeMask, SharedRangeMask
 from harmonize.keys import ConfoundKind, Keys, Split, UnlearningMode
 from harmonize.networks import BrainAgeRegressor
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
@@ -86,8 +87,39 @@ def test_empty_overlap_is_refused(frame, sites, tiny_cohort_biased):
     with pytest.raises(ConfigError, match="empty"):
         _build(frame, sites, overlap_only=True, overlap_range=(60.0, 40.0))
     biased = read_manifest(tiny_cohort_biased)  # three sites whose first and last share no ages
-    with pytest.raises(ConfigError, match="share no 'age' range"):
+    with pytest.raises(ConfigError, match="share no 'age' range.*overlap_mode 'pairs'"):
         _build(biased, CategoryIndex.from_frame(biased), overlap_only=True)
+
+
+def test_pairs_overlap_unlearns_on_the_ages_each_site_shares_with_another(tiny_cohort_biased):
+    biased = read_manifest(tiny_cohort_biased)  # site0 and site2 share no ages; each shares some with site1
+    sites = CategoryIndex.from_frame(biased)
+    mask = _build(biased, sites, overlap_only=True, overlap_mode="pairs").sample_mask
+    assert isinstance(mask, SharedRangeMask)
+    train = biased[biased[Keys.SPLIT] == Split.TRAIN]
+    extent = train.groupby(Keys.SITE)[Keys.AGE].agg(["min", "max"])
+    first_second = (max(extent.loc["site0", "min"], extent.loc["site1", "min"]),
+                    min(extent.loc["site0", "max"], extent.loc["site1", "max"]))
+    assert mask.ranges[sites["site0"]] == [pytest.approx(first_second)]
+    kept = mask({Keys.AGE: torch.tensor(train[Keys.AGE].to_numpy()),
+                 Keys.SITE: torch.tensor([sites[s] for s in train[Keys.SITE]])})
+    shared_with_another = [any(lo <= age <= hi for other, (lo, hi) in extent.iterrows() if other != site)
+                           for site, age in zip(train[Keys.SITE], train[Keys.AGE])]
+    assert kept.tolist() == shared_with_another and 0 < sum(shared_with_another) < len(train)
+
+
+def test_shared_range_mask_computes_pairwise_intersections_and_checks_them():
+    ranges = SharedRangeMask.shared_ranges({0: (20.0, 50.0), 1: (40.0, 70.0), 2: (60.0, 90.0)})
+    assert ranges == {0: [(40.0, 50.0)], 1: [(40.0, 50.0), (60.0, 70.0)], 2: [(60.0, 70.0)]}
+    mask = SharedRangeMask(ranges)
+    batch = {Keys.AGE: torch.tensor([45.0, 55.0, 65.0, 45.0]), Keys.SITE: torch.tensor([0, 1, 2, 2])}
+    assert mask(batch).tolist() == [True, False, True, False]
+    with pytest.raises(ConfigError, match="no site shares a 'age' range"):
+        SharedRangeMask({0: [], 1: []})
+    with pytest.raises(ConfigError, match=r"site 0: \(5.0, 1.0\)"):
+        SharedRangeMask({0: [(5.0, 1.0)]})
+    with pytest.raises(KeyError, match="no key"):
+        mask({Keys.AGE: torch.tensor([1.0])})
 
 
 def test_single_site_is_refused(frame):
