@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from harmonize import defaults
+from harmonize.cli import options
 
 __all__ = ["register", "run"]
 
@@ -26,13 +27,6 @@ def _methods(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
-def _channels(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(c) for c in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"channels must be comma-separated integers, got {text!r}") from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``compare`` subcommand."""
     parser = subparsers.add_parser(
@@ -44,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", type=_methods, default=None, metavar="LIST",
                         help="comma-separated methods to compare (default none,unlearning,dann,combat; combat needs "
                              "none)")
-    parser.add_argument("--epochs", type=int, default=defaults.DEMO_EPOCHS, metavar="N",
+    parser.add_argument("--epochs", type=options.EPOCHS, default=defaults.DEMO_EPOCHS, metavar="N",
                         help=f"training epochs of each network (default {defaults.DEMO_EPOCHS})")
-    parser.add_argument("--channels", type=_channels, default=defaults.AGE_CHANNELS, metavar="C1,C2,...",
+    parser.add_argument("--channels", type=options.CHANNELS, default=defaults.AGE_CHANNELS, metavar="C1,C2,...",
                         help="channels of the encoder's blocks; every image axis must be at least 2^(blocks - 1) "
                              f"voxels (default {','.join(map(str, defaults.AGE_CHANNELS))}, the paper's)")
     parser.add_argument("--unseen-site", default=None, metavar="NAME",
@@ -55,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--combat-unseen", default=None, metavar="CHOICE",
                         help="ComBat and the unseen site: 'passthrough' leaves its scans unharmonised (default), "
                              "'error' records ComBat's refusal")
-    parser.add_argument("--permutations", type=int, default=defaults.PROBE_PERMUTATIONS, metavar="N",
+    parser.add_argument("--permutations", type=options.PERMUTATIONS, default=defaults.PROBE_PERMUTATIONS, metavar="N",
                         help=f"label permutations of each site probe's p-value (default {defaults.PROBE_PERMUTATIONS})")
-    parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="X",
+    parser.add_argument("--seed", type=options.SEED, default=defaults.SEED, metavar="X",
                         help=f"seed of the networks, the loaders and the probes (default {defaults.SEED})")
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default cpu)")
     parser.add_argument("--adversary", choices=("refit", "paper"), default="refit",
@@ -70,10 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and log where the table and report are; return 0."""
+    from harmonize.devices import resolve_device
     from harmonize.workflows.brain_age import BrainAgeSettings
     from harmonize.workflows.compare import CompareSettings, compare_methods
     from harmonize.workflows.unlearning import UnlearningSettings
 
+    resolve_device(args.device, "--device")
     unlearning = UnlearningSettings.refit_adversary() if args.adversary == "refit" else UnlearningSettings()
     training = BrainAgeSettings(unlearning=unlearning, max_epochs=args.epochs, channels=args.channels, seed=args.seed,
                                 device=args.device)

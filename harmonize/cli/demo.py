@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harmonize.cli import options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     parser.add_argument("--quick", action="store_true", help="a tiny version for a smoke test (about a minute)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the cohort and the training (default 0)")
+    parser.add_argument("--seed", type=options.SEED, default=None, help="seed of the cohort and the training (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     parser.set_defaults(func=run)
 
