@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"seed of the probes and the t-SNE embedding (default {defaults.SEED})")
     parser.add_argument("--device", default=None, metavar="DEV",
                         help="where to run the model: cpu or cuda (default: cpu, or the GPU a model file was saved on)")
+    parser.add_argument("--no-input-check", action="store_true",
+                        help="audit scans even when their shape, spacing or intensity standardisation differs from "
+                             "the model's training scans (recorded in a model file); by default that is an error")
     parser.set_defaults(func=run)
 
 
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device, "--device")
 
     metrics = audit_model(args.bundle or args.checkpoint, args.manifest, args.out, overwrite=args.overwrite,
-                          permutations=args.permutations, seed=args.seed, device=args.device, report=logger.info)
+                          permutations=args.permutations, seed=args.seed, device=args.device, report=logger.info,
+                          check_inputs=not args.no_input_check)
     if metrics.get("task") == Task.SEGMENTATION:
         dice = "n/a" if metrics["mean_dice"] is None else f"{metrics['mean_dice']:.3f}"
         logger.info("site probe %.3f (chance %.3f), mean Dice %s: report in %s/report.html",
