@@ -49,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="the participants.tsv column holding the site or scanner id")
     bids.add_argument("--out", required=True, metavar="CSV", help="the manifest to write, e.g. manifest.csv")
     bids.add_argument("--seed", type=options.SEED, default=defaults.SEED, help=f"seed of the split draw (default {defaults.SEED})")
-    bids.add_argument("--val-fraction", type=options.FRACTION, default=defaults.MANIFEST_VAL_FRACTION, metavar="F",
+    bids.add_argument("--val-fraction", type=float, default=defaults.MANIFEST_VAL_FRACTION, metavar="F",
                       help=f"fraction of each site's participants in val (default {defaults.MANIFEST_VAL_FRACTION})")
-    bids.add_argument("--test-fraction", type=options.FRACTION, default=defaults.MANIFEST_TEST_FRACTION, metavar="F",
+    bids.add_argument("--test-fraction", type=float, default=defaults.MANIFEST_TEST_FRACTION, metavar="F",
                       help=f"fraction of each site's participants in test (default {defaults.MANIFEST_TEST_FRACTION})")
     bids.add_argument("--sex-map", default="", metavar="V=S,...",
                       help="extra sex codes, e.g. '1=M,2=F' for ABIDE (values are matched case-insensitively)")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from harmonize import defaults
 
-__all__ = ["CHANNELS", "EPOCHS", "FRACTION", "JOBS", "PERMUTATIONS", "SEED", "SHAPE", "SPACING", "number", "numbers"]
+__all__ = ["CHANNELS", "EPOCHS", "JOBS", "PERMUTATIONS", "SEED", "SHAPE", "SPACING", "number", "numbers"]
 
 
 def _range(kind: type, low: float | None, high: float | None, low_open: bool) -> str:
@@ -90,7 +90,6 @@ PERMUTATIONS = number(int, 0, defaults.MAX_PERMUTATIONS)
 EPOCHS = number(int, 1, defaults.MAX_EPOCHS)
 JOBS = number(int, 1, defaults.MAX_JOBS)
 SPACING = number(float, 0, defaults.MAX_SPACING, low_open=True)
-#: One axis of a preprocessed scan's shape (voxels), and a fraction of the subjects.
+#: One axis of a preprocessed scan's shape (voxels).
 SHAPE = number(int, 1, defaults.MAX_SHAPE)
-FRACTION = number(float, 0, 1)
 CHANNELS = numbers(int, 1, defaults.MAX_CHANNELS, max_items=defaults.MAX_BLOCKS)

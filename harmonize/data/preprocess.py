@@ -65,6 +65,7 @@ from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
+from harmonize.memory import check_memory, resample_bytes
 
 __all__ = [
     "LANDMARKS_INDEX_FILENAME",
@@ -390,6 +391,11 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
             f"{scan.where()}: label shape {subject[_LABEL].spatial_shape} differs from the image shape "
             f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
         )
+    image = subject[_IMAGE]
+    check_memory(resample_bytes(image.spatial_shape, image.spacing, config.target_spacing, volumes=len(images)),
+                 f"{scan.where()}: resampling {scan.image} ({image.spatial_shape} voxels of "
+                 f"{tuple(round(float(s), 3) for s in image.spacing)} mm) to {config.target_spacing} mm voxels",
+                 "choose a coarser --spacing (target_spacing)")
     subject[_IMAGE].set_data(subject[_IMAGE].data.float())
     subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)
     mask = foreground_mask(subject[_IMAGE].data, config.mask_method)
