@@ -55,8 +55,10 @@ def _header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
         return None
 
 
-def common_grid(frame: pd.DataFrame) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+def common_grid(frame: pd.DataFrame) -> tuple[tuple[int, ...], tuple[float, ...] | None] | None:
     """The shape and spacing shared by every image of ``frame`` (``None`` when no header could be read).
+
+    The spacing is ``None`` when the images share their shape but not their voxel size.
 
     Raises:
         HarmonizeError: two images have different shapes: names both files and shapes, and suggests
@@ -64,6 +66,7 @@ def common_grid(frame: pd.DataFrame) -> tuple[tuple[int, ...], tuple[float, ...]
     """
     source = _source(frame)
     first: tuple[Path, tuple[int, ...], tuple[float, ...]] | None = None
+    same_spacing = True
     for value in frame[Keys.IMAGE]:
         path = _image_path(value, source)
         found = _header(path)
@@ -78,7 +81,9 @@ def common_grid(frame: pd.DataFrame) -> tuple[tuple[int, ...], tuple[float, ...]
                 f"{found[0]}. A network needs scans of one shape (and spacing) to batch them: preprocess the "
                 f"manifest first (harmonize preprocess {manifest} --out DIR, then use DIR/manifest.csv)."
             )
-    return None if first is None else (first[1], first[2])
+        else:
+            same_spacing &= all(math.isclose(a, b, rel_tol=SPACING_TOLERANCE) for a, b in zip(found[1], first[2]))
+    return None if first is None else (first[1], first[2] if same_spacing else None)
 
 
 def _marker(frame: pd.DataFrame) -> dict[str, Any] | None:
@@ -101,7 +106,8 @@ def describe_inputs(frame: pd.DataFrame) -> dict[str, Any]:
     Returns:
         ``{"manifest", "shape", "spacing", "standardised"}``: the shape and spacing shared by the images (from
         their headers; ``None`` if none could be read) and whether their intensities were standardised by
-        ``harmonize preprocess`` (a ``preprocess.json`` beside the manifest).
+        ``harmonize preprocess`` (a ``preprocess.json`` beside the manifest; ``None`` for a frame that does not
+        name its file).
 
     Raises:
         HarmonizeError: the images have different shapes (see :func:`common_grid`).
@@ -111,8 +117,8 @@ def describe_inputs(frame: pd.DataFrame) -> dict[str, Any]:
     return {
         "manifest": None if source is None else str(source),
         "shape": None if grid is None else list(grid[0]),
-        "spacing": None if grid is None else [round(z, 6) for z in grid[1]],
-        "standardised": _marker(frame) is not None,
+        "spacing": None if grid is None or grid[1] is None else [round(z, 6) for z in grid[1]],
+        "standardised": None if source is None else _marker(frame) is not None,
     }
 
 
@@ -155,7 +161,8 @@ def check_inputs(recorded: Mapping[str, Any] | None, frame: pd.DataFrame, model:
             math.isclose(a, b, rel_tol=SPACING_TOLERANCE) for a, b in zip(recorded["spacing"], found["spacing"])):
         problems.append(f"spacing: the model was trained on {tuple(recorded['spacing'])} mm voxels, {first} has "
                         f"{tuple(found['spacing'])} mm")
-    if recorded.get("standardised") is not None and bool(recorded["standardised"]) != found["standardised"]:
+    if None not in (recorded.get("standardised"), found["standardised"]) and \
+            bool(recorded["standardised"]) != found["standardised"]:
         if recorded["standardised"]:
             problems.append("intensities: the model was trained on scans standardised by harmonize preprocess "
                             f"(preprocess.json beside {trained_on}); {source or 'the manifest'} has no preprocess.json "
