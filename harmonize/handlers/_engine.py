@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 
 from harmonize.errors import ConfigError
 
-__all__ = ["require_optimizer", "when_built"]
+__all__ = ["refuse_evaluator", "require_optimizer", "when_built"]
 
 
 def require_optimizer(engine: Engine, who: str) -> torch.optim.Optimizer:
@@ -40,3 +40,20 @@ def when_built(engine: Engine, check: Callable[[Engine], None]) -> None:
         check(engine)
     else:
         engine.add_event_handler(Events.STARTED, check)
+
+
+def refuse_evaluator(engine: Engine, who: str, why: str) -> None:
+    """Raise a :class:`~harmonize.errors.ConfigError` when ``engine`` is a MONAI evaluator.
+
+    Args:
+        engine: the engine the handler is attached to.
+        who: the handler, for the message.
+        why: what it would do (or fail to do) on an evaluator, for the message.
+    """
+    from monai.engines import Evaluator
+
+    if isinstance(engine, Evaluator):
+        raise ConfigError(
+            f"{who} is a training handler, but it was attached to a {type(engine).__name__}: {why}. Attach it to "
+            "the trainer (train_handlers), not to an evaluator."
+        )
