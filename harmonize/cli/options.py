@@ -2,8 +2,8 @@
 
 Every subcommand declares its numeric options with :func:`number` (one value) or :func:`numbers` (a
 comma-separated list), so that ``--permutations -5``, ``--seed -1``, ``--epochs 0``, ``--spacing 0`` or
-``--shape 1000`` are refused the same way before any work starts: argparse prints
-``harmonize audit: error: argument --permutations: must be an integer >= 0, got '-5'`` and exits with status 2.
+``--shape 1000`` are refused the same way before any work starts: argparse prints ``harmonize audit: error:
+argument --permutations: must be an integer from 0 to 100000, got '-5'`` and exits with status 2.
 The ranges are the library's (:mod:`harmonize.defaults`); a value that only fails with the data (too many
 encoder blocks for the scans' size, a volume too large for the memory) is checked where the data are read.
 """
@@ -67,7 +67,7 @@ def numbers(
     """An argparse ``type=`` that reads a comma-separated list (``8,16,32``), each item in ``[low, high]``."""
 
     def parse(text: str) -> tuple:
-        items = [t for t in text.split(",")]
+        items = text.split(",")
         count = f"{min_items} to {max_items}" if max_items is not None else f"at least {min_items}"
         if not (min_items <= len(items) <= (max_items or len(items))) or any(not t.strip() for t in items):
             raise argparse.ArgumentTypeError(
