@@ -161,3 +161,30 @@ CHECKPOINT_KEEP = 3
 #: When the output is not a terminal, a loop over scans or subjects logs one line per this many items (and at
 #: the end), and training logs one line per epoch, instead of a live bar.
 PROGRESS_EVERY = 100
+
+# --- ranges of numeric options (harmonize.cli.options: one rule for every subcommand) ---------------------
+#: Largest seed (numpy's seeds are 32-bit), permutation count, epoch count, worker count, and the isotropic voxel
+#: size (mm) accepted by ``preprocess --spacing`` (a finer spacing is checked against the memory per scan).
+MAX_SEED = 2**32 - 1
+MAX_PERMUTATIONS = 100_000
+MAX_EPOCHS = 100_000
+MAX_JOBS = 1024
+#: Largest number of seeds a comparison trains each method on.
+MAX_SEEDS = 1000
+MAX_SPACING = 20.0
+#: Largest axis of ``preprocess --shape`` (voxels).
+MAX_SHAPE = 1024
+#: Largest channel count of one encoder block and largest number of blocks (each block halves the scan).
+MAX_CHANNELS = 4096
+MAX_BLOCKS = 12
+#: Largest cubic shape and number of sites of ``harmonize synth`` (256^3 voxels over 200 mm: 0.8 mm voxels).
+SYNTH_MAX_SHAPE = 256
+SYNTH_MIN_SHAPE = 16
+SYNTH_MAX_SITES = 64
+
+# --- memory (harmonize.memory) -------------------------------------------------------------------------------
+#: Environment variable that caps the memory harmonize plans for (in GiB; e.g. for a job's share of a node, or
+#: tests); without it, the machine's available memory is the cap.
+MEMORY_LIMIT_ENV = "HARMONIZE_MEMORY_LIMIT_GB"
+#: Share of the available memory one allocation may plan to use (the rest is left to the process and the system).
+MEMORY_FRACTION = 0.8

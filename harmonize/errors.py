@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ConfigError", "HarmonizeError", "ManifestError", "check_option"]
+__all__ = ["ConfigError", "HarmonizeError", "ManifestError", "ResourceError", "check_option"]
 
 
 class HarmonizeError(Exception):
@@ -37,6 +37,10 @@ class ManifestError(HarmonizeError, ValueError):
 
 class ConfigError(HarmonizeError, ValueError):
     """An argument, setting or bundle override that is out of range or inconsistent."""
+
+
+class ResourceError(HarmonizeError):
+    """A run that asks for more of the machine (memory) than it has; the message says how much, and how to ask less."""
 
 
 def check_option(name: str, value: object, choices: type) -> str:

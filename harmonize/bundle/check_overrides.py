@@ -98,9 +98,14 @@ def check_overrides(
     """
     ids = config_ids(_load(config_files))
     problems = []
-    for key in overrides:
+    for key, value in overrides.items():
         name = str(key).replace(LEGACY_SEP, SEP)
-        if name.startswith(META_PREFIX) or name in ids:
+        if name.startswith(META_PREFIX):
+            continue
+        if name in ids:
+            wrong = _type_problem(ids[name], value)
+            if wrong:
+                problems.append(f"'{key}': {wrong}")
             continue
         parent, _, leaf = name.rpartition(SEP)
         candidates = list(ids)
@@ -117,7 +122,37 @@ def check_overrides(
     if problems:
         files = [config_files] if isinstance(config_files, (str, os.PathLike)) else list(config_files)
         raise ConfigError(
-            f"{len(problems)} override(s) name ids that {', '.join(map(str, files))} do not define; MONAI would add "
-            "them silently and they would change nothing. Fix the names:",
+            f"{len(problems)} override(s) name ids that {', '.join(map(str, files))} do not define (MONAI would add "
+            "them silently and they would change nothing), or give a value of the wrong type. Fix them:",
             problems=problems,
         )
+
+
+#: Config values whose type an override must keep, by the name used in the message.
+_TYPE_NAMES = ((bool, "true or false"), (int, "an integer"), (float, "a number"), (list, "a list"),
+               (Mapping, "a mapping (JSON object)"))
+#: First characters of a MONAI expression, reference or macro: their type is only known when evaluated.
+_EXPRESSION_STARTS = ("$", "@", "%")
+
+
+def _type_problem(current: Any, value: Any) -> str | None:
+    """Why ``value`` cannot replace the config value ``current`` (``None`` when it can).
+
+    An override keeps the type of the value it replaces: ``--max_epochs two`` for ``"max_epochs": 10`` is refused
+    (an integer is expected) instead of failing deep inside the training loop. Expressions (``$...``), references
+    (``@...``) and ``null`` are not checked, nor are values whose config entry is ``null`` or an expression.
+    """
+    if value is None or current is None:
+        return None
+    if isinstance(value, str) and value.startswith(_EXPRESSION_STARTS):
+        return None
+    if isinstance(current, str):
+        return None  # paths, names and expressions: any text (and numbers, which MONAI also takes)
+    for kind, described in _TYPE_NAMES:
+        if isinstance(current, kind):
+            accepted = (int, float) if kind is float else (list, tuple) if kind is list else kind
+            if isinstance(value, accepted) and (kind is bool or not isinstance(value, bool)):
+                return None
+            shown = repr(current) if len(repr(current)) <= 60 else repr(current)[:57] + "..."
+            return f"expected {described} (the config's value is {shown}), got {value!r} ({type(value).__name__})"
+    return None

@@ -6,19 +6,25 @@ import ast
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from harmonize.bundle.check_overrides import check_overrides
+from harmonize.devices import resolve_device
 from harmonize.errors import ConfigError, HarmonizeError
 
-__all__ = ["DEFAULT_CONFIG", "RUN_ARGUMENTS", "parse_overrides", "run_bundle"]
+__all__ = ["DEFAULT_CONFIG", "RUN_ARGUMENTS", "parse_overrides", "run_bundle", "user_error"]
 
 logger = logging.getLogger(__name__)
 
 #: Arguments of ``monai.bundle.run`` itself: they are not config ids, so they are not checked.
 RUN_ARGUMENTS = ("config_file", "meta_file", "logging_file", "run_id", "init_id", "final_id", "tracking", "args_file")
+#: Config id of the device; a plain device name given as an override is checked against this machine's devices.
+DEVICE_ID = "device"
+#: How MONAI names a component it failed to build.
+_COMPONENT = re.compile(r"Failed to instantiate component '([^']+)'")
 #: Config run when none is named, and the metadata / logging files of a bundle, relative to its folder.
 DEFAULT_CONFIG = "configs/train.json"
 METADATA_FILE = "configs/metadata.json"
@@ -100,5 +106,41 @@ def run_bundle(
     logging_file = bundle / LOGGING_FILE
     args.setdefault("logging_file", str(logging_file) if logging_file.is_file() else False)
     check_overrides(files, {k: v for k, v in args.items() if k not in RUN_ARGUMENTS})
+    if isinstance(args.get(DEVICE_ID), str) and not args[DEVICE_ID].startswith(("$", "@", "%")):
+        resolve_device(args[DEVICE_ID], f"--{DEVICE_ID}")
     logger.info("Running %s with %s", ", ".join(files), {k: v for k, v in args.items() if k not in RUN_ARGUMENTS})
-    run(config_file=files, **args)
+    try:
+        run(config_file=files, **args)
+    except RuntimeError as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user's or environment's error that MONAI wrapped in ``err``, if any.
+
+    MONAI reports a component that fails to build as ``RuntimeError: Failed to instantiate component ...`` raised
+    from the original error (e.g. a :class:`~harmonize.errors.HarmonizeError` naming a missing image), whose message
+    then hides among dozens of lines. This follows the explicit causes (``raise ... from``) to a
+    ``HarmonizeError``, ``OSError`` or ``MemoryError``, and adds the component that failed to its message.
+    """
+    components = []
+    current: BaseException | None = err
+    while current is not None:
+        if isinstance(current, HarmonizeError):
+            if not components:
+                return current
+            message = f"{current.message} (while building the bundle's {components[-1]})"
+            try:
+                return type(current)(message, problems=current.problems)
+            except TypeError:  # a subclass with another signature
+                return HarmonizeError(message, problems=current.problems)
+        if isinstance(current, (OSError, MemoryError)):
+            return current
+        found = _COMPONENT.search(str(current))
+        if found:
+            components.append(f"'{found.group(1)}'")
+        current = current.__cause__
+    return None

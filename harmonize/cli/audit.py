@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from harmonize import defaults
+from harmonize.cli import options
 
 __all__ = ["register", "run"]
 
@@ -45,23 +46,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "sites are audited")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-    parser.add_argument("--permutations", type=int, default=defaults.PROBE_PERMUTATIONS, metavar="N",
+    parser.add_argument("--permutations", type=options.PERMUTATIONS, default=defaults.PROBE_PERMUTATIONS, metavar="N",
                         help="label permutations of the site probe's p-value, 0 for none "
                              f"(default {defaults.PROBE_PERMUTATIONS})")
-    parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="X",
+    parser.add_argument("--seed", type=options.SEED, default=defaults.SEED, metavar="X",
                         help=f"seed of the probes and the t-SNE embedding (default {defaults.SEED})")
     parser.add_argument("--device", default=None, metavar="DEV",
                         help="where to run the model: cpu or cuda (default: cpu, or the GPU a model file was saved on)")
+    parser.add_argument("--no-input-check", action="store_true",
+                        help="audit scans even when their shape, spacing or intensity standardisation differs from "
+                             "the model's training scans (recorded in a model file); by default that is an error")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Audit the model and log a short summary; return 0."""
+    from harmonize.devices import resolve_device
     from harmonize.keys import Task
     from harmonize.workflows.audit import audit_model
 
+    if args.device is not None:
+        resolve_device(args.device, "--device")
+
     metrics = audit_model(args.bundle or args.checkpoint, args.manifest, args.out, overwrite=args.overwrite,
-                          permutations=args.permutations, seed=args.seed, device=args.device, report=logger.info)
+                          permutations=args.permutations, seed=args.seed, device=args.device, report=logger.info,
+                          check_inputs=not args.no_input_check)
     if metrics.get("task") == Task.SEGMENTATION:
         dice = "n/a" if metrics["mean_dice"] is None else f"{metrics['mean_dice']:.3f}"
         logger.info("site probe %.3f (chance %.3f), mean Dice %s: report in %s/report.html",

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from harmonize import defaults
+from harmonize.cli import options
 
 __all__ = ["register", "run"]
 
@@ -30,13 +31,6 @@ def _methods(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
-def _channels(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(c) for c in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"channels must be comma-separated integers, got {text!r}") from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``compare`` subcommand."""
     parser = subparsers.add_parser(
@@ -48,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", type=_methods, default=None, metavar="LIST",
                         help="comma-separated methods to compare (default none,unlearning,dann,combat; also erasure; "
                              "combat and erasure need none, unlearning_erasure needs unlearning)")
-    parser.add_argument("--epochs", type=int, default=defaults.DEMO_EPOCHS, metavar="N",
+    parser.add_argument("--epochs", type=options.EPOCHS, default=defaults.DEMO_EPOCHS, metavar="N",
                         help=f"training epochs of each network (default {defaults.DEMO_EPOCHS})")
-    parser.add_argument("--channels", type=_channels, default=defaults.AGE_CHANNELS, metavar="C1,C2,...",
+    parser.add_argument("--channels", type=options.CHANNELS, default=defaults.AGE_CHANNELS, metavar="C1,C2,...",
                         help="channels of the encoder's blocks; every image axis must be at least 2^(blocks - 1) "
                              f"voxels (default {','.join(map(str, defaults.AGE_CHANNELS))}, the paper's)")
     parser.add_argument("--unseen-site", default=None, metavar="NAME",
@@ -59,14 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--combat-unseen", default=None, metavar="CHOICE",
                         help="ComBat and the unseen site: 'passthrough' leaves its scans unharmonised (default), "
                              "'error' records ComBat's refusal")
-    parser.add_argument("--permutations", type=int, default=defaults.PROBE_PERMUTATIONS, metavar="N",
+    parser.add_argument("--permutations", type=options.PERMUTATIONS, default=defaults.PROBE_PERMUTATIONS, metavar="N",
                         help=f"label permutations of each site probe's p-value (default {defaults.PROBE_PERMUTATIONS})")
-    parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="X",
+    parser.add_argument("--seed", type=options.SEED, default=defaults.SEED, metavar="X",
                         help=f"seed of the networks, the loaders and the probes (default {defaults.SEED})")
-    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+    parser.add_argument("--seeds", type=options.SEEDS_COUNT, default=1, metavar="N",
                         help="train every method on N seeds (--seed, --seed + 1, ...) and report means, 95%% intervals "
                              "and paired p-values over them (default 1; 3 or more to tell methods apart)")
-    parser.add_argument("--jobs", type=int, default=1, metavar="J",
+    parser.add_argument("--jobs", type=options.JOBS, default=1, metavar="J",
                         help="training runs at once, each in its own process with its share of the torch threads "
                              "(default 1: one after another)")
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default cpu)")
@@ -80,10 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and log where the table and report are; return 0."""
+    from harmonize.devices import resolve_device
     from harmonize.workflows.brain_age import BrainAgeSettings
     from harmonize.workflows.compare import CompareSettings, compare_methods
     from harmonize.workflows.unlearning import UnlearningSettings
 
+    resolve_device(args.device, "--device")
     unlearning = UnlearningSettings.refit_adversary() if args.adversary == "refit" else UnlearningSettings()
     training = BrainAgeSettings(unlearning=unlearning, max_epochs=args.epochs, channels=args.channels, seed=args.seed,
                                 device=args.device)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harmonize.cli import options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,10 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     parser.add_argument("--quick", action="store_true", help="a tiny version for a smoke test (about a minute)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the cohort and the training (default 0)")
-    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+    parser.add_argument("--seed", type=options.SEED, default=None, help="seed of the cohort and the training (default 0)")
+    parser.add_argument("--seeds", type=options.SEEDS_COUNT, default=None, metavar="N",
                         help="train every brain-age method on N seeds (default: the demo's setting)")
-    parser.add_argument("--jobs", type=int, default=None, metavar="J",
+    parser.add_argument("--jobs", type=options.JOBS, default=None, metavar="J",
                         help="brain-age training runs at once, in parallel processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     parser.set_defaults(func=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harmonize import defaults
+from harmonize.cli import options
 from harmonize.errors import ConfigError
 
 __all__ = ["register", "run"]
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "Manufacturer, ManufacturersModelName, MagneticFieldStrength, StationName, "
                            "DeviceSerialNumber)")
     bids.add_argument("--out", required=True, metavar="CSV", help="the manifest to write, e.g. manifest.csv")
-    bids.add_argument("--seed", type=int, default=defaults.SEED, help=f"seed of the split draw (default {defaults.SEED})")
+    bids.add_argument("--seed", type=options.SEED, default=defaults.SEED, help=f"seed of the split draw (default {defaults.SEED})")
     bids.add_argument("--val-fraction", type=float, default=defaults.MANIFEST_VAL_FRACTION, metavar="F",
                       help=f"fraction of each site's participants in val (default {defaults.MANIFEST_VAL_FRACTION})")
     bids.add_argument("--test-fraction", type=float, default=defaults.MANIFEST_TEST_FRACTION, metavar="F",

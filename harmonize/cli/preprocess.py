@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from harmonize import defaults
+from harmonize.cli import options
 
 __all__ = ["register", "run"]
 
@@ -28,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("manifest", metavar="MANIFEST", help="the input manifest CSV (never modified)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder: new, empty, or the output of an earlier run (its cache is reused)")
-    parser.add_argument("--spacing", type=float, default=defaults.TARGET_SPACING, metavar="MM",
+    parser.add_argument("--spacing", type=options.SPACING, default=defaults.TARGET_SPACING, metavar="MM",
                         help=f"isotropic voxel size after resampling, in mm (default {defaults.TARGET_SPACING})")
-    parser.add_argument("--shape", type=int, nargs=3, default=list(defaults.TARGET_SHAPE), metavar=("X", "Y", "Z"),
+    parser.add_argument("--shape", type=options.SHAPE, nargs=3, default=list(defaults.TARGET_SHAPE), metavar=("X", "Y", "Z"),
                         help="shape after crop/pad, in voxels (default %s)" % " ".join(map(str, defaults.TARGET_SHAPE)))
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder that is not an earlier output, and recompute every scan")

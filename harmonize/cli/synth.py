@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from harmonize import defaults
+from harmonize.cli import options
 
 __all__ = ["register", "run"]
 
@@ -28,14 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory (created; must be empty or hold a previous cohort)")
-    parser.add_argument("--sites", type=int, default=defaults.SYNTH_SITES, metavar="N",
-                        help=f"number of sites, 2 to 64 (default {defaults.SYNTH_SITES})")
-    parser.add_argument("--subjects-per-site", type=int, default=defaults.SYNTH_SUBJECTS_PER_SITE, metavar="K",
+    parser.add_argument("--sites", type=options.number(int, 2, defaults.SYNTH_MAX_SITES), default=defaults.SYNTH_SITES, metavar="N",
+                        help=f"number of sites, 2 to {defaults.SYNTH_MAX_SITES} (default {defaults.SYNTH_SITES})")
+    parser.add_argument("--subjects-per-site", type=options.number(int, 3, 100_000), default=defaults.SYNTH_SUBJECTS_PER_SITE, metavar="K",
                         help=f"subjects per site, at least 3 (default {defaults.SYNTH_SUBJECTS_PER_SITE})")
-    parser.add_argument("--shape", type=int, default=defaults.SYNTH_SHAPE, metavar="S",
-                        help="cubic image shape in voxels over a 200 mm field of view "
-                             f"(default {defaults.SYNTH_SHAPE}, i.e. 3.125 mm voxels)")
-    parser.add_argument("--seed", type=int, default=defaults.SEED, metavar="X",
+    parser.add_argument("--shape", type=options.number(int, defaults.SYNTH_MIN_SHAPE, defaults.SYNTH_MAX_SHAPE), default=defaults.SYNTH_SHAPE, metavar="S",
+                        help=f"cubic image shape in voxels over a 200 mm field of view, {defaults.SYNTH_MIN_SHAPE} to "
+                             f"{defaults.SYNTH_MAX_SHAPE} (default {defaults.SYNTH_SHAPE}, i.e. 3.125 mm voxels)")
+    parser.add_argument("--seed", type=options.SEED, default=defaults.SEED, metavar="X",
                         help=f"random seed; the same seed writes identical files (default {defaults.SEED})")
     parser.add_argument("--biased", action="store_true",
                         help="give sites partly overlapping age ranges (adjacent sites share half their age window), "

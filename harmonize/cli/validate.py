@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from harmonize.cli import options
+
 __all__ = ["register", "run"]
 
 DESCRIPTION = """\
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 on warnings too (a single site, a site without training scans or with very few, "
                              "no age range shared by the sites): for pipelines that must stop there")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=options.JOBS, default=None, metavar="N",
                         help="threads loading images (default: 4, at most the number of CPUs)")
     parser.set_defaults(func=run)
 

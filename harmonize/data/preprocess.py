@@ -65,6 +65,7 @@ from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
 from harmonize.progress import progress as show_progress
+from harmonize.memory import check_memory, resample_bytes
 
 __all__ = [
     "LANDMARKS_INDEX_FILENAME",
@@ -393,7 +394,14 @@ def spatial_steps(subject: tio.Subject, config: PreprocessConfig, where: str) ->
 
     Raises:
         HarmonizeError: the image has no foreground (it is constant).
+        ResourceError: resampling would not fit in memory.
     """
+    image = subject[_IMAGE]
+    check_memory(resample_bytes(image.spatial_shape, image.spacing, config.target_spacing,
+                                volumes=len(subject.get_images(intensity_only=False))),
+                 f"{where}: resampling ({image.spatial_shape} voxels of "
+                 f"{tuple(round(float(s), 3) for s in image.spacing)} mm) to {config.target_spacing} mm voxels",
+                 "choose a coarser --spacing (target_spacing)")
     subject[_IMAGE].set_data(subject[_IMAGE].data.float())
     subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)
     mask = foreground_mask(subject[_IMAGE].data, config.mask_method)

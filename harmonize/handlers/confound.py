@@ -111,24 +111,51 @@ class Confound:
         _check_weight(f"Confound '{self.name}': beta({epoch})", value)
         return value
 
-    def targets(self, values: torch.Tensor) -> torch.Tensor:
+    def targets(self, values: torch.Tensor | Sequence[Any] | np.ndarray) -> torch.Tensor:
         """Class indices from a batch's values; unknown values (``NaN`` or ``-1``) become ``-1``.
 
+        A categorical confound's values must be integer class indices (a site's index in the site index,
+        :class:`~harmonize.data.site_index.CategoryIndex`, which :func:`~harmonize.data.dataset.make_dataset`
+        applies): floats are accepted only when whole (``2.0``), never truncated.
+
         Args:
-            values: ``(B,)`` (or ``(B, 1)``) tensor of the confound's values.
+            values: ``(B,)`` (or ``(B, 1)``) tensor (or sequence) of the confound's values.
 
         Raises:
-            ValueError: an index outside ``[-1, num_classes)``, naming the confound.
+            ConfigError: (a ``ValueError``) strings or non-integral numbers for a categorical confound, or an index
+                outside ``[-1, num_classes)``, naming the confound.
         """
+        if not isinstance(values, torch.Tensor):
+            flat = np.asarray(values, dtype=object).reshape(-1)
+            strings = [v for v in flat if isinstance(v, (str, bytes))]
+            if strings:
+                raise ConfigError(
+                    f"Confound '{self.name}' (key '{self.key}'): the batch holds text values "
+                    f"{sorted(set(map(str, strings)))[:5]}, not class indices. Map them to integers through the site "
+                    "(or category) index, e.g. harmonize.data.site_index.CategoryIndex.from_frame(frame).encode(...); "
+                    "harmonize.data.dataset.make_dataset does it for a manifest."
+                )
+            values = torch.as_tensor(np.asarray(values, dtype=float) if flat.dtype == object else values)
         values = values.reshape(-1)
         if self.kind == ConfoundKind.CONTINUOUS:
             v = values.float()
             idx = torch.bucketize(v, self._edges.to(v.device), right=True)
             return torch.where(torch.isfinite(v), idx, torch.full_like(idx, MISSING))
+        if values.is_floating_point() or values.is_complex():
+            finite = torch.isfinite(values)
+            fractional = finite & (values != torch.round(values))
+            if bool(fractional.any()):
+                raise ConfigError(
+                    f"Confound '{self.name}' (key '{self.key}') got non-integral values "
+                    f"{values[fractional].unique()[:5].tolist()}: class labels (e.g. sites) must be integer indices, "
+                    "and a fraction is never truncated. Check the column: map site names to indices through the site "
+                    "index (harmonize.data.site_index), and fix values such as 0.6 or 1.4 in the manifest."
+                )
+            values = torch.where(finite, values, torch.full_like(values, MISSING))
         idx = values.long()
         bad = (idx < MISSING) | (idx >= self.num_classes)
         if bool(bad.any()):
-            raise ValueError(
+            raise ConfigError(
                 f"Confound '{self.name}' (key '{self.key}') got class indices {idx[bad].unique().tolist()}, "
                 f"outside 0..{self.num_classes - 1}; check num_classes against the data's site/category index."
             )

@@ -23,6 +23,7 @@ from torch import nn
 
 from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
+from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound
 from harmonize.handlers.feature_memory import FeatureMemory
 from harmonize.keys import StateKeys, UnlearningMode
@@ -192,15 +193,13 @@ class DomainUnlearningHandler:
         MONAI attaches those before the trainer holds its network, so the checks then run when training starts.
 
         Raises:
-            ConfigError: the engine is not a trainer of ``network``, or uses gradient accumulation.
+            ConfigError: the engine is not a trainer of ``network`` (e.g. an evaluator, which has no optimizer), or
+                uses gradient accumulation.
         """
         from ignite.engine import Events
         from monai.engines.utils import IterationEvents
 
-        if hasattr(engine, "network"):
-            self._bind(engine)
-        else:
-            engine.add_event_handler(Events.STARTED, self._bind)
+        when_built(engine, self._bind)
         for attr in self.state_attributes:
             setattr(engine.state, attr, None)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
@@ -220,6 +219,7 @@ class DomainUnlearningHandler:
                 "DomainUnlearningHandler must be attached to the SupervisedTrainer that trains the network it was "
                 "built with (engine.network is a different module)."
             )
+        require_optimizer(engine, type(self).__name__)
         if getattr(engine, "accumulation_steps", 1) > 1:
             raise ConfigError("DomainUnlearningHandler does not support gradient accumulation (accumulation_steps > 1).")
         device = next(self.network.parameters()).device
@@ -276,8 +276,7 @@ class DomainUnlearningHandler:
                 raise KeyError(
                     f"Batch has no key '{c.key}' for confound '{c.name}'; batch keys: {sorted(map(str, batch))}."
                 )
-            values = torch.as_tensor(batch[c.key]).to(device)
-            self._targets[c.name] = c.targets(values)
+            self._targets[c.name] = c.targets(batch[c.key]).to(device)
         self._mask = None
         if self.sample_mask is not None:
             self._mask = torch.as_tensor(self.sample_mask(batch)).to(device=device, dtype=torch.bool).reshape(-1)
@@ -408,7 +407,7 @@ class DomainUnlearningHandler:
         try:
             for batch in loader:
                 self._targets = {
-                    c.name: c.targets(torch.as_tensor(batch[c.key]).to(device)) for c in self.confounds
+                    c.name: c.targets(batch[c.key]).to(device) for c in self.confounds
                 }
                 self._mask = None
                 if self.sample_mask is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize.errors import HarmonizeError
+from harmonize.handlers._engine import refuse_evaluator
 from harmonize.keys import Keys
 
 if TYPE_CHECKING:
@@ -45,9 +46,14 @@ class StopOnNonFiniteLoss:
         self.what = what
 
     def attach(self, engine: Engine) -> None:
-        """Check the loss at every ``IterationEvents.LOSS_COMPLETED`` of a MONAI trainer."""
+        """Check the loss at every ``IterationEvents.LOSS_COMPLETED`` of a MONAI trainer.
+
+        Raises:
+            ConfigError: the engine is an evaluator, which computes no loss (the check would never run).
+        """
         from monai.engines.utils import IterationEvents
 
+        refuse_evaluator(engine, type(self).__name__, "an evaluator computes no loss, so nothing would be checked")
         engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:

@@ -44,6 +44,7 @@ from monai.utils import CommonKeys, optional_import
 
 from harmonize import defaults
 from harmonize.errors import ConfigError, check_option
+from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.keys import Keys, NoiseMode, ReconMethod, StateKeys
 
 if TYPE_CHECKING:
@@ -162,7 +163,12 @@ class MachineUnlearningHandler:
 
     # ------------------------------------------------------------------------------------------------ attach
     def attach(self, engine: Engine) -> None:
-        """Register the stage's callbacks on a ``SupervisedTrainer`` (or any MONAI trainer firing its events)."""
+        """Register the stage's callbacks on a ``SupervisedTrainer`` (or any MONAI trainer firing its events).
+
+        Raises:
+            ConfigError: the engine has no optimizer (e.g. an evaluator): the stage would change nothing.
+        """
+        when_built(engine, lambda built: require_optimizer(built, type(self).__name__))
         engine.add_event_handler(Events.ITERATION_STARTED, self.prepare_batch)
         engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.rewrite_loss)
         engine.add_event_handler(Events.COMPLETED, self.log_summary)

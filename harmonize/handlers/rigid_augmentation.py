@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from harmonize import defaults
 from harmonize.errors import ConfigError
+from harmonize.handlers._engine import refuse_evaluator
 from harmonize.keys import Keys
 
 if TYPE_CHECKING:
@@ -133,9 +134,14 @@ class RandomRigidAugmentation:
         self.seed = int(seed)
 
     def attach(self, engine: Engine) -> None:
-        """Register on the trainer's ``ITERATION_STARTED`` event."""
+        """Register on the trainer's ``ITERATION_STARTED`` event.
+
+        Raises:
+            ConfigError: the engine is an evaluator (its scans would be moved at random, and its metrics with them).
+        """
         from ignite.engine import Events
 
+        refuse_evaluator(engine, type(self).__name__, "it would move the evaluated scans at random")
         engine.add_event_handler(Events.ITERATION_STARTED, self)
 
     def sample(self, batch_size: int, dims: int, iteration: int) -> RigidParameters:

@@ -40,6 +40,7 @@ from torch import nn
 
 from harmonize.data.dataset import EpochShuffleSampler, SiteBalancedBatchSampler
 from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.handlers._engine import require_optimizer
 from harmonize.io import TMP_TAG, atomic_write
 from harmonize.networks.state_mismatch import state_mismatches
 
@@ -113,13 +114,14 @@ class TrainingCheckpoint:
         Attach it after the other handlers, so that an epoch's checkpoint holds what they did at its end.
 
         Raises:
-            ConfigError: the engine has no ``network``, or mid-epoch checkpoints are asked for with a loader
+            ConfigError: the engine has no ``network`` or no optimizer (an evaluator), or mid-epoch checkpoints are asked for with a loader
                 that cannot start an epoch at a given batch.
         """
         from ignite.engine import Events
 
         if not isinstance(getattr(engine, "network", None), nn.Module):
             raise ConfigError("TrainingCheckpoint needs an engine with a `network` (a MONAI SupervisedTrainer).")
+        require_optimizer(engine, type(self).__name__)
         if self.every_n_iterations is not None and self._resumable_sampler(engine) is None:
             raise ConfigError(
                 "every_n_iterations needs a data loader that can start an epoch at a given batch (one from "

@@ -36,7 +36,7 @@ import pandas as pd
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
@@ -330,6 +330,7 @@ def audit_model(
     seed: int = defaults.SEED,
     device: str | None = None,
     report: Callable[[str], None] = logger.info,
+    check_inputs: bool = True,
 ) -> dict[str, Any]:
     """Audit a model on a manifest's held-out and unseen-site scans; write metrics, figures and a report.
 
@@ -349,6 +350,9 @@ def audit_model(
         seed: seed of the probes and of the t-SNE embedding.
         device: where to run a model read from a file (default: the CPU, or the GPU it was saved on if present).
         report: where progress lines go (the CLI prints them).
+        check_inputs: refuse scans whose grid (shape, spacing) or intensity standardisation differs from the
+            training scans a brain-age model file records
+            (:func:`~harmonize.workflows.input_check.check_inputs`); ``False`` audits them anyway.
 
     Returns:
         The metrics written to ``metrics.json``: those of :func:`audit_brain_age` or of ``audit_segmentation``,
@@ -356,13 +360,17 @@ def audit_model(
 
     Raises:
         HarmonizeError: an unreadable model or manifest, a network that is neither a brain-age network nor a tissue
-            segmenter, a non-empty ``out_dir``, or nothing to audit.
+            segmenter, a non-empty ``out_dir``, nothing to audit, or (with ``check_inputs``) scans not
+            preprocessed as the model's training scans were.
     """
     from harmonize.audit import plots
     from harmonize.audit.report import write_report
     from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
     from harmonize.workflows.segmentation_audit import segmentation_columns
 
+    for name, value in (("permutations", permutations), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ConfigError(f"Argument '{name}': must be an integer >= 0, got {value!r}.")
     out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model))
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     model, source = _loaded(model, frame, device)
@@ -373,6 +381,13 @@ def audit_model(
             f"{source}: a {type(model.network).__name__} held as a brain-age model; audit it as a "
             "harmonize.workflows.segmentation_audit.SegmentationModel or from its bundle folder."
         )
+    if check_inputs and isinstance(model, BrainAgeModel):
+        from harmonize.workflows.input_check import check_inputs as check_scans
+
+        check_scans(model.inputs, frame, source)
+    elif not check_inputs:
+        logger.warning("%s: the scans' grid and intensities are not checked against the model's training scans "
+                       "(check_inputs=False): a mismatch reads as a scanner difference.", source)
     method = str(model.method)
     report(f"auditing {source} ({method}, taps {list(model.taps)}, sites {list(model.site_index)})")
     figures = out / FIGURES_DIR

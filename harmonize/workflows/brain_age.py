@@ -138,6 +138,9 @@ class BrainAgeModel:
     #: MONAI dictionary transform applied to every loaded scan before the network (a bundle's ``transforms``,
     #: e.g. intensity normalisation); ``None``: the scans as the manifest gives them, as ``train_brain_age`` trains.
     transform: Callable[[Mapping[str, Any]], Any] | None = None
+    #: The training scans' grid and intensity preprocessing (:func:`~harmonize.workflows.input_check.describe_inputs`),
+    #: checked against the scans an audit is given; ``None``: unknown (not checked).
+    inputs: dict[str, Any] | None = None
 
     @property
     def method(self) -> str:
@@ -192,9 +195,14 @@ def train_brain_age(
     """
     from monai.engines import SupervisedTrainer
 
+    from harmonize.devices import resolve_device
+    from harmonize.workflows.input_check import describe_inputs
+
     settings = settings or BrainAgeSettings()
+    resolve_device(settings.device, "device")
     checkpoint_dir = _checked_checkpoint_dir(checkpoint_dir, resume)
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    inputs = describe_inputs(frame)
     train = frame[frame[Keys.SPLIT] == Split.TRAIN]
     ages = train[Keys.AGE].to_numpy(float)
     if not np.isfinite(ages).any():
@@ -211,9 +219,14 @@ def train_brain_age(
         dataset, batch_size=settings.batch_size, shuffle=True, balance_sites=settings.balance_sites, seed=settings.seed
     )
     mean, std = float(np.nanmean(ages)), float(np.nanstd(ages)) or 1.0
-    network = BrainAgeRegressor(
-        channels=settings.channels, feature_dim=settings.feature_dim, norm=settings.norm, age_offset=mean, age_scale=std
-    ).to(settings.device)
+
+    def build() -> BrainAgeRegressor:
+        return BrainAgeRegressor(channels=settings.channels, feature_dim=settings.feature_dim, norm=settings.norm,
+                                 age_offset=mean, age_scale=std)
+
+    check_network_size(build, tuple(torch.as_tensor(dataset[0][Keys.IMAGE]).shape), settings.batch_size,
+                       settings.channels, frame.attrs.get(MANIFEST_ATTR, "the manifest"))
+    network = build().to(settings.device)
     sizer = FeatureTaps(network, settings.taps)
     try:
         feature_dim = sizer.feature_dim(network, _example_input(dataset).to(settings.device))
@@ -265,7 +278,43 @@ def train_brain_age(
     seconds = time.perf_counter() - start
     _check_finite(network)
     history = handler.history if handler is not None else []
-    return BrainAgeModel(network, handler, settings, index, seconds, history)
+    return BrainAgeModel(network, handler, settings, index, seconds, history, inputs=inputs)
+
+
+def check_network_size(build: Callable[[], torch.nn.Module], image_shape: Sequence[int], batch_size: int,
+                       channels: Sequence[int], source: Any) -> None:
+    """Refuse an encoder with too many blocks for the scans, or whose training step cannot fit in memory.
+
+    Args:
+        build: makes the network (it is built on the ``meta`` device, allocating nothing).
+        image_shape: one scan's shape ``(channels, *spatial)``.
+        batch_size: scans per batch.
+        channels: the encoder's channels per block (``--channels``), for the message.
+        source: the manifest, for the message.
+
+    Raises:
+        ConfigError: every axis must be at least ``2 ** (blocks - 1)`` voxels; names the largest number of blocks.
+        ResourceError: the estimated memory of one training step exceeds what is available.
+    """
+    from harmonize.memory import check_memory, training_bytes
+
+    spatial = tuple(int(n) for n in image_shape[1:])
+    needed = 2 ** (len(channels) - 1)
+    if min(spatial) < needed:
+        most = int(np.floor(np.log2(min(spatial)))) + 1
+        raise ConfigError(
+            f"Argument 'channels' ({','.join(map(str, channels))}): {len(channels)} blocks halve the scan "
+            f"{len(channels) - 1} times, so every axis must be at least {needed} voxels, but the scans of {source} "
+            f"are {spatial}. Give at most {most} block(s) (e.g. --channels {','.join(map(str, channels[:most]))}), "
+            "or preprocess the scans to a larger --shape."
+        )
+    check_memory(
+        training_bytes(build, (batch_size, *image_shape)),
+        f"Training the brain-age network (channels {','.join(map(str, channels))}) on batches of {batch_size} scans "
+        f"of {spatial} voxels",
+        "give fewer or smaller --channels, a smaller batch size, or scans preprocessed to a smaller --shape or a "
+        "coarser --spacing",
+    )
 
 
 def _checked_checkpoint_dir(checkpoint_dir: str | Path | None, resume: bool) -> Path | None:

@@ -35,6 +35,7 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import PrepareBatch
 from torch import nn
 
+from harmonize.devices import resolve_device
 from harmonize.errors import ConfigError, check_option
 from harmonize.handlers.machine_unlearning import (
     L1_PENALTY,
@@ -257,6 +258,7 @@ def train_stage(
     if settings.progress:
         handlers.append(ProgressHandler(desc=str(stage or "train"), output_transform=_loss))
     start = time.perf_counter()
+    resolve_device(settings.device, "device")
     model.to(settings.device)
     trainer = SupervisedTrainer(
         device=torch.device(settings.device),

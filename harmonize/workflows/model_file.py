@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -85,7 +86,10 @@ BUNDLE_UNLEARNING_ENTRY = "unlearning"
 #: Problems named at most in one error message.
 MAX_LISTED = 12
 #: What a file that is not a model file (or is damaged) raises when read.
-_READ_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
+_READ_ERRORS = (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                struct.error, pickle.UnpicklingError, zipfile.BadZipFile)
+#: First bytes of a PyTorch file: a zip archive (torch.save since 1.6) or a pickle (protocol 2 or later).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 # ------------------------------------------------------------------------------------------------------ saving
@@ -177,6 +181,7 @@ def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
         },
         "history": _plain(model.history),
         "seconds": float(model.seconds),
+        "inputs": _plain(model.inputs),
     }
     path = Path(path)
     atomic_write(path, lambda tmp: torch.save(content, tmp))
@@ -188,6 +193,15 @@ def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
 def _read(path: Path, what: str) -> Any:
     if not path.is_file():
         raise HarmonizeError(f"{what} {str(path)!r} does not exist.")
+    with open(path, "rb") as stream:
+        head = stream.read(16)
+    if not head.startswith(_TORCH_MAGIC):
+        size = path.stat().st_size
+        raise HarmonizeError(
+            f"{what} {str(path)!r} is not a PyTorch file: it is {size} byte(s) long and starts with {head!r} "
+            "(a PyTorch file starts with a zip or pickle header). Give the .pt file written by harmonize compare or "
+            "save_model (or a bundle's models/model.pt)."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except _READ_ERRORS as err:
@@ -239,7 +253,11 @@ def _settings(stored: Mapping[str, Any], path: Path) -> BrainAgeSettings:
 
 
 def _device(requested: str | None, saved: str) -> str:
-    device = requested or saved
+    from harmonize.devices import resolve_device
+
+    if requested is not None:
+        return str(resolve_device(requested, "device"))
+    device = saved
     if device.startswith("cuda") and not torch.cuda.is_available():
         logger.info("CUDA is not available: loading the model on the CPU.")
         return "cpu"
@@ -323,7 +341,9 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeMo
     history = [dict(h) for h in content.get("history", [])]
     if handler is not None:
         handler.history = list(history)
-    return BrainAgeModel(network, handler, settings, site_index, float(content.get("seconds", math.nan)), history)
+    inputs = content.get("inputs")
+    return BrainAgeModel(network, handler, settings, site_index, float(content.get("seconds", math.nan)), history,
+                         inputs=dict(inputs) if isinstance(inputs, Mapping) else None)
 
 
 # ------------------------------------------------------------------------------------------------------ bundles

@@ -68,3 +68,24 @@ def test_component_accepting_any_keyword(tmp_path):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"t": {"_target_": "builtins.dict"}}))
     check_overrides(config, {"t#anything": 1})  # dict(**kwargs) takes any name
+
+
+@pytest.mark.parametrize(
+    "overrides, problem",
+    [
+        ({"max_epochs": "two"}, "'max_epochs': expected an integer (the config's value is 15), got 'two' (str)"),
+        ({"max_epochs": 2.5}, "'max_epochs': expected an integer (the config's value is 15), got 2.5 (float)"),
+        ({"unlearning#beta": "high"}, "'unlearning#beta': expected a number (the config's value is 10.0), got 'high' (str)"),
+        ({"progress": 3}, "'progress': expected true or false (the config's value is True), got 3 (int)"),
+    ],
+    ids=["text-for-int", "float-for-int", "text-for-float", "int-for-bool"],
+)
+def test_an_override_of_the_wrong_type_names_the_id_and_the_type(overrides, problem):
+    with pytest.raises(ConfigError) as err:
+        check_overrides(TRAIN, overrides)
+    assert err.value.problems == [problem]
+
+
+def test_expressions_references_and_numbers_for_numbers_pass():
+    check_overrides(TRAIN, {"max_epochs": "$1 + 1", "unlearning#beta": 3, "learning_rate": "@max_epochs",
+                            "manifest": None})

@@ -58,3 +58,46 @@ def test_cli_runs_the_bundle(tiny_cohort, tmp_path):
                  "--unlearning#method", "none", "--network_def#channels", "[4,8,8]"]) == 0
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert "age_offset" in state
+
+
+def test_cli_reports_a_wrong_type_and_a_missing_device_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bundle", "run", str(BUNDLE), "--max_epochs", "two"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith("  - 'max_epochs': expected an integer (the config's value is 15), got 'two' (str)\n")
+    assert main(["bundle", "run", str(BUNDLE), "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.startswith("error: Argument '--device': 'cuda' is not available")
+
+
+def test_a_harmonize_error_inside_a_component_is_one_line(tmp_path, capsys):
+    """A missing image met while MONAI builds the inference dataset: before, its name was buried in 64 lines."""
+    models = tmp_path / "bundle" / "models"
+    models.mkdir(parents=True)
+    (tmp_path / "bundle" / "configs").symlink_to(BUNDLE / "configs")
+    assert main(["bundle", "run", str(tmp_path / "bundle"), "--config_file", "configs/inference.json", "--images",
+                 f"['{tmp_path / 'gone.nii.gz'}']", "--logging_file", "false"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    error = err[err.index("error:"):]
+    assert error == ("error: 1 of the images given to inference cannot be read. (while building the bundle's "
+                     f"'harmonize.bundle.inference_dataset')\n  - {tmp_path / 'gone.nii.gz'}: no such file or folder\n")
+
+
+def test_user_error_follows_the_causes_only():
+    from harmonize.bundle.run_bundle import user_error
+
+    try:
+        try:
+            raise HarmonizeError("row 3: missing image")
+        except HarmonizeError as inner:
+            raise RuntimeError("Failed to instantiate component 'train#dataset' with keywords: x") from inner
+    except RuntimeError as outer:
+        found = user_error(outer)
+    assert str(found) == "row 3: missing image (while building the bundle's 'train#dataset')"
+    try:
+        try:
+            raise HarmonizeError("unrelated")
+        except HarmonizeError:
+            raise RuntimeError("a bug while handling it")  # noqa: B904 - an implicit context, not a cause
+    except RuntimeError as outer:
+        assert user_error(outer) is None

@@ -72,6 +72,33 @@ def test_audit_errors(checkpoint, tiny_cohort, tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_scans_not_preprocessed_as_the_training_scans_are_refused(checkpoint, tiny_cohort, tmp_path, capsys):
+    """A model of preprocessed scans given the raw manifest: refused (its site probe would read 1.000 silently)."""
+    content = torch.load(checkpoint, weights_only=True)
+    assert content["inputs"]["shape"] == [24, 24, 24] and content["inputs"]["standardised"] is False
+    content["inputs"].update(standardised=True, shape=[32, 32, 32])
+    torch.save(content, tmp_path / "preprocessed.pt")
+    argv = ["audit", "--checkpoint", str(tmp_path / "preprocessed.pt"), "--manifest", str(tiny_cohort), "--out",
+            str(tmp_path / "out"), "--permutations", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The scans of {tiny_cohort} are not preprocessed as the training scans of")
+    assert "  - shape: the model was trained on (32, 32, 32) voxels" in err and "its intensities are raw" in err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert main([*argv, "--no-input-check", "--overwrite"]) == 0
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_a_text_file_as_checkpoint_is_named(tiny_cohort, tmp_path, capsys):
+    (tmp_path / "six.pt").write_text("hello\n")
+    assert main(["audit", "--checkpoint", str(tmp_path / "six.pt"), "--manifest", str(tiny_cohort), "--out",
+                 str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: Model file '{tmp_path / 'six.pt'}' is not a PyTorch file: it is 6 byte(s) long and starts "
+                   "with b'hello\\n' (a PyTorch file starts with a zip or pickle header). Give the .pt file written by "
+                   "harmonize compare or save_model (or a bundle's models/model.pt).\n")
+
+
 def test_audit_a_segmentation_bundle(tiny_cohort, tmp_path):
     bundle = tmp_path / "seg"
     (bundle / "configs").mkdir(parents=True)

@@ -36,7 +36,31 @@ def test_compare_errors(tiny_cohort, tmp_path, capsys):
     assert "'scanner9' is not a site of the manifest; its sites are ['site0', 'site1', 'site2']" in capsys.readouterr().err
     assert main([*args, "--combat-unseen", "drop"]) == 1
     assert "Argument 'combat_unseen'" in capsys.readouterr().err
-    assert main([*args, "--seeds", "0"]) == 1
-    assert "Argument 'seeds' must be >= 1 (the seeds each method trains on), got 0." in capsys.readouterr().err
-    assert main([*args, "--jobs", "0"]) == 1
-    assert "Argument 'jobs' must be an integer >= 1 (training runs at once), got 0." in capsys.readouterr().err
+    for option in ("--seeds", "--jobs"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, option, "0"])
+        assert exit_info.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_scans_of_different_shapes_name_two_files_and_the_fix(tiny_cohort, tmp_path, capsys):
+    """Unpreprocessed scans of two shapes: before, a stack error of the data loader."""
+    import nibabel as nib
+    import numpy as np
+
+    from harmonize.data.manifest import read_manifest
+
+    frame = read_manifest(tiny_cohort)
+    frame = frame[[c for c in ("subject_id", "image", "site", "age", "sex", "split") if c in frame]].copy()
+    odd = tmp_path / "odd.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 24, 24), np.float32), np.eye(4)), odd)
+    first = frame["image"].iloc[0]
+    frame.iloc[1, frame.columns.get_loc("image")] = str(odd)
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    assert main(["compare", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    err = err[err.index("error:"):]
+    assert err.startswith(f"error: The scans of {tmp_path / 'm.csv'} have different shapes: {first} is (24, 24, 24) "
+                          f"voxels and {odd} is (20, 24, 24).")
+    assert f"preprocess the manifest first (harmonize preprocess {tmp_path / 'm.csv'} --out DIR" in err
+    assert "Traceback" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from harmonize.cli.main import build_parser, main
 
 ARGS = ["--sites", "2", "--subjects-per-site", "3", "--shape", "16", "--seed", "5"]
@@ -38,10 +40,14 @@ def test_a_non_empty_directory_is_refused_then_accepted_with_overwrite(tmp_path,
 
 
 def test_bad_numbers_are_reported_without_a_traceback(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path), "--sites", "65", "--subjects-per-site", "2"]) == 1
-    err = capsys.readouterr().err
-    assert "n_sites must be an integer from 2 to 64, got 65" in err
-    assert "subjects_per_site must be an integer >= 3, got 2" in err
+    """Numeric options follow the CLI's one range rule (harmonize.cli.options): a usage error naming the range."""
+    for option, value, expected in (("--sites", "65", "must be an integer from 2 to 64, got '65'"),
+                                    ("--subjects-per-site", "2", "must be an integer from 3 to 100000, got '2'")):
+        with pytest.raises(SystemExit) as info:
+            main(["synth", "--out", str(tmp_path), option, value])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {option}: {expected}" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
 
 

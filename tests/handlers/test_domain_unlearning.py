@@ -307,6 +307,48 @@ def test_attach_to_other_network_is_refused(tiny_net):
         handler.attach(make_trainer(TinyNet(), make_batches(2, batches=1)))
 
 
+@pytest.mark.parametrize("listed", [False, True])
+def test_an_engine_without_optimizer_is_refused(tiny_net, listed):
+    """An evaluator runs the network but trains nothing: refused at attach (or at start, when listed in handlers)."""
+    from monai.engines import SupervisedEvaluator
+
+    data = make_batches(2, batches=1)
+    handler = _handler(tiny_net)
+    before = _params(tiny_net)
+    with pytest.raises(ConfigError, match="attached to a SupervisedEvaluator, which has no optimizer"):
+        evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=data, network=tiny_net,
+                                        epoch_length=1, val_handlers=[handler] if listed else None)
+        if not listed:
+            handler.attach(evaluator)
+        evaluator.run()
+    assert _same(before, _params(tiny_net))
+
+
+@pytest.mark.parametrize(
+    "sites, message",
+    [
+        ("fraction", "non-integral values \\[0.6000000238418579, 1.399999976158142\\]"),
+        ("text", "text values \\['A', 'B'\\], not class indices"),
+    ],
+)
+def test_site_labels_must_be_integer_indices(tiny_net, sites, message):
+    """0.6 and 1.4 were truncated to sites 0 and 1 before; text sites must go through the site index."""
+    data = make_batches(2, batches=1)
+    data[0][Keys.SITE] = (torch.tensor([0.6, 1.4] * 4) if sites == "fraction" else ["A", "B"] * 4)
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data)
+    _handler(net).attach(trainer)
+    with pytest.raises(ConfigError, match=message):
+        trainer.run()
+
+
+def test_whole_float_and_nan_site_labels_are_indices():
+    confound = Confound(DomainHead(4, 3, hidden=8), 3)
+    got = confound.targets(torch.tensor([0.0, 2.0, float("nan"), 1.0]))
+    assert got.tolist() == [0, 2, -1, 1]
+    assert confound.targets([2, 0]).tolist() == [2, 0]
+
+
 # ------------------------------------------------------------------------------------ moment matching, re-fit
 @pytest.mark.parametrize("mode", ["fused", "alternating", "dann"])
 def test_moment_penalty_moves_the_extractor_and_is_logged(tiny_net, mode):

@@ -64,3 +64,18 @@ def test_inf_target_is_named(tiny_net):
     StopOnNonFiniteLoss().attach(trainer)
     with pytest.raises(HarmonizeError, match="Cause found: the batch's targets hold Inf"):
         trainer.run()
+
+
+@pytest.mark.parametrize("handler", ["StopOnNonFiniteLoss", "RandomRigidAugmentation"])
+def test_a_training_handler_on_an_evaluator_is_refused(handler):
+    """On an evaluator one would check nothing (no loss), the other would move the evaluated scans."""
+    from monai.engines import SupervisedEvaluator
+
+    from harmonize import handlers
+    from harmonize.errors import ConfigError
+
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[], network=torch.nn.Identity(),
+                                    epoch_length=1)
+    with pytest.raises(ConfigError, match=f"{handler} is a training handler, but it was attached to a "
+                                          "SupervisedEvaluator"):
+        getattr(handlers, handler)().attach(evaluator)

@@ -154,3 +154,13 @@ def test_output_dir_holding_an_input_is_refused_even_with_overwrite(tmp_path):
     assert manifest.read_text() == "subject_id\n"
     # a new folder below the data's is fine
     assert prepare_output_dir(tmp_path / "data" / "out", inputs=[manifest]).is_dir()
+
+
+@pytest.mark.parametrize("argument", ["permutations", "seed"])
+def test_negative_permutations_or_seed_are_refused_before_anything(argument, tiny_cohort, tmp_path):
+    from harmonize.errors import ConfigError
+    from harmonize.workflows.audit import audit_model
+
+    with pytest.raises(ConfigError, match=f"Argument '{argument}': must be an integer >= 0, got -5"):
+        audit_model(tmp_path / "none.pt", tiny_cohort, tmp_path / "out", **{argument: -5})
+    assert not (tmp_path / "out").exists()

@@ -131,3 +131,18 @@ def test_audit_skips_the_sex_probe_when_a_sex_has_one_scan():
     metrics = audit_feature_set(_feature_set([0] * 10 + [1, 1]), ["a", "b"])
     assert 0 <= metrics["sex_probe_bacc"] <= 1
 
+
+
+def test_text_sites_of_a_bare_frame_need_a_site_index(tiny_cohort):
+    """Text site names are mapped through the site index; a frame that names no file has nowhere to keep one."""
+    from harmonize.data.site_index import CategoryIndex
+
+    frame = read_manifest(tiny_cohort)
+    frame.attrs.clear()
+    settings = BrainAgeSettings(unlearning=UnlearningSettings(method="unlearning"), max_epochs=1, channels=(4, 4),
+                                feature_dim=8, batch_size=3, cache=False, augment=False)
+    with pytest.raises(HarmonizeError, match=r"pass site_index=<path> or a SiteIndex"):
+        train_brain_age(frame, settings)
+    model = train_brain_age(frame, settings, site_index=CategoryIndex(["site2", "site0", "site1"]))
+    assert list(model.site_index) == ["site2", "site0", "site1"] and model.inputs["standardised"] is None
+    assert model.inputs["shape"] == [24, 24, 24]

@@ -104,8 +104,9 @@ def test_unreadable_and_foreign_files(models, tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
     with pytest.raises(HarmonizeError, match=r"cut\.pt' cannot be read as a PyTorch file: it is damaged"):
         load_model(tmp_path / "cut.pt")
-    (tmp_path / "text.pt").write_text("not a model")
-    with pytest.raises(HarmonizeError, match="damaged, truncated or of another kind"):
+    (tmp_path / "text.pt").write_text("hello\n")  # 6 bytes: torch.load raised a bare KeyError on it
+    with pytest.raises(HarmonizeError, match=r"text\.pt' is not a PyTorch file: it is 6 byte\(s\) long and starts "
+                                             r"with b'hello\\n'"):
         load_model(tmp_path / "text.pt")
     torch.save(models["none"].network.state_dict(), tmp_path / "plain.pt")
     with pytest.raises(HarmonizeError, match=r"holds a plain state_dict \(\d+ tensors\), not a harmonize model file"):

@@ -43,3 +43,25 @@ def test_batch_is_not_modified():
     batch = _batch()
     PrepareTargetBatch(Keys.LABEL, labelled_key=Keys.HAS_LABEL, missing_value=-1)(batch)
     assert (batch[Keys.LABEL] == 1).all()
+
+
+def test_label_values_outside_the_classes_name_the_scans():
+    """Before, a label 5 for 4 classes met training only as an index error of the loss's one-hot encoding."""
+    import pytest
+
+    from harmonize.errors import ConfigError, HarmonizeError
+
+    batch = _batch()
+    batch[Keys.LABEL][2, 0, 1, 1, 1] = 5
+    batch[Keys.LABEL][1, 0, 0, 0, 0] = 7  # subject 'b' has no label map (has_label False): not checked
+    prepare = PrepareTargetBatch(Keys.LABEL, labelled_key=Keys.HAS_LABEL, missing_value=-1, num_classes=4)
+    with pytest.raises(HarmonizeError) as info:
+        prepare(batch)
+    assert info.value.message.startswith("Label maps of 1 scan(s) hold values outside the 4 classes 0..3 of the "
+                                         "network ('label')")
+    assert info.value.problems == ["subject c: values [5]"]
+    batch[Keys.LABEL][2, 0, 1, 1, 1] = 3
+    _, target = prepare(batch)
+    assert target[1].eq(-1).all() and target[2].max() == 3
+    with pytest.raises(ConfigError, match="num_classes must be a positive integer, got 0"):
+        PrepareTargetBatch(Keys.LABEL, num_classes=0)
