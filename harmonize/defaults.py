@@ -111,6 +111,9 @@ DEMO_SITES = 5
 #: 12 per site gave 0.07 and let the baseline's probe swing by 0.1 from seed to seed).
 DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
+#: Seeds each of the demo's methods trains on (DANN: the first only), and training runs at once (one per core).
+DEMO_SEEDS = 3
+DEMO_JOBS = 2
 #: Fraction of a site's age window shared with the next site's in the demo's biased scenario (only neighbouring
 #: sites share ages, as in a cohort pooled from studies of different age groups).
 DEMO_BIASED_OVERLAP = 0.5

@@ -68,7 +68,7 @@ class DemoSettings:
         max_epochs: training epochs of each brain-age model.
         channels: the brain-age encoder's channels.
         norm: the brain-age encoder's normalisation.
-        methods: training methods to compare.
+        methods: methods to compare (training methods, and the post-hoc ``erasure`` / ``unlearning_erasure``).
         combat: also harmonise the baseline's features with ComBat (needs ``none`` among the methods).
         taps: layers of the brain-age network that are unlearned and audited.
         recon: also run the reconstruction-unlearning experiment (Xue et al.) and report it.
@@ -98,7 +98,8 @@ class DemoSettings:
     max_epochs: int = defaults.DEMO_EPOCHS
     channels: tuple[int, ...] = defaults.DEMO_CHANNELS
     norm: str | tuple = defaults.AGE_NORM
-    methods: tuple[str, ...] = (Method.NONE, Method.UNLEARNING, Method.DANN)
+    methods: tuple[str, ...] = (Method.NONE, Method.UNLEARNING, Method.DANN, Method.ERASURE,
+                                Method.UNLEARNING_ERASURE)
     combat: bool = True
     taps: tuple[str, ...] = defaults.DEMO_TAPS
     recon: bool = True
@@ -109,17 +110,18 @@ class DemoSettings:
     unseen_site: str = HeldOutSite.LAST
     permutations: int = defaults.PROBE_PERMUTATIONS
     seed: int = defaults.SEED
-    seeds: int = 1
-    jobs: int = 1
+    seeds: int = defaults.DEMO_SEEDS
+    jobs: int = defaults.DEMO_JOBS
     biased: bool = True
     biased_overlap: float = defaults.DEMO_BIASED_OVERLAP
-    first_seed_only: tuple[str, ...] = ()
+    first_seed_only: tuple[str, ...] = (Method.DANN,)
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        """A demo small enough for a test: 3 sites x 12 subjects (one held out), 3 epochs (1 of warm-up)."""
+        """A demo small enough for a test: 3 sites x 12 subjects (one held out), 3 epochs (1 of warm-up), 1 seed."""
         return cls(sites=3, subjects_per_site=12, held_out_fraction=QUICK_HELD_OUT_FRACTION, shape=32,
-                   preprocess_shape=(32, 32, 32), max_epochs=3, warmup_epochs=1, channels=(8, 8, 8, 16, 16), recon_quick=True, permutations=QUICK_PERMUTATIONS)
+                   preprocess_shape=(32, 32, 32), max_epochs=3, warmup_epochs=1, channels=(8, 8, 8, 16, 16),
+                   recon_quick=True, permutations=QUICK_PERMUTATIONS, seeds=1, jobs=1)
 
     def compare_settings(self) -> CompareSettings:
         """The settings of the demo's comparison of harmonisation methods."""

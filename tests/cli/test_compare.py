@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from harmonize.cli.main import main
 
 TINY = ["--epochs", "1", "--channels", "8,8,8,8", "--permutations", "0"]

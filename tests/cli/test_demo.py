@@ -61,8 +61,9 @@ def test_demo_passes_seeds_and_jobs_to_the_comparison(monkeypatch, tmp_path, cap
     assert main(["demo", "--out", str(tmp_path / "b"), "--quick"]) == 0
     assert (seen[1].seeds, seen[1].jobs) == (1, 1)
     monkeypatch.undo()
-    assert main(["demo", "--out", str(tmp_path / "c"), "--quick", "--seeds", "0"]) == 1
-    assert "Argument 'seeds' must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out", str(tmp_path / "c"), "--quick", "--seeds", "0"])
+    assert exit_info.value.code == 2 and "--seeds: must be an integer from 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
