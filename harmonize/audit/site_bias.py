@@ -16,7 +16,7 @@ import numpy as np
 
 from harmonize.errors import ConfigError
 
-__all__ = ["site_bias"]
+__all__ = ["shared_age_mask", "site_bias"]
 
 
 def site_bias(
@@ -58,3 +58,24 @@ def site_bias(
     means = {str(site_names[i]): float(error[keep & (sites == i)].mean()) for i in np.unique(sites[keep])}
     spread = max(means.values()) - min(means.values()) if len(means) >= 2 else None
     return {"site_mean_signed_error": means, "site_bias_spread": spread}
+
+
+def shared_age_mask(ages: np.ndarray, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The scans whose age lies in the age range of at least two of the training sites.
+
+    Where only one site has subjects of an age, its scans cannot show one scanner's offset against another's;
+    where two share the age, a network that reads age from the scanner shifts them apart. In a balanced cohort
+    nearly every scan is kept.
+
+    Args:
+        ages: each scan's age (years; NaN: not kept).
+        ranges: ``(min, max)`` age of each training site's training scans.
+
+    Returns:
+        A boolean mask, one entry per scan (every finite age when fewer than two ranges are given).
+    """
+    ages = np.asarray(ages, dtype=float).reshape(-1)
+    if len(ranges) < 2:
+        return np.isfinite(ages)
+    covering = sum(((ages >= low) & (ages <= high)).astype(int) for low, high in ranges)
+    return covering >= 2

@@ -35,6 +35,7 @@ import pandas as pd
 
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
+from harmonize.audit.site_bias import shared_age_mask
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import write_json_atomic
@@ -88,8 +89,8 @@ READING_NOTES = (
     ("Biology kept: the age MAE is the network's own error on held-out scans; age R\u00b2 (ridge regression) and "
      "the sex probe read age and sex from the same features: harmonisation should leave these close to the "
      "baseline."),
-    ("Site bias spread: the mean signed age error (predicted - true age) of each training site's held-out scans, "
-     "largest minus smallest (years). A network that takes the scanner as a shortcut to age predicts too old on one "
+    ("Site bias spread: the mean signed age error (predicted - true age) of each training site's held-out scans "
+     "whose age at least two training sites share, largest minus smallest (years). A network that takes the scanner as a shortcut to age predicts too old on one "
      "scanner and too young on another; 0 means no scanner shifts the predictions against another."),
 )
 #: How to read a segmentation audit's figures (with the site-probe note of :data:`READING_NOTES`).
@@ -248,7 +249,9 @@ def audit_brain_age(
             f"The audit measures brain-age networks (one predicted age per scan); this network outputs {shape} per "
             "scan."
         )
-    metrics = evaluate_brain_age(model, seen, tuple(splits), permutations=permutations, seed=seed, features=features)
+    ranges = training_age_ranges(frame, model.site_index)
+    metrics = evaluate_brain_age(model, seen, tuple(splits), permutations=permutations, seed=seed, features=features,
+                                 bias_mask=shared_age_mask(features.meta[Keys.AGE], ranges))
     metrics["seconds"] = _finite_or_none(metrics.get("seconds"))
     if unseen.empty:
         return metrics, features
@@ -264,6 +267,14 @@ def audit_brain_age(
     for name in metrics["unseen_sites"]:
         metrics["age_mae_per_site"][f"{name}{UNSEEN_SUFFIX}"] = float(np.nanmean(error[names == name]))
     return metrics, concat_feature_sets(features, other)
+
+
+def training_age_ranges(frame: pd.DataFrame, site_index: CategoryIndex) -> list[tuple[float, float]]:
+    """``(min, max)`` age of the ``train`` rows of each site in ``site_index`` (sites without an age are skipped)."""
+    train = frame[(frame[Keys.SPLIT] == Split.TRAIN) & frame[Keys.SITE].astype(str).isin(list(site_index))]
+    ages = train.assign(**{Keys.AGE: pd.to_numeric(train[Keys.AGE], errors="coerce")}).dropna(subset=[Keys.AGE])
+    grouped = ages.groupby(ages[Keys.SITE].astype(str))[Keys.AGE]
+    return [(float(low), float(high)) for low, high in zip(grouped.min(), grouped.max())]
 
 
 def _loaded(

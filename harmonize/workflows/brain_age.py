@@ -375,11 +375,13 @@ def evaluate_brain_age(
     permutations: int = 0,
     seed: int = defaults.SEED,
     features: FeatureSet | None = None,
+    bias_mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Age error and feature probes on held-out scans (see :func:`audit_feature_set` for the keys).
 
     Args:
         features: the model's :func:`brain_age_features` of those scans, if already computed.
+        bias_mask: the scans of the site-bias figures (see :func:`audit_feature_set`).
 
     Returns:
         :func:`audit_feature_set`'s figures, ``seconds`` (training time) and, from the last epoch of an unlearned
@@ -387,7 +389,8 @@ def evaluate_brain_age(
         accuracy of the head re-fitted on all training scans, with ``head_refit_steps``).
     """
     fs = features if features is not None else brain_age_features(model, manifest, splits)
-    metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed)
+    metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed,
+                                bias_mask=bias_mask)
     metrics["seconds"] = model.seconds
     last = model.history[-1] if model.history else {}
     for key, name in ((f"{StateKeys.DOMAIN_ACC}_{Keys.SITE}", "domain_head_acc"),

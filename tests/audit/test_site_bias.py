@@ -37,3 +37,12 @@ def test_bad_inputs_are_refused():
         site_bias(PREDICTIONS, AGES, SITES, NAMES, mask=np.array([True, False]))
     with pytest.raises(ConfigError, match=r"site index 2 has no name in site_names \['a', 'b'\]"):
         site_bias(PREDICTIONS, AGES, SITES, NAMES[:2])
+
+
+def test_shared_age_mask_keeps_ages_two_sites_share():
+    from harmonize.audit.site_bias import shared_age_mask
+
+    ranges = [(20.0, 40.0), (30.0, 50.0), (45.0, 60.0)]
+    ages = np.array([25.0, 35.0, 42.0, 47.0, 55.0, np.nan])
+    assert shared_age_mask(ages, ranges).tolist() == [False, True, False, True, False, False]
+    assert shared_age_mask(ages, ranges[:1]).tolist() == [True] * 5 + [False]
