@@ -39,6 +39,7 @@ __all__ = [
     "TMP_GLOB",
     "TMP_TAG",
     "atomic_write",
+    "read_json_object",
     "temporary_suffix",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -173,3 +174,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, **json_kwargs: Any
         TypeError, ValueError: ``obj`` cannot be encoded as JSON (from :func:`json.dumps`).
     """
     return write_text_atomic(path, json.dumps(obj, **json_kwargs) + "\n")
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object (a cache miss)."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return content if isinstance(content, dict) else None

@@ -16,10 +16,9 @@ coarser than the training spacing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from copy import deepcopy
 from dataclasses import asdict
 from pathlib import Path
@@ -47,7 +46,7 @@ from harmonize.data.preprocess import (
     spatial_steps,
 )
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.io import write_json_atomic
+from harmonize.io import read_json_object, write_json_atomic
 from harmonize.keys import Keys, Split
 
 __all__ = [
@@ -116,14 +115,6 @@ def _spatial_file(image: str | os.PathLike[str], folder: str) -> Path:
     return path.parent.parent / folder / path.name
 
 
-def _load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return content if isinstance(content, dict) else None
-
-
 def save_preprocessing(
     manifest: str | os.PathLike[str], path: str | os.PathLike[str]
 ) -> Path:
@@ -147,7 +138,7 @@ def save_preprocessing(
     """
     manifest = Path(manifest).expanduser().absolute()
     folder = manifest.parent
-    marker = _load_json(folder / MARKER_FILENAME)
+    marker = read_json_object(folder / MARKER_FILENAME)
     content: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "manifest": str(manifest)}
     if marker is None or marker.get("tool") != MARKER_TOOL:
         logger.warning("%s was not made by `harmonize preprocess` (no %s beside it): %s records no preprocessing, "
@@ -160,7 +151,7 @@ def save_preprocessing(
     content["landmarks"], content["pooled_landmarks"] = {}, None
     if config.histogram_standardisation:
         index_path = folder / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME
-        index = _load_json(index_path)
+        index = read_json_object(index_path)
         if index is None:
             raise HarmonizeError(f"{index_path} is missing or unreadable: rerun `harmonize preprocess` for {manifest}.")
         for site, entry in sorted(index.get("sites", {}).items()):
@@ -196,7 +187,7 @@ def load_preprocessing(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} does not exist. Bundle inference replays the training preprocessing that train.json saves "
             f"beside models/model.pt; train the bundle first, or put the {PREPROCESSING_FILENAME} that came with "
             "the weights there.")
-    content = _load_json(path)
+    content = read_json_object(path)
     if content is None or content.get("format") != FORMAT:
         raise HarmonizeError(
             f"{path} is not a bundle preprocessing file (written by harmonize.bundle.save_preprocessing).")

@@ -62,10 +62,10 @@ from skimage.filters import threshold_otsu
 from harmonize import defaults
 from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, check_option
-from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
+from harmonize.io import TMP_GLOB, atomic_write, read_json_object, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
-from harmonize.progress import progress as show_progress
 from harmonize.memory import check_memory, resample_bytes
+from harmonize.progress import progress as show_progress
 
 __all__ = [
     "LANDMARKS_INDEX_FILENAME",
@@ -230,15 +230,6 @@ def _save_image(image: tio.Image, path: Path) -> str:
     return _file_hash(path)
 
 
-def _load_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when it is missing or unreadable (a cache miss, not an error)."""
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return content if isinstance(content, dict) else None
-
-
 def _safe_name(subject_id: str) -> str:
     """A file-name stem for a subject id (ids with other characters get a hash so they stay unique)."""
     safe = _SAFE_NAME.sub("_", subject_id)
@@ -311,7 +302,7 @@ def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame, overwrite
             "written there could replace inputs. Choose a folder outside the input data."
         )
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        marker = _load_json(out_dir / MARKER_FILENAME)
+        marker = read_json_object(out_dir / MARKER_FILENAME)
         if marker is None or marker.get("tool") != MARKER_TOOL:
             raise HarmonizeError(
                 f"The output folder {out_dir} is not empty and is not the output of an earlier "
@@ -516,7 +507,7 @@ def _site_landmarks(
 ) -> tuple[dict[str, np.ndarray], dict[str, Path], tuple[str, ...]]:
     """Train (or reuse) landmarks per site from its training scans; pooled ones for sites without any."""
     index_path = out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME
-    previous = {} if overwrite else (_load_json(index_path) or {})
+    previous = {} if overwrite else (read_json_object(index_path) or {})
     train = [s for s in scans if s.split == Split.TRAIN]
     if not train:
         raise HarmonizeError(
@@ -634,7 +625,7 @@ def preprocess_manifest(
             raise HarmonizeError(f"{scan.where()}: cannot read {err.filename}: {err.strerror}") from err
         scan.spatial_key = _key({"version": PIPELINE_VERSION, "image": hashes[0], "label": hashes[1],
                                  "settings": spatial_settings})
-        record = {} if overwrite else (_load_json(record_path) or {})
+        record = {} if overwrite else (read_json_object(record_path) or {})
         if record.get("spatial_key") == scan.spatial_key and _files_ok(out, record.get("spatial_files")):
             scan.record = record
             return

@@ -60,7 +60,9 @@ class ConditionalPrior:
         if v.shape != c.shape:
             raise ConfigError(f"ConditionalPrior: {v.size} values but {c.size} classes; give one class per value.")
         if not np.issubdtype(c.dtype, np.integer) or c.size and (c.min() < 0 or c.max() >= num_classes):
-            raise ConfigError(f"ConditionalPrior: classes must be integers in 0..{num_classes - 1}, got {np.unique(c)}.")
+            raise ConfigError(
+                f"ConditionalPrior: classes must be integers in 0..{num_classes - 1}, got {np.unique(c)}."
+            )
         keep = np.isfinite(v)
         v, c = v[keep], c[keep]
         if v.size < MIN_VALUES:

@@ -75,7 +75,9 @@ MODELS_DIR = "models"
 TRAINED_METHODS = (Method.NONE, Method.UNLEARNING, Method.DANN)
 #: Methods that harmonise a trained network's features afterwards, and the trained method whose network they take:
 #: ComBat and LEACE erasure (conditional on age) of the plain network's, and erasure as a last stage of unlearning.
-POSTHOC_METHODS = {Method.COMBAT: Method.NONE, Method.ERASURE: Method.NONE, Method.UNLEARNING_ERASURE: Method.UNLEARNING}
+POSTHOC_METHODS = {
+    Method.COMBAT: Method.NONE, Method.ERASURE: Method.NONE, Method.UNLEARNING_ERASURE: Method.UNLEARNING,
+}
 #: Fewest training sites a comparison needs (a site probe and ComBat need two).
 MIN_TRAINING_SITES = 2
 #: Key of a method's paired comparison with the network trained without unlearning, in ``metrics.json``.

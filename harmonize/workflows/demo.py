@@ -86,7 +86,8 @@ class DemoSettings:
         biased: also run the biased scenario (sites whose age windows only partly overlap, so a network can read
             age from the scanner) into ``OUT/biased/``; its figures go under ``metrics.json``'s ``biased`` key.
         biased_overlap: fraction of a site's age window shared with the next site's in the biased scenario.
-        first_seed_only: methods that run on the first seed only (:class:`~harmonize.workflows.compare.CompareSettings`).
+        first_seed_only: methods that run on the first seed only
+            (:class:`~harmonize.workflows.compare.CompareSettings`).
     """
 
     sites: int = defaults.DEMO_SITES

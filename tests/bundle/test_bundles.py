@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
-
 import shutil
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np

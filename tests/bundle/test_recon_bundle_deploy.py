@@ -14,10 +14,10 @@ import socket
 from pathlib import Path
 
 import h5py
+import ignite.distributed as idist
 import nibabel as nib
 import numpy as np
 import pytest
-import ignite.distributed as idist
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, run
 from monai.networks.blocks.fft_utils_t import fftn_centered_t, ifftn_centered_t
