@@ -173,6 +173,9 @@ class SynthConfig:
         biased: give sites partly overlapping age ranges (adjacent windows sharing ``biased_overlap`` of their
             width) instead of broadly overlapping ones, for the biased-dataset experiments.
         biased_overlap: fraction in [0, 1) of a site's age window shared with the next site's.
+        biased_splits: with ``biased``, the splits whose subjects take their site's age window; the others are drawn
+            from the whole ``age_range`` (``("train",)``: trained on biased sites, audited on every age at every site, as in
+            Dinsdale et al.'s biased-dataset experiments).
         age_range: ages (years) of the whole cohort.
         val_fraction: fraction of each site's subjects in the validation split.
         test_fraction: fraction of each site's subjects in the test split.
@@ -189,6 +192,7 @@ class SynthConfig:
     seed: int = defaults.SEED
     biased: bool = False
     biased_overlap: float = 0.5
+    biased_splits: tuple[str, ...] = (Split.TRAIN, Split.VAL, Split.TEST)
     age_range: tuple[float, float] = (20.0, 85.0)
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -214,6 +218,9 @@ class SynthConfig:
             found.append(f"seed must be a non-negative integer, got {self.seed!r}")
         if not 0.0 <= self.biased_overlap < 1.0:
             found.append(f"biased_overlap must be in [0, 1), got {self.biased_overlap!r}")
+        unknown = sorted(set(map(str, self.biased_splits)) - {str(s) for s in Split})
+        if unknown:
+            found.append(f"biased_splits: {unknown} are not splits ({', '.join(map(str, Split))})")
         if not _is_range(self.age_range) or not 0 <= self.age_range[0] < self.age_range[1]:
             found.append(f"age_range must be (low, high) with 0 <= low < high, got {self.age_range!r}")
         for name in ("val_fraction", "test_fraction", "male_fraction"):
@@ -440,7 +447,9 @@ def _draw_subjects(config: SynthConfig, sites: Sequence[SiteProfile]) -> list[di
             )
             subject_id = f"{site.name}-sub{index:0{width}d}"
             sex = Sex(str(sexes[index]))
-            age = round(float(rng.uniform(*site.age_range)), AGE_DECIMALS)
+            whole = config.biased and str(splits[index]) not in config.biased_splits
+            ages = config.age_range if whole else site.age_range
+            age = round(float(rng.uniform(*ages)), AGE_DECIMALS)
             level = max(age - ATROPHY_ONSET_YEARS, 0.0) / ATROPHY_SPAN_YEARS
             gm_thinning = float(np.clip(GM_THINNING_PER_LEVEL * level + rng.normal(0, GM_THINNING_STD), 0.0, 0.9))
             ventricle_mm = VENTRICLE_MM_PER_LEVEL2 * level**2 + rng.normal(0, VENTRICLE_STD_MM)

@@ -17,6 +17,7 @@ from harmonize.data.synth import (
     MANIFEST_NAME,
     SiteProfile,
     SynthConfig,
+    cohort_manifest_text,
     draw_site_profiles,
     generate_cohort,
     tissue_labels,
@@ -159,6 +160,26 @@ def test_biased_sites_have_partly_overlapping_age_windows(tiny_cohort_biased):
     for row in read_manifest(tiny_cohort_biased):
         low, high = windows[int(row["site"][-1])]
         assert low <= float(row["age"]) <= high
+
+
+def test_biased_training_subjects_only_keep_the_same_training_draws():
+    import io
+
+    import pandas as pd
+
+    def frame(**changes):
+        config = SynthConfig(n_sites=3, subjects_per_site=20, biased=True, seed=2, **changes)
+        return pd.read_csv(io.StringIO(cohort_manifest_text(config)))
+
+    every, train_only = frame(), frame(biased_splits=("train",))
+    train = every["split"] == "train"
+    assert train_only[train].equals(every[train])  # the same training subjects: one age draw per subject
+    held_out = train_only[~train]
+    # held-out subjects of every site span the cohort's ages, not their site's window
+    assert held_out.groupby("site")["age"].agg(lambda a: a.max() - a.min()).min() > 40
+    assert every[~train].groupby("site")["age"].agg(lambda a: a.max() - a.min()).max() < 33
+    assert SynthConfig(biased_splits=("train", "dev")).problems() == [
+        "biased_splits: ['dev'] are not splits (train, val, test)"]
 
 
 def test_default_sites_overlap_broadly():
