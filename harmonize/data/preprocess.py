@@ -62,9 +62,10 @@ from tqdm.auto import tqdm
 
 from harmonize import defaults
 from harmonize.data.manifest import read_manifest, write_manifest
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, HarmonizeError, ManifestError, check_option
 from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
+from harmonize.output_dir import OutputDir
 
 __all__ = [
     "LANDMARKS_INDEX_FILENAME",
@@ -87,6 +88,9 @@ LANDMARKS_INDEX_FILENAME = "landmarks.json"
 #: Sub-folders of the output folder.
 IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR = "images", "labels", "masks", "spatial"
 LANDMARKS_DIR, CACHE_DIR = "landmarks", "cache"
+#: Top-level names written into the output folder: a file harmonize did not write there is refused by name.
+RESERVED_NAMES = (MANIFEST_FILENAME, MARKER_FILENAME, IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR, LANDMARKS_DIR,
+                  CACHE_DIR)
 #: Landmarks file of the sites without training scans.
 POOLED_LANDMARKS_FILENAME = "pooled.npy"
 #: Bumped whenever the pipeline's code changes what it writes, so that old caches are not trusted.
@@ -286,8 +290,8 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame, overwrite: bool) -> None:
-    """Refuse an output folder that would mix with the inputs, or a foreign non-empty one."""
+def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame) -> None:
+    """Refuse an output folder that would mix with the inputs (the rest is :class:`OutputDir`'s work)."""
     source = manifest.parent.resolve()
     if out_dir == source:
         raise HarmonizeError(
@@ -307,14 +311,25 @@ def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame, overwrite
             f"The output folder {out_dir} holds {len(clashes)} of the input files (e.g. {examples}); outputs "
             "written there could replace inputs. Choose a folder outside the input data."
         )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        marker = _load_json(out_dir / MARKER_FILENAME)
-        if marker is None or marker.get("tool") != MARKER_TOOL:
-            raise HarmonizeError(
-                f"The output folder {out_dir} is not empty and is not the output of an earlier "
-                f"'harmonize preprocess' (it has no {MARKER_FILENAME}). Choose an empty or new folder, or "
-                "pass overwrite=True (--overwrite) to write into it anyway."
-            )
+
+
+def _check_scans_listed_once(manifest: Path, frame: pd.DataFrame) -> None:
+    """Refuse a manifest that lists one image file in two rows (a train/test leak the outputs would hide)."""
+    problems = []
+    first: dict[str, tuple[int, str]] = {}
+    for row, image, split in zip(frame.index, frame[Keys.IMAGE], frame[Keys.SPLIT]):
+        key = os.path.realpath(str(image))
+        if key in first:
+            other, other_split = first[key]
+            problems.append(f"row {int(row)} (split '{split}'): the same image as row {other} (split '{other_split}'), "
+                            f"{image}")
+        else:
+            first[key] = (int(row), str(split))
+    if problems:
+        raise ManifestError(
+            f"{manifest} lists {len(problems)} image(s) twice. Each row must be its own scan: a scan in both a "
+            "training and a test row leaks the test set into training, and the preprocessed copies would hide "
+            "it. Remove the repeated rows (harmonize validate lists them too).", problems=problems)
 
 
 def _remove_leftover_temporaries(out_dir: Path) -> None:
@@ -324,6 +339,30 @@ def _remove_leftover_temporaries(out_dir: Path) -> None:
         if folder.is_dir():
             for path in folder.glob(TMP_GLOB):
                 path.unlink(missing_ok=True)
+
+
+def _is_earlier_output(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds an earlier run's outputs (its cache may be reused without ``overwrite``)."""
+    marker = _load_json(out_dir / MARKER_FILENAME)
+    return marker is not None and marker.get("tool") == MARKER_TOOL
+
+
+def _earlier_outputs(out_dir: Path) -> list[Path]:
+    """Files an earlier run wrote, known from its marker, cache records and landmarks index (before records)."""
+    if not _is_earlier_output(out_dir):
+        return []
+    found = [out_dir / MARKER_FILENAME, out_dir / MANIFEST_FILENAME, out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME]
+    for record_path in (out_dir / CACHE_DIR).glob("*.json"):
+        record = _load_json(record_path) or {}
+        found.append(record_path)
+        for stage in ("spatial_files", "final_files"):
+            entries = record.get(stage)
+            if isinstance(entries, dict):
+                found.extend(out_dir / str(e.get("path")) for e in entries.values() if isinstance(e, dict))
+    index = _load_json(out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME) or {}
+    entries = [*(index.get("sites") or {}).values(), index.get("pooled")]
+    found.extend(out_dir / LANDMARKS_DIR / str(e["file"]) for e in entries if isinstance(e, dict) and "file" in e)
+    return found
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -562,8 +601,17 @@ def preprocess_manifest(
     manifest = Path(manifest).expanduser().absolute()
     frame = read_manifest(manifest)
     out = Path(out_dir).expanduser().resolve()
-    _check_out_dir(out, manifest, frame, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, manifest, frame)
+    _check_scans_listed_once(manifest, frame)
+    claim = OutputDir(out, MARKER_TOOL, overwrite=overwrite, inputs=[manifest], reserved=RESERVED_NAMES,
+                      reuse=_is_earlier_output, known_outputs=_earlier_outputs)
+    with claim:
+        return _preprocess_into(out, manifest, frame, config, overwrite, progress, start)
+
+
+def _preprocess_into(out: Path, manifest: Path, frame: pd.DataFrame, config: PreprocessConfig, overwrite: bool,
+                     progress: bool, start: float) -> PreprocessResult:
+    """The body of :func:`preprocess_manifest`, run while ``out`` is locked."""
     _remove_leftover_temporaries(out)
     marker = {"tool": MARKER_TOOL, "version": PIPELINE_VERSION, "source": str(manifest), "config": asdict(config)}
     write_json_atomic(out / MARKER_FILENAME, marker, **_JSON_FORMAT)

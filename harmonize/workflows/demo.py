@@ -29,6 +29,7 @@ from harmonize import defaults
 from harmonize.errors import HarmonizeError
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Method
+from harmonize.output_dir import releases_output_dirs
 from harmonize.workflows.audit import METRICS_FILE
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class DemoSettings:
                                unseen_site=self.unseen_site, permutations=self.permutations)
 
 
+@releases_output_dirs
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrite: bool = False,
              report: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run the whole demo into ``out_dir`` and return the metrics it wrote to ``metrics.json``.
@@ -135,7 +137,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
     from harmonize.workflows.compare import ComparisonExtras, compare_methods, run_stage
 
     settings = settings or DemoSettings()
-    out = prepare_output_dir(out_dir, overwrite)
+    out = prepare_output_dir(out_dir, overwrite, command="harmonize demo")
     started = time.perf_counter()
 
     synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site,

@@ -79,5 +79,5 @@ def test_output_folder_holding_inputs_or_foreign_files_is_refused(tiny_cohort, t
     (foreign / "notes.txt").write_text("mine")
     assert main(["preprocess", str(manifest), "--out", str(foreign), *ARGS]) == 1
     err = capsys.readouterr().err
-    assert f"error: The output folder {foreign} is not empty and is not the output of an earlier" in err
+    assert f"error: The output directory {foreign} is not empty: it holds 1 file(s) harmonize did not write (notes.txt)" in err
     assert "--overwrite" in err and "Traceback" not in err

@@ -158,7 +158,7 @@ def test_foreign_non_empty_folder_needs_overwrite(make_cohort, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(HarmonizeError, match=f"not empty and is not the output .*{MARKER_FILENAME}.*--overwrite"):
+    with pytest.raises(HarmonizeError, match=r"not empty: it holds 1 file\(s\) harmonize did not write \(notes.txt\).*--overwrite"):
         run(manifest, out)
     assert run(manifest, out, overwrite=True).processed == 2
     assert (out / "notes.txt").read_text() == "mine"

@@ -88,11 +88,11 @@ def test_tiny_cohort_has_the_manifest_files_and_ground_truth(tiny_cohort):
 def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path):
     first = all_files(generate_cohort(tmp_path / "a", SMALL).parent)
     again = all_files(generate_cohort(tmp_path / "b", SMALL).parent)
-    assert first == again and len(first) == 2 + 2 * 6
+    assert first == again and len(first) == 3 + 2 * 6  # + the record of outputs
     other = all_files(generate_cohort(tmp_path / "c", dataclasses.replace(SMALL, seed=4)).parent)
     assert other.keys() == first.keys()
     differing = [name for name in first if first[name] != other[name]]
-    assert len(differing) == len(first)  # every image, label, the manifest and the sidecar change
+    assert len(differing) == len(first) - 1  # every image, label, the manifest and the sidecar change
 
 
 def test_grey_matter_shrinks_and_csf_grows_with_age(aging_cohort):
@@ -201,7 +201,7 @@ def test_explicit_site_profiles_are_used(tmp_path):
 def test_regenerating_into_a_previous_cohort_needs_overwrite_and_replaces_it(tmp_path):
     generate_cohort(tmp_path, SynthConfig(n_sites=2, subjects_per_site=4, shape=16))
     before = (tmp_path / MANIFEST_NAME).read_bytes()
-    with pytest.raises(HarmonizeError, match="is not empty: it holds a previous cohort.*--overwrite"):
+    with pytest.raises(HarmonizeError, match=r"is not empty: it holds the outputs of an earlier run \(18 file\(s\)\).*--overwrite"):
         generate_cohort(tmp_path, SMALL)
     assert (tmp_path / MANIFEST_NAME).read_bytes() == before  # refused before touching anything
     manifest = generate_cohort(tmp_path, SMALL, overwrite=True)
@@ -211,12 +211,12 @@ def test_regenerating_into_a_previous_cohort_needs_overwrite_and_replaces_it(tmp
 
 def test_a_non_empty_directory_is_refused_unless_overwrite(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(HarmonizeError, match=f"The output directory {tmp_path} is not empty: it holds files that are not a cohort"):
+    with pytest.raises(HarmonizeError, match=f"The output directory {tmp_path} is not empty: it holds 1 file.s. harmonize did not write .notes.txt."):
         generate_cohort(tmp_path, SMALL)
     assert not (tmp_path / MANIFEST_NAME).exists()
     generate_cohort(tmp_path, SMALL, overwrite=True)
     assert (tmp_path / MANIFEST_NAME).exists() and (tmp_path / "notes.txt").read_text() == "mine"
-    with pytest.raises(HarmonizeError, match="is a file; give a directory"):
+    with pytest.raises(HarmonizeError, match="is a file, not a folder"):
         generate_cohort(tmp_path / "notes.txt", SMALL)
 
 
