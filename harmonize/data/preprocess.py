@@ -61,7 +61,7 @@ from skimage.filters import threshold_otsu
 from tqdm.auto import tqdm
 
 from harmonize import defaults
-from harmonize.data.manifest import read_manifest, write_manifest
+from harmonize.data.manifest import header_problems, read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, ManifestError, check_option
 from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
@@ -94,7 +94,12 @@ RESERVED_NAMES = (MANIFEST_FILENAME, MARKER_FILENAME, IMAGES_DIR, LABELS_DIR, MA
 #: Landmarks file of the sites without training scans.
 POOLED_LANDMARKS_FILENAME = "pooled.npy"
 #: Bumped whenever the pipeline's code changes what it writes, so that old caches are not trusted.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
+#: Percentile of the finite voxels above which intensities are clipped before the mask's threshold is found,
+#: so that a few extreme voxels (a spike 50x the tissue maximum) cannot pull Otsu's threshold above the head.
+ROBUST_PERCENTILE = 99.5
+#: A mask with fewer voxels than this (a 3x3x3 block) is no head: the scan fails by name.
+MIN_MASK_VOXELS = 27
 #: Tag written into the marker file.
 MARKER_TOOL = "harmonize preprocess"
 #: Suffix of the written NIfTI files.
@@ -255,7 +260,8 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
     """Foreground (head) mask of a 3D image, or of a 1-channel 4D one.
 
     ``otsu``: voxels above Otsu's threshold of the whole volume (which separates a dark background from
-    tissue), then the largest connected component (drops specks of noise), with holes filled (keeps dark CSF
+    tissue; intensities are first clipped at the :data:`ROBUST_PERCENTILE` th percentile, so that a few
+    extreme voxels cannot raise the threshold above the head), then the largest connected component (drops specks of noise), with holes filled (keeps dark CSF
     and ventricles enclosed by tissue). ``nonzero``: every voxel that is not 0 (skull-stripped images).
 
     Args:
@@ -273,7 +279,10 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
     if finite.size == 0 or finite.min() == finite.max():
         return np.zeros(array.shape, dtype=bool)
     spatial = array.reshape(array.shape[-3:])
-    mask = spatial > threshold_otsu(finite)
+    ceiling = float(np.percentile(finite, ROBUST_PERCENTILE))
+    clipped = np.minimum(finite, ceiling) if ceiling > finite.min() else finite
+    mask = np.minimum(spatial, ceiling) > threshold_otsu(clipped) if ceiling > finite.min() else (
+        spatial > threshold_otsu(finite))
     labels, n = ndimage.label(mask)
     if n > 1:
         sizes = np.bincount(labels.ravel())
@@ -414,12 +423,51 @@ def _label_tensor(data: torch.Tensor) -> torch.Tensor:
     return data.to(torch.uint8 if small else torch.int32)
 
 
+def _check_finite(scan: _Scan, data: torch.Tensor, what: str, fix: str) -> None:
+    """Fail the scan by name when ``data`` holds a NaN or infinite voxel."""
+    finite = torch.isfinite(data)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise HarmonizeError(f"{scan.where()}: {what} has {bad} NaN or infinite voxel(s) of {data.numel()}; {fix}.")
+
+
+def _check_mask(scan: _Scan, mask: torch.Tensor, config: PreprocessConfig) -> None:
+    """Fail the scan by name when its foreground mask (after crop/pad) is empty or a few voxels."""
+    voxels = int(mask.bool().sum())
+    if voxels < MIN_MASK_VOXELS:
+        raise HarmonizeError(
+            f"{scan.where()}: its foreground mask has {voxels} voxel(s) (fewer than {MIN_MASK_VOXELS}) in "
+            f"{scan.image}: no head was found, so the intensity standardisation would be meaningless. Check the "
+            f"image (a few extreme voxels? an empty field of view?), or use mask_method '{MaskMethod.NONZERO}' "
+            "for skull-stripped images."
+            if config.mask_method == MaskMethod.OTSU else
+            f"{scan.where()}: its foreground mask has {voxels} voxel(s) (fewer than {MIN_MASK_VOXELS}) in "
+            f"{scan.image}: the image is (almost) all zero; check the file.")
+
+
+def _check_label_values(scan: _Scan, data: torch.Tensor) -> None:
+    """Fail the scan by name when its label map holds values outside the tissue classes."""
+    from harmonize.data.manifest import TISSUE_CLASSES
+
+    values = torch.unique(data)
+    bad = [float(v) for v in values if not (float(v).is_integer() and 0 <= float(v) < TISSUE_CLASSES)]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:5])
+        raise HarmonizeError(
+            f"{scan.where()}: its label map {scan.label} holds values outside the tissue classes 0-"
+            f"{TISSUE_CLASSES - 1} ({shown}); relabel it (0 background, 1 CSF, 2 grey matter, 3 white matter).")
+
+
 def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
     """Reorient, resample, mask and crop/pad one scan; write the spatial image, mask and label."""
     images: dict[str, tio.Image] = {_IMAGE: tio.ScalarImage(scan.image)}
     if scan.label is not None:
         images[_LABEL] = tio.LabelMap(scan.label)
     subject = tio.Subject(images)
+    for path, is_label in ((scan.image, False), (scan.label, True)):
+        problems = [] if path is None else header_problems(path, is_label)
+        if problems:
+            raise HarmonizeError(f"{scan.where()}: {path} {'; '.join(problems)}.")
     try:
         subject.load()
     except (RuntimeError, OSError, ValueError, ImageFileError) as err:
@@ -430,6 +478,9 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
             f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
         )
     subject[_IMAGE].set_data(subject[_IMAGE].data.float())
+    _check_finite(scan, subject[_IMAGE].data, f"its image {scan.image}", "replace them (e.g. with 0) first")
+    if scan.label is not None:
+        _check_label_values(scan, subject[_LABEL].data)
     subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)
     mask = foreground_mask(subject[_IMAGE].data, config.mask_method)
     if not mask.any():
@@ -441,6 +492,8 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
                       _MASK)
     crop = tio.CropOrPad(config.target_shape, mask_name=_MASK if config.crop_to_mask else None)
     subject = crop(subject)
+    _check_mask(scan, subject[_MASK].data, config)
+    _check_finite(scan, subject[_IMAGE].data, "its resampled image", "check the input's intensities and affine")
     if scan.label is not None:
         subject[_LABEL].set_data(_label_tensor(subject[_LABEL].data))
     paths = _outputs(out_dir, scan)
@@ -470,6 +523,7 @@ def _intensity_stage(
     data = image.data.float()
     if config.zero_background:
         data = torch.where(subject[_MASK].data.bool(), data, torch.zeros_like(data))
+    _check_finite(scan, data, "its standardised image", "check the site's landmarks and the scan's intensities")
     image.set_data(data.contiguous())
     return {"image": {"path": paths["image"].relative_to(out_dir).as_posix(),
                       "sha256": _save_image(image, paths["image"])}}
@@ -498,6 +552,13 @@ def _train_landmarks(
         mask_path=[str(p["mask"]) for p in paths],
         progress=False,
     )
+    landmarks = np.asarray(landmarks, dtype=float)
+    if not np.all(np.isfinite(landmarks)) or not np.all(np.diff(landmarks) > 0):
+        subjects = ", ".join(sorted(s.subject_id for s in scans))
+        raise HarmonizeError(
+            f"The intensity landmarks trained for {file} are not finite and increasing ({landmarks.round(3).tolist()}); "
+            f"the masks of its training scans ({subjects}) hold too few distinct intensities. Check these scans "
+            "(masks/ shows what was taken as the head).")
     atomic_write(path, lambda tmp: np.save(tmp, landmarks))
     entry = {"key": key, "file": file, "sha256": _file_hash(path), "n_scans": len(scans),
              "subjects": sorted(s.subject_id for s in scans)}
