@@ -467,7 +467,8 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
     for path, is_label in ((scan.image, False), (scan.label, True)):
         problems = [] if path is None else header_problems(path, is_label)
         if problems:
-            raise HarmonizeError(f"{scan.where()}: {path} {'; '.join(problems)}.")
+            what = "cannot read its image or label" if problems[0].startswith("cannot") else "unusable input"
+            raise HarmonizeError(f"{scan.where()}: {what}: {path} {'; '.join(problems)}.")
     try:
         subject.load()
     except (RuntimeError, OSError, ValueError, ImageFileError) as err:
