@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 from harmonize import defaults
 from harmonize.data.manifest import header_problems, read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, ManifestError, check_option
-from harmonize.io import TMP_GLOB, atomic_write, write_json_atomic
+from harmonize.io import TMP_GLOB, OutputWriteError, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
 from harmonize.output_dir import OutputDir
 
@@ -624,6 +624,8 @@ def _run_stage(
     for scan in tqdm(list(items), desc=desc, unit="scan", disable=not progress):
         try:
             work(scan)
+        except OutputWriteError:
+            raise  # a full disk or a folder that cannot be written: every other scan would fail the same way
         except HarmonizeError as err:
             problems.append(str(err))
     return problems
