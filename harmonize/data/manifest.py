@@ -681,6 +681,19 @@ def _stored_data_bytes(path: str, offset: int) -> int | None:
     return int.from_bytes(trailer, "little") - offset if len(trailer) == 4 else None
 
 
+def _raw_header(path: str, loaded: Any) -> Any:
+    """The header as stored: nibabel's loader silently sets a pixdim of 0 to 1 mm, which would hide the problem."""
+    from nibabel.openers import ImageOpener
+    from nibabel.spatialimages import HeaderDataError
+
+    try:
+        with ImageOpener(path) as handle:
+            return type(loaded).from_fileobj(handle, check=False)
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, zlib.error, HeaderDataError) as err:
+        logger.debug("reading the raw header of %s failed (%s); using nibabel's", path, err)
+        return loaded
+
+
 def header_problems(path: str, is_label: bool = False) -> list[str]:
     """Problems found in a NIfTI file's header alone, without reading its voxels.
 
@@ -704,7 +717,7 @@ def header_problems(path: str, is_label: bool = False) -> list[str]:
     except (OSError, EOFError, ValueError, zlib.error, ImageFileError, HeaderDataError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return [f"cannot be read as a NIfTI image (truncated or corrupt file?): {reason}"]
-    header = img.header
+    header = _raw_header(path, img.header)
     shape = tuple(int(d) for d in img.shape)
     problems = []
     if len(shape) < 3:
@@ -726,7 +739,9 @@ def header_problems(path: str, is_label: bool = False) -> list[str]:
     if len(shape) >= 3:
         try:
             itemsize = np.dtype(header.get_data_dtype()).itemsize
-            offset = int(header["vox_offset"]) if "vox_offset" in header else 0
+            offset = int(header.get_data_offset()) if hasattr(header, "get_data_offset") else 0
+            if offset == 0 and getattr(header, "single_magic", None) == header.get("magic", None):
+                offset = int(header.sizeof_hdr) + 4  # a single-file NIfTI: header and 4 extension bytes
             stored = _stored_data_bytes(path, offset)
         except (OSError, TypeError, ValueError):
             stored = None
