@@ -51,6 +51,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -423,6 +424,14 @@ def _label_tensor(data: torch.Tensor) -> torch.Tensor:
     return data.to(torch.uint8 if small else torch.int32)
 
 
+def _stored_voxels(path: str) -> torch.Tensor:
+    """The voxels of a float image as stored (TorchIO's reader turns NaN into 0 without a word); empty for integers."""
+    image = nib.load(path)
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return torch.zeros(0)
+    return torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))
+
+
 def _check_finite(scan: _Scan, data: torch.Tensor, what: str, fix: str) -> None:
     """Fail the scan by name when ``data`` holds a NaN or infinite voxel."""
     finite = torch.isfinite(data)
@@ -479,7 +488,7 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
             f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
         )
     subject[_IMAGE].set_data(subject[_IMAGE].data.float())
-    _check_finite(scan, subject[_IMAGE].data, f"its image {scan.image}", "replace them (e.g. with 0) first")
+    _check_finite(scan, _stored_voxels(scan.image), f"its image {scan.image}", "replace them (e.g. with 0) first")
     if scan.label is not None:
         _check_label_values(scan, subject[_LABEL].data)
     subject = tio.Compose([tio.ToCanonical(), tio.Resample(config.target_spacing)])(subject)

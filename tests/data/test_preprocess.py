@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 from pathlib import Path
@@ -10,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torchio as tio
+from skimage.filters import threshold_otsu
 
 from harmonize.data import preprocess
 from harmonize.data.manifest import read_manifest
@@ -21,7 +23,7 @@ from harmonize.data.preprocess import (
     preprocess_manifest,
 )
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.io import TMP_TAG
+from harmonize.io import TMP_TAG, OutputWriteError
 
 #: 16^3 voxels of 1.5 mm cover the 24 mm of the 20^3 x 1.2 mm inputs.
 CONFIG = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
@@ -293,3 +295,111 @@ def test_config_is_checked():
     assert "target_spacing must be one positive number or three, not -1" in err.value.problems
     with pytest.raises(ConfigError, match="Argument 'mask_method'"):
         PreprocessConfig(mask_method="otsuu")
+
+
+# --- issue 17: outliers, self-checked outputs, a scan listed twice, a full disk ---------------------------------
+def _rewrite(path: Path, change) -> None:
+    """Rewrite a NIfTI file with ``change(data)`` applied to its voxels (same affine)."""
+    image = nib.load(path)
+    data = np.asarray(image.get_fdata(), dtype=np.float32)
+    nib.save(nib.Nifti1Image(change(data), image.affine), path)
+
+
+def test_one_bright_voxel_in_a_training_scan_keeps_the_head_mask_and_finite_landmarks(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=3, n_train=2)
+    spiked = manifest.parent / "img" / "siteA-00_T1w.nii.gz"
+    clean = nib.load(spiked).get_fdata()
+
+    def spike(data: np.ndarray) -> np.ndarray:
+        data[10, 10, 10] = 50 * data.max()  # one voxel 50x the image maximum
+        return data
+
+    _rewrite(spiked, spike)
+    # the failure it guards against: Otsu's threshold of the raw volume lies above every other voxel
+    raw = nib.load(spiked).get_fdata()
+    assert (raw > threshold_otsu(raw)).sum() == 1
+    assert (foreground_mask(clean, "otsu") != foreground_mask(raw, "otsu")).sum() <= 1  # clipped: the same mask
+    result = run(manifest, tmp_path / "out")
+    masks = {p.stem.split(".")[0]: nib.load(p).get_fdata() > 0 for p in (tmp_path / "out" / "masks").iterdir()}
+    assert masks["siteA-00"].sum() == pytest.approx(masks["siteA-01"].sum(), rel=0.05)
+    landmarks = np.load(result.landmarks["siteA"])
+    assert np.all(np.isfinite(landmarks)) and np.all(np.diff(landmarks) > 0)
+    for path in read_manifest(result.manifest)["image"]:
+        assert np.all(np.isfinite(nib.load(path).get_fdata()))
+
+
+def _one_voxel(data: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(data)
+    out[5, 5, 5] = 100.0
+    return out
+
+
+def _nan_voxel(data: np.ndarray) -> np.ndarray:
+    data[3, 3, 3] = np.nan
+    return data
+
+
+@pytest.mark.parametrize(("case", "change", "message"), [
+    ("one-voxel mask", _one_voxel, "its foreground mask has 1 voxel(s) (fewer than 27)"),
+    ("nan voxel", _nan_voxel, "its image"),
+])
+def test_a_scan_with_a_bad_output_fails_by_name(make_cohort, tmp_path, case, change, message):
+    manifest = make_cohort(per_site=2, n_train=1)
+    _rewrite(manifest.parent / "img" / "siteB-01_T1w.nii.gz", change)
+    with pytest.raises(HarmonizeError, match=r"1 scan\(s\) of .* could not be preprocessed") as err:
+        run(manifest, tmp_path / "out")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("row 5 (subject 'siteB-01'): ") and message in err.value.problems[0]
+    if case == "nan voxel":
+        assert "has 1 NaN or infinite voxel(s) of 8000; replace them (e.g. with 0) first" in err.value.problems[0]
+
+
+def test_preprocess_refuses_bad_labels_and_missing_geometry_by_row(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=1)
+    label = manifest.parent / "img" / "siteA-01_dseg.nii.gz"
+    _rewrite(label, lambda data: np.where(data == 2, 7, data).astype(np.uint8))
+    image = nib.load(manifest.parent / "img" / "siteB-00_T1w.nii.gz")
+    header = image.header.copy()
+    header.set_qform(None, code=0)
+    header.set_sform(None, code=0)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, header), manifest.parent / "img" / "siteB-00_T1w.nii.gz")
+    with pytest.raises(HarmonizeError, match=r"2 scan\(s\)") as err:
+        run(manifest, tmp_path / "out")
+    first, second = err.value.problems
+    assert first.startswith("row 3 (subject 'siteA-01'): its label map") and "outside the tissue classes 0-3 (7)" in first
+    assert second.startswith("row 4 (subject 'siteB-00'): unusable input: ") and "has no orientation" in second
+
+
+def test_an_image_listed_twice_is_refused_before_any_output(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=3, n_train=2)
+    rows = manifest.read_text().splitlines()
+    # the test row (row 4) points at the image of the training row 2: a leak
+    rows[3] = rows[3].replace("siteA-02_T1w", "siteA-00_T1w")
+    manifest.write_text("\n".join(rows) + "\n")
+    with pytest.raises(HarmonizeError, match=r"lists 1 image\(s\) twice.*leaks the test set") as err:
+        run(manifest, tmp_path / "out")
+    assert err.value.problems == [f"row 4 (split 'val'): the same image as row 2 (split 'train'), "
+                                  f"{manifest.parent / 'img' / 'siteA-00_T1w.nii.gz'}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_output(make_cohort, tmp_path, monkeypatch):
+    manifest = make_cohort(per_site=2, n_train=1)
+    real_save = tio.ScalarImage.save
+    calls = []
+
+    def full_disk(self, path, squeeze=None):
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).write_bytes(b"\x1f\x8b half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path, squeeze=squeeze)
+
+    monkeypatch.setattr(tio.ScalarImage, "save", full_disk)
+    with pytest.raises(OutputWriteError) as err:
+        run(manifest, tmp_path / "out")
+    assert len(calls) == 3  # the run stopped at the first failed write
+    target = tmp_path / "out" / "spatial" / "siteB-00.nii.gz"  # images 1-2 were siteA-00 and siteA-01
+    assert str(err.value).startswith(f"Cannot write {target}: No space left on device (the disk is full")
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert list((tmp_path / "out").rglob(f"*{TMP_TAG}*")) == [] and not target.exists()
