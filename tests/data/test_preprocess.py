@@ -5,6 +5,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -24,6 +28,7 @@ from harmonize.data.preprocess import (
 )
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import TMP_TAG, OutputWriteError
+from harmonize.locks import FolderLockedError
 
 #: 16^3 voxels of 1.5 mm cover the 24 mm of the 20^3 x 1.2 mm inputs.
 CONFIG = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
@@ -403,3 +408,46 @@ def test_a_full_disk_names_the_file_and_leaves_no_partial_output(make_cohort, tm
     assert str(err.value).startswith(f"Cannot write {target}: No space left on device (the disk is full")
     assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC and err.value.filename == str(target)
     assert list((tmp_path / "out").rglob(f"*{TMP_TAG}*")) == [] and not target.exists()
+
+
+#: A second `preprocess` process that stops before its first scan until the file argv[4] exists.
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from harmonize.data import preprocess
+real = preprocess._spatial_stage
+def paused(scan, config, out):
+    Path(sys.argv[3]).touch()
+    while not Path(sys.argv[4]).exists():
+        time.sleep(0.05)
+    return real(scan, config, out)
+preprocess._spatial_stage = paused
+config = preprocess.PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
+print(preprocess.preprocess_manifest(sys.argv[1], sys.argv[2], config, progress=False).processed)
+"""
+
+
+def test_two_concurrent_runs_into_one_folder_never_both_succeed(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=1)
+    out, started, go = tmp_path / "out", tmp_path / "started", tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(manifest), str(out), str(started), str(go)],
+                             cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True)
+    try:
+        while not started.exists():  # the first run holds the folder and is about to write
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.05)
+        other_shape = PreprocessConfig(target_spacing=1.5, target_shape=(12, 12, 12))
+        for config in (CONFIG, other_shape):  # the same settings or others: refused at once, nothing touched
+            with pytest.raises(FolderLockedError, match=rf"{out} is in use by process {first.pid} on host .*"
+                                                        r"'harmonize preprocess'.*Wait for that run to finish"):
+                run(manifest, out, config)
+            with pytest.raises(FolderLockedError):
+                run(manifest, out, config, overwrite=True)
+    finally:
+        go.touch()
+        stdout, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and stdout.strip() == "4"
+    for path in read_manifest(out / MANIFEST_FILENAME)["image"]:
+        assert nib.load(path).shape == (16, 16, 16)
+    assert run(manifest, out).cached == 4  # once the first run is done, the folder is free (and its cache valid)
