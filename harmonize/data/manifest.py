@@ -720,9 +720,15 @@ def header_problems(path: str, is_label: bool = False) -> list[str]:
     header = _raw_header(path, img.header)
     shape = tuple(int(d) for d in img.shape)
     problems = []
+    extra = shape[3:]
     if len(shape) < 3:
         problems.append(f"is {len(shape)}D (shape {shape}); harmonize needs 3D volumes: point this row at "
                         "the 3D NIfTI scan, not a slice or a 2D derivative")
+    elif any(d != 1 for d in extra):
+        problems.append(f"is {len(shape)}D with {int(np.prod(extra))} volumes (shape {shape}); give one 3D "
+                        "volume per row (split the series, e.g. with fslsplit, and list each as its own row)")
+    elif 1 in shape[:3]:
+        problems.append(f"is a single slice (shape {shape}), not a 3D volume")
     zooms = np.asarray(header.get_zooms()[:3], dtype=float)
     codes = (int(header["qform_code"]), int(header["sform_code"])) if "qform_code" in header else (1, 1)
     affine = np.asarray(img.affine, dtype=float)
@@ -774,15 +780,6 @@ def _load_volume(path: str, is_label: bool) -> tuple[_Volume | None, list[str]]:
     except MemoryError:
         return None, [f"its voxels (shape {img.shape}) do not fit in memory; check the header's dimensions"]
     shape = tuple(int(d) for d in data.shape)
-    extra = shape[3:]
-    if len(shape) < 3:
-        problems.append(f"is {len(shape)}D (shape {shape}); harmonize needs 3D volumes: point this row at "
-                        "the 3D NIfTI scan, not a slice or a 2D derivative")
-    elif any(d != 1 for d in extra):
-        problems.append(f"is {len(shape)}D with {int(np.prod(extra))} volumes (shape {shape}); give one 3D "
-                        "volume per row (split the series, e.g. with fslsplit, and list each as its own row)")
-    elif 1 in shape[:3]:
-        problems.append(f"is a single slice (shape {shape}), not a 3D volume")
     if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
         n_nan = int(np.isnan(data).sum())
         n_inf = int(np.isinf(data).sum())

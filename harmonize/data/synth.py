@@ -50,7 +50,7 @@ from harmonize.data.transforms.site_acquisition import (
     BACKGROUND_THRESHOLD,
     SiteAcquisition,
 )
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError
 from harmonize.io import write_bytes_atomic
 from harmonize.keys import Keys, Sex, Split
 from harmonize.output_dir import OutputDir
@@ -345,7 +345,7 @@ def generate_cohort(
         OutputDirError: ``out_dir`` is a file or not writable, non-empty while ``overwrite`` is false, or holds
             files harmonize did not write where the cohort goes (see :class:`~harmonize.output_dir.OutputDir`).
         FolderLockedError: another run is writing ``out_dir``.
-        HarmonizeError: a file cannot be written (full disk); what this run wrote is removed.
+        OutputWriteError: a file cannot be written (full disk), naming it; what this run wrote is removed.
     """
     config = config or SynthConfig()
     problems = config.problems()
@@ -566,11 +566,8 @@ def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically; an OSError (full disk, no permission) becomes a HarmonizeError naming ``path``."""
-    try:
-        write_bytes_atomic(path, data)
-    except OSError as err:
-        raise HarmonizeError(f"Cannot write {path}: {err}") from err
+    """Write ``data`` atomically; an OSError (full disk, no permission) is an ``OutputWriteError`` naming ``path``."""
+    write_bytes_atomic(path, data)
 
 
 def _manifest_text(subjects: Sequence[dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import dataclasses
 import json
 from pathlib import Path
@@ -22,6 +23,7 @@ from harmonize.data.synth import (
     tissue_labels,
 )
 from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.io import OutputWriteError
 
 SMALL = SynthConfig(n_sites=2, subjects_per_site=3, shape=16, seed=3)
 
@@ -275,3 +277,22 @@ def test_held_out_split_trains_on_the_rest():
     labels = _split_labels(60, rng=np.random.default_rng(0), **fractions)
     assert {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))} == {
         "test": 20, "train": 28, "val": 12}
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_cohort(tmp_path, monkeypatch):
+    real = Path.write_bytes
+    calls = []
+
+    def full_disk(self, data):
+        calls.append(self)
+        if len(calls) == 3:
+            real(self, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    out = tmp_path / "cohort"
+    with pytest.raises(OutputWriteError, match=r"Cannot write .*images/site0-sub001.nii.gz: No space left on device "
+                                               r"\(the disk is full: free space, or choose an --out on another disk\)"):
+        generate_cohort(out, SMALL)
+    assert not out.exists()  # the folder it created is gone with the two files written before the failure
