@@ -345,7 +345,7 @@ def _nan_voxel(data: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("case", "change", "message"), [
-    ("one-voxel mask", _one_voxel, "its foreground mask has 1 voxel(s) (fewer than 27)"),
+    ("one voxel mask", _one_voxel, "its foreground mask has 1 voxel(s) (fewer than 27)"),
     ("nan voxel", _nan_voxel, "its image"),
 ])
 def test_a_scan_with_a_bad_output_fails_by_name(make_cohort, tmp_path, case, change, message):
