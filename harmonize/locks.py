@@ -79,6 +79,8 @@ class LockHolder:
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there: never call a lock stale
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -276,6 +276,9 @@ class OutputDir:
             return
         out = self.path
         _HELD.pop(out.resolve(), None)
+        if not out.is_dir():  # removed meanwhile (e.g. a temporary folder): nothing to record, nothing to unlock
+            self._lock = None
+            return
         try:
             files, _ = _walk(out)
             written = files - self.kept
