@@ -63,6 +63,12 @@ def _names(paths: Sequence[str]) -> str:
     return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 
+def _check_nul(out: Path) -> None:
+    if "\x00" in str(out):
+        raise OutputDirError(f"The output path {str(out)!r} holds a NUL byte, which no path can hold. Choose another "
+                             "--out.")
+
+
 def check_output_path(out: Path) -> bool:
     """Check that ``out`` can be an output folder and create it.
 
@@ -72,6 +78,7 @@ def check_output_path(out: Path) -> bool:
     Raises:
         OutputDirError: ``out`` is a file, lies below a file, or cannot be created or written, naming the path.
     """
+    _check_nul(out)
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"The output path {out} is a file, not a folder. Choose another --out.")
     ancestor = out
@@ -195,6 +202,7 @@ class OutputDir:
     def claim(self) -> Path:
         """Check, lock and prepare the folder; returns its path."""
         out = self.path
+        _check_nul(out)
         for given in self.inputs:
             if given.resolve().parent == out.resolve():
                 raise OutputDirError(

@@ -19,6 +19,10 @@ from harmonize.output_dir import (
 )
 
 
+#: A name no file system can hold.
+NUL_NAME = "a\x00b"
+
+
 def write(folder: Path, *names: str) -> None:
     for name in names:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +97,7 @@ def test_a_nested_claim_in_the_same_process_keeps_the_outer_lock(tmp_path):
     assert record(tmp_path)["files"] == ["cohort/a.txt", "metrics.json"] and not (tmp_path / LOCK_FILENAME).exists()
 
 
-@pytest.mark.parametrize("case", ["a file", "below a file", "cannot create", "not writable"])
+@pytest.mark.parametrize("case", ["a file", "below a file", "cannot create", "not writable", "nul byte"])
 def test_bad_output_paths_are_named(tmp_path, monkeypatch, case):
     write(tmp_path, "data.csv")
     out, message = {
@@ -104,6 +108,7 @@ def test_bad_output_paths_are_named(tmp_path, monkeypatch, case):
         "cannot create": (tmp_path / "ro" / "out", f"Cannot create the output folder {tmp_path / 'ro' / 'out'}: "
                                                    "Permission denied"),
         "not writable": (tmp_path, f"No permission to write into the output folder {tmp_path}"),
+        "nul byte": (tmp_path / NUL_NAME, f"The output path {str(tmp_path / NUL_NAME)!r} holds a NUL byte"),
     }[case]
     if case == "cannot create":
         def refuse(self, *args, **kwargs):

@@ -238,6 +238,9 @@ def _problem_order(problem: ManifestProblem) -> tuple[bool, int]:
 
 def _read_rows(path: Path, problems: list[ManifestProblem]) -> tuple[list[str], list[tuple[int, list[str]]]] | None:
     """Read the header and the data rows (with the line each starts on); None when the file is unusable."""
+    if "\x00" in str(path):
+        problems.append(ManifestProblem(f"the manifest path {str(path)!r} holds a NUL byte, which no path can hold"))
+        return None
     if not path.exists():
         problems.append(ManifestProblem(f"manifest file not found: {path}"))
         return None

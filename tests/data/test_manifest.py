@@ -610,3 +610,8 @@ def test_values_that_cannot_name_a_file_are_refused_by_row(cohort, case, column,
     assert f"row 3, column '{column}': {message}" in read_error(manifest)
     problems = problems_of(manifest)  # validate: the same problem, and no traceback from the NUL byte
     assert any(p.startswith(f"row 3, column '{column}': {message}") for p in problems)
+
+
+def test_a_manifest_path_with_a_nul_byte_is_a_problem_not_a_crash(tmp_path):
+    path = tmp_path / "m\x00.csv"
+    assert problems_of(path) == [f"the manifest path {str(path)!r} holds a NUL byte, which no path can hold"]
