@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -480,7 +481,7 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
             raise HarmonizeError(f"{scan.where()}: {what}: {path} {'; '.join(problems)}.")
     try:
         subject.load()
-    except (RuntimeError, OSError, ValueError, ImageFileError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, zlib.error, ImageFileError) as err:
         raise HarmonizeError(f"{scan.where()}: cannot read its image or label: {err}") from err
     if scan.label is not None and subject[_LABEL].spatial_shape != subject[_IMAGE].spatial_shape:
         raise HarmonizeError(

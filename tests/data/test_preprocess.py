@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import logging
 import os
@@ -368,9 +369,15 @@ def test_preprocess_refuses_bad_labels_and_missing_geometry_by_row(make_cohort, 
     header.set_qform(None, code=0)
     header.set_sform(None, code=0)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, header), manifest.parent / "img" / "siteB-00_T1w.nii.gz")
-    with pytest.raises(HarmonizeError, match=r"2 scan\(s\)") as err:
+    big = manifest.parent / "img" / "siteA-00_T1w.nii.gz"  # its header claims 800^3 voxels: no 2 GB read
+    content = bytearray(gzip.decompress(big.read_bytes()))
+    content[42:48] = np.array([800, 800, 800], "<i2").tobytes()
+    big.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(HarmonizeError, match=r"3 scan\(s\)") as err:
         run(manifest, tmp_path / "out")
-    first, second = err.value.problems
+    claims, first, second = err.value.problems
+    assert claims.startswith("row 2 (subject 'siteA-00'): cannot read its image or label: ")
+    assert "its header claims 512000000 voxels (shape (800, 800, 800), 2048000000 bytes)" in claims
     assert first.startswith("row 3 (subject 'siteA-01'): its label map") and "outside the tissue classes 0-3 (7)" in first
     assert second.startswith("row 4 (subject 'siteB-00'): unusable input: ") and "has no orientation" in second
 
