@@ -262,9 +262,10 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
     """Foreground (head) mask of a 3D image, or of a 1-channel 4D one.
 
     ``otsu``: voxels above Otsu's threshold of the whole volume (which separates a dark background from
-    tissue; intensities are first clipped at the :data:`ROBUST_PERCENTILE` th percentile, so that a few
-    extreme voxels cannot raise the threshold above the head), then the largest connected component (drops specks of noise), with holes filled (keeps dark CSF
-    and ventricles enclosed by tissue). ``nonzero``: every voxel that is not 0 (skull-stripped images).
+    tissue; intensities are first clipped at their :data:`ROBUST_PERCENTILE` th percentile, so that a few
+    extreme voxels cannot raise the threshold above the head), then the largest connected component (drops
+    specks of noise), with holes filled (keeps dark CSF and ventricles enclosed by tissue). ``nonzero``: every
+    voxel that is not 0 (skull-stripped images).
 
     Args:
         data: the intensities, shape ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
@@ -282,9 +283,9 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
         return np.zeros(array.shape, dtype=bool)
     spatial = array.reshape(array.shape[-3:])
     ceiling = float(np.percentile(finite, ROBUST_PERCENTILE))
-    clipped = np.minimum(finite, ceiling) if ceiling > finite.min() else finite
-    mask = np.minimum(spatial, ceiling) > threshold_otsu(clipped) if ceiling > finite.min() else (
-        spatial > threshold_otsu(finite))
+    if ceiling > finite.min():  # clip a few extreme voxels (a volume almost all one value keeps its range)
+        finite, spatial = np.minimum(finite, ceiling), np.minimum(spatial, ceiling)
+    mask = spatial > threshold_otsu(finite)
     labels, n = ndimage.label(mask)
     if n > 1:
         sizes = np.bincount(labels.ravel())
@@ -332,8 +333,8 @@ def _check_scans_listed_once(manifest: Path, frame: pd.DataFrame) -> None:
         key = os.path.realpath(str(image))
         if key in first:
             other, other_split = first[key]
-            problems.append(f"row {int(row)} (split '{split}'): the same image as row {other} (split '{other_split}'), "
-                            f"{image}")
+            problems.append(f"row {int(row)} (split '{split}'): the same image as row {other} "
+                            f"(split '{other_split}'), {image}")
         else:
             first[key] = (int(row), str(split))
     if problems:
@@ -362,7 +363,8 @@ def _earlier_outputs(out_dir: Path) -> list[Path]:
     """Files an earlier run wrote, known from its marker, cache records and landmarks index (before records)."""
     if not _is_earlier_output(out_dir):
         return []
-    found = [out_dir / MARKER_FILENAME, out_dir / MANIFEST_FILENAME, out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME]
+    found = [out_dir / MARKER_FILENAME, out_dir / MANIFEST_FILENAME,
+             out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME]
     for record_path in (out_dir / CACHE_DIR).glob("*.json"):
         record = _load_json(record_path) or {}
         found.append(record_path)
@@ -567,9 +569,9 @@ def _train_landmarks(
     if not np.all(np.isfinite(landmarks)) or not np.all(np.diff(landmarks) > 0):
         subjects = ", ".join(sorted(s.subject_id for s in scans))
         raise HarmonizeError(
-            f"The intensity landmarks trained for {file} are not finite and increasing ({landmarks.round(3).tolist()}); "
-            f"the masks of its training scans ({subjects}) hold too few distinct intensities. Check these scans "
-            "(masks/ shows what was taken as the head).")
+            f"The intensity landmarks trained for {file} are not finite and increasing "
+            f"({landmarks.round(3).tolist()}); the masks of its training scans ({subjects}) hold too few distinct "
+            "intensities. Check these scans (masks/ shows what was taken as the head).")
     atomic_write(path, lambda tmp: np.save(tmp, landmarks))
     entry = {"key": key, "file": file, "sha256": _file_hash(path), "n_scans": len(scans),
              "subjects": sorted(s.subject_id for s in scans)}
