@@ -299,7 +299,10 @@ class OutputDir:
                     self._lock = None
                     _rmdir_quietly(out)
                     return
-            self._write_record(written, complete=True)
+            if written:
+                self._write_record(written, complete=True)
+            else:  # nothing of harmonize's is left here: no record either
+                (out / RECORD_FILENAME).unlink(missing_ok=True)
         except OSError as err:
             logger.warning("Could not update the record of outputs %s: %s", out / RECORD_FILENAME, err)
         finally:
