@@ -107,19 +107,29 @@ def _read_record(folder: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("files"), list) else None
 
 
-def _walk(out: Path) -> tuple[set[str], set[str]]:
-    """All files below ``out`` (relative POSIX paths, bookkeeping left out), and those recorded as harmonize's."""
+def _is_bookkeeping(name: str) -> bool:
+    return name in BOOKKEEPING or name.startswith(LOCK_FILENAME + ".stale-")
+
+
+def _walk(out: Path, skip_top: Collection[str] = ()) -> tuple[set[str], set[str]]:
+    """All files below ``out`` (relative POSIX paths, bookkeeping left out), and those recorded as harmonize's.
+
+    Top-level entries named in ``skip_top`` (the user's, where the run does not write) are not descended into.
+    """
     files: set[str] = set()
     owned: set[str] = set()
     for root, dirs, names in os.walk(out):
-        dirs.sort()
         here = Path(root)
+        if here == out:
+            dirs[:] = [d for d in dirs if d not in skip_top]
+            names = [n for n in names if n not in skip_top]
+        dirs.sort()
         prefix = here.relative_to(out)
         if here != out and RECORD_FILENAME in names:
             nested = _read_record(here) or {}
             owned.update((prefix / str(f)).as_posix() for f in nested.get("files", []))
         for name in names:
-            if name in BOOKKEEPING or (name.startswith(LOCK_FILENAME + ".stale-")):
+            if _is_bookkeeping(name):
                 continue
             relative = (prefix / name).as_posix()
             files.add(relative)
@@ -196,6 +206,7 @@ class OutputDir:
         self.nested = False
         self.created = False
         self.kept: set[str] = set()
+        self.skip_top: set[str] = set()
         self._lock: FolderLock | None = None
 
     # -- claim ------------------------------------------------------------------------------------------------
@@ -226,8 +237,7 @@ class OutputDir:
         _HELD[key] = self
         return out
 
-    def _owned(self, files: set[str], owned: set[str]) -> set[str]:
-        record = _read_record(self.path)
+    def _owned(self, files: set[str], owned: set[str], record: dict[str, Any] | None) -> set[str]:
         if record is not None:
             owned |= {str(f) for f in record["files"]} & files
             if not record.get("complete", True):  # a killed run: everything that was not there before it
@@ -242,20 +252,34 @@ class OutputDir:
             owned &= files
         return owned
 
+    def _untouched_entries(self, record: dict[str, Any] | None) -> set[str]:
+        """Top-level entries of the user's where this run does not write: kept whole, never walked."""
+        if self.reserved is None:
+            return set()
+        recorded = {PurePosixPath(str(f)).parts[0] for f in (record or {}).get("files", [])}
+        killed = record is not None and not record.get("complete", True)
+        kept_before = {PurePosixPath(str(f)).parts[0] for f in (record or {}).get("kept", [])}
+        return {p.name for p in self.path.iterdir() if not _is_bookkeeping(p.name) and p.name not in self.reserved
+                and p.name not in recorded and (not killed or p.name in kept_before)}
+
     def _prepare(self) -> None:
         out = self.path
-        files, owned = _walk(out)
-        owned = self._owned(files, owned)
-        foreign = sorted(files - owned)
-        reusable = bool(files) and self.reuse is not None and self.reuse(out)
-        if files and not self.overwrite and not reusable:
+        record = _read_record(out)
+        self.skip_top = self._untouched_entries(record)
+        files, owned = _walk(out, self.skip_top)
+        owned = self._owned(files, owned, record)
+        walked_foreign = files - owned
+        foreign = sorted(walked_foreign | {n + "/" if (out / n).is_dir() else n for n in self.skip_top})
+        reusable = bool(files or self.skip_top) and self.reuse is not None and self.reuse(out)
+        if (files or self.skip_top) and not self.overwrite and not reusable:
             if foreign:
                 what = f"{len(foreign)} file(s) harmonize did not write ({_names(foreign)})"
             else:
                 what = f"the outputs of an earlier run ({len(owned)} file(s))"
             raise OutputDirError(f"The output directory {out} is not empty: it holds {what}. Choose an empty or new "
                                  "--out, or pass --overwrite (which replaces only files harmonize wrote).")
-        clashing = [f for f in foreign if self.reserved is None or PurePosixPath(f).parts[0] in self.reserved]
+        clashing = sorted(f for f in walked_foreign
+                          if self.reserved is None or PurePosixPath(f).parts[0] in self.reserved)
         if clashing and (self.overwrite or reusable):
             raise OutputDirError(
                 f"The output directory {out} holds {len(clashing)} file(s) that harmonize did not write, where this "
@@ -264,7 +288,7 @@ class OutputDir:
         if foreign:
             logger.info("Keeping %d file(s) in %s that harmonize did not write: %s", len(foreign), out,
                         _names(foreign))
-        self.kept = set(foreign)
+        self.kept = walked_foreign | self.skip_top
         if self.overwrite:
             inputs = {p.resolve() for p in self.inputs}
             removable = [f for f in owned if (out / f).resolve() not in inputs]
@@ -288,7 +312,7 @@ class OutputDir:
             self._lock = None
             return
         try:
-            files, _ = _walk(out)
+            files, _ = _walk(out, self.skip_top)
             written = files - self.kept
             if failed and self.discard_on_error:
                 _remove(out, written)

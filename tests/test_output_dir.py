@@ -128,3 +128,16 @@ def test_a_failed_run_with_discard_on_error_leaves_nothing(tmp_path):
             write(out, "images/a.nii.gz")
             raise OSError(errno.ENOSPC, "No space left on device")
     assert not out.exists()
+
+
+def test_the_users_folders_where_the_run_does_not_write_are_kept_whole_and_not_walked(tmp_path):
+    write(tmp_path, "data/sub-01/anat/sub-01_T1w.nii.gz", "data/participants.tsv", "notes.txt")
+    with OutputDir(tmp_path, "harmonize synth", overwrite=True, reserved=("images", "manifest.csv")):
+        assert record(tmp_path)["kept"] == ["data", "notes.txt"]  # by top-level name: a home folder stays cheap
+        write(tmp_path, "manifest.csv", "images/a.nii.gz")
+    assert record(tmp_path)["files"] == ["images/a.nii.gz", "manifest.csv"]
+    with OutputDir(tmp_path, "harmonize synth", overwrite=True, reserved=("images", "manifest.csv")):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [RECORD_FILENAME, LOCK_FILENAME, "data", "notes.txt"]
+    assert (tmp_path / "data" / "sub-01" / "anat" / "sub-01_T1w.nii.gz").exists()
+    with pytest.raises(OutputDirError, match=r"it holds 2 file\(s\) harmonize did not write \(data/, notes.txt\)"):
+        OutputDir(tmp_path, "harmonize synth", reserved=("images", "manifest.csv")).claim()
