@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 LOCK_FILENAME = ".harmonize.lock"
 #: A lock file still empty (its holder is between creating and writing it) after this many seconds is stale.
 EMPTY_LOCK_GRACE_S = 10.0
+#: A process that started this many seconds after a lock was taken cannot be its holder (its id was reused).
+PID_REUSE_SLACK_S = 2.0
 #: Times a stale lock is taken over before giving up (another run may take it over at the same moment).
 _ATTEMPTS = 3
 
@@ -72,8 +74,21 @@ class LockHolder:
         return f"process {self.pid} on host {self.host!r} ({self.command!r}, since {self.started})"
 
     def is_stale(self) -> bool:
-        """True when the holder ran on this host and its process is gone (a run that was killed)."""
-        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+        """True when the holder ran on this host and its process is gone (a run that was killed).
+
+        A process id that the system has given to a newer process (started after the lock was taken, as Linux's
+        ``/proc`` tells) counts as gone too.
+        """
+        if self.host != socket.gethostname():
+            return False
+        if not _pid_alive(self.pid):
+            return True
+        started = _process_start(self.pid)
+        try:
+            taken = datetime.fromisoformat(self.started).timestamp()
+        except ValueError:
+            return False
+        return started is not None and started > taken + PID_REUSE_SLACK_S
 
 
 def _pid_alive(pid: int) -> bool:
@@ -88,6 +103,17 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # the process exists, owned by another user
         return True
     return True
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from Linux's ``/proc``; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def read_holder(path: str | os.PathLike[str]) -> LockHolder | None:

@@ -72,3 +72,13 @@ def test_an_empty_lock_is_being_written_then_stale(tmp_path):
     os.utime(tmp_path / LOCK_FILENAME, (0, 0))  # written long ago: its run died before writing it
     with FolderLock(tmp_path, "harmonize synth") as lock:
         assert read_holder(tmp_path / LOCK_FILENAME) == lock.holder
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="process start times are read from Linux's /proc")
+def test_a_process_id_reused_by_a_newer_process_counts_as_gone():
+    # this test's own process is alive, but it started long after a lock taken in 2001
+    reused = LockHolder(pid=os.getpid(), host=socket.gethostname(), command="harmonize preprocess",
+                        started="2001-01-01T00:00:00+00:00", token="old")
+    current = LockHolder(pid=os.getpid(), host=socket.gethostname(), command="harmonize preprocess",
+                         started="2999-01-01T00:00:00+00:00", token="new")
+    assert reused.is_stale() and not current.is_stale()
