@@ -9,10 +9,17 @@ Every image goes through the same spatial steps, then an intensity standardisati
    the largest connected component, holes filled (the dark CSF inside the head stays in the mask);
    ``MaskMethod.NONZERO`` takes every non-zero voxel, for images already skull-stripped.
 4. ``tio.CropOrPad``: to the target shape, centred on the mask's bounding box (``crop_to_mask``) so that a
-   field of view with much neck or air keeps the head.
+   field of view with much neck or air keeps the head. Voxels brighter than :data:`OUTLIER_FACTOR` times the
+   head's 99.5th percentile (a spike, an artefact) are clipped to that value, with a warning.
 5. ``tio.HistogramStandardization`` with landmarks trained (``HistogramStandardization.train``) on the
    foreground of the site's **training** scans only (Nyul & Udupa 2000), then ``tio.ZNormalization`` within
    the mask, so the foreground of every scan has mean 0 and standard deviation 1; the background is set to 0.
+
+Each scan's outputs are checked before they are written: a NaN or infinite voxel (in the input as stored, or
+after any step), a mask of fewer than :data:`MIN_MASK_VOXELS` voxels, a label value outside the tissue classes,
+or landmarks that are not finite and increasing fail that scan by name. Inputs are checked by
+:func:`~harmonize.data.manifest.header_problems` first (3D, orientation, voxel size, a header claiming more
+voxels than the file holds), and a manifest listing one image twice is refused.
 
 Validation and test scans never influence the landmarks. A site with no training scan (an unseen site,
 which the audit evaluates) cannot have landmarks of its own: its scans are standardised with landmarks
@@ -100,6 +107,10 @@ PIPELINE_VERSION = 2
 #: Percentile of the finite voxels above which intensities are clipped before the mask's threshold is found,
 #: so that a few extreme voxels (a spike 50x the tissue maximum) cannot pull Otsu's threshold above the head.
 ROBUST_PERCENTILE = 99.5
+#: Voxels brighter than this many times the head's :data:`ROBUST_PERCENTILE` th percentile are clipped to that
+#: value before standardisation (with a warning): a spike of a few voxels would otherwise dominate the
+#: z-normalisation and compress the whole scan's contrast. Real tissue stays well below it.
+OUTLIER_FACTOR = 3.0
 #: A mask with fewer voxels than this (a 3x3x3 block) is no head: the scan fails by name.
 MIN_MASK_VOXELS = 27
 #: Tag written into the marker file.
@@ -457,6 +468,19 @@ def _check_mask(scan: _Scan, mask: torch.Tensor, config: PreprocessConfig) -> No
             f"{scan.image}: the image is (almost) all zero; check the file.")
 
 
+def _clip_outliers(scan: _Scan, data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Clip the few voxels brighter than :data:`OUTLIER_FACTOR` times the head's robust maximum (logged)."""
+    head = data[mask.bool()]
+    ceiling = OUTLIER_FACTOR * float(torch.quantile(head.double(), ROBUST_PERCENTILE / 100))
+    outliers = int((data > ceiling).sum())
+    if outliers and ceiling > 0:
+        logger.warning("%s: %d voxel(s) of %s are brighter than %g (%g times the head's %gth percentile) and were "
+                       "clipped to it; check the scan for artefacts.", scan.where(), outliers, scan.image, ceiling,
+                       OUTLIER_FACTOR, ROBUST_PERCENTILE)
+        return torch.clamp(data, max=ceiling)
+    return data
+
+
 def _check_label_values(scan: _Scan, data: torch.Tensor) -> None:
     """Fail the scan by name when its label map holds values outside the tissue classes."""
     from harmonize.data.manifest import TISSUE_CLASSES
@@ -507,6 +531,7 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
     subject = crop(subject)
     _check_mask(scan, subject[_MASK].data, config)
     _check_finite(scan, subject[_IMAGE].data, "its resampled image", "check the input's intensities and affine")
+    subject[_IMAGE].set_data(_clip_outliers(scan, subject[_IMAGE].data, subject[_MASK].data))
     if scan.label is not None:
         subject[_LABEL].set_data(_label_tensor(subject[_LABEL].data))
     paths = _outputs(out_dir, scan)
