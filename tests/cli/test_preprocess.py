@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+from datetime import datetime, timezone
 
 import nibabel as nib
 import pytest
@@ -96,12 +97,13 @@ def test_output_folder_problems_are_one_error_paragraph(tiny_cohort, tmp_path, c
                    "not a folder. Choose an --out whose parents are folders.\n")
     locked = tmp_path / "locked"
     locked.mkdir()
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
     holder = LockHolder(pid=os.getppid(), host=socket.gethostname(), command="harmonize preprocess",
-                        started="2026-12-07T00:00:00+00:00", token="t")  # a live process: this test's parent
+                        started=since, token="t")  # a live process that started before it: this test's parent
     (locked / LOCK_FILENAME).write_text(json.dumps(holder.__dict__))
     assert main(["preprocess", str(tiny_cohort), "--out", str(locked), *ARGS]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: The output folder {locked} is in use by process {os.getppid()} on host "
-                          f"{socket.gethostname()!r} ('harmonize preprocess', since 2026-12-07T00:00:00+00:00). "
+                          f"{socket.gethostname()!r} ('harmonize preprocess', since {since}). "
                           "Wait for that run to finish, or choose another --out")
     assert sorted(p.name for p in locked.iterdir()) == [LOCK_FILENAME]  # nothing written, the lock kept
