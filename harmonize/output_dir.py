@@ -10,10 +10,12 @@ it through :class:`OutputDir`:
    Temporary files of :mod:`harmonize.io` count as harmonize's too.
 4. A non-empty folder is refused unless ``overwrite`` (or ``reuse``, a cache such as ``preprocess``'s).
    With ``overwrite``, only recorded files are removed; a file harmonize did not write is refused by name where
-   the run writes (``reserved`` top-level names) and kept elsewhere.
-5. When the run ends, every new file is added to the record (atomically). The record is marked incomplete
-   while the run writes: after a killed run, the next one counts that run's files as harmonize's (every file
-   that was not already there when it started).
+   the run writes (``reserved`` top-level names) and kept elsewhere (a top-level entry of the user's outside
+   ``reserved`` is kept whole, without walking it: a home folder as ``--out`` stays cheap).
+5. When the run ends, every new file is added to the record (atomically); a run that leaves nothing of
+   harmonize's leaves no record either. The record is marked incomplete while the run writes: after a killed
+   run, the next one counts that run's files as harmonize's (every file that was not already there when it
+   started).
 
 A nested claim of a folder this process already holds (``demo`` runs ``compare`` into its own folder) is
 allowed and does nothing: the outer claim keeps the lock and the record.
