@@ -91,6 +91,8 @@ TISSUE_CLASSES = 4
 #: Longest subject id, in UTF-8 bytes: outputs are named after it, and a file name holds at most 255 bytes
 #: (the temporary files of :mod:`harmonize.io` add about 40).
 MAX_SUBJECT_ID_BYTES = 200
+#: Largest expansion of deflate (zlib's documented limit is about 1032:1): bounds a .gz file's content.
+MAX_DEFLATE_RATIO = 1032
 #: Smallest absolute determinant of an affine's 3x3 part (mm^3 per voxel) that counts as non-singular.
 MIN_VOXEL_VOLUME = 1e-6
 #: The fix given for a scan without usable geometry.
@@ -673,15 +675,17 @@ class _Volume:
     affine: np.ndarray
 
 
-def _stored_data_bytes(path: str, offset: int) -> int | None:
-    """Bytes of voxel data a NIfTI file holds after ``offset`` (a .gz: from its size trailer), None if unknown."""
+def _stored_data_bytes(path: str, offset: int) -> tuple[int, bool]:
+    """Bytes of voxel data a NIfTI file can hold after ``offset``, and whether that is exact.
+
+    A plain file holds exactly its size less the offset. A compressed file is not decompressed: deflate expands
+    at most :data:`MAX_DEFLATE_RATIO` times, which bounds it (a gzip trailer's size field is not used: files
+    of several gzip members, such as BGZF, carry the size of their last member only).
+    """
     size = os.path.getsize(path)
-    if not path.endswith(".gz"):
-        return size - offset
-    with open(path, "rb") as handle:  # the last 4 bytes of a gzip member: uncompressed size modulo 2^32
-        handle.seek(max(size - 4, 0))
-        trailer = handle.read(4)
-    return int.from_bytes(trailer, "little") - offset if len(trailer) == 4 else None
+    if path.endswith(".gz"):
+        return MAX_DEFLATE_RATIO * size, False
+    return size - offset, True
 
 
 def _raw_header(path: str, loaded: Any) -> Any:
@@ -755,11 +759,12 @@ def header_problems(path: str, is_label: bool = False) -> list[str]:
         except (OSError, TypeError, ValueError):
             stored = None
         claimed = int(np.prod(shape, dtype=np.int64)) * itemsize
-        exact = not path.endswith(".gz") or claimed < 1 << 32  # a .gz trailer holds the size modulo 2^32
-        if stored is not None and exact and stored < claimed:
+        if stored is not None and stored[0] < claimed:
+            holds = (f"the file holds {max(stored[0], 0)} bytes of data" if stored[1] else
+                     f"the compressed file ({os.path.getsize(path)} bytes) can hold at most {stored[0]} bytes")
             problems.append("cannot be read as a NIfTI image (truncated or corrupt file?): its header claims "
-                            f"{int(np.prod(shape, dtype=np.int64))} voxels (shape {shape}, {claimed} bytes) but the "
-                            f"file holds {max(stored, 0)} bytes of data; copy or convert it again")
+                            f"{int(np.prod(shape, dtype=np.int64))} voxels (shape {shape}, {claimed} bytes) but "
+                            f"{holds}; copy or convert it again")
     return problems
 
 

@@ -615,3 +615,13 @@ def test_values_that_cannot_name_a_file_are_refused_by_row(cohort, case, column,
 def test_a_manifest_path_with_a_nul_byte_is_a_problem_not_a_crash(tmp_path):
     path = tmp_path / "m\x00.csv"
     assert problems_of(path) == [f"the manifest path {str(path)!r} holds a NUL byte, which no path can hold"]
+
+
+def test_a_gzip_file_of_several_members_is_not_taken_for_truncated(cohort):
+    """BGZF-style files (several gzip members) carry only the last member's size in their trailer."""
+    path, rows = cohort
+    plain = save_nifti(path.parent / "plain.nii", np.ones(SHAPE, np.float32)).read_bytes()
+    members = path.parent / "members.nii.gz"
+    members.write_bytes(gzip.compress(plain[:1000]) + gzip.compress(plain[1000:]) + gzip.compress(b""))
+    rows[0][Keys.IMAGE] = members.name
+    assert problems_of(write_csv(path, rows)) == []
