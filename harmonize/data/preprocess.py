@@ -70,7 +70,7 @@ from skimage.filters import threshold_otsu
 from tqdm.auto import tqdm
 
 from harmonize import defaults
-from harmonize.data.manifest import header_problems, read_manifest, write_manifest
+from harmonize.data.manifest import AFFINE_ATOL, header_problems, read_manifest, write_manifest
 from harmonize.errors import ConfigError, HarmonizeError, ManifestError, check_option
 from harmonize.io import TMP_GLOB, OutputWriteError, atomic_write, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
@@ -514,6 +514,11 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
             f"{scan.where()}: label shape {subject[_LABEL].spatial_shape} differs from the image shape "
             f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
         )
+    if scan.label is not None and not np.allclose(subject[_LABEL].affine, subject[_IMAGE].affine, atol=AFFINE_ATOL):
+        difference = float(np.abs(subject[_LABEL].affine - subject[_IMAGE].affine).max())
+        raise HarmonizeError(
+            f"{scan.where()}: the affine of its label {scan.label} differs from the image's (largest difference "
+            f"{difference:.3g}); resample the label onto the image's grid.")
     subject[_IMAGE].set_data(subject[_IMAGE].data.float())
     _check_finite(scan, _stored_voxels(scan.image), f"its image {scan.image}", "replace them (e.g. with 0) first")
     if scan.label is not None:

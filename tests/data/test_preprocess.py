@@ -384,9 +384,16 @@ def test_preprocess_refuses_bad_labels_and_missing_geometry_by_row(make_cohort, 
     content = bytearray(gzip.decompress(big.read_bytes()))
     content[42:48] = np.array([800, 800, 800], "<i2").tobytes()
     big.write_bytes(gzip.compress(bytes(content)))
-    with pytest.raises(HarmonizeError, match=r"3 scan\(s\)") as err:
+    shifted = manifest.parent / "img" / "siteB-01_dseg.nii.gz"  # a label off the image's grid by 5 mm
+    label_image = nib.load(shifted)
+    affine = label_image.affine.copy()
+    affine[0, 3] += 5
+    nib.save(nib.Nifti1Image(np.asarray(label_image.dataobj), affine), shifted)
+    with pytest.raises(HarmonizeError, match=r"4 scan\(s\)") as err:
         run(manifest, tmp_path / "out")
-    claims, first, second = err.value.problems
+    claims, first, second, off_grid = err.value.problems
+    assert off_grid == (f"row 5 (subject 'siteB-01'): the affine of its label {shifted} differs from the image's "
+                        "(largest difference 5); resample the label onto the image's grid.")
     assert claims.startswith("row 2 (subject 'siteA-00'): cannot read its image or label: ")
     assert "its header claims 512000000 voxels (shape (800, 800, 800), 2048000000 bytes)" in claims
     assert first.startswith("row 3 (subject 'siteA-01'): its label map") and "outside the tissue classes 0-3 (7)" in first
