@@ -39,8 +39,8 @@ from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import HarmonizeError
 from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split, Task
-from harmonize.output_dir import hold_output_dir, releases_output_dirs
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
+from harmonize.output_dir import hold_output_dir, releases_output_dirs
 from harmonize.workflows.brain_age import (
     BrainAgeModel,
     brain_age_features,

@@ -22,7 +22,6 @@ from harmonize.data import preprocess
 from harmonize.data.manifest import read_manifest
 from harmonize.data.preprocess import (
     MANIFEST_FILENAME,
-    MARKER_FILENAME,
     PreprocessConfig,
     foreground_mask,
     preprocess_manifest,
