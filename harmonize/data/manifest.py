@@ -338,6 +338,9 @@ def _parse_cell(text: str, spec: Mapping[str, Any], folder: Path, column: str) -
         if message is None and not float(value).is_integer():
             return None, (f"'{text}' is a fractional number; a site is a name or an integer id, and a fraction "
                           "would be rounded or truncated: give each site a name (e.g. 'siteA') or an integer")
+        if message is None and any(c in text for c in ".eE"):  # '2.0', '2e0': zero-padded '007' stays a name
+            return None, (f"'{text}' is an integer written as '{text}'; write integer site ids plainly "
+                          f"('{int(value)}'), so that one site is not read as two")
     if column in (Keys.IMAGE, Keys.LABEL):
         return os.path.normpath(os.path.join(folder, os.path.expanduser(text))), None
     return text, None

@@ -593,9 +593,13 @@ def test_fractional_site_labels_are_refused_not_truncated(cohort):
     message = read_error(write_csv(path, rows))
     assert "row 2, column 'site': '0.6' is a fractional number" in message
     assert "row 5, column 'site': '1.4' is a fractional number" in message and "row 7" not in message
-    for row, site in zip(rows, ("1", "1", "1", "2", "2", "2")):  # integer ids and names stay allowed
+    for row, site in zip(rows, ("1", "1", "1", "2", "2", "2.0")):  # '2.0' would be a third site
         row[Keys.SITE] = site
-    assert sorted(read_manifest(write_csv(path, rows))[Keys.SITE].unique()) == ["1", "2"]
+    assert "row 7, column 'site': '2.0' is an integer written as '2.0'; write integer site ids plainly ('2')" in (
+        read_error(write_csv(path, rows)))
+    rows[5][Keys.SITE] = "2"  # integer ids and names (zero-padded too) stay allowed
+    rows[0][Keys.SITE] = "007"
+    assert sorted(read_manifest(write_csv(path, rows))[Keys.SITE].unique()) == ["007", "1", "2"]
 
 
 @pytest.mark.parametrize(("case", "column", "value", "message"), [
