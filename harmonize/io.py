@@ -12,7 +12,10 @@ of the helpers built on it, so temporary files are named, permissioned and clean
 - the temporary file gets the permissions a plain ``open()`` would give the target (``0o666`` less the umask),
   not the ``0600`` of :func:`tempfile.mkstemp`: it is created with ``os.open(..., 0o666)`` so that the kernel
   applies the umask (and any default ACL of the folder) itself, without reading or changing the process umask;
-- on any failure (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is left untouched.
+- on any failure (including ``KeyboardInterrupt``) the temporary file is removed and ``path`` is left untouched;
+  an ``OSError`` (a full disk, no permission, a name too long) becomes an :class:`OutputWriteError` that names
+  ``path``: a :class:`~harmonize.errors.HarmonizeError` (the CLI prints it as one paragraph) that is still an
+  ``OSError`` (with the original ``errno``).
 
 Example:
     >>> import tempfile
@@ -25,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -33,9 +37,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harmonize.errors import HarmonizeError
+
 __all__ = [
     "COMPRESSION_SUFFIXES",
     "NEW_FILE_MODE",
+    "OutputWriteError",
     "TMP_GLOB",
     "TMP_TAG",
     "atomic_write",
@@ -60,6 +67,30 @@ NEW_FILE_MODE = 0o666
 _RANDOM_BYTES = 6
 #: Names tried before giving up when every random name is taken (as ``tempfile.TMP_MAX``).
 _MAX_ATTEMPTS = 10000
+
+
+class OutputWriteError(HarmonizeError, OSError):
+    """An output file that cannot be written (full disk, no permission, ...), naming the file.
+
+    Args:
+        path: the file that was being written.
+        error: the ``OSError`` raised; its ``errno`` is kept.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], error: OSError) -> None:
+        reason = error.strerror or str(error)
+        hint = {errno.ENOSPC: "the disk is full: free space, or choose an --out on another disk",
+                errno.EDQUOT: "the disk quota is exceeded: free space, or choose an --out on another disk",
+                errno.EACCES: "no permission: choose an --out you can write to, or fix its permissions",
+                errno.EPERM: "no permission: choose an --out you can write to, or fix its permissions",
+                errno.EROFS: "the file system is read-only: choose another --out",
+                errno.ENAMETOOLONG: "the name is too long: use shorter subject ids or a shorter --out"}.get(
+                    error.errno or -1, "check the output folder")
+        super().__init__(f"Cannot write {path}: {reason} ({hint}). Nothing half-written was left behind.")
+        self.errno, self.strerror, self.filename = error.errno, error.strerror, str(path)
+
+    def __str__(self) -> str:
+        return HarmonizeError.__str__(self)
 
 
 def temporary_suffix(path: str | os.PathLike[str]) -> str:
@@ -112,20 +143,28 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        OSError: the folder cannot be created or written, or ``write`` raised it. Whatever ``write`` raises is
-            re-raised unchanged; in every case the temporary file is removed and ``path`` is left as it was.
+        OutputWriteError: the folder cannot be created or written, or ``write`` raised an ``OSError``: naming
+            ``path``. Whatever else ``write`` raises is re-raised unchanged; in every case the temporary file is
+            removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temporary(path)
+    except (OutputWriteError, FileExistsError):
+        raise
+    except OSError as err:
+        raise OutputWriteError(path, err) from err
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         try:
             tmp.unlink(missing_ok=True)
         except OSError as err:  # keep the original error; the left-over only clutters the folder
             logger.warning("Could not remove the temporary file %s: %s", tmp, err)
+        if isinstance(error, OSError) and not isinstance(error, (OutputWriteError, FileExistsError)):
+            raise OutputWriteError(path, error) from error
         raise
     return path
 

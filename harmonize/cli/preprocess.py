@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--shape", type=options.SHAPE, nargs=3, default=list(defaults.TARGET_SHAPE), metavar=("X", "Y", "Z"),
                         help="shape after crop/pad, in voxels (default %s)" % " ".join(map(str, defaults.TARGET_SHAPE)))
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty folder that is not an earlier output, and recompute every scan")
+                        help="remove the files harmonize wrote in --out and recompute every scan; other files are "
+                             "kept, or refused by name where outputs go (images/, labels/, masks/, spatial/, "
+                             "landmarks/, cache/, manifest.csv, preprocess.json)")
     parser.add_argument("--bids-derivatives", action="store_true",
                         help="also write a BIDS-Derivatives dataset into OUT/derivatives/harmonize (for a manifest "
                              "from 'harmonize manifest from-bids'); the new manifest points at it")

@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="give sites partly overlapping age ranges (adjacent sites share half their age window), "
                              "for the biased-dataset experiments")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty directory: a previous cohort there is replaced, other files "
-                             "are kept")
+                        help="write into a non-empty directory: the files harmonize wrote there are replaced; "
+                             "other files are kept, or refused by name where the cohort goes (images/, labels/, "
+                             "manifest.csv, cohort.json)")
     parser.set_defaults(func=run)
 
 

@@ -159,6 +159,28 @@ def _check_files(frame: pd.DataFrame, source: Path | None) -> None:
                              problems=problems)
 
 
+def _check_one_shape(frame: pd.DataFrame, source: Path | None) -> None:
+    """Refuse scans of different shapes (read from the headers): a batch stacks them, which would fail mid-run."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    rows_by_shape: dict[tuple[int, ...], list[int]] = {}
+    for row, path in frame[Keys.IMAGE].items():
+        try:
+            shape = tuple(int(d) for d in nib.load(str(path)).shape[:3])
+        except (OSError, ValueError, EOFError, ImageFileError):
+            continue  # an unreadable file is reported by name when it is loaded
+        rows_by_shape.setdefault(shape, []).append(int(row))
+    if len(rows_by_shape) > 1:
+        groups = sorted(rows_by_shape.items(), key=lambda item: -len(item[1]))
+        raise HarmonizeError(
+            f"The scans of {source or 'the manifest'} have {len(groups)} different shapes, and a batch needs one. "
+            "Preprocess the manifest first: 'harmonize preprocess MANIFEST --out DIR' resamples and crops every "
+            "scan to one grid (then use DIR/manifest.csv), or give a transform that does.",
+            problems=[f"shape {shape}: {len(rows)} scan(s), rows {', '.join(map(str, rows[:5]))}"
+                      + (" …" if len(rows) > 5 else "") for shape, rows in groups])
+
+
 def make_dataset(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     split: str | None = None,
@@ -192,7 +214,7 @@ def make_dataset(
     Raises:
         ManifestError: the manifest cannot be read.
         HarmonizeError: no row in the split, missing files, an unknown site (naming it, its row and the
-            known sites) or an unknown confound column.
+            known sites), an unknown confound column, or (without a ``transform``) scans of different shapes.
     """
     declared = parse_confounds(confounds)
     frame, source = _read(manifest, declared)
@@ -205,6 +227,8 @@ def make_dataset(
     else:
         rows = frame
     _check_files(rows, source)
+    if transform is None:
+        _check_one_shape(rows, source)
 
     if isinstance(site_index, CategoryIndex):
         sites = site_index

@@ -9,10 +9,17 @@ Every image goes through the same spatial steps, then an intensity standardisati
    the largest connected component, holes filled (the dark CSF inside the head stays in the mask);
    ``MaskMethod.NONZERO`` takes every non-zero voxel, for images already skull-stripped.
 4. ``tio.CropOrPad``: to the target shape, centred on the mask's bounding box (``crop_to_mask``) so that a
-   field of view with much neck or air keeps the head.
+   field of view with much neck or air keeps the head. Voxels brighter than :data:`OUTLIER_FACTOR` times the
+   head's 99.5th percentile (a spike, an artefact) are clipped to that value, with a warning.
 5. ``tio.HistogramStandardization`` with landmarks trained (``HistogramStandardization.train``) on the
    foreground of the site's **training** scans only (Nyul & Udupa 2000), then ``tio.ZNormalization`` within
    the mask, so the foreground of every scan has mean 0 and standard deviation 1; the background is set to 0.
+
+Each scan's outputs are checked before they are written: a NaN or infinite voxel (in the input as stored, or
+after any step), a mask of fewer than :data:`MIN_MASK_VOXELS` voxels, a label value outside the tissue classes,
+or landmarks that are not finite and increasing fail that scan by name. Inputs are checked by
+:func:`~harmonize.data.manifest.header_problems` first (3D, orientation, voxel size, a header claiming more
+voxels than the file holds), and a manifest listing one image twice is refused.
 
 Validation and test scans never influence the landmarks. A site with no training scan (an unseen site,
 which the audit evaluates) cannot have landmarks of its own: its scans are standardised with landmarks
@@ -45,12 +52,14 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -60,11 +69,12 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from harmonize import defaults
-from harmonize.data.manifest import read_manifest, write_manifest
-from harmonize.errors import ConfigError, HarmonizeError, check_option
-from harmonize.io import TMP_GLOB, atomic_write, read_json_object, write_json_atomic
+from harmonize.data.manifest import AFFINE_ATOL, header_problems, read_manifest, write_manifest
+from harmonize.errors import ConfigError, HarmonizeError, ManifestError, check_option
+from harmonize.io import TMP_GLOB, OutputWriteError, atomic_write, read_json_object, write_json_atomic
 from harmonize.keys import Keys, MaskMethod, Split
 from harmonize.memory import check_memory, resample_bytes
+from harmonize.output_dir import OutputDir
 from harmonize.progress import progress as show_progress
 
 __all__ = [
@@ -90,10 +100,22 @@ LANDMARKS_INDEX_FILENAME = "landmarks.json"
 #: Sub-folders of the output folder.
 IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR = "images", "labels", "masks", "spatial"
 LANDMARKS_DIR, CACHE_DIR = "landmarks", "cache"
+#: Top-level names written into the output folder: a file harmonize did not write there is refused by name.
+RESERVED_NAMES = (MANIFEST_FILENAME, MARKER_FILENAME, IMAGES_DIR, LABELS_DIR, MASKS_DIR, SPATIAL_DIR, LANDMARKS_DIR,
+                  CACHE_DIR)
 #: Landmarks file of the sites without training scans.
 POOLED_LANDMARKS_FILENAME = "pooled.npy"
 #: Bumped whenever the pipeline's code changes what it writes, so that old caches are not trusted.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
+#: Percentile of the finite voxels above which intensities are clipped before the mask's threshold is found,
+#: so that a few extreme voxels (a spike 50x the tissue maximum) cannot pull Otsu's threshold above the head.
+ROBUST_PERCENTILE = 99.5
+#: Voxels brighter than this many times the head's :data:`ROBUST_PERCENTILE` th percentile are clipped to that
+#: value before standardisation (with a warning): a spike of a few voxels would otherwise dominate the
+#: z-normalisation and compress the whole scan's contrast. Real tissue stays well below it.
+OUTLIER_FACTOR = 3.0
+#: A mask with fewer voxels than this (a 3x3x3 block) is no head: the scan fails by name.
+MIN_MASK_VOXELS = 27
 #: Tag written into the marker file.
 MARKER_TOOL = "harmonize preprocess"
 #: Suffix of the written NIfTI files.
@@ -245,8 +267,10 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
     """Foreground (head) mask of a 3D image, or of a 1-channel 4D one.
 
     ``otsu``: voxels above Otsu's threshold of the whole volume (which separates a dark background from
-    tissue), then the largest connected component (drops specks of noise), with holes filled (keeps dark CSF
-    and ventricles enclosed by tissue). ``nonzero``: every voxel that is not 0 (skull-stripped images).
+    tissue; intensities are first clipped at their :data:`ROBUST_PERCENTILE` th percentile, so that a few
+    extreme voxels cannot raise the threshold above the head), then the largest connected component (drops
+    specks of noise), with holes filled (keeps dark CSF and ventricles enclosed by tissue). ``nonzero``: every
+    voxel that is not 0 (skull-stripped images).
 
     Args:
         data: the intensities, shape ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
@@ -263,6 +287,9 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
     if finite.size == 0 or finite.min() == finite.max():
         return np.zeros(array.shape, dtype=bool)
     spatial = array.reshape(array.shape[-3:])
+    ceiling = float(np.percentile(finite, ROBUST_PERCENTILE))
+    if ceiling > finite.min():  # clip a few extreme voxels (a volume almost all one value keeps its range)
+        finite, spatial = np.minimum(finite, ceiling), np.minimum(spatial, ceiling)
     mask = spatial > threshold_otsu(finite)
     labels, n = ndimage.label(mask)
     if n > 1:
@@ -280,8 +307,8 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame, overwrite: bool) -> None:
-    """Refuse an output folder that would mix with the inputs, or a foreign non-empty one."""
+def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame) -> None:
+    """Refuse an output folder that would mix with the inputs (the rest is :class:`OutputDir`'s work)."""
     source = manifest.parent.resolve()
     if out_dir == source:
         raise HarmonizeError(
@@ -301,14 +328,25 @@ def _check_out_dir(out_dir: Path, manifest: Path, frame: pd.DataFrame, overwrite
             f"The output folder {out_dir} holds {len(clashes)} of the input files (e.g. {examples}); outputs "
             "written there could replace inputs. Choose a folder outside the input data."
         )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        marker = read_json_object(out_dir / MARKER_FILENAME)
-        if marker is None or marker.get("tool") != MARKER_TOOL:
-            raise HarmonizeError(
-                f"The output folder {out_dir} is not empty and is not the output of an earlier "
-                f"'harmonize preprocess' (it has no {MARKER_FILENAME}). Choose an empty or new folder, or "
-                "pass overwrite=True (--overwrite) to write into it anyway."
-            )
+
+
+def _check_scans_listed_once(manifest: Path, frame: pd.DataFrame) -> None:
+    """Refuse a manifest that lists one image file in two rows (a train/test leak the outputs would hide)."""
+    problems = []
+    first: dict[str, tuple[int, str]] = {}
+    for row, image, split in zip(frame.index, frame[Keys.IMAGE], frame[Keys.SPLIT]):
+        key = os.path.realpath(str(image))
+        if key in first:
+            other, other_split = first[key]
+            problems.append(f"row {int(row)} (split '{split}'): the same image as row {other} "
+                            f"(split '{other_split}'), {image}")
+        else:
+            first[key] = (int(row), str(split))
+    if problems:
+        raise ManifestError(
+            f"{manifest} lists {len(problems)} image(s) twice. Each row must be its own scan: a scan in both a "
+            "training and a test row leaks the test set into training, and the preprocessed copies would hide "
+            "it. Remove the repeated rows (harmonize validate lists them too).", problems=problems)
 
 
 def _remove_leftover_temporaries(out_dir: Path) -> None:
@@ -318,6 +356,31 @@ def _remove_leftover_temporaries(out_dir: Path) -> None:
         if folder.is_dir():
             for path in folder.glob(TMP_GLOB):
                 path.unlink(missing_ok=True)
+
+
+def _is_earlier_output(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds an earlier run's outputs (its cache may be reused without ``overwrite``)."""
+    marker = read_json_object(out_dir / MARKER_FILENAME)
+    return marker is not None and marker.get("tool") == MARKER_TOOL
+
+
+def _earlier_outputs(out_dir: Path) -> list[Path]:
+    """Files an earlier run wrote, known from its marker, cache records and landmarks index (before records)."""
+    if not _is_earlier_output(out_dir):
+        return []
+    found = [out_dir / MARKER_FILENAME, out_dir / MANIFEST_FILENAME,
+             out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME]
+    for record_path in (out_dir / CACHE_DIR).glob("*.json"):
+        record = read_json_object(record_path) or {}
+        found.append(record_path)
+        for stage in ("spatial_files", "final_files"):
+            entries = record.get(stage)
+            if isinstance(entries, dict):
+                found.extend(out_dir / str(e.get("path")) for e in entries.values() if isinstance(e, dict))
+    index = read_json_object(out_dir / LANDMARKS_DIR / LANDMARKS_INDEX_FILENAME) or {}
+    entries = [*(index.get("sites") or {}).values(), index.get("pooled")]
+    found.extend(out_dir / LANDMARKS_DIR / str(e["file"]) for e in entries if isinstance(e, dict) and "file" in e)
+    return found
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -381,10 +444,12 @@ def spatial_steps(subject: tio.Subject, config: PreprocessConfig, where: str) ->
         where: names the scan in an error (e.g. its row and file).
 
     Returns:
-        The transformed subject, with the foreground mask added under ``"mask"``.
+        The transformed subject, with the foreground mask added under ``"mask"`` and the few voxels far brighter
+        than the head clipped (:data:`OUTLIER_FACTOR`, logged).
 
     Raises:
-        HarmonizeError: the image has no foreground (it is constant).
+        HarmonizeError: the image has no foreground (it is constant), a mask of fewer than
+            :data:`MIN_MASK_VOXELS` voxels, or a non-finite voxel after resampling.
         ResourceError: resampling would not fit in memory.
     """
     image = subject[_IMAGE]
@@ -404,7 +469,11 @@ def spatial_steps(subject: tio.Subject, config: PreprocessConfig, where: str) ->
     subject.add_image(tio.LabelMap(tensor=torch.from_numpy(mask.astype(np.uint8)), affine=subject[_IMAGE].affine),
                       _MASK)
     crop = tio.CropOrPad(config.target_shape, mask_name=_MASK if config.crop_to_mask else None)
-    return crop(subject)
+    subject = crop(subject)
+    _check_mask(where, subject[_MASK].data, config)
+    _check_finite(where, subject[_IMAGE].data, "its resampled image", "check the input's intensities and affine")
+    subject[_IMAGE].set_data(_clip_outliers(where, subject[_IMAGE].data, subject[_MASK].data))
+    return subject
 
 
 def intensity_steps(
@@ -417,7 +486,7 @@ def intensity_steps(
         The standardised image (float32).
 
     Raises:
-        HarmonizeError: the foreground is constant, naming ``where``.
+        HarmonizeError: the foreground is constant, or a standardised voxel is not finite, naming ``where``.
     """
     steps = [] if landmarks is None else [tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK)]
     transform = tio.Compose([*steps, tio.ZNormalization(masking_method=_MASK)])
@@ -431,8 +500,65 @@ def intensity_steps(
     data = image.data.float()
     if config.zero_background:
         data = torch.where(subject[_MASK].data.bool(), data, torch.zeros_like(data))
+    _check_finite(where, data, "its standardised image", "check the site's landmarks and the scan's intensities")
     image.set_data(data.contiguous())
     return image
+
+
+def _stored_voxels(path: str) -> torch.Tensor:
+    """The voxels of a float image as stored (TorchIO's reader turns NaN into 0 without a word); empty for integers."""
+    image = nib.load(path)
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return torch.zeros(0)
+    return torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))
+
+
+def _check_finite(where: str, data: torch.Tensor, what: str, fix: str) -> None:
+    """Fail the scan by name when ``data`` holds a NaN or infinite voxel."""
+    finite = torch.isfinite(data)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise HarmonizeError(f"{where}: {what} has {bad} NaN or infinite voxel(s) of {data.numel()}; {fix}.")
+
+
+def _check_mask(where: str, mask: torch.Tensor, config: PreprocessConfig) -> None:
+    """Fail the scan by name when its foreground mask (after crop/pad) is empty or a few voxels."""
+    voxels = int(mask.bool().sum())
+    if voxels < MIN_MASK_VOXELS:
+        raise HarmonizeError(
+            f"{where}: its foreground mask has {voxels} voxel(s) (fewer than {MIN_MASK_VOXELS}): "
+            "no head was found, so the intensity standardisation would be meaningless. Check the "
+            f"image (a few extreme voxels? an empty field of view?), or use mask_method '{MaskMethod.NONZERO}' "
+            "for skull-stripped images."
+            if config.mask_method == MaskMethod.OTSU else
+            f"{where}: its foreground mask has {voxels} voxel(s) (fewer than {MIN_MASK_VOXELS}): the image is "
+            "(almost) all zero; check the file.")
+
+
+def _clip_outliers(where: str, data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Clip the few voxels brighter than :data:`OUTLIER_FACTOR` times the head's robust maximum (logged)."""
+    head = data[mask.bool()]
+    ceiling = OUTLIER_FACTOR * float(torch.quantile(head.double(), ROBUST_PERCENTILE / 100))
+    outliers = int((data > ceiling).sum())
+    if outliers and ceiling > 0:
+        logger.warning("%s: %d voxel(s) are brighter than %g (%g times the head's %gth percentile) and were "
+                       "clipped to it; check the scan for artefacts.", where, outliers, ceiling, OUTLIER_FACTOR,
+                       ROBUST_PERCENTILE)
+        return torch.clamp(data, max=ceiling)
+    return data
+
+
+def _check_label_values(scan: _Scan, data: torch.Tensor) -> None:
+    """Fail the scan by name when its label map holds values outside the tissue classes."""
+    from harmonize.data.manifest import TISSUE_CLASSES
+
+    values = torch.unique(data)
+    bad = [float(v) for v in values if not (float(v).is_integer() and 0 <= float(v) < TISSUE_CLASSES)]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:5])
+        raise HarmonizeError(
+            f"{scan.where()}: its label map {scan.label} holds values outside the tissue classes 0-"
+            f"{TISSUE_CLASSES - 1} ({shown}); relabel it (0 background, 1 CSF, 2 grey matter, 3 white matter).")
 
 
 def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
@@ -441,16 +567,30 @@ def _spatial_stage(scan: _Scan, config: PreprocessConfig, out_dir: Path) -> dict
     if scan.label is not None:
         images[_LABEL] = tio.LabelMap(scan.label)
     subject = tio.Subject(images)
+    for path, is_label in ((scan.image, False), (scan.label, True)):
+        problems = [] if path is None else header_problems(path, is_label)
+        if problems:
+            what = "cannot read its image or label" if problems[0].startswith("cannot") else "unusable input"
+            raise HarmonizeError(f"{scan.where()}: {what}: {path} {'; '.join(problems)}.")
     try:
         subject.load()
-    except (RuntimeError, OSError, ValueError, ImageFileError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, zlib.error, ImageFileError) as err:
         raise HarmonizeError(f"{scan.where()}: cannot read its image or label: {err}") from err
     if scan.label is not None and subject[_LABEL].spatial_shape != subject[_IMAGE].spatial_shape:
         raise HarmonizeError(
             f"{scan.where()}: label shape {subject[_LABEL].spatial_shape} differs from the image shape "
             f"{subject[_IMAGE].spatial_shape}; the label must be on the image's grid."
         )
-    subject = spatial_steps(subject, config, f"{scan.where()}: {scan.image}")
+    if scan.label is not None and not np.allclose(subject[_LABEL].affine, subject[_IMAGE].affine, atol=AFFINE_ATOL):
+        difference = float(np.abs(subject[_LABEL].affine - subject[_IMAGE].affine).max())
+        raise HarmonizeError(
+            f"{scan.where()}: the affine of its label {scan.label} differs from the image's (largest difference "
+            f"{difference:.3g}); resample the label onto the image's grid.")
+    where = f"{scan.where()}: {scan.image}"
+    _check_finite(where, _stored_voxels(scan.image), "the image", "replace them (e.g. with 0) first")
+    if scan.label is not None:
+        _check_label_values(scan, subject[_LABEL].data)
+    subject = spatial_steps(subject, config, where)
     if scan.label is not None:
         subject[_LABEL].set_data(_label_tensor(subject[_LABEL].data))
     paths = _outputs(out_dir, scan)
@@ -496,6 +636,13 @@ def _train_landmarks(
         mask_path=[str(p["mask"]) for p in paths],
         progress=False,
     )
+    landmarks = np.asarray(landmarks, dtype=float)
+    if not np.all(np.isfinite(landmarks)) or not np.all(np.diff(landmarks) > 0):
+        subjects = ", ".join(sorted(s.subject_id for s in scans))
+        raise HarmonizeError(
+            f"The intensity landmarks trained for {file} are not finite and increasing "
+            f"({landmarks.round(3).tolist()}); the masks of its training scans ({subjects}) hold too few distinct "
+            "intensities. Check these scans (masks/ shows what was taken as the head).")
     atomic_write(path, lambda tmp: np.save(tmp, landmarks))
     entry = {"key": key, "file": file, "sha256": _file_hash(path), "n_scans": len(scans),
              "subjects": sorted(s.subject_id for s in scans)}
@@ -560,6 +707,8 @@ def _run_stage(
     for scan in show_progress(list(items), desc, unit="scan", enabled=progress):
         try:
             work(scan)
+        except OutputWriteError:
+            raise  # a full disk or a folder that cannot be written: every other scan would fail the same way
         except HarmonizeError as err:
             problems.append(str(err))
     return problems
@@ -603,12 +752,21 @@ def preprocess_manifest(
     manifest = Path(manifest).expanduser().absolute()
     frame = read_manifest(manifest)
     out = Path(out_dir).expanduser().resolve()
-    _check_out_dir(out, manifest, frame, overwrite)
+    _check_out_dir(out, manifest, frame)
+    _check_scans_listed_once(manifest, frame)
     if bids_derivatives:
-        from harmonize.data.bids_derivatives import check_bids_sources, write_bids_derivatives
+        from harmonize.data.bids_derivatives import check_bids_sources
 
         check_bids_sources(frame)
-    out.mkdir(parents=True, exist_ok=True)
+    claim = OutputDir(out, MARKER_TOOL, overwrite=overwrite, inputs=[manifest], reserved=RESERVED_NAMES,
+                      reuse=_is_earlier_output, known_outputs=_earlier_outputs)
+    with claim:
+        return _preprocess_into(out, manifest, frame, config, overwrite, progress, bids_derivatives, start)
+
+
+def _preprocess_into(out: Path, manifest: Path, frame: pd.DataFrame, config: PreprocessConfig, overwrite: bool,
+                     progress: bool, bids_derivatives: bool, start: float) -> PreprocessResult:
+    """The body of :func:`preprocess_manifest`, run while ``out`` is locked."""
     _remove_leftover_temporaries(out)
     marker = {"tool": MARKER_TOOL, "version": PIPELINE_VERSION, "source": str(manifest), "config": asdict(config)}
     write_json_atomic(out / MARKER_FILENAME, marker, **_JSON_FORMAT)
@@ -669,6 +827,8 @@ def preprocess_manifest(
     if Keys.LABEL in new:
         new[Keys.LABEL] = [str(_outputs(out, s)["label"]) if s.label is not None else None for s in scans]
     if bids_derivatives:
+        from harmonize.data.bids_derivatives import write_bids_derivatives
+
         new = write_bids_derivatives(new, frame, [_outputs(out, s) for s in scans], out, asdict(config))
     new_manifest = write_manifest(new, out / MANIFEST_FILENAME, overwrite=True)
     result = PreprocessResult(

@@ -49,9 +49,10 @@ from harmonize.data.transforms.site_acquisition import (
     BACKGROUND_THRESHOLD,
     SiteAcquisition,
 )
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError
 from harmonize.io import write_bytes_atomic
 from harmonize.keys import Keys, Sex, Split
+from harmonize.output_dir import OutputDir
 from harmonize.progress import progress as show_progress
 
 __all__ = [
@@ -337,8 +338,10 @@ def generate_cohort(
     Args:
         out_dir: output directory; created if missing. It must be empty unless ``overwrite`` is true.
         config: the cohort settings (defaults: 4 sites x 40 subjects at 64^3).
-        overwrite: write into a non-empty directory: a previous cohort there is replaced (none of its files is
-            left stale); other files are left alone.
+        overwrite: write into a non-empty directory: the files harmonize wrote there (recorded in
+            ``.harmonize-outputs.json``, or listed by a previous ``cohort.json``) are removed, so none is left
+            stale; other files are kept, and refused by name where the cohort is written (``images/``,
+            ``labels/``, ``manifest.csv``, ``cohort.json``).
         progress: show progress on stderr (a bar on a terminal, else a line per hundred subjects).
 
     Returns:
@@ -346,14 +349,25 @@ def generate_cohort(
 
     Raises:
         ConfigError: if the configuration is invalid (every problem listed).
-        HarmonizeError: if ``out_dir`` is a file, or non-empty while ``overwrite`` is false.
+        OutputDirError: ``out_dir`` is a file or not writable, non-empty while ``overwrite`` is false, or holds
+            files harmonize did not write where the cohort goes (see :class:`~harmonize.output_dir.OutputDir`).
+        FolderLockedError: another run is writing ``out_dir``.
+        OutputWriteError: a file cannot be written (full disk), naming it; what this run wrote is removed.
     """
     config = config or SynthConfig()
     problems = config.problems()
     if problems:
         raise ConfigError("The synthetic cohort settings are invalid; fix these and run again:", problems=problems)
     out = Path(out_dir)
-    _prepare_output_dir(out, overwrite)
+    claim = OutputDir(out, "harmonize synth", overwrite=overwrite,
+                      reserved=(IMAGES_DIR, LABELS_DIR, COHORT_NAME, MANIFEST_NAME),
+                      known_outputs=lambda folder: _previous_cohort_files(folder) or (), discard_on_error=True)
+    with claim:
+        return _write_cohort(out, config, progress)
+
+
+def _write_cohort(out: Path, config: SynthConfig, progress: bool) -> Path:
+    """Render every subject and write the cohort into ``out`` (claimed by :func:`generate_cohort`)."""
     started = time.perf_counter()
     templates = load_templates(config.shape)
     sites = draw_site_profiles(config)
@@ -530,26 +544,6 @@ def _flipped_affine(affine: np.ndarray, axis: int, size: int) -> np.ndarray:
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-def _prepare_output_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise HarmonizeError(f"The output path {out} is a file; give a directory for the cohort.")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = list(out.iterdir())
-    if not entries:
-        return
-    previous = _previous_cohort_files(out)
-    if not overwrite:
-        what = "a previous cohort" if previous is not None else f"files that are not a cohort ({COHORT_NAME} is absent)"
-        raise HarmonizeError(
-            f"The output directory {out} is not empty: it holds {what}. Choose an empty or new directory, or pass "
-            "overwrite=True (--overwrite) to replace a previous cohort or write beside the other files."
-        )
-    if previous is None:
-        return
-    for path in previous:  # files of the previous cohort, so none is left stale
-        path.unlink(missing_ok=True)
-
-
 def _previous_cohort_files(out: Path) -> list[Path] | None:
     """Files written by a previous cohort in ``out``, or ``None`` if ``out`` holds no cohort."""
     cohort_path = out / COHORT_NAME
@@ -581,11 +575,8 @@ def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically; an OSError (full disk, no permission) becomes a HarmonizeError naming ``path``."""
-    try:
-        write_bytes_atomic(path, data)
-    except OSError as err:
-        raise HarmonizeError(f"Cannot write {path}: {err}") from err
+    """Write ``data`` atomically; an OSError (full disk, no permission) is an ``OutputWriteError`` naming ``path``."""
+    write_bytes_atomic(path, data)
 
 
 def _manifest_text(subjects: Sequence[dict[str, Any]]) -> str:

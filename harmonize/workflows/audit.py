@@ -41,6 +41,7 @@ from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
+from harmonize.output_dir import hold_output_dir, releases_output_dirs
 from harmonize.workflows.brain_age import (
     BrainAgeModel,
     brain_age_features,
@@ -106,32 +107,25 @@ TASK_NETWORKS: dict[Task, type] = {Task.BRAIN_AGE: BrainAgeRegressor, Task.SEGME
 
 
 def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool = False,
-                       inputs: Sequence[str | os.PathLike] = ()) -> Path:
-    """Create the output folder; an existing, non-empty one is refused unless ``overwrite``.
+                       inputs: Sequence[str | os.PathLike] = (), command: str = "harmonize") -> Path:
+    """Claim the output folder until the enclosing :func:`~harmonize.output_dir.releases_output_dirs` call ends.
+
+    The folder is checked, created and locked, and ``--overwrite`` replaces only the files harmonize wrote there
+    (:class:`~harmonize.output_dir.OutputDir`).
 
     Args:
         out_dir: the output folder.
-        overwrite: allow a non-empty folder.
+        overwrite: allow a folder holding an earlier run's outputs (they are removed first).
         inputs: files the run reads (e.g. the manifest): the output may never be their folder, even with
             ``overwrite``, so that nothing written lands beside (or over) the user's files.
+        command: what writes the folder, named to another run that finds it locked.
 
     Raises:
-        HarmonizeError: ``out_dir`` is a file, holds an input, or is a non-empty folder without ``overwrite``.
+        OutputDirError: ``out_dir`` is a file or not writable, holds an input, is a non-empty folder without
+            ``overwrite``, or holds files harmonize did not write.
+        FolderLockedError: another run is writing ``out_dir``.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HarmonizeError(f"Output {out} is a file, not a directory. Choose another --out.")
-    for given in inputs:
-        folder = Path(given).resolve().parent
-        if out.resolve() == folder:
-            raise HarmonizeError(
-                f"Output directory {out} holds the input {given}: outputs would be written among your data. "
-                "Choose an --out outside the input's folder."
-            )
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise HarmonizeError(f"Output directory {out} is not empty. Choose another --out, or pass --overwrite.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return hold_output_dir(out_dir, command, overwrite=overwrite, inputs=inputs)
 
 
 def input_files(*given: Any) -> list[Path]:
@@ -332,6 +326,7 @@ def _segmentation_audit(
     return metrics, features, {"Dice per site and tissue": png}, notes
 
 
+@releases_output_dirs
 def audit_model(
     model: BrainAgeModel | SegmentationModel | str | os.PathLike,
     manifest: str | os.PathLike | pd.DataFrame,
@@ -382,7 +377,7 @@ def audit_model(
     for name, value in (("permutations", permutations), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ConfigError(f"Argument '{name}': must be an integer >= 0, got {value!r}.")
-    out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model))
+    out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model), command="harmonize audit")
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     model, source = _loaded(model, frame, device)
     task = audit_task(model.network)

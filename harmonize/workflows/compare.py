@@ -50,6 +50,7 @@ from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Keys, Method, Split, UnseenSite
+from harmonize.output_dir import releases_output_dirs
 from harmonize.workflows.audit import (
     ALL_SPLITS,
     FIGURES_DIR,
@@ -352,6 +353,7 @@ def _train_and_audit(run: _Run) -> _RunResult:
                       model.history if run.keep_features else [], time.perf_counter() - start)
 
 
+@releases_output_dirs
 def compare_methods(
     manifest: str | os.PathLike | pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -384,7 +386,7 @@ def compare_methods(
 
     settings = settings or CompareSettings()
     extras = extras or ComparisonExtras()
-    out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest))
+    out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest), command="harmonize compare")
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     held_out = _held_out_site(frame, settings.unseen_site)
     _, index = _training_frame(frame, held_out)

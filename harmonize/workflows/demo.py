@@ -32,6 +32,7 @@ from harmonize import defaults
 from harmonize.errors import HarmonizeError
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Method
+from harmonize.output_dir import releases_output_dirs
 from harmonize.workflows.audit import METRICS_FILE
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class DemoSettings:
                                jobs=self.jobs, first_seed_only=self.first_seed_only)
 
 
+@releases_output_dirs
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrite: bool = False,
              report: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run the whole demo into ``out_dir`` and return the metrics it wrote to ``metrics.json``.
@@ -154,7 +156,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
 
     settings = settings or DemoSettings()
     compare = settings.compare_settings()  # checked before anything runs
-    out = prepare_output_dir(out_dir, overwrite)
+    out = prepare_output_dir(out_dir, overwrite, command="harmonize demo")
     started = time.perf_counter()
 
     extras = ComparisonExtras(title="harmonize demo: scanner unlearning and machine unlearning",

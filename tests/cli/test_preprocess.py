@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import socket
+from datetime import datetime, timezone
 
 import nibabel as nib
 import pytest
 
 from harmonize.cli.main import main
 from harmonize.data.manifest import read_manifest
+from harmonize.locks import LOCK_FILENAME, LockHolder
 
 #: The tiny cohort is 24^3 voxels over a 200 mm field of view; 16^3 voxels of 12.5 mm cover the same.
 ARGS = ["--spacing", "12.5", "--shape", "16", "16", "16", "--no-progress"]
@@ -79,5 +84,26 @@ def test_output_folder_holding_inputs_or_foreign_files_is_refused(tiny_cohort, t
     (foreign / "notes.txt").write_text("mine")
     assert main(["preprocess", str(manifest), "--out", str(foreign), *ARGS]) == 1
     err = capsys.readouterr().err
-    assert f"error: The output folder {foreign} is not empty and is not the output of an earlier" in err
+    assert f"error: The output directory {foreign} is not empty: it holds 1 file(s) harmonize did not write (notes.txt)" in err
     assert "--overwrite" in err and "Traceback" not in err
+
+
+def test_output_folder_problems_are_one_error_paragraph(tiny_cohort, tmp_path, capsys):
+    (tmp_path / "results.txt").write_text("x")
+    below_a_file = tmp_path / "results.txt" / "pre"
+    assert main(["preprocess", str(tiny_cohort), "--out", str(below_a_file), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: The output folder {below_a_file} lies below {tmp_path / 'results.txt'}, which is a file, "
+                   "not a folder. Choose an --out whose parents are folders.\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    holder = LockHolder(pid=os.getppid(), host=socket.gethostname(), command="harmonize preprocess",
+                        started=since, token="t")  # a live process that started before it: this test's parent
+    (locked / LOCK_FILENAME).write_text(json.dumps(holder.__dict__))
+    assert main(["preprocess", str(tiny_cohort), "--out", str(locked), *ARGS]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The output folder {locked} is in use by process {os.getppid()} on host "
+                          f"{socket.gethostname()!r} ('harmonize preprocess', since {since}). "
+                          "Wait for that run to finish, or choose another --out")
+    assert sorted(p.name for p in locked.iterdir()) == [LOCK_FILENAME]  # nothing written, the lock kept

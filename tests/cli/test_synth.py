@@ -57,3 +57,23 @@ def test_help_lists_every_option():
     text = sub.format_help()
     for option in ("--out", "--sites", "--subjects-per-site", "--shape", "--seed", "--biased", "--overwrite"):
         assert option in text
+
+
+def test_overwrite_never_replaces_the_users_own_manifest_or_images(tmp_path, capsys):
+    """Issue 17: `synth --overwrite` replaced a user's manifest.csv and images/ silently."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "sub-01_T1w.nii.gz").write_bytes(b"the user's scan")
+    (tmp_path / "manifest.csv").write_text("the user's manifest\n")
+    assert main(["-q", "synth", "--out", str(tmp_path), *ARGS, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: The output directory {tmp_path} holds 2 file(s) that harmonize did not write, where "
+                   "this run writes its outputs: images/sub-01_T1w.nii.gz, manifest.csv. --overwrite replaces only "
+                   "files harmonize wrote (listed in .harmonize-outputs.json); move these away, or choose another "
+                   "--out.\n")
+    assert (tmp_path / "manifest.csv").read_text() == "the user's manifest\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["images", "manifest.csv", "sub-01_T1w.nii.gz"]
+    # a cohort harmonize wrote is replaced by --overwrite, with nothing of the old one left stale
+    out = tmp_path / "cohort"
+    assert main(["-q", "synth", "--out", str(out), "--sites", "2", "--subjects-per-site", "4", "--shape", "16"]) == 0
+    assert main(["-q", "synth", "--out", str(out), *ARGS, "--overwrite"]) == 0
+    assert len(list((out / "images").iterdir())) == 6 and len(list((out / "labels").iterdir())) == 6

@@ -226,3 +226,18 @@ def test_shuffled_loader_resumes_mid_epoch(tiny_cohort):
     again = make_dataloader(tiny_cohort, split="train", batch_size=4, seed=5)
     again.sampler.set_epoch(1, start_batch=2)
     assert [sid for b in again for sid in b["subject_id"]] == epochs[1][8:]
+
+
+def test_scans_of_different_shapes_are_refused_before_training(make_cohort, tmp_path):
+    """Issue 17: unpreprocessed scans of different shapes failed deep inside collation."""
+    import nibabel as nib
+
+    manifest = make_cohort(sites=("siteA", "siteB"), per_site=2, n_train=2)
+    small = manifest.parent / "img" / "siteB-01_T1w.nii.gz"
+    image = nib.load(small)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:, :, :12], image.affine), small)
+    with pytest.raises(HarmonizeError, match=r"have 2 different shapes, and a batch needs one. Preprocess the "
+                                             r"manifest first: 'harmonize preprocess MANIFEST --out DIR'") as err:
+        make_dataset(manifest, split="train")
+    assert err.value.problems == ["shape (20, 20, 20): 3 scan(s), rows 2, 3, 4", "shape (20, 20, 12): 1 scan(s), rows 5"]
+    assert len(make_dataset(manifest, split="train", transform=Lambdad("image", lambda x: x))) == 4  # it resizes

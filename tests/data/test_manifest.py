@@ -511,3 +511,121 @@ def test_tiny_cohort_has_no_problems(tiny_cohort):
     assert report.problems == [], report.format()
     assert report.n_files_checked >= report.summary.n_scans == 18
     assert len(report.summary.counts) == 3 and report.summary.overlap is not None
+
+
+# --- geometry, header size, label classes, site values, ids that cannot name a file (issue 17, class 2-3) ----
+def _patched(path: Path, **fields: np.ndarray) -> Path:
+    """An 8^3 image with NIfTI-1 header fields overwritten in its bytes (``name=(byte offset, values)``)."""
+    plain = save_nifti(path.parent / "plain.nii", np.ones(SHAPE, np.float32))
+    content = bytearray(plain.read_bytes())
+    plain.unlink()
+    for offset, values in fields.values():
+        raw = np.asarray(values).tobytes()
+        content[offset:offset + len(raw)] = raw
+    path.write_bytes(gzip.compress(bytes(content)) if path.name.endswith(".gz") else bytes(content))
+    return path
+
+
+def _no_geometry(path: Path, zooms: tuple[float, float, float]) -> Path:
+    """qform_code = sform_code = 0 (bytes 252, 254) and pixdim[1:4] (byte 80) = ``zooms``."""
+    return _patched(path, codes=(252, np.array([0, 0], "<i2")), pixdim=(80, np.array(zooms, "<f4")))
+
+
+def _claims_more_voxels(path: Path) -> Path:
+    """An 8^3 image whose header says 800^3 (dim[1:4] at byte 42 of the NIfTI-1 header)."""
+    return _patched(path, dim=(42, np.array([800, 800, 800], "<i2")))
+
+
+def _singular(path: Path) -> Path:
+    affine = np.eye(4)
+    affine[:3, :3] = [[1, 1, 0], [1, 1, 0], [0, 0, 1]]  # columns of non-zero length, determinant 0
+    return save_nifti(path, np.ones(SHAPE, np.float32), affine)
+
+
+BAD_HEADERS = {
+    "no orientation, pixdim 0": (lambda p: _no_geometry(p, (0, 0, 0)), "has voxel size (0.0, 0.0, 0.0) (pixdim)"),
+    "no orientation": (lambda p: _no_geometry(p, (1, 1, 1)),
+                       "has no orientation (qform_code and sform_code are both 0)"),
+    "singular affine": (_singular, "has a singular or non-finite affine"),
+    "all-zero affine": (lambda p: _patched(p, qform=(252, np.array([0, 1], "<i2")),
+                                           srow=(280, np.zeros(12, "<f4"))), "has a singular or non-finite affine"),
+    "claims more voxels gz": (_claims_more_voxels, "its header claims 512000000 voxels (shape (800, 800, 800)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HEADERS))
+def test_missing_or_degenerate_geometry_is_a_problem_with_the_fix(cohort, case):
+    path, rows = cohort
+    make, message = BAD_HEADERS[case]
+    bad = make(path.parent / "bad.nii.gz")
+    rows[2][Keys.IMAGE] = bad.name
+    problems = problems_of(write_csv(path, rows))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"row 4, column 'image', file '{bad}': ") and message in problems[0]
+    fix = "copy or convert it again" if "claims" in case else "dcm2niix"
+    assert fix in problems[0]
+
+
+def test_header_claiming_more_voxels_uncompressed_is_caught_before_reading(cohort):
+    path, rows = cohort
+    bad = _claims_more_voxels(path.parent / "big.nii")
+    rows[0][Keys.IMAGE] = bad.name
+    # found from the header and the file size: reading 800^3 floats would ask for 2 GB (the issue's MemoryError)
+    problems = problems_of(write_csv(path, rows))
+    assert len(problems) == 1 and "row 2, column 'image'" in problems[0]
+    assert "claims 512000000 voxels (shape (800, 800, 800), 2048000000 bytes) but the file holds 2048 bytes" in problems[0]
+
+
+def test_label_values_outside_the_tissue_classes(cohort):
+    path, rows = cohort
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[0, 0, :2] = (4, 7)
+    rows[3][Keys.LABEL] = save_nifti(path.parent / "seven.nii.gz", labels).name
+    problems = problems_of(write_csv(path, rows))
+    assert len(problems) == 1 and problems[0].startswith("row 5, column 'label'")
+    assert "values outside the tissue classes 0-3 (e.g. 4, 7)" in problems[0]
+
+
+def test_fractional_site_labels_are_refused_not_truncated(cohort):
+    path, rows = cohort
+    for row, site in zip(rows, ("0.6", "0.6", "0.6", "1.4", "1.4", "2")):
+        row[Keys.SITE] = site
+    message = read_error(write_csv(path, rows))
+    assert "row 2, column 'site': '0.6' is a fractional number" in message
+    assert "row 5, column 'site': '1.4' is a fractional number" in message and "row 7" not in message
+    for row, site in zip(rows, ("1", "1", "1", "2", "2", "2.0")):  # '2.0' would be a third site
+        row[Keys.SITE] = site
+    assert "row 7, column 'site': '2.0' is an integer written as '2.0'; write integer site ids plainly ('2')" in (
+        read_error(write_csv(path, rows)))
+    rows[5][Keys.SITE] = "2"  # integer ids and names (zero-padded too) stay allowed
+    rows[0][Keys.SITE] = "007"
+    assert sorted(read_manifest(write_csv(path, rows))[Keys.SITE].unique()) == ["007", "1", "2"]
+
+
+@pytest.mark.parametrize(("case", "column", "value", "message"), [
+    ("nul in id", Keys.SUBJECT_ID, "sub\x0001", "holds a NUL byte, which no file name or path can hold"),
+    ("nul in path", Keys.IMAGE, "sub-001/anat/sub\x00.nii.gz", "holds a NUL byte"),
+    ("id too long", Keys.SUBJECT_ID, "s" * 300, "is 300 bytes long; outputs are named after the subject id"),
+])
+def test_values_that_cannot_name_a_file_are_refused_by_row(cohort, case, column, value, message):
+    path, rows = cohort
+    rows[1][column] = value
+    manifest = write_csv(path, rows)
+    assert f"row 3, column '{column}': {message}" in read_error(manifest)
+    problems = problems_of(manifest)  # validate: the same problem, and no traceback from the NUL byte
+    assert any(p.startswith(f"row 3, column '{column}': {message}") for p in problems)
+
+
+def test_a_manifest_path_with_a_nul_byte_is_a_problem_not_a_crash(tmp_path):
+    path = tmp_path / "m\x00.csv"
+    assert problems_of(path) == [f"the manifest path {str(path)!r} holds a NUL byte, which no path can hold"]
+
+
+def test_a_gzip_file_of_several_members_is_not_taken_for_truncated(cohort):
+    """BGZF-style files (several gzip members) carry only the last member's size in their trailer."""
+    path, rows = cohort
+    plain = save_nifti(path.parent / "plain.nii", np.ones(SHAPE, np.float32)).read_bytes()
+    members = path.parent / "members.nii.gz"
+    members.write_bytes(gzip.compress(plain[:1000]) + gzip.compress(plain[1000:]) + gzip.compress(b""))
+    rows[0][Keys.IMAGE] = members.name
+    assert problems_of(write_csv(path, rows)) == []

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import logging
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torchio as tio
+from skimage.filters import threshold_otsu
 
 from harmonize.data import preprocess
 from harmonize.data.manifest import read_manifest
 from harmonize.data.preprocess import (
     MANIFEST_FILENAME,
-    MARKER_FILENAME,
     PreprocessConfig,
     foreground_mask,
     preprocess_manifest,
 )
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.io import TMP_TAG
+from harmonize.io import TMP_TAG, OutputWriteError
+from harmonize.locks import FolderLockedError
 
 #: 16^3 voxels of 1.5 mm cover the 24 mm of the 20^3 x 1.2 mm inputs.
 CONFIG = PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
@@ -158,7 +165,7 @@ def test_foreign_non_empty_folder_needs_overwrite(make_cohort, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(HarmonizeError, match=f"not empty and is not the output .*{MARKER_FILENAME}.*--overwrite"):
+    with pytest.raises(HarmonizeError, match=r"not empty: it holds 1 file\(s\) harmonize did not write \(notes.txt\).*--overwrite"):
         run(manifest, out)
     assert run(manifest, out, overwrite=True).processed == 2
     assert (out / "notes.txt").read_text() == "mine"
@@ -293,3 +300,178 @@ def test_config_is_checked():
     assert "target_spacing must be one positive number or three, not -1" in err.value.problems
     with pytest.raises(ConfigError, match="Argument 'mask_method'"):
         PreprocessConfig(mask_method="otsuu")
+
+
+# --- issue 17: outliers, self-checked outputs, a scan listed twice, a full disk ---------------------------------
+def _rewrite(path: Path, change) -> None:
+    """Rewrite a NIfTI file with ``change(data)`` applied to its voxels (same affine)."""
+    image = nib.load(path)
+    data = np.asarray(image.get_fdata(), dtype=np.float32)
+    nib.save(nib.Nifti1Image(change(data), image.affine), path)
+
+
+def test_one_bright_voxel_in_a_training_scan_keeps_the_head_mask_and_finite_landmarks(make_cohort, tmp_path, caplog):
+    manifest = make_cohort(per_site=3, n_train=2)
+    spiked = manifest.parent / "img" / "siteA-00_T1w.nii.gz"
+    clean = nib.load(spiked).get_fdata()
+    before = run(manifest, tmp_path / "clean")
+
+    def spike(data: np.ndarray) -> np.ndarray:
+        data[10, 10, 10] = 50 * data.max()  # one voxel 50x the image maximum
+        return data
+
+    _rewrite(spiked, spike)
+    # the failure it guards against: Otsu's threshold of the raw volume lies above every other voxel
+    raw = nib.load(spiked).get_fdata()
+    assert (raw > threshold_otsu(raw)).sum() == 1
+    assert (foreground_mask(clean, "otsu") != foreground_mask(raw, "otsu")).sum() <= 1  # clipped: the same mask
+    with caplog.at_level(logging.WARNING, logger="harmonize.data.preprocess"):
+        result = run(manifest, tmp_path / "out")
+    assert "row 2 (subject 'siteA-00'): 1 voxel(s) of" in caplog.text and "were clipped to it" in caplog.text
+    masks = {p.stem.split(".")[0]: nib.load(p).get_fdata() > 0 for p in (tmp_path / "out" / "masks").iterdir()}
+    assert masks["siteA-00"].sum() == pytest.approx(masks["siteA-01"].sum(), rel=0.05)
+    landmarks = np.load(result.landmarks["siteA"])
+    assert np.all(np.isfinite(landmarks)) and np.all(np.diff(landmarks) > 0)
+    np.testing.assert_allclose(landmarks, np.load(before.landmarks["siteA"]), atol=0.5)  # of 0-100
+    for path in read_manifest(result.manifest)["image"]:
+        assert np.all(np.isfinite(nib.load(path).get_fdata()))
+    # the spiked scan keeps its contrast: 0.067 mean difference from its clean run here (unclipped, the spike
+    # takes most of the z-normalisation's variance: 0.62 on a like phantom); the site's other scans: 0.0002
+    for sid, tolerance in (("siteA-00", 0.15), ("siteA-01", 0.01)):
+        new, old = (nib.load(folder / "images" / f"{sid}.nii.gz").get_fdata() for folder in (tmp_path / "out",
+                                                                                            tmp_path / "clean"))
+        head = masks[sid] & (new < 5)
+        assert np.abs(new - old)[head].mean() < tolerance
+
+
+def _one_voxel(data: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(data)
+    out[5, 5, 5] = 100.0
+    return out
+
+
+def _nan_voxel(data: np.ndarray) -> np.ndarray:
+    data[3, 3, 3] = np.nan
+    return data
+
+
+@pytest.mark.parametrize(("case", "change", "message"), [
+    ("one voxel mask", _one_voxel, "its foreground mask has 1 voxel(s) (fewer than 27)"),
+    ("nan voxel", _nan_voxel, "its image"),
+])
+def test_a_scan_with_a_bad_output_fails_by_name(make_cohort, tmp_path, case, change, message):
+    manifest = make_cohort(per_site=2, n_train=1)
+    _rewrite(manifest.parent / "img" / "siteB-01_T1w.nii.gz", change)
+    with pytest.raises(HarmonizeError, match=r"1 scan\(s\) of .* could not be preprocessed") as err:
+        run(manifest, tmp_path / "out")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("row 5 (subject 'siteB-01'): ") and message in err.value.problems[0]
+    if case == "nan voxel":
+        assert "has 1 NaN or infinite voxel(s) of 8000; replace them (e.g. with 0) first" in err.value.problems[0]
+
+
+def test_preprocess_refuses_bad_labels_and_missing_geometry_by_row(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=1)
+    label = manifest.parent / "img" / "siteA-01_dseg.nii.gz"
+    _rewrite(label, lambda data: np.where(data == 2, 7, data).astype(np.uint8))
+    image = nib.load(manifest.parent / "img" / "siteB-00_T1w.nii.gz")
+    header = image.header.copy()
+    header.set_qform(None, code=0)
+    header.set_sform(None, code=0)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, header), manifest.parent / "img" / "siteB-00_T1w.nii.gz")
+    big = manifest.parent / "img" / "siteA-00_T1w.nii.gz"  # its header claims 800^3 voxels: no 2 GB read
+    content = bytearray(gzip.decompress(big.read_bytes()))
+    content[42:48] = np.array([800, 800, 800], "<i2").tobytes()
+    big.write_bytes(gzip.compress(bytes(content)))
+    shifted = manifest.parent / "img" / "siteB-01_dseg.nii.gz"  # a label off the image's grid by 5 mm
+    label_image = nib.load(shifted)
+    affine = label_image.affine.copy()
+    affine[0, 3] += 5
+    nib.save(nib.Nifti1Image(np.asarray(label_image.dataobj), affine), shifted)
+    with pytest.raises(HarmonizeError, match=r"4 scan\(s\)") as err:
+        run(manifest, tmp_path / "out")
+    claims, first, second, off_grid = err.value.problems
+    assert off_grid == (f"row 5 (subject 'siteB-01'): the affine of its label {shifted} differs from the image's "
+                        "(largest difference 5); resample the label onto the image's grid.")
+    assert claims.startswith("row 2 (subject 'siteA-00'): cannot read its image or label: ")
+    assert "its header claims 512000000 voxels (shape (800, 800, 800), 2048000000 bytes)" in claims
+    assert first.startswith("row 3 (subject 'siteA-01'): its label map") and "outside the tissue classes 0-3 (7)" in first
+    assert second.startswith("row 4 (subject 'siteB-00'): unusable input: ") and "has no orientation" in second
+
+
+def test_an_image_listed_twice_is_refused_before_any_output(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=3, n_train=2)
+    rows = manifest.read_text().splitlines()
+    # the test row (row 4) points at the image of the training row 2: a leak
+    rows[3] = rows[3].replace("siteA-02_T1w", "siteA-00_T1w")
+    manifest.write_text("\n".join(rows) + "\n")
+    with pytest.raises(HarmonizeError, match=r"lists 1 image\(s\) twice.*leaks the test set") as err:
+        run(manifest, tmp_path / "out")
+    assert err.value.problems == [f"row 4 (split 'val'): the same image as row 2 (split 'train'), "
+                                  f"{manifest.parent / 'img' / 'siteA-00_T1w.nii.gz'}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_output(make_cohort, tmp_path, monkeypatch):
+    manifest = make_cohort(per_site=2, n_train=1)
+    real_save = tio.ScalarImage.save
+    calls = []
+
+    def full_disk(self, path, squeeze=None):
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).write_bytes(b"\x1f\x8b half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path, squeeze=squeeze)
+
+    monkeypatch.setattr(tio.ScalarImage, "save", full_disk)
+    with pytest.raises(OutputWriteError) as err:
+        run(manifest, tmp_path / "out")
+    assert len(calls) == 3  # the run stopped at the first failed write
+    target = tmp_path / "out" / "spatial" / "siteB-00.nii.gz"  # images 1-2 were siteA-00 and siteA-01
+    assert str(err.value).startswith(f"Cannot write {target}: No space left on device (the disk is full")
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert list((tmp_path / "out").rglob(f"*{TMP_TAG}*")) == [] and not target.exists()
+
+
+#: A second `preprocess` process that stops before its first scan until the file argv[4] exists.
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from harmonize.data import preprocess
+real = preprocess._spatial_stage
+def paused(scan, config, out):
+    Path(sys.argv[3]).touch()
+    while not Path(sys.argv[4]).exists():
+        time.sleep(0.05)
+    return real(scan, config, out)
+preprocess._spatial_stage = paused
+config = preprocess.PreprocessConfig(target_spacing=1.5, target_shape=(16, 16, 16))
+print(preprocess.preprocess_manifest(sys.argv[1], sys.argv[2], config, progress=False).processed)
+"""
+
+
+def test_two_concurrent_runs_into_one_folder_never_both_succeed(make_cohort, tmp_path):
+    manifest = make_cohort(per_site=2, n_train=1)
+    out, started, go = tmp_path / "out", tmp_path / "started", tmp_path / "go"
+    root = Path(__file__).resolve().parents[2]
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, str(manifest), str(out), str(started), str(go)],
+                             cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True)
+    try:
+        while not started.exists():  # the first run holds the folder and is about to write
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.05)
+        other_shape = PreprocessConfig(target_spacing=1.5, target_shape=(12, 12, 12))
+        for config in (CONFIG, other_shape):  # the same settings or others: refused at once, nothing touched
+            with pytest.raises(FolderLockedError, match=rf"{out} is in use by process {first.pid} on host .*"
+                                                        r"'harmonize preprocess'.*Wait for that run to finish"):
+                run(manifest, out, config)
+            with pytest.raises(FolderLockedError):
+                run(manifest, out, config, overwrite=True)
+    finally:
+        go.touch()
+        stdout, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and stdout.strip() == "4"
+    for path in read_manifest(out / MANIFEST_FILENAME)["image"]:
+        assert nib.load(path).shape == (16, 16, 16)
+    assert run(manifest, out).cached == 4  # once the first run is done, the folder is free (and its cache valid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import dataclasses
 import json
 from pathlib import Path
@@ -23,6 +24,7 @@ from harmonize.data.synth import (
     tissue_labels,
 )
 from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.io import OutputWriteError
 
 SMALL = SynthConfig(n_sites=2, subjects_per_site=3, shape=16, seed=3)
 
@@ -89,11 +91,11 @@ def test_tiny_cohort_has_the_manifest_files_and_ground_truth(tiny_cohort):
 def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path):
     first = all_files(generate_cohort(tmp_path / "a", SMALL).parent)
     again = all_files(generate_cohort(tmp_path / "b", SMALL).parent)
-    assert first == again and len(first) == 2 + 2 * 6
+    assert first == again and len(first) == 3 + 2 * 6  # + the record of outputs
     other = all_files(generate_cohort(tmp_path / "c", dataclasses.replace(SMALL, seed=4)).parent)
     assert other.keys() == first.keys()
     differing = [name for name in first if first[name] != other[name]]
-    assert len(differing) == len(first)  # every image, label, the manifest and the sidecar change
+    assert len(differing) == len(first) - 1  # every image, label, the manifest and the sidecar change
 
 
 def test_grey_matter_shrinks_and_csf_grows_with_age(aging_cohort):
@@ -222,7 +224,7 @@ def test_explicit_site_profiles_are_used(tmp_path):
 def test_regenerating_into_a_previous_cohort_needs_overwrite_and_replaces_it(tmp_path):
     generate_cohort(tmp_path, SynthConfig(n_sites=2, subjects_per_site=4, shape=16))
     before = (tmp_path / MANIFEST_NAME).read_bytes()
-    with pytest.raises(HarmonizeError, match="is not empty: it holds a previous cohort.*--overwrite"):
+    with pytest.raises(HarmonizeError, match=r"is not empty: it holds the outputs of an earlier run \(18 file\(s\)\).*--overwrite"):
         generate_cohort(tmp_path, SMALL)
     assert (tmp_path / MANIFEST_NAME).read_bytes() == before  # refused before touching anything
     manifest = generate_cohort(tmp_path, SMALL, overwrite=True)
@@ -232,12 +234,12 @@ def test_regenerating_into_a_previous_cohort_needs_overwrite_and_replaces_it(tmp
 
 def test_a_non_empty_directory_is_refused_unless_overwrite(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(HarmonizeError, match=f"The output directory {tmp_path} is not empty: it holds files that are not a cohort"):
+    with pytest.raises(HarmonizeError, match=f"The output directory {tmp_path} is not empty: it holds 1 file.s. harmonize did not write .notes.txt."):
         generate_cohort(tmp_path, SMALL)
     assert not (tmp_path / MANIFEST_NAME).exists()
     generate_cohort(tmp_path, SMALL, overwrite=True)
     assert (tmp_path / MANIFEST_NAME).exists() and (tmp_path / "notes.txt").read_text() == "mine"
-    with pytest.raises(HarmonizeError, match="is a file; give a directory"):
+    with pytest.raises(HarmonizeError, match="is a file, not a folder"):
         generate_cohort(tmp_path / "notes.txt", SMALL)
 
 
@@ -296,3 +298,22 @@ def test_held_out_split_trains_on_the_rest():
     labels = _split_labels(60, rng=np.random.default_rng(0), **fractions)
     assert {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))} == {
         "test": 20, "train": 28, "val": 12}
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_cohort(tmp_path, monkeypatch):
+    real = Path.write_bytes
+    calls = []
+
+    def full_disk(self, data):
+        calls.append(self)
+        if len(calls) == 3:
+            real(self, data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    out = tmp_path / "cohort"
+    with pytest.raises(OutputWriteError, match=r"Cannot write .*images/site0-sub001.nii.gz: No space left on device "
+                                               r"\(the disk is full: free space, or choose an --out on another disk\)"):
+        generate_cohort(out, SMALL)
+    assert not out.exists()  # the folder it created is gone with the two files written before the failure

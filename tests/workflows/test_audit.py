@@ -14,6 +14,7 @@ from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys
+from harmonize.output_dir import RECORD_FILENAME
 from harmonize.workflows.audit import (
     audit_brain_age,
     audit_model,
@@ -105,7 +106,7 @@ def test_audit_model_writes_metrics_figures_and_report(model, frame, tmp_path, t
     assert f">{metrics['site_probe_bacc']:.3f}<" in text and f">{metrics['unseen_site_mae']:.2f}<" in text
     assert f"Sites unseen in training ({UNSEEN}): 6 scans" in text
     assert len(re.findall(r'src="data:image/png;base64,', text)) == 3
-    with pytest.raises(HarmonizeError, match="is not empty. Choose another --out, or pass --overwrite"):
+    with pytest.raises(HarmonizeError, match=r"is not empty: it holds the outputs of an earlier run \(\d+ file\(s\)\). Choose an empty or new --out, or pass --overwrite"):
         audit_model(model, tiny_cohort, out)
 
 
@@ -128,8 +129,10 @@ def test_audit_model_from_bundle(model, tmp_path, tiny_cohort):
     model.site_index.save(bundle / "models" / "site_index.json")
     out = tmp_path / "out"
     (out).mkdir()
-    (out / "old.txt").write_text("x")
+    (out / "old.txt").write_text("x")  # an earlier run's output, as its record says: --overwrite removes it
+    (out / RECORD_FILENAME).write_text(json.dumps({"files": ["old.txt"], "complete": True}))
     metrics = audit_model(bundle, tiny_cohort, out, overwrite=True, permutations=0)
+    assert not (out / "old.txt").exists()
     direct, _ = audit_brain_age(model, tiny_cohort, permutations=0)
     assert metrics["age_mae"] == pytest.approx(direct["age_mae"], rel=1e-5)
     assert metrics["seconds"] is None  # training time unknown for a bundle: written as null, not NaN
@@ -140,7 +143,7 @@ def test_audit_model_from_bundle(model, tmp_path, tiny_cohort):
 def test_prepare_output_dir(tmp_path):
     assert prepare_output_dir(tmp_path / "new").is_dir()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(HarmonizeError, match="is a file, not a directory"):
+    with pytest.raises(HarmonizeError, match="is a file, not a folder"):
         prepare_output_dir(tmp_path / "file")
 
 
