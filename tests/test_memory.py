@@ -47,7 +47,7 @@ def test_preprocessing_to_a_fine_spacing_is_refused_per_scan(tiny_cohort, tmp_pa
         preprocess_manifest(tiny_cohort, tmp_path / "out", PreprocessConfig(target_spacing=0.2), progress=False)
     assert "18 scan(s) of" in info.value.message
     first = info.value.problems[0]
-    assert first.startswith("row 2 (subject 'site0-sub000'): resampling") and "to (0.2, 0.2, 0.2) mm voxels needs about" in first
+    assert first.startswith("row 2 (subject 'site0-sub000'): ") and "site0-sub000.nii.gz: resampling" in first and "to (0.2, 0.2, 0.2) mm voxels needs about" in first
     assert "To ask for less, choose a coarser --spacing (target_spacing)." in first
 
 

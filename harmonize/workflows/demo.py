@@ -171,13 +171,16 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, overwrit
             report(f"  {row['method']}: retain-test {row['bta_psnr']:.2f} dB, forget-test {row['kta_psnr']:.2f} dB, "
                    f"forget-train {row['ua_psnr']:.2f} dB, {row['seconds']:.1f} s")
     if settings.biased:
+        extras.notes = [*extras.notes, f"The biased scenario (sites whose age windows only partly overlap) is in "
+                                       f"{BIASED_KEY}/report.html."]
+        report("scenario: balanced (every site spans most of the age range)")
+    metrics = _scenario(out, settings, compare, False, overwrite, report, extras)
+    if settings.biased:
         report("scenario: biased (the sites' age windows only partly overlap)")
         biased_extras = ComparisonExtras(title="harmonize demo: scanner unlearning on biased sites",
                                          notes=[_cohort_note(settings, biased=True)])
-        extras.metrics[BIASED_KEY] = _scenario(out / BIASED_KEY, settings, compare, True, overwrite, report,
-                                               biased_extras)
-        report("scenario: balanced (every site spans the whole age range)")
-    metrics = _scenario(out, settings, compare, False, overwrite, report, extras)
+        biased = prepare_output_dir(out / BIASED_KEY, overwrite, command="harmonize demo")
+        metrics[BIASED_KEY] = _scenario(biased, settings, compare, True, overwrite, report, biased_extras)
     metrics["seconds"] = time.perf_counter() - started
     path = write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)
     report(f"demo finished in {metrics['seconds']:.1f} s; metrics in {path}, report in {out / 'report.html'}")

@@ -24,7 +24,9 @@ def _commands(readme: Path) -> list[list[str]]:
     commands = []
     for line in lines:
         if "monai.bundle run" in line:
-            tokens = shlex.split(line.split("monai.bundle run", 1)[1], comments=True)
+            # a shell comment starts at a '#' after a blank; ids hold '#' inside a word (--cohort#biased)
+            arguments = re.sub(r"(^|\s)#.*$", "", line.split("monai.bundle run", 1)[1])
+            tokens = shlex.split(arguments)
             commands.append(tokens)
     return commands
 

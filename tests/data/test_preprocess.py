@@ -327,7 +327,8 @@ def test_one_bright_voxel_in_a_training_scan_keeps_the_head_mask_and_finite_land
     assert (foreground_mask(clean, "otsu") != foreground_mask(raw, "otsu")).sum() <= 1  # clipped: the same mask
     with caplog.at_level(logging.WARNING, logger="harmonize.data.preprocess"):
         result = run(manifest, tmp_path / "out")
-    assert "row 2 (subject 'siteA-00'): 1 voxel(s) of" in caplog.text and "were clipped to it" in caplog.text
+    assert "row 2 (subject 'siteA-00'): " in caplog.text and "siteA-00_T1w.nii.gz: 1 voxel(s) are brighter" in caplog.text
+    assert "were clipped to it" in caplog.text
     masks = {p.stem.split(".")[0]: nib.load(p).get_fdata() > 0 for p in (tmp_path / "out" / "masks").iterdir()}
     assert masks["siteA-00"].sum() == pytest.approx(masks["siteA-01"].sum(), rel=0.05)
     landmarks = np.load(result.landmarks["siteA"])
@@ -357,7 +358,7 @@ def _nan_voxel(data: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(("case", "change", "message"), [
     ("one voxel mask", _one_voxel, "its foreground mask has 1 voxel(s) (fewer than 27)"),
-    ("nan voxel", _nan_voxel, "its image"),
+    ("nan voxel", _nan_voxel, "siteB-01_T1w.nii.gz: the image has"),
 ])
 def test_a_scan_with_a_bad_output_fails_by_name(make_cohort, tmp_path, case, change, message):
     manifest = make_cohort(per_site=2, n_train=1)
