@@ -22,7 +22,8 @@ def test_rows_hold_each_site_count_with_time_ratios_and_probes_trained_in_parall
         assert row["ms_per_iteration"] > 0
         assert row["time_vs_first"] > 0 and row["time_vs_plain"] > 0
         low, high = map(float, row["time_vs_first_spread"].split("–"))
-        assert 0 < low <= round(row["time_vs_first"], 2) <= high  # the spread is printed to 2 decimals
+        # the median lies between the quartiles, which are printed to 3 decimals
+        assert 0 < low - 5e-4 <= row["time_vs_first"] <= high + 5e-4
         assert row["chance"] == pytest.approx(1 / row["sites"])
         assert 0.0 <= row["site_probe_bacc"] <= 1.0
         assert math.isfinite(row["age_mae"])
