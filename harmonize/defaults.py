@@ -111,9 +111,11 @@ DEMO_SITES = 5
 #: 12 per site gave 0.07 and let the baseline's probe swing by 0.1 from seed to seed).
 DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
-#: Seeds each of the demo's methods trains on (DANN: the first only), and training runs at once (one per core).
-DEMO_SEEDS = 3
+#: Seeds each of the demo's methods trains on (``harmonize demo --seeds 3`` for intervals: about 30 min on 2 cores),
+#: training runs at once (one per core), and label permutations of each site probe's p-value (p >= 1/21).
+DEMO_SEEDS = 1
 DEMO_JOBS = 2
+DEMO_PERMUTATIONS = 20
 #: Fraction of a site's age window shared with the next site's in the demo's biased scenario (only neighbouring
 #: sites share ages, as in a cohort pooled from studies of different age groups).
 DEMO_BIASED_OVERLAP = 0.5

@@ -210,3 +210,12 @@ def test_documented_ids_exist_and_metadata_verifies_offline() -> None:
     verify_bundle_metadata(BUNDLE)
     for name in ("LICENSE", "docs/README.md", "configs/logging.conf"):
         assert (BUNDLE / name).is_file()
+
+
+def test_monai_property_check_passes_for_train(tmp_path: Path) -> None:
+    """The Model Zoo's standard train ids (bundle_root, device, dataset_dir, trainer, train_dataset, ...)."""
+    flow = ConfigWorkflow(config_file=files("train.json"), meta_file=str(CONFIGS / "metadata.json"),
+                          workflow_type="train", logging_file=False, bundle_root=str(tmp_path), **TINY)
+    flow.initialize()
+    assert flow.check_properties() == []
+    assert flow.dataset_dir == "" and type(flow.train_inferer).__name__ == "SimpleInferer"
