@@ -20,7 +20,7 @@ MIN_VALUES = 2
 
 
 class ConditionalPrior:
-    """``p(class | value)`` from training data, by a Gaussian kernel over a continuous variable such as age.
+    """``p(class | value)`` from training data: Bayes' rule over per-class kernel densities (e.g. of age).
 
     Confusing a domain head towards the uniform distribution asks the features to forget the site entirely. When
     the sites' age ranges differ (biased data: a young site, an old site), the site is partly given away by the age
