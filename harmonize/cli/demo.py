@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output directory (must be empty or absent)")
     parser.add_argument("--quick", action="store_true", help="a tiny version for a smoke test (about a minute)")
-    parser.add_argument("--seed", type=options.SEED, default=None, help="seed of the cohort and the training (default 0)")
+    parser.add_argument("--seed", type=options.SEED, default=None,
+                        help="seed of the cohort and the training (default 0)")
     parser.add_argument("--seeds", type=options.SEEDS_COUNT, default=None, metavar="N",
                         help="train every brain-age method on N seeds (default: the demo's setting)")
     parser.add_argument("--jobs", type=options.JOBS, default=None, metavar="J",
