@@ -12,7 +12,6 @@ naming two of them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from harmonize.errors import HarmonizeError
+from harmonize.io import read_json_object
 from harmonize.keys import Keys
 
 __all__ = ["SPACING_TOLERANCE", "check_inputs", "common_grid", "describe_inputs"]
@@ -91,13 +91,8 @@ def _marker(frame: pd.DataFrame) -> dict[str, Any] | None:
     from harmonize.data.preprocess import MARKER_FILENAME, MARKER_TOOL
 
     source = _source(frame)
-    if source is None or not (source.parent / MARKER_FILENAME).is_file():
-        return None
-    try:
-        marker = json.loads((source.parent / MARKER_FILENAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, Mapping) and marker.get("tool") == MARKER_TOOL else None
+    marker = None if source is None else read_json_object(source.parent / MARKER_FILENAME)
+    return marker if marker is not None and marker.get("tool") == MARKER_TOOL else None
 
 
 def describe_inputs(frame: pd.DataFrame) -> dict[str, Any]:
