@@ -1,4 +1,4 @@
-"""The efficacy benchmark at its smallest size: every method's row, parallel runs, and the targets' logic."""
+"""The efficacy benchmark at its smallest size (the quick demo's comparison over two seeds) and its targets' logic."""
 
 from __future__ import annotations
 
@@ -7,93 +7,62 @@ import math
 import pytest
 
 from benchmarks.common import Workers
-from benchmarks.efficacy import (
-    EfficacySettings,
-    _targets,
-    run_efficacy,
-    site_balanced_batch_size,
-)
+from benchmarks.efficacy import EfficacySettings, run_efficacy, scenario_targets
 
 SMALLEST = EfficacySettings.for_size("smallest")
-METHODS = ["none", "unlearning fused", "unlearning alternating", "unlearning refit", "dann", "combat"]
 
 
 @pytest.fixture(scope="module")
-def sequential():
-    """The smallest run, one run after another in this process, 1 torch thread."""
+def result():
     return run_efficacy(SMALLEST, report=lambda line: None, workers=Workers(jobs=1, threads=1))
 
 
-def test_rows_hold_every_method_with_sane_figures(sequential):
-    result = sequential
-    assert [r["method"] for r in result.rows] == METHODS
+def test_rows_hold_each_method_with_means_intervals_and_every_seed(result):
+    assert [(r["scenario"], r["method"]) for r in result.rows] == [
+        ("balanced", "none"), ("balanced", "unlearning"), ("balanced", "erasure")]
     for row in result.rows:
-        assert row["cohort"] == "balanced"
-        assert row["chance"] == pytest.approx(1 / 3)
-        assert 0.0 <= row["site_probe_bacc"] <= 1.0
-        assert row["points_above_chance"] == pytest.approx(100 * (row["site_probe_bacc"] - row["chance"]))
-        assert row["age_mae"] > 0 and math.isfinite(row["age_mae"])
-        if row["method"] == "combat":  # ComBat writes the scans' true ages back into the features: not measured
-            assert row["age_probe_r2"] is None
-        else:
-            assert math.isfinite(row["age_probe_r2"])
-        assert 0.0 <= row["site_probe_floor"] <= 1.0 and 0.0 <= row["site_probe_adjusted"] <= 1.0
-        assert row["seconds"] > 0
-    heads = [r["domain_head_acc"] for r in result.rows]
-    assert heads[0] is None and heads[-1] is None  # none and ComBat train no head
-    assert all(0.0 <= h <= 1.0 for h in heads[1:5])
-    assert len(result.targets) == 3
-    assert "The 5 runs were trained one after another, with 1 torch thread" in result.description
+        probe = float(row["site_probe_bacc"].split(" [")[0])
+        low, high = (float(v) for v in row["site_probe_bacc"].split(" [")[1].rstrip("]").split(", "))
+        assert 0.0 <= probe <= 1.0 and low <= probe <= high  # the mean of two seeds inside its interval
+        assert math.isfinite(float(row["age_mae"].split(" [")[0]))
+        assert len(row["probe_minus_floor"].split(", ")) == 2  # one figure per seed
+    assert result.rows[0]["mae_ratio"] == pytest.approx(1.0)
+    assert [t.name.split(":")[1].split()[0] for t in result.targets] == ["unlearning", "erasure"]
+    assert "on 2 seeds per method" in result.description
 
 
-def test_parallel_runs_give_the_rows_and_figures_of_sequential_ones(sequential):
-    lines = []
-    parallel = run_efficacy(SMALLEST, report=lines.append, workers=Workers(jobs=2, threads=2))
-    assert [r["method"] for r in parallel.rows] == METHODS
-    figures = [{k: v for k, v in r.items() if k != "seconds"} for r in parallel.rows]
-    assert figures == [{k: v for k, v in r.items() if k != "seconds"} for r in sequential.rows]
-    assert [t.measured for t in parallel.targets] == [t.measured for t in sequential.targets]
-    # one progress line per trained run, in the order they finished; then the table
-    assert sorted(line.split(" / ")[1].split(":")[0] for line in lines[:5]) == sorted(METHODS[:5])
-    assert lines[5].startswith("== Efficacy")
-    assert "The 5 runs were trained in 2 parallel processes, each with 1 torch thread" in parallel.description
+def _seed(probe, floor, adjusted=0.6, spread=2.0):
+    return {"site_probe_bacc": probe, "site_probe_floor": floor, "site_probe_adjusted": adjusted,
+            "site_bias_spread": spread}
 
 
-@pytest.mark.parametrize("sites, expected", [(1, 8), (3, 9), (4, 8), (5, 10), (32, 32)])
-def test_site_balanced_batch_size(sites, expected):
-    assert site_balanced_batch_size(sites) == expected
+def _row(method, seeds, mae, unseen, ratio=1.0):
+    return {"method": method, "chance": 0.25, "per_seed": seeds, "age_mae": mae, "unseen_site_mae": unseen,
+            "mae_ratio": ratio}
 
 
-def _row(method, bacc, mae, head=None):
-    return {"cohort": "balanced", "method": method, "site_probe_bacc": bacc, "chance": 0.25,
-            "points_above_chance": 100 * (bacc - 0.25), "age_mae": mae, "domain_head_acc": head}
+def test_targets_judge_every_seed_and_the_means():
+    none = _row("none", [_seed(0.60, 0.30, spread=8.0), _seed(0.50, 0.30, spread=6.0)], 6.0, 7.0)
+    good = _row("unlearning", [_seed(0.34, 0.30, spread=3.0), _seed(0.45, 0.30, adjusted=0.28, spread=2.0)],
+                6.2, 6.9, ratio=6.2 / 6.0)
+    bad = _row("erasure", [_seed(0.40, 0.30, spread=9.0), _seed(0.33, 0.30, spread=1.0)], 6.6, 7.5, ratio=1.1)
+    harm, unlearning, erasure = scenario_targets("biased", [none, good, bad])
+    assert harm.met and harm.measured == "probe - floor +0.300, +0.200"
+    assert unlearning.met  # the second seed passes by its adjusted probe (0.28, chance 0.25)
+    assert unlearning.measured == "near floor 2/2, spread below 2/2, MAE 1.03x, unseen 6.90 vs 7.00 y"
+    assert not erasure.met
+    assert erasure.why == ("Missed: the probe is more than 0.05 above its floor on 1 of 2 seeds; the site bias "
+                           "spread is not below none's on 1 seeds; age MAE is 1.10x none's; the unseen-site MAE "
+                           "7.50 y is above none's 7.00 y.")
 
 
-def test_targets_meet_at_chance_and_explain_misses():
-    rows = [_row("none", 0.60, 6.0), _row("unlearning fused", 0.28, 5.9, 0.26),
-            _row("unlearning alternating", 0.55, 6.5, 0.30)]
-    fused, alternating = _targets(rows)
-    assert fused.met and fused.measured == "+3.0 points, MAE 5.90 vs 6.00 y"
-    assert not alternating.met
-    assert "the extractor fools the current head" in alternating.why
-    assert "age MAE 6.50 y is worse than none's 6.00 y" in alternating.why
-
-
-def test_a_head_that_still_reads_the_site_is_named():
-    rows = [_row("none", 0.60, 6.0), _row("unlearning fused", 0.70, 5.0, 0.90)]
-    (fused,) = _targets(rows)
-    assert not fused.met
-    assert "the domain head still predicts it (0.900)" in fused.why
-
-
-def test_a_refitted_head_is_named_with_its_accuracy():
-    refit = {**_row("unlearning refit", 0.40, 5.8, 0.21), "refit_head_acc": 0.44}
-    (row,) = _targets([_row("none", 0.48, 5.8), refit])
-    assert not row.met
-    assert "a head re-fitted on all training scans' features at the last epoch at 0.440" in row.why
-    assert "fools the current head" not in row.why
-
-
-def test_a_probe_below_chance_counts_as_at_chance():
-    (fused,) = _targets([_row("none", 0.60, 6.0), _row("unlearning fused", 0.10, 6.0, 0.25)])
-    assert fused.met
+def test_balanced_and_control_have_no_harm_target_and_control_judges_no_spread():
+    none = _row("none", [_seed(0.32, 0.30, spread=1.0)], 6.0, 7.0)
+    unlearning = _row("unlearning", [_seed(0.31, 0.30, spread=5.0)], 6.0, 7.0)
+    (control,) = scenario_targets("control", [none, unlearning])
+    assert control.met
+    (balanced,) = scenario_targets("balanced", [none, unlearning])
+    assert not balanced.met and "spread is not below none's on 1 seeds" in balanced.why
+    missing = _row("unlearning", [_seed(0.31, 0.30, spread=None)], 6.0, 7.0)
+    assert scenario_targets("balanced", [none, missing])[0].met  # no age two sites share: not judged
+    assert scenario_targets("balanced", [unlearning]) == []  # no baseline, nothing to judge
