@@ -254,6 +254,17 @@ class OutputDir:
             owned &= files
         return owned
 
+    def _holds_input(self, path: Path) -> bool:
+        """Whether ``path`` is an input, or lies in an input's folder below the output (e.g. a preprocessed
+        manifest's images in ``OUT/preprocessed/``): ``--overwrite`` never removes what the run reads."""
+        resolved = path.resolve()
+        out = self.path.resolve()
+        for given in self.inputs:
+            source = given.resolve()
+            if resolved == source or (source.parent != out and source.parent in resolved.parents):
+                return True
+        return False
+
     def _untouched_entries(self, record: dict[str, Any] | None) -> set[str]:
         """Top-level entries of the user's where this run does not write: kept whole, never walked."""
         if self.reserved is None:
@@ -292,8 +303,7 @@ class OutputDir:
                         _names(foreign))
         self.kept = walked_foreign | self.skip_top
         if self.overwrite:
-            inputs = {p.resolve() for p in self.inputs}
-            removable = [f for f in owned if (out / f).resolve() not in inputs]
+            removable = [f for f in owned if not self._holds_input(out / f)]
             _remove(out, removable)
             owned -= set(removable)
         self._write_record(owned, complete=False)

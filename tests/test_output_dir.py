@@ -73,11 +73,13 @@ def test_a_killed_runs_files_count_as_harmonize_s(tmp_path):
 
 def test_inputs_are_never_removed_and_never_the_output_folder(tmp_path):
     with OutputDir(tmp_path / "out", "harmonize synth"):
-        write(tmp_path / "out", "cohort/manifest.csv", "cohort/images/a.nii.gz")
+        write(tmp_path / "out", "cohort/manifest.csv", "cohort/images/a.nii.gz", "metrics.json")
     given = tmp_path / "out" / "cohort" / "manifest.csv"
     with OutputDir(tmp_path / "out", "harmonize compare", overwrite=True, inputs=[given]):
         pass
-    assert given.exists() and not (tmp_path / "out" / "cohort" / "images").exists()
+    # the input's folder (the scans its manifest names) is kept whole; the earlier output beside it is replaced
+    assert given.exists() and (tmp_path / "out" / "cohort" / "images" / "a.nii.gz").exists()
+    assert not (tmp_path / "out" / "metrics.json").exists()
     with pytest.raises(OutputDirError, match=f"Output directory {given.parent} holds the input {given}"):
         OutputDir(given.parent, "harmonize compare", overwrite=True, inputs=[given]).claim()
 
