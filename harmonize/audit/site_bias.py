@@ -16,7 +16,10 @@ import numpy as np
 
 from harmonize.errors import ConfigError
 
-__all__ = ["shared_age_mask", "site_bias"]
+__all__ = ["age_overlap_note", "shared_age_mask", "site_bias"]
+
+#: Sites count as biased when the age range all of them share is under this share of the narrowest site's range.
+BIASED_SHARED_FRACTION = 0.5
 
 
 def site_bias(
@@ -79,3 +82,29 @@ def shared_age_mask(ages: np.ndarray, ranges: Sequence[tuple[float, float]]) -> 
         return np.isfinite(ages)
     covering = sum(((ages >= low) & (ages <= high)).astype(int) for low, high in ranges)
     return covering >= 2
+
+
+def age_overlap_note(ranges: Sequence[tuple[float, float]], site_names: Sequence[str]) -> str | None:
+    """A sentence for the report when the training sites' age ranges only partly overlap (a biased design).
+
+    Sites are biased when the age range every one of them covers is less than half the narrowest site's range (or
+    empty): their scanner then tells part of the age, a shortcut a network may take.
+
+    Args:
+        ranges: ``(min, max)`` age of each training site's training scans.
+        site_names: the sites, in the order of ``ranges``.
+
+    Returns:
+        The sentence, or ``None`` when the ranges broadly overlap (or fewer than two sites have ages).
+    """
+    if len(ranges) < 2:
+        return None
+    low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    narrowest = min(r[1] - r[0] for r in ranges)
+    if high - low >= BIASED_SHARED_FRACTION * narrowest:
+        return None
+    shown = ", ".join(f"{name} {a:.0f}-{b:.0f}" for name, (a, b) in zip(site_names, ranges))
+    common = f"all share only {low:.0f}-{high:.0f} y" if high > low else "no age is common to all"
+    return (f"Biased sites: the training sites' ages only partly overlap ({shown}; {common}), so the scanner tells "
+            "part of the age. Unlearning's confusion target is p(site | age) of the training scans, and the site "
+            "bias spread is measured on held-out scans of ages at least two training sites share.")

@@ -46,6 +46,7 @@ import torch
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
+from harmonize.audit.site_bias import age_overlap_note
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import write_json_atomic
@@ -61,6 +62,7 @@ from harmonize.workflows.audit import (
     input_files,
     prepare_output_dir,
     summary_line,
+    training_age_ranges,
 )
 from harmonize.workflows.brain_age import TAP, BrainAgeModel, BrainAgeSettings
 from harmonize.workflows.unlearning import UnlearningSettings
@@ -392,6 +394,10 @@ def compare_methods(
     _, index = _training_frame(frame, held_out)
     seeds = settings.seed_values()
     report(f"training sites {list(index)}" + (f", unseen site {held_out!r} held out" if held_out else ""))
+    biased = age_overlap_note(training_age_ranges(frame, index), list(index))
+    if biased:
+        report(biased)
+        extras.notes = [*extras.notes, biased]
 
     runs = _runs(frame, held_out, index, settings, out, progress)
     workers = Workers(jobs=settings.jobs)

@@ -46,3 +46,16 @@ def test_shared_age_mask_keeps_ages_two_sites_share():
     ages = np.array([25.0, 35.0, 42.0, 47.0, 55.0, np.nan])
     assert shared_age_mask(ages, ranges).tolist() == [False, True, False, True, False, False]
     assert shared_age_mask(ages, ranges[:1]).tolist() == [True] * 5 + [False]
+
+
+def test_age_overlap_note_names_biased_sites_only():
+    from harmonize.audit.site_bias import age_overlap_note
+
+    balanced = [(20.0, 80.0), (25.0, 85.0), (22.0, 84.0)]
+    assert age_overlap_note(balanced, ["a", "b", "c"]) is None
+    windows = [(20.0, 44.0), (31.0, 53.0), (40.0, 64.0)]
+    note = age_overlap_note(windows, ["a", "b", "c"])
+    assert note.startswith("Biased sites: the training sites' ages only partly overlap (a 20-44, b 31-53, c 40-64; "
+                           "all share only 40-44 y)")
+    assert "no age is common to all" in age_overlap_note([(20.0, 30.0), (40.0, 50.0)], ["a", "b"])
+    assert age_overlap_note([(20.0, 30.0)], ["a"]) is None

@@ -42,6 +42,9 @@ def test_demo_runs_the_biased_scenario_too(demo_dir):
     assert "dann" not in biased  # left out of the biased scenario, for the demo's time
     assert json.loads((demo_dir / "biased" / "metrics.json").read_text())["none"] == biased["none"]
     assert (demo_dir / "biased" / "report.html").is_file() and "recon" not in biased
+    # compare recognises the biased design by itself and says so; the balanced scenario's report does not
+    assert "Biased sites: the training sites&#x27; ages only partly overlap" in (demo_dir / "biased" / "report.html").read_text()
+    assert "Biased sites" not in (demo_dir / "report.html").read_text()
     ages = {}
     for scenario in (demo_dir, demo_dir / "biased"):
         frame = pd.read_csv(scenario / "cohort" / "manifest.csv")
