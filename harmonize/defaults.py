@@ -113,10 +113,12 @@ DEMO_SITES = 5
 DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
 #: Seeds each of the demo's methods trains on (means, 95 % intervals and paired p-values need several), training
-#: runs at once (one per core), and label permutations of each site probe's p-value (p >= 1/21).
+#: runs at once (one per core), and label permutations of each site probe's p-value: none, since the paired
+#: comparisons over seeds carry the verdict and the permutations cost a seventh of each run
+#: (``harmonize compare --permutations N`` gives them).
 DEMO_SEEDS = 3
 DEMO_JOBS = 2
-DEMO_PERMUTATIONS = 20
+DEMO_PERMUTATIONS = 0
 #: Fraction of a site's age window shared with the next site's in the demo's biased scenario (only neighbouring
 #: sites share ages, as in a cohort pooled from studies of different age groups).
 DEMO_BIASED_OVERLAP = 0.5
