@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harmonize import defaults
 from harmonize.cli import options
 
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=options.SEED, default=None,
                         help="seed of the cohort and the training (default 0)")
     parser.add_argument("--seeds", type=options.SEEDS_COUNT, default=None, metavar="N",
-                        help="train every brain-age method on N seeds (default: the demo's setting)")
+                        help=f"train every brain-age method on N seeds (default {defaults.DEMO_SEEDS}; DANN on the first only)")
     parser.add_argument("--jobs", type=options.JOBS, default=None, metavar="J",
                         help="brain-age training runs at once, in parallel processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
