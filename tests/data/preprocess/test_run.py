@@ -1,4 +1,4 @@
-"""Tests of harmonize.data.preprocess.run: a whole run's outputs, one run per folder at a time, steps that do not go together."""
+"""Tests of harmonize.data.preprocess.run: whole runs, one run per folder at a time, steps refused together."""
 
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ def test_two_concurrent_runs_into_one_folder_never_both_succeed(make_cohort, tmp
     ({"fit_only": True, "shard": "1/2"}, "Arguments fit_only (--fit-only) and shard (--shard) are separate steps"),
     ({"shard": "1/2", "merge": True}, "Arguments shard (--shard) and merge (--merge) are separate steps"),
     ({"merge": True, "overwrite": True}, "Argument 'overwrite' (--overwrite) goes with the fit step"),
-    ({"shard": "1/2", "bids_derivatives": True}, "Argument 'bids_derivatives' (--bids-derivatives) goes with the merge"),
+    ({"shard": "1/2", "bids_derivatives": True},
+     "Argument 'bids_derivatives' (--bids-derivatives) goes with the merge"),
 ])
 def test_steps_that_do_not_go_together_are_refused_before_any_output(make_cohort, tmp_path, kwargs, message):
     manifest = make_cohort(per_site=1, n_train=1)

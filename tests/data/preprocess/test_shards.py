@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from harmonize.data.preprocess import FitMismatchError, PreprocessConfig, Shard, ShardError, stages
+from harmonize.data.preprocess import (
+    FitMismatchError,
+    PreprocessConfig,
+    Shard,
+    ShardError,
+    stages,
+)
 from harmonize.errors import ConfigError
 from harmonize.io import TMP_TAG
 
