@@ -10,7 +10,11 @@ from monai.data import CacheDataset, DataLoader, Dataset
 from monai.data.meta_tensor import MetaTensor
 
 from harmonize.data.dataset import make_dataset
-from harmonize.data.dataset_cache import BoundedPersistentDataset, cached_items, item_bytes
+from harmonize.data.dataset_cache import (
+    BoundedPersistentDataset,
+    cached_items,
+    item_bytes,
+)
 from harmonize.errors import ConfigError
 
 #: The make_cohort scans are 20^3 voxels: 32,000 bytes as float32, plus 64,000 for an int64 label.
