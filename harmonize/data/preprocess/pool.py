@@ -1,7 +1,8 @@
 """Run one preprocessing stage over many scans, in this process or in a pool of worker processes.
 
-:class:`ScanPool` is a :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs`` fresh processes (``spawn``: no
-forked torch thread pools or open files). Each worker keeps the torch thread count of the process that started
+:class:`ScanPool` is a :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs`` processes forked from
+multiprocessing's fork server (``forkserver``: a clean process that imported the preprocessing once; no forked
+torch thread pools or open files of the caller). Each worker keeps the torch thread count of the process that started
 it: a torch reduction (the z-normalisation's mean and standard deviation) sums in an order that depends on the
 number of threads, so the same threads everywhere are what makes the outputs of ``--jobs N`` byte-identical to
 ``--jobs 1``. The stages' results come back in the order of the scans, whatever order the workers finish in.
@@ -25,8 +26,11 @@ from harmonize.progress import progress as show_progress
 
 __all__ = ["START_METHOD", "ScanPool"]
 
-#: How worker processes start: a fresh interpreter (no forked torch thread pools or open files).
-START_METHOD = "spawn"
+#: How worker processes start: forked from a server process that has imported the stages once and never ran a
+#: torch computation (no forked thread pools or open files of this process; one import, not one per worker).
+START_METHOD = "forkserver"
+#: Modules the fork server imports before it forks the workers.
+PRELOAD = ("harmonize.data.preprocess.stages",)
 
 
 def _init_worker(threads: int) -> None:
@@ -55,9 +59,10 @@ class ScanPool:
 
     def __enter__(self) -> Self:
         if self.jobs > 1:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=multiprocessing.get_context(START_METHOD),
-                initializer=_init_worker, initargs=(torch.get_num_threads(),))
+            context = multiprocessing.get_context(START_METHOD)
+            context.set_forkserver_preload(list(PRELOAD))
+            self._executor = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker,
+                                                 initargs=(torch.get_num_threads(),))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
