@@ -240,7 +240,8 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
             Target("--jobs 2 at least 1.8x faster than --jobs 1 (issue #19, on 2 free cores)",
                    two_jobs["speedup"] >= 1.8, f"{two_jobs['speedup']:.2f}x",
                    f"--jobs 1 took {preprocess_rows[0]['seconds']:.1f} s and --jobs 2 {two_jobs['seconds']:.1f} s for "
-                   f"{two_jobs['scans']} scans, each worker process first importing torch and TorchIO."),
+                   f"{two_jobs['scans']} scans; the worker processes start from a fork server that first imports torch "
+                   "and TorchIO, which a small cohort does not pay back."),
         ],
         settings=asdict(settings),
     )
