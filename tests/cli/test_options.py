@@ -38,6 +38,8 @@ M = ["--manifest", "m.csv", "--out", "o"]
         ("jobs", ["validate", "m.csv", "--workers", "0"], "argument --workers: must be an integer from 1 to 1024"),
         ("loader workers", ["compare", *M, "--loader-workers", "-1"],
          "argument --loader-workers: must be an integer from 0 to 1024, got '-1'"),
+        ("audit loader workers", ["audit", "--checkpoint", "c.pt", *M, "--loader-workers", "x"],
+         "argument --loader-workers: must be an integer from 0 to 1024, got 'x'"),
         ("cache limit", ["compare", *M, "--cache-limit-gb", "-2"], "argument --cache-limit-gb: must be a number >= 0"),
         ("dataset cache", ["compare", *M, "--dataset-cache", "ram"], "argument --dataset-cache: invalid choice: 'ram'"),
         ("preprocess jobs", ["preprocess", "m.csv", "--out", "o", "--jobs", "0"],
