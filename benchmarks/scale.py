@@ -25,7 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish, peak_rss_delta_mb
+from benchmarks.common import (
+    BenchmarkResult,
+    Column,
+    Target,
+    Workers,
+    finish,
+    peak_rss_delta_mb,
+)
 from harmonize import defaults
 
 __all__ = ["ScaleSettings", "dataset_peak_mb", "run_scale"]

@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

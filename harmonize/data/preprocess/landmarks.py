@@ -143,17 +143,17 @@ def write_fit_record(out_dir: Path, manifest_sha256: str, config: PreprocessConf
 
 
 def _settings_differences(fitted: Mapping[str, Any], config: PreprocessConfig) -> list[str]:
-    mine = json_like(asdict(config))
+    mine = _json_like(asdict(config))
     return [f"{name}: fitted with {fitted.get(name)!r}, this run has {value!r}" for name, value in mine.items()
-            if json_like(fitted.get(name)) != value]
+            if _json_like(fitted.get(name)) != value]
 
 
-def json_like(value: Any) -> Any:
+def _json_like(value: Any) -> Any:
     """``value`` as JSON gives it back (tuples become lists), to compare settings read from a file."""
     if isinstance(value, Mapping):
-        return {str(k): json_like(v) for k, v in value.items()}
+        return {str(k): _json_like(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_like(v) for v in value]
+        return [_json_like(v) for v in value]
     return value
 
 
