@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harmonize.data.preprocess import PreprocessConfig
+from harmonize.data.preprocess import PreprocessConfig, PreprocessResult
 from harmonize.errors import ConfigError
 
 from .conftest import CONFIG
@@ -20,4 +22,18 @@ def test_config_is_checked():
         PreprocessConfig(mask_method="otsuu")
 
 
-# --- issue 17: outliers, self-checked outputs, a scan listed twice, a full disk ---------------------------------
+
+def test_the_summary_names_the_step():
+    whole = PreprocessResult(Path("out/manifest.csv"), processed=3, cached=1, landmarks={"A": Path("a.npy")},
+                             seconds=2.04)
+    assert whole.format().splitlines() == ["preprocessed manifest: out/manifest.csv",
+                                           "scans: 4 (processed 3, cached 1) in 2.0 s",
+                                           "landmarks: 1 site(s) from their training scans"]
+    fit = PreprocessResult(None, processed=2, cached=0, landmarks={"A": Path("a.npy"), "B": Path("pooled.npy")},
+                           pooled_sites=("B",), step="fit")
+    assert fit.format().splitlines() == ["fit: landmarks fitted; the shards may run now",
+                                         "scans: 2 (processed 2, cached 0) in 0.0 s",
+                                         "landmarks: 1 site(s) from their training scans",
+                                         "sites without training scans (pooled landmarks): B"]
+    shard = PreprocessResult(Path("out/shards/1-of-2/manifest.csv"), processed=1, cached=0, step="shard 1/2")
+    assert shard.format().startswith("shard 1/2 preprocessed manifest: out/shards/1-of-2/manifest.csv\n")
