@@ -19,4 +19,5 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "sites": ("benchmarks.sites", "SitesSettings", "run_sites"),
     "recon": ("benchmarks.recon", "ReconSettings", "run_recon"),
     "preprocess": ("benchmarks.preprocess", "PreprocessSettings", "run_preprocess"),
+    "scale": ("benchmarks.scale", "ScaleSettings", "run_scale"),
 }

@@ -11,6 +11,7 @@ from monai.utils import StrEnum
 
 __all__ = [
     "ConfoundKind",
+    "DatasetCache",
     "HeldOutSite",
     "Keys",
     "MaskMethod",
@@ -184,6 +185,22 @@ class MaskMethod(StrEnum):
 
     OTSU = "otsu"
     NONZERO = "nonzero"
+
+
+class DatasetCache(StrEnum):
+    """Where a dataset keeps its scans between epochs (:func:`~harmonize.data.dataset.make_dataset`).
+
+    - ``NONE``: nothing is kept; every item is read from disk when the loader asks for it (memory flat in the
+      number of scans).
+    - ``MEMORY``: MONAI's ``CacheDataset``: scans loaded once and kept in memory (up to a size limit; the rest
+      streams).
+    - ``DISK``: MONAI's ``PersistentDataset``: scans loaded once and saved to a cache folder, then read from
+      there (up to a size limit; the rest streams).
+    """
+
+    NONE = "none"
+    MEMORY = "memory"
+    DISK = "disk"
 
 
 class PhantomKind(StrEnum):

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-input-check", action="store_true",
                         help="audit scans even when their shape, spacing or intensity standardisation differs from "
                              "the model's training scans (recorded in a model file); by default that is an error")
+    parser.add_argument("--loader-workers", type=options.LOADER_WORKERS, default=None, metavar="N",
+                        help="data-loader processes that read the scans ahead of the network (default: the model's "
+                             "training setting, else 0)")
     parser.set_defaults(func=run)
 
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = audit_model(args.bundle or args.checkpoint, args.manifest, args.out, overwrite=args.overwrite,
                           permutations=args.permutations, seed=args.seed, device=args.device, report=logger.info,
-                          check_inputs=not args.no_input_check)
+                          check_inputs=not args.no_input_check, num_workers=args.loader_workers)
     if metrics.get("task") == Task.SEGMENTATION:
         dice = "n/a" if metrics["mean_dice"] is None else f"{metrics['mean_dice']:.3f}"
         logger.info("site probe %.3f (chance %.3f), mean Dice %s: report in %s/report.html",

@@ -68,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the unlearning run's domain head: 'refit' (default) re-fits a linear head on all "
                              "training scans every epoch, which removed more of the scanner on the embedded cohort; "
                              "'paper' is the per-batch MLP head of Dinsdale et al. with beta 10")
+    options.add_dataset_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     parser.set_defaults(func=run)
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device, "--device")
     unlearning = UnlearningSettings.refit_adversary() if args.adversary == "refit" else UnlearningSettings()
     training = BrainAgeSettings(unlearning=unlearning, max_epochs=args.epochs, channels=args.channels, seed=args.seed,
-                                device=args.device)
+                                device=args.device, **options.dataset_settings(args))
     chosen = {"methods": args.methods, "unseen_site": args.unseen_site, "combat_unseen": args.combat_unseen}
     settings = CompareSettings(training=training, permutations=args.permutations, seeds=args.seeds, jobs=args.jobs,
                                **{k: v for k, v in chosen.items() if v is not None})

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from harmonize import defaults
 
-__all__ = ["CHANNELS", "EPOCHS", "JOBS", "PERMUTATIONS", "SEED", "SHAPE", "SPACING", "number", "numbers"]
+__all__ = ["CHANNELS", "EPOCHS", "GIGABYTES", "JOBS", "LOADER_WORKERS", "PERMUTATIONS", "SEED", "SHAPE", "SPACING",
+           "add_dataset_options", "dataset_settings", "number", "numbers"]
 
 
 def _range(kind: type, low: float | None, high: float | None, low_open: bool) -> str:
@@ -95,3 +96,27 @@ SPACING = number(float, 0, defaults.MAX_SPACING, low_open=True)
 #: One axis of a preprocessed scan's shape (voxels).
 SHAPE = number(int, 1, defaults.MAX_SHAPE)
 CHANNELS = numbers(int, 1, defaults.MAX_CHANNELS, max_items=defaults.MAX_BLOCKS)
+#: Data-loader worker processes (0: the training process reads the scans itself).
+LOADER_WORKERS = number(int, 0, defaults.MAX_JOBS)
+#: A size in GiB (of cached scans).
+GIGABYTES = number(float, 0)
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dataset-cache``, ``--cache-dir``, ``--cache-limit-gb`` and ``--loader-workers`` (training and audit)."""
+    from harmonize.keys import DatasetCache
+
+    parser.add_argument("--dataset-cache", choices=[c.value for c in DatasetCache], default=DatasetCache.MEMORY.value,
+                        help="where training scans are kept between epochs: 'memory' (default), 'disk' (a cache "
+                             "folder, --cache-dir) or 'none' (read per item: memory flat in the number of scans)")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR", help="the cache folder of --dataset-cache disk")
+    parser.add_argument("--cache-limit-gb", type=GIGABYTES, default=None, metavar="GB",
+                        help="cache at most GB GiB of scans; the others are read per item (default: no limit)")
+    parser.add_argument("--loader-workers", type=LOADER_WORKERS, default=0, metavar="N",
+                        help="data-loader processes that read scans ahead of training and audit (default 0)")
+
+
+def dataset_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The training settings (``BrainAgeSettings`` fields) that :func:`add_dataset_options` parsed."""
+    return {"cache": args.dataset_cache, "cache_dir": args.cache_dir, "cache_limit_gb": args.cache_limit_gb,
+            "num_workers": args.loader_workers}

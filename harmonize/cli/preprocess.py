@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and standardise its intensities with histogram landmarks trained on its site's training scans, "
             "then z-normalise within the foreground. Writes the images, labels, masks, landmarks and a new "
             "manifest.csv into --out. Outputs are cached by input content and settings: a second run only "
-            "redoes what changed. Sites without training scans use landmarks pooled over all training sites."
+            "redoes what changed. Sites without training scans use landmarks pooled over all training sites. "
+            "--jobs N shares the scans among N processes (the same bytes as one). For a job array: --fit-only once, "
+            "then --shard K/N for K = 1..N (at once, into the same --out), then --merge (docs/scale.md)."
         ),
     )
     parser.add_argument("manifest", metavar="MANIFEST", help="the input manifest CSV (never modified)")
@@ -40,16 +42,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bids-derivatives", action="store_true",
                         help="also write a BIDS-Derivatives dataset into OUT/derivatives/harmonize (for a manifest "
                              "from 'harmonize manifest from-bids'); the new manifest points at it")
+    parser.add_argument("--jobs", type=options.JOBS, default=1, metavar="N",
+                        help="worker processes that share the scans (default 1); the outputs are the same bytes")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument("--fit-only", action="store_true",
+                       help="job arrays, step 1: preprocess the training scans and fit every site's landmarks, once")
+    steps.add_argument("--shard", type=_shard, metavar="K/N",
+                       help="job arrays, step 2: preprocess the K-th of N blocks of rows (K from 1, e.g. "
+                            "$SLURM_ARRAY_TASK_ID/N) with the fitted landmarks; shards run at once into the same --out")
+    steps.add_argument("--merge", action="store_true",
+                       help="job arrays, step 3: check that every shard finished (a missing one is named) and write "
+                            "manifest.csv")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run)
 
 
+def _shard(text: str) -> object:
+    """argparse ``type=`` of ``--shard K/N``."""
+    from harmonize.data.preprocess import Shard
+    from harmonize.errors import ConfigError
+
+    try:
+        return Shard.parse(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(err.message.replace("Argument 'shard' ", "")) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the preprocessing and log a short summary; return 0."""
+    """Run the preprocessing (or one step of a sharded run) and log a short summary; return 0."""
     from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
 
     config = PreprocessConfig(target_spacing=args.spacing, target_shape=tuple(args.shape))
     result = preprocess_manifest(args.manifest, args.out, config, overwrite=args.overwrite,
-                                 progress=not args.no_progress, bids_derivatives=args.bids_derivatives)
+                                 progress=not args.no_progress, bids_derivatives=args.bids_derivatives,
+                                 jobs=args.jobs, fit_only=args.fit_only, shard=args.shard, merge=args.merge)
     logger.info("%s", result.format())
     return 0

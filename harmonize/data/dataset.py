@@ -1,7 +1,7 @@
 """MONAI datasets and data loaders made from a manifest.
 
 :func:`make_dataset` turns the rows of a manifest (optionally one split) into a :class:`monai.data.Dataset`
-(or a :class:`monai.data.CacheDataset`) whose items are dictionaries keyed by :class:`~harmonize.keys.Keys`:
+(streamed, or cached: :mod:`harmonize.data.dataset_cache`) whose items are dictionaries keyed by ``Keys``:
 
 =============== ================================ =====================================================
 key             value                            notes
@@ -45,11 +45,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import CacheDataset, DataLoader, Dataset
+from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, LoadImaged, MapTransform
 from torch.utils.data import Sampler
 
 from harmonize import defaults
+from harmonize.data.dataset_cache import cached_dataset
 from harmonize.data.manifest import (
     CONFOUNDS_ATTR,
     MANIFEST_ATTR,
@@ -187,9 +188,11 @@ def make_dataset(
     site_index: CategoryIndex | str | os.PathLike[str] | None = None,
     confounds: Sequence[str] = (),
     transform: Callable[[Mapping[Hashable, Any]], Any] | None = None,
-    cache: bool = False,
+    cache: bool | str = False,
     *,
     allow_unknown_sites: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit_gb: float | None = None,
 ) -> Dataset:
     """Build a MONAI dataset of a manifest's scans (see the module docstring for the items).
 
@@ -203,7 +206,9 @@ def make_dataset(
             ``categorical`` or ``continuous``; see :func:`~harmonize.data.manifest.read_manifest`); ``site``,
             ``age`` and ``sex`` are always there.
         transform: a MONAI dictionary transform applied after loading (e.g. augmentation).
-        cache: use a :class:`monai.data.CacheDataset` (loads every scan once, keeps it in memory).
+        cache: where scans are kept between epochs (:mod:`harmonize.data.dataset_cache`): ``none`` (False) reads
+            every item from disk, ``memory`` (True) a ``CacheDataset``, ``disk`` a ``PersistentDataset`` in
+            ``cache_dir``; ``cache_limit_gb`` caps what is cached (the rest streams).
         allow_unknown_sites: give a site that the index does not know index -1 instead of raising (to
             evaluate a held-out, unseen site).
 
@@ -288,9 +293,9 @@ def make_dataset(
     if transform is not None:
         steps.append(transform)
     pipeline = Compose(steps)
-    logger.info("Dataset of %d scans (%s) from %s, %d site(s)%s", len(items), split or "all splits",
-                source or "a frame", len(sites), ", cached" if cache else "")
-    dataset = CacheDataset(items, pipeline, num_workers=0, progress=False) if cache else Dataset(items, pipeline)
+    logger.info("Dataset of %d scans (%s) from %s, %d site(s)", len(items), split or "all splits",
+                source or "a frame", len(sites))
+    dataset = cached_dataset(items, pipeline, cache, cache_dir, cache_limit_gb)
     dataset.site_index = sites  # the index the items were encoded with, for whoever trains on them
     return dataset
 
@@ -467,7 +472,8 @@ def make_dataloader(
         seed: seed of the shuffling; epoch ``e``'s order is a pure function of ``(seed, e)`` (the samplers'
             ``set_epoch``), so a resumed run draws the same batches; ``None`` draws a seed from torch.
         drop_last: drop the last, smaller batch (not used with ``balance_sites``, whose batches are full).
-        **dataset_kwargs: ``site_index``, ``confounds``, ``transform``, ``cache``, ``allow_unknown_sites``.
+        **dataset_kwargs: ``site_index``, ``confounds``, ``transform``, ``cache``, ``cache_dir``, ``cache_limit_gb``,
+            ``allow_unknown_sites``.
 
     Returns:
         The loader; a batch is a dictionary of stacked tensors (``subject_id`` a list of str).

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -337,6 +338,7 @@ def audit_model(
     device: str | None = None,
     report: Callable[[str], None] = logger.info,
     check_inputs: bool = True,
+    num_workers: int | None = None,
 ) -> dict[str, Any]:
     """Audit a model on a manifest's held-out and unseen-site scans; write metrics, figures and a report.
 
@@ -359,6 +361,8 @@ def audit_model(
         check_inputs: refuse scans whose grid (shape, spacing) or intensity standardisation differs from the
             training scans a brain-age model file records
             (:func:`~harmonize.workflows.input_check.check_inputs`); ``False`` audits them anyway.
+        num_workers: data-loader processes that read the scans ahead of the network (default: the brain-age
+            model's training setting, else 0); the scans are read per item, never all held in memory.
 
     Returns:
         The metrics written to ``metrics.json``: those of :func:`audit_brain_age` or of ``audit_segmentation``,
@@ -380,6 +384,9 @@ def audit_model(
     out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model), command="harmonize audit")
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     model, source = _loaded(model, frame, device)
+    if num_workers is not None:  # a copy: a model given in memory is not changed
+        model = (replace(model, settings=replace(model.settings, num_workers=num_workers))
+                 if isinstance(model, BrainAgeModel) else replace(model, num_workers=num_workers))
     task = audit_task(model.network)
     segmentation = task == Task.SEGMENTATION
     if segmentation and isinstance(model, BrainAgeModel):

@@ -90,7 +90,9 @@ class BrainAgeSettings:
             scans as they are.
         seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
         device: ``cpu`` or ``cuda``.
-        cache: keep the loaded training scans in memory.
+        cache, cache_dir, cache_limit_gb: keep the training scans in ``memory`` (True), on ``disk`` (``cache_dir``)
+            or read them per item (``none``, False); cache at most ``cache_limit_gb`` GiB (``data.dataset_cache``).
+        num_workers: data-loader worker processes that read (and cache) scans ahead of training and audit.
         recalibrate_batchnorm: after training, recompute the BatchNorm statistics on the training scans (the
             running averages lag behind adversarial training; see :func:`~harmonize.networks.recalibrate_batchnorm`).
     """
@@ -108,8 +110,11 @@ class BrainAgeSettings:
     augment: bool = True
     seed: int = defaults.SEED
     device: str = "cpu"
-    cache: bool = True
+    cache: bool | str = True
     recalibrate_batchnorm: bool = True
+    cache_dir: str | None = None
+    cache_limit_gb: float | None = None
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.unlearning, dict):
@@ -213,11 +218,11 @@ def train_brain_age(
             "that needs no age."
         )
     torch.manual_seed(settings.seed)
-    dataset = make_dataset(frame, split=Split.TRAIN, site_index=site_index, cache=settings.cache)
+    dataset = make_dataset(frame, split=Split.TRAIN, site_index=site_index, cache=settings.cache,
+                           cache_dir=settings.cache_dir, cache_limit_gb=settings.cache_limit_gb)
     index = dataset.site_index
-    loader = make_dataloader(
-        dataset, batch_size=settings.batch_size, shuffle=True, balance_sites=settings.balance_sites, seed=settings.seed
-    )
+    loader = make_dataloader(dataset, batch_size=settings.batch_size, shuffle=True,
+                             balance_sites=settings.balance_sites, seed=settings.seed, num_workers=settings.num_workers)
     mean, std = float(np.nanmean(ages)), float(np.nanstd(ages)) or 1.0
 
     def build() -> BrainAgeRegressor:
@@ -364,7 +369,8 @@ def brain_age_features(
     if rows.empty:
         raise HarmonizeError(f"No row of the manifest is in splits {list(map(str, splits))}: nothing to evaluate.")
     dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
-    loader = make_dataloader(dataset, batch_size=model.settings.batch_size, shuffle=False)
+    loader = make_dataloader(dataset, batch_size=model.settings.batch_size, shuffle=False,
+                             num_workers=model.settings.num_workers)
     return collect_features(model.network, taps or model.settings.taps, loader, device=model.settings.device)
 
 

@@ -86,6 +86,7 @@ class SegmentationModel:
         transform: the MONAI dictionary transform the scans were trained with (e.g. intensity normalisation),
             applied after loading; ``None`` for none.
         batch_size: scans per batch of the audit.
+        num_workers: data-loader processes that read the scans ahead of the network.
         history: per-epoch training figures of the domain head (empty when unknown).
         seconds: training time (NaN when unknown).
     """
@@ -98,6 +99,7 @@ class SegmentationModel:
     transform: Callable[[Mapping[str, Any]], Any] | None = None
     batch_size: int = defaults.BATCH_SIZE
     history: list[dict[str, float]] = field(default_factory=list)
+    num_workers: int = 0
     seconds: float = math.nan
 
     def __post_init__(self) -> None:
@@ -189,7 +191,7 @@ def segmentation_features(
             f"{type(model.network).__name__} has {num_classes or 'none'}."
         )
     dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
-    loader = make_dataloader(dataset, batch_size=model.batch_size, shuffle=False)
+    loader = make_dataloader(dataset, batch_size=model.batch_size, shuffle=False, num_workers=model.num_workers)
     dice = _DicePerScan(num_classes)
     hook = model.network.register_forward_hook(dice)
     try:

@@ -36,6 +36,14 @@ M = ["--manifest", "m.csv", "--out", "o"]
          "argument --shape: must be an integer from 16 to 256, got '1000'"),
         ("synth sites", ["synth", "--out", "o", "--sites", "1"], "argument --sites: must be an integer from 2 to 64"),
         ("jobs", ["validate", "m.csv", "--workers", "0"], "argument --workers: must be an integer from 1 to 1024"),
+        ("loader workers", ["compare", *M, "--loader-workers", "-1"],
+         "argument --loader-workers: must be an integer from 0 to 1024, got '-1'"),
+        ("audit loader workers", ["audit", "--checkpoint", "c.pt", *M, "--loader-workers", "x"],
+         "argument --loader-workers: must be an integer from 0 to 1024, got 'x'"),
+        ("cache limit", ["compare", *M, "--cache-limit-gb", "-2"], "argument --cache-limit-gb: must be a number >= 0"),
+        ("dataset cache", ["compare", *M, "--dataset-cache", "ram"], "argument --dataset-cache: invalid choice: 'ram'"),
+        ("preprocess jobs", ["preprocess", "m.csv", "--out", "o", "--jobs", "0"],
+         "argument --jobs: must be an integer from 1 to 1024, got '0'"),
         ("demo seed", ["demo", "--out", "o", "--seed", "-3"], "argument --seed: must be an integer from 0"),
         ("not a number", ["audit", "--checkpoint", "c.pt", *M, "--permutations", "many"],
          "argument --permutations: must be an integer from 0 to 100000, got 'many'"),
@@ -64,3 +72,17 @@ def test_too_many_blocks_for_the_scans_is_named(tiny_cohort, tmp_path, capsys):
     assert ("Argument 'channels' (4,4,4,4,4,4): 6 blocks halve the scan 5 times, so every axis must be at least 32 "
             "voxels") in err
     assert "(24, 24, 24). Give at most 5 block(s) (e.g. --channels 4,4,4,4,4)" in err and "Traceback" not in err
+
+
+def test_dataset_options_become_the_training_settings():
+    from harmonize.cli.main import build_parser
+    from harmonize.workflows.brain_age import BrainAgeSettings
+
+    args = build_parser().parse_args(["compare", *M, "--dataset-cache", "disk", "--cache-dir", "/scratch/c",
+                                      "--cache-limit-gb", "1.5", "--loader-workers", "4"])
+    settings = BrainAgeSettings(**options.dataset_settings(args))
+    assert (settings.cache, settings.cache_dir, settings.cache_limit_gb, settings.num_workers) == ("disk", "/scratch/c",
+                                                                                                    1.5, 4)
+    default = build_parser().parse_args(["compare", *M])
+    assert options.dataset_settings(default) == {"cache": "memory", "cache_dir": None, "cache_limit_gb": None,
+                                                 "num_workers": 0}

@@ -107,3 +107,31 @@ def test_output_folder_problems_are_one_error_paragraph(tiny_cohort, tmp_path, c
                           f"{socket.gethostname()!r} ('harmonize preprocess', since {since}). "
                           "Wait for that run to finish, or choose another --out")
     assert sorted(p.name for p in locked.iterdir()) == [LOCK_FILENAME]  # nothing written, the lock kept
+
+
+def test_a_job_array_fits_runs_its_shards_and_merges_what_one_run_writes(tiny_cohort, tmp_path, capsys):
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    assert main(["preprocess", str(tiny_cohort), "--out", str(whole), *ARGS]) == 0
+    assert main(["preprocess", str(tiny_cohort), "--out", str(sharded), "--fit-only", *ARGS]) == 0
+    assert "fit: landmarks fitted; the shards may run now" in capsys.readouterr().err
+    assert main(["preprocess", str(tiny_cohort), "--out", str(sharded), "--merge", *ARGS]) == 1
+    assert "holds no shard: run the shards (--shard K/N) before --merge" in capsys.readouterr().err
+    for k in (1, 2):
+        assert main(["preprocess", str(tiny_cohort), "--out", str(sharded), "--shard", f"{k}/2", *ARGS]) == 0
+        assert f"shard {k}/2 preprocessed manifest: {sharded / 'shards' / f'{k}-of-2' / 'manifest.csv'}" in (
+            capsys.readouterr().err)
+    assert main(["preprocess", str(tiny_cohort), "--out", str(sharded), "--merge", *ARGS]) == 0
+    assert "merge preprocessed manifest" in capsys.readouterr().err
+    assert (sharded / "manifest.csv").read_bytes() == (whole / "manifest.csv").read_bytes()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shard", "3/2"], "argument --shard: must be K/N with 1 <= K <= N, not 3/2"),
+    (["--fit-only", "--merge"], "argument --merge: not allowed with argument --fit-only"),
+    (["--jobs", "0"], "argument --jobs: must be an integer"),
+])
+def test_bad_step_options_are_usage_errors(tiny_cohort, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["preprocess", str(tiny_cohort), "--out", str(tmp_path / "out"), *args, *ARGS])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

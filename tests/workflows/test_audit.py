@@ -119,6 +119,14 @@ def test_audit_model_from_file_matches_the_model(model, tmp_path, tiny_cohort):
         assert from_file[key] == pytest.approx(direct[key], rel=1e-5)
 
 
+def test_loader_workers_read_the_scans_and_leave_the_figures_and_the_model_alone(model, tmp_path, tiny_cohort):
+    direct, _ = audit_brain_age(model, tiny_cohort, permutations=0)
+    with_workers = audit_model(model, tiny_cohort, tmp_path / "out", permutations=0, num_workers=2)
+    for key in ("site_probe_bacc", "age_mae", "unseen_site_mae", "age_probe_r2"):
+        assert with_workers[key] == pytest.approx(direct[key], rel=1e-6)
+    assert model.settings.num_workers == 0  # the audit used a copy of the settings
+
+
 def test_audit_model_from_bundle(model, tmp_path, tiny_cohort):
     bundle = tmp_path / "bundle"
     (bundle / "configs").mkdir(parents=True)

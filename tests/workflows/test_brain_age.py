@@ -76,6 +76,15 @@ def test_network_predicts_years_around_the_training_mean(trained, tiny_cohort):
     assert abs(np.mean(fs.predictions) - train_mean) < 25
 
 
+def test_streaming_from_a_disk_cache_with_loader_workers_trains_the_same_network(trained, tiny_cohort, tmp_path):
+    settings = _settings("none", cache="disk", cache_dir=str(tmp_path / "cache"), cache_limit_gb=0.0005,
+                         num_workers=2)
+    model = train_brain_age(tiny_cohort, settings)
+    assert 0 < len(list((tmp_path / "cache").glob("*.pt"))) < 12  # 0.5 MiB holds some of the 12 training scans
+    for name, value in trained["none"].network.state_dict().items():
+        torch.testing.assert_close(model.network.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_semi_supervised_run_trains(tiny_cohort):
     model = train_brain_age(tiny_cohort, _settings("unlearning", labelled_fraction=0.25))
     assert all(torch.isfinite(p).all() for p in model.network.parameters())

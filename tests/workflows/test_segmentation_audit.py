@@ -159,7 +159,7 @@ def test_audit_model_of_a_segmentation_bundle(network, model, audited, frame, ti
     assert isinstance(loaded.transform, NormalizeIntensityd) and loaded.history == history
 
     out = tmp_path / "out"
-    metrics = audit_model(bundle, tiny_cohort, out, permutations=5)
+    metrics = audit_model(bundle, tiny_cohort, out, permutations=5, num_workers=1)  # a loader worker reads the scans
     direct, _ = audited  # the same network, taps and transform, in memory
     for key in ("mean_dice", "unseen_site_dice", "site_probe_bacc", "site_probe_p"):
         assert metrics[key] == pytest.approx(direct[key], rel=1e-5)

@@ -1,0 +1,255 @@
+"""Scale: peak memory against the number of scans (in memory, on disk, streamed), and parallel preprocessing.
+
+Memory: a cohort is generated (:func:`harmonize.data.synth.generate_cohort`); for each number of scans and each
+dataset cache (:class:`~harmonize.keys.DatasetCache`: ``memory``, ``disk``, ``none``), a fresh Python process
+builds :func:`~harmonize.data.dataset.make_dataset` over the manifest's first scans and reads two epochs of
+batches through a data loader; its peak resident memory above what it held before is the figure
+(:func:`~benchmarks.common.peak_rss_delta_mb`).
+
+Preprocessing: the same scans preprocessed with ``jobs=1`` and ``jobs=2`` into new folders (wall time of each, and
+whether every output file has the same bytes), and as two shards after a fit step, merged (whether the manifest
+and files equal the one-process run's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    BenchmarkResult,
+    Column,
+    Target,
+    Workers,
+    finish,
+    peak_rss_delta_mb,
+)
+from harmonize import defaults
+
+__all__ = ["ScaleSettings", "dataset_peak_mb", "run_scale"]
+
+#: The repository root (the memory processes import ``benchmarks`` from it).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Longest a memory process may run (seconds).
+MEMORY_TIMEOUT_S = 1200
+#: The dataset caches compared, in table order.
+CACHES = ("memory", "disk", "none")
+#: Scans per batch while reading the epochs.
+BATCH_SIZE = 8
+#: Epochs read in each memory process (the second reads the disk cache the first wrote).
+EPOCHS = 2
+
+
+@dataclass
+class ScaleSettings:
+    """Sizes of the scale benchmark.
+
+    Args:
+        scans: numbers of scans whose peak memory is measured (the cohort has the largest number).
+        shape: the generated scans' shape (cubic).
+        preprocess_sites, preprocess_subjects, preprocess_shape: the cohort preprocessed with 1 and 2 jobs.
+        target_spacing, target_shape: the preprocessing settings.
+        loader_workers: data-loader worker processes while reading the epochs.
+        seed: seed of the cohorts.
+    """
+
+    scans: tuple[int, ...] = (200, 800)
+    shape: int = 32
+    preprocess_sites: int = defaults.SYNTH_SITES
+    preprocess_subjects: int = 10
+    preprocess_shape: int = defaults.SYNTH_SHAPE
+    target_spacing: float = defaults.TARGET_SPACING
+    target_shape: tuple[int, int, int] = defaults.TARGET_SHAPE
+    loader_workers: int = 0
+    seed: int = defaults.SEED
+
+    @classmethod
+    def for_size(cls, size: str) -> ScaleSettings:
+        """``smallest`` (a test: 8 and 16 scans at 16^3), ``quick`` (50 and 200 scans at 32^3) or ``full``."""
+        if size == "smallest":
+            return cls(scans=(8, 16), shape=16, preprocess_sites=2, preprocess_subjects=3, preprocess_shape=16,
+                       target_spacing=12.0, target_shape=(16, 16, 16))
+        if size == "quick":
+            return cls(scans=(50, 200), preprocess_sites=2, preprocess_subjects=8, preprocess_shape=32,
+                       target_spacing=6.0, target_shape=(32, 32, 32))
+        return cls()
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+def dataset_peak_mb(manifest: str, scans: int, cache: str, cache_dir: str, loader_workers: int = 0) -> float:
+    """Peak memory (MiB) of building the dataset of the manifest's first ``scans`` rows and reading
+    :data:`EPOCHS` epochs of it, above this process's memory before. Run it in a fresh process."""
+    import torch
+
+    from harmonize.data.dataset import make_dataloader, make_dataset
+    from harmonize.data.manifest import read_manifest
+
+    frame = read_manifest(manifest).iloc[:scans]
+    total = torch.zeros(())
+
+    def work() -> None:
+        nonlocal total
+        dataset = make_dataset(frame, site_index=Path(cache_dir) / "site_index.json", cache=cache,
+                               cache_dir=Path(cache_dir) / "items")
+        loader = make_dataloader(dataset, batch_size=BATCH_SIZE, shuffle=False, num_workers=loader_workers)
+        for _ in range(EPOCHS):
+            for batch in loader:
+                total = total + batch["image"].sum()
+
+    return peak_rss_delta_mb(work)
+
+
+def _memory_in_fresh_process(manifest: Path, scans: int, cache: str, cache_dir: Path, loader_workers: int) -> float:
+    """:func:`dataset_peak_mb` in a new Python process."""
+    job = {"manifest": str(manifest), "scans": scans, "cache": cache, "cache_dir": str(cache_dir),
+           "loader_workers": loader_workers}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    code = "from benchmarks.scale import _memory_child; _memory_child()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True, text=True,
+                              env=env, check=True, timeout=MEMORY_TIMEOUT_S)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"Measuring the memory of {scans} scans ({cache}) failed:\n{err.stderr[-2000:]}") from err
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
+
+
+def _memory_child() -> None:
+    """Entry point of the memory process: a job as JSON on stdin, ``{"peak_mb": ...}`` on stdout."""
+    job = json.loads(sys.stdin.read())
+    print(json.dumps({"peak_mb": dataset_peak_mb(**job)}))
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+def _hashes(folder: Path) -> dict[str, str]:
+    """The bytes of every output (the shards' own folders and the bookkeeping of the folder claim left out)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).parts[0] != "shards"
+            and not p.name.startswith(".harmonize")}
+
+
+def _preprocess_rows(settings: ScaleSettings, root: Path) -> tuple[list[dict[str, Any]], bool, bool]:
+    """Preprocess one cohort with 1 and 2 jobs, and as 2 shards; the rows and whether the outputs matched."""
+    from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
+    from harmonize.data.synth import SynthConfig, generate_cohort
+
+    synth = SynthConfig(n_sites=settings.preprocess_sites, subjects_per_site=settings.preprocess_subjects,
+                        shape=settings.preprocess_shape, seed=settings.seed)
+    manifest = generate_cohort(root / "preprocess_cohort", synth, overwrite=True)
+    config = PreprocessConfig(target_spacing=settings.target_spacing, target_shape=settings.target_shape)
+    scans = settings.preprocess_sites * settings.preprocess_subjects
+    rows, seconds = [], {}
+    for jobs in (1, 2):
+        begin = time.perf_counter()
+        preprocess_manifest(manifest, root / f"jobs{jobs}", config, overwrite=True, progress=False, jobs=jobs)
+        seconds[jobs] = time.perf_counter() - begin
+        rows.append({"run": f"--jobs {jobs}", "scans": scans, "seconds": seconds[jobs],
+                     "speedup": seconds[1] / seconds[jobs]})
+    identical = _hashes(root / "jobs1") == _hashes(root / "jobs2")
+    sharded = root / "sharded"
+    begin = time.perf_counter()
+    preprocess_manifest(manifest, sharded, config, overwrite=True, progress=False, fit_only=True)
+    for shard in ("1/2", "2/2"):
+        preprocess_manifest(manifest, sharded, config, progress=False, shard=shard)
+    preprocess_manifest(manifest, sharded, config, progress=False, merge=True)
+    seconds["shards"] = time.perf_counter() - begin
+    same_as_sharded = _hashes(root / "jobs1") == _hashes(sharded)
+    rows.append({"run": "fit, shards 1/2 and 2/2 one after another, merge", "scans": scans,
+                 "seconds": seconds["shards"], "speedup": seconds[1] / seconds["shards"],
+                 "same_bytes": same_as_sharded})
+    rows[0]["same_bytes"], rows[1]["same_bytes"] = None, identical
+    return rows, identical, same_as_sharded
+
+
+# ---------------------------------------------------------------------------------------------------- benchmark
+def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_dir: Path | None = None,
+              report: Callable[[str], None] = print, workers: Workers | None = None) -> BenchmarkResult:
+    """Measure peak memory against the number of scans for each dataset cache, and parallel preprocessing.
+
+    Args:
+        settings: sizes (default: 200 and 800 scans at 32^3; the embedded cohort's size preprocessed).
+        device: unused (datasets and preprocessing run on the CPU).
+        work_dir: where the cohorts, caches and outputs are written (default: a temporary folder, removed after).
+        report: where the table is printed.
+        workers: unused (memory processes run one at a time, so that the timings beside them stay honest).
+
+    Returns:
+        Rows of two kinds: ``measure`` ``memory`` (``scans``, ``cache``, ``peak_mb``, ``mb_per_scan``) and
+        ``measure`` ``preprocess`` (``run``, ``scans``, ``seconds``, ``speedup``, ``same_bytes``).
+    """
+    from harmonize.data.synth import SynthConfig, generate_cohort
+
+    settings = settings or ScaleSettings()
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        root = Path(work_dir) / "scale" if work_dir is not None else Path(tmp)
+        largest = max(settings.scans)
+        sites = defaults.SYNTH_SITES
+        synth = SynthConfig(n_sites=sites, subjects_per_site=-(-largest // sites), shape=settings.shape,
+                            seed=settings.seed)
+        manifest = generate_cohort(root / "cohort", synth, overwrite=True)
+        peaks: dict[tuple[str, int], float] = {}
+        for scans in sorted(settings.scans):
+            for cache in CACHES:
+                cache_dir = root / f"cache-{cache}-{scans}"
+                peaks[cache, scans] = _memory_in_fresh_process(manifest, scans, cache, cache_dir,
+                                                               settings.loader_workers)
+                rows.append({"measure": "memory", "scans": scans, "cache": cache, "peak_mb": peaks[cache, scans],
+                             "mb_per_scan": peaks[cache, scans] / scans})
+        preprocess_rows, identical, same_as_sharded = _preprocess_rows(settings, root)
+    rows += [{"measure": "preprocess", **row} for row in preprocess_rows]
+    small, large = min(settings.scans), max(settings.scans)
+    growth = {cache: peaks[cache, large] / max(peaks[cache, small], 1e-9) for cache in CACHES}
+    ratio = large / small
+    flat = {cache: growth[cache] < ratio / 2 for cache in ("disk", "none")}
+    two_jobs = next(r for r in preprocess_rows if r["run"] == "--jobs 2")
+    result = BenchmarkResult(
+        name="scale",
+        title="Scale: memory against the number of scans, and parallel preprocessing",
+        description=(
+            f"Peak resident memory (above the process's memory before) of building a dataset of the first N of "
+            f"{largest} generated {settings.shape}³ scans (with labels) and reading {EPOCHS} epochs of batches of "
+            f"{BATCH_SIZE} ({settings.loader_workers} loader workers), one fresh process per figure; then the "
+            f"preprocessing of {settings.preprocess_sites} sites x {settings.preprocess_subjects} scans at "
+            f"{settings.preprocess_shape}³ to {settings.target_shape} with 1 and 2 worker processes, and as 2 "
+            "shards after the fit step (shards run one after another here; on a cluster they run at once)."
+        ),
+        columns=[
+            Column("measure", "measure"),
+            Column("scans", "scans"),
+            Column("cache", "dataset cache"),
+            Column("peak_mb", "peak MiB", ".1f"),
+            Column("mb_per_scan", "MiB / scan", ".3f"),
+            Column("run", "preprocessing run"),
+            Column("seconds", "seconds", ".1f"),
+            Column("speedup", "speed-up", ".2f"),
+            Column("same_bytes", "same bytes as --jobs 1"),
+        ],
+        rows=rows,
+        targets=[
+            Target(f"streamed ('none') peak memory grows far slower than the scans ({small} -> {large} scans, "
+                   f"{ratio:.0f}x)", flat["none"], f"{growth['none']:.2f}x (memory cache: {growth['memory']:.2f}x)"),
+            Target("disk-cached peak memory grows far slower than the scans", flat["disk"],
+                   f"{growth['disk']:.2f}x"),
+            Target("check: --jobs 2 writes the same bytes as --jobs 1", identical,
+                   "identical" if identical else "different"),
+            Target("check: fit + 2 shards + merge write the same manifest and files as one run", same_as_sharded,
+                   "identical" if same_as_sharded else "different"),
+            Target("--jobs 2 at least 1.8x faster than --jobs 1 (issue #19, on 2 free cores)",
+                   two_jobs["speedup"] >= 1.8, f"{two_jobs['speedup']:.2f}x",
+                   f"--jobs 1 took {preprocess_rows[0]['seconds']:.1f} s and --jobs 2 {two_jobs['seconds']:.1f} s for "
+                   f"{two_jobs['scans']} scans; the worker processes start from a fork server that first imports torch "
+                   "and TorchIO, which a small cohort does not pay back."),
+        ],
+        settings=asdict(settings),
+    )
+    return finish(result, start, report)

@@ -1,0 +1,38 @@
+"""Tests of harmonize.data.preprocess.pool: worker processes give the very bytes one process gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from harmonize.data.preprocess.pool import ScanPool
+from harmonize.errors import ConfigError
+
+from .conftest import run, tree_hashes
+
+
+def _bookkeeping(path) -> bool:
+    return path.name.startswith(".harmonize")
+
+
+def test_two_jobs_write_the_same_bytes_and_cache_as_one(make_cohort, tmp_path):
+    manifest = make_cohort(sites=("siteA", "siteB"), per_site=2, n_train=1, unseen=("siteD",))
+    one = run(manifest, tmp_path / "one", jobs=1)
+    two = run(manifest, tmp_path / "two", jobs=2)
+    assert (one.processed, one.cached) == (two.processed, two.cached) == (6, 0)
+    assert two.pooled_sites == ("siteD",)
+    expected = tree_hashes(tmp_path / "one", _bookkeeping)
+    # per scan: spatial, mask, image, label, record; 3 landmarks, their index and fit record; manifest and marker
+    assert len(expected) == 6 * 5 + 5 + 2
+    assert tree_hashes(tmp_path / "two", _bookkeeping) == expected
+    again = run(manifest, tmp_path / "two", jobs=1)
+    assert (again.processed, again.cached) == (0, 6)  # the workers' cache records serve one process
+    assert tree_hashes(tmp_path / "two", _bookkeeping) == expected
+
+
+def test_jobs_must_be_a_positive_integer(make_cohort, tmp_path):
+    with pytest.raises(ConfigError, match=r"Argument 'jobs' must be an integer >= 1 \(the worker processes\), not 0"):
+        ScanPool(0)
+    manifest = make_cohort(per_site=1, n_train=1)
+    with pytest.raises(ConfigError, match="Argument 'jobs' must be an integer >= 1"):
+        run(manifest, tmp_path / "out", jobs=0)
+    assert not (tmp_path / "out").exists()
