@@ -18,7 +18,6 @@ from harmonize.output_dir import (
     releases_output_dirs,
 )
 
-
 #: A name no file system can hold.
 NUL_NAME = "a\x00b"
 

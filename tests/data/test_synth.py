@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import errno
 import dataclasses
+import errno
 import json
 from pathlib import Path
 
