@@ -133,12 +133,13 @@ def _run_settings(row_name: str, cohort: str, settings: EfficacySettings, device
 
     biased = COHORTS[cohort]
     _, method, mode = next(run for run in RUNS if run[0] == row_name)
-    beta = defaults.DANN_BETA if method == Method.DANN else defaults.BETA
     if row_name == REFIT_ROW:  # its own warm-up, shortened only when the run is too short for it
         warmup = min(defaults.REFIT_WARMUP_EPOCHS, max(settings.warmup_epochs, settings.max_epochs // 3))
         unlearning = UnlearningSettings.refit_adversary(warmup_epochs=warmup, overlap_only=biased)
+    elif method == Method.DANN:
+        unlearning = UnlearningSettings.dann(warmup_epochs=settings.warmup_epochs, overlap_only=biased)
     else:
-        unlearning = UnlearningSettings(method=method, mode=mode, beta=beta, warmup_epochs=settings.warmup_epochs,
+        unlearning = UnlearningSettings(method=method, mode=mode, warmup_epochs=settings.warmup_epochs,
                                         overlap_only=biased and method != Method.NONE)
     return BrainAgeSettings(unlearning=unlearning, max_epochs=settings.max_epochs, channels=settings.channels,
                             taps=settings.taps, seed=settings.seed, device=device,

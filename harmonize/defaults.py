@@ -19,8 +19,8 @@ TARGET_SHAPE = (96, 112, 96)
 # --- unlearning ------------------------------------------------------------------------------------------
 #: Weight of the confusion loss (Dinsdale et al. use 10 with a summed loss).
 BETA = 10.0
-#: Gradient-reversal strength of the DANN baseline (Ganin & Lempitsky's schedule ends at 1; 10 wrecked the
-#: task on the embedded cohort: age MAE 14.5 y, site probe 0.98).
+#: Gradient-reversal strength of the DANN baseline (``reversal_weight``; Ganin & Lempitsky's schedule ends at 1;
+#: why not 10: docs/unlearning.md).
 DANN_BETA = 1.0
 #: Weight of the domain loss.
 ALPHA = 1.0
@@ -75,18 +75,11 @@ WARMUP_EPOCHS = 2
 AGE_BINS = 4
 #: Learning rate of the task network.
 LEARNING_RATE = 1e-3
-#: Moment-matching unlearning penalty (harmonize.losses.MomentMatchingLoss): weight of the running statistics in
-#: each per-site estimate (a batch holds 2 scans per site in the demo), and weight of its log-variance term.
-MOMENT_MOMENTUM = 0.9
-MOMENT_VARIANCE_WEIGHT = 1.0
-#: Ridge added to the features' correlation matrix by the whitened moment-matching penalty.
-MOMENT_RIDGE = 0.1
 #: Learning rate of the per-epoch full-batch re-fit of the domain heads (``head_refit_steps``).
 HEAD_REFIT_LR = 1e-2
-#: The re-fitted adversary that lowered the site probe of held-out features to what age and sex alone tell (6 seeds)
-#: while keeping the age error (docs/unlearning.md, "Does it work?"): a linear head re-fitted from scratch each
-#: epoch with 300 full-batch steps, nearly frozen in between (lr 1e-4), confusion weight 1, after 4 warm-up epochs
-#: (``UnlearningSettings.refit_adversary``).
+#: The re-fit recipe (``UnlearningSettings.refit_adversary``; its measurements: docs/unlearning.md, "Does it
+#: work?"): a linear head re-fitted from scratch each epoch with 300 full-batch steps, nearly frozen in between
+#: (lr 1e-4), confusion weight 1, after 4 warm-up epochs.
 REFIT_STEPS = 300
 REFIT_HEAD_LR = 1e-4
 REFIT_BETA = 1.0

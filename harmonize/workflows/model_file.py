@@ -35,13 +35,13 @@ from torch import nn
 from harmonize import __version__
 from harmonize.data.site_index import SITE_INDEX_FILENAME, CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.handlers import Confound, DomainUnlearningHandler
+from harmonize.handlers import DomainUnlearningHandler
 from harmonize.io import atomic_write
-from harmonize.keys import Keys, Method, UnlearningMode
-from harmonize.networks import BrainAgeRegressor, DomainHead, TissueSegmenter
+from harmonize.keys import Keys, Method
+from harmonize.networks import BrainAgeRegressor, TissueSegmenter
 from harmonize.networks.state_mismatch import state_mismatches
 from harmonize.workflows.brain_age import BrainAgeModel, BrainAgeSettings
-from harmonize.workflows.unlearning import UnlearningSettings
+from harmonize.workflows.unlearning import UnlearningSettings, handler_from_plan
 
 if TYPE_CHECKING:
     from harmonize.workflows.segmentation_audit import SegmentationModel
@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 #: Tag of a harmonize brain-age model file, and the version of its layout.
 MODEL_FORMAT = "harmonize.brain_age_model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 #: Network classes a model file can hold, by the name stored in the file.
 NETWORKS: dict[str, type[nn.Module]] = {BrainAgeRegressor.__name__: BrainAgeRegressor}
 #: Bundle configs read by :func:`load_bundle_model`, in order of preference (relative to the bundle folder).
@@ -116,36 +116,6 @@ def _plain(value: Any) -> Any:
     raise ConfigError(f"save_model: cannot store a value of type {type(value).__name__} ({value!r}) in a model file.")
 
 
-def _head_spec(confound: Confound) -> dict[str, Any]:
-    """What rebuilds a confound's domain head: its constructor arguments, weights and loss settings."""
-    head = confound.head
-    if not isinstance(head, DomainHead):
-        raise ConfigError(
-            f"save_model: the head of confound '{confound.name}' is a {type(head).__name__}; model files hold "
-            "DomainHead heads only."
-        )
-    layers = dict(head.layers.named_children())
-    hidden = [m.out_features for name, m in layers.items() if name.startswith("fc")]
-    dropout = next((m.p for name, m in layers.items() if name.startswith("drop")), 0.0)
-    norm = layers["norm"]
-    return {
-        "name": confound.name,
-        "key": confound.key,
-        "kind": confound.kind,
-        "num_classes": confound.num_classes,
-        "bin_edges": None if confound.bin_edges is None else [float(e) for e in confound.bin_edges],
-        "beta": None if callable(confound.beta) else float(confound.beta),
-        "alpha": float(confound.alpha),
-        "class_weights": None if confound.class_weights is None else [float(w) for w in confound.class_weights],
-        "in_features": head.in_features,
-        "hidden": hidden,
-        "dropout": float(dropout),
-        "standardize_input": isinstance(norm, nn.BatchNorm1d),
-        "normalize_input": isinstance(norm, nn.LayerNorm),
-        "state_dict": head.state_dict(),
-    }
-
-
 def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
     """Write a trained brain-age model to ``path`` atomically (see the module docstring for what it holds).
 
@@ -157,12 +127,16 @@ def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: the network is not one a model file can hold, or a head is not a ``DomainHead``.
+        ConfigError: the network is not one a model file can hold, or the handler was not built by
+            :func:`~harmonize.workflows.unlearning.build_unlearning_handler` (it has no ``plan``).
     """
     name = type(model.network).__name__
     if name not in NETWORKS:
         raise ConfigError(f"save_model: cannot save a {name}; model files hold {sorted(NETWORKS)} networks.")
     handler = model.handler
+    if handler is not None and getattr(handler, "plan", None) is None:
+        raise ConfigError("save_model: the model's unlearning handler was not built by build_unlearning_handler, so "
+                          "its plan (classes, bins, prior, mask) is unknown; build it through that function.")
     content = {
         "format": MODEL_FORMAT,
         "version": MODEL_FORMAT_VERSION,
@@ -173,11 +147,11 @@ def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
         "taps": list(model.settings.taps),
         "network": _plain(model.network.state_dict()),
         "handler": None if handler is None else {
-            "mode": str(handler.mode),
-            "head_steps": handler.head_steps,
-            "warmup_epochs": handler.warmup_epochs,
             "taps": list(handler.taps.names),
-            "heads": [_plain(_head_spec(c)) for c in handler.confounds],
+            "feature_dim": int(handler.confounds[0].head.in_features),
+            "plan": _plain(handler.plan.to_dict()),
+            "head_configs": {c.name: _plain(getattr(c.head, "config", None)) for c in handler.confounds},
+            "heads": _plain(handler.heads.state_dict()),
         },
         "history": _plain(model.history),
         "seconds": float(model.seconds),
@@ -243,10 +217,10 @@ def _settings(stored: Mapping[str, Any], path: Path) -> BrainAgeSettings:
     if unknown:
         logger.warning("Model file %s: ignoring settings %s unknown to this version of harmonize.", path, unknown)
     values = {k: v for k, v in stored.items() if k in known}
-    if isinstance(values.get("unlearning"), Mapping):
-        known_u = {f.name for f in fields(UnlearningSettings)}
-        values["unlearning"] = UnlearningSettings(**{k: v for k, v in values["unlearning"].items() if k in known_u})
     try:
+        if isinstance(values.get("unlearning"), Mapping):
+            known_u = {f.name for f in fields(UnlearningSettings)}
+            values["unlearning"] = UnlearningSettings(**{k: v for k, v in values["unlearning"].items() if k in known_u})
         return BrainAgeSettings(**values)
     except (TypeError, ValueError) as err:
         raise HarmonizeError(f"Model file {str(path)!r} holds settings this version cannot use: {err}") from err
@@ -266,21 +240,20 @@ def _device(requested: str | None, saved: str) -> str:
 
 def _handler(network: nn.Module, stored: Mapping[str, Any], settings: BrainAgeSettings, path: Path,
              device: str) -> DomainUnlearningHandler:
-    """Rebuild the domain heads and their handler from a model file."""
-    confounds = []
-    for spec in stored["heads"]:
-        head = DomainHead(
-            spec["in_features"], spec["num_classes"], hidden=spec["hidden"], dropout=spec["dropout"],
-            normalize_input=spec["normalize_input"], standardize_input=spec["standardize_input"],
-        )
-        _load_weights(head, spec["state_dict"], path, f"the domain head of '{spec['name']}'")
-        beta = spec["beta"] if spec["beta"] is not None else settings.unlearning.beta
-        confounds.append(Confound(head.to(device), spec["num_classes"], key=spec["key"], name=spec["name"],
-                                  kind=spec["kind"], bin_edges=spec["bin_edges"], beta=beta, alpha=spec["alpha"],
-                                  class_weights=spec["class_weights"]))
-    return DomainUnlearningHandler(network, stored["taps"], confounds, mode=UnlearningMode(stored["mode"]),
-                                   head_lr=settings.unlearning.head_lr, head_steps=stored["head_steps"],
-                                   warmup_epochs=stored["warmup_epochs"])
+    """Rebuild the handler through the training builder, from the saved settings and plan, then load its heads."""
+    try:
+        handler = handler_from_plan(network, stored["taps"], int(stored["feature_dim"]), settings.unlearning,
+                                    dict(stored["plan"]))
+    except (KeyError, TypeError) as err:
+        raise HarmonizeError(f"Model file {str(path)!r}: its unlearning handler entry is incomplete ({err}).") from err
+    problems = [f"head '{c.name}': saved {stored['head_configs'].get(c.name)}, rebuilt {c.head.config}"
+                for c in handler.confounds if stored.get("head_configs", {}).get(c.name) != _plain(c.head.config)]
+    if problems:
+        raise HarmonizeError(f"Model file {str(path)!r}: its settings rebuild other domain heads than it holds.",
+                             problems=problems)
+    _load_weights(handler.heads, stored["heads"], path, "the domain heads its settings describe")
+    handler.heads.to(device)
+    return handler
 
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeModel:

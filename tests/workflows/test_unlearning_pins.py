@@ -35,13 +35,13 @@ RUNS = {
     "refit_biased": ("biased", lambda: _settings(
         UnlearningSettings.refit_adversary(warmup_epochs=1, head_refit_steps=20, overlap_only=True,
                                            overlap_mode="pairs"), labelled_fraction=0.5)),
-    "dann": ("plain", lambda: _settings(UnlearningSettings(method="dann", beta=1.0, warmup_epochs=1))),
-    "dann_overlap": ("plain", lambda: _settings(UnlearningSettings(
-        method="dann", beta=1.0, warmup_epochs=1, overlap_only=True, overlap_range=(40.0, 72.0),
+    "dann": ("plain", lambda: _settings(UnlearningSettings.dann(reversal_weight=1.0, warmup_epochs=1))),
+    "dann_overlap": ("plain", lambda: _settings(UnlearningSettings.dann(
+        reversal_weight=1.0, warmup_epochs=1, overlap_only=True, overlap_range=(40.0, 72.0),
         confounds=("site", "age")))),
-    "paper": ("plain", lambda: _settings(UnlearningSettings(beta=1.0, warmup_epochs=1, head_steps=2))),
+    "paper": ("plain", lambda: _settings(UnlearningSettings.paper(beta=1.0, warmup_epochs=1, head_steps=2))),
     "alternating": ("plain", lambda: _settings(
-        UnlearningSettings(beta=1.0, warmup_epochs=1, mode="alternating"))),
+        UnlearningSettings.paper(beta=1.0, warmup_epochs=1, mode="alternating"))),
 }
 
 
