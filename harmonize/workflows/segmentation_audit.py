@@ -35,16 +35,16 @@ from torch import nn
 from harmonize import defaults
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.data.site_index import CategoryIndex
-from harmonize.data.templates import TISSUE_NAMES
-from harmonize.errors import HarmonizeError
-from harmonize.keys import Keys, Method, Split, Task
-from harmonize.workflows.audit import (
+from harmonize.audit.held_out import (
     ALL_SPLITS,
     UNSEEN_SUFFIX,
     concat_feature_sets,
     held_out_rows,
 )
+from harmonize.data.site_index import CategoryIndex
+from harmonize.data.templates import TISSUE_NAMES
+from harmonize.errors import HarmonizeError
+from harmonize.keys import Keys, Method, Split, Task
 
 __all__ = [
     "MEAN_KEY",
