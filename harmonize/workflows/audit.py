@@ -241,7 +241,8 @@ def _loaded(
     model: BrainAgeModel | SegmentationModel | str | os.PathLike, frame: pd.DataFrame, device: str | None
 ) -> tuple[BrainAgeModel | SegmentationModel, str]:
     """The model to audit, read from its file or bundle folder if given as a path, and what it was."""
-    from harmonize.workflows.model_file import load_bundle_model, load_model
+    from harmonize.workflows.bundle_model import load_bundle_model
+    from harmonize.workflows.model_file import load_model
     from harmonize.workflows.segmentation_audit import SegmentationModel
 
     if isinstance(model, (BrainAgeModel, SegmentationModel)):
@@ -313,7 +314,7 @@ def audit_model(
 
     Args:
         model: a trained model, a model file (:func:`~harmonize.workflows.model_file.save_model`, brain age) or a
-            MONAI bundle folder (:func:`~harmonize.workflows.model_file.load_bundle_model`, either task).
+            MONAI bundle folder (:func:`~harmonize.workflows.bundle_model.load_bundle_model`, either task).
         manifest: the (preprocessed) manifest of the scans to audit (with label maps for a segmentation model).
         out_dir: where ``metrics.json``, ``figures/*.png`` and ``report.html`` go; must be empty or absent unless
             ``overwrite``.

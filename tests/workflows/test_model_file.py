@@ -21,9 +21,9 @@ from harmonize.workflows.brain_age import (
     brain_age_features,
     train_brain_age,
 )
+from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.model_file import (
     MODEL_FORMAT,
-    load_bundle_model,
     load_model,
     save_model,
 )
