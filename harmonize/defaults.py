@@ -40,8 +40,7 @@ BATCH_SIZE = 8
 
 # --- training augmentation (harmonize.handlers.RandomRigidAugmentation) ----------------------------------
 #: Spatial axes mirrored at random (0: left-right in RAS-oriented scans), and the largest random rotation about
-#: each axis (degrees) and shift along each axis (voxels) of a training batch. On the embedded cohort these moves
-#: lowered the age error of a plain network and let site unlearning hold on held-out scans (docs/unlearning.md).
+#: each axis (degrees) and shift along each axis (voxels) of a training batch (why: docs/unlearning.md).
 AUGMENT_FLIP_AXES = (0,)
 AUGMENT_ROTATION_DEG = 15.0
 AUGMENT_SHIFT_VOXELS = 2.0
@@ -53,8 +52,7 @@ AGE_FEATURE_DIM = 96
 AGE_HIDDEN = 32
 #: Normalisation of the age regressor (MONAI spec). BatchNorm, as in the paper: GroupNorm and InstanceNorm
 #: normalise every scan's activations on their own, which removes the global tissue proportions that carry
-#: atrophy (measured on the embedded cohort: GroupNorm stayed at the mean-age predictor for 20 epochs where
-#: BatchNorm reached 7-8 years MAE in 12).
+#: atrophy (measurements: docs/unlearning.md).
 AGE_NORM = "batch"
 #: Activation of every layer of the age regressor (MONAI spec).
 AGE_ACT: str | tuple = ("leakyrelu", {"negative_slope": 0.01})
@@ -92,16 +90,13 @@ DEMO_SPACING = 6.0
 #: Brain-age encoder channels of the demo (a slimmer, five-block VGG than the paper's, for 2 CPU cores).
 DEMO_CHANNELS = (16, 32, 32, 64, 64)
 DEMO_EPOCHS = 15
-#: Layers the demo unlearns and audits: the fourth block and the feature vector (the paper's bottleneck). In a
-#: network trained for age, a site probe reads this cohort's scanner from every block, less with depth (held-out
-#: scans, chance 0.25: blocks 0-4 0.86, 0.75, 0.63, 0.50, 0.32; feature vector 0.32). Unlearning the third block
-#: (``encoder.block2``) also removed age (MAE 1.1-1.5x the baseline's); the fourth kept it (docs/unlearning.md).
+#: Layers the demo unlearns and audits: the fourth block and the feature vector (the paper's bottleneck); why
+#: not the third: docs/unlearning.md (a site probe per block).
 DEMO_TAPS = ("encoder.block3", "encoder")
 #: Sites of the demo's cohort: the last one is kept out of training as an unseen scanner, so 4 are trained on.
 DEMO_SITES = 5
 #: Subjects per site of the demo's (and the efficacy benchmark's) cohort and the share held out of training: 28
-#: per site train, 32 are audited (128 held-out scans of 4 sites: a site probe's standard error about 0.04, where
-#: 12 per site gave 0.07 and let the baseline's probe swing by 0.1 from seed to seed).
+#: per site train, 32 are audited (the probe's standard error at these sizes: docs/unlearning.md).
 DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
 #: Seeds each of the demo's methods trains on (``harmonize demo --seeds 3`` for intervals: about 30 min on 2 cores),
@@ -143,10 +138,7 @@ RECON_RETAIN_WEIGHT = 1.0
 # --- audit and comparison (harmonize audit / compare) ----------------------------------------------------
 #: Empirical Bayes in the ComBat baseline on a network's features: off. EB shrinks every feature's site effect
 #: towards the mean over features, which suits many similar measures (regional volumes) but not a network's few
-#: strongly correlated features: on the embedded cohort's held-out features (7 baseline networks) ComBat with EB
-#: *raised* the site probe (0.40-0.55 -> 0.44-0.70), and fitted on the very scans it harmonised it left 0.38-0.63;
-#: without EB, fitted on those scans it removed the site (probe below chance), fitted on the training scans it moved
-#: it by -0.06 to +0.07 (0.37-0.59) (docs/audit.md, "ComBat on network features").
+#: strongly correlated features (measurements: docs/audit.md, "ComBat on network features").
 COMBAT_FEATURES_EB = False
 #: Label permutations of the site probe's permutation test (p-value floor 1 / (n + 1), about 0.01).
 PROBE_PERMUTATIONS = 100
