@@ -24,7 +24,11 @@ from harmonize.keys import Keys
 from harmonize.metrics.reconstruction import TABLE_COLUMNS
 from harmonize.networks import ReconUNet
 from harmonize.workflows.machine_unlearning import train_stage
-from harmonize.workflows.recon_unlearning import ReconUnlearningSettings, build_splits
+from harmonize.workflows.recon_unlearning import (
+    ReconUnlearningSettings,
+    build_splits,
+    stage_settings,
+)
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "recon_unlearning"
 CONFIGS = BUNDLE / "configs"
@@ -33,12 +37,12 @@ TINY = {
     "device": "cpu",
     "max_epochs": 2,
     "batch_size": 4,
-    "scenario#size": 32,
-    "scenario#slices_per_volume": 2,
-    "scenario#retain_train_volumes": 6,
-    "scenario#forget_train_volumes": 2,
-    "scenario#retain_test_volumes": 2,
-    "scenario#forget_test_volumes": 2,
+    "scenario#data#size": 32,
+    "scenario#data#slices_per_volume": 2,
+    "scenario#data#retain_train_volumes": 6,
+    "scenario#data#forget_train_volumes": 2,
+    "scenario#data#retain_test_volumes": 2,
+    "scenario#data#forget_test_volumes": 2,
     "network_def#channels": [8, 16, 32],
     "network_def#strides": [2, 2],
 }
@@ -84,15 +88,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_train_gives_the_workflow_s_original_model(bundle: dict) -> None:
     """The config reproduces the workflow's original exactly: same data, initialisation, loader, loss, optimiser."""
     settings = ReconUnlearningSettings(
-        size=32, slices_per_volume=2, retain_train_volumes=6, forget_train_volumes=2, retain_test_volumes=2,
-        forget_test_volumes=2, batch_size=4, original_epochs=2,
+        data={"size": 32, "slices_per_volume": 2, "retain_train_volumes": 6, "forget_train_volumes": 2,
+              "retain_test_volumes": 2, "forget_test_volumes": 2}, batch_size=4, original_epochs=2,
     )
     splits = build_splits(settings)
     torch.manual_seed(settings.seed)
     net = ReconUNet(channels=(8, 16, 32), strides=(2, 2))
     loader = DataLoader(ConcatDataset([splits.retain_train, splits.forget_train]), batch_size=4, shuffle=True,
                         generator=torch.Generator().manual_seed(settings.seed))
-    train_stage(net, loader, settings.original_epochs, settings.unlearning())
+    train_stage(net, loader, settings.original_epochs, stage_settings(settings))
     saved = torch.load(bundle["models"] / "model.pt", weights_only=True)
     assert set(saved) == set(net.state_dict())
     for name, value in net.state_dict().items():
