@@ -55,7 +55,7 @@ from harmonize.workflows.brain_age import (
 )
 
 if TYPE_CHECKING:
-    from harmonize.workflows.segmentation_audit import SegmentationModel
+    from harmonize.workflows.models import SegmentationModel
 
 __all__ = [
     "ALL_SPLITS",
@@ -243,7 +243,7 @@ def _loaded(
     """The model to audit, read from its file or bundle folder if given as a path, and what it was."""
     from harmonize.workflows.bundle_model import load_bundle_model
     from harmonize.workflows.model_file import load_model
-    from harmonize.workflows.segmentation_audit import SegmentationModel
+    from harmonize.workflows.models import SegmentationModel
 
     if isinstance(model, (BrainAgeModel, SegmentationModel)):
         return model, "a model in memory"

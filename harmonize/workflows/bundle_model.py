@@ -33,7 +33,7 @@ from harmonize.workflows.model_file import (
 from harmonize.workflows.unlearning import UnlearningSettings
 
 if TYPE_CHECKING:
-    from harmonize.workflows.segmentation_audit import SegmentationModel
+    from harmonize.workflows.models import SegmentationModel
 
 __all__ = ["BUNDLE_CONFIGS", "BUNDLE_TRANSFORM_ID", "BUNDLE_WEIGHTS", "load_bundle_model"]
 
@@ -183,7 +183,7 @@ def load_bundle_model(
     """
     from monai.bundle import ConfigParser
 
-    from harmonize.workflows.segmentation_audit import SegmentationModel
+    from harmonize.workflows.models import SegmentationModel
 
     bundle = Path(bundle_dir)
     if not bundle.is_dir():
