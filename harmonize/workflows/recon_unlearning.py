@@ -138,7 +138,7 @@ def stage_settings(settings: ReconUnlearningSettings) -> MachineUnlearningSettin
     return MachineUnlearningSettings(
         loss_function=SSIML1Loss(l1_weight=stages.loss_l1_weight), learning_rate=settings.learning_rate,
         ga_learning_rate=stages.ga_learning_rate, ft_epochs=stages.ft_epochs, ga_epochs=stages.ga_epochs,
-        nl_epochs=stages.nl_epochs, oracle_epochs=settings.oracle_epochs, l1_weight=stages.l1_penalty,
+        nl_epochs=stages.nl_epochs, oracle_epochs=settings.oracle_epochs, l1_penalty=stages.l1_penalty,
         noise_std=stages.noise_std, noise_mode=stages.noise_mode, loss_ceiling=stages.loss_ceiling,
         retain_weight=stages.retain_weight, network_factory=lambda: build_network(settings), device=settings.device,
         seed=settings.seed, progress=settings.progress,

@@ -49,7 +49,7 @@ TINY = {
 UNLEARN = {"method": "ga_l1_ft", "forget_epochs": 2, "retain_fraction": 0.5, "max_epochs": 1}
 #: The ids the docs name as overridable.
 DOCUMENTED_IDS = ("bundle_root", "output_dir", "max_epochs", "device", "method", "retain_fraction", "lr", "noise",
-                  "l1_weight", "manifest", "forget_site", "forget_epochs", "seed")
+                  "l1_penalty", "manifest", "forget_site", "forget_epochs", "seed")
 
 
 def files(*names: str) -> list[str]:
@@ -128,7 +128,7 @@ def test_unlearn_starts_from_the_original_and_leaves_it_untouched(bundle: dict) 
     assert (ft["stage"], ft["epochs"]) == ("ft", 1)
     assert ft["num_seen"] == {"forget": 0, "retain": 6} and record["retain_slices"] == 6  # half of 12 retain
     assert record["seconds"] == pytest.approx(ga["seconds"] + ft["seconds"])
-    assert record["l1_weight"] == 1e-05 and record["noise"] == 1.0 and record["retain_fraction"] == 0.5
+    assert record["l1_penalty"] == 1e-05 and record["noise"] == 1.0 and record["retain_fraction"] == 0.5
 
 
 def test_evaluate_writes_the_table(bundle: dict, restore_logging) -> None:
@@ -159,14 +159,14 @@ def workflow(root: Path, *names: str, **overrides) -> ConfigWorkflow:
 def test_method_selects_the_stages(bundle: dict, method: str, forget: str | None, finetune: bool,
                                    lr: float | None) -> None:
     flow = workflow(bundle["root"], "train.json", "unlearn.json", method=method, ga_lr=0.5, noise=0.3,
-                    l1_weight=0.01)
+                    l1_penalty=0.01)
     handler = flow.parser.get_parsed_content("unlearn#forget#handler")
     trainer = flow.parser.get_parsed_content("unlearn#forget#trainer")
     if forget is None:
         assert handler is None and trainer is None
     else:
         assert isinstance(handler, MachineUnlearningHandler) and handler.method == forget
-        assert handler.noise_std == 0.3 and handler.l1_weight == 0.01 and handler.loss_ceiling == 0.7
+        assert handler.noise_std == 0.3 and handler.l1_penalty == 0.01 and handler.loss_ceiling == 0.7
         assert handler.retain_weight == 1.0
         assert trainer.optimizer.param_groups[0]["lr"] == lr and trainer.state.max_epochs == 3
         # the two-stage methods' forget stage also sees the retain subset (forget_with_retain)
@@ -207,7 +207,7 @@ def test_documented_ids_exist_and_metadata_verifies_offline() -> None:
     for names in (("train.json",), ("train.json", "oracle.json"), ("train.json", "unlearn.json"),
                   ("train.json", "evaluate.json")):
         known = {k: None for k in DOCUMENTED_IDS if names[-1] == "unlearn.json" or k not in
-                 ("method", "retain_fraction", "noise", "l1_weight", "forget_epochs")}
+                 ("method", "retain_fraction", "noise", "l1_penalty", "forget_epochs")}
         check_overrides(files(*names), {**TINY, **known})
     with pytest.raises(ConfigError, match="'retain_fractoin': did you mean 'retain_fraction'"):
         check_overrides(files("train.json", "unlearn.json"), {"retain_fractoin": 0.2})
