@@ -114,10 +114,13 @@ class BrainAgeSettings:
     def __post_init__(self) -> None:
         if isinstance(self.unlearning, dict):
             self.unlearning = UnlearningSettings(**self.unlearning)
+        problems = []
         if self.max_epochs < 1:
-            raise ConfigError(f"max_epochs must be at least 1, got {self.max_epochs}.")
+            problems.append(f"max_epochs must be at least 1, got {self.max_epochs}")
         if not 0 < self.labelled_fraction <= 1:
-            raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}.")
+            problems.append(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if problems:
+            raise ConfigError("Invalid brain-age settings.", problems=problems)
         self.channels = tuple(self.channels)
         self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)
 
