@@ -392,7 +392,7 @@ def evaluate_combat(
     features from each scan's true age, so a probe fitted on them would read the answer it was given
     (``age_probe_note`` says so).
     """
-    from harmonize.audit.combat import combat_feature_set
+    from harmonize.audit.combat_features import combat_feature_set
 
     start = time.perf_counter()
 

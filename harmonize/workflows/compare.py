@@ -270,7 +270,7 @@ def _training_frame(frame: pd.DataFrame, held_out: str | None) -> tuple[pd.DataF
 def _combat_unseen(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.DataFrame, site: str,
                    handling: str) -> dict[str, Any]:
     """ComBat's result on the unseen site's scans: the age error, or ComBat's refusal."""
-    from harmonize.audit.combat import combat_feature_set
+    from harmonize.audit.combat_features import combat_feature_set
     from harmonize.workflows.brain_age import brain_age_features
 
     train = brain_age_features(baseline, training, (Split.TRAIN,), taps=(TAP,))
