@@ -107,11 +107,11 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
         name="recon",
         title="Reconstruction unlearning against the original and the oracle",
         description=(
-            f"`run_recon_unlearning` with `ReconUnlearningSettings.{settings.profile}()` ({experiment.size}² slices, "
-            f"{experiment.retain_train_volumes} retain / {experiment.forget_train_volumes} forget training volumes x "
-            f"{experiment.slices_per_volume} slices, {experiment.network}, original and oracle "
+            f"`run_recon_unlearning` with `ReconUnlearningSettings.{settings.profile}()` ({experiment.data.size}² slices, "
+            f"{experiment.data.retain_train_volumes} retain / {experiment.data.forget_train_volumes} forget training volumes x "
+            f"{experiment.data.slices_per_volume} slices, {experiment.network}, original and oracle "
             f"{experiment.original_epochs} / {experiment.oracle_epochs} epochs, FT variants on "
-            f"{100 * experiment.retain_fraction:g}% of the retain set). PSNR in dB per volume: BTA = retain-test, "
+            f"{100 * experiment.unlearning.retain_fraction:g}% of the retain set). PSNR in dB per volume: BTA = retain-test, "
             "KTA = forget-test, UA = forget-train. Differences: BTA against the original's, KTA and UA against the "
             "oracle's; time against the oracle's (retraining from scratch)."
         ),

@@ -19,8 +19,8 @@ TARGET_SHAPE = (96, 112, 96)
 # --- unlearning ------------------------------------------------------------------------------------------
 #: Weight of the confusion loss (Dinsdale et al. use 10 with a summed loss).
 BETA = 10.0
-#: Gradient-reversal strength of the DANN baseline (Ganin & Lempitsky's schedule ends at 1; 10 wrecked the
-#: task on the embedded cohort: age MAE 14.5 y, site probe 0.98).
+#: Gradient-reversal strength of the DANN baseline (``reversal_weight``; Ganin & Lempitsky's schedule ends at 1;
+#: why not 10: docs/unlearning.md).
 DANN_BETA = 1.0
 #: Weight of the domain loss.
 ALPHA = 1.0
@@ -40,8 +40,7 @@ BATCH_SIZE = 8
 
 # --- training augmentation (harmonize.handlers.RandomRigidAugmentation) ----------------------------------
 #: Spatial axes mirrored at random (0: left-right in RAS-oriented scans), and the largest random rotation about
-#: each axis (degrees) and shift along each axis (voxels) of a training batch. On the embedded cohort these moves
-#: lowered the age error of a plain network and let site unlearning hold on held-out scans (docs/unlearning.md).
+#: each axis (degrees) and shift along each axis (voxels) of a training batch (why: docs/unlearning.md).
 AUGMENT_FLIP_AXES = (0,)
 AUGMENT_ROTATION_DEG = 15.0
 AUGMENT_SHIFT_VOXELS = 2.0
@@ -53,8 +52,7 @@ AGE_FEATURE_DIM = 96
 AGE_HIDDEN = 32
 #: Normalisation of the age regressor (MONAI spec). BatchNorm, as in the paper: GroupNorm and InstanceNorm
 #: normalise every scan's activations on their own, which removes the global tissue proportions that carry
-#: atrophy (measured on the embedded cohort: GroupNorm stayed at the mean-age predictor for 20 epochs where
-#: BatchNorm reached 7-8 years MAE in 12).
+#: atrophy (measurements: docs/unlearning.md).
 AGE_NORM = "batch"
 #: Activation of every layer of the age regressor (MONAI spec).
 AGE_ACT: str | tuple = ("leakyrelu", {"negative_slope": 0.01})
@@ -75,18 +73,11 @@ WARMUP_EPOCHS = 2
 AGE_BINS = 4
 #: Learning rate of the task network.
 LEARNING_RATE = 1e-3
-#: Moment-matching unlearning penalty (harmonize.losses.MomentMatchingLoss): weight of the running statistics in
-#: each per-site estimate (a batch holds 2 scans per site in the demo), and weight of its log-variance term.
-MOMENT_MOMENTUM = 0.9
-MOMENT_VARIANCE_WEIGHT = 1.0
-#: Ridge added to the features' correlation matrix by the whitened moment-matching penalty.
-MOMENT_RIDGE = 0.1
 #: Learning rate of the per-epoch full-batch re-fit of the domain heads (``head_refit_steps``).
 HEAD_REFIT_LR = 1e-2
-#: The re-fitted adversary that lowered the site probe of held-out features to what age and sex alone tell (6 seeds)
-#: while keeping the age error (docs/unlearning.md, "Does it work?"): a linear head re-fitted from scratch each
-#: epoch with 300 full-batch steps, nearly frozen in between (lr 1e-4), confusion weight 1, after 4 warm-up epochs
-#: (``UnlearningSettings.refit_adversary``).
+#: The re-fit recipe (``UnlearningSettings.refit_adversary``; its measurements: docs/unlearning.md, "Does it
+#: work?"): a linear head re-fitted from scratch each epoch with 300 full-batch steps, nearly frozen in between
+#: (lr 1e-4), confusion weight 1, after 4 warm-up epochs.
 REFIT_STEPS = 300
 REFIT_HEAD_LR = 1e-4
 REFIT_BETA = 1.0
@@ -100,16 +91,13 @@ DEMO_SPACING = 6.0
 #: two blocks, at full resolution, cost most: 8 and 16 channels there train twice as fast as 16 and 32).
 DEMO_CHANNELS = (8, 16, 32, 64, 64)
 DEMO_EPOCHS = 15
-#: Layers the demo unlearns and audits: the fourth block and the feature vector (the paper's bottleneck). In a
-#: network trained for age, a site probe reads this cohort's scanner from every block, less with depth (held-out
-#: scans, chance 0.25: blocks 0-4 0.86, 0.75, 0.63, 0.50, 0.32; feature vector 0.32). Unlearning the third block
-#: (``encoder.block2``) also removed age (MAE 1.1-1.5x the baseline's); the fourth kept it (docs/unlearning.md).
+#: Layers the demo unlearns and audits: the fourth block and the feature vector (the paper's bottleneck); why
+#: not the third: docs/unlearning.md (a site probe per block).
 DEMO_TAPS = ("encoder.block3", "encoder")
 #: Sites of the demo's cohort: the last one is kept out of training as an unseen scanner, so 4 are trained on.
 DEMO_SITES = 5
 #: Subjects per site of the demo's (and the efficacy benchmark's) cohort and the share held out of training: 28
-#: per site train, 32 are audited (128 held-out scans of 4 sites: a site probe's standard error about 0.04, where
-#: 12 per site gave 0.07 and let the baseline's probe swing by 0.1 from seed to seed).
+#: per site train, 32 are audited (the probe's standard error at these sizes: docs/unlearning.md).
 DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
 #: Seeds each of the demo's methods trains on (means, 95 % intervals and paired p-values need several), training
@@ -153,10 +141,7 @@ RECON_RETAIN_WEIGHT = 1.0
 # --- audit and comparison (harmonize audit / compare) ----------------------------------------------------
 #: Empirical Bayes in the ComBat baseline on a network's features: off. EB shrinks every feature's site effect
 #: towards the mean over features, which suits many similar measures (regional volumes) but not a network's few
-#: strongly correlated features: on the embedded cohort's held-out features (7 baseline networks) ComBat with EB
-#: *raised* the site probe (0.40-0.55 -> 0.44-0.70), and fitted on the very scans it harmonised it left 0.38-0.63;
-#: without EB, fitted on those scans it removed the site (probe below chance), fitted on the training scans it moved
-#: it by -0.06 to +0.07 (0.37-0.59) (docs/audit.md, "ComBat on network features").
+#: strongly correlated features (measurements: docs/audit.md, "ComBat on network features").
 COMBAT_FEATURES_EB = False
 #: Label permutations of the site probe's permutation test (p-value floor 1 / (n + 1), about 0.01).
 PROBE_PERMUTATIONS = 100

@@ -16,9 +16,9 @@ __all__ = [
     "Keys",
     "MaskMethod",
     "MaskType",
-    "OverlapMode",
     "Method",
     "NoiseMode",
+    "OverlapMode",
     "PhantomKind",
     "ReconMethod",
     "Sex",
@@ -102,24 +102,21 @@ class StateKeys(StrEnum):
     UNLEARNING_PHASE = "unlearning_phase"
     FORGET_LOSS = "forget_loss"
     RETAIN_LOSS = "retain_loss"
-    MOMENT_LOSS = "moment_loss"
     REFIT_ACC = "refit_acc"
 
 
 class UnlearningMode(StrEnum):
-    """How :class:`~harmonize.handlers.DomainUnlearningHandler` runs the three updates of a batch.
+    """How the confusion of ``method='unlearning'`` updates the extractor (DANN is a :class:`Method`, not a mode).
 
     - ``ALTERNATING``: the faithful loop of Dinsdale et al.: task step, head step on detached features, then a
-      second forward pass whose confusion loss updates the feature extractor only.
+      second forward pass whose confusion loss updates the feature extractor only
+      (:class:`~harmonize.handlers.AlternatingConfusion`).
     - ``FUSED``: one forward pass; the head steps on the detached features and the confusion gradient is added
-      to the task loss before the trainer's own backward pass.
-    - ``DANN``: the baseline of Ganin & Lempitsky (2015): the heads read the features through a gradient-reversal
-      layer and their loss is added to the task loss.
+      to the task loss before the trainer's own backward pass (:class:`~harmonize.handlers.ConfusionObjective`).
     """
 
     ALTERNATING = "alternating"
     FUSED = "fused"
-    DANN = "dann"
 
 
 class ConfoundKind(StrEnum):

@@ -12,7 +12,12 @@ The submodules that need matplotlib or neuroHarmonize are imported on first use,
 
 from harmonize.audit.feature_probes import biology_covariates, feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.audit.probe import ClassifierProbeResult, RegressorProbeResult, classifier_probe, regressor_probe
+from harmonize.audit.probe import (
+    ClassifierProbeResult,
+    RegressorProbeResult,
+    classifier_probe,
+    regressor_probe,
+)
 
 __all__ = [
     "ClassifierProbeResult",

@@ -14,12 +14,9 @@ and :func:`combat_feature_set` harmonises the features of a network the same way
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harmonize.audit.features import FeatureSet
+from harmonize.audit.combat_inputs import (
+    _as_site_labels,
+    _check_features,
+    _covariate_frame,
+    _listed,
+    _quiet,
+    _spline_basis,
+)
+from harmonize.audit.regional_measures import (
+    TISSUE_LABELS,
+    regional_intensities,
+    tissue_volumes,
+)
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.io import atomic_write
 from harmonize.keys import Keys, UnseenSite
@@ -35,24 +44,16 @@ from harmonize.keys import Keys, UnseenSite
 __all__ = [
     "TISSUE_LABELS",
     "ComBatHarmonizer",
-    "combat_feature_set",
     "regional_intensities",
     "tissue_volumes",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Tissue labels of a label map and their names (the convention of :mod:`harmonize.data.templates`:
-#: 0 background, 1 CSF, 2 GM, 3 WM); the columns of :func:`tissue_volumes` follow this order.
-TISSUE_LABELS: dict[str, int] = {"csf": 1, "gm": 2, "wm": 3}
-#: Cubic millimetres in a millilitre.
-MM3_PER_ML = 1000.0
 #: Fewest scans per site: ComBat estimates each site's variance (with one degree of freedom used by the mean).
 MIN_ROWS_PER_SITE = 2
 #: Fewest sites ComBat can harmonise.
 MIN_SITES = 2
-#: Rows or values named at most in an error message.
-MAX_LISTED = 10
 #: Version of the layout of :meth:`ComBatHarmonizer.state_dict` and of the saved file.
 STATE_VERSION = 1
 #: neuroHarmonize's name of the site column.
@@ -65,112 +66,6 @@ _NEUROHARMONIZE_SEED = 0
 _SETTINGS = ("version", "protected", "eb", "smooth_terms", "unseen")
 #: Arrays of a neuroHarmonize model that ``harmonizationApply`` reads (kept in the state).
 _MODEL_ARRAYS = ("B_hat", "stand_mean", "var_pooled", "gamma_star", "delta_star")
-#: Degrees of freedom and degree of neuroHarmonize's B-spline basis of a smooth term (``harmonizationLearn``).
-_SPLINE_DF = 10
-_SPLINE_DEGREE = 3
-
-
-def _listed(values: Sequence[Any]) -> str:
-    values = list(values)
-    shown = ", ".join(repr(v) for v in values[:MAX_LISTED])
-    return f"[{shown}{', ...' if len(values) > MAX_LISTED else ''}]"
-
-
-def _check_features(features: np.ndarray, what: str) -> np.ndarray:
-    x = np.asarray(features, dtype=float)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ConfigError(f"{what}: features must be a non-empty (n_samples, n_features) array, got shape {x.shape}.")
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        raise ConfigError(
-            f"{what}: features of rows {_listed(bad.tolist())} ({bad.size} rows) hold NaN or Inf; "
-            "ComBat needs finite values. Drop those rows first."
-        )
-    return x
-
-
-def _as_site_labels(sites: Any, n: int, what: str) -> np.ndarray:
-    """Site labels as an array of Python ints, or of strings when any label is not an integer."""
-    arr = np.asarray(sites)
-    if arr.ndim != 1 or len(arr) != n:
-        raise ConfigError(f"{what}: sites must be a 1-D array with one label per row ({n}), got shape {arr.shape}.")
-    if arr.dtype.kind in "iub":
-        return np.array(arr.astype(np.int64).tolist(), dtype=object)
-    if arr.dtype.kind == "f":
-        if not (np.isfinite(arr).all() and np.all(arr == np.round(arr))):
-            raise ConfigError(f"{what}: sites are floats that are not whole numbers; give integer or string labels.")
-        return np.array(arr.astype(np.int64).tolist(), dtype=object)
-    items = arr.tolist()
-    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
-        return np.array([int(s) for s in items], dtype=object)
-    return np.array([str(s) for s in items], dtype=object)
-
-
-def _covariate_frame(covariates: Any, protected: Sequence[str], n: int, what: str) -> pd.DataFrame:
-    """The protected covariates as a float frame (columns in ``protected`` order), every problem listed."""
-    if not protected:
-        return pd.DataFrame(index=range(n))
-    if covariates is None:
-        raise ConfigError(f"{what}: covariates are needed for the protected variables {list(protected)}.")
-    if not isinstance(covariates, (Mapping, pd.DataFrame)):
-        raise ConfigError(
-            f"{what}: covariates must be a mapping or a DataFrame of columns {list(protected)}, "
-            f"got {type(covariates).__name__}."
-        )
-    available = list(covariates.keys())
-    problems, columns = [], {}
-    for name in protected:
-        if name not in available:
-            problems.append(f"'{name}' is missing (available: {available})")
-            continue
-        try:
-            values = np.asarray(covariates[name], dtype=float)
-        except (TypeError, ValueError):
-            problems.append(f"'{name}' is not numeric (encode categories as numbers, e.g. sex as 0/1)")
-            continue
-        if values.ndim != 1 or len(values) != n:
-            problems.append(f"'{name}' has shape {values.shape}, expected ({n},)")
-            continue
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            problems.append(
-                f"'{name}' is missing (NaN or Inf) in rows {_listed(bad.tolist())}: drop those rows, or leave "
-                f"'{name}' out of the protected covariates"
-            )
-            continue
-        columns[name] = values
-    if problems:
-        raise ConfigError(f"{what}: the protected covariates cannot be used as given.", problems=problems)
-    return pd.DataFrame(columns)
-
-
-def _quiet(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a neuroHarmonize function, sending what it prints to the debug log (a library must not print)."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
-        # neuroHarmonize 2.4.5 inverts a matrix through ``np.matrix`` (fitLSModelAndFindPriors): numpy warns that
-        # the class is discouraged; the result is right, and the user cannot act on the warning.
-        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, message="the matrix subclass")
-        result = function(*args, **kwargs)
-    if buffer.getvalue().strip():
-        logger.debug("neuroHarmonize: %s", buffer.getvalue().strip())
-    return result
-
-
-def _spline_basis(x_spline: np.ndarray) -> Any:
-    """Rebuild neuroHarmonize's B-spline basis of the smooth terms from their training values.
-
-    The basis is a deterministic function of the training values, built here with the arguments of
-    ``harmonizationLearn`` (neuroHarmonize 2.4.5), so a saved model needs no pickled statsmodels object.
-    """
-    from statsmodels.gam.api import BSplines
-
-    k = x_spline.shape[1]
-    if k == 1:
-        return BSplines(
-            x_spline, df=_SPLINE_DF, degree=_SPLINE_DEGREE, knot_kwds=[{"lower_bound": None, "upper_bound": None}]
-        )
-    return BSplines(x_spline, df=[_SPLINE_DF] * k, degree=[_SPLINE_DEGREE] * k)
 
 
 class ComBatHarmonizer:
@@ -569,182 +464,3 @@ class ComBatHarmonizer:
 
 
 # ------------------------------------------------------------------------------------------------ feature sets
-def _feature_set_covariates(fs: FeatureSet, protected: Sequence[str], what: str) -> dict[str, np.ndarray]:
-    """Protected covariates from a feature set's metadata; a negative sex code (missing) becomes NaN."""
-    missing = [p for p in protected if p not in fs.meta]
-    if missing:
-        raise ConfigError(f"{what}: metadata has no {missing} (available: {sorted(fs.meta)}).")
-    out = {}
-    for name in protected:
-        values = np.asarray(fs.meta[name], dtype=float).copy()
-        if name == Keys.SEX:
-            values[values < 0] = np.nan
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            ids = fs.meta.get(Keys.SUBJECT_ID)
-            who = [str(ids[i]) for i in bad] if ids is not None else bad.tolist()
-            raise ConfigError(
-                f"{what}: '{name}' is missing for {bad.size} scan(s) {_listed(who)}. Drop them "
-                f"(FeatureSet.subset) or leave '{name}' out of protected."
-            )
-        out[name] = values
-    return out
-
-
-def combat_feature_set(
-    train: FeatureSet,
-    test: FeatureSet,
-    protected: Sequence[str] = (Keys.AGE, Keys.SEX),
-    eb: bool = True,
-    smooth_terms: Sequence[str] = (),
-    unseen: str = UnseenSite.ERROR,
-) -> FeatureSet:
-    """Fit ComBat on ``train``'s features and return ``test`` with its features harmonised.
-
-    This is how researchers use ComBat on a network's features: the sites are the metadata's ``site`` indices
-    and the protected covariates come from the metadata (a negative ``sex`` code counts as missing).
-
-    Args:
-        train: features of the fitting scans (every row needs a known site, index >= 0).
-        test: features to harmonise; rows of site ``-1`` (unseen in training) follow ``unseen``.
-        protected: metadata keys whose effects are preserved.
-        eb: empirical-Bayes estimates.
-        smooth_terms: protected covariates modelled as smooth terms.
-        unseen: ``"error"`` or ``"passthrough"`` for rows of sites that are not in ``train``.
-
-    Returns:
-        A new :class:`FeatureSet` with ``test``'s predictions and metadata and harmonised features.
-
-    Raises:
-        ConfigError: missing metadata or covariates, or training rows of an unknown site.
-        HarmonizeError: test rows of an unseen site with ``unseen="error"``.
-    """
-    for name, fs in (("train", train), ("test", test)):
-        if Keys.SITE not in fs.meta:
-            raise ConfigError(
-                f"combat_feature_set: {name} metadata has no '{Keys.SITE}' (available: {sorted(fs.meta)})."
-            )
-    train_sites = np.asarray(train.meta[Keys.SITE])
-    if (train_sites < 0).any():
-        raise ConfigError(
-            f"combat_feature_set: {int((train_sites < 0).sum())} training row(s) have site -1 (a site unknown to the "
-            "network); ComBat needs a known site for every fitting row. Drop them with FeatureSet.subset."
-        )
-    harmonizer = ComBatHarmonizer(protected, eb=eb, smooth_terms=smooth_terms, unseen=unseen)
-    harmonizer.fit(train.features, train_sites, _feature_set_covariates(train, protected, "combat_feature_set (train)"))
-    test_covariates = _feature_set_covariates(test, protected, "combat_feature_set (test)")
-    features = harmonizer.transform(test.features, np.asarray(test.meta[Keys.SITE]), test_covariates)
-    return FeatureSet(features.astype(np.asarray(test.features).dtype, copy=False), test.predictions, dict(test.meta))
-
-
-# ---------------------------------------------------------------------------------------- image-derived measures
-def _load(item: Any, what: str) -> tuple[np.ndarray, float | None]:
-    """An image or label map as a numpy array, with its voxel volume (mm^3) when it carries an affine."""
-    affine = None
-    if isinstance(item, (str, os.PathLike)):
-        import nibabel as nib
-
-        path = Path(item)
-        if not path.is_file():
-            raise HarmonizeError(f"{what}: file {str(path)!r} does not exist.")
-        try:
-            item = nib.load(str(path))
-        except (OSError, ValueError) as err:
-            raise HarmonizeError(f"{what}: cannot read {str(path)!r} as an image ({err}).") from err
-    if hasattr(item, "dataobj") and hasattr(item, "affine"):  # a nibabel image
-        array, affine = np.asarray(item.dataobj), np.asarray(item.affine, dtype=float)
-    elif hasattr(item, "detach"):  # a torch tensor, or a MONAI MetaTensor with an affine
-        meta_affine = getattr(item, "affine", None)
-        if meta_affine is not None:
-            affine = np.asarray(meta_affine.detach().cpu() if hasattr(meta_affine, "detach") else meta_affine, float)
-        array = item.detach().cpu().numpy()
-    else:
-        array = np.asarray(item)
-    # one channel, channel-first (MONAI) or channel-last (NIfTI 4-D)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    elif array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3):
-        raise ConfigError(f"{what}: expected a 2-D or 3-D volume (one channel), got shape {array.shape}.")
-    voxel = None if affine is None else float(abs(np.linalg.det(affine[:3, :3])))
-    return array, voxel
-
-
-def _labels(array: np.ndarray, what: str) -> np.ndarray:
-    values = np.unique(array)
-    allowed = {0, *TISSUE_LABELS.values()}
-    stray = [v.item() for v in values if not (float(v).is_integer() and int(v) in allowed)]
-    if stray:
-        raise ConfigError(
-            f"{what}: label values {_listed(stray)} are not tissue labels; expected 0 background, 1 CSF, 2 GM, 3 WM."
-        )
-    return array.astype(np.int64)
-
-
-def tissue_volumes(label_maps: Any, voxel_volume_mm3: float | None = None) -> np.ndarray:
-    """CSF, GM and WM volumes (mL) of label maps (0 background, 1 CSF, 2 GM, 3 WM).
-
-    Args:
-        label_maps: a sequence of label maps, each a NIfTI path, a nibabel image, a (Meta)Tensor or an array
-            (a single one of these is treated as one map). One leading or trailing channel of size 1 is allowed.
-        voxel_volume_mm3: voxel volume for maps that carry no affine (plain arrays and tensors); maps with an
-            affine use ``|det(affine[:3, :3])|``.
-
-    Returns:
-        ``(n_maps, 3)`` volumes in mL, columns in the order of :data:`TISSUE_LABELS` (CSF, GM, WM).
-
-    Raises:
-        ConfigError: a map without an affine and no ``voxel_volume_mm3``, or values that are not tissue labels.
-        HarmonizeError: a path that does not exist or cannot be read.
-    """
-    single = isinstance(label_maps, (str, os.PathLike, np.ndarray))
-    if single or hasattr(label_maps, "dataobj") or hasattr(label_maps, "detach"):
-        label_maps = [label_maps]
-    if voxel_volume_mm3 is not None and not voxel_volume_mm3 > 0:
-        raise ConfigError(f"tissue_volumes: voxel_volume_mm3 must be positive, got {voxel_volume_mm3}.")
-    rows = []
-    for i, item in enumerate(label_maps):
-        what = f"tissue_volumes (map {i}{': ' + str(item) if isinstance(item, (str, os.PathLike)) else ''})"
-        array, voxel = _load(item, what)
-        voxel = voxel if voxel is not None else voxel_volume_mm3
-        if voxel is None:
-            raise ConfigError(f"{what}: the map carries no affine; give voxel_volume_mm3 (e.g. 8.0 for 2 mm voxels).")
-        labels = _labels(array, what)
-        counts = np.bincount(labels.reshape(-1), minlength=max(TISSUE_LABELS.values()) + 1)
-        rows.append([counts[label] * voxel / MM3_PER_ML for label in TISSUE_LABELS.values()])
-    if not rows:
-        raise ConfigError("tissue_volumes: no label maps given.")
-    return np.asarray(rows, dtype=float)
-
-
-def regional_intensities(image: Any, label: Any) -> np.ndarray:
-    """Mean image intensity within each tissue (CSF, GM, WM) of a label map.
-
-    Args:
-        image: a NIfTI path, nibabel image, (Meta)Tensor or array.
-        label: its label map (0 background, 1 CSF, 2 GM, 3 WM) on the same grid.
-
-    Returns:
-        ``(3,)`` mean intensities in the order of :data:`TISSUE_LABELS`; NaN for a tissue absent from the map.
-
-    Raises:
-        ConfigError: image and label shapes differ, or values that are not tissue labels.
-    """
-    values, _ = _load(image, "regional_intensities (image)")
-    labels, _ = _load(label, "regional_intensities (label)")
-    if values.shape != labels.shape:
-        raise ConfigError(
-            f"regional_intensities: image shape {values.shape} differs from label shape {labels.shape}; resample "
-            "the label map onto the image grid (nearest neighbour) first."
-        )
-    labels = _labels(labels, "regional_intensities (label)")
-    values = values.astype(float)
-    out = np.full(len(TISSUE_LABELS), np.nan)
-    for i, (name, code) in enumerate(TISSUE_LABELS.items()):
-        inside = labels == code
-        if inside.any():
-            out[i] = float(values[inside].mean())
-        else:
-            logger.warning("regional_intensities: no %s voxels (label %d); its mean intensity is NaN.", name, code)
-    return out

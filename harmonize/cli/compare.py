@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default cpu)")
     parser.add_argument("--adversary", choices=("refit", "paper"), default="refit",
                         help="the unlearning run's domain head: 'refit' (default) re-fits a linear head on all "
-                             "training scans every epoch, which removed more of the scanner on the embedded cohort; "
+                             "training scans every epoch (docs/unlearning.md); "
                              "'paper' is the per-batch MLP head of Dinsdale et al. with beta 10")
     options.add_dataset_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")

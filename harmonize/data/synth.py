@@ -20,11 +20,7 @@ The same configuration gives byte-identical files.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import io
-import json
 import logging
 import math
 import os
@@ -35,12 +31,31 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
 
 from harmonize import __version__, defaults
+from harmonize.data.site_profile import (
+    REFERENCE_TISSUE_INTENSITIES,
+    SiteProfile,
+    _is_range,
+)
+from harmonize.data.synth_files import (
+    AGE_DECIMALS,
+    COHORT_NAME,
+    GENERATOR,
+    IMAGES_DIR,
+    LABELS_DIR,
+    MANIFEST_NAME,
+    NIFTI_SUFFIX,
+    _cohort_json,
+    _jsonable,
+    _manifest_text,
+    _previous_cohort_files,
+    _write_bytes_atomic,
+    _write_nifti,
+)
 from harmonize.data.templates import TISSUE_NAMES, Templates, load_templates
 from harmonize.data.transforms.atrophy import VENTRICLE_SMOOTHING_MM, Atrophy
 from harmonize.data.transforms.deformation import Deformation
@@ -50,7 +65,6 @@ from harmonize.data.transforms.site_acquisition import (
     SiteAcquisition,
 )
 from harmonize.errors import ConfigError
-from harmonize.io import write_bytes_atomic
 from harmonize.keys import Keys, Sex, Split
 from harmonize.output_dir import OutputDir
 from harmonize.progress import progress as show_progress
@@ -69,14 +83,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.csv"
-COHORT_NAME = "cohort.json"
-IMAGES_DIR = "images"
-LABELS_DIR = "labels"
-NIFTI_SUFFIX = ".nii.gz"
-#: Written into cohort.json, so that a directory can be recognised as a cohort made here.
-GENERATOR = "harmonize.data.synth"
-MANIFEST_COLUMNS = (Keys.SUBJECT_ID, Keys.IMAGE, Keys.LABEL, Keys.SITE, Keys.AGE, Keys.SEX, Keys.SPLIT)
 
 # --- the anatomy model ----------------------------------------------------------------------------------------
 #: Mean linear head-size factor per sex (ICV differs by about 15% between men and women) and its spread.
@@ -95,13 +101,10 @@ GM_THINNING_STD = 0.04
 #: Ventricle-wall displacement (mm) at level 1 (quadratic in age: ventricles grow faster when older).
 VENTRICLE_MM_PER_LEVEL2 = 4.0
 VENTRICLE_STD_MM = 0.4
-#: Decimals kept for ages and velocities (the stored values are the values used).
-AGE_DECIMALS = 2
+#: Decimals kept for velocities (the stored values are the values used; ages: AGE_DECIMALS).
 VELOCITY_DECIMALS = 3
 
 # --- the scanner model ----------------------------------------------------------------------------------------
-#: Reference T1 acquisition (0..1 scale; tissue means measured on the MNI T1 template).
-REFERENCE_TISSUE_INTENSITIES = (0.27, 0.65, 0.87)
 #: Half-widths of the between-site ranges at site_effect=1 (CSF, GM, WM intensities; gamma; bias coefficient).
 TISSUE_INTENSITY_SPREAD = (0.065, 0.05, 0.025)
 GAMMA_SPREAD = 0.15
@@ -118,48 +121,6 @@ DEFAULT_AGE_SHRINK = 0.15
 _MAX_SEED = 2**31
 # Independent random streams, keyed as SeedSequence(seed, spawn_key=(stream, ...)).
 _SITE_STREAM, _SUBJECT_STREAM = 0, 1
-
-
-@dataclass(frozen=True)
-class SiteProfile:
-    """One site: its age distribution and its scanner's acquisition (see :class:`SiteAcquisition`).
-
-    Attributes:
-        name: site id (the manifest's ``site`` value).
-        age_range: ages are drawn uniformly from ``(low, high)`` years.
-        tissue_intensities: CSF, GM and WM intensities (0..1 scale).
-        gamma: contrast-curve exponent.
-        blur_fwhm_mm: point-spread FWHM per axis (mm).
-        bias_coefficients: polynomial bias-field coefficients (20 for order 3).
-        bias_order: bias polynomial degree.
-        noise_std: Rician noise level (0..1 scale).
-        intensity_scale: the scanner's intensity unit.
-        flip_axes: array axes stored reversed (the affine says so; the anatomy in world space is unchanged).
-    """
-
-    name: str
-    age_range: tuple[float, float]
-    tissue_intensities: tuple[float, ...] = REFERENCE_TISSUE_INTENSITIES
-    gamma: float = 1.0
-    blur_fwhm_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    bias_coefficients: tuple[float, ...] = ()
-    bias_order: int = 3
-    noise_std: float = 0.02
-    intensity_scale: float = 1.0
-    flip_axes: tuple[int, ...] = ()
-
-    def problems(self) -> list[str]:
-        """Return what is wrong with this profile, one line each (empty when valid)."""
-        found = []
-        if not _is_range(self.age_range) or not 0 <= self.age_range[0] <= self.age_range[1]:
-            found.append(
-                f"site '{self.name}': age_range must be (low, high) with 0 <= low <= high, got {self.age_range}"
-            )
-        if len(self.tissue_intensities) != len(TISSUE_NAMES):
-            found.append(f"site '{self.name}': tissue_intensities needs {len(TISSUE_NAMES)} values (CSF, GM, WM)")
-        if any(axis not in (0, 1, 2) for axis in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
-            found.append(f"site '{self.name}': flip_axes must be distinct axes among 0, 1, 2, got {self.flip_axes}")
-        return found
 
 
 @dataclass(frozen=True)
@@ -261,15 +222,6 @@ def held_out_split(fraction: float, val_share: float = defaults.DEMO_HELD_OUT_VA
     Example: ``SynthConfig(subjects_per_site=60, **held_out_split(32 / 60))`` trains on 28 subjects per site.
     """
     return {"val_fraction": fraction * val_share, "test_fraction": fraction * (1 - val_share)}
-
-
-def _is_range(value: object) -> bool:
-    """Whether ``value`` is a (low, high) pair of finite numbers."""
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    )
 
 
 def tissue_labels(tissues: np.ndarray, threshold: float = BACKGROUND_THRESHOLD) -> np.ndarray:
@@ -539,76 +491,3 @@ def _flipped_affine(affine: np.ndarray, axis: int, size: int) -> np.ndarray:
     flipped[:3, 3] = affine[:3, 3] + affine[:3, axis] * (size - 1)
     flipped[:3, axis] = -affine[:3, axis]
     return flipped
-
-
-# --- writing ---------------------------------------------------------------------------------------------------
-
-
-def _previous_cohort_files(out: Path) -> list[Path] | None:
-    """Files written by a previous cohort in ``out``, or ``None`` if ``out`` holds no cohort."""
-    cohort_path = out / COHORT_NAME
-    try:
-        cohort = json.loads(cohort_path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(cohort, dict) or cohort.get("generator") != GENERATOR:
-        return None
-    files = [cohort_path, out / MANIFEST_NAME]
-    root = out.resolve()
-    for subject in cohort.get("subjects", []):
-        for key in (Keys.IMAGE, Keys.LABEL):
-            relative = subject.get(key) if isinstance(subject, dict) else None
-            if isinstance(relative, str):
-                path = (out / relative).resolve()
-                if path.is_relative_to(root):
-                    files.append(path)
-    return files
-
-
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_xyzt_units("mm")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    # gzip with mtime=0 and no file name, so the bytes depend on the content only.
-    _write_bytes_atomic(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically; an OSError (full disk, no permission) is an ``OutputWriteError`` naming ``path``."""
-    write_bytes_atomic(path, data)
-
-
-def _manifest_text(subjects: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([str(column) for column in MANIFEST_COLUMNS])
-    for subject in subjects:
-        row = [subject[column] for column in MANIFEST_COLUMNS]
-        row[MANIFEST_COLUMNS.index(Keys.AGE)] = f"{subject[Keys.AGE]:.{AGE_DECIMALS}f}"
-        writer.writerow([str(value) for value in row])
-    return buffer.getvalue()
-
-
-def _cohort_json(cohort: dict[str, Any]) -> str:
-    """JSON of the cohort: settings indented, then one compact line per site and per subject."""
-    lines = json.dumps({k: v for k, v in cohort.items() if k not in ("sites", "subjects")}, indent=2)[:-2]
-    for key in ("sites", "subjects"):
-        items = ",\n".join("    " + json.dumps(item, separators=(",", ":")) for item in cohort[key])
-        lines += f',\n  "{key}": [\n{items}\n  ]'
-    return lines + "\n}\n"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (str keys, lists, floats) from dataclass dicts, enums, tuples and numpy values."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, str):
-        return str(value)
-    return value

@@ -13,7 +13,9 @@ from torch import nn
 from harmonize.errors import ConfigError
 from harmonize.keys import ConfoundKind, Keys
 
-__all__ = ["Confound", "quantile_bin_edges"]
+__all__ = ["Confound", "batch_targets", "quantile_bin_edges"]
+
+SampleMask = Callable[[Mapping[str, Any]], torch.Tensor]
 
 #: Index that marks a sample whose confound value is unknown (it is left out of that confound's losses).
 MISSING = -1
@@ -59,11 +61,10 @@ class Confound:
         name: short name used in ``engine.state`` attributes (``domain_acc_<name>``); defaults to ``key``.
         kind: categorical or continuous.
         bin_edges: for a continuous confound, the inner edges of its bins (see :func:`quantile_bin_edges`).
-        beta: weight of the confusion loss, a number or a function of the epoch (a schedule).
+        beta: weight of the confound's unlearning term (the confusion loss, or the gradient reversal's strength
+            times the objective's ``reversal_weight``), a number or a function of the epoch (a schedule).
         alpha: weight of the domain loss.
         class_weights: optional weights per class for the domain loss (unbalanced sites).
-        moment_weight: weight of the moment-matching penalty (:class:`~harmonize.losses.MomentMatchingLoss`:
-            equal per-class feature means and variances), added to the confusion loss; ``0`` turns it off.
         prior: optional function of the batch giving each sample's target distribution of the confusion loss,
             ``(batch, num_classes)`` (e.g. :class:`~harmonize.handlers.ConditionalPrior`); default uniform.
     """
@@ -77,7 +78,6 @@ class Confound:
     beta: float | Callable[[int], float] = 10.0
     alpha: float = 1.0
     class_weights: Sequence[float] | None = None
-    moment_weight: float = 0.0
     prior: Callable[[Mapping[str, Any]], torch.Tensor] | None = None
     _edges: torch.Tensor | None = field(default=None, init=False, repr=False)
 
@@ -96,7 +96,6 @@ class Confound:
         if not callable(self.beta):
             _check_weight(f"Confound '{self.name}': beta", self.beta)
         _check_weight(f"Confound '{self.name}': alpha", self.alpha)
-        _check_weight(f"Confound '{self.name}': moment_weight", self.moment_weight)
         if self.prior is not None and not callable(self.prior):
             raise ConfigError(f"Confound '{self.name}': prior must be a function of the batch, got {self.prior!r}.")
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
@@ -165,3 +164,27 @@ class Confound:
 def _check_weight(what: str, value: float) -> None:
     if not np.isfinite(value) or value < 0:
         raise ConfigError(f"{what} must be a finite number >= 0, got {value}.")
+
+
+def batch_targets(confounds: Sequence[Confound], batch: Any, sample_mask: SampleMask | None,
+                  device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each confound's class indices in a batch, :data:`MISSING` where unknown or left out by ``sample_mask``,
+    and the confusion targets of the confounds that have a ``prior``.
+
+    Raises:
+        TypeError: a batch that is not a dictionary; KeyError: a confound's key missing from the batch.
+    """
+    if not isinstance(batch, Mapping):
+        raise TypeError("DomainUnlearningHandler needs dictionary batches (MONAI style) holding the confound keys.")
+    mask = None
+    if sample_mask is not None:
+        mask = torch.as_tensor(sample_mask(batch)).to(device=device, dtype=torch.bool).reshape(-1)
+    targets = {}
+    for c in confounds:
+        if c.key not in batch:
+            raise KeyError(f"Batch has no key '{c.key}' for confound '{c.name}'; batch keys: {sorted(map(str, batch))}.")
+        t = c.targets(batch[c.key]).to(device)
+        valid = t != MISSING if mask is None else (t != MISSING) & mask
+        targets[c.name] = torch.where(valid, t, torch.full_like(t, MISSING))
+    priors = {c.name: torch.as_tensor(c.prior(batch)).to(device) for c in confounds if c.prior}
+    return targets, priors

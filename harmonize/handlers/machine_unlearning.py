@@ -92,7 +92,7 @@ class MachineUnlearningHandler:
         forget_key: batch key of the per-sample boolean forget flag.
         target_key: batch key of the targets (rewritten by ``nl``).
         id_key: batch key of the sample or volume id, recorded in :attr:`seen_ids` (``None`` to skip).
-        l1_weight: weight of the L1 weight penalty (``ga_l1`` only).
+        l1_penalty: weight of the L1 weight penalty (``ga_l1`` only).
         noise_std: standard deviation of the ``nl`` noise.
         noise_mode: ``add`` (target + noise) or ``replace`` (noise only), :class:`~harmonize.keys.NoiseMode`.
         loss_ceiling: per-sample ceiling of the forget loss under gradient ascent (``None``: no ceiling).
@@ -116,7 +116,7 @@ class MachineUnlearningHandler:
         forget_key: str = Keys.FORGET,
         target_key: str = Keys.TARGET,
         id_key: str | None = Keys.VOLUME_ID,
-        l1_weight: float = L1_PENALTY,
+        l1_penalty: float = L1_PENALTY,
         noise_std: float = NOISE_STD,
         noise_mode: NoiseMode | str = NoiseMode.ADD,
         loss_ceiling: float | None = None,
@@ -132,8 +132,8 @@ class MachineUnlearningHandler:
                 "oracle is training from scratch: use harmonize.workflows.machine_unlearning.run_unlearning."
             )
         problems = []
-        if l1_weight < 0:
-            problems.append(f"'l1_weight' must be >= 0, got {l1_weight}.")
+        if l1_penalty < 0:
+            problems.append(f"'l1_penalty' must be >= 0, got {l1_penalty}.")
         if noise_std <= 0:
             problems.append(f"'noise_std' must be > 0, got {noise_std}.")
         if loss_ceiling is not None and loss_ceiling <= 0:
@@ -148,7 +148,7 @@ class MachineUnlearningHandler:
         self.forget_key = forget_key
         self.target_key = target_key
         self.id_key = id_key
-        self.l1_weight = float(l1_weight)
+        self.l1_penalty = float(l1_penalty)
         self.noise_std = float(noise_std)
         self.noise_mode = NoiseMode(check_option("noise_mode", noise_mode, NoiseMode))
         self.loss_ceiling = loss_ceiling
@@ -234,10 +234,10 @@ class MachineUnlearningHandler:
         losses = [engine.loss_function(pred[i : i + 1], target[i : i + 1]).mean() for i in range(pred.shape[0])]
         return torch.stack(losses)
 
-    def l1_penalty(self, network: torch.nn.Module) -> torch.Tensor:
-        """``l1_weight`` times the sum of absolute values of the trainable weights."""
+    def weight_penalty(self, network: torch.nn.Module) -> torch.Tensor:
+        """``l1_penalty`` times the sum of absolute values of the trainable weights."""
         params = [p for p in network.parameters() if p.requires_grad]
-        return self.l1_weight * torch.stack([p.abs().sum() for p in params]).sum()
+        return self.l1_penalty * torch.stack([p.abs().sum() for p in params]).sum()
 
     def rewrite_loss(self, engine: Engine) -> None:
         """``LOSS_COMPLETED``: negate forget losses (``ga``/``ga_l1``), add the L1 penalty, record losses."""
@@ -248,7 +248,7 @@ class MachineUnlearningHandler:
             name = StateKeys.FORGET_LOSS if self.method == ReconMethod.NL else StateKeys.RETAIN_LOSS
             setattr(engine.state, name, float(output[CommonKeys.LOSS].detach()))
             if ascent and self.method == ReconMethod.GA_L1:
-                output[CommonKeys.LOSS] = output[CommonKeys.LOSS] + self.l1_penalty(engine.network)
+                output[CommonKeys.LOSS] = output[CommonKeys.LOSS] + self.weight_penalty(engine.network)
             return
         losses = self.per_sample_losses(engine)
         flags = flags.to(losses.device)
@@ -260,7 +260,7 @@ class MachineUnlearningHandler:
         capped = forget_losses.clamp(max=self.loss_ceiling) if self.loss_ceiling is not None else forget_losses
         total = (self.retain_weight * losses[~flags].sum() - capped.sum()) / losses.numel()
         if self.method == ReconMethod.GA_L1:
-            total = total + self.l1_penalty(engine.network)
+            total = total + self.weight_penalty(engine.network)
         if self.stop_forget_loss is not None and forget_mean >= self.stop_forget_loss:
             logger.info(
                 "%s: forget loss %.4f reached the bound %.4f at iteration %d; stopping the stage",

@@ -2,8 +2,6 @@
 
 - :class:`ConfusionLoss`: pushes the domain head's softmax to uniform (Dinsdale et al. 2021); minimum log N.
 - :class:`DomainLoss`: cross-entropy of the domain head, with class weights and a per-sample mask.
-- :class:`MomentMatchingLoss`: equal per-domain feature means and variances (what a linear probe reads), from
-  running statistics; the non-adversarial unlearning penalty.
 - :class:`GradientReversal`: the DANN layer (Ganin & Lempitsky 2015), with :func:`dann_lambda` for its schedule.
 - :class:`StandardisedMSELoss`: MSE in units of a scale (e.g. the age SD), so ``beta`` means the same for any unit.
 - :class:`MaskedLoss`: any task loss, skipping the samples without a label (NaN target or ``ignore_value``).
@@ -19,7 +17,6 @@ from harmonize.losses.gradient_reversal import (
     grad_reverse,
 )
 from harmonize.losses.masked import MaskedLoss
-from harmonize.losses.moment_matching import MomentMatchingLoss
 from harmonize.losses.ssim_l1 import SSIML1Loss
 from harmonize.losses.standardised_mse import StandardisedMSELoss
 
@@ -29,7 +26,6 @@ __all__ = [
     "GradientReversal",
     "GradientReversalFunction",
     "MaskedLoss",
-    "MomentMatchingLoss",
     "SSIML1Loss",
     "StandardisedMSELoss",
     "dann_lambda",

@@ -35,8 +35,7 @@ class BrainAgeRegressor(nn.Module):
 
     The default normalisation is BatchNorm, as in the original. Per-scan normalisations (GroupNorm,
     InstanceNorm) normalise each scan's activations on their own and so remove the global tissue proportions that
-    carry atrophy: on the embedded cohort, GroupNorm stayed at the mean-age predictor for 20 epochs where
-    BatchNorm reached 7-8 years MAE in 12. BatchNorm's running statistics pool every site; use batches that hold
+    carry atrophy (measured in docs/unlearning.md). BatchNorm's running statistics pool every site; use batches that hold
     every site (``make_dataloader(..., balance_sites=True)``).
 
     Max-pooling halves the size ``len(channels) - 1`` times, so every spatial axis must be at least

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,6 +70,12 @@ class DomainHead(nn.Module):
 
         self.in_features = int(in_features)
         self.num_classes = int(num_classes)
+        #: The constructor's arguments, so that a saved head is rebuilt exactly (``DomainHead(**head.config)``).
+        self.config: dict[str, Any] = {
+            "in_features": self.in_features, "num_classes": self.num_classes, "hidden": [int(w) for w in widths],
+            "dropout": float(dropout), "normalize_input": bool(normalize_input),
+            "standardize_input": bool(standardize_input),
+        }
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         if standardize_input:
             layers["norm"] = nn.BatchNorm1d(self.in_features, affine=False)

@@ -36,6 +36,12 @@ import pandas as pd
 
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
+from harmonize.audit.held_out import (
+    ALL_SPLITS,
+    UNSEEN_SUFFIX,
+    concat_feature_sets,
+    held_out_rows,
+)
 from harmonize.audit.site_bias import shared_age_mask
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
@@ -50,7 +56,7 @@ from harmonize.workflows.brain_age import (
 )
 
 if TYPE_CHECKING:
-    from harmonize.workflows.segmentation_audit import SegmentationModel
+    from harmonize.workflows.models import SegmentationModel
 
 __all__ = [
     "ALL_SPLITS",
@@ -75,10 +81,6 @@ logger = logging.getLogger(__name__)
 #: Files and folders written into the output folder.
 METRICS_FILE = "metrics.json"
 FIGURES_DIR = "figures"
-#: Every split: a site unseen in training is audited on all its scans.
-ALL_SPLITS = (Split.TRAIN, Split.VAL, Split.TEST)
-#: Suffix of an unseen site's entry in ``age_mae_per_site``.
-UNSEEN_SUFFIX = " (unseen)"
 #: How to read the audit's figures, shown in every report.
 READING_NOTES = (
     ("Site probe: a logistic regression, cross-validated on the held-out scans of the training sites, predicts the "
@@ -140,42 +142,6 @@ def input_files(*given: Any) -> list[Path]:
         if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
             files.append(Path(item))
     return files
-
-
-def held_out_rows(
-    frame: pd.DataFrame, site_index: CategoryIndex, splits: Sequence[str] = (Split.VAL, Split.TEST)
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows a model did not train on: those in ``splits`` of its sites, and every row of other sites.
-
-    Args:
-        frame: a manifest frame.
-        site_index: the model's site index (the sites it was trained on).
-        splits: held-out splits of the training sites.
-
-    Returns:
-        ``(seen, unseen)``: held-out rows of known sites, and all rows of sites the index does not know.
-
-    Raises:
-        HarmonizeError: no held-out row of a training site (the site probe needs some).
-    """
-    known = frame[Keys.SITE].astype(str).isin(list(site_index))
-    seen = frame[known & frame[Keys.SPLIT].isin([str(s) for s in splits])]
-    if seen.empty:
-        raise HarmonizeError(
-            f"No row of the manifest is in splits {[str(s) for s in splits]} of the sites the model was trained on "
-            f"({list(site_index)}): the site probe needs held-out scans of those sites."
-        )
-    return seen, frame[~known]
-
-
-def concat_feature_sets(first: FeatureSet, second: FeatureSet) -> FeatureSet:
-    """The rows of ``first`` then ``second`` (metadata keys they share; predictions when both keep them)."""
-    keys = [k for k in first.meta if k in second.meta]
-    predictions = None
-    if first.predictions is not None and second.predictions is not None:
-        predictions = np.concatenate([first.predictions, second.predictions])
-    return FeatureSet(np.concatenate([first.features, second.features]), predictions,
-                      {k: np.concatenate([first.meta[k], second.meta[k]]) for k in keys})
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -276,8 +242,9 @@ def _loaded(
     model: BrainAgeModel | SegmentationModel | str | os.PathLike, frame: pd.DataFrame, device: str | None
 ) -> tuple[BrainAgeModel | SegmentationModel, str]:
     """The model to audit, read from its file or bundle folder if given as a path, and what it was."""
-    from harmonize.workflows.model_file import load_bundle_model, load_model
-    from harmonize.workflows.segmentation_audit import SegmentationModel
+    from harmonize.workflows.bundle_model import load_bundle_model
+    from harmonize.workflows.model_file import load_model
+    from harmonize.workflows.models import SegmentationModel
 
     if isinstance(model, (BrainAgeModel, SegmentationModel)):
         return model, "a model in memory"
@@ -349,7 +316,7 @@ def audit_model(
 
     Args:
         model: a trained model, a model file (:func:`~harmonize.workflows.model_file.save_model`, brain age) or a
-            MONAI bundle folder (:func:`~harmonize.workflows.model_file.load_bundle_model`, either task).
+            MONAI bundle folder (:func:`~harmonize.workflows.bundle_model.load_bundle_model`, either task).
         manifest: the (preprocessed) manifest of the scans to audit (with label maps for a segmentation model).
         out_dir: where ``metrics.json``, ``figures/*.png`` and ``report.html`` go; must be empty or absent unless
             ``overwrite``.

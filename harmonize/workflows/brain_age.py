@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import (
     ConditionalPrior,
-    DomainUnlearningHandler,
     RandomRigidAugmentation,
     StopOnNonFiniteLoss,
     TrainingCheckpoint,
@@ -41,6 +40,7 @@ from harmonize.keys import Keys, Split, StateKeys
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm
 from harmonize.progress import ProgressHandler
+from harmonize.workflows.models import BrainAgeModel
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
@@ -119,43 +119,18 @@ class BrainAgeSettings:
     def __post_init__(self) -> None:
         if isinstance(self.unlearning, dict):
             self.unlearning = UnlearningSettings(**self.unlearning)
+        problems = []
         if self.max_epochs < 1:
-            raise ConfigError(f"max_epochs must be at least 1, got {self.max_epochs}.")
+            problems.append(f"max_epochs must be at least 1, got {self.max_epochs}")
         if not 0 < self.labelled_fraction <= 1:
-            raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}.")
+            problems.append(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if problems:
+            raise ConfigError("Invalid brain-age settings.", problems=problems)
         self.channels = tuple(self.channels)
         self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class BrainAgeModel:
-    """A trained brain-age network with what is needed to evaluate or resume it."""
-
-    network: BrainAgeRegressor
-    handler: DomainUnlearningHandler | None
-    settings: BrainAgeSettings
-    site_index: CategoryIndex
-    seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    #: MONAI dictionary transform applied to every loaded scan before the network (a bundle's ``transforms``,
-    #: e.g. intensity normalisation); ``None``: the scans as the manifest gives them, as ``train_brain_age`` trains.
-    transform: Callable[[Mapping[str, Any]], Any] | None = None
-    #: The training scans' grid and intensity preprocessing (:func:`~harmonize.workflows.input_check.describe_inputs`),
-    #: checked against the scans an audit is given; ``None``: unknown (not checked).
-    inputs: dict[str, Any] | None = None
-
-    @property
-    def method(self) -> str:
-        """How it was trained (``none``, ``unlearning``, ``dann``), as a segmentation model states it."""
-        return str(self.settings.unlearning.method)
-
-    @property
-    def taps(self) -> tuple[str, ...]:
-        """The layers its domain heads read and its audit probes."""
-        return self.settings.taps
 
 
 def train_brain_age(
@@ -423,7 +398,7 @@ def evaluate_combat(
     features from each scan's true age, so a probe fitted on them would read the answer it was given
     (``age_probe_note`` says so).
     """
-    from harmonize.audit.combat import combat_feature_set
+    from harmonize.audit.combat_features import combat_feature_set
 
     start = time.perf_counter()
 

@@ -196,12 +196,8 @@ class CompareSettings:
         chosen = self.training.unlearning
         if method != Method.DANN:
             return replace(chosen, method=method)
-        return UnlearningSettings(
-            method=Method.DANN, beta=self.dann_beta, confounds=chosen.confounds, betas=dict(chosen.betas),
-            age_bins=chosen.age_bins, balanced_heads=chosen.balanced_heads, overlap_only=chosen.overlap_only,
-            overlap_range=chosen.overlap_range, overlap_key=chosen.overlap_key,
-            warmup_epochs=min(chosen.warmup_epochs, defaults.WARMUP_EPOCHS),
-        )
+        return UnlearningSettings.dann(**chosen.what(), reversal_weight=self.dann_beta,
+                                       warmup_epochs=min(chosen.warmup_epochs, defaults.WARMUP_EPOCHS))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,7 +272,7 @@ def _training_frame(frame: pd.DataFrame, held_out: str | None) -> tuple[pd.DataF
 def _combat_unseen(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.DataFrame, site: str,
                    handling: str) -> dict[str, Any]:
     """ComBat's result on the unseen site's scans: the age error, or ComBat's refusal."""
-    from harmonize.audit.combat import combat_feature_set
+    from harmonize.audit.combat_features import combat_feature_set
     from harmonize.workflows.brain_age import brain_age_features
 
     train = brain_age_features(baseline, training, (Split.TRAIN,), taps=(TAP,))
@@ -326,7 +322,11 @@ class _RunResult:
 
 def _train_and_audit(run: _Run) -> _RunResult:
     """Train one run, save its model, audit it (and its post-hoc methods); a worker process's task."""
-    from harmonize.workflows.brain_age import evaluate_combat, fit_site_eraser, train_brain_age
+    from harmonize.workflows.brain_age import (
+        evaluate_combat,
+        fit_site_eraser,
+        train_brain_age,
+    )
     from harmonize.workflows.model_file import save_model
 
     start = time.perf_counter()

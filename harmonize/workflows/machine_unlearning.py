@@ -119,7 +119,7 @@ class MachineUnlearningSettings:
         ga_epochs: epochs of a GA / GA-L1 stage (over the forget loader).
         nl_epochs: epochs of an NL stage (over the forget loader).
         oracle_epochs: epochs of the oracle (training from scratch on the retain loader).
-        l1_weight: L1 weight penalty of GA-L1.
+        l1_penalty: L1 weight penalty of GA-L1.
         noise_std: noise of NL.
         noise_mode: ``add`` or ``replace`` (:class:`~harmonize.keys.NoiseMode`).
         loss_ceiling: per-sample ceiling of forget losses under GA (see the handler).
@@ -143,7 +143,7 @@ class MachineUnlearningSettings:
     ga_epochs: int = 5
     nl_epochs: int = 5
     oracle_epochs: int = 20
-    l1_weight: float = L1_PENALTY
+    l1_penalty: float = L1_PENALTY
     noise_std: float = NOISE_STD
     noise_mode: NoiseMode | str = NoiseMode.ADD
     loss_ceiling: float | None = None
@@ -179,7 +179,7 @@ class MachineUnlearningSettings:
             forget_key=self.forget_key,
             target_key=self.target_key,
             id_key=self.id_key,
-            l1_weight=self.l1_weight,
+            l1_penalty=self.l1_penalty,
             noise_std=self.noise_std,
             noise_mode=self.noise_mode,
             loss_ceiling=self.loss_ceiling,

@@ -8,10 +8,7 @@ it: a file of another network, another format or a damaged file raises a :class:
 that names the file and what does not match. The file holds only tensors and plain values, so it is read with
 ``torch.load(weights_only=True)`` and runs no pickled code.
 
-:func:`load_bundle_model` reads a MONAI bundle folder instead: it instantiates the config's ``network_def`` with
-:class:`monai.bundle.ConfigParser` and loads ``models/model.pt`` (a plain ``state_dict``). A bundle of a tissue
-segmenter gives a :class:`~harmonize.workflows.segmentation_audit.SegmentationModel` (with the bundle's
-preprocessing transform and training history), any other network a brain-age model.
+A MONAI bundle folder is read by :func:`~harmonize.workflows.bundle_model.load_bundle_model` instead.
 """
 
 from __future__ import annotations
@@ -26,63 +23,34 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from harmonize import __version__
-from harmonize.data.site_index import SITE_INDEX_FILENAME, CategoryIndex
+from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.handlers import Confound, DomainUnlearningHandler
+from harmonize.handlers import DomainUnlearningHandler
 from harmonize.io import atomic_write
-from harmonize.keys import Keys, Method, UnlearningMode
-from harmonize.networks import BrainAgeRegressor, DomainHead, TissueSegmenter
+from harmonize.keys import Keys
+from harmonize.networks import BrainAgeRegressor
 from harmonize.networks.state_mismatch import state_mismatches
 from harmonize.workflows.brain_age import BrainAgeModel, BrainAgeSettings
-from harmonize.workflows.unlearning import UnlearningSettings
+from harmonize.workflows.unlearning import UnlearningSettings, handler_from_plan
 
-if TYPE_CHECKING:
-    from harmonize.workflows.segmentation_audit import SegmentationModel
-
-__all__ = [
-    "BUNDLE_CONFIGS",
-    "BUNDLE_TRANSFORM_ID",
-    "BUNDLE_WEIGHTS",
-    "MODEL_FORMAT",
-    "MODEL_FORMAT_VERSION",
-    "load_bundle_model",
-    "load_model",
-    "save_model",
-]
+__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "load_model", "save_model"]
 
 logger = logging.getLogger(__name__)
 
 #: Tag of a harmonize brain-age model file, and the version of its layout.
 MODEL_FORMAT = "harmonize.brain_age_model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 #: Network classes a model file can hold, by the name stored in the file.
 NETWORKS: dict[str, type[nn.Module]] = {BrainAgeRegressor.__name__: BrainAgeRegressor}
-#: Bundle configs read by :func:`load_bundle_model`, in order of preference (relative to the bundle folder).
-BUNDLE_CONFIGS = ("configs/inference.json", "configs/train.json")
-#: Weights of a bundle (a plain ``state_dict``), relative to the bundle folder.
+#: Weights of a MONAI bundle (a plain ``state_dict``), relative to the bundle folder.
 BUNDLE_WEIGHTS = "models/model.pt"
-#: Config ids read from a bundle.
-BUNDLE_NETWORK_ID = "network_def"
-BUNDLE_TAPS_ID = "taps"
-BUNDLE_ROOT_ID = "bundle_root"
-BUNDLE_MANIFEST_ID = "manifest"
-#: Ids that may name the training method (the first found is used).
-BUNDLE_METHOD_IDS = ("method", "unlearning#method")
-#: Config id of the bundle's preprocessing transform (a MONAI dictionary transform applied after loading).
-BUNDLE_TRANSFORM_ID = "transforms"
-#: Config id of the bundle's output folder; MONAI's CheckpointSaver of ``train.json`` keeps the full training state
-#: (network, optimizer, unlearning handler with its history) in its ``checkpoints`` subfolder.
-BUNDLE_OUTPUT_ID = "output_dir"
-BUNDLE_CHECKPOINTS_DIR = "checkpoints"
-#: Entry of the unlearning handler in a bundle's training checkpoint.
-BUNDLE_UNLEARNING_ENTRY = "unlearning"
 #: Problems named at most in one error message.
 MAX_LISTED = 12
 #: What a file that is not a model file (or is damaged) raises when read.
@@ -116,36 +84,6 @@ def _plain(value: Any) -> Any:
     raise ConfigError(f"save_model: cannot store a value of type {type(value).__name__} ({value!r}) in a model file.")
 
 
-def _head_spec(confound: Confound) -> dict[str, Any]:
-    """What rebuilds a confound's domain head: its constructor arguments, weights and loss settings."""
-    head = confound.head
-    if not isinstance(head, DomainHead):
-        raise ConfigError(
-            f"save_model: the head of confound '{confound.name}' is a {type(head).__name__}; model files hold "
-            "DomainHead heads only."
-        )
-    layers = dict(head.layers.named_children())
-    hidden = [m.out_features for name, m in layers.items() if name.startswith("fc")]
-    dropout = next((m.p for name, m in layers.items() if name.startswith("drop")), 0.0)
-    norm = layers["norm"]
-    return {
-        "name": confound.name,
-        "key": confound.key,
-        "kind": confound.kind,
-        "num_classes": confound.num_classes,
-        "bin_edges": None if confound.bin_edges is None else [float(e) for e in confound.bin_edges],
-        "beta": None if callable(confound.beta) else float(confound.beta),
-        "alpha": float(confound.alpha),
-        "class_weights": None if confound.class_weights is None else [float(w) for w in confound.class_weights],
-        "in_features": head.in_features,
-        "hidden": hidden,
-        "dropout": float(dropout),
-        "standardize_input": isinstance(norm, nn.BatchNorm1d),
-        "normalize_input": isinstance(norm, nn.LayerNorm),
-        "state_dict": head.state_dict(),
-    }
-
-
 def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
     """Write a trained brain-age model to ``path`` atomically (see the module docstring for what it holds).
 
@@ -157,12 +95,16 @@ def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: the network is not one a model file can hold, or a head is not a ``DomainHead``.
+        ConfigError: the network is not one a model file can hold, or the handler was not built by
+            :func:`~harmonize.workflows.unlearning.build_unlearning_handler` (it has no ``plan``).
     """
     name = type(model.network).__name__
     if name not in NETWORKS:
         raise ConfigError(f"save_model: cannot save a {name}; model files hold {sorted(NETWORKS)} networks.")
     handler = model.handler
+    if handler is not None and getattr(handler, "plan", None) is None:
+        raise ConfigError("save_model: the model's unlearning handler was not built by build_unlearning_handler, so "
+                          "its plan (classes, bins, prior, mask) is unknown; build it through that function.")
     content = {
         "format": MODEL_FORMAT,
         "version": MODEL_FORMAT_VERSION,
@@ -173,11 +115,11 @@ def save_model(model: BrainAgeModel, path: str | os.PathLike) -> Path:
         "taps": list(model.settings.taps),
         "network": _plain(model.network.state_dict()),
         "handler": None if handler is None else {
-            "mode": str(handler.mode),
-            "head_steps": handler.head_steps,
-            "warmup_epochs": handler.warmup_epochs,
             "taps": list(handler.taps.names),
-            "heads": [_plain(_head_spec(c)) for c in handler.confounds],
+            "feature_dim": int(handler.confounds[0].head.in_features),
+            "plan": _plain(handler.plan.to_dict()),
+            "head_configs": {c.name: _plain(getattr(c.head, "config", None)) for c in handler.confounds},
+            "heads": _plain(handler.heads.state_dict()),
         },
         "history": _plain(model.history),
         "seconds": float(model.seconds),
@@ -243,10 +185,10 @@ def _settings(stored: Mapping[str, Any], path: Path) -> BrainAgeSettings:
     if unknown:
         logger.warning("Model file %s: ignoring settings %s unknown to this version of harmonize.", path, unknown)
     values = {k: v for k, v in stored.items() if k in known}
-    if isinstance(values.get("unlearning"), Mapping):
-        known_u = {f.name for f in fields(UnlearningSettings)}
-        values["unlearning"] = UnlearningSettings(**{k: v for k, v in values["unlearning"].items() if k in known_u})
     try:
+        if isinstance(values.get("unlearning"), Mapping):
+            known_u = {f.name for f in fields(UnlearningSettings)}
+            values["unlearning"] = UnlearningSettings(**{k: v for k, v in values["unlearning"].items() if k in known_u})
         return BrainAgeSettings(**values)
     except (TypeError, ValueError) as err:
         raise HarmonizeError(f"Model file {str(path)!r} holds settings this version cannot use: {err}") from err
@@ -266,21 +208,20 @@ def _device(requested: str | None, saved: str) -> str:
 
 def _handler(network: nn.Module, stored: Mapping[str, Any], settings: BrainAgeSettings, path: Path,
              device: str) -> DomainUnlearningHandler:
-    """Rebuild the domain heads and their handler from a model file."""
-    confounds = []
-    for spec in stored["heads"]:
-        head = DomainHead(
-            spec["in_features"], spec["num_classes"], hidden=spec["hidden"], dropout=spec["dropout"],
-            normalize_input=spec["normalize_input"], standardize_input=spec["standardize_input"],
-        )
-        _load_weights(head, spec["state_dict"], path, f"the domain head of '{spec['name']}'")
-        beta = spec["beta"] if spec["beta"] is not None else settings.unlearning.beta
-        confounds.append(Confound(head.to(device), spec["num_classes"], key=spec["key"], name=spec["name"],
-                                  kind=spec["kind"], bin_edges=spec["bin_edges"], beta=beta, alpha=spec["alpha"],
-                                  class_weights=spec["class_weights"]))
-    return DomainUnlearningHandler(network, stored["taps"], confounds, mode=UnlearningMode(stored["mode"]),
-                                   head_lr=settings.unlearning.head_lr, head_steps=stored["head_steps"],
-                                   warmup_epochs=stored["warmup_epochs"])
+    """Rebuild the handler through the training builder, from the saved settings and plan, then load its heads."""
+    try:
+        handler = handler_from_plan(network, stored["taps"], int(stored["feature_dim"]), settings.unlearning,
+                                    dict(stored["plan"]))
+    except (KeyError, TypeError) as err:
+        raise HarmonizeError(f"Model file {str(path)!r}: its unlearning handler entry is incomplete ({err}).") from err
+    problems = [f"head '{c.name}': saved {stored['head_configs'].get(c.name)}, rebuilt {c.head.config}"
+                for c in handler.confounds if stored.get("head_configs", {}).get(c.name) != _plain(c.head.config)]
+    if problems:
+        raise HarmonizeError(f"Model file {str(path)!r}: its settings rebuild other domain heads than it holds.",
+                             problems=problems)
+    _load_weights(handler.heads, stored["heads"], path, "the domain heads its settings describe")
+    handler.heads.to(device)
+    return handler
 
 
 def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeModel:
@@ -344,194 +285,3 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeMo
     inputs = content.get("inputs")
     return BrainAgeModel(network, handler, settings, site_index, float(content.get("seconds", math.nan)), history,
                          inputs=dict(inputs) if isinstance(inputs, Mapping) else None)
-
-
-# ------------------------------------------------------------------------------------------------------ bundles
-def _bundle_config(bundle: Path) -> Path:
-    for name in BUNDLE_CONFIGS:
-        if (bundle / name).is_file():
-            return bundle / name
-    raise HarmonizeError(
-        f"{str(bundle)!r} is not a MONAI bundle folder: none of {list(BUNDLE_CONFIGS)} exists in it."
-    )
-
-
-def _bundle_setting(parsers: Sequence[Any], key: str) -> Any:
-    """The value of config id ``key`` in the first parser defining it (references and expressions resolved)."""
-    for parser in parsers:
-        if key in parser:
-            value = parser.get(key)
-            if isinstance(value, str) and value[:1] in ("$", "@", "%"):
-                value = parser.get_parsed_content(key)
-            return value
-    return None
-
-
-def _bundle_site_index(bundle: Path, parser: Any, manifest: Any) -> CategoryIndex:
-    """The site index of a bundle's model: saved in the bundle, beside its training manifest, or rebuilt.
-
-    Looks, in order, for ``models/site_index.json`` in the bundle, ``site_index.json`` beside the manifest of the
-    bundle's ``manifest`` id, the training rows of that manifest, and the training rows of ``manifest``.
-    """
-    from harmonize.data.manifest import read_manifest
-
-    saved = bundle / "models" / SITE_INDEX_FILENAME
-    if saved.is_file():
-        return CategoryIndex.load(saved)
-    sources = []
-    if BUNDLE_MANIFEST_ID in parser:
-        try:
-            value = parser.get_parsed_content(BUNDLE_MANIFEST_ID)
-            if value:
-                sources.append(Path(str(value)))
-        except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            logger.info("Bundle %s: its '%s' id cannot be resolved (%s).", bundle, BUNDLE_MANIFEST_ID, err)
-    for source in sources:
-        if (source.parent / SITE_INDEX_FILENAME).is_file():
-            return CategoryIndex.load(source.parent / SITE_INDEX_FILENAME)
-        if source.is_file():
-            return CategoryIndex.from_frame(read_manifest(source), source=source)
-    if manifest is None:
-        raise HarmonizeError(
-            f"Bundle {str(bundle)!r}: no site index found (models/{SITE_INDEX_FILENAME}, or the manifest of its "
-            f"'{BUNDLE_MANIFEST_ID}' id); give the manifest the model was trained on."
-        )
-    frame = manifest if not isinstance(manifest, (str, os.PathLike)) else read_manifest(manifest)
-    logger.info("Bundle %s: site index rebuilt from the training rows of the manifest.", bundle)
-    return CategoryIndex.from_frame(frame, source=None if not isinstance(manifest, (str, os.PathLike)) else manifest)
-
-
-def _bundle_transform(parsers: Sequence[Any], config: Path) -> Any:
-    """The bundle's preprocessing transform (its ``transforms`` id, instantiated), or ``None`` if it has none."""
-    for parser in parsers:
-        if BUNDLE_TRANSFORM_ID in parser:
-            try:
-                return parser.get_parsed_content(BUNDLE_TRANSFORM_ID, instantiate=True)
-            except (RuntimeError, ValueError, TypeError, KeyError, ImportError) as err:
-                raise HarmonizeError(
-                    f"Bundle config {str(config)!r}: '{BUNDLE_TRANSFORM_ID}' cannot be built: {err}"
-                ) from err
-    return None
-
-
-def _bundle_history(parsers: Sequence[Any], bundle: Path) -> list[dict[str, float]]:
-    """The per-epoch history of the unlearning handler, from the newest training checkpoint of the bundle.
-
-    ``train.json`` saves ``{"model", "optimizer", "unlearning"}`` into ``<output_dir>/checkpoints``; the history is
-    ``unlearning["history"]``. A bundle trained without a domain head, or whose checkpoints are elsewhere, has none.
-    """
-    folders = []
-    for parser in parsers:
-        if BUNDLE_OUTPUT_ID in parser:
-            try:
-                folders.append(Path(str(parser.get_parsed_content(BUNDLE_OUTPUT_ID))) / BUNDLE_CHECKPOINTS_DIR)
-            except (RuntimeError, ValueError, TypeError, KeyError) as err:
-                logger.info("Bundle %s: its '%s' id cannot be resolved (%s).", bundle, BUNDLE_OUTPUT_ID, err)
-    files = sorted({f for folder in folders if folder.is_dir() for f in folder.glob("*.pt")},
-                   key=lambda f: f.stat().st_mtime)
-    if not files:
-        return []
-    try:
-        state = _read(files[-1], "Bundle training checkpoint")
-    except HarmonizeError as err:  # the history only draws the training curves: audit without them
-        logger.warning("Bundle %s: no training curves: %s", bundle, err)
-        return []
-    unlearning = state.get(BUNDLE_UNLEARNING_ENTRY) if isinstance(state, Mapping) else None
-    history = unlearning.get("history", []) if isinstance(unlearning, Mapping) else []
-    logger.info("Bundle %s: training history of %d epochs read from %s.", bundle, len(history), files[-1])
-    return [{str(k): float(v) for k, v in entry.items()} for entry in history]
-
-
-def load_bundle_model(
-    bundle_dir: str | os.PathLike, manifest: Any = None, device: str = "cpu"
-) -> BrainAgeModel | SegmentationModel:
-    """Load the network of a MONAI bundle folder as a model to audit.
-
-    Reads ``configs/inference.json`` (else ``configs/train.json``) with :class:`monai.bundle.ConfigParser`
-    (``bundle_root`` set to the folder), instantiates ``network_def``, loads ``models/model.pt`` (a plain
-    ``state_dict``, or a MONAI checkpoint holding one under ``network``) and reads the tapped layers from the
-    ``taps`` id and the method from ``method`` or ``unlearning#method``, in that config or the bundle's other one
-    (default: the network's first tap, e.g. the brain-age encoder, and ``none``).
-
-    Both kinds of model carry the bundle's ``transforms`` (the scans are audited as they were trained on, e.g.
-    intensity-normalised). A :class:`~harmonize.networks.TissueSegmenter` gives a
-    :class:`~harmonize.workflows.segmentation_audit.SegmentationModel`, which also carries the unlearning history
-    of its newest training checkpoint (``<output_dir>/checkpoints/*.pt``), when there is one.
-
-    Args:
-        bundle_dir: the bundle folder.
-        manifest: the manifest (path or frame) whose training rows give the site index when the bundle keeps
-            none (see :func:`_bundle_site_index`).
-        device: where to put the network.
-
-    Returns:
-        The model. A brain-age model's ``settings`` carry the taps and sizes read from the network, its
-        ``history`` is empty; ``seconds`` is NaN (training time unknown) for both kinds.
-
-    Raises:
-        HarmonizeError: no config or weights, a config without ``network_def`` or that fails to instantiate,
-            or weights that do not fit the network (every mismatch named).
-    """
-    from monai.bundle import ConfigParser
-
-    from harmonize.workflows.segmentation_audit import SegmentationModel
-
-    bundle = Path(bundle_dir)
-    if not bundle.is_dir():
-        raise HarmonizeError(f"Bundle folder {str(bundle)!r} does not exist.")
-    config = _bundle_config(bundle)
-    parser = ConfigParser()
-    try:
-        parser.read_config(str(config))
-    except (OSError, ValueError) as err:
-        raise HarmonizeError(f"Bundle config {str(config)!r} cannot be read: {err}") from err
-    parser[BUNDLE_ROOT_ID] = str(bundle.absolute())
-    if BUNDLE_NETWORK_ID not in parser:
-        raise HarmonizeError(
-            f"Bundle config {str(config)!r} has no '{BUNDLE_NETWORK_ID}' id (ids: {sorted(parser.get())[:MAX_LISTED]})."
-        )
-    try:
-        network = parser.get_parsed_content(BUNDLE_NETWORK_ID, instantiate=True)
-    except (RuntimeError, ValueError, TypeError, KeyError, ImportError) as err:
-        raise HarmonizeError(f"Bundle config {str(config)!r}: '{BUNDLE_NETWORK_ID}' cannot be built: {err}") from err
-    if not isinstance(network, nn.Module):
-        raise HarmonizeError(
-            f"Bundle config {str(config)!r}: '{BUNDLE_NETWORK_ID}' gives a {type(network).__name__}, not a network."
-        )
-    weights = bundle / BUNDLE_WEIGHTS
-    state = _read(weights, "Bundle weights")
-    if isinstance(state, Mapping) and not _is_state_dict(state) and _is_state_dict(state.get("network")):
-        state = state["network"]
-    if not _is_state_dict(state):
-        raise HarmonizeError(f"Bundle weights {str(weights)!r} are not a state_dict (a mapping of tensors).")
-    _load_weights(network, state, weights, f"the network of '{BUNDLE_NETWORK_ID}' in {str(config)!r}")
-    parsers = [parser]  # the taps and method may be given in another config of the bundle (train.json)
-    for name in BUNDLE_CONFIGS:
-        if bundle / name != config and (bundle / name).is_file():
-            other = ConfigParser()
-            other.read_config(str(bundle / name))
-            other[BUNDLE_ROOT_ID] = str(bundle.absolute())
-            parsers.append(other)
-    default_taps = tuple(getattr(network, "TAPS", {"encoder": "encoder"}).values())[:1]
-    taps = _bundle_setting(parsers, BUNDLE_TAPS_ID) or default_taps
-    taps = (taps,) if isinstance(taps, str) else tuple(str(t) for t in taps)
-    method = next((str(m) for m in (_bundle_setting(parsers, k) for k in BUNDLE_METHOD_IDS) if m), Method.NONE)
-    method = method if method in (Method.NONE, Method.UNLEARNING, Method.DANN) else Method.NONE
-    if isinstance(network, TissueSegmenter):
-        network.to(device).eval()
-        model = SegmentationModel(network, _bundle_site_index(bundle, parser, manifest), taps, Method(method),
-                                  device=device, transform=_bundle_transform(parsers, config),
-                                  history=_bundle_history(parsers, bundle))
-        logger.info("Loaded bundle %s: %s from %s, taps %s", bundle, type(network).__name__, config.name, list(taps))
-        return model
-    settings = BrainAgeSettings(
-        unlearning=UnlearningSettings(method=method),
-        channels=getattr(network, "channels", BrainAgeSettings.channels),
-        feature_dim=getattr(network, "feature_dim", BrainAgeSettings.feature_dim),
-        taps=taps,
-        device=device,
-    )
-    network.to(device).eval()
-    site_index = _bundle_site_index(bundle, parser, manifest)
-    logger.info("Loaded bundle %s: %s from %s, taps %s", bundle, type(network).__name__, config.name, list(taps))
-    return BrainAgeModel(network, None, settings, site_index, math.nan, [], transform=_bundle_transform(parsers, config))

@@ -23,28 +23,27 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from harmonize import defaults
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.data.site_index import CategoryIndex
-from harmonize.data.templates import TISSUE_NAMES
-from harmonize.errors import HarmonizeError
-from harmonize.keys import Keys, Method, Split, Task
-from harmonize.workflows.audit import (
+from harmonize.audit.held_out import (
     ALL_SPLITS,
     UNSEEN_SUFFIX,
     concat_feature_sets,
     held_out_rows,
 )
+from harmonize.data.templates import TISSUE_NAMES
+from harmonize.errors import HarmonizeError
+from harmonize.keys import Keys, Split, Task
+from harmonize.metrics.dice_per_scan import DicePerScan
+from harmonize.workflows.models import SegmentationModel
 
 __all__ = [
     "MEAN_KEY",
@@ -73,39 +72,6 @@ OTHER_COLUMN_KEYS = ("age_probe_r2", "sex_probe_bacc", "domain_head_acc", "secon
 DICE_DIGITS = 3
 
 
-@dataclass
-class SegmentationModel:
-    """A trained tissue-segmentation network with what its audit needs (e.g. from a MONAI bundle).
-
-    Attributes:
-        network: the segmenter (logits ``(batch, classes, *spatial)``, class 0 the background).
-        site_index: the sites it was trained on (a site it lacks counts as unseen).
-        taps: layers whose pooled outputs are probed (those the domain head read).
-        method: how it was trained (``none``, ``unlearning``, ``dann``).
-        device: where to run it.
-        transform: the MONAI dictionary transform the scans were trained with (e.g. intensity normalisation),
-            applied after loading; ``None`` for none.
-        batch_size: scans per batch of the audit.
-        num_workers: data-loader processes that read the scans ahead of the network.
-        history: per-epoch training figures of the domain head (empty when unknown).
-        seconds: training time (NaN when unknown).
-    """
-
-    network: nn.Module
-    site_index: CategoryIndex
-    taps: tuple[str, ...]
-    method: str = Method.NONE
-    device: str = "cpu"
-    transform: Callable[[Mapping[str, Any]], Any] | None = None
-    batch_size: int = defaults.BATCH_SIZE
-    history: list[dict[str, float]] = field(default_factory=list)
-    num_workers: int = 0
-    seconds: float = math.nan
-
-    def __post_init__(self) -> None:
-        self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)
-
-
 def tissue_names(num_classes: int) -> tuple[str, ...]:
     """Names of the foreground classes of a ``num_classes``-class segmenter (class 0, the background, excluded).
 
@@ -115,49 +81,6 @@ def tissue_names(num_classes: int) -> tuple[str, ...]:
     if num_classes - 1 == len(TISSUE_NAMES):
         return tuple(TISSUE_NAMES)
     return tuple(f"{CLASS_PREFIX}{i}" for i in range(1, num_classes))
-
-
-class _DicePerScan:
-    """Dice of every scan a network segments while iterating :meth:`batches` (a forward hook on the network)."""
-
-    def __init__(self, num_classes: int) -> None:
-        from monai.metrics import DiceMetric
-
-        self.num_classes = num_classes
-        self.metric = DiceMetric(include_background=False, reduction="none", num_classes=num_classes)
-        self.scores: list[torch.Tensor] = []
-        self._batch: Mapping[str, Any] | None = None
-
-    def batches(self, loader: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
-        """Yield ``loader``'s batches, remembering the one being evaluated."""
-        for batch in loader:
-            self._batch = batch
-            yield batch
-        self._batch = None
-
-    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        batch = self._batch
-        if batch is None:
-            return
-        if output.ndim < 3 or output.shape[1] != self.num_classes:
-            raise HarmonizeError(
-                f"The segmentation audit needs logits (batch, {self.num_classes}, *spatial); the network output "
-                f"{tuple(output.shape)}."
-            )
-        label = torch.as_tensor(batch[Keys.LABEL]).to(output.device)
-        stray = (label < 0) | (label >= self.num_classes)
-        if stray.any():
-            subjects = np.asarray(batch[Keys.SUBJECT_ID]).reshape(-1)[stray.flatten(1).any(1).cpu().numpy()]
-            raise HarmonizeError(
-                f"Label maps of {subjects.tolist()} hold values outside 0..{self.num_classes - 1}, the classes of "
-                "the network: check the manifest's label column, or the network's out_channels."
-            )
-        prediction = torch.argmax(output.detach(), dim=1, keepdim=True)
-        scores = self.metric(prediction, label).float().cpu()
-        self.metric.reset()
-        labelled = torch.as_tensor(batch.get(Keys.HAS_LABEL, torch.ones(len(scores), dtype=torch.bool)))
-        scores[~labelled.bool().cpu()] = math.nan  # an unlabelled scan (a zero label map) is not scored
-        self.scores.append(scores)
 
 
 def segmentation_features(
@@ -192,7 +115,7 @@ def segmentation_features(
         )
     dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
     loader = make_dataloader(dataset, batch_size=model.batch_size, shuffle=False, num_workers=model.num_workers)
-    dice = _DicePerScan(num_classes)
+    dice = DicePerScan(num_classes)
     hook = model.network.register_forward_hook(dice)
     try:
         features = collect_features(model.network, model.taps, dice.batches(loader), device=model.device,

@@ -12,10 +12,10 @@ import pytest
 from harmonize.audit.combat import (
     TISSUE_LABELS,
     ComBatHarmonizer,
-    combat_feature_set,
     regional_intensities,
     tissue_volumes,
 )
+from harmonize.audit.combat_features import combat_feature_set
 from harmonize.audit.features import FeatureSet
 from harmonize.audit.probe import classifier_probe, regressor_probe
 from harmonize.errors import ConfigError, HarmonizeError

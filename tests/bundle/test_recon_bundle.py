@@ -24,7 +24,11 @@ from harmonize.keys import Keys
 from harmonize.metrics.reconstruction import TABLE_COLUMNS
 from harmonize.networks import ReconUNet
 from harmonize.workflows.machine_unlearning import train_stage
-from harmonize.workflows.recon_unlearning import ReconUnlearningSettings, build_splits
+from harmonize.workflows.recon_unlearning import (
+    ReconUnlearningSettings,
+    build_splits,
+    stage_settings,
+)
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "recon_unlearning"
 CONFIGS = BUNDLE / "configs"
@@ -33,19 +37,19 @@ TINY = {
     "device": "cpu",
     "max_epochs": 2,
     "batch_size": 4,
-    "scenario#size": 32,
-    "scenario#slices_per_volume": 2,
-    "scenario#retain_train_volumes": 6,
-    "scenario#forget_train_volumes": 2,
-    "scenario#retain_test_volumes": 2,
-    "scenario#forget_test_volumes": 2,
+    "scenario#data#size": 32,
+    "scenario#data#slices_per_volume": 2,
+    "scenario#data#retain_train_volumes": 6,
+    "scenario#data#forget_train_volumes": 2,
+    "scenario#data#retain_test_volumes": 2,
+    "scenario#data#forget_test_volumes": 2,
     "network_def#channels": [8, 16, 32],
     "network_def#strides": [2, 2],
 }
 UNLEARN = {"method": "ga_l1_ft", "forget_epochs": 2, "retain_fraction": 0.5, "max_epochs": 1}
 #: The ids the docs name as overridable.
 DOCUMENTED_IDS = ("bundle_root", "output_dir", "max_epochs", "device", "method", "retain_fraction", "lr", "noise",
-                  "l1_weight", "manifest", "forget_site", "forget_epochs", "seed")
+                  "l1_penalty", "manifest", "forget_site", "forget_epochs", "seed")
 
 
 def files(*names: str) -> list[str]:
@@ -84,15 +88,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_train_gives_the_workflow_s_original_model(bundle: dict) -> None:
     """The config reproduces the workflow's original exactly: same data, initialisation, loader, loss, optimiser."""
     settings = ReconUnlearningSettings(
-        size=32, slices_per_volume=2, retain_train_volumes=6, forget_train_volumes=2, retain_test_volumes=2,
-        forget_test_volumes=2, batch_size=4, original_epochs=2,
+        data={"size": 32, "slices_per_volume": 2, "retain_train_volumes": 6, "forget_train_volumes": 2,
+              "retain_test_volumes": 2, "forget_test_volumes": 2}, batch_size=4, original_epochs=2,
     )
     splits = build_splits(settings)
     torch.manual_seed(settings.seed)
     net = ReconUNet(channels=(8, 16, 32), strides=(2, 2))
     loader = DataLoader(ConcatDataset([splits.retain_train, splits.forget_train]), batch_size=4, shuffle=True,
                         generator=torch.Generator().manual_seed(settings.seed))
-    train_stage(net, loader, settings.original_epochs, settings.unlearning())
+    train_stage(net, loader, settings.original_epochs, stage_settings(settings))
     saved = torch.load(bundle["models"] / "model.pt", weights_only=True)
     assert set(saved) == set(net.state_dict())
     for name, value in net.state_dict().items():
@@ -124,7 +128,7 @@ def test_unlearn_starts_from_the_original_and_leaves_it_untouched(bundle: dict) 
     assert (ft["stage"], ft["epochs"]) == ("ft", 1)
     assert ft["num_seen"] == {"forget": 0, "retain": 6} and record["retain_slices"] == 6  # half of 12 retain
     assert record["seconds"] == pytest.approx(ga["seconds"] + ft["seconds"])
-    assert record["l1_weight"] == 1e-05 and record["noise"] == 1.0 and record["retain_fraction"] == 0.5
+    assert record["l1_penalty"] == 1e-05 and record["noise"] == 1.0 and record["retain_fraction"] == 0.5
 
 
 def test_evaluate_writes_the_table(bundle: dict, restore_logging) -> None:
@@ -155,14 +159,14 @@ def workflow(root: Path, *names: str, **overrides) -> ConfigWorkflow:
 def test_method_selects_the_stages(bundle: dict, method: str, forget: str | None, finetune: bool,
                                    lr: float | None) -> None:
     flow = workflow(bundle["root"], "train.json", "unlearn.json", method=method, ga_lr=0.5, noise=0.3,
-                    l1_weight=0.01)
+                    l1_penalty=0.01)
     handler = flow.parser.get_parsed_content("unlearn#forget#handler")
     trainer = flow.parser.get_parsed_content("unlearn#forget#trainer")
     if forget is None:
         assert handler is None and trainer is None
     else:
         assert isinstance(handler, MachineUnlearningHandler) and handler.method == forget
-        assert handler.noise_std == 0.3 and handler.l1_weight == 0.01 and handler.loss_ceiling == 0.7
+        assert handler.noise_std == 0.3 and handler.l1_penalty == 0.01 and handler.loss_ceiling == 0.7
         assert handler.retain_weight == 1.0
         assert trainer.optimizer.param_groups[0]["lr"] == lr and trainer.state.max_epochs == 3
         # the two-stage methods' forget stage also sees the retain subset (forget_with_retain)
@@ -203,7 +207,7 @@ def test_documented_ids_exist_and_metadata_verifies_offline() -> None:
     for names in (("train.json",), ("train.json", "oracle.json"), ("train.json", "unlearn.json"),
                   ("train.json", "evaluate.json")):
         known = {k: None for k in DOCUMENTED_IDS if names[-1] == "unlearn.json" or k not in
-                 ("method", "retain_fraction", "noise", "l1_weight", "forget_epochs")}
+                 ("method", "retain_fraction", "noise", "l1_penalty", "forget_epochs")}
         check_overrides(files(*names), {**TINY, **known})
     with pytest.raises(ConfigError, match="'retain_fractoin': did you mean 'retain_fraction'"):
         check_overrides(files("train.json", "unlearn.json"), {"retain_fractoin": 0.2})

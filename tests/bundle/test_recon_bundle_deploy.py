@@ -257,8 +257,8 @@ def test_multi_gpu_train_runs_as_one_gloo_process(tmp_path: Path, monkeypatch: p
     flow = ConfigWorkflow(
         config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")], meta_file=META,
         logging_file=False, workflow_type="train", bundle_root=str(tmp_path), max_epochs=1, batch_size=4,
-        **{"scenario#size": 16, "scenario#slices_per_volume": 2, "scenario#retain_train_volumes": 3,
-           "scenario#forget_train_volumes": 1, "scenario#retain_test_volumes": 1, "scenario#forget_test_volumes": 1,
+        **{"scenario#data#size": 16, "scenario#data#slices_per_volume": 2, "scenario#data#retain_train_volumes": 3,
+           "scenario#data#forget_train_volumes": 1, "scenario#data#retain_test_volumes": 1, "scenario#data#forget_test_volumes": 1,
            **NETWORK},
     )
     flow.initialize()

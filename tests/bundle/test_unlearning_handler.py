@@ -9,8 +9,7 @@ from torch import nn
 from harmonize.bundle import make_unlearning_handler, unlearning_settings
 from harmonize.data.dataset import make_dataset
 from harmonize.errors import ConfigError
-from harmonize.handlers import DomainUnlearningHandler
-from harmonize.keys import UnlearningMode
+from harmonize.handlers import AlternatingConfusion, DomainUnlearningHandler
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
 
 
@@ -20,8 +19,8 @@ def dataset(tiny_cohort):
 
 
 def test_settings_from_a_dict_and_none():
-    settings = unlearning_settings({"method": "dann", "beta": 2, "overlap_range": [30, 60]})
-    assert settings.method == "dann" and settings.beta == 2 and settings.overlap_range == (30, 60)
+    settings = unlearning_settings({"method": "dann", "reversal_weight": 2, "overlap_range": [30, 60]})
+    assert settings.method == "dann" and settings.reversal_weight == 2 and settings.overlap_range == (30, 60)
     assert unlearning_settings(None).method == "none"
 
 
@@ -47,7 +46,7 @@ def test_invalid_value_is_a_config_error():
 def test_handler_reads_the_taps_with_their_size(network, taps, dim, dataset, tiny_cohort):
     handler = make_unlearning_handler(network, taps, {"method": "unlearning", "mode": "alternating"}, dataset,
                                       tiny_cohort)
-    assert isinstance(handler, DomainUnlearningHandler) and handler.mode == UnlearningMode.ALTERNATING
+    assert isinstance(handler, DomainUnlearningHandler) and isinstance(handler.objective, AlternatingConfusion)
     assert handler.taps.names == taps
     head = handler.heads["site"]
     assert next(head.parameters()).shape[1] == dim  # first layer of the head reads the pooled taps

@@ -11,7 +11,16 @@ from monai.engines.utils import IterationEvents
 from torch import nn
 
 from harmonize.errors import ConfigError
-from harmonize.handlers import Confound, DomainUnlearningHandler, LabelRangeMask
+from harmonize.handlers import (
+    AlternatingConfusion,
+    Confound,
+    ConfusionObjective,
+    DomainUnlearningHandler,
+    GradientReversalObjective,
+    HeadSteps,
+    LabelRangeMask,
+    RefitHeads,
+)
 from harmonize.keys import ConfoundKind, Keys, StateKeys
 from harmonize.networks import DomainHead
 
@@ -26,11 +35,21 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+#: The objective of each mode name the tests use.
+OBJECTIVES = {"fused": ConfusionObjective, "alternating": AlternatingConfusion, "dann": GradientReversalObjective}
+
+
 def _handler(net: nn.Module, num_sites: int = 2, **kwargs) -> DomainUnlearningHandler:
+    """A handler over a TinyNet's encoder; ``mode``, ``head_*`` and ``beta`` pick its objective, adversary, weight."""
     torch.manual_seed(1)
     head = DomainHead(4, num_sites, hidden=8, dropout=0.0)
-    confound_args = {k: kwargs.pop(k) for k in ("beta", "moment_weight", "prior") if k in kwargs}
-    return DomainUnlearningHandler(net, "encoder", Confound(head, num_sites, **confound_args), **kwargs)
+    confound_args = {k: kwargs.pop(k) for k in ("beta", "prior") if k in kwargs}
+    objective = OBJECTIVES[kwargs.pop("mode", "fused")]()
+    lr, steps = kwargs.pop("head_lr", 1e-3), kwargs.pop("head_steps", 1)
+    refit = kwargs.pop("head_refit_steps", 0)
+    adversary = RefitHeads(refit, kwargs.pop("head_refit_lr", 1e-2), lr, steps) if refit else HeadSteps(lr, steps)
+    return DomainUnlearningHandler(net, "encoder", Confound(head, num_sites, **confound_args), objective=objective,
+                                   adversary=adversary, **kwargs)
 
 
 def _trained_copy(net: nn.Module, data: list[dict], handler_kwargs: dict | None, epochs: int = 1):
@@ -225,23 +244,21 @@ def test_checkpoint_round_trip(tiny_net):
     other.attach(make_trainer(net, data))
     other.load_state_dict(state)
     assert _same(_params(handler.heads), _params(other.heads))
-    assert other.head_optimizer.state_dict()["state"].keys() == handler.head_optimizer.state_dict()["state"].keys()
+    assert other.adversary.optimizer.state_dict()["state"].keys() == handler.adversary.optimizer.state_dict()["state"].keys()
     assert other.history == handler.history
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"mode": "fusd"}, "did you mean 'fused'"),
         ({"head_steps": 0}, "head_steps"),
         ({"warmup_epochs": -1}, "warmup_epochs"),
         ({"head_lr": -1.0}, "head_lr"),
         ({"beta": -1.0}, "beta must be a finite number >= 0"),
         ({"beta": float("nan")}, "beta must be a finite number >= 0"),
-        ({"moment_weight": -1.0}, "moment_weight must be a finite number >= 0"),
-        ({"head_refit_steps": -1}, "head_refit_steps must be >= 0"),
-        ({"head_refit_lr": 0.0}, "head_refit_lr must be a positive number"),
-        ({"head_memory": -1}, "head_memory must be >= 0"),
+        ({"head_refit_steps": 0.5}, "head_refit_steps must be an integer >= 1"),
+        ({"head_refit_steps": 5, "head_refit_lr": 0.0}, "head_refit_lr must be a positive number"),
+        ({"head_refit_steps": 5, "mode": "dann"}, "re-fitting adversary would reset the heads"),
     ],
 )
 def test_bad_arguments_are_named(tiny_net, kwargs, message):
@@ -294,11 +311,9 @@ def test_checkpoint_restores_before_attach(tiny_net):
     other = _handler(net, mode="alternating")
     other.load_state_dict(handler.state_dict())  # as a CheckpointLoader does, before training starts
     other.attach(make_trainer(net, data))
-    restored, saved = other.extractor_optimizer.state_dict(), handler.extractor_optimizer.state_dict()
+    restored, saved = other.objective.optimizer.state_dict(), handler.objective.optimizer.state_dict()
     assert saved["state"] and restored["param_groups"] == saved["param_groups"]
     assert all(torch.equal(restored["state"][i][k], v) for i, s in saved["state"].items() for k, v in s.items())
-    with pytest.raises(ConfigError, match="mode='alternating' to resume"):
-        _handler(copy.deepcopy(tiny_net), mode="fused").load_state_dict(handler.state_dict())
 
 
 def test_attach_to_other_network_is_refused(tiny_net):
@@ -349,46 +364,7 @@ def test_whole_float_and_nan_site_labels_are_indices():
     assert confound.targets([2, 0]).tolist() == [2, 0]
 
 
-# ------------------------------------------------------------------------------------ moment matching, re-fit
-@pytest.mark.parametrize("mode", ["fused", "alternating", "dann"])
-def test_moment_penalty_moves_the_extractor_and_is_logged(tiny_net, mode):
-    """With beta 0 the confusion loss does nothing; the moment penalty alone still moves the encoder."""
-    data = make_batches(2)
-    plain, _, _ = _trained_copy(tiny_net, data, None)
-    moved, handler, trainer = _trained_copy(tiny_net, data, {"mode": mode, "beta": 0.0, "moment_weight": 10.0})
-    assert not _same(_params(plain.encoder), _params(moved.encoder))
-    name = f"{StateKeys.MOMENT_LOSS}_site"
-    assert name in handler.state_attributes
-    assert 0.0 < getattr(trainer.state, name) < 1.0 + 1e-6  # mean term in [0, 1) plus a small variance term
-    assert name in handler.history[-1]
-    # the site's running means are kept and checkpointed
-    state = handler.state_dict()
-    assert state["moments"]["site.seen"].tolist() == [True, True]
-    net = copy.deepcopy(tiny_net)
-    other = _handler(net, mode=mode, beta=0.0, moment_weight=10.0)
-    other.attach(make_trainer(net, data))
-    other.load_state_dict(state)
-    torch.testing.assert_close(other.moment_losses["site"].class_mean, handler.moment_losses["site"].class_mean)
-
-
-def test_moment_penalty_lowers_the_site_gap():
-    """Training with the penalty leaves the encoder's per-site feature means closer than plain training."""
-
-    def site_gap(net: nn.Module, data: list[dict]) -> float:
-        with torch.no_grad():
-            x = torch.cat([b[Keys.IMAGE] for b in data])
-            s = torch.cat([b[Keys.SITE] for b in data])
-            f = net.encoder(x)
-        return float(((f[s == 0].mean(0) - f[s == 1].mean(0)) / f.std(0)).abs().mean())
-
-    torch.manual_seed(0)
-    base = TinyNet()
-    data = make_batches(2, batch=8, batches=4)
-    plain, _, _ = _trained_copy(base, data, None, epochs=10)
-    matched, _, _ = _trained_copy(base, data, {"beta": 0.0, "moment_weight": 10.0, "moment_momentum": 0.5}, epochs=10)
-    assert site_gap(matched, data) < 0.5 * site_gap(plain, data)
-
-
+# ------------------------------------------------------------------------------------------------------ re-fit
 class _BatchNormNet(TinyNet):
     def __init__(self) -> None:
         super().__init__()
@@ -403,7 +379,7 @@ def test_refit_heads_fits_all_batches_from_scratch_and_leaves_the_network_alone(
     data = make_batches(2, batch=8, batches=4)
     handler = _handler(net, head_refit_steps=200, head_refit_lr=1e-2)
     params, buffers = _params(net), [b.clone() for b in net.buffers()]
-    accuracy = handler.refit_heads(data)
+    accuracy = handler.adversary.refit(handler, data)
     assert accuracy["refit_acc_site"] > 0.9  # the site shifts the intensity: a head fitted on all 32 scans reads it
     assert _same(params, _params(net))
     assert _same(buffers, list(net.buffers())), "the re-fit's forward passes must not move BatchNorm statistics"
@@ -415,53 +391,11 @@ def test_refit_runs_each_unlearning_epoch(tiny_net):
     trainer = make_trainer(net, data, epochs=3)
     handler = _handler(net, head_refit_steps=20, warmup_epochs=1)
     calls = []
-    original = handler.refit_heads
-    handler.refit_heads = lambda *a, **k: calls.append(trainer.state.epoch) or original(*a, **k)
+    original = handler.adversary.refit
+    handler.adversary.refit = lambda *a, **k: calls.append(trainer.state.epoch) or original(*a, **k)
     handler.attach(trainer)
     trainer.run()
     assert calls == [2, 3]
     assert f"{StateKeys.REFIT_ACC}_site" in handler.state_attributes
     assert 0.0 <= getattr(trainer.state, f"{StateKeys.REFIT_ACC}_site") <= 1.0
     assert "refit_acc_site" not in handler.history[0] and 0.0 <= handler.history[-1]["refit_acc_site"] <= 1.0
-
-
-def test_memory_head_learns_what_single_site_batches_cannot_show():
-    """Each batch holds one site: a head trained on the batch alone only learns "this batch's site"; trained on
-    the memory of the last batches it learns to tell the sites apart."""
-    torch.manual_seed(0)
-    net = TinyNet()
-    batches = make_batches(2, batch=16, batches=4)
-    one_site = []
-    for b in batches:
-        for s in (0, 1):
-            keep = b[Keys.SITE] == s
-            one_site.append({k: v[keep] for k, v in b.items()})
-
-    def heldout_accuracy(**kwargs) -> float:
-        net_copy = copy.deepcopy(net)
-        trainer = make_trainer(net_copy, one_site, epochs=6)
-        handler = _handler(net_copy, warmup_epochs=6, head_lr=1e-2, **kwargs)
-        handler.attach(trainer)
-        trainer.run()
-        test = make_batches(2, batch=64, batches=1, seed=5)[0]
-        with torch.no_grad():
-            handler.taps.clear()
-            net_copy.eval()(test[Keys.IMAGE])
-            logits = handler.heads["site"].eval()(handler.taps.features())
-            handler.taps.clear()
-        return float((logits.argmax(1) == test[Keys.SITE]).float().mean())
-
-    assert heldout_accuracy(head_memory=32) > heldout_accuracy() + 0.15
-    assert heldout_accuracy(head_memory=32) > 0.75
-
-
-def test_memory_fills_to_capacity_and_is_checkpointed(tiny_net):
-    data = make_batches(2, batch=8, batches=3)
-    _, handler, _ = _trained_copy(tiny_net, data, {"head_memory": 20})
-    features, targets = handler.memory.contents()
-    assert features.shape == (20, 4) and targets["site"].shape == (20,)
-    net = copy.deepcopy(tiny_net)
-    other = _handler(net, head_memory=20)
-    other.load_state_dict(handler.state_dict())
-    assert torch.equal(other.memory.contents()[0], features)
-    assert _handler(copy.deepcopy(tiny_net)).memory is None  # off by default

@@ -74,7 +74,7 @@ def test_one_ascent_step_increases_the_forget_loss(method: ReconMethod) -> None:
     net = tiny_regressor()
     forget = site_batch(8, seed=1, sites=(FORGET_SITE,))
     before = mse(net, forget)
-    handler = MachineUnlearningHandler(method, id_key=Keys.SUBJECT_ID, l1_weight=1e-6)
+    handler = MachineUnlearningHandler(method, id_key=Keys.SUBJECT_ID, l1_penalty=1e-6)
     engine = trainer(net, [forget], handler)
     engine.run()
     assert mse(net, forget) > before
@@ -182,7 +182,7 @@ def test_l1_penalty_reduces_the_weight_norm() -> None:
     before = l1_norm(base)
     plain, sparse = copy.deepcopy(base), copy.deepcopy(base)
     trainer(plain, [forget], MachineUnlearningHandler(ReconMethod.GA), lr=0.01).run()
-    trainer(sparse, [forget], MachineUnlearningHandler(ReconMethod.GA_L1, l1_weight=0.05), lr=0.01).run()
+    trainer(sparse, [forget], MachineUnlearningHandler(ReconMethod.GA_L1, l1_penalty=0.05), lr=0.01).run()
     assert l1_norm(sparse) < l1_norm(plain)
     assert l1_norm(sparse) < before
 
@@ -234,9 +234,9 @@ def test_missing_flags_and_bad_settings() -> None:
     with pytest.raises(ConfigError, match="Argument 'method'"):
         MachineUnlearningHandler("gradient_ascent")
     with pytest.raises(ConfigError) as err:
-        MachineUnlearningHandler(ReconMethod.NL, l1_weight=-1, noise_std=0, loss_ceiling=0, stop_forget_loss=-1,
+        MachineUnlearningHandler(ReconMethod.NL, l1_penalty=-1, noise_std=0, loss_ceiling=0, stop_forget_loss=-1,
                                  retain_weight=-2)
-    for text in ("'l1_weight' must be >= 0", "'noise_std' must be > 0", "'loss_ceiling' must be > 0",
+    for text in ("'l1_penalty' must be >= 0", "'noise_std' must be > 0", "'loss_ceiling' must be > 0",
                  "'stop_forget_loss' must be > 0", "'retain_weight' must be >= 0"):
         assert text in str(err.value)
     with pytest.raises(ConfigError, match="Argument 'noise_mode'"):

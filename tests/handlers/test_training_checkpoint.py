@@ -18,7 +18,12 @@ from torch import nn
 
 from harmonize.data.dataset import make_dataloader
 from harmonize.errors import ConfigError, HarmonizeError
-from harmonize.handlers import Confound, DomainUnlearningHandler, TrainingCheckpoint
+from harmonize.handlers import (
+    Confound,
+    DomainUnlearningHandler,
+    HeadSteps,
+    TrainingCheckpoint,
+)
 from harmonize.io import TMP_TAG
 from harmonize.keys import Keys
 from harmonize.networks import DomainHead
@@ -132,7 +137,7 @@ def _run(directory: Path | None, epochs: int = 3, resume: Path | None = None, st
                                 optimizer=torch.optim.Adam(net.parameters(), lr=1e-2), loss_function=nn.MSELoss(),
                                 decollate=False)
     head = DomainHead(4, 2, hidden=hidden, dropout=0.5)
-    unlearn = DomainUnlearningHandler(net, "encoder", Confound(head, num_classes=2), head_lr=1e-2)
+    unlearn = DomainUnlearningHandler(net, "encoder", Confound(head, num_classes=2), adversary=HeadSteps(lr=1e-2))
     unlearn.attach(trainer)
     scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=2, gamma=0.5)
     from ignite.engine import Events
@@ -164,7 +169,7 @@ def test_resume_from_mid_epoch_and_epoch_end_checkpoints_is_exact(tmp_path, stop
     net, unlearn, _, trainer = _run(tmp_path / "unused", resume=tmp_path)
     assert trainer.state.iteration == 9
     assert _all_equal(reference, net) and _all_equal(ref_unlearn.heads, unlearn.heads)
-    ref_opt, opt = ref_unlearn.head_optimizer.state_dict()["state"], unlearn.head_optimizer.state_dict()["state"]
+    ref_opt, opt = ref_unlearn.adversary.optimizer.state_dict()["state"], unlearn.adversary.optimizer.state_dict()["state"]
     assert all(torch.equal(ref_opt[i]["exp_avg"], opt[i]["exp_avg"]) for i in ref_opt)
 
 

@@ -26,7 +26,8 @@ CHANNELS = (8, 8, 8, 8)
 
 
 def _settings(method: str, **kwargs) -> BrainAgeSettings:
-    unlearning = UnlearningSettings(method=method, warmup_epochs=1, beta=1.0)
+    weight = {"reversal_weight": 1.0} if method == "dann" else {"beta": 1.0}
+    unlearning = UnlearningSettings(method=method, warmup_epochs=1, **weight)
     return BrainAgeSettings(unlearning=unlearning, max_epochs=2, channels=CHANNELS, feature_dim=16, batch_size=6,
                             **kwargs)
 

@@ -21,9 +21,9 @@ from harmonize.workflows.brain_age import (
     brain_age_features,
     train_brain_age,
 )
+from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.model_file import (
     MODEL_FORMAT,
-    load_bundle_model,
     load_model,
     save_model,
 )
@@ -62,13 +62,54 @@ def test_round_trip_keeps_weights_settings_heads_and_history(models, tmp_path, t
     assert loaded.site_index == model.site_index
     assert loaded.history == model.history and len(loaded.history) == 2
     assert loaded.seconds == pytest.approx(model.seconds)
-    assert loaded.handler is not None and loaded.handler.mode == model.handler.mode
+    assert loaded.handler is not None and _describe(loaded.handler) == _describe(model.handler)
     assert loaded.handler.history == model.history
     assert _same_state(loaded.handler.heads, model.handler.heads)
     assert loaded.handler.confounds[0].num_classes == 3
     image = torch.randn(2, 1, 24, 24, 24)
     with torch.no_grad():
         assert torch.equal(loaded.network.eval()(image), model.network.eval()(image))
+
+
+def _describe(handler) -> dict:
+    """Every setting of a handler: objective, adversary, warm-up, taps, mask, and each confound with its head."""
+    mask = handler.sample_mask
+    ages = {Keys.AGE: torch.linspace(20.0, 90.0, 8)}
+    return {
+        "objective": (type(handler.objective).__name__, handler.objective.config()),
+        "adversary": (type(handler.adversary).__name__, handler.adversary.config()),
+        "warmup_epochs": handler.warmup_epochs,
+        "taps": list(handler.taps.names),
+        "mask": None if mask is None else (type(mask).__name__, vars(mask)),
+        "confounds": [(c.name, c.key, str(c.kind), c.num_classes, list(c.bin_edges or []), c.beta, c.alpha,
+                       c.class_weights, c.head.config, None if c.prior is None else c.prior(ages).tolist())
+                      for c in handler.confounds],
+    }
+
+
+#: One training run per recipe (cohort, settings), each saved and reloaded.
+RECIPES = {
+    "paper": ("plain", UnlearningSettings.paper(beta=1.0, warmup_epochs=1, head_steps=2, betas={"site": 3.0})),
+    "alternating": ("plain", UnlearningSettings.paper(mode="alternating", warmup_epochs=1, balanced_heads=True)),
+    "refit": ("plain", UnlearningSettings.refit_adversary(warmup_epochs=1, head_refit_steps=5,
+                                                          confounds=("site", "sex", "age"))),
+    "refit_pairs": ("biased", UnlearningSettings.refit_adversary(warmup_epochs=1, head_refit_steps=5,
+                                                                 overlap_only=True, overlap_mode="pairs")),
+    "dann": ("plain", UnlearningSettings.dann(reversal_weight=0.5, warmup_epochs=1, overlap_only=True,
+                                              overlap_range=(40.0, 72.0))),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_recipe_reloads_to_an_equal_handler(recipe, tiny_cohort, tiny_cohort_biased, tmp_path):
+    cohort, unlearning = RECIPES[recipe]
+    settings = BrainAgeSettings(unlearning=unlearning, max_epochs=1, channels=CHANNELS, feature_dim=FEATURES,
+                                batch_size=6, taps=("encoder.block3", "encoder"))
+    model = train_brain_age(tiny_cohort if cohort == "plain" else tiny_cohort_biased, settings)
+    loaded = load_model(save_model(model, tmp_path / f"{recipe}.pt"))
+    assert loaded.settings.unlearning == model.settings.unlearning
+    assert _describe(loaded.handler) == _describe(model.handler)
+    assert _same_state(loaded.handler.heads, model.handler.heads)
 
 
 def test_round_trip_without_heads(models, tmp_path):
@@ -116,7 +157,7 @@ def test_unreadable_and_foreign_files(models, tmp_path):
         load_model(tmp_path / "foreign.pt")
     content = torch.load(good, weights_only=True)
     torch.save({**content, "version": 99}, tmp_path / "future.pt")
-    with pytest.raises(HarmonizeError, match="layout version 99; this version of harmonize .* reads version 1"):
+    with pytest.raises(HarmonizeError, match="layout version 99; this version of harmonize .* reads version 2"):
         load_model(tmp_path / "future.pt")
     torch.save({**content, "network_class": "TissueSegmenter"}, tmp_path / "seg.pt")
     with pytest.raises(HarmonizeError, match="holds a 'TissueSegmenter' network"):

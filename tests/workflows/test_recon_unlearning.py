@@ -18,6 +18,7 @@ from harmonize.workflows.recon_unlearning import (
     ReconUnlearningSettings,
     format_markdown,
     run_recon_unlearning,
+    stage_settings,
 )
 
 
@@ -52,7 +53,7 @@ def test_files_are_written(result) -> None:
     assert payload["columns"] == list(TABLE_COLUMNS)
     assert [r["method"] for r in payload["table"]] == [r["method"] for r in res.table]
     assert payload["table"][0]["bta_psnr"] == pytest.approx(res.table[0]["bta_psnr"])
-    assert payload["settings"]["size"] == 32
+    assert payload["settings"]["data"]["size"] == 32
     markdown = (out / OUTPUT_FILES["markdown"]).read_text()
     assert "| method | BTA PSNR | BTA SSIM | KTA PSNR" in markdown and "| nl_ft |" in markdown
     assert "Retain-fraction sweep" in markdown and "Zero-filled input (no network): BTA" in markdown
@@ -71,33 +72,30 @@ def test_markdown_shows_time_relative_to_the_oracle() -> None:
 
 def test_site_scenario_from_a_manifest(tiny_cohort: Path) -> None:
     site = sorted(read_manifest(tiny_cohort)[Keys.SITE].unique())[0]
-    settings = dataclasses.replace(
-        ReconUnlearningSettings.tiny(), manifest=str(tiny_cohort), forget_site=site, size=16,
-        methods=(ReconMethod.NL_FT,), fractions=(),
-    )
+    data = dataclasses.replace(ReconUnlearningSettings.tiny().data, manifest=str(tiny_cohort), forget_site=site,
+                               size=16)
+    settings = ReconUnlearningSettings.tiny(data=data, methods=(ReconMethod.NL_FT,), fractions=())
     res = run_recon_unlearning(settings)
     assert [r["method"] for r in res.table] == ["original", "oracle", "nl_ft"] and res.fraction_table == []
     assert res.sizes["forget_train"] > 0 and res.files == {}
 
 
 def test_varnet_runs_on_masked_kspace() -> None:
-    settings = dataclasses.replace(
-        ReconUnlearningSettings.tiny(), network="varnet", methods=(ReconMethod.NL_FT,), fractions=(),
-        retain_train_volumes=2, forget_train_volumes=1,
-    )
-    assert settings.kspace().keep_kspace  # VarNet reads the k-space, so the samples keep it
+    data = dataclasses.replace(ReconUnlearningSettings.tiny().data, retain_train_volumes=2, forget_train_volumes=1)
+    settings = ReconUnlearningSettings.tiny(network="varnet", methods=(ReconMethod.NL_FT,), fractions=(), data=data)
+    assert settings.kspace.keep_kspace  # VarNet reads the k-space, so the samples keep it
+    assert not ReconUnlearningSettings.tiny().kspace.keep_kspace
     res = run_recon_unlearning(settings)
     assert [r["method"] for r in res.table] == ["original", "oracle", "nl_ft"]
     assert all(math.isfinite(r["bta_psnr"]) for r in res.table)
 
 
 def test_bad_settings_are_all_reported() -> None:
-    bad = dataclasses.replace(
-        ReconUnlearningSettings.tiny(), size=0, retain_fraction=1.5, fractions=(0.0,), network="resnet",
-        methods=("ft", "original", "magic"), fraction_methods=("ga",),
-    )
-    with pytest.raises(ConfigError) as err:
-        bad.check()
+    with pytest.raises(ConfigError) as err:  # checked on construction, every problem at once
+        ReconUnlearningSettings.tiny(
+            data={"size": 0}, unlearning={"retain_fraction": 1.5}, fractions=(0.0,), network="resnet",
+            methods=("ft", "original", "magic"), fraction_methods=("ga",),
+        )
     text = str(err.value)
     for expected in ("'size' must be >= 1, got 0.", "'retain_fraction' must be in (0, 1], got 1.5.",
                      "'fractions[0]' must be in (0, 1], got 0.0.", "'network' must be one of ['unet', 'varnet']",
@@ -105,18 +103,17 @@ def test_bad_settings_are_all_reported() -> None:
                      "'fraction_methods' holds 'ga', which does not use retain data"):
         assert expected in text
     with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
-        dataclasses.replace(ReconUnlearningSettings.tiny(), acceleration=1.0).check()
+        ReconUnlearningSettings.tiny(kspace={"acceleration": 1.0})
 
 
 @pytest.mark.parametrize(("with_retain", "retain_seen"), [(True, 6), (False, 0)])
 def test_forget_stage_of_ga_l1_ft_also_descends_on_the_retain_subset(
     caplog: pytest.LogCaptureFixture, with_retain: bool, retain_seen: int
 ) -> None:
-    settings = dataclasses.replace(
-        ReconUnlearningSettings.tiny(), methods=(ReconMethod.GA_L1_FT,), fractions=(), forget_with_retain=with_retain,
-        retain_weight=0.5,
-    )
-    assert settings.unlearning().handler(ReconMethod.GA_L1).retain_weight == 0.5
+    stages = dataclasses.replace(ReconUnlearningSettings.tiny().unlearning, forget_with_retain=with_retain,
+                                 retain_weight=0.5)
+    settings = ReconUnlearningSettings.tiny(methods=(ReconMethod.GA_L1_FT,), fractions=(), unlearning=stages)
+    assert stage_settings(settings).handler(ReconMethod.GA_L1).retain_weight == 0.5
     with caplog.at_level("INFO", logger="harmonize.handlers.machine_unlearning"):
         run_recon_unlearning(settings)
     # 4 forget slices (2 volumes x 2) + half of the 12 retain slices in batches of 4, 1 epoch

@@ -19,7 +19,7 @@ from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
 from harmonize.workflows.audit import audit_model, audit_task
-from harmonize.workflows.model_file import load_bundle_model
+from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.segmentation_audit import (
     SegmentationModel,
     audit_segmentation,

@@ -8,8 +8,16 @@ import torch
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError
-from harmonize.handlers import LabelRangeMask, SharedRangeMask
-from harmonize.keys import ConfoundKind, Keys, Split, UnlearningMode
+from harmonize.handlers import (
+    AlternatingConfusion,
+    ConfusionObjective,
+    GradientReversalObjective,
+    HeadSteps,
+    LabelRangeMask,
+    RefitHeads,
+    SharedRangeMask,
+)
+from harmonize.keys import ConfoundKind, Keys, Split
 from harmonize.networks import BrainAgeRegressor
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
@@ -45,20 +53,22 @@ def test_site_sex_age_confounds(frame, sites):
     assert train_ages.min() < age.bin_edges[0] < age.bin_edges[1] < train_ages.max()
 
 
-def test_dann_and_modes(frame, sites):
-    assert _build(frame, sites, method="dann").mode == UnlearningMode.DANN
-    assert _build(frame, sites, mode="alternating").mode == UnlearningMode.ALTERNATING
+def test_recipes_pick_their_objective_and_adversary(frame, sites):
+    dann = _build(frame, sites, **UnlearningSettings.dann(reversal_weight=0.5).to_dict())
+    assert isinstance(dann.objective, GradientReversalObjective) and dann.objective.reversal_weight == 0.5
+    assert type(dann.adversary) is HeadSteps and dann.confounds[0].beta == 1.0
+    assert isinstance(_build(frame, sites, mode="alternating").objective, AlternatingConfusion)
+    paper = _build(frame, sites, **UnlearningSettings.paper(head_steps=3).to_dict())
+    assert type(paper.objective) is ConfusionObjective and paper.adversary.config() == {"lr": 1e-3, "steps": 3}
+    refit = _build(frame, sites, beta=0.0, head_refit_steps=50, head_refit_lr=5e-3)
+    assert isinstance(refit.adversary, RefitHeads) and (refit.adversary.refit_steps, refit.adversary.refit_lr) == (50, 5e-3)
 
 
-def test_moment_matching_and_refit_settings_reach_the_handler(frame, sites):
-    handler = _build(frame, sites, beta=0.0, moment_weight=30.0, moment_momentum=0.5, moment_variance_weight=0.0,
-                     head_refit_steps=50, head_refit_lr=5e-3)
-    site = handler.confounds[0]
-    assert site.moment_weight == 30.0 and site.beta == 0.0
-    loss = handler.moment_losses["site"]
-    assert loss.num_classes == len(sites) and loss.momentum == 0.5 and loss.variance_weight == 0.0
-    assert handler.head_refit_steps == 50 and handler.head_refit_lr == 5e-3
-    assert not _build(frame, sites).moment_losses  # off by default
+def test_what_carries_over_to_another_recipe():
+    chosen = UnlearningSettings.refit_adversary(confounds=("site", "sex"), overlap_only=True, overlap_mode="pairs")
+    dann = UnlearningSettings.dann(**chosen.what())
+    assert (dann.confounds, dann.overlap_only, dann.overlap_mode) == (("site", "sex"), True, "pairs")
+    assert dann.head_refit_steps == 0 and dann.head_hidden == UnlearningSettings().head_hidden
 
 
 def test_refit_adversary_recipe(frame, sites):
@@ -66,7 +76,7 @@ def test_refit_adversary_recipe(frame, sites):
     assert (settings.beta, settings.head_hidden, settings.head_lr, settings.head_refit_steps) == (1.0, (), 1e-4, 300)
     assert settings.warmup_epochs == 3 and settings.method == "unlearning"
     handler = _build(frame, sites, **settings.to_dict())
-    assert handler.head_refit_steps == 300 and handler.warmup_epochs == 3
+    assert handler.adversary.refit_steps == 300 and handler.warmup_epochs == 3
     head = handler.confounds[0].head
     assert [type(m).__name__ for m in head.layers] == ["BatchNorm1d", "Linear"]  # standardised input, linear head
 
@@ -136,11 +146,19 @@ def test_single_site_is_refused(frame):
         ({"confounds": ["site", "handedness"]}, "Cannot unlearn 'handedness'"),
         ({"betas": {"sex": 1.0}}, "not among the confounds"),
         ({"beta": -1.0}, "beta must be a finite number >= 0"),
-        ({"moment_weight": -1.0}, "moment_weight must be a finite number >= 0"),
-        ({"moment_weight": 1.0, "moment_momentum": 1.0}, "momentum must lie in"),
-        ({"head_refit_steps": -2}, "head_refit_steps must be >= 0"),
+        ({"head_refit_steps": -2}, "head_refit_steps must be an integer >= 0"),
+        ({"method": "dann", "mode": "alternating"}, "method 'dann' has no mode"),
+        ({"method": "dann", "head_refit_steps": 5}, "a re-fit would reset the heads"),
+        ({"method": "dann", "beta": 3.0}, "set its strength with reversal_weight"),
+        ({"moment_weight": 1.0}, "unexpected keyword argument 'moment_weight'"),
     ],
 )
 def test_bad_settings_are_named(frame, sites, kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises((ConfigError, TypeError), match=message):
         _build(frame, sites, **kwargs)
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ConfigError) as err:
+        UnlearningSettings(beta=-1.0, head_lr=0.0, warmup_epochs=-1)
+    assert len(err.value.problems) == 3

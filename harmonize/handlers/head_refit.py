@@ -1,0 +1,126 @@
+"""The per-epoch re-fit of the domain heads (an adversary of :class:`~harmonize.handlers.DomainUnlearningHandler`).
+
+A head trained batch by batch is easily fooled while a fresh probe still reads the confound. :class:`RefitHeads`
+re-initialises every head at the start of each unlearning epoch and fits it from scratch (full-batch Adam) on the
+current features of all the training batches, so the confusion loss pushes against a head that has seen the
+current features. :func:`all_features` gathers those features: the one place where a distributed run all-gathers.
+The measurements behind the recipe are in docs/unlearning.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from harmonize import defaults
+from harmonize.errors import ConfigError
+from harmonize.handlers.confound import MISSING
+from harmonize.handlers.unlearning_adversary import HeadSteps, check_positive
+from harmonize.keys import StateKeys
+
+if TYPE_CHECKING:
+    from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
+
+__all__ = ["RefitHeads", "all_features"]
+
+
+@torch.no_grad()
+def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[str, Any]],
+                 inputs: Callable[[Any], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Detached features and targets of every batch of ``loader``, as the training forward pass sees them.
+
+    The network runs in training mode; its buffers (BatchNorm statistics) are restored afterwards.
+    """
+    from monai.utils import CommonKeys
+
+    network = unlearner.network
+    device = next(network.parameters()).device
+    buffers = {name: b.clone() for name, b in network.named_buffers()}
+    features, targets = [], {c.name: [] for c in unlearner.confounds}
+    try:
+        for batch in loader:
+            batch_targets, _ = unlearner.batch_targets(batch)
+            unlearner.taps.clear()
+            image = inputs(batch) if inputs is not None else torch.as_tensor(batch[CommonKeys.IMAGE])
+            network(image.to(device))
+            features.append(unlearner.taps.features().detach())
+            for name, t in batch_targets.items():
+                targets[name].append(t)
+    finally:
+        unlearner.taps.clear()
+        for name, b in network.named_buffers():
+            b.copy_(buffers[name])
+    if not features:
+        raise ConfigError("RefitHeads needs a training loader with at least one batch.")
+    return torch.cat(features), {name: torch.cat(t) for name, t in targets.items()}
+
+
+class RefitHeads(HeadSteps):
+    """Per-epoch adversary: the heads are re-fitted from scratch on all training features every unlearning epoch.
+
+    Between re-fits the heads still take :class:`HeadSteps` on every batch (``lr``, ``steps``).
+
+    Args:
+        refit_steps: full-batch Adam steps of each re-fit.
+        refit_lr: learning rate of the re-fit.
+        lr: learning rate of the per-batch steps between re-fits.
+        steps: per-batch steps between re-fits.
+    """
+
+    refits = True
+
+    def __init__(self, refit_steps: int = defaults.REFIT_STEPS, refit_lr: float = defaults.HEAD_REFIT_LR,
+                 lr: float = defaults.REFIT_HEAD_LR, steps: int = 1) -> None:
+        super().__init__(lr, steps)
+        problems: list[str] = []
+        check_positive(problems, "head_refit_steps", refit_steps, integer=True)
+        check_positive(problems, "head_refit_lr", refit_lr)
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        self.refit_steps, self.refit_lr = int(refit_steps), float(refit_lr)
+
+    def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
+        """Re-fit the heads on the trainer's training batches, as its ``prepare_batch`` gives them."""
+        device = next(unlearner.network.parameters()).device
+
+        def inputs(batch: Mapping[str, Any]) -> torch.Tensor:
+            return engine.prepare_batch(batch, device, engine.non_blocking)[0]
+
+        self.refit(unlearner, engine.data_loader, inputs)
+
+    def refit(self, unlearner: DomainUnlearningHandler, loader: Any, inputs: Any = None) -> dict[str, float]:
+        """Re-initialise every head and fit it on the current features of all of ``loader``'s batches.
+
+        Returns:
+            Each head's training accuracy after the fit (``refit_acc_<name>``), also recorded for the epoch.
+        """
+        features, targets = all_features(unlearner, loader, inputs)
+        accuracy = {}
+        for c in unlearner.confounds:
+            valid = targets[c.name] != MISSING
+            if not bool(valid.any()):
+                continue
+            x, y = features[valid], targets[c.name][valid]
+            for module in c.head.modules():
+                if module is not c.head and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
+            optimizer = torch.optim.Adam(c.head.parameters(), lr=self.refit_lr)
+            loss_fn = unlearner.domain_losses[c.name]
+            c.head.train()
+            for _ in range(self.refit_steps):
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(c.head(x), y).backward()
+                optimizer.step()
+            with torch.no_grad():
+                accuracy[f"{StateKeys.REFIT_ACC}_{c.name}"] = float((c.head(x).argmax(dim=1) == y).float().mean())
+        self.optimizer.state.clear()  # the per-batch optimiser's moments belonged to the old weights
+        for name, value in accuracy.items():
+            unlearner.record(name, value)
+        return accuracy
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "refit_steps": self.refit_steps, "refit_lr": self.refit_lr}

@@ -1,0 +1,79 @@
+"""How the domain heads of :class:`~harmonize.handlers.DomainUnlearningHandler` are fitted (the adversary).
+
+:class:`HeadSteps` is the paper's adversary: a few Adam steps of the heads on each batch's detached features.
+:class:`~harmonize.handlers.head_refit.RefitHeads` adds a per-epoch re-fit from scratch. An adversary owns its
+optimiser and its state; the heads' parameters stay in the handler's ``heads`` (one ``ModuleDict``, the place a
+distributed run synchronises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from harmonize import defaults
+from harmonize.errors import ConfigError
+from harmonize.handlers.confound import MISSING
+
+if TYPE_CHECKING:
+    from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
+
+__all__ = ["HeadSteps", "check_positive"]
+
+
+def check_positive(problems: list[str], name: str, value: float, integer: bool = False) -> None:
+    if integer and (int(value) != value or value < 1):
+        problems.append(f"{name} must be an integer >= 1, got {value!r}")
+    elif not integer and not (value > 0 and value < float("inf")):
+        problems.append(f"{name} must be a positive number, got {value!r}")
+
+
+class HeadSteps:
+    """Per-batch adversary: the heads take ``steps`` Adam steps (learning rate ``lr``) on every batch.
+
+    Args:
+        lr: learning rate of the heads' Adam optimiser.
+        steps: optimiser steps of the heads per batch (a stronger adversary makes stronger unlearning).
+    """
+
+    refits = False
+
+    def __init__(self, lr: float = defaults.HEAD_LR, steps: int = defaults.HEAD_STEPS) -> None:
+        problems: list[str] = []
+        check_positive(problems, "head_lr", lr)
+        check_positive(problems, "head_steps", steps, integer=True)
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        self.lr, self.steps = float(lr), int(steps)
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def bind(self, unlearner: DomainUnlearningHandler) -> None:
+        """Make the heads' optimiser (one Adam over every head's parameters)."""
+        self.optimizer = torch.optim.Adam(unlearner.heads.parameters(), lr=self.lr)
+
+    def fit_batch(self, unlearner: DomainUnlearningHandler, features: torch.Tensor) -> None:
+        """The heads learn their confounds from a batch's detached features (the extractor is not touched)."""
+        active = [c for c in unlearner.confounds if bool((unlearner.targets[c.name] != MISSING).any())]
+        for step in range(self.steps if active else 0):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = step == self.steps - 1
+            loss = sum(c.alpha * unlearner.domain_loss(c, c.head(features), unlearner.targets[c.name], record=last)
+                       for c in active)
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
+        """Called at the start of every unlearning (not warm-up) epoch; nothing to do for a per-batch adversary."""
+
+    def config(self) -> dict[str, Any]:
+        """The adversary's settings (what rebuilds it)."""
+        return {"lr": self.lr, "steps": self.steps}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"head_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["head_optimizer"])
