@@ -6,6 +6,7 @@ from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
+from harmonize.handlers.reconstruction_metrics import ReconstructionMetricsHandler
 from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
 from harmonize.handlers.sample_mask import LabelRangeMask, SharedRangeMask
 from harmonize.handlers.training_checkpoint import TrainingCheckpoint
@@ -19,6 +20,7 @@ __all__ = [
     "SharedRangeMask",
     "MachineUnlearningHandler",
     "RandomRigidAugmentation",
+    "ReconstructionMetricsHandler",
     "StopOnNonFiniteLoss",
     "TrainingCheckpoint",
     "quantile_bin_edges",
