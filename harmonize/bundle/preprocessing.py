@@ -48,6 +48,7 @@ from harmonize.data.preprocess import (
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import read_json_object, write_json_atomic
 from harmonize.keys import Keys, Split
+from harmonize.workflows.input_check import BUNDLE_PREPROCESSING_FORMAT
 
 __all__ = [
     "ANISOTROPY_LIMIT",
@@ -66,8 +67,8 @@ logger = logging.getLogger(__name__)
 
 #: File written beside ``models/model.pt`` by training, read by inference.
 PREPROCESSING_FILENAME = "preprocessing.json"
-#: ``format`` and ``version`` of that file.
-FORMAT, FORMAT_VERSION = "harmonize-bundle-preprocessing", 1
+#: ``format`` and ``version`` of that file (the audit reads it too: :mod:`harmonize.workflows.input_check`).
+FORMAT, FORMAT_VERSION = BUNDLE_PREPROCESSING_FORMAT, 1
 #: ``intensity_reference`` of a scan standardised with the pooled landmarks.
 POOLED = "pooled"
 #: Largest ratio of an input's largest to smallest voxel size that passes without a warning.

@@ -24,6 +24,11 @@ from harmonize.bundle.preprocessing import (
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys, Split
+from harmonize.workflows.input_check import (
+    check_inputs,
+    describe_inputs,
+    describe_preprocessing,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +69,23 @@ def test_save_keeps_the_settings_the_site_landmarks_and_pooled_ones(saved, tiny_
     np.testing.assert_allclose(content["pooled_landmarks"], expected)
 
 
+def test_the_saved_preprocessing_describes_the_training_scans_as_the_audit_reads_them(saved, tiny_preprocessed,
+                                                                                      tiny_cohort):
+    """The audit of a bundle checks its scans against preprocessing.json: the training manifest itself passes."""
+    recorded = describe_preprocessing(load_preprocessing(saved))
+    found = describe_inputs(read_manifest(tiny_preprocessed))
+    assert recorded == {**found, "manifest": str(tiny_preprocessed)}
+    assert recorded["shape"] == [16, 16, 16] and recorded["spacing"] == [10.0] * 3 and recorded["standardised"]
+    check_inputs(recorded, read_manifest(tiny_preprocessed), "bundle")
+    with pytest.raises(HarmonizeError, match="are not preprocessed as the training scans of bundle were"):
+        check_inputs(recorded, read_manifest(tiny_cohort), "bundle")
+
+
 def test_save_of_a_manifest_not_preprocessed_by_harmonize_records_none(tiny_cohort, tmp_path):
     content = load_preprocessing(save_preprocessing(tiny_cohort, tmp_path / "p.json"))
     assert content["config"] is None
+    assert describe_preprocessing(content) == {"manifest": str(tiny_cohort), "shape": None, "spacing": None,
+                                               "standardised": False}
     with pytest.raises(HarmonizeError, match="did not make.*--preprocess false"):
         BundlePreprocessd(preprocessing=tmp_path / "p.json")(_load(read_manifest(tiny_cohort)[Keys.IMAGE].iloc[0]))
 
