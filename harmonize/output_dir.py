@@ -17,6 +17,10 @@ it through :class:`OutputDir`:
    run, the next one counts that run's files as harmonize's (every file that was not already there when it
    started).
 
+A command that writes a single file into a folder of the user's (``manifest from-bids``, the benchmarks' report)
+claims it with :func:`output_file`: the rest of the folder is the user's and is kept, and an existing file of
+that name is replaced only when harmonize wrote it.
+
 A nested claim of a folder this process already holds (``demo`` runs ``compare`` into its own folder) is
 allowed and does nothing: the outer claim keeps the lock and the record.
 """
@@ -37,7 +41,7 @@ from harmonize.errors import HarmonizeError
 from harmonize.io import TMP_GLOB, write_json_atomic
 from harmonize.locks import LOCK_FILENAME, FolderLock
 
-__all__ = ["RECORD_FILENAME", "OutputDir", "OutputDirError", "check_output_path", "hold_output_dir",
+__all__ = ["RECORD_FILENAME", "OutputDir", "OutputDirError", "check_output_path", "hold_output_dir", "output_file",
            "releases_output_dirs"]
 
 logger = logging.getLogger(__name__)
@@ -342,6 +346,45 @@ class OutputDir:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release(failed=exc_type is not None)
+
+
+def output_file(path: str | os.PathLike[str], command: str, overwrite: bool = False,
+                known: Callable[[Path], bool] | None = None) -> OutputDir:
+    """Claim the folder of one output file (a manifest, a report) for a run; use the result as a context manager.
+
+    The folder may hold anything else of the user's: it is kept, and not walked. The file itself:
+
+    - absent: written; the folder's record then lists it;
+    - present, without ``overwrite``: refused;
+    - present, with ``overwrite``: replaced only when harmonize wrote it (the folder's record lists it, or
+      ``known(path)`` recognises an output written before records existed); a file of the user's is refused by
+      name and kept. Other files harmonize wrote in that folder are not removed.
+
+    Args:
+        path: the file the run writes.
+        command: what writes it (named in the lock).
+        overwrite: allow replacing a file harmonize wrote at ``path``.
+        known: recognises a file harmonize wrote before it kept a record (e.g. by its first line).
+
+    Returns:
+        The (unclaimed) :class:`OutputDir` of the file's folder: ``with output_file(...):`` locks it for the run.
+
+    Raises:
+        OutputDirError: ``path`` is a folder, or exists without ``overwrite``.
+    """
+    target = Path(path).expanduser().absolute()
+    _check_nul(target)
+    if target.is_dir():
+        raise OutputDirError(f"The output {target} is a folder; give the path of a file (e.g. {target / 'out.csv'}).")
+    if target.exists() and not overwrite:
+        raise OutputDirError(f"{target} already exists; choose another output path or pass --overwrite (which "
+                             "replaces it only if harmonize wrote it).")
+
+    def recognised(folder: Path) -> list[Path]:
+        return [target] if known is not None and target.is_file() and known(target) else []
+
+    return OutputDir(target.parent, command, reserved=(target.name,), reuse=lambda folder: True,
+                     known_outputs=recognised)
 
 
 def hold_output_dir(path: str | os.PathLike[str], command: str, **kwargs: Any) -> Path:
