@@ -5,6 +5,7 @@
 - :func:`make_unlearning_handler`: the domain-unlearning handler from a bundle's ``unlearning`` dict;
 - :func:`age_statistics`, :func:`labelled_subjects`: the training ages' scale and the semi-supervised subset;
 - :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
+- :func:`site_balanced_batch_size`: the training batch size for any number of sites (site-balanced batches);
 - :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
   and writes;
 - :func:`save_preprocessing`, :class:`BundlePreprocessd`: the training preprocessing, saved beside the weights
@@ -20,6 +21,7 @@ The reconstruction bundle's helpers live in :mod:`harmonize.bundle.recon`.
 from harmonize.bundle.age_csv_writer import AgeCsvWriter
 from harmonize.bundle.age_statistics import age_statistics
 from harmonize.bundle.attach_handlers import attach_handlers
+from harmonize.bundle.balanced_batch import site_balanced_batch_size
 from harmonize.bundle.check_overrides import check_overrides, config_ids
 from harmonize.bundle.embedded_cohort import (
     default_cache_dir,
@@ -71,6 +73,7 @@ __all__ = [
     "resolve_manifest",
     "run_bundle",
     "save_preprocessing",
+    "site_balanced_batch_size",
     "tensorboard_available",
     "unlearning_settings",
     "verify_bundle_metadata",
