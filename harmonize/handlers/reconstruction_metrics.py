@@ -31,6 +31,9 @@ class ReconstructionMetricsHandler:
     set seen, and, with ``floor_key``, ``zero_filled_<set>_psnr`` / ``_ssim`` of the batch's ``floor_key``
     (the zero-filled input) scored the same way: the floor a network should beat.
 
+    Under ``torch.distributed`` each process evaluates a shard of the data (a ``DistributedSampler``): the
+    handler gathers every shard before scoring, so every process gets the metrics of the whole data set.
+
     Args:
         set_key: batch key naming each sample's evaluation set.
         id_key: batch key of each sample's volume id.
@@ -71,10 +74,10 @@ class ReconstructionMetricsHandler:
                 "ReconstructionMetricsHandler needs the evaluator's batched output (a dict with 'pred' and "
                 "'label'): build the SupervisedEvaluator with decollate=False."
             )
-        missing = [k for k in (self.set_key, self.id_key, self.floor_key) if k is not None and k not in batch]
+        missing = [str(k) for k in (self.set_key, self.id_key, self.floor_key) if k is not None and k not in batch]
         if missing:
             raise ConfigError(
-                f"ReconstructionMetricsHandler: the batch lacks key(s) {missing} (it has {sorted(batch)}); "
+                f"ReconstructionMetricsHandler: the batch lacks key(s) {missing} (it has {sorted(map(str, batch))}); "
                 "evaluate a dataset from harmonize.bundle.recon.evaluation_dataset."
             )
         pred = torch.as_tensor(output[CommonKeys.PRED]).detach().float().cpu()
@@ -89,14 +92,39 @@ class ReconstructionMetricsHandler:
             if floor is not None:
                 self._floor[name].append(floor[i : i + 1])
 
+    def _gathered(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]]:
+        """Each set's predictions, targets, references and volume ids; from every process when distributed.
+
+        Under ``torch.distributed`` (``multi_gpu_evaluate.json``: each process evaluates a shard of the slices), a
+        volume's slices may lie in several shards, so every process gathers them all before scoring.
+        """
+        local = {name: (torch.cat(self._pred[name]), torch.cat(self._target[name]),
+                        torch.cat(self._floor[name]) if self._floor[name] else None, list(self._ids[name]))
+                 for name in self._pred}
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return local
+        shards: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, local)
+        merged: dict[str, list[Any]] = {}
+        for shard in shards:
+            for name, (pred, target, floor, ids) in shard.items():
+                entry = merged.setdefault(name, [[], [], [], []])
+                entry[0].append(pred)
+                entry[1].append(target)
+                if floor is not None:
+                    entry[2].append(floor)
+                entry[3] += ids
+        return {name: (torch.cat(p), torch.cat(t), torch.cat(f) if f else None, ids)
+                for name, (p, t, f, ids) in merged.items()}
+
     def compute(self, engine: Any) -> None:
         """Write each set's mean per-volume PSNR and SSIM into ``engine.state.metrics``."""
-        for name in self._pred:
-            target = torch.cat(self._target[name])
-            scores = mean_metrics(volume_metrics(torch.cat(self._pred[name]), target, self._ids[name]))
+        for name, (pred, target, floor, ids) in sorted(self._gathered().items()):
+            scores = mean_metrics(volume_metrics(pred, target, ids))
             for metric in (PSNR, SSIM):
                 engine.state.metrics[f"{name}_{metric}"] = scores[metric]
-            if self._floor[name]:
-                floor = mean_metrics(volume_metrics(torch.cat(self._floor[name]), target, self._ids[name]))
+            if floor is not None:
+                floor_scores = mean_metrics(volume_metrics(floor, target, ids))
                 for metric in (PSNR, SSIM):
-                    engine.state.metrics[f"{self.floor_prefix}_{name}_{metric}"] = floor[metric]
+                    engine.state.metrics[f"{self.floor_prefix}_{name}_{metric}"] = floor_scores[metric]
