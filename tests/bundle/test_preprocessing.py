@@ -175,6 +175,11 @@ def test_preprocess_false_takes_preprocessed_scans_and_refuses_other_settings(sa
     with pytest.raises(HarmonizeError, match=r"voxels of 8.33 x 8.33 x 8.33 mm and shape \(24, 24, 24\).*trained "
                                              r"on 10 x 10 x 10 mm and \(16, 16, 16\)"):
         BundlePreprocessd(preprocessing=saved, enabled=False)(_load(raw))
+    # the training grid, but raw intensities (preprocess's spatial output, before standardisation): refused too
+    spatial = tiny_preprocessed.parent / "spatial" / pre.split("/")[-1]
+    with pytest.raises(HarmonizeError, match=r"its head's intensities have mean [\d.]+ and standard deviation "
+                                             r"[\d.]+, while the model was trained on intensity-standardised scans"):
+        BundlePreprocessd(preprocessing=saved, enabled=False)(_load(spatial))
 
 
 def test_voxel_spacing_reads_the_affine_columns():
