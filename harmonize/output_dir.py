@@ -13,7 +13,7 @@ it through :class:`OutputDir`:
    the run writes (``reserved`` top-level names) and kept elsewhere (a top-level entry of the user's outside
    ``reserved`` is kept whole, without walking it: a home folder as ``--out`` stays cheap).
 5. When the run ends, every new file is added to the record (atomically); a run that leaves nothing of
-   harmonize's leaves no record either. The record is marked incomplete while the run writes: after a killed
+   harmonize's leaves no record either, and a failed run that wrote nothing removes the folder it created. The record is marked incomplete while the run writes: after a killed
    run, the next one counts that run's files as harmonize's (every file that was not already there when it
    started).
 
@@ -333,6 +333,11 @@ class OutputDir:
                 self._write_record(written, complete=True)
             else:  # nothing of harmonize's is left here: no record either
                 (out / RECORD_FILENAME).unlink(missing_ok=True)
+                if failed and self.created and not self.kept:  # a run that failed before writing: no empty folder
+                    self._lock.release()
+                    self._lock = None
+                    _rmdir_quietly(out)
+                    return
         except OSError as err:
             logger.warning("Could not update the record of outputs %s: %s", out / RECORD_FILENAME, err)
         finally:
