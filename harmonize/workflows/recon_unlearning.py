@@ -200,10 +200,19 @@ class ReconUnlearningSettings:
         problems = []
         counts = ("size", "slices_per_volume", "batch_size", "original_epochs", "oracle_epochs", "ft_epochs",
                   "ga_epochs", "nl_epochs")
-        problems += [f"'{name}' must be >= 1, got {getattr(self, name)}." for name in counts if getattr(self, name) < 1]
+        for name in counts:  # a bundle override may bring text ('--max_epochs two'): named, not a TypeError
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"'{name}' must be an integer >= 1, got {value!r} ({type(value).__name__}).")
+            elif value < 1:
+                problems.append(f"'{name}' must be >= 1, got {value}.")
         fractions = {"retain_fraction": self.retain_fraction}
         fractions.update({f"fractions[{i}]": f for i, f in enumerate(self.fractions)})
-        problems += [f"'{n}' must be in (0, 1], got {v}." for n, v in fractions.items() if not 0 < v <= 1]
+        for name, value in fractions.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                problems.append(f"'{name}' must be a number in (0, 1], got {value!r} ({type(value).__name__}).")
+            elif not 0 < value <= 1:
+                problems.append(f"'{name}' must be in (0, 1], got {value}.")
         if self.network not in NETWORKS:
             problems.append(f"'network' must be one of {list(NETWORKS)}, got {self.network!r}.")
         for name in ("methods", "fraction_methods"):

@@ -29,13 +29,12 @@ def test_valid_settings_pass_and_every_wrong_one_is_named():
     ]
 
 
-@pytest.mark.parametrize("bundle", ["brain_age_unlearning", "tissue_seg_unlearning"])
+@pytest.mark.parametrize("bundle", ["brain_age_unlearning", "tissue_seg_unlearning", "recon_unlearning"])
 def test_a_wrong_override_of_monai_bundle_run_is_one_error_paragraph(bundle, tmp_path, capsys, monkeypatch):
     """``python -m monai.bundle run --max_epochs two``: before, a TypeError traceback from inside the training loop."""
     configs = BUNDLES / bundle / "configs"
     with pytest.raises(RuntimeError) as caught:  # what `python -m monai.bundle run` would leave uncaught
-        run(config_file=str(configs / "train.json"), logging_file=False, bundle_root=str(tmp_path),
-            manifest=str(tmp_path / "unused.csv"), max_epochs="two")
+        run(config_file=str(configs / "train.json"), logging_file=False, bundle_root=str(tmp_path), max_epochs="two")
     monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)  # restored after the test
     install_error_hook()  # train.json installs it first in its `initialize`
     sys.excepthook(caught.type, caught.value, caught.tb)

@@ -106,6 +106,11 @@ def test_bad_settings_are_all_reported() -> None:
         assert expected in text
     with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
         dataclasses.replace(ReconUnlearningSettings.tiny(), acceleration=1.0).check()
+    # text from a bundle override ('--max_epochs two') is named, not a TypeError of the comparison
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(ReconUnlearningSettings.tiny(), original_epochs="two", retain_fraction="half").check()
+    assert err.value.problems == ["'original_epochs' must be an integer >= 1, got 'two' (str).",
+                                  "'retain_fraction' must be a number in (0, 1], got 'half' (str)."]
 
 
 @pytest.mark.parametrize(("with_retain", "retain_seen"), [(True, 6), (False, 0)])
