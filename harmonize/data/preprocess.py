@@ -770,11 +770,14 @@ def preprocess_manifest(
     out = Path(out_dir).expanduser().resolve()
     _check_out_dir(out, manifest, frame)
     _check_scans_listed_once(manifest, frame)
+    reserved = RESERVED_NAMES
     if bids_derivatives:
-        from harmonize.data.bids_derivatives import check_bids_sources
+        from harmonize.data.bids_derivatives import DERIVATIVES_DIR, check_bids_sources
 
         check_bids_sources(frame)
-    claim = OutputDir(out, MARKER_TOOL, overwrite=overwrite, inputs=[manifest], reserved=RESERVED_NAMES,
+        # the run writes into derivatives/ too: a file of the user's there is refused by name, never replaced
+        reserved = (*RESERVED_NAMES, DERIVATIVES_DIR.parts[0])
+    claim = OutputDir(out, MARKER_TOOL, overwrite=overwrite, inputs=[manifest], reserved=reserved,
                       reuse=_is_earlier_output, known_outputs=_earlier_outputs)
     with claim:
         return _preprocess_into(out, manifest, frame, config, overwrite, progress, bids_derivatives, start)
