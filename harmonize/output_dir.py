@@ -21,6 +21,10 @@ A command that writes a single file into a folder of the user's (``manifest from
 claims it with :func:`output_file`: the rest of the folder is the user's and is kept, and an existing file of
 that name is replaced only when harmonize wrote it.
 
+Writers that add files one by one to a folder they do not claim (the bundles' inference writers) use
+:func:`check_replaceable` before writing (an existing file is replaced only when a record lists it) and
+:func:`record_written` after.
+
 A nested claim of a folder this process already holds (``demo`` runs ``compare`` into its own folder) is
 allowed and does nothing: the outer claim keeps the lock and the record.
 """
@@ -41,8 +45,8 @@ from harmonize.errors import HarmonizeError
 from harmonize.io import TMP_GLOB, write_json_atomic
 from harmonize.locks import LOCK_FILENAME, FolderLock
 
-__all__ = ["RECORD_FILENAME", "OutputDir", "OutputDirError", "check_output_path", "hold_output_dir", "output_file",
-           "releases_output_dirs"]
+__all__ = ["RECORD_FILENAME", "OutputDir", "OutputDirError", "check_output_path", "check_replaceable",
+           "hold_output_dir", "output_file", "record_written", "releases_output_dirs"]
 
 logger = logging.getLogger(__name__)
 
@@ -390,6 +394,57 @@ def output_file(path: str | os.PathLike[str], command: str, overwrite: bool = Fa
 
     return OutputDir(target.parent, command, reserved=(target.name,), reuse=lambda folder: True,
                      known_outputs=recognised)
+
+
+def _recorded(path: Path) -> bool:
+    """Whether the record of ``path``'s folder, or of a folder above it, lists ``path`` (or it is a temporary)."""
+    if fnmatch(path.name, TMP_GLOB):
+        return True
+    for folder in path.parents:
+        record = _read_record(folder)
+        if record is not None and path.relative_to(folder).as_posix() in {str(f) for f in record["files"]}:
+            return True
+    return False
+
+
+def check_replaceable(paths: Iterable[str | os.PathLike[str]], what: str) -> None:
+    """Refuse to replace existing files that harmonize did not write (no record of their folder lists them).
+
+    Args:
+        paths: the files a run is about to write.
+        what: the run, for the message (e.g. ``"Bundle inference"``).
+
+    Raises:
+        OutputDirError: naming every such file, and how to keep it.
+    """
+    foreign = sorted({str(p) for p in (Path(q).expanduser().absolute() for q in paths)
+                      if p.is_file() and not _recorded(p)})
+    if foreign:
+        raise OutputDirError(
+            f"{what} would replace {len(foreign)} file(s) that harmonize did not write: {_names(foreign)}. "
+            f"harmonize replaces only files it wrote (listed in the folder's {RECORD_FILENAME}): move these away, "
+            "or choose another output folder.")
+
+
+def record_written(paths: Iterable[str | os.PathLike[str]], command: str) -> None:
+    """Add files just written to the record of their folder (created if needed), so a later run may replace them.
+
+    A folder claimed by an :class:`OutputDir` of this process is left to that claim, which records at its end.
+    """
+    by_folder: dict[Path, set[str]] = {}
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, names in by_folder.items():
+        if folder.resolve() in _HELD:
+            continue
+        record = _read_record(folder) or {"tool": "harmonize", "command": command, "complete": True, "files": [],
+                                          "kept": []}
+        record["files"] = sorted({str(f) for f in record["files"]} | names)
+        try:
+            write_json_atomic(folder / RECORD_FILENAME, record, indent=1)
+        except OSError as err:
+            logger.warning("Could not update the record of outputs %s: %s", folder / RECORD_FILENAME, err)
 
 
 def hold_output_dir(path: str | os.PathLike[str], command: str, **kwargs: Any) -> Path:

@@ -48,6 +48,7 @@ from harmonize.metrics.reconstruction import (
     EVALUATION_SETS,
     TABLE_COLUMNS,
 )
+from harmonize.output_dir import OutputDirError, check_replaceable
 from harmonize.recon.slices import ReconSplits
 from harmonize.workflows.machine_unlearning import (
     METHOD_STAGES,
@@ -392,7 +393,8 @@ def check_inference_inputs(
 
     Raises:
         ConfigError: listing every problem: no images, a missing image or one of another type, an output that would
-            replace an input or another output, missing weights (naming the config that writes them).
+            replace an input, another output or a file harmonize did not write, missing weights (naming the config
+            that writes them).
     """
     kinds = ", ".join(f"*{s}" for s in suffixes)
     problems = []
@@ -419,6 +421,10 @@ def check_inference_inputs(
             if target in outputs:
                 problems.append(f"{outputs[target]} and {f} have the same name: both would be written to {target}.")
             outputs.setdefault(target, f)
+        try:
+            check_replaceable([t for t in outputs if t.resolve() not in inputs], "Bundle inference")
+        except OutputDirError as err:
+            problems.append(err.message)
     if not Path(ckpt_path).is_file():
         problems.append(
             f"No model weights at {ckpt_path}: train them first (python -m monai.bundle run --config_file "

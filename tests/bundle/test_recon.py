@@ -35,6 +35,7 @@ from harmonize.keys import Keys, ReconMethod
 from harmonize.losses import SSIML1Loss
 from harmonize.metrics.reconstruction import unlearning_row
 from harmonize.networks import ReconUNet
+from harmonize.output_dir import record_written
 from harmonize.recon.slices import KspaceSettings, anatomy_shift_splits
 from harmonize.workflows.machine_unlearning import PrepareBatchKeys
 from harmonize.workflows.recon_unlearning import predictor
@@ -223,3 +224,14 @@ def test_check_inference_inputs_lists_every_problem(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match=r"No input files \(\*.h5\) in dataset_dir=/nowhere"):
         check_inference_inputs([], "/nowhere", weights, suffixes=FASTMRI_SUFFIXES)
+    # a file of the user's where a reconstruction would be written is named; one harmonize wrote is replaced
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_recon.nii.gz").write_bytes(b"the user's")
+    with pytest.raises(ConfigError) as err:
+        check_inference_inputs([str(image)], tmp_path, weights, ReconstructionWriter(tmp_path / "out"))
+    assert err.value.problems == [(
+        f"Bundle inference would replace 1 file(s) that harmonize did not write: {tmp_path / 'out' / 'a_recon.nii.gz'}"
+        ". harmonize replaces only files it wrote (listed in the folder's .harmonize-outputs.json): move these away, "
+        "or choose another output folder.")]
+    record_written([tmp_path / "out" / "a_recon.nii.gz"], "Bundle inference")  # as if an earlier run wrote it
+    check_inference_inputs([str(image)], tmp_path, weights, ReconstructionWriter(tmp_path / "out"))
