@@ -2,7 +2,10 @@
 
 Runs the named benchmarks (default: all, in report order), prints each table, and rewrites the report with every
 table run, the command, the machine (with the parallel jobs and threads) and the date (atomically,
-:func:`harmonize.io.write_text_atomic`). Independent trainings run ``--jobs`` at a time
+:func:`harmonize.io.write_text_atomic`). The report's folder is claimed as an output of harmonize
+(:func:`harmonize.output_dir.output_file`): locked while the run writes, and an existing ``--out`` is replaced only
+when it is a report of an earlier run (recorded in the folder's ``.harmonize-outputs.json``, or recognised by its
+first lines); a file of the user's there is refused, and the folder's other files are kept. Independent trainings run ``--jobs`` at a time
 (:class:`~benchmarks.common.Workers`); timings always run alone.
 """
 
@@ -22,6 +25,7 @@ from benchmarks.common import (
     BenchmarkResult,
     Workers,
     available_cores,
+    is_report,
     machine_description,
     write_report,
 )
@@ -86,6 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
         return 2
+    from harmonize.errors import HarmonizeError
+    from harmonize.output_dir import output_file
+
+    try:
+        claim = output_file(args.out, "python -m benchmarks", overwrite=True, known=is_report)
+        claim.claim()
+    except HarmonizeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
+        return _run_all(args, argv)
+    finally:
+        claim.release()
+
+
+def _run_all(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the benchmarks, rewriting the report after each; 0 when all ran."""
     workers = Workers(jobs=args.jobs or available_cores(), threads=args.threads)
     names = args.names or list(BENCHMARKS)
     size = "quick" if args.quick else "full"

@@ -35,6 +35,7 @@ __all__ = [
     "finish",
     "format_value",
     "interleaved_times",
+    "is_report",
     "machine_description",
     "markdown_table",
     "median",
@@ -49,6 +50,8 @@ __all__ = [
 #: The sizes a benchmark runs at: ``smallest`` (tests, seconds), ``quick`` (the whole suite in < 3 min),
 #: ``full`` (the whole suite in < 30 min on 2 CPU cores).
 SIZES = ("smallest", "quick", "full")
+#: How every report :func:`render_report` writes begins (recognises a report written before output records).
+REPORT_START = "# Benchmarks\n\nWritten by `python -m benchmarks`"
 #: Placeholder of a missing value in a table.
 MISSING = "—"
 #: Bytes in a mebibyte.
@@ -332,10 +335,11 @@ def render_report(
     notes: Sequence[str] = (),
 ) -> str:
     """The whole ``docs/benchmarks.md``: how it was made, a summary of the targets, then each benchmark."""
+    title, _, written_by = REPORT_START.partition("\n\n")
     lines = [
-        "# Benchmarks",
+        title,
         "",
-        ("Written by `python -m benchmarks` (the `benchmarks/` folder of the repository); every run rewrites this "
+        (f"{written_by} (the `benchmarks/` folder of the repository); every run rewrites this "
          "file. Every figure is a ratio or a quality metric measured side by side in one run: timed variants run "
          "interleaved (A B C, B C A, ...) after discarded warm-up runs, and a ratio is the median of the ratios "
          "within each round. Independent trainings (the efficacy runs, the scaling benchmark's probes) and the "
@@ -366,6 +370,15 @@ def render_report(
     for r in results:
         lines.append(r.markdown())
     return "\n".join(lines).rstrip() + "\n"
+
+
+def is_report(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a report :func:`render_report` wrote (by its first lines)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(len(REPORT_START)) == REPORT_START
+    except OSError:
+        return False
 
 
 def write_report(

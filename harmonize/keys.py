@@ -53,6 +53,7 @@ class Keys(StrEnum):
     - ``INTENSITY_REFERENCE``: which intensity landmarks bundle inference standardised a scan with (its site's,
       or the pooled ones for a scanner not seen in training).
     - ``WARNINGS``: warnings about a scan raised by bundle inference ('' if none).
+    - ``EVAL_SET``: which evaluation set a reconstruction sample belongs to (``bta``, ``kta``, ``ua``).
     """
 
     SUBJECT_ID = "subject_id"
@@ -75,6 +76,7 @@ class Keys(StrEnum):
     TISSUES = "tissues"
     INTENSITY_REFERENCE = "intensity_reference"
     WARNINGS = "warnings"
+    EVAL_SET = "eval_set"
 
 
 class Split(StrEnum):

@@ -13,9 +13,17 @@ it through :class:`OutputDir`:
    the run writes (``reserved`` top-level names) and kept elsewhere (a top-level entry of the user's outside
    ``reserved`` is kept whole, without walking it: a home folder as ``--out`` stays cheap).
 5. When the run ends, every new file is added to the record (atomically); a run that leaves nothing of
-   harmonize's leaves no record either. The record is marked incomplete while the run writes: after a killed
+   harmonize's leaves no record either, and a failed run that wrote nothing removes the folder it created. The record is marked incomplete while the run writes: after a killed
    run, the next one counts that run's files as harmonize's (every file that was not already there when it
    started).
+
+A command that writes a single file into a folder of the user's (``manifest from-bids``, the benchmarks' report)
+claims it with :func:`output_file`: the rest of the folder is the user's and is kept, and an existing file of
+that name is replaced only when harmonize wrote it.
+
+Writers that add files one by one to a folder they do not claim (the bundles' inference writers) use
+:func:`check_replaceable` before writing (an existing file is replaced only when a record lists it) and
+:func:`record_written` after.
 
 A nested claim of a folder this process already holds (``demo`` runs ``compare`` into its own folder) is
 allowed and does nothing: the outer claim keeps the lock and the record.
@@ -37,8 +45,8 @@ from harmonize.errors import HarmonizeError
 from harmonize.io import TMP_GLOB, write_json_atomic
 from harmonize.locks import LOCK_FILENAME, FolderLock
 
-__all__ = ["RECORD_FILENAME", "OutputDir", "OutputDirError", "check_output_path", "hold_output_dir",
-           "releases_output_dirs"]
+__all__ = ["RECORD_FILENAME", "OutputDir", "OutputDirError", "check_output_path", "check_replaceable",
+           "hold_output_dir", "output_file", "record_written", "releases_output_dirs"]
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +347,11 @@ class OutputDir:
                 self._write_record(written, complete=True)
             else:  # nothing of harmonize's is left here: no record either
                 (out / RECORD_FILENAME).unlink(missing_ok=True)
+                if failed and self.created and not self.kept:  # a run that failed before writing: no empty folder
+                    self._lock.release()
+                    self._lock = None
+                    _rmdir_quietly(out)
+                    return
         except OSError as err:
             logger.warning("Could not update the record of outputs %s: %s", out / RECORD_FILENAME, err)
         finally:
@@ -352,6 +365,96 @@ class OutputDir:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release(failed=exc_type is not None)
+
+
+def output_file(path: str | os.PathLike[str], command: str, overwrite: bool = False,
+                known: Callable[[Path], bool] | None = None) -> OutputDir:
+    """Claim the folder of one output file (a manifest, a report) for a run; use the result as a context manager.
+
+    The folder may hold anything else of the user's: it is kept, and not walked. The file itself:
+
+    - absent: written; the folder's record then lists it;
+    - present, without ``overwrite``: refused;
+    - present, with ``overwrite``: replaced only when harmonize wrote it (the folder's record lists it, or
+      ``known(path)`` recognises an output written before records existed); a file of the user's is refused by
+      name and kept. Other files harmonize wrote in that folder are not removed.
+
+    Args:
+        path: the file the run writes.
+        command: what writes it (named in the lock).
+        overwrite: allow replacing a file harmonize wrote at ``path``.
+        known: recognises a file harmonize wrote before it kept a record (e.g. by its first line).
+
+    Returns:
+        The (unclaimed) :class:`OutputDir` of the file's folder: ``with output_file(...):`` locks it for the run.
+
+    Raises:
+        OutputDirError: ``path`` is a folder, or exists without ``overwrite``.
+    """
+    target = Path(path).expanduser().absolute()
+    _check_nul(target)
+    if target.is_dir():
+        raise OutputDirError(f"The output {target} is a folder; give the path of a file (e.g. {target / 'out.csv'}).")
+    if target.exists() and not overwrite:
+        raise OutputDirError(f"{target} already exists; choose another output path or pass --overwrite (which "
+                             "replaces it only if harmonize wrote it).")
+
+    def recognised(folder: Path) -> list[Path]:
+        return [target] if known is not None and target.is_file() and known(target) else []
+
+    return OutputDir(target.parent, command, reserved=(target.name,), reuse=lambda folder: True,
+                     known_outputs=recognised)
+
+
+def _recorded(path: Path) -> bool:
+    """Whether the record of ``path``'s folder, or of a folder above it, lists ``path`` (or it is a temporary)."""
+    if fnmatch(path.name, TMP_GLOB):
+        return True
+    for folder in path.parents:
+        record = _read_record(folder)
+        if record is not None and path.relative_to(folder).as_posix() in {str(f) for f in record["files"]}:
+            return True
+    return False
+
+
+def check_replaceable(paths: Iterable[str | os.PathLike[str]], what: str) -> None:
+    """Refuse to replace existing files that harmonize did not write (no record of their folder lists them).
+
+    Args:
+        paths: the files a run is about to write.
+        what: the run, for the message (e.g. ``"Bundle inference"``).
+
+    Raises:
+        OutputDirError: naming every such file, and how to keep it.
+    """
+    foreign = sorted({str(p) for p in (Path(q).expanduser().absolute() for q in paths)
+                      if p.is_file() and not _recorded(p)})
+    if foreign:
+        raise OutputDirError(
+            f"{what} would replace {len(foreign)} file(s) that harmonize did not write: {_names(foreign)}. "
+            f"harmonize replaces only files it wrote (listed in the folder's {RECORD_FILENAME}): move these away, "
+            "or choose another output folder.")
+
+
+def record_written(paths: Iterable[str | os.PathLike[str]], command: str) -> None:
+    """Add files just written to the record of their folder (created if needed), so a later run may replace them.
+
+    A folder claimed by an :class:`OutputDir` of this process is left to that claim, which records at its end.
+    """
+    by_folder: dict[Path, set[str]] = {}
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, names in by_folder.items():
+        if folder.resolve() in _HELD:
+            continue
+        record = _read_record(folder) or {"tool": "harmonize", "command": command, "complete": True, "files": [],
+                                          "kept": []}
+        record["files"] = sorted({str(f) for f in record["files"]} | names)
+        try:
+            write_json_atomic(folder / RECORD_FILENAME, record, indent=1)
+        except OSError as err:
+            logger.warning("Could not update the record of outputs %s: %s", folder / RECORD_FILENAME, err)
 
 
 def hold_output_dir(path: str | os.PathLike[str], command: str, **kwargs: Any) -> Path:

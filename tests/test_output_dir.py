@@ -131,6 +131,25 @@ def test_a_failed_run_with_discard_on_error_leaves_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folder_it_created(tmp_path):
+    """E.g. ``harmonize audit --out o`` given a manifest that does not exist: no empty ``o`` is left behind."""
+    out = tmp_path / "new"
+    with pytest.raises(ValueError, match="bad input"):
+        with OutputDir(out, "harmonize audit"):
+            raise ValueError("bad input")
+    assert not out.exists()
+    (tmp_path / "old").mkdir()  # a folder that was there before the run stays
+    with pytest.raises(ValueError, match="bad input"):
+        with OutputDir(tmp_path / "old", "harmonize audit"):
+            raise ValueError("bad input")
+    assert (tmp_path / "old").is_dir() and list((tmp_path / "old").iterdir()) == []
+    from harmonize.cli.main import main
+
+    assert main(["audit", "--checkpoint", str(tmp_path / "none.pt"), "--manifest", str(tmp_path / "gone.csv"),
+                 "--out", str(out)]) == 1
+    assert not out.exists()
+
+
 def test_the_users_folders_where_the_run_does_not_write_are_kept_whole_and_not_walked(tmp_path):
     write(tmp_path, "data/sub-01/anat/sub-01_T1w.nii.gz", "data/participants.tsv", "notes.txt")
     with OutputDir(tmp_path, "harmonize synth", overwrite=True, reserved=("images", "manifest.csv")):

@@ -5,13 +5,15 @@
 - :func:`make_unlearning_handler`: the domain-unlearning handler from a bundle's ``unlearning`` dict;
 - :func:`age_statistics`, :func:`labelled_subjects`: the training ages' scale and the semi-supervised subset;
 - :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
+- :func:`site_balanced_batch_size`: the training batch size for any number of sites (site-balanced batches);
 - :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
   and writes;
 - :func:`save_preprocessing`, :class:`BundlePreprocessd`: the training preprocessing, saved beside the weights
   and replayed (invertibly) on raw scans by ``inference.json``;
 - :func:`install_error_hook`: a user's mistake in a bundle run is one ``error:`` paragraph, not a traceback;
 - :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
-  (``harmonize bundle run``);
+  (``harmonize bundle run``); :func:`check_settings`: the numeric ids, checked by the configs' ``initialize``
+  (``python -m monai.bundle run`` too);
 - :func:`metadata_schema_path`, :func:`verify_bundle_metadata`: verify ``metadata.json`` offline.
 
 The reconstruction bundle's helpers live in :mod:`harmonize.bundle.recon`.
@@ -20,7 +22,9 @@ The reconstruction bundle's helpers live in :mod:`harmonize.bundle.recon`.
 from harmonize.bundle.age_csv_writer import AgeCsvWriter
 from harmonize.bundle.age_statistics import age_statistics
 from harmonize.bundle.attach_handlers import attach_handlers
+from harmonize.bundle.balanced_batch import site_balanced_batch_size
 from harmonize.bundle.check_overrides import check_overrides, config_ids
+from harmonize.bundle.check_settings import check_settings
 from harmonize.bundle.embedded_cohort import (
     default_cache_dir,
     ensure_embedded_cohort,
@@ -57,6 +61,7 @@ __all__ = [
     "age_statistics",
     "attach_handlers",
     "check_overrides",
+    "check_settings",
     "config_ids",
     "default_cache_dir",
     "ensure_embedded_cohort",
@@ -71,6 +76,7 @@ __all__ = [
     "resolve_manifest",
     "run_bundle",
     "save_preprocessing",
+    "site_balanced_batch_size",
     "tensorboard_available",
     "unlearning_settings",
     "verify_bundle_metadata",

@@ -15,6 +15,7 @@ import torch
 from harmonize.bundle._samples import as_samples, source_file
 from harmonize.io import write_text_atomic
 from harmonize.keys import Keys
+from harmonize.output_dir import check_replaceable, record_written
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -27,6 +28,13 @@ logger = logging.getLogger(__name__)
 AGE_CSV_COLUMNS = ("subject_id", "image", "predicted_age")
 #: Decimals of the written ages.
 AGE_DECIMALS = 3
+#: Who writes, in the record of outputs and in a refusal.
+WRITER = "Bundle inference"
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class AgeCsvWriter:
@@ -68,8 +76,10 @@ class AgeCsvWriter:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def reset(self, engine: Engine | None = None) -> None:
-        """Forget the collected rows."""
+        """Forget the collected rows; refuse (before any scan is read) to replace a file harmonize did not write."""
         self.rows = []
+        if engine is not None and _is_main_process():
+            check_replaceable([self.output_file], WRITER)
 
     def collect(self, engine: Engine) -> None:
         """Add the rows of the engine's current batch."""
@@ -95,6 +105,8 @@ class AgeCsvWriter:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(AGE_CSV_COLUMNS + self.extra_keys)
         writer.writerows((sid, image, f"{age:.{AGE_DECIMALS}f}", *extra) for sid, image, age, *extra in self.rows)
+        check_replaceable([self.output_file], WRITER)
         write_text_atomic(self.output_file, buffer.getvalue())
+        record_written([self.output_file], WRITER)
         logger.info("Wrote %d predicted age(s) to %s", len(self.rows), self.output_file)
         return self.output_file

@@ -48,6 +48,7 @@ from harmonize.data.preprocess import (
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.io import read_json_object, write_json_atomic
 from harmonize.keys import Keys, Split
+from harmonize.workflows.input_check import BUNDLE_PREPROCESSING_FORMAT
 
 __all__ = [
     "ANISOTROPY_LIMIT",
@@ -66,8 +67,8 @@ logger = logging.getLogger(__name__)
 
 #: File written beside ``models/model.pt`` by training, read by inference.
 PREPROCESSING_FILENAME = "preprocessing.json"
-#: ``format`` and ``version`` of that file.
-FORMAT, FORMAT_VERSION = "harmonize-bundle-preprocessing", 1
+#: ``format`` and ``version`` of that file (the audit reads it too: :mod:`harmonize.workflows.input_check`).
+FORMAT, FORMAT_VERSION = BUNDLE_PREPROCESSING_FORMAT, 1
 #: ``intensity_reference`` of a scan standardised with the pooled landmarks.
 POOLED = "pooled"
 #: Largest ratio of an input's largest to smallest voxel size that passes without a warning.
@@ -80,6 +81,10 @@ NEGATIVE_FRACTION_LIMIT = 0.01
 NEGATIVE_TOLERANCE = 0.05
 #: Relative difference of spacing tolerated when the input is declared already preprocessed.
 SPACING_TOLERANCE = 0.05
+#: A scan declared already preprocessed (z-normalised within the head, background 0) must have non-zero voxels of
+#: mean within this of 0, and a standard deviation within this factor of 1.
+STANDARDISED_MEAN_LIMIT = 0.5
+STANDARDISED_STD_FACTOR = 2.0
 _IMAGE = str(Keys.IMAGE)
 
 
@@ -308,6 +313,18 @@ class BundlePreprocessd(MapTransform, InvertibleTransform):
                 f"was trained on {' x '.join(f'{s:.3g}' for s in target)} mm and {tuple(config.target_shape)}. "
                 "With --preprocess false the scans must already be preprocessed like the training scans; "
                 "leave preprocess true (the default) to preprocess raw scans.")
+        if config.zero_background:
+            # z-normalised within the head, background 0: the non-zero voxels have mean 0 and deviation 1
+            head = torch.as_tensor(image).float()
+            head = head[head != 0]
+            mean, std = (float(head.mean()), float(head.std())) if head.numel() > 1 else (0.0, 1.0)
+            if abs(mean) > STANDARDISED_MEAN_LIMIT or not 1 / STANDARDISED_STD_FACTOR < std < STANDARDISED_STD_FACTOR:
+                raise HarmonizeError(
+                    f"{name}: its head's intensities have mean {mean:.4g} and standard deviation {std:.4g}, while the "
+                    "model was trained on intensity-standardised scans (mean 0, deviation 1 within the head, "
+                    "background 0). With --preprocess false the scans must already be preprocessed like the "
+                    "training scans, intensities included; leave preprocess true (the default) to preprocess raw "
+                    "scans.")
 
     # ------------------------------------------------------------------------------------------- transform
     def _landmarks(self, site: Any) -> tuple[np.ndarray | None, str]:

@@ -11,7 +11,10 @@ the bundle's separate runs (``train.json``, ``oracle.json``, ``unlearn.json``, `
 - loading the original model's weights with a message that says which config to run first
   (:func:`load_weights`);
 - recording a run's wall time and what each stage saw (:func:`write_run_record`), so that ``evaluate.json`` can
-  report the time of each method next to its PSNR and SSIM (:func:`evaluate_checkpoints`);
+  report the time of each method next to its PSNR and SSIM;
+- the evaluation data of ``evaluate.json``'s ``SupervisedEvaluator`` (:func:`evaluation_dataset`, or the whole
+  evaluator in Python: :func:`unlearning_evaluator`), and the loop that runs it on every saved model
+  (:func:`evaluate_checkpoints`);
 - the files ``inference.json`` and ``inference_fastmri.json`` reconstruct and the check that they can start
   (:func:`inference_files`, :func:`check_inference_inputs`).
 
@@ -24,26 +27,39 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator
+from monai.inferers import SimpleInferer
 from torch import nn
+from torch.utils.data import ConcatDataset, Dataset
 
 from harmonize.errors import ConfigError
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
+from harmonize.handlers.reconstruction_metrics import ReconstructionMetricsHandler
 from harmonize.io import write_json_atomic, write_text_atomic
 from harmonize.keys import Keys, ReconMethod
-from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
+from harmonize.metrics.reconstruction import (
+    EVAL_BATCH_SIZE,
+    EVALUATION_SETS,
+    TABLE_COLUMNS,
+)
+from harmonize.output_dir import OutputDirError, check_replaceable
 from harmonize.recon.slices import ReconSplits
-from harmonize.workflows.machine_unlearning import METHOD_STAGES, load_model
+from harmonize.workflows.machine_unlearning import (
+    METHOD_STAGES,
+    PrepareBatchKeys,
+    load_model,
+)
 from harmonize.workflows.recon_unlearning import (
     DEFAULT_METHODS,
     OUTPUT_FILES,
     ReconUnlearningResult,
     format_markdown,
-    predictor,
 )
 
 __all__ = [
@@ -54,6 +70,7 @@ __all__ = [
     "check_inference_inputs",
     "checkpoint_name",
     "evaluate_checkpoints",
+    "evaluation_dataset",
     "forget_stage",
     "has_finetune",
     "inference_files",
@@ -61,6 +78,7 @@ __all__ = [
     "method_stages",
     "read_run_record",
     "record_name",
+    "unlearning_evaluator",
     "write_run_record",
 ]
 
@@ -199,28 +217,87 @@ def _finite(value: Any) -> Any:
     return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def evaluate_checkpoints(
+class _TaggedSet(Dataset):
+    """The samples of one evaluation set, each a shallow copy with its set's name under ``Keys.EVAL_SET``."""
+
+    def __init__(self, samples: Sequence[Mapping[str, Any]], name: str) -> None:
+        self.samples, self.name = samples, name
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.samples[index], Keys.EVAL_SET: self.name}
+
+
+def evaluation_dataset(splits: ReconSplits) -> ConcatDataset:
+    """The samples ``evaluate.json`` reconstructs: retain-test (``bta``), forget-test (``kta``), forget-train (``ua``).
+
+    Each sample carries its set's name under ``Keys.EVAL_SET``, so that one evaluator run scores the three sets
+    (:class:`~harmonize.handlers.ReconstructionMetricsHandler`).
+    """
+    return ConcatDataset([_TaggedSet(getattr(splits, name), prefix) for prefix, name in EVALUATION_SETS.items()])
+
+
+def unlearning_evaluator(
     network: nn.Module,
-    ckpt_dir: str | os.PathLike,
     splits: ReconSplits,
-    output_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> SupervisedEvaluator:
+    """The evaluator of ``evaluate.json``, built in Python: ``network`` on :func:`evaluation_dataset` of ``splits``.
+
+    Its ``prepare_batch`` reads the network's ``input_keys`` (the zero-filled image, or VarNet's k-space and mask)
+    and the ``target``; a :class:`~harmonize.handlers.ReconstructionMetricsHandler` puts each set's PSNR and SSIM,
+    and the zero-filled input's, into ``evaluator.state.metrics``.
+    """
+    loader = DataLoader(evaluation_dataset(splits), batch_size=batch_size, shuffle=False, num_workers=0)
+    return SupervisedEvaluator(
+        device=torch.device(device),
+        val_data_loader=loader,
+        network=network.to(device),
+        prepare_batch=PrepareBatchKeys(getattr(network, "input_keys", (Keys.IMAGE,)), target_key=Keys.TARGET),
+        inferer=SimpleInferer(),
+        val_handlers=[ReconstructionMetricsHandler()],
+        decollate=False,
+    )
+
+
+def _table_row(method: str, metrics: Mapping[str, float], seconds: float, prefix: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {"method": str(method), "seconds": float(seconds)}
+    for key in TABLE_COLUMNS[1:-1]:
+        if prefix + key not in metrics:
+            raise ConfigError(
+                f"The evaluator's metrics lack {prefix + key!r} (it has {sorted(metrics)}): attach a "
+                "harmonize.handlers.ReconstructionMetricsHandler and evaluate "
+                "harmonize.bundle.recon.evaluation_dataset(splits)."
+            )
+        row[key] = float(metrics[prefix + key])
+    return {key: row[key] for key in TABLE_COLUMNS}
+
+
+def evaluate_checkpoints(
+    evaluator: SupervisedEvaluator,
+    ckpt_dir: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
     methods: Sequence[ReconMethod | str] | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> ReconUnlearningResult:
     """BTA / KTA / UA PSNR and SSIM of every model the bundle saved, with each run's wall time.
 
     Each checkpoint of :data:`EVALUATION_ORDER` found in ``ckpt_dir`` (or of ``methods``) is loaded into
-    ``network`` in turn and evaluated per volume on the retain test set (BTA), the forget test set (KTA) and the
-    forget training set (UA) with :func:`harmonize.metrics.reconstruction.unlearning_row`; its time comes from
-    the run record beside it (``nan`` without one). The zero-filled input is evaluated too, as a floor.
+    ``evaluator.network`` in turn and the evaluator is run (``evaluate.json``'s ``evaluator``, or
+    :func:`unlearning_evaluator`): its :class:`~harmonize.handlers.ReconstructionMetricsHandler` scores each volume
+    of the retain test set (BTA), the forget test set (KTA) and the forget training set (UA). A method's time
+    comes from the run record beside its checkpoint (``nan`` without one). The zero-filled input is scored too,
+    as a floor.
 
     Args:
-        network: the bundle's network (its weights are overwritten).
+        evaluator: a ``SupervisedEvaluator`` over :func:`evaluation_dataset` with the metrics handler attached.
         ckpt_dir: the bundle's ``models/`` folder.
-        splits: the four sets (from :func:`harmonize.workflows.recon_unlearning.build_splits`).
         output_dir: folder for ``recon_unlearning.md`` and ``recon_unlearning.json``; ``None`` writes nothing.
-        device: device to evaluate on.
         methods: rows to evaluate (default: every checkpoint found).
+        sizes: the number of slices of each set, recorded in the JSON file (``splits.sizes()``).
 
     Returns:
         A :class:`~harmonize.workflows.recon_unlearning.ReconUnlearningResult` (no fraction sweep, no models).
@@ -237,26 +314,22 @@ def evaluate_checkpoints(
             f"No checkpoint for {missing} in {ckpt_dir}: run configs/train.json (original), configs/oracle.json and "
             "configs/unlearn.json (--method ...) with the same bundle_root first."
         )
-    input_keys = getattr(network, "input_keys", (Keys.IMAGE,))
-    network = network.to(device)
     table: list[dict[str, Any]] = []
     records: dict[str, Any] = {}
+    zero_filled: dict[str, Any] = {}
     for method in (m for m in candidates if str(m) not in missing):
-        load_weights(network, ckpt_dir / checkpoint_name(method))
+        load_weights(evaluator.network, ckpt_dir / checkpoint_name(method))
         record = read_run_record(ckpt_dir / record_name(method))
         if record is None:
             logger.warning("No run record %s: the time of %s is unknown", ckpt_dir / record_name(method), method)
         seconds = float(record["seconds"]) if record is not None else math.nan
         records[str(method)] = record
-        table.append(unlearning_row(
-            method, predictor(network, input_keys, str(device)),
-            splits.retain_test, splits.forget_test, splits.forget_train, seconds,
-        ))
-    zero_filled = unlearning_row(
-        "zero_filled", lambda batch: torch.as_tensor(batch[Keys.IMAGE]),
-        splits.retain_test, splits.forget_test, splits.forget_train, 0.0,
+        evaluator.run()
+        table.append(_table_row(method, evaluator.state.metrics, seconds))
+        zero_filled = _table_row("zero_filled", evaluator.state.metrics, 0.0, prefix="zero_filled_")
+    result = ReconUnlearningResult(
+        table=table, fraction_table=[], sizes=dict(sizes or {}), zero_filled=zero_filled
     )
-    result = ReconUnlearningResult(table=table, fraction_table=[], sizes=splits.sizes(), zero_filled=zero_filled)
     if output_dir is not None:
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -320,7 +393,8 @@ def check_inference_inputs(
 
     Raises:
         ConfigError: listing every problem: no images, a missing image or one of another type, an output that would
-            replace an input or another output, missing weights (naming the config that writes them).
+            replace an input, another output or a file harmonize did not write, missing weights (naming the config
+            that writes them).
     """
     kinds = ", ".join(f"*{s}" for s in suffixes)
     problems = []
@@ -347,6 +421,10 @@ def check_inference_inputs(
             if target in outputs:
                 problems.append(f"{outputs[target]} and {f} have the same name: both would be written to {target}.")
             outputs.setdefault(target, f)
+        try:
+            check_replaceable([t for t in outputs if t.resolve() not in inputs], "Bundle inference")
+        except OutputDirError as err:
+            problems.append(err.message)
     if not Path(ckpt_path).is_file():
         problems.append(
             f"No model weights at {ckpt_path}: train them first (python -m monai.bundle run --config_file "

@@ -21,6 +21,7 @@ from harmonize.bundle._samples import as_samples, source_file
 from harmonize.errors import HarmonizeError
 from harmonize.io import atomic_write
 from harmonize.keys import Keys
+from harmonize.output_dir import check_replaceable, record_written
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -39,6 +40,10 @@ H5_SUFFIX = ".h5"
 RECONSTRUCTION_DATASET = "reconstruction"
 #: Suffixes removed from an input's name to make the output's stem.
 _INPUT_SUFFIXES = (".nii.gz", ".nii", H5_SUFFIX)
+
+
+#: Who writes, in the record of outputs and in a refusal.
+WRITER = "Bundle inference"
 
 
 def output_stem(source: str | os.PathLike[str]) -> str:
@@ -126,7 +131,9 @@ class ReconstructionWriter:
         image.header.set_xyzt_units("mm")
         image.set_qform(image.affine, code=1)
         image.set_sform(image.affine, code=1)
+        check_replaceable([path], WRITER)
         atomic_write(path, lambda tmp: nib.save(image, tmp))
+        record_written([path], WRITER)
         self.written[path] = source
         logger.info("Reconstructed %s -> %s", source, path)
         return path
@@ -199,6 +206,8 @@ class FastMRIReconstructionWriter:
                 with h5py.File(tmp, "w") as f:
                     f.create_dataset(RECONSTRUCTION_DATASET, data=volume)
 
+            check_replaceable([path], WRITER)
             self.written.append(atomic_write(path, write))
+            record_written([path], WRITER)
             logger.info("Reconstructed %s (%d slices) -> %s", volume_id, len(slices), path)
         return self.written

@@ -17,6 +17,7 @@ import torch
 from harmonize.bundle._samples import as_samples, source_file
 from harmonize.io import atomic_write, write_text_atomic
 from harmonize.keys import Keys
+from harmonize.output_dir import check_replaceable, record_written
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -25,6 +26,8 @@ __all__ = ["SegmentationWriter", "image_affine"]
 
 logger = logging.getLogger(__name__)
 
+#: Who writes, in the record of outputs and in a refusal.
+WRITER = "Bundle inference"
 #: Suffix of the written files.
 NIFTI_SUFFIX = ".nii.gz"
 
@@ -51,6 +54,8 @@ class SegmentationWriter:
     overlays the input in any viewer. The prediction must be on the input file's grid: the bundle's inference
     maps it back with ``Invertd`` before this handler runs. Files are written atomically. With ``index_file``,
     a CSV lists every written file with the scan's ``extra_keys`` (e.g. which intensity landmarks were used).
+    An existing file is replaced only when harmonize wrote it (:func:`harmonize.output_dir.check_replaceable`):
+    every target of the run is checked when it starts, before any scan is read.
 
     Args:
         output_dir: folder of the written files (created).
@@ -96,9 +101,14 @@ class SegmentationWriter:
             engine.add_event_handler(Events.COMPLETED, self.write_index)
 
     def reset(self, engine: Engine | None = None) -> None:
-        """Forget the list of written files."""
+        """Forget the list of written files; refuse to replace any file of the run's that harmonize did not write."""
         self.written = []
         self.rows = []
+        items = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "data", None)
+        if isinstance(items, Sequence):
+            targets = [self.path_of(str(item[self.id_key])) for item in items
+                       if isinstance(item, dict) and self.id_key in item]
+            check_replaceable(targets + ([self.index_file] if self.index_file is not None else []), WRITER)
 
     def path_of(self, subject_id: str) -> Path:
         """Where the segmentation of a scan is written."""
@@ -127,7 +137,9 @@ class SegmentationWriter:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(("subject_id", "image", "segmentation", *self.extra_keys))
         writer.writerows(self.rows)
+        check_replaceable([self.index_file], WRITER)
         write_text_atomic(self.index_file, buffer.getvalue())
+        record_written([self.index_file], WRITER)
         logger.info("Wrote %d segmentation(s), listed in %s", len(self.rows), self.index_file)
         return self.index_file
 
@@ -137,6 +149,8 @@ class SegmentationWriter:
         image.header.set_xyzt_units("mm")
         image.set_qform(affine, code=1)
         image.set_sform(affine, code=1)
+        check_replaceable([self.path_of(subject_id)], WRITER)
         path = atomic_write(self.path_of(subject_id), lambda tmp: nib.save(image, tmp))
+        record_written([path], WRITER)
         logger.debug("Wrote %s", path)
         return path

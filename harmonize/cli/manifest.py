@@ -74,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="further participants.tsv columns to copy into the manifest, e.g. to use as confounds")
     bids.add_argument("--skip-invalid", action="store_true",
                       help="leave out participants with a bad row or no image (listed as warnings) instead of failing")
-    bids.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    bids.add_argument("--overwrite", action="store_true",
+                      help="replace the output file if harmonize wrote it (a file of yours there is refused; the "
+                           "folder's other files are kept)")
     actions.add_parser(SCHEMA, help="print the manifest schema's path and columns",
                        description="Print the path of the manifest's JSON Schema and describe each column.")
     parser.set_defaults(func=run)

@@ -61,6 +61,7 @@ from harmonize.data.bids_tables import (
 from harmonize.data.manifest import write_manifest
 from harmonize.errors import ConfigError, ManifestError
 from harmonize.keys import Keys, Sex, SiteSource, Split
+from harmonize.output_dir import output_file
 
 __all__ = [
     "BIDS_AGE",
@@ -367,22 +368,25 @@ def manifest_from_bids(bids_dir: str | os.PathLike, site_column: str | None, out
         sex_column: participants.tsv column with sex.
         extra_columns: further participants.tsv columns to copy (e.g. confounds).
         skip_invalid: leave out unusable participants and scans (logged) instead of failing.
-        overwrite: replace an existing ``out_path``.
+        overwrite: replace an existing ``out_path`` when harmonize wrote it (the folder's record of outputs,
+            :func:`harmonize.output_dir.output_file`); a file of the user's there is refused, and the folder's
+            other files are kept.
         site_from: where the site is read (:class:`SiteFrom` or ``"SOURCE:FIELDS"``), instead of ``site_column``.
 
     Returns:
         The path written.
 
     Raises:
-        ManifestError: the output exists (without ``overwrite``) or the dataset has problems (all listed).
+        ManifestError: the dataset has problems (all listed).
+        OutputDirError: the output exists (without ``overwrite``), or is a file harmonize did not write.
         ConfigError: a bad fraction, sex mapping or site source.
     """
     out = Path(out_path).expanduser().absolute()
-    if out.exists() and not overwrite:
-        raise ManifestError(f"{out} already exists; choose another output path or pass --overwrite")
+    claim = output_file(out, "harmonize manifest from-bids", overwrite=overwrite)
     frame = bids_manifest_frame(bids_dir, site_column, seed, val_fraction, test_fraction, sex_map, age_column,
                                 sex_column, extra_columns, skip_invalid, site_from=site_from)
-    written = write_manifest(frame, out, overwrite=overwrite)
+    with claim:
+        written = write_manifest(frame, out, overwrite=overwrite)
     counts = frame.groupby(Keys.SPLIT.value).size().to_dict()
     logger.info("wrote %s: %d scans of %d sites (%s)", written, len(frame), frame[Keys.SITE.value].nunique(),
                 ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

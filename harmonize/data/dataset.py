@@ -72,6 +72,7 @@ __all__ = [
     "FillMissingLabeld",
     "SiteBalancedBatchSampler",
     "epoch_seed",
+    "image_grid",
     "make_dataloader",
     "make_dataset",
 ]
@@ -160,26 +161,69 @@ def _check_files(frame: pd.DataFrame, source: Path | None) -> None:
                              problems=problems)
 
 
-def _check_one_shape(frame: pd.DataFrame, source: Path | None) -> None:
-    """Refuse scans of different shapes (read from the headers): a batch stacks them, which would fail mid-run."""
+#: Relative difference of voxel sizes still taken as the same spacing (:func:`image_grid`).
+SPACING_TOLERANCE = 1e-3
+#: Rows listed per shape in :func:`image_grid`'s error.
+_ROWS_LISTED = 5
+
+
+def image_grid(
+    frame: pd.DataFrame, source: str | os.PathLike[str] | None = None
+) -> tuple[tuple[int, ...], tuple[float, ...] | None] | None:
+    """The shape and voxel spacing shared by the images of ``frame``, read from their headers.
+
+    This is the one check that a manifest's scans can be batched (a batch stacks them): :func:`make_dataset`
+    runs it when no transform resizes the scans, and the model workflows run it when they record or check the
+    scans' grid (:func:`~harmonize.workflows.input_check.describe_inputs`). An unreadable image is skipped (it is
+    reported by name when it is loaded).
+
+    Args:
+        frame: manifest rows (an ``image`` column; relative paths start from ``source``'s folder).
+        source: the manifest file, named in the message (default: the frame's own, if it records it).
+
+    Returns:
+        ``(shape, spacing)``; the spacing is ``None`` when the images share their shape but not their voxel
+        size. ``None`` when no header could be read.
+
+    Raises:
+        HarmonizeError: the images have different shapes: every shape with its rows and one file, and the
+            ``harmonize preprocess`` command that brings every scan to one grid.
+    """
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
-    rows_by_shape: dict[tuple[int, ...], list[int]] = {}
-    for row, path in frame[Keys.IMAGE].items():
+    source = source if source is not None else frame.attrs.get(MANIFEST_ATTR)
+    folder = None if source is None else Path(source).parent
+    rows_by_shape: dict[tuple[int, ...], list[tuple[Any, Path]]] = {}
+    spacing: tuple[float, ...] | None = None
+    same_spacing = True
+    for row, value in frame[Keys.IMAGE].items():
+        path = Path(str(value)).expanduser()
+        path = path if path.is_absolute() or folder is None else folder / path
         try:
-            shape = tuple(int(d) for d in nib.load(str(path)).shape[:3])
-        except (OSError, ValueError, EOFError, ImageFileError):
-            continue  # an unreadable file is reported by name when it is loaded
-        rows_by_shape.setdefault(shape, []).append(int(row))
+            header = nib.load(str(path)).header
+            shape = tuple(int(d) for d in header.get_data_shape()[:3])
+            zooms = tuple(float(z) for z in header.get_zooms()[:3])
+        except (OSError, ValueError, TypeError, EOFError, ImageFileError):
+            continue
+        rows_by_shape.setdefault(shape, []).append((row, path))
+        if spacing is None:
+            spacing = zooms
+        else:
+            same_spacing &= all(math.isclose(a, b, rel_tol=SPACING_TOLERANCE) for a, b in zip(zooms, spacing))
     if len(rows_by_shape) > 1:
+        name = source or "the manifest"
         groups = sorted(rows_by_shape.items(), key=lambda item: -len(item[1]))
         raise HarmonizeError(
-            f"The scans of {source or 'the manifest'} have {len(groups)} different shapes, and a batch needs one. "
-            "Preprocess the manifest first: 'harmonize preprocess MANIFEST --out DIR' resamples and crops every "
-            "scan to one grid (then use DIR/manifest.csv), or give a transform that does.",
-            problems=[f"shape {shape}: {len(rows)} scan(s), rows {', '.join(map(str, rows[:5]))}"
-                      + (" …" if len(rows) > 5 else "") for shape, rows in groups])
+            f"The scans of {name} have {len(groups)} different shapes, and a batch needs one. Preprocess the "
+            f"manifest first: 'harmonize preprocess {source or 'MANIFEST'} --out DIR' resamples and crops every scan "
+            "to one grid (then use DIR/manifest.csv), or give a transform that does.",
+            problems=[f"shape {shape}: {len(rows)} scan(s), rows {', '.join(str(r) for r, _ in rows[:_ROWS_LISTED])}"
+                      + (" …" if len(rows) > _ROWS_LISTED else "") + f" (e.g. {rows[0][1]})"
+                      for shape, rows in groups])
+    if not rows_by_shape:
+        return None
+    return next(iter(rows_by_shape)), spacing if same_spacing else None
 
 
 def make_dataset(
@@ -233,7 +277,7 @@ def make_dataset(
         rows = frame
     _check_files(rows, source)
     if transform is None:
-        _check_one_shape(rows, source)
+        image_grid(rows, source)
 
     if isinstance(site_index, CategoryIndex):
         sites = site_index

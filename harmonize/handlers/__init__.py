@@ -8,6 +8,7 @@ from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.head_refit import RefitHeads
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
+from harmonize.handlers.reconstruction_metrics import ReconstructionMetricsHandler
 from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
 from harmonize.handlers.sample_mask import LabelRangeMask, SharedRangeMask
 from harmonize.handlers.training_checkpoint import TrainingCheckpoint
@@ -29,6 +30,7 @@ __all__ = [
     "LabelRangeMask",
     "MachineUnlearningHandler",
     "RandomRigidAugmentation",
+    "ReconstructionMetricsHandler",
     "RefitHeads",
     "SharedRangeMask",
     "StopOnNonFiniteLoss",

@@ -26,6 +26,7 @@ from harmonize.errors import ConfigError
 from harmonize.keys import Keys
 
 __all__ = [
+    "EVALUATION_SETS",
     "PSNR",
     "SSIM",
     "TABLE_COLUMNS",
@@ -52,8 +53,9 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "ua_ssim",
     "seconds",
 )
-#: Evaluation sets of the table: prefix -> argument name.
-_SETS = {"bta": "retain_test", "kta": "forget_test", "ua": "forget_train"}
+#: Evaluation sets of the table: prefix -> the :class:`~harmonize.recon.slices.ReconSplits` set it scores.
+EVALUATION_SETS: dict[str, str] = {"bta": "retain_test", "kta": "forget_test", "ua": "forget_train"}
+_SETS = EVALUATION_SETS
 #: Default batch size for evaluation.
 EVAL_BATCH_SIZE = 32
 

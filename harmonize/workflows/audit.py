@@ -326,7 +326,7 @@ def audit_model(
         device: where to run a model read from a file (default: the CPU, or the GPU it was saved on if present).
         report: where progress lines go (the CLI prints them).
         check_inputs: refuse scans whose grid (shape, spacing) or intensity standardisation differs from the
-            training scans a brain-age model file records
+            training scans the model records (a model file's ``inputs``, a bundle's ``models/preprocessing.json``)
             (:func:`~harmonize.workflows.input_check.check_inputs`); ``False`` audits them anyway.
         num_workers: data-loader processes that read the scans ahead of the network (default: the brain-age
             model's training setting, else 0); the scans are read per item, never all held in memory.
@@ -361,7 +361,7 @@ def audit_model(
             f"{source}: a {type(model.network).__name__} held as a brain-age model; audit it as a "
             "harmonize.workflows.segmentation_audit.SegmentationModel or from its bundle folder."
         )
-    if check_inputs and isinstance(model, BrainAgeModel):
+    if check_inputs:
         from harmonize.workflows.input_check import check_inputs as check_scans
 
         check_scans(model.inputs, frame, source)

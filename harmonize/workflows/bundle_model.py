@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Bundle configs read by :func:`load_bundle_model`, in order of preference (relative to the bundle folder).
 BUNDLE_CONFIGS = ("configs/inference.json", "configs/train.json")
+#: The training preprocessing a bundle saves beside its weights (:func:`harmonize.bundle.save_preprocessing`).
+BUNDLE_PREPROCESSING = "models/preprocessing.json"
 #: Config ids read from a bundle.
 BUNDLE_NETWORK_ID = "network_def"
 BUNDLE_TAPS_ID = "taps"
@@ -151,6 +153,22 @@ def _bundle_history(parsers: Sequence[Any], bundle: Path) -> list[dict[str, floa
     return [{str(k): float(v) for k, v in entry.items()} for entry in history]
 
 
+def _bundle_inputs(bundle: Path) -> dict[str, Any] | None:
+    """The training scans' preprocessing a bundle records in ``models/preprocessing.json`` (``None``: none)."""
+    from harmonize.io import read_json_object
+    from harmonize.workflows.input_check import describe_preprocessing
+
+    path = bundle / BUNDLE_PREPROCESSING
+    if not path.is_file():
+        logger.info("Bundle %s keeps no %s: its training preprocessing is unknown.", bundle, BUNDLE_PREPROCESSING)
+        return None
+    inputs = describe_preprocessing(read_json_object(path))
+    if inputs is None:
+        logger.warning("Bundle %s: %s is not a bundle preprocessing file; the scans' grid and intensities are not "
+                       "checked.", bundle, path)
+    return inputs
+
+
 def load_bundle_model(
     bundle_dir: str | os.PathLike, manifest: Any = None, device: str = "cpu"
 ) -> BrainAgeModel | SegmentationModel:
@@ -162,7 +180,8 @@ def load_bundle_model(
     ``taps`` id and the method from ``method`` or ``unlearning#method``, in that config or the bundle's other one
     (default: the network's first tap, e.g. the brain-age encoder, and ``none``).
 
-    Both kinds of model carry the bundle's ``transforms`` (the scans are audited as they were trained on, e.g.
+    Both kinds of model carry the training scans' preprocessing recorded in ``models/preprocessing.json``
+    (``inputs``, which the audit checks the scans against) and the bundle's ``transforms`` (the scans are audited as they were trained on, e.g.
     intensity-normalised). A :class:`~harmonize.networks.TissueSegmenter` gives a
     :class:`~harmonize.workflows.segmentation_audit.SegmentationModel`, which also carries the unlearning history
     of its newest training checkpoint (``<output_dir>/checkpoints/*.pt``), when there is one.
@@ -226,11 +245,12 @@ def load_bundle_model(
     taps = (taps,) if isinstance(taps, str) else tuple(str(t) for t in taps)
     method = next((str(m) for m in (_bundle_setting(parsers, k) for k in BUNDLE_METHOD_IDS) if m), Method.NONE)
     method = method if method in (Method.NONE, Method.UNLEARNING, Method.DANN) else Method.NONE
+    inputs = _bundle_inputs(bundle)
     if isinstance(network, TissueSegmenter):
         network.to(device).eval()
         model = SegmentationModel(network, _bundle_site_index(bundle, parser, manifest), taps, Method(method),
                                   device=device, transform=_bundle_transform(parsers, config),
-                                  history=_bundle_history(parsers, bundle))
+                                  history=_bundle_history(parsers, bundle), inputs=inputs)
         logger.info("Loaded bundle %s: %s from %s, taps %s", bundle, type(network).__name__, config.name, list(taps))
         return model
     settings = BrainAgeSettings(
@@ -243,4 +263,5 @@ def load_bundle_model(
     network.to(device).eval()
     site_index = _bundle_site_index(bundle, parser, manifest)
     logger.info("Loaded bundle %s: %s from %s, taps %s", bundle, type(network).__name__, config.name, list(taps))
-    return BrainAgeModel(network, None, settings, site_index, math.nan, [], transform=_bundle_transform(parsers, config))
+    return BrainAgeModel(network, None, settings, site_index, math.nan, [], transform=_bundle_transform(parsers, config),
+                         inputs=inputs)

@@ -6,8 +6,10 @@ trained on ``harmonize preprocess`` outputs, given the raw manifest, finds the s
 image headers and the ``preprocess.json`` beside a preprocessed manifest, the voxel spacing, the shape and whether
 intensities were standardised; the model file keeps it (:func:`~harmonize.workflows.model_file.save_model`), and
 :func:`check_inputs` refuses scans that differ, naming a file, what differs and the ``harmonize preprocess``
-command that makes them match. :func:`common_grid` refuses scans of different shapes (they cannot be batched),
-naming two of them.
+command that makes them match. A MONAI bundle records its training preprocessing in ``models/preprocessing.json``
+(:func:`harmonize.bundle.save_preprocessing`); :func:`describe_preprocessing` reads the same description from it,
+so that bundle models (brain age and tissue segmentation) are checked the same way. Scans of different shapes
+are refused by the data layer (:func:`harmonize.data.dataset.image_grid`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from harmonize.errors import HarmonizeError
 from harmonize.io import read_json_object
 from harmonize.keys import Keys
 
-__all__ = ["SPACING_TOLERANCE", "check_inputs", "common_grid", "describe_inputs"]
+__all__ = ["SPACING_TOLERANCE", "check_inputs", "describe_inputs", "describe_preprocessing"]
 
 logger = logging.getLogger(__name__)
 
 #: Relative difference of voxel sizes still taken as the same spacing.
 SPACING_TOLERANCE = 1e-3
+#: ``format`` of a bundle's ``models/preprocessing.json`` (:mod:`harmonize.bundle.preprocessing`).
+BUNDLE_PREPROCESSING_FORMAT = "harmonize-bundle-preprocessing"
 
 
 def _source(frame: pd.DataFrame) -> Path | None:
@@ -42,48 +46,6 @@ def _source(frame: pd.DataFrame) -> Path | None:
 def _image_path(value: Any, source: Path | None) -> Path:
     path = Path(str(value)).expanduser()
     return path if path.is_absolute() or source is None else source.parent / path
-
-
-def _header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
-    """Shape and voxel sizes of an image's header (``None``: unreadable; validation reports it)."""
-    import nibabel as nib
-
-    try:
-        header = nib.load(str(path)).header
-        return tuple(int(n) for n in header.get_data_shape()[:3]), tuple(float(z) for z in header.get_zooms()[:3])
-    except (OSError, ValueError, TypeError, nib.filebasedimages.ImageFileError):
-        return None
-
-
-def common_grid(frame: pd.DataFrame) -> tuple[tuple[int, ...], tuple[float, ...] | None] | None:
-    """The shape and spacing shared by every image of ``frame`` (``None`` when no header could be read).
-
-    The spacing is ``None`` when the images share their shape but not their voxel size.
-
-    Raises:
-        HarmonizeError: two images have different shapes: names both files and shapes, and suggests
-            ``harmonize preprocess``, which brings every scan to one grid.
-    """
-    source = _source(frame)
-    first: tuple[Path, tuple[int, ...], tuple[float, ...]] | None = None
-    same_spacing = True
-    for value in frame[Keys.IMAGE]:
-        path = _image_path(value, source)
-        found = _header(path)
-        if found is None:
-            continue
-        if first is None:
-            first = (path, *found)
-        elif found[0] != first[1]:
-            manifest = source or "the manifest"
-            raise HarmonizeError(
-                f"The scans of {manifest} have different shapes: {first[0]} is {first[1]} voxels and {path} is "
-                f"{found[0]}. A network needs scans of one shape (and spacing) to batch them: preprocess the "
-                f"manifest first (harmonize preprocess {manifest} --out DIR, then use DIR/manifest.csv)."
-            )
-        else:
-            same_spacing &= all(math.isclose(a, b, rel_tol=SPACING_TOLERANCE) for a, b in zip(found[1], first[2]))
-    return None if first is None else (first[1], first[2] if same_spacing else None)
 
 
 def _marker(frame: pd.DataFrame) -> dict[str, Any] | None:
@@ -105,15 +67,46 @@ def describe_inputs(frame: pd.DataFrame) -> dict[str, Any]:
         name its file).
 
     Raises:
-        HarmonizeError: the images have different shapes (see :func:`common_grid`).
+        HarmonizeError: the images have different shapes (see :func:`harmonize.data.dataset.image_grid`).
     """
-    grid = common_grid(frame)
+    from harmonize.data.dataset import image_grid
+
     source = _source(frame)
+    grid = image_grid(frame, source)
     return {
         "manifest": None if source is None else str(source),
         "shape": None if grid is None else list(grid[0]),
         "spacing": None if grid is None or grid[1] is None else [round(z, 6) for z in grid[1]],
         "standardised": None if source is None else _marker(frame) is not None,
+    }
+
+
+def describe_preprocessing(content: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The training scans' description (as :func:`describe_inputs` gives it) from a bundle's ``preprocessing.json``.
+
+    Args:
+        content: the file's content (:func:`harmonize.bundle.load_preprocessing`), or ``None`` when the bundle has
+            none.
+
+    Returns:
+        ``{"manifest", "shape", "spacing", "standardised"}``: the ``harmonize preprocess`` settings the training
+        manifest was made with (shape, isotropic or per-axis spacing, standardised), or only ``standardised``
+        false when training used scans ``harmonize preprocess`` did not make. ``None`` for no file, or a file of
+        another format (nothing recorded: nothing checked).
+    """
+    if not isinstance(content, Mapping) or content.get("format") != BUNDLE_PREPROCESSING_FORMAT:
+        return None
+    config = content.get("config")
+    if not isinstance(config, Mapping):
+        return {"manifest": content.get("manifest"), "shape": None, "spacing": None, "standardised": False}
+    spacing = config.get("target_spacing")
+    spacing = [spacing] * 3 if isinstance(spacing, (int, float)) else spacing
+    shape = config.get("target_shape")
+    return {
+        "manifest": content.get("manifest"),
+        "shape": None if shape is None else [int(n) for n in shape],
+        "spacing": None if spacing is None else [round(float(z), 6) for z in spacing],
+        "standardised": True,
     }
 
 

@@ -70,6 +70,10 @@ class SegmentationModel:
         num_workers: data-loader processes that read the scans ahead of the network.
         history: per-epoch training figures of the domain head (empty when unknown).
         seconds: training time (NaN when unknown).
+        inputs: the training scans' grid and intensity preprocessing
+            (:func:`~harmonize.workflows.input_check.describe_inputs`, or a bundle's ``preprocessing.json`` through
+            :func:`~harmonize.workflows.input_check.describe_preprocessing`); ``None`` when unknown. The audit
+            refuses scans that differ.
     """
 
     network: nn.Module
@@ -82,6 +86,7 @@ class SegmentationModel:
     num_workers: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = math.nan
+    inputs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)

@@ -58,8 +58,7 @@ class ReconDataSettings:
     forget_site: str | None = None
 
     def problems(self) -> list[str]:
-        return [f"'{n}' must be >= 1, got {getattr(self, n)}." for n in ("size", "slices_per_volume")
-                if getattr(self, n) < 1]
+        return _count_problems(self, ("size", "slices_per_volume"))
 
 
 @dataclass
@@ -84,11 +83,32 @@ class ReconStageSettings:
     retain_weight: float = defaults.RECON_RETAIN_WEIGHT
 
     def problems(self) -> list[str]:
-        found = [f"'{n}' must be >= 1, got {getattr(self, n)}." for n in ("ft_epochs", "ga_epochs", "nl_epochs")
-                 if getattr(self, n) < 1]
-        if not 0 < self.retain_fraction <= 1:
-            found.append(f"'retain_fraction' must be in (0, 1], got {self.retain_fraction}.")
-        return found
+        return (_count_problems(self, ("ft_epochs", "ga_epochs", "nl_epochs"))
+                + _fraction_problems({"retain_fraction": self.retain_fraction}))
+
+
+def _count_problems(settings: Any, names: tuple[str, ...]) -> list[str]:
+    """Counts that are not integers >= 1 (a bundle override may bring text, '--max_epochs two': named, not a
+    TypeError)."""
+    found = []
+    for name in names:
+        value = getattr(settings, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            found.append(f"'{name}' must be an integer >= 1, got {value!r} ({type(value).__name__}).")
+        elif value < 1:
+            found.append(f"'{name}' must be >= 1, got {value}.")
+    return found
+
+
+def _fraction_problems(fractions: Mapping[str, Any]) -> list[str]:
+    """Fractions that are not numbers in (0, 1]."""
+    found = []
+    for name, value in fractions.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            found.append(f"'{name}' must be a number in (0, 1], got {value!r} ({type(value).__name__}).")
+        elif not 0 < value <= 1:
+            found.append(f"'{name}' must be in (0, 1], got {value}.")
+    return found
 
 
 def _nested(cls: type, value: Any) -> Any:
@@ -167,10 +187,8 @@ class ReconUnlearningSettings:
     def check(self) -> None:
         """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range."""
         problems = self.data.problems() + self.unlearning.problems()
-        problems += [f"'{n}' must be >= 1, got {getattr(self, n)}." for n in ("batch_size", "original_epochs",
-                     "oracle_epochs") if getattr(self, n) < 1]
-        problems += [f"'fractions[{i}]' must be in (0, 1], got {f}." for i, f in enumerate(self.fractions)
-                     if not 0 < f <= 1]
+        problems += _count_problems(self, ("batch_size", "original_epochs", "oracle_epochs"))
+        problems += _fraction_problems({f"fractions[{i}]": f for i, f in enumerate(self.fractions)})
         if self.network not in NETWORKS:
             problems.append(f"'network' must be one of {list(NETWORKS)}, got {self.network!r}.")
         for name in ("methods", "fraction_methods"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.common import render_report
 from benchmarks.preprocess import PreprocessSettings
 
 
@@ -29,16 +32,32 @@ def test_a_quick_run_rewrites_the_report(tmp_path, capsys, monkeypatch):
     smallest = PreprocessSettings.for_size("smallest")
     monkeypatch.setattr(PreprocessSettings, "for_size", classmethod(lambda cls, size: smallest))
     out = tmp_path / "benchmarks.md"
-    out.write_text("old content\n")
+    out.write_text(render_report([], "python -m benchmarks old", {}, 1.0) + "old content\n")  # an earlier run's
+    (tmp_path / "notes.md").write_text("the user's\n")
     assert main(["preprocess", "--quick", "--jobs", "2", "--threads", "1", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "old content" not in text
+    assert "old content" not in text and (tmp_path / "notes.md").read_text() == "the user's\n"
+    assert json.loads((tmp_path / ".harmonize-outputs.json").read_text())["files"] == ["benchmarks.md"]
     assert "Command: `python -m benchmarks preprocess --quick --jobs 2 --threads 1 --out " in text
     assert "## Preprocessing: first run against the cached second run" in text
     assert "| torch threads | 1 |" in text
     assert "| parallel jobs | 2 |" in text and "| torch threads per job | 1 |" in text
     assert "**This is a `--quick` run**" in text
     assert f"report written to {out}" in capsys.readouterr().out
+
+
+def test_out_never_replaces_a_file_of_the_user_s(tmp_path, capsys):
+    """--out is replaced only when it is a report of an earlier run; the user's own file there is kept."""
+    out = tmp_path / "results.md"
+    out.write_text("my results\n")
+    assert main(["preprocess", "--quick", "--threads", "1", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: The output directory {tmp_path} holds 1 file(s) that harmonize did not write, where this run writes "
+        "its outputs: results.md. --overwrite replaces only files harmonize wrote (listed in "
+        ".harmonize-outputs.json); move these away, or choose another --out.\n")
+    assert out.read_text() == "my results\n"
+    assert main(["preprocess", "--quick", "--out", str(tmp_path)]) == 1
+    assert "is a folder; give the path of a file" in capsys.readouterr().err
 
 
 def test_a_stopped_run_leaves_the_tables_it_finished(tmp_path, monkeypatch):

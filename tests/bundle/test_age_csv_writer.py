@@ -11,6 +11,7 @@ from monai.data import MetaTensor, list_data_collate
 
 from harmonize.bundle import AgeCsvWriter
 from harmonize.bundle.age_csv_writer import AGE_CSV_COLUMNS
+from harmonize.output_dir import RECORD_FILENAME, OutputDirError
 
 
 def _batches():
@@ -43,7 +44,20 @@ def test_rows_are_written_at_completion(tmp_path, decollated):
                         ["s2", "/data/s2.nii.gz", "55.500"]]
     engine.run(_batches()[:1], max_epochs=1)  # a second run starts afresh
     assert len((tmp_path / "out" / "ages.csv").read_text().splitlines()) == 3
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ages.csv"]  # no temporary file left
+    # no temporary file left; the record lists the CSV, so the second run could replace it
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [RECORD_FILENAME, "ages.csv"]
+
+
+def test_a_file_harmonize_did_not_write_is_never_replaced(tmp_path):
+    """E.g. --output_file pointing at the user's own participants table: refused before any scan is predicted."""
+    mine = tmp_path / "participants.csv"
+    mine.write_text("subject_id,age\n")
+    engine = Engine(lambda engine, batch: {"pred": batch["pred"]})
+    AgeCsvWriter(mine).attach(engine)
+    with pytest.raises(OutputDirError, match=r"Bundle inference would replace 1 file\(s\) that harmonize did not "
+                                             r"write: .*participants.csv\. harmonize replaces only files it wrote"):
+        engine.run(_batches(), max_epochs=1)
+    assert mine.read_text() == "subject_id,age\n"
 
 
 def test_extra_keys_become_columns(tmp_path):

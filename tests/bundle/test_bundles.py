@@ -153,6 +153,29 @@ def test_age_inference_on_a_folder_of_images_of_an_unseen_scanner(trained, tiny_
     assert {r["intensity_reference"] for r in _csv(out)} == {"site site1"}
 
 
+def test_inference_never_replaces_a_file_it_did_not_write(trained, tiny_cohort, tmp_path):
+    """A manual segmentation of the user's, where inference would write one: refused before any scan is read."""
+    from harmonize.output_dir import OutputDirError
+
+    raw = read_manifest(tiny_cohort)
+    sid = min(raw.loc[raw[Keys.SPLIT] == Split.TEST, Keys.SUBJECT_ID])
+    segs = tmp_path / "segs"
+    segs.mkdir()
+    manual = segs / f"{sid}_seg.nii.gz"
+    manual.write_bytes(b"the user's manual segmentation")
+    with pytest.raises(RuntimeError) as caught:
+        run_bundle_config(SEG, ["inference.json"], trained[SEG], tiny_cohort, segmentation_dir=str(segs))
+    cause = caught.value
+    while cause is not None and not isinstance(cause, OutputDirError):
+        cause = cause.__cause__
+    assert cause is not None and f"would replace 1 file(s) that harmonize did not write: {manual}" in str(cause)
+    assert manual.read_bytes() == b"the user's manual segmentation" and sorted(segs.iterdir()) == [manual]
+    manual.rename(tmp_path / "mine.nii.gz")
+    for _ in range(2):  # the second run replaces what the first wrote
+        run_bundle_config(SEG, ["inference.json"], trained[SEG], tiny_cohort, segmentation_dir=str(segs))
+    assert nib.load(segs / f"{sid}_seg.nii.gz").shape == (24, 24, 24)
+
+
 def test_seg_inference_on_raw_scans_maps_the_segmentation_back_onto_the_input(trained, tiny_cohort, tiny_preprocessed):
     root = trained[SEG]
     run_bundle_config(SEG, ["evaluate.json"], root, tiny_preprocessed)

@@ -24,6 +24,11 @@ from harmonize.bundle.preprocessing import (
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys, Split
+from harmonize.workflows.input_check import (
+    check_inputs,
+    describe_inputs,
+    describe_preprocessing,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +69,23 @@ def test_save_keeps_the_settings_the_site_landmarks_and_pooled_ones(saved, tiny_
     np.testing.assert_allclose(content["pooled_landmarks"], expected)
 
 
+def test_the_saved_preprocessing_describes_the_training_scans_as_the_audit_reads_them(saved, tiny_preprocessed,
+                                                                                      tiny_cohort):
+    """The audit of a bundle checks its scans against preprocessing.json: the training manifest itself passes."""
+    recorded = describe_preprocessing(load_preprocessing(saved))
+    found = describe_inputs(read_manifest(tiny_preprocessed))
+    assert recorded == {**found, "manifest": str(tiny_preprocessed)}
+    assert recorded["shape"] == [16, 16, 16] and recorded["spacing"] == [10.0] * 3 and recorded["standardised"]
+    check_inputs(recorded, read_manifest(tiny_preprocessed), "bundle")
+    with pytest.raises(HarmonizeError, match="are not preprocessed as the training scans of bundle were"):
+        check_inputs(recorded, read_manifest(tiny_cohort), "bundle")
+
+
 def test_save_of_a_manifest_not_preprocessed_by_harmonize_records_none(tiny_cohort, tmp_path):
     content = load_preprocessing(save_preprocessing(tiny_cohort, tmp_path / "p.json"))
     assert content["config"] is None
+    assert describe_preprocessing(content) == {"manifest": str(tiny_cohort), "shape": None, "spacing": None,
+                                               "standardised": False}
     with pytest.raises(HarmonizeError, match="did not make.*--preprocess false"):
         BundlePreprocessd(preprocessing=tmp_path / "p.json")(_load(read_manifest(tiny_cohort)[Keys.IMAGE].iloc[0]))
 
@@ -156,6 +175,11 @@ def test_preprocess_false_takes_preprocessed_scans_and_refuses_other_settings(sa
     with pytest.raises(HarmonizeError, match=r"voxels of 8.33 x 8.33 x 8.33 mm and shape \(24, 24, 24\).*trained "
                                              r"on 10 x 10 x 10 mm and \(16, 16, 16\)"):
         BundlePreprocessd(preprocessing=saved, enabled=False)(_load(raw))
+    # the training grid, but raw intensities (preprocess's spatial output, before standardisation): refused too
+    spatial = tiny_preprocessed.parent / "spatial" / pre.split("/")[-1]
+    with pytest.raises(HarmonizeError, match=r"its head's intensities have mean [\d.]+ and standard deviation "
+                                             r"[\d.]+, while the model was trained on intensity-standardised scans"):
+        BundlePreprocessd(preprocessing=saved, enabled=False)(_load(spatial))
 
 
 def test_voxel_spacing_reads_the_affine_columns():

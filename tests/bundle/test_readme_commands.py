@@ -1,4 +1,4 @@
-"""Every `monai.bundle run` command in the brain-age and segmentation READMEs names configs that exist and ids they
+"""Every `monai.bundle run` command in the bundles' READMEs names configs that exist and ids they
 define (the runs themselves are exercised in test_bundles.py with the same configs and ids on the tiny cohort)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from harmonize.bundle import check_overrides, parse_overrides
 from harmonize.bundle.run_bundle import RUN_ARGUMENTS
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
-NAMES = ["brain_age_unlearning", "tissue_seg_unlearning"]
+NAMES = ["brain_age_unlearning", "tissue_seg_unlearning", "recon_unlearning"]
 
 
 def _commands(readme: Path) -> list[list[str]]:

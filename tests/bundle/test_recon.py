@@ -24,6 +24,7 @@ from harmonize.bundle.recon import (
     method_stages,
     read_run_record,
     record_name,
+    unlearning_evaluator,
     write_run_record,
 )
 from harmonize.bundle.reconstruction_writer import ReconstructionWriter
@@ -32,9 +33,12 @@ from harmonize.handlers import MachineUnlearningHandler
 from harmonize.io import TMP_GLOB
 from harmonize.keys import Keys, ReconMethod
 from harmonize.losses import SSIML1Loss
+from harmonize.metrics.reconstruction import unlearning_row
 from harmonize.networks import ReconUNet
+from harmonize.output_dir import record_written
 from harmonize.recon.slices import KspaceSettings, anatomy_shift_splits
 from harmonize.workflows.machine_unlearning import PrepareBatchKeys
+from harmonize.workflows.recon_unlearning import predictor
 
 STAGES = {
     "ft": ("ft",),
@@ -155,25 +159,31 @@ def test_evaluate_checkpoints(tmp_path: Path, splits) -> None:
     with torch.no_grad():
         changed.head.bias.fill_(0.2)  # a constant offset: a worse reconstruction
     torch.save(changed.state_dict(), models / checkpoint_name("ga"))  # no record: its time is unknown
-    result = evaluate_checkpoints(tiny_net(3), models, splits, tmp_path / "eval")
+    evaluator = unlearning_evaluator(tiny_net(3), splits, batch_size=3)
+    result = evaluate_checkpoints(evaluator, models, tmp_path / "eval", sizes=splits.sizes())
     rows = {r["method"]: r for r in result.table}
     assert list(rows) == ["original", "ga"]  # the evaluation order, skipping missing checkpoints
     for key in ("bta_psnr", "bta_ssim", "kta_psnr", "kta_ssim", "ua_psnr", "ua_ssim"):
         assert rows["original"][key] == pytest.approx(result.zero_filled[key], rel=1e-5)
         assert rows["ga"][key] != pytest.approx(rows["original"][key], rel=1e-3)
     assert all(rows["ga"][f"{s}_psnr"] < rows["original"][f"{s}_psnr"] - 1 for s in ("bta", "kta", "ua"))
+    # the evaluator gives the numbers of the per-set evaluation (unlearning_row), set by set
+    direct = unlearning_row("ga", predictor(changed, (Keys.IMAGE,), "cpu"), splits.retain_test, splits.forget_test,
+                            splits.forget_train, 0.0)
+    for key in ("bta_psnr", "bta_ssim", "kta_psnr", "kta_ssim", "ua_psnr", "ua_ssim"):
+        assert rows["ga"][key] == pytest.approx(direct[key], rel=1e-5)
     assert rows["original"]["seconds"] == 12.5 and math.isnan(rows["ga"]["seconds"])
     payload = json.loads(result.files["json"].read_text())
     assert payload["table"][1]["seconds"] == "nan" and payload["runs"]["ga"] is None
     assert payload["sizes"] == {"retain_train": 4, "forget_train": 2, "retain_test": 2, "forget_test": 2}
     markdown = result.files["markdown"].read_text()
     assert f"| original | {rows['original']['bta_psnr']:.2f} |" in markdown and "| ga |" in markdown
-    only = evaluate_checkpoints(tiny_net(3), models, splits, methods=["ga"])
+    only = evaluate_checkpoints(evaluator, models, methods=["ga"])
     assert [r["method"] for r in only.table] == ["ga"] and only.files == {}
     with pytest.raises(ConfigError, match=r"No checkpoint for \['oracle'\] in .*: run configs/train.json"):
-        evaluate_checkpoints(tiny_net(3), models, splits, methods=["oracle"])
+        evaluate_checkpoints(evaluator, models, methods=["oracle"])
     with pytest.raises(ConfigError, match=r"No checkpoint for \['original', 'oracle'"):
-        evaluate_checkpoints(tiny_net(3), tmp_path, splits)
+        evaluate_checkpoints(evaluator, tmp_path)
 
 
 def test_inference_files_from_a_folder_or_a_list(tmp_path: Path) -> None:
@@ -214,3 +224,14 @@ def test_check_inference_inputs_lists_every_problem(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match=r"No input files \(\*.h5\) in dataset_dir=/nowhere"):
         check_inference_inputs([], "/nowhere", weights, suffixes=FASTMRI_SUFFIXES)
+    # a file of the user's where a reconstruction would be written is named; one harmonize wrote is replaced
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_recon.nii.gz").write_bytes(b"the user's")
+    with pytest.raises(ConfigError) as err:
+        check_inference_inputs([str(image)], tmp_path, weights, ReconstructionWriter(tmp_path / "out"))
+    assert err.value.problems == [(
+        f"Bundle inference would replace 1 file(s) that harmonize did not write: {tmp_path / 'out' / 'a_recon.nii.gz'}"
+        ". harmonize replaces only files it wrote (listed in the folder's .harmonize-outputs.json): move these away, "
+        "or choose another output folder.")]
+    record_written([tmp_path / "out" / "a_recon.nii.gz"], "Bundle inference")  # as if an earlier run wrote it
+    check_inference_inputs([str(image)], tmp_path, weights, ReconstructionWriter(tmp_path / "out"))

@@ -216,6 +216,21 @@ def test_documented_ids_exist_and_metadata_verifies_offline() -> None:
         assert (BUNDLE / name).is_file()
 
 
+@pytest.mark.parametrize("kind", ["eval", "infer"])
+def test_monai_property_check_passes_for_evaluate(tmp_path: Path, kind: str) -> None:
+    """evaluate.json (over train.json) is a SupervisedEvaluator with the standard evaluation ids."""
+    flow = ConfigWorkflow(config_file=files("train.json", "evaluate.json"), meta_file=str(CONFIGS / "metadata.json"),
+                          workflow_type=kind, logging_file=False, bundle_root=str(tmp_path), **TINY)
+    flow.initialize()
+    assert flow.check_properties() == []
+    assert flow.dataset_dir == "" and type(flow.inferer).__name__ == "SimpleInferer"
+    assert type(flow.evaluator).__name__ == "SupervisedEvaluator"
+    assert flow.evaluator.network is flow.parser.get_parsed_content("network")
+    # retain-test (4 slices), forget-test (4) and forget-train (4), each sample tagged with its set
+    assert len(flow.dataset) == 12
+    assert [flow.dataset[i][Keys.EVAL_SET] for i in (0, 4, 8)] == ["bta", "kta", "ua"]
+
+
 def test_monai_property_check_passes_for_train(tmp_path: Path) -> None:
     """The Model Zoo's standard train ids (bundle_root, device, dataset_dir, trainer, train_dataset, ...)."""
     flow = ConfigWorkflow(config_file=files("train.json"), meta_file=str(CONFIGS / "metadata.json"),

@@ -1,5 +1,5 @@
 """Deploying the reconstruction bundle: inference.json (NIfTI) and inference_fastmri.json (HDF5) on any image size,
-ckpt_export, multi_gpu_train.json.
+ckpt_export, multi_gpu_train.json, multi_gpu_evaluate.json.
 
 The network is tiny (about 10k parameters, total stride 8); inference reads NIfTI files written here, and the
 weights are either a fresh network's (its zero head makes it the identity: output = zero-filled input) or a
@@ -274,6 +274,39 @@ def test_multi_gpu_train_runs_as_one_gloo_process(tmp_path: Path, monkeypatch: p
     assert set(state) == set(tiny_network(0).state_dict())  # no "module." prefix
     record = json.loads((tmp_path / "models" / "model.json").read_text())
     assert record["processes"] == 1 and record["stages"][0]["iterations"] == 2  # 8 slices, batches of 4
+
+
+def test_multi_gpu_evaluate_runs_as_one_gloo_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """multi_gpu_evaluate.json (world size 1, gloo): the slices go through a DistributedSampler, the metrics handler
+    gathers the shards, and the table is the single-process evaluate.json's. (Its gathering across two shards:
+    tests/handlers/test_reconstruction_metrics.py.)"""
+    tiny = {"scenario#size": 16, "scenario#slices_per_volume": 2, "scenario#retain_train_volumes": 3,
+            "scenario#forget_train_volumes": 1, "scenario#retain_test_volumes": 1, "scenario#forget_test_volumes": 1,
+            "max_epochs": 1, "batch_size": 4, "device": "cpu", **NETWORK}
+    train = [str(CONFIGS / "train.json")]
+    run(config_file=train, meta_file=META, logging_file=False, bundle_root=str(tmp_path), **tiny)
+    run(config_file=[*train, str(CONFIGS / "evaluate.json")], meta_file=META, logging_file=False,
+        bundle_root=str(tmp_path), output_dir=str(tmp_path / "single"), **tiny)
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0", "CUDA_VISIBLE_DEVICES": ""}.items():
+        monkeypatch.setenv(key, value)
+    flow = ConfigWorkflow(
+        config_file=[*train, str(CONFIGS / "evaluate.json"), str(CONFIGS / "multi_gpu_evaluate.json")],
+        meta_file=META, logging_file=False, workflow_type="eval", bundle_root=str(tmp_path),
+        output_dir=str(tmp_path / "multi"), **tiny)
+    flow.initialize()
+    try:
+        assert flow.check_properties() == []
+        assert type(flow.evaluator.data_loader.sampler).__name__ == "DistributedSampler"
+        flow.run()
+    finally:
+        flow.finalize()
+    assert not torch.distributed.is_initialized()  # nothing left for later tests
+    single, multi = (json.loads((tmp_path / name / "recon_unlearning.json").read_text()) for name in ("single", "multi"))
+    assert [row["method"] for row in multi["table"]] == ["original"]
+    for got, want in ((multi["table"][0], single["table"][0]), (multi["zero_filled"], single["zero_filled"])):
+        for key in ("bta_psnr", "bta_ssim", "kta_psnr", "kta_ssim", "ua_psnr", "ua_ssim"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5)
 
 
 def test_documented_inference_ids_exist() -> None:

@@ -117,3 +117,42 @@ def test_audit_a_segmentation_bundle(tiny_cohort, tmp_path):
     assert 0.0 <= metrics["mean_dice"] <= 1.0
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["embeddings.png", "per_site_dice.png"]
     assert ">Mean Dice</th>" in (out / "report.html").read_text()
+
+
+def _preprocessing(bundle, **config):
+    """A bundle's models/preprocessing.json as train.json writes it (harmonize.bundle.save_preprocessing)."""
+    content = {"format": "harmonize-bundle-preprocessing", "version": 1, "manifest": "/train/pre/manifest.csv",
+               "config": config or None}
+    (bundle / "models" / "preprocessing.json").write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("task", ["brain age", "segmentation"])
+def test_a_bundle_of_preprocessed_scans_refuses_raw_scans(checkpoint, task, tiny_cohort, tmp_path, capsys):
+    """audit --bundle checks the scans against the bundle's training preprocessing, for either task."""
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    if task == "brain age":
+        net = {"_target_": "harmonize.networks.BrainAgeRegressor", "channels": list(CHANNELS), "feature_dim": 16}
+        torch.save(torch.load(checkpoint, weights_only=True)["network"], bundle / "models" / "model.pt")
+    else:
+        net = {"_target_": "harmonize.networks.TissueSegmenter", "channels": [4, 8, 16]}
+        torch.save(TissueSegmenter(channels=(4, 8, 16)).state_dict(), bundle / "models" / "model.pt")
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": net}))
+    _preprocessing(bundle, target_spacing=6.0, target_shape=[32, 32, 32], histogram_standardisation=True)
+    argv = ["audit", "--bundle", str(bundle), "--manifest", str(tiny_cohort), "--out", str(tmp_path / "out"),
+            "--permutations", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    err = err[err.index("error:"):]  # after the log line that the site index was rebuilt
+    assert err.startswith(f"error: The scans of {tiny_cohort} are not preprocessed as the training scans of {bundle} "
+                          "were")
+    assert f"(harmonize preprocess {tiny_cohort} --out DIR --spacing 6 --shape 32 32 32)" in err
+    assert "  - shape: the model was trained on (32, 32, 32) voxels" in err
+    assert "  - spacing: the model was trained on (6.0, 6.0, 6.0) mm voxels" in err
+    assert "has no preprocess.json beside it, so its intensities are raw" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert main([*argv, "--no-input-check", "--overwrite"]) == 0
+    _preprocessing(bundle)  # trained on scans harmonize did not preprocess, as these are: they pass
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["model"] == str(bundle)

@@ -62,7 +62,9 @@ def test_scans_of_different_shapes_name_two_files_and_the_fix(tiny_cohort, tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err
     err = err[err.index("error:"):]
-    assert err.startswith(f"error: The scans of {tmp_path / 'm.csv'} have different shapes: {first} is (24, 24, 24) "
-                          f"voxels and {odd} is (20, 24, 24).")
-    assert f"preprocess the manifest first (harmonize preprocess {tmp_path / 'm.csv'} --out DIR" in err
+    assert err.startswith(f"error: The scans of {tmp_path / 'm.csv'} have 2 different shapes, and a batch needs one. "
+                          f"Preprocess the manifest first: 'harmonize preprocess {tmp_path / 'm.csv'} --out DIR' "
+                          "resamples and crops every scan to one grid (then use DIR/manifest.csv)")
+    assert f" scan(s), rows 2, 4, 5, 6, 7 … (e.g. {first})" in err and "  - shape (24, 24, 24): " in err
+    assert f"  - shape (20, 24, 24): 1 scan(s), rows 3 (e.g. {odd})" in err
     assert "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,22 @@ def test_from_bids_never_overwrites_without_flag(bids, tmp_path, capsys):
     status, _, stderr = run_cli(capsys, *argv)
     assert status == 1 and "already exists" in stderr and "--overwrite" in stderr
     assert out.read_text() == "my own notes\n"
-    status, _, _ = run_cli(capsys, *argv, "--overwrite")
-    assert status == 0 and out.read_text().startswith("subject_id,image,site,age,sex,split\n")
+    # --overwrite replaces only a manifest harmonize wrote (the folder's record lists it): the user's own is kept
+    status, _, stderr = run_cli(capsys, *argv, "--overwrite")
+    assert status == 1 and stderr == (
+        f"error: The output directory {tmp_path} holds 1 file(s) that harmonize did not write, where this run "
+        "writes its outputs: manifest.csv. --overwrite replaces only files harmonize wrote (listed in "
+        ".harmonize-outputs.json); move these away, or choose another --out.\n")
+    assert out.read_text() == "my own notes\n"
+    out.unlink()
+    (tmp_path / "notes.txt").write_text("the user's\n")
+    assert run_cli(capsys, *argv)[0] == 0
+    first = out.read_text()
+    out.write_text(first + "an edit\n")
+    assert run_cli(capsys, *argv, "--overwrite")[0] == 0
+    assert out.read_text() == first  # the manifest harmonize wrote is replaced
+    assert (tmp_path / "notes.txt").read_text() == "the user's\n"  # the folder's other files are the user's
+    assert json.loads((tmp_path / ".harmonize-outputs.json").read_text())["files"] == ["manifest.csv"]
 
 
 def test_from_bids_bad_sex_map_and_fraction(bids, tmp_path, capsys):

@@ -23,6 +23,7 @@ from harmonize.data.bids import (
 from harmonize.data.manifest import read_manifest, validate_manifest
 from harmonize.errors import ConfigError, ManifestError
 from harmonize.keys import Keys, Sex, Split
+from harmonize.output_dir import OutputDirError
 
 HEADER = ["participant_id", "age", "sex", "scanner", "handedness"]
 PARTICIPANTS = [
@@ -186,10 +187,16 @@ def test_sex_map_documented_defaults_and_bad_override(bids):
 def test_never_overwrites_without_flag(bids, tmp_path):
     out = tmp_path / "m.csv"
     out.write_text("keep me")
-    assert "already exists" in error_of(bids, "scanner", out)
+    with pytest.raises(OutputDirError, match="already exists; choose another output path or pass --overwrite"):
+        manifest_from_bids(bids, "scanner", out)
+    with pytest.raises(OutputDirError, match="holds 1 file.s. that harmonize did not write, where this run writes "
+                                             "its outputs: m.csv"):
+        manifest_from_bids(bids, "scanner", out, overwrite=True)  # the user's own file, not one harmonize wrote
     assert out.read_text() == "keep me"
-    manifest_from_bids(bids, "scanner", out, overwrite=True)
-    assert out.read_text().startswith("subject_id,")
+    out.rename(tmp_path / "mine.csv")
+    manifest_from_bids(bids, "scanner", out)
+    manifest_from_bids(bids, "scanner", out, overwrite=True)  # harmonize's own: replaced
+    assert out.read_text().startswith("subject_id,") and (tmp_path / "mine.csv").read_text() == "keep me"
 
 
 def test_missing_bids_folder(tmp_path):

@@ -75,6 +75,25 @@ def _config():
     return PreprocessConfig(target_spacing=2.4, target_shape=(10, 10, 10))
 
 
+def test_a_file_of_the_user_s_in_derivatives_is_refused_not_replaced(bids_example, tmp_path, monkeypatch, capsys):
+    """A rerun with --bids-derivatives into an earlier output where the user put their own derivatives file."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["manifest", "from-bids", "ds", "--site-from", "sidecar:Manufacturer", "--out", "manifest.csv"]) == 0
+    argv = ["preprocess", "manifest.csv", "--out", "prep", "--spacing", "2.4", "--shape", "10", "10", "10",
+            "--no-progress"]
+    assert main(argv) == 0
+    mine = tmp_path / "prep" / DERIVATIVES_DIR / "dataset_description.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text('{"Name": "my own derivatives"}')
+    capsys.readouterr()
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, "--bids-derivatives", *extra]) == 1
+        err = capsys.readouterr().err
+        assert "holds 1 file(s) that harmonize did not write, where this run writes its outputs: " \
+               "derivatives/harmonize/dataset_description.json" in err and "Traceback" not in err
+        assert mine.read_text() == '{"Name": "my own derivatives"}'
+
+
 def test_derivatives_need_bids_scans(make_cohort, tmp_path):
     manifest = make_cohort(per_site=1, n_train=1)
     with pytest.raises(HarmonizeError) as info:

@@ -11,7 +11,11 @@ import pytest
 
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
 from harmonize.errors import HarmonizeError
-from harmonize.workflows.input_check import check_inputs, common_grid, describe_inputs
+from harmonize.workflows.input_check import (
+    check_inputs,
+    describe_inputs,
+    describe_preprocessing,
+)
 
 SPACING = round(200 / 24, 6)  # the tiny cohort: 24^3 voxels over 200 mm
 
@@ -29,19 +33,32 @@ def test_a_manifest_beside_preprocess_json_is_standardised(tiny_cohort, tmp_path
     assert describe_inputs(read_manifest(tmp_path / "manifest.csv"))["standardised"] is True
 
 
-def test_scans_of_different_shapes_are_named_with_the_fix(tmp_path):
-    files = []
+def test_scans_of_different_shapes_are_refused_by_the_data_layer_s_one_check(tmp_path):
+    """describe_inputs (train_brain_age, the audit) refuses them with make_dataset's message; relative paths too."""
     for name, side in (("a", 8), ("b", 10)):
-        files.append(tmp_path / f"{name}.nii.gz")
-        nib.save(nib.Nifti1Image(np.zeros((side, side, side), np.float32), np.eye(4)), files[-1])
-    frame = pd.DataFrame({"image": [str(f) for f in files]})
+        nib.save(nib.Nifti1Image(np.zeros((side, side, side), np.float32), np.eye(4)), tmp_path / f"{name}.nii.gz")
+    frame = pd.DataFrame({"image": ["a.nii.gz", "b.nii.gz"]}, index=[2, 3])
     frame.attrs[MANIFEST_ATTR] = str(tmp_path / "m.csv")
     with pytest.raises(HarmonizeError) as info:
-        common_grid(frame)
-    assert str(info.value) == (
-        f"The scans of {tmp_path / 'm.csv'} have different shapes: {files[0]} is (8, 8, 8) voxels and {files[1]} is "
-        "(10, 10, 10). A network needs scans of one shape (and spacing) to batch them: preprocess the manifest first "
-        f"(harmonize preprocess {tmp_path / 'm.csv'} --out DIR, then use DIR/manifest.csv).")
+        describe_inputs(frame)
+    assert info.value.message == (
+        f"The scans of {tmp_path / 'm.csv'} have 2 different shapes, and a batch needs one. Preprocess the manifest "
+        f"first: 'harmonize preprocess {tmp_path / 'm.csv'} --out DIR' resamples and crops every scan to one grid "
+        "(then use DIR/manifest.csv), or give a transform that does.")
+    assert info.value.problems == [f"shape (8, 8, 8): 1 scan(s), rows 2 (e.g. {tmp_path / 'a.nii.gz'})",
+                                   f"shape (10, 10, 10): 1 scan(s), rows 3 (e.g. {tmp_path / 'b.nii.gz'})"]
+
+
+def test_a_bundle_s_preprocessing_file_is_described_as_a_model_file_records_its_scans():
+    config = {"target_spacing": 6.0, "target_shape": [32, 32, 32], "histogram_standardisation": False}
+    content = {"format": "harmonize-bundle-preprocessing", "version": 1, "manifest": "/pre/manifest.csv",
+               "config": config}
+    assert describe_preprocessing(content) == {"manifest": "/pre/manifest.csv", "shape": [32, 32, 32],
+                                               "spacing": [6.0, 6.0, 6.0], "standardised": True}
+    anisotropic = {**content, "config": {**config, "target_spacing": [1.5, 1.5, 6.25]}}
+    assert describe_preprocessing(anisotropic)["spacing"] == [1.5, 1.5, 6.25]
+    assert describe_preprocessing({**content, "config": None})["standardised"] is False
+    assert describe_preprocessing({"format": "other"}) is None and describe_preprocessing(None) is None
 
 
 def test_raw_scans_for_a_model_of_preprocessed_scans_are_refused(tiny_cohort):

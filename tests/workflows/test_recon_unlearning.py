@@ -104,6 +104,11 @@ def test_bad_settings_are_all_reported() -> None:
         assert expected in text
     with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
         ReconUnlearningSettings.tiny(kspace={"acceleration": 1.0})
+    # text from a bundle override ('--max_epochs two') is named, not a TypeError of the comparison
+    with pytest.raises(ConfigError) as err:
+        ReconUnlearningSettings.tiny(original_epochs="two", unlearning={"retain_fraction": "half"})
+    assert err.value.problems == ["'retain_fraction' must be a number in (0, 1], got 'half' (str).",
+                                  "'original_epochs' must be an integer >= 1, got 'two' (str)."]
 
 
 @pytest.mark.parametrize(("with_retain", "retain_seen"), [(True, 6), (False, 0)])

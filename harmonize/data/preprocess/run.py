@@ -111,13 +111,16 @@ def preprocess_manifest(
     out = Path(out_dir).expanduser().resolve()
     check_out_dir(out, manifest, frame)
     check_scans_listed_once(manifest, frame)
+    reserved = RESERVED_NAMES
     if bids_derivatives:
-        from harmonize.data.bids_derivatives import check_bids_sources
+        from harmonize.data.bids_derivatives import DERIVATIVES_DIR, check_bids_sources
 
         check_bids_sources(frame)
+        # the run writes into derivatives/ too: a file of the user's there is refused by name, never replaced
+        reserved = (*RESERVED_NAMES, DERIVATIVES_DIR.parts[0])
     if shard is not None:
         return run_shard(out, manifest, frame, config, shard, jobs, progress, start)
-    claim = OutputDir(out, MARKER_TOOL, overwrite=overwrite, inputs=[manifest], reserved=RESERVED_NAMES,
+    claim = OutputDir(out, MARKER_TOOL, overwrite=overwrite, inputs=[manifest], reserved=reserved,
                       reuse=is_earlier_output, known_outputs=earlier_outputs)
     with claim:
         if merge:

@@ -29,8 +29,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Percentile of the finite voxels above which intensities are clipped before the mask's threshold is found,
-#: so that a few extreme voxels (a spike 50x the tissue maximum) cannot pull Otsu's threshold above the head.
+#: Percentile of the finite voxels above which (and its complement, below which) intensities are clipped before
+#: the mask's threshold is found, so that a few extreme voxels (a spike 50x the tissue maximum, or -50x) cannot
+#: pull Otsu's threshold above the head or below the background.
 ROBUST_PERCENTILE = 99.5
 #: Voxels brighter than this many times the head's :data:`ROBUST_PERCENTILE` th percentile are clipped to that
 #: value before standardisation (with a warning): a spike of a few voxels would otherwise dominate the
@@ -68,9 +69,9 @@ def foreground_mask(data: torch.Tensor | np.ndarray, method: str = MaskMethod.OT
     if finite.size == 0 or finite.min() == finite.max():
         return np.zeros(array.shape, dtype=bool)
     spatial = array.reshape(array.shape[-3:])
-    ceiling = float(np.percentile(finite, ROBUST_PERCENTILE))
-    if ceiling > finite.min():  # clip a few extreme voxels (a volume almost all one value keeps its range)
-        finite, spatial = np.minimum(finite, ceiling), np.minimum(spatial, ceiling)
+    floor, ceiling = (float(q) for q in np.percentile(finite, [100 - ROBUST_PERCENTILE, ROBUST_PERCENTILE]))
+    if floor < ceiling:  # clip a few extreme voxels, bright or dark (a volume almost all one value keeps its range)
+        finite, spatial = np.clip(finite, floor, ceiling), np.clip(spatial, floor, ceiling)
     mask = spatial > threshold_otsu(finite)
     labels, n = ndimage.label(mask)
     if n > 1:
@@ -102,7 +103,7 @@ def spatial_steps(subject: tio.Subject, config: PreprocessConfig, where: str) ->
 
     Returns:
         The transformed subject, with the foreground mask added under ``"mask"`` and the few voxels far brighter
-        than the head clipped (:data:`OUTLIER_FACTOR`, logged).
+        or darker than the head clipped (:data:`OUTLIER_FACTOR`, logged).
 
     Raises:
         HarmonizeError: the image has no foreground (it is constant), a mask of fewer than
@@ -193,16 +194,29 @@ def _check_mask(where: str, mask: torch.Tensor, config: PreprocessConfig) -> Non
 
 
 def _clip_outliers(where: str, data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Clip the few voxels brighter than :data:`OUTLIER_FACTOR` times the head's robust maximum (logged)."""
-    head = data[mask.bool()]
-    ceiling = OUTLIER_FACTOR * float(torch.quantile(head.double(), ROBUST_PERCENTILE / 100))
-    outliers = int((data > ceiling).sum())
-    if outliers and ceiling > 0:
+    """Clip the few voxels far outside the head's robust range, bright or dark (logged).
+
+    The ceiling is :data:`OUTLIER_FACTOR` times the head's :data:`ROBUST_PERCENTILE` th percentile (``high``); the
+    floor lies as far below the head's ``100 - ROBUST_PERCENTILE`` th percentile (``low``):
+    ``low - (OUTLIER_FACTOR - 1) * high``. A dark (negative) spike would otherwise dominate the z-normalisation
+    just as a bright one does.
+    """
+    head = data[mask.bool()].double()
+    quantiles = torch.tensor([1 - ROBUST_PERCENTILE / 100, ROBUST_PERCENTILE / 100], dtype=torch.float64)
+    low, high = (float(q) for q in torch.quantile(head, quantiles))
+    if high <= 0:
+        return data
+    ceiling, floor = OUTLIER_FACTOR * high, low - (OUTLIER_FACTOR - 1) * high
+    bright, dark = int((data > ceiling).sum()), int((data < floor).sum())
+    if bright:
         logger.warning("%s: %d voxel(s) are brighter than %g (%g times the head's %gth percentile) and were "
-                       "clipped to it; check the scan for artefacts.", where, outliers, ceiling, OUTLIER_FACTOR,
+                       "clipped to it; check the scan for artefacts.", where, bright, ceiling, OUTLIER_FACTOR,
                        ROBUST_PERCENTILE)
-        return torch.clamp(data, max=ceiling)
-    return data
+    if dark:
+        logger.warning("%s: %d voxel(s) are darker than %g (the head's %gth percentile %g, less %g times its %gth "
+                       "percentile) and were clipped to it; check the scan for artefacts.", where, dark, floor,
+                       100 - ROBUST_PERCENTILE, low, OUTLIER_FACTOR - 1, ROBUST_PERCENTILE)
+    return torch.clamp(data, min=floor, max=ceiling) if bright or dark else data
 
 
 def check_label_values(where: str, label: str, data: torch.Tensor) -> None:
