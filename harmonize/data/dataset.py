@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ import pandas as pd
 import torch
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, LoadImaged, MapTransform
-from torch.utils.data import Sampler
 
 from harmonize import defaults
 from harmonize.data.dataset_cache import cached_dataset
@@ -57,6 +56,7 @@ from harmonize.data.manifest import (
     parse_confounds,
     read_manifest,
 )
+from harmonize.data.samplers import EpochShuffleSampler, SiteBalancedBatchSampler, epoch_seed
 from harmonize.data.site_index import (
     SITE_INDEX_FILENAME,
     CategoryIndex,
@@ -85,8 +85,6 @@ SEX_INDEX = CategoryIndex([s.value for s in Sex], name=str(Keys.SEX))
 MISSING_INDEX = -1
 #: Columns every item carries anyway; naming them as confounds adds nothing.
 _BUILT_IN = {str(Keys.SITE), str(Keys.AGE), str(Keys.SEX)}
-#: Seeds are reduced modulo 2**63 before being mixed with the epoch (``SeedSequence`` takes non-negative ints).
-_SEED_MODULUS = 2**63
 
 
 class FillMissingLabeld(MapTransform):
@@ -342,153 +340,6 @@ def make_dataset(
     dataset = cached_dataset(items, pipeline, cache, cache_dir, cache_limit_gb)
     dataset.site_index = sites  # the index the items were encoded with, for whoever trains on them
     return dataset
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of one epoch's shuffle: a pure function of the run's ``seed`` and the (0-based) ``epoch``.
-
-    Mixing both through :class:`numpy.random.SeedSequence` gives unrelated orders for neighbouring epochs and
-    seeds, and lets a resumed run draw exactly the order an uninterrupted run drew.
-
-    Example:
-        >>> epoch_seed(0, 3) == epoch_seed(0, 3) != epoch_seed(0, 4)
-        True
-    """
-    return int(np.random.SeedSequence([int(seed) % _SEED_MODULUS, int(epoch)]).generate_state(1, np.uint64)[0])
-
-
-def _base_seed(seed: int | None) -> int:
-    """The sampler's seed: as given, or drawn once from torch's global generator when ``None``."""
-    return int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
-
-
-class _EpochSeeded:
-    """Epoch bookkeeping of a sampler whose order depends only on ``(seed, epoch)``.
-
-    ``set_epoch(epoch, start_batch)`` chooses the order (as ``DistributedSampler.set_epoch``) and where the next
-    pass starts (to resume a run killed half-way through an epoch); without it, each pass moves on to the next
-    epoch by itself, so a plain loop still gets a fresh order every epoch.
-    """
-
-    seed: int
-    epoch: int
-    start_batch: int
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Make the next pass draw epoch ``epoch``'s order (0-based) and skip its first ``start_batch`` batches.
-
-        Raises:
-            ConfigError: a negative epoch, or ``start_batch`` outside ``[0, len(self))``.
-        """
-        if epoch < 0:
-            raise ConfigError(f"Argument 'epoch' must be >= 0, got {epoch}.")
-        if not 0 <= start_batch < max(len(self), 1):
-            raise ConfigError(f"Argument 'start_batch' must be in [0, {len(self)}), got {start_batch}.")
-        self.epoch = int(epoch)
-        self.start_batch = int(start_batch)
-
-    def _begin_pass(self) -> tuple[torch.Generator, int]:
-        """The generator of the current epoch and the first batch to yield; moves the sampler to the next epoch."""
-        generator = torch.Generator()
-        generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        start = self.start_batch
-        self.epoch += 1
-        self.start_batch = 0
-        return generator, start
-
-
-class EpochShuffleSampler(_EpochSeeded, Sampler[int]):
-    """A random permutation of the dataset each epoch, a pure function of ``(seed, epoch)``.
-
-    Unlike ``RandomSampler`` with a generator, whose order depends on how often the generator was used before,
-    epoch ``e`` always gets the same order, so a run resumed from a checkpoint sees what it would have seen.
-    To skip the first batches of an epoch (resuming mid-epoch) give ``batch_size`` here and call
-    :meth:`set_epoch` with ``start_batch``.
-
-    Args:
-        length: number of items in the dataset.
-        seed: seed of the orders; ``None`` draws one from torch's global generator.
-        batch_size: items per batch of the loader using this sampler (only used to skip whole batches).
-    """
-
-    def __init__(self, length: int, seed: int | None = None, batch_size: int = 1) -> None:
-        if length < 0 or batch_size < 1:
-            raise ConfigError(f"EpochShuffleSampler needs length >= 0 and batch_size >= 1, got {length}, {batch_size}.")
-        self.length = int(length)
-        self.batch_size = int(batch_size)
-        self.seed = _base_seed(seed)
-        self.epoch = 0
-        self.start_batch = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self) -> Iterator[int]:
-        generator, start = self._begin_pass()
-        order = torch.randperm(self.length, generator=generator).tolist()
-        yield from order[start * self.batch_size:]
-
-
-class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
-    """Batches that hold the same number of scans from every site.
-
-    Each batch takes ``batch_size / n_sites`` scans of each site. An epoch lasts until every scan of the
-    largest site was drawn once; a smaller site is drawn in a fresh random order each time it runs out, so
-    its scans repeat within the epoch. (The original code zips one loader per site, which ends the epoch
-    with the *smallest* site and never shows part of the larger ones.)
-
-    The order of epoch ``e`` is a pure function of ``(seed, e)`` (:func:`epoch_seed`); each pass moves to the
-    next epoch, and :meth:`set_epoch` sets the epoch (and the first batch, to resume a run mid-epoch).
-
-    Args:
-        sites: the site of every item of the dataset (any hashable values).
-        batch_size: scans per batch; a multiple of the number of sites.
-        seed: seed of the sampler's orders (reproducible); ``None`` draws one from torch's global generator.
-        shuffle: draw each site's scans in random order (False: in dataset order, cycling).
-
-    Raises:
-        ConfigError: ``batch_size`` is not a positive multiple of the number of sites, or there is no item.
-    """
-
-    def __init__(
-        self, sites: Sequence[Hashable], batch_size: int, seed: int | None = None, shuffle: bool = True
-    ) -> None:
-        if len(sites) == 0:
-            raise ConfigError("Cannot balance sites over an empty dataset.")
-        groups: dict[Hashable, list[int]] = {}
-        for i, site in enumerate(sites):
-            groups.setdefault(site, []).append(i)
-        self.groups = [groups[k] for k in sorted(groups, key=str)]
-        n_sites = len(self.groups)
-        if batch_size < n_sites or batch_size % n_sites:
-            raise ConfigError(
-                f"Argument 'batch_size': {batch_size} is not a positive multiple of the {n_sites} sites in the "
-                f"data; a site-balanced batch holds the same number of scans of each site (try "
-                f"{max(1, round(batch_size / n_sites)) * n_sites})."
-            )
-        self.per_site = batch_size // n_sites
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = _base_seed(seed)
-        self.epoch = 0
-        self.start_batch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(max(len(g) for g in self.groups) / self.per_site)
-
-    def _stream(self, group: list[int], length: int, generator: torch.Generator) -> list[int]:
-        out: list[int] = []
-        while len(out) < length:
-            order = torch.randperm(len(group), generator=generator).tolist() if self.shuffle else range(len(group))
-            out.extend(group[j] for j in order)
-        return out[:length]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator, start = self._begin_pass()
-        n = len(self)
-        streams = [self._stream(g, n * self.per_site, generator) for g in self.groups]
-        for b in range(start, n):
-            yield [i for s in streams for i in s[b * self.per_site:(b + 1) * self.per_site]]
 
 
 def make_dataloader(

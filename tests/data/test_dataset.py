@@ -14,8 +14,6 @@ from monai.transforms import Lambdad
 
 from harmonize.data.dataset import (
     EpochShuffleSampler,
-    SiteBalancedBatchSampler,
-    epoch_seed,
     make_dataloader,
     make_dataset,
 )
@@ -160,24 +158,6 @@ def test_balanced_loader_gives_each_site_equally(make_cohort):
     assert all(count == 1 for sid, count in drawn.items() if sid.startswith("siteA"))
 
 
-def test_balanced_sampler_is_reproducible_and_checks_batch_size():
-    sites = [0] * 7 + [1] * 3 + [2] * 5
-    sampler = SiteBalancedBatchSampler(sites, batch_size=6, seed=3)
-    epoch = list(sampler)
-    assert len(epoch) == len(sampler) == 4
-    for batch in epoch:
-        assert sorted(sites[i] for i in batch) == [0, 0, 1, 1, 2, 2]
-    drawn_from_0 = [i for batch in epoch for i in batch if sites[i] == 0]
-    assert len(drawn_from_0) == 8 and set(drawn_from_0) == set(range(7))  # each once, one more to fill up
-    assert epoch == list(SiteBalancedBatchSampler(sites, batch_size=6, seed=3))
-    assert epoch != list(sampler)  # the next epoch is drawn anew
-    with pytest.raises(ConfigError, match="'batch_size': 8 is not a positive multiple of the 3 sites.*try 9"):
-        SiteBalancedBatchSampler(sites, batch_size=8)
-    with pytest.raises(ConfigError, match="empty dataset"):
-        SiteBalancedBatchSampler([], batch_size=2)
-    assert np.unique([len(b) for b in SiteBalancedBatchSampler(sites, batch_size=3, shuffle=False)]).tolist() == [3]
-
-
 def test_preprocessed_cohort_feeds_a_balanced_loader(tiny_cohort, tmp_path):
     from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
 
@@ -198,24 +178,6 @@ def test_confound_value_unseen_in_training_gets_minus_one(make_cohort, caplog):
         dataset = make_dataset(manifest, split="val", confounds=["scanner"])
     assert dataset.data[0]["scanner"].item() == -1
     assert "['vendor1'] are not in the scanner index ['vendor0']" in caplog.text
-
-
-def test_sampler_order_is_a_pure_function_of_seed_and_epoch():
-    sites = [0] * 7 + [1] * 3 + [2] * 5
-    first = SiteBalancedBatchSampler(sites, batch_size=6, seed=3)
-    epochs = [list(first) for _ in range(3)]  # each pass moves on to the next epoch
-    assert epochs[0] != epochs[1] != epochs[2]
-    other = SiteBalancedBatchSampler(sites, batch_size=6, seed=3)
-    other.set_epoch(2)
-    assert list(other) == epochs[2]
-    assert list(other) == list(first)  # both moved on to epoch 3
-    other.set_epoch(1, start_batch=3)
-    assert list(other) == epochs[1][3:]  # a run resumed mid-epoch sees the rest of that epoch
-    with pytest.raises(ConfigError, match="'start_batch' must be in \\[0, 4\\), got 4"):
-        other.set_epoch(0, start_batch=4)
-    with pytest.raises(ConfigError, match="'epoch' must be >= 0"):
-        other.set_epoch(-1)
-    assert epoch_seed(3, 1) == epoch_seed(3, 1) and epoch_seed(3, 1) not in (epoch_seed(3, 2), epoch_seed(4, 1))
 
 
 def test_shuffled_loader_resumes_mid_epoch(tiny_cohort):
