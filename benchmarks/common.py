@@ -11,10 +11,12 @@ processes, each with its own torch threads.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +42,7 @@ __all__ = [
     "markdown_table",
     "median",
     "paired_ratio",
+    "peak_mb_in_child",
     "peak_rss_delta_mb",
     "probe_figures",
     "ratio_spread",
@@ -281,6 +284,26 @@ def _vm_kib(field_name: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def peak_mb_in_child(module: str, job: Mapping[str, Any], what: str, timeout_s: float) -> float:
+    """Run ``module._memory_child()`` in a fresh Python process, ``job`` as JSON on its stdin; its peak in MiB.
+
+    A fresh process measures one variant's peak alone (a process's high-water mark cannot go down). The child
+    prints ``{"peak_mb": ...}`` as its last line.
+
+    Raises:
+        RuntimeError: the child failed (``what`` names the measurement; the end of its stderr is shown).
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    code = f"from {module} import _memory_child; _memory_child()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(dict(job)), capture_output=True,
+                              text=True, env=env, check=True, timeout=timeout_s)
+    except subprocess.CalledProcessError as err:
+        raise RuntimeError(f"Measuring the memory of {what} failed:\n{err.stderr[-2000:]}") from err
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
 
 
 def peak_rss_delta_mb(work: Callable[[], Any]) -> float:

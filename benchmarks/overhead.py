@@ -23,8 +23,6 @@ before training, in this process). Targets (issue #8): fused at most 1.3x plain,
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from benchmarks.common import (
     interleaved_times,
     median,
     paired_ratio,
+    peak_mb_in_child,
     peak_rss_delta_mb,
     ratio_spread,
 )
@@ -60,8 +59,6 @@ HANDLER_MODES = {"fused": UnlearningMode.FUSED, "alternating": UnlearningMode.AL
 #: Targets of issue #8 (time per iteration relative to plain).
 FUSED_TARGET = 1.3
 ALTERNATING_TARGET = 2.2
-#: The repository root (the memory processes import ``benchmarks`` from it).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Longest a memory process may run (seconds).
 MEMORY_TIMEOUT_S = 600
 #: Spread of the random ages of the batches (years) and their mean.
@@ -274,14 +271,7 @@ def _memory_in_fresh_process(variant: str, settings: OverheadSettings, device: s
     if device.startswith("cuda"):
         return peak_memory_mb(variant, settings, device, threads, sites)
     job = {"variant": variant, "settings": asdict(settings), "device": device, "threads": threads, "sites": sites}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    code = "from benchmarks.overhead import _memory_child; _memory_child()"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True, text=True,
-                              env=env, check=True, timeout=MEMORY_TIMEOUT_S)
-    except subprocess.CalledProcessError as err:
-        raise RuntimeError(f"Measuring the memory of variant {variant!r} failed:\n{err.stderr[-2000:]}") from err
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
+    return peak_mb_in_child("benchmarks.overhead", job, f"variant {variant!r}", MEMORY_TIMEOUT_S)
 
 
 def _memory_child() -> None:

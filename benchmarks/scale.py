@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,14 +29,13 @@ from benchmarks.common import (
     Target,
     Workers,
     finish,
+    peak_mb_in_child,
     peak_rss_delta_mb,
 )
 from harmonize import defaults
 
 __all__ = ["ScaleSettings", "dataset_peak_mb", "run_scale"]
 
-#: The repository root (the memory processes import ``benchmarks`` from it).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Longest a memory process may run (seconds).
 MEMORY_TIMEOUT_S = 1200
 #: The dataset caches compared, in table order.
@@ -112,14 +109,7 @@ def _memory_in_fresh_process(manifest: Path, scans: int, cache: str, cache_dir: 
     """:func:`dataset_peak_mb` in a new Python process."""
     job = {"manifest": str(manifest), "scans": scans, "cache": cache, "cache_dir": str(cache_dir),
            "loader_workers": loader_workers}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    code = "from benchmarks.scale import _memory_child; _memory_child()"
-    try:
-        done = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True, text=True,
-                              env=env, check=True, timeout=MEMORY_TIMEOUT_S)
-    except subprocess.CalledProcessError as err:
-        raise RuntimeError(f"Measuring the memory of {scans} scans ({cache}) failed:\n{err.stderr[-2000:]}") from err
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
+    return peak_mb_in_child("benchmarks.scale", job, f"{scans} scans ({cache})", MEMORY_TIMEOUT_S)
 
 
 def _memory_child() -> None:
