@@ -9,6 +9,7 @@
   and writes;
 - :func:`save_preprocessing`, :class:`BundlePreprocessd`: the training preprocessing, saved beside the weights
   and replayed (invertibly) on raw scans by ``inference.json``;
+- :func:`forget_manifest`, :func:`trained_brain_age_model`: what ``forget.json`` runs ``harmonize forget`` on;
 - :func:`install_error_hook`: a user's mistake in a bundle run is one ``error:`` paragraph, not a traceback;
 - :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
   (``harmonize bundle run``);
@@ -27,6 +28,7 @@ from harmonize.bundle.embedded_cohort import (
     resolve_manifest,
 )
 from harmonize.bundle.error_hook import install_error_hook
+from harmonize.bundle.forget import forget_manifest, trained_brain_age_model
 from harmonize.bundle.inference_dataset import inference_dataset
 from harmonize.bundle.labelled_subjects import labelled_subjects
 from harmonize.bundle.metadata_schema import (
@@ -60,6 +62,7 @@ __all__ = [
     "config_ids",
     "default_cache_dir",
     "ensure_embedded_cohort",
+    "forget_manifest",
     "inference_dataset",
     "install_error_hook",
     "labelled_subjects",
@@ -72,6 +75,7 @@ __all__ = [
     "run_bundle",
     "save_preprocessing",
     "tensorboard_available",
+    "trained_brain_age_model",
     "unlearning_settings",
     "verify_bundle_metadata",
 ]

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from harmonize import defaults
 
-__all__ = ["CHANNELS", "EPOCHS", "JOBS", "PERMUTATIONS", "SEED", "SHAPE", "SPACING", "number", "numbers"]
+__all__ = ["BOOTSTRAP", "CHANNELS", "EPOCHS", "JOBS", "LEARNING_RATE", "PERMUTATIONS", "SEED", "SHAPE", "SPACING",
+           "number", "numbers"]
 
 
 def _range(kind: type, low: float | None, high: float | None, low_open: bool) -> str:
@@ -95,3 +96,6 @@ SPACING = number(float, 0, defaults.MAX_SPACING, low_open=True)
 #: One axis of a preprocessed scan's shape (voxels).
 SHAPE = number(int, 1, defaults.MAX_SHAPE)
 CHANNELS = numbers(int, 1, defaults.MAX_CHANNELS, max_items=defaults.MAX_BLOCKS)
+#: A learning rate (forget) and the bootstrap replicates of an interval (forget's membership audit).
+LEARNING_RATE = number(float, 0, 1, low_open=True)
+BOOTSTRAP = number(int, 0, defaults.MAX_PERMUTATIONS)

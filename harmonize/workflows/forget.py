@@ -330,7 +330,12 @@ def _save(model: BrainAgeModel, name: str, source: Any, out: Path) -> Path:
 
 
 def _oracle(model: BrainAgeModel, frame: pd.DataFrame, flags: pd.Series, settings: ForgetSettings) -> BrainAgeModel:
-    """The original's training run, from scratch, on every row but the withdrawn ones."""
+    """The original's training run, from scratch, on every row but the withdrawn ones.
+
+    :func:`~harmonize.workflows.brain_age.train_brain_age` reads the scans as the manifest gives them: a bundle's
+    ``transforms`` (e.g. intensity normalisation) is not applied to the oracle, which is trained and measured
+    without it.
+    """
     withdrawn = flags.index[flags]
     kept = frame.drop(index=withdrawn)
     kept.attrs.update(frame.attrs)
@@ -339,9 +344,7 @@ def _oracle(model: BrainAgeModel, frame: pd.DataFrame, flags: pd.Series, setting
     trained.device = str(model.settings.device)
     logger.info("oracle: retraining from scratch on %d of %d training scans (%d epochs)",
                 int((~flags).sum()), len(flags), trained.max_epochs)
-    oracle = train_brain_age(kept, trained, site_index=model.site_index)
-    oracle.transform = model.transform
-    return oracle
+    return train_brain_age(kept, trained, site_index=model.site_index)
 
 
 def _markdown(rows: list[dict[str, Any]], chance: float | None) -> str:
