@@ -37,7 +37,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -364,6 +364,11 @@ def _markdown(rows: list[dict[str, Any]], chance: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _time_line(seconds: float, retrain: float | None) -> str:
+    ratio = "" if not retrain else f", {100 * seconds / retrain:.1f} % of retraining ({retrain:.1f} s)"
+    return f"{seconds:.1f} s{ratio}"
+
+
 @releases_output_dirs
 def forget_model(
     model: BrainAgeModel | str | os.PathLike,
@@ -372,8 +377,9 @@ def forget_model(
     settings: ForgetSettings | None = None,
     overwrite: bool = False,
     report: Callable[[str], None] = logger.info,
+    methods: Sequence[ReconMethod | str] | None = None,
 ) -> dict[str, Any]:
-    """Forget a manifest's withdrawn subjects from a trained brain-age model; write the model and the report.
+    """Forget a manifest's withdrawn subjects from a trained brain-age model; write the model(s) and the report.
 
     Args:
         model: a model in memory, a model file (:func:`~harmonize.workflows.model_file.save_model`) or a MONAI
@@ -383,16 +389,20 @@ def forget_model(
         settings: method and schedule (default :class:`ForgetSettings`).
         overwrite: replace an earlier run's outputs in ``out_dir``.
         report: where progress lines go (the CLI prints them).
+        methods: several methods to run from the same original, compared in one report with one oracle
+            (default: ``settings.method``).
 
     Returns:
-        The figures written to ``metrics.json``: ``method``, ``model``, ``manifest``, ``n_forget``, ``n_retain``,
-        ``seconds`` (forgetting), ``retrain_seconds`` and ``time_ratio`` (forgetting / retraining; ``None`` when the
-        retraining time is unknown), ``saved`` (the unlearned model's path) and ``models``: the figures of
-        :func:`measure_model` for ``original``, the method and (with the oracle) ``oracle``.
+        The figures written to ``metrics.json``: ``methods``, ``model``, ``manifest``, ``n_forget``, ``n_retain``,
+        ``retrain_seconds`` (the oracle's training time, else the original's recorded one; ``None`` when unknown),
+        ``settings`` and ``models``: the figures of :func:`measure_model` for ``original``, each method (with
+        ``seconds``, ``time_ratio``: forgetting / retraining, and ``saved``: the unlearned model's path) and, with
+        the oracle, ``oracle``.
 
     Raises:
         ManifestError: the forget list is missing, empty, marks every training row or marks non-training rows.
         HarmonizeError: an unreadable model, a model that is not a brain-age network, or nothing to audit.
+        ConfigError: an unknown method.
     """
     from harmonize.audit import plots
     from harmonize.audit.membership import membership_plot
@@ -400,6 +410,7 @@ def forget_model(
     from harmonize.workflows.audit import input_files, prepare_output_dir
 
     settings = settings or ForgetSettings()
+    runs = [replace(settings, method=m) for m in dict.fromkeys(methods or (settings.method,))]
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     flags = forget_rows(frame)  # before any work: a bad list is refused at once
     inputs = input_files(manifest, model)
@@ -407,34 +418,40 @@ def forget_model(
         inputs.append(Path(model) / "models" / "model.pt")
     out = prepare_output_dir(out_dir, overwrite, inputs=inputs, command="harmonize forget")
     original, source = _load(model, frame, settings.device)
-    method = str(settings.method)
-    report(f"forgetting {int(flags.sum())} of {len(flags)} training subjects from {source} with {method}")
-    unlearned, seconds = unlearn_brain_age(original, frame, flags, settings)
-    saved = _save(unlearned, method, model, out)
-    report(f"  unlearned model written to {saved}")
-    models = {ORIGINAL: original, method: unlearned}
-    retrain_seconds = original.seconds if math.isfinite(original.seconds) else None
+    names = [str(r.method) for r in runs]
+    report(f"forgetting {int(flags.sum())} of {len(flags)} training subjects from {source} with {', '.join(names)}")
+    models: dict[str, BrainAgeModel] = {ORIGINAL: original}
+    seconds: dict[str, float | None] = {ORIGINAL: None}
+    saved: dict[str, str] = {}
+    for run in runs:
+        name = str(run.method)
+        models[name], seconds[name] = unlearn_brain_age(original, frame, flags, run)
+        saved[name] = str(_save(models[name], name, model, out))
+        report(f"  {name}: forgot in {seconds[name]:.1f} s; model written to {saved[name]}")
+    retrain = original.seconds if math.isfinite(original.seconds) else None
     if settings.oracle:
-        oracle = _oracle(original, frame, flags, settings)
-        models[ORACLE] = oracle
-        retrain_seconds = oracle.seconds
-        report(f"  oracle retrained in {oracle.seconds:.1f} s, written to {_save(oracle, ORACLE, model, out)}")
+        models[ORACLE] = _oracle(original, frame, flags, settings)
+        retrain = seconds[ORACLE] = models[ORACLE].seconds
+        saved[ORACLE] = str(_save(models[ORACLE], ORACLE, model, out))
+        report(f"  oracle: retrained in {retrain:.1f} s; model written to {saved[ORACLE]}")
     figures: dict[str, dict[str, Any]] = {}
     losses = {}
     for name, each in models.items():
         figures[name], losses[name] = measure_model(each, frame, flags, settings)
-        figures[name]["seconds"] = None if name == ORIGINAL else (seconds if name == method else each.seconds)
         m = figures[name]
+        m["seconds"] = seconds[name]
+        if name in saved:
+            m["saved"] = saved[name]
+        if name not in (ORIGINAL, ORACLE):
+            m["time_ratio"] = seconds[name] / retrain if retrain else None
         ci = m["mia_auc_ci"]
         report(f"  {name}: membership AUC {m['mia_auc']:.3f}"
                f"{'' if ci is None else f' [{ci[0]:.3f}, {ci[1]:.3f}]'}, held-out MAE {m['age_mae']:.2f} y, "
                f"retained MAE {m['retain_mae']:.2f} y, withdrawn MAE {m['forget_mae']:.2f} y, "
                f"site probe {m['site_probe_bacc']:.3f} (chance {m['chance']:.3f})")
-    ratio = seconds / retrain_seconds if retrain_seconds else None
     metrics = {
-        "method": method, "model": source, "manifest": str(frame.attrs.get(MANIFEST_ATTR, "a frame")),
-        "n_forget": int(flags.sum()), "n_retain": int((~flags).sum()), "seconds": seconds,
-        "retrain_seconds": retrain_seconds, "time_ratio": ratio, "saved": str(saved),
+        "methods": names, "model": source, "manifest": str(frame.attrs.get(MANIFEST_ATTR, "a frame")),
+        "n_forget": int(flags.sum()), "n_retain": int((~flags).sum()), "retrain_seconds": retrain,
         "settings": {k: (str(v) if k == "method" else v) for k, v in asdict(settings).items()},
         "models": figures,
     }
@@ -447,12 +464,12 @@ def forget_model(
             figures, out / FIGURES_DIR / "comparison.png", chance=chance),
     }
     write_json_atomic(out / METRICS_FILE, metrics, indent=2, default=str)
-    time_line = (f"Forgetting took {seconds:.1f} s"
-                 + ("" if ratio is None else f", {100 * ratio:.1f} % of retraining ({retrain_seconds:.1f} s)") + ".")
-    write_text_atomic(out / REPORT_MD, f"# harmonize forget: {method}\n\n{source}: {metrics['n_forget']} of "
-                      f"{len(flags)} training subjects withdrawn. {time_line}\n\n{_markdown(rows, chance)}")
-    html = write_report(out, figures, chance, plots=pngs, title=f"harmonize forget: {method}",
-                        notes=[f"Model: {source}. {metrics['n_forget']} withdrawn subjects. {time_line}", *NOTES],
+    times = "; ".join(f"{n} {_time_line(seconds[n], retrain if n != ORACLE else None)}" for n in names)
+    summary = (f"{source}: {metrics['n_forget']} of {len(flags)} training subjects withdrawn. Time of forgetting: "
+               f"{times}.")
+    title = f"harmonize forget: {', '.join(names)}"
+    write_text_atomic(out / REPORT_MD, f"# {title}\n\n{summary}\n\n{_markdown(rows, chance)}")
+    html = write_report(out, figures, chance, plots=pngs, title=title, notes=[summary, *NOTES],
                         columns=FORGET_COLUMNS)
-    report(f"  {time_line} Metrics in {out / METRICS_FILE}, report in {html}")
+    report(f"  metrics in {out / METRICS_FILE}, report in {html}")
     return metrics
