@@ -84,3 +84,14 @@ def test_mark_forget_keeps_a_row_per_site_and_checks_the_fraction():
     for fraction in (0.0, 1.0):
         with pytest.raises(ConfigError, match=f"'fraction' must be in \\(0, 1\\), got {fraction}"):
             mark_forget(frame, fraction)
+
+
+def test_validate_warns_of_forget_rows_outside_training(tmp_path):
+    from harmonize.data.manifest import validate_manifest
+
+    held_out = validate_manifest(manifest(tmp_path, ["", "", "true", "", "", ""]), check_images=False)
+    assert any("row(s) 4 are marked forget but are not 'train' rows" in str(w) for w in held_out.warnings)
+    every = validate_manifest(manifest(tmp_path, ["1", "1", "", "1", "", "1"]), check_images=False)
+    assert any("every training row is marked forget" in str(w) for w in every.warnings)
+    fine = validate_manifest(manifest(tmp_path, ["1", "", "", "", "", ""]), check_images=False)
+    assert not [w for w in fine.warnings if "forget" in str(w)]
