@@ -378,6 +378,7 @@ def forget_model(
     overwrite: bool = False,
     report: Callable[[str], None] = logger.info,
     methods: Sequence[ReconMethod | str] | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Forget a manifest's withdrawn subjects from a trained brain-age model; write the model(s) and the report.
 
@@ -391,6 +392,7 @@ def forget_model(
         report: where progress lines go (the CLI prints them).
         methods: several methods to run from the same original, compared in one report with one oracle
             (default: ``settings.method``).
+        source: what the report calls the model (default: its path, or "a model in memory").
 
     Returns:
         The figures written to ``metrics.json``: ``methods``, ``model``, ``manifest``, ``n_forget``, ``n_retain``,
@@ -417,7 +419,8 @@ def forget_model(
     if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
         inputs.append(Path(model) / "models" / "model.pt")
     out = prepare_output_dir(out_dir, overwrite, inputs=inputs, command="harmonize forget")
-    original, source = _load(model, frame, settings.device)
+    original, loaded_from = _load(model, frame, settings.device)
+    source = source or loaded_from
     names = [str(r.method) for r in runs]
     report(f"forgetting {int(flags.sum())} of {len(flags)} training subjects from {source} with {', '.join(names)}")
     models: dict[str, BrainAgeModel] = {ORIGINAL: original}

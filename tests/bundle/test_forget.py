@@ -42,6 +42,7 @@ def test_forget_json_runs_one_epoch_on_the_trained_weights(trained, tiny_cohort)
     out = trained / "eval" / "forget_nl_ft"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["methods"] == ["nl_ft"] and metrics["n_forget"] == 3  # 25 % of each site's 4 training rows
+    assert metrics["model"] == str(trained / "models" / "model.pt")
     assert metrics["models"]["nl_ft"]["mia_n_nonmembers"] == 6 and (out / "report.html").is_file()
     unlearned = load_model(out / "models" / "nl_ft.pt")
     assert unlearned.settings.taps == ("encoder.block2", "encoder") and unlearned.settings.channels == (4, 8, 8)
