@@ -39,7 +39,7 @@ def test_forget_rows_are_the_training_rows_flags(tmp_path):
         (["", "", "", "", "", ""], "no training row is marked 'forget' (4 training rows)"),
         (["1", "1", "", "1", "", "1"], "all 4 training rows are marked 'forget': nothing is left to retain"),
     ],
-    ids=["not-training-rows", "none", "all"],
+    ids=["outside", "none", "all"],
 )
 def test_bad_forget_lists(tmp_path, forget, message):
     path = manifest(tmp_path, forget)

@@ -119,7 +119,7 @@ def test_bad_forget_lists_are_refused_before_anything_is_written(model_file, tin
 
 def test_the_model_file_is_never_overwritten(model_file, cohort):
     before = _digest(model_file)
-    with pytest.raises(OutputDirError):
+    with pytest.raises(OutputDirError, match=f"holds the input {model_file}: outputs would be written among your data"):
         forget_model(model_file, cohort, model_file.parent, ForgetSettings(**FAST), overwrite=True)
     assert _digest(model_file) == before
 
