@@ -55,8 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"compared in one report ({', '.join(METHODS)}; default ga_l1_ft)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out (an earlier run's outputs)")
-    parser.add_argument("--oracle", action="store_true",
-                        help="also retrain from scratch without the withdrawn subjects (slow: a full training run)")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument("--oracle", action="store_true",
+                           help="also retrain from scratch without the withdrawn subjects (slow: a full training run)")
+    reference.add_argument("--oracle-model", default=None, metavar="PATH",
+                           help="a model already retrained without the withdrawn subjects (model file or bundle "
+                                "folder), measured as the oracle instead of retraining one with --oracle")
     parser.add_argument("--ft-epochs", type=options.EPOCHS, default=defaults.FORGET_FT_EPOCHS, metavar="N",
                         help=f"epochs of the fine-tuning stage (default {defaults.FORGET_FT_EPOCHS})")
     parser.add_argument("--forget-epochs", type=options.EPOCHS, default=defaults.FORGET_FORGET_EPOCHS, metavar="N",
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device,
     )
     metrics = forget_model(args.model, args.manifest, args.out, settings, overwrite=args.overwrite,
-                           report=logger.info, methods=args.method)
+                           report=logger.info, methods=args.method, oracle_model=args.oracle_model)
     figures = metrics["models"]
     logger.info("membership AUC: %s: report in %s/report.html",
                 ", ".join(f"{name} {values['mia_auc']:.3f}" for name, values in figures.items()), args.out)

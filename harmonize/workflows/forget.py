@@ -379,6 +379,7 @@ def forget_model(
     report: Callable[[str], None] = logger.info,
     methods: Sequence[ReconMethod | str] | None = None,
     source: str | None = None,
+    oracle_model: BrainAgeModel | str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Forget a manifest's withdrawn subjects from a trained brain-age model; write the model(s) and the report.
 
@@ -393,6 +394,9 @@ def forget_model(
         methods: several methods to run from the same original, compared in one report with one oracle
             (default: ``settings.method``).
         source: what the report calls the model (default: its path, or "a model in memory").
+        oracle_model: a model already retrained without the withdrawn subjects (in memory, a model file or a bundle
+            folder), measured as the oracle instead of retraining one (``settings.oracle`` must then be False); its
+            recorded training time is the retraining time.
 
     Returns:
         The figures written to ``metrics.json``: ``methods``, ``model``, ``manifest``, ``n_forget``, ``n_retain``,
@@ -404,7 +408,7 @@ def forget_model(
     Raises:
         ManifestError: the forget list is missing, empty, marks every training row or marks non-training rows.
         HarmonizeError: an unreadable model, a model that is not a brain-age network, or nothing to audit.
-        ConfigError: an unknown method.
+        ConfigError: an unknown method, or both ``settings.oracle`` and ``oracle_model``.
     """
     from harmonize.audit import plots
     from harmonize.audit.membership import membership_plot
@@ -412,12 +416,16 @@ def forget_model(
     from harmonize.workflows.audit import input_files, prepare_output_dir
 
     settings = settings or ForgetSettings()
+    if settings.oracle and oracle_model is not None:
+        raise ConfigError("Give either oracle=True (retrain the oracle here) or oracle_model (one retrained before), "
+                          "not both.")
     runs = [replace(settings, method=m) for m in dict.fromkeys(methods or (settings.method,))]
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     flags = forget_rows(frame)  # before any work: a bad list is refused at once
-    inputs = input_files(manifest, model)
-    if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
-        inputs.append(Path(model) / "models" / "model.pt")
+    inputs = input_files(manifest, model, oracle_model)
+    for given in (model, oracle_model):
+        if isinstance(given, (str, os.PathLike)) and Path(given).is_dir():
+            inputs.append(Path(given) / "models" / "model.pt")
     out = prepare_output_dir(out_dir, overwrite, inputs=inputs, command="harmonize forget")
     original, loaded_from = _load(model, frame, settings.device)
     source = source or loaded_from
@@ -437,6 +445,12 @@ def forget_model(
         retrain = seconds[ORACLE] = models[ORACLE].seconds
         saved[ORACLE] = str(_save(models[ORACLE], ORACLE, model, out))
         report(f"  oracle: retrained in {retrain:.1f} s; model written to {saved[ORACLE]}")
+    elif oracle_model is not None:
+        models[ORACLE], oracle_source = _load(oracle_model, frame, settings.device)
+        seconds[ORACLE] = models[ORACLE].seconds if math.isfinite(models[ORACLE].seconds) else None
+        retrain = seconds[ORACLE] or retrain
+        report(f"  oracle: {oracle_source}, retrained in "
+               f"{'an unknown time' if seconds[ORACLE] is None else format(seconds[ORACLE], '.1f') + ' s'}")
     figures: dict[str, dict[str, Any]] = {}
     losses = {}
     for name, each in models.items():

@@ -45,6 +45,18 @@ def test_forget_a_model_file_with_two_methods(files, tmp_path, capsys):
                  str(tmp_path / "audit"), "--permutations", "0"]) == 0
 
 
+def test_a_retrained_model_file_is_the_oracle(files, tmp_path):
+    model, manifest = files
+    out = tmp_path / "out"
+    assert main(["forget", "--model", str(model), "--manifest", str(manifest), "--method", "ft", "--oracle-model",
+                 str(model), "--out", str(out), *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    oracle, original = metrics["models"]["oracle"], metrics["models"]["original"]
+    assert oracle["mia_auc"] == original["mia_auc"] and oracle["age_mae"] == pytest.approx(original["age_mae"])
+    assert metrics["retrain_seconds"] == pytest.approx(torch.load(model, weights_only=True)["seconds"])
+    assert not (out / "models" / "oracle.pt").exists()  # the given oracle is only read
+
+
 def test_forget_a_bundle_gives_a_bundle_that_audit_reads(files, tmp_path):
     model, manifest = files
     bundle = tmp_path / "bundle"
@@ -84,11 +96,12 @@ def test_a_manifest_without_a_forget_list_is_one_error_line(files, tiny_cohort, 
         ("--lr", "0", "argument --lr: must be a number > 0 and <= 1, got '0'"),
         ("--ft-epochs", "0", "argument --ft-epochs: must be an integer from 1"),
         ("--bootstrap", "-1", "argument --bootstrap: must be an integer from 0"),
+        ("--oracle-model", "other.pt --oracle", "argument --oracle: not allowed with argument --oracle-model"),
     ],
 )
 def test_bad_options_are_usage_errors(files, tmp_path, capsys, argument, value, message):
     model, manifest = files
     with pytest.raises(SystemExit) as caught:
         main(["forget", "--model", str(model), "--manifest", str(manifest), "--out", str(tmp_path / "o"), argument,
-              value])
+              *value.split()])
     assert caught.value.code == 2 and message in capsys.readouterr().err
