@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from harmonize import defaults
+from harmonize.bundle.unlearning_handler import unlearning_settings
 from harmonize.data.forget_list import mark_forget
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import SITE_INDEX_FILENAME, CategoryIndex
 from harmonize.errors import HarmonizeError
-from harmonize.bundle.unlearning_handler import unlearning_settings
 from harmonize.keys import Keys
 from harmonize.workflows.brain_age import BrainAgeModel, BrainAgeSettings
 
@@ -82,7 +82,8 @@ def trained_brain_age_model(
     for path in (weights, index):
         if not path.is_file():
             raise HarmonizeError(f"{str(path)!r} does not exist: run the bundle's train.json first (it writes the "
-                                 "trained weights and the site index there), or give ckpt_dir the folder that holds them.")
+                                 "trained weights and the site index there), or give ckpt_dir the folder that holds "
+                                 "them.")
     state = _read(weights, "Bundle weights")
     if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
         state = state["network"]

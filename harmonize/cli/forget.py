@@ -70,11 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ga-lr", type=options.LEARNING_RATE, default=defaults.FORGET_GA_LEARNING_RATE, metavar="X",
                         help=f"learning rate of the ga stages (default {defaults.FORGET_GA_LEARNING_RATE})")
     parser.add_argument("--bootstrap", type=options.BOOTSTRAP, default=defaults.MIA_BOOTSTRAP, metavar="N",
-                        help=f"bootstrap replicates of the membership AUC's interval (default {defaults.MIA_BOOTSTRAP})")
+                        help="bootstrap replicates of the membership AUC's interval "
+                             f"(default {defaults.MIA_BOOTSTRAP})")
     parser.add_argument("--permutations", type=options.PERMUTATIONS, default=0, metavar="N",
                         help="label permutations of the site probe's p-value, 0 for none (default 0)")
     parser.add_argument("--seed", type=options.SEED, default=defaults.SEED, metavar="X",
-                        help=f"seed of the batch order, the noise, the oracle and the bootstrap (default {defaults.SEED})")
+                        help="seed of the batch order, the noise, the oracle and the bootstrap "
+                             f"(default {defaults.SEED})")
     parser.add_argument("--device", default=None, metavar="DEV",
                         help="where to run: cpu or cuda (default: cpu, or the GPU a model file was saved on)")
     parser.set_defaults(func=run)

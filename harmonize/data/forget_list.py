@@ -93,7 +93,7 @@ def mark_forget(frame: pd.DataFrame, fraction: float = defaults.FORGET_FRACTION,
     for _, rows in train.groupby(train[Keys.SITE].astype(str), sort=True):
         if len(rows) < 2:
             continue
-        count = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
+        count = min(len(rows) - 1, max(1, round(fraction * len(rows))))
         chosen = rng.choice(np.asarray(rows.index), size=count, replace=False)
         out.loc[chosen, Keys.FORGET] = True
     return out

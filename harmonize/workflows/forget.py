@@ -58,8 +58,15 @@ from harmonize.keys import Keys, ReconMethod, Split
 from harmonize.losses import StandardisedMSELoss
 from harmonize.networks import recalibrate_batchnorm
 from harmonize.output_dir import releases_output_dirs
-from harmonize.workflows.brain_age import BrainAgeModel, brain_age_features, train_brain_age
-from harmonize.workflows.machine_unlearning import MachineUnlearningSettings, run_unlearning
+from harmonize.workflows.brain_age import (
+    BrainAgeModel,
+    brain_age_features,
+    train_brain_age,
+)
+from harmonize.workflows.machine_unlearning import (
+    MachineUnlearningSettings,
+    run_unlearning,
+)
 
 __all__ = [
     "FORGET_COLUMNS",
@@ -280,7 +287,8 @@ def measure_model(
     held = frame[frame[Keys.SPLIT].isin([str(Split.VAL), str(Split.TEST)]) & frame[Keys.SITE].astype(str).isin(sites)]
     if len(held) < 2:
         raise HarmonizeError(
-            f"The manifest has {len(held)} held-out (val/test) scan(s) of the withdrawn subjects' sites {sorted(sites)}: "
+            f"The manifest has {len(held)} held-out (val/test) scan(s) of the withdrawn subjects' sites "
+            f"{sorted(sites)}: "
             "the membership-inference audit compares the withdrawn subjects with at least 2 held-out subjects of "
             "the same sites. Add val/test rows of those sites."
         )
@@ -293,9 +301,11 @@ def measure_model(
     return metrics, {"member": member, "nonmember": nonmember}
 
 
-def _load(model: BrainAgeModel | str | os.PathLike, frame: pd.DataFrame, device: str | None) -> tuple[BrainAgeModel, str]:
-    from harmonize.workflows.audit import _loaded, audit_task
+def _load(
+    model: BrainAgeModel | str | os.PathLike, frame: pd.DataFrame, device: str | None
+) -> tuple[BrainAgeModel, str]:
     from harmonize.keys import Task
+    from harmonize.workflows.audit import _loaded, audit_task
 
     loaded, source = _loaded(model, frame, device)
     if audit_task(loaded.network) != Task.BRAIN_AGE or not isinstance(loaded, BrainAgeModel):

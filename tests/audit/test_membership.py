@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from harmonize.audit.membership import membership_auc, membership_inference, membership_plot
+from harmonize.audit.membership import (
+    membership_auc,
+    membership_inference,
+    membership_plot,
+)
 from harmonize.errors import ConfigError
 
 
