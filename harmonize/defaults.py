@@ -181,3 +181,17 @@ SYNTH_MAX_SITES = 64
 MEMORY_LIMIT_ENV = "HARMONIZE_MEMORY_LIMIT_GB"
 #: Share of the available memory one allocation may plan to use (the rest is left to the process and the system).
 MEMORY_FRACTION = 0.8
+
+# --- forgetting subjects of a trained model (harmonize forget) ------------------------------------------------
+#: Bootstrap replicates and level of the membership-inference AUC's interval (harmonize.audit.membership).
+MIA_BOOTSTRAP = 1000
+MIA_CONFIDENCE = 0.95
+#: Unlearning schedule of a brain-age model: epochs of the FT stage over the retained training subjects, of the
+#: forget stage (GA / GA-L1 / NL) over the withdrawn ones, and the Adam learning rates (measured in
+#: docs/forgetting.md).
+FORGET_FT_EPOCHS = 2
+FORGET_FORGET_EPOCHS = 1
+FORGET_LEARNING_RATE = 1e-4
+FORGET_GA_LEARNING_RATE = 1e-4
+#: Share of the training subjects withdrawn by ``mark_forget`` when a run gives no forget list (the bundles').
+FORGET_FRACTION = 0.1

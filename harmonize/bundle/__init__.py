@@ -10,6 +10,7 @@
   and writes;
 - :func:`save_preprocessing`, :class:`BundlePreprocessd`: the training preprocessing, saved beside the weights
   and replayed (invertibly) on raw scans by ``inference.json``;
+- :func:`forget_manifest`, :func:`trained_brain_age_model`: what ``forget.json`` runs ``harmonize forget`` on;
 - :func:`install_error_hook`: a user's mistake in a bundle run is one ``error:`` paragraph, not a traceback;
 - :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
   (``harmonize bundle run``); :func:`check_settings`: the numeric ids, checked by the configs' ``initialize``
@@ -31,6 +32,7 @@ from harmonize.bundle.embedded_cohort import (
     resolve_manifest,
 )
 from harmonize.bundle.error_hook import install_error_hook
+from harmonize.bundle.forget import forget_manifest, trained_brain_age_model
 from harmonize.bundle.inference_dataset import inference_dataset
 from harmonize.bundle.labelled_subjects import labelled_subjects
 from harmonize.bundle.metadata_schema import (
@@ -65,6 +67,7 @@ __all__ = [
     "config_ids",
     "default_cache_dir",
     "ensure_embedded_cohort",
+    "forget_manifest",
     "inference_dataset",
     "install_error_hook",
     "labelled_subjects",
@@ -78,6 +81,7 @@ __all__ = [
     "save_preprocessing",
     "site_balanced_batch_size",
     "tensorboard_available",
+    "trained_brain_age_model",
     "unlearning_settings",
     "verify_bundle_metadata",
 ]

@@ -31,7 +31,7 @@ from harmonize.errors import HarmonizeError
 __all__ = ["BUG_REPORT", "COMMANDS", "build_parser", "describe_error", "main"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("synth", "validate", "manifest", "preprocess", "demo", "audit", "compare", "bundle")
+COMMANDS: tuple[str, ...] = ("synth", "validate", "manifest", "preprocess", "demo", "audit", "compare", "forget", "bundle")
 
 logger = logging.getLogger("harmonize")
 
@@ -46,6 +46,7 @@ MEMORY_HINTS = {
                "--spacing / --shape)",
     "audit": "scans preprocessed to a smaller size (harmonize preprocess --spacing / --shape), or another --device",
     "demo": "--quick",
+    "forget": "a smaller batch size, or scans preprocessed to a smaller size (harmonize preprocess --shape)",
     "bundle": "a smaller batch size, patch or network in the bundle's overrides",
 }
 #: What an OSError means, and what to do, by errno.

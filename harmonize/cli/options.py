@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from harmonize import defaults
 
-__all__ = ["CHANNELS", "EPOCHS", "GIGABYTES", "JOBS", "LOADER_WORKERS", "PERMUTATIONS", "SEED", "SHAPE", "SPACING",
-           "add_dataset_options", "dataset_settings", "number", "numbers"]
+__all__ = ["BOOTSTRAP", "CHANNELS", "EPOCHS", "GIGABYTES", "JOBS", "LEARNING_RATE", "LOADER_WORKERS", "PERMUTATIONS",
+           "SEED", "SHAPE", "SPACING", "add_dataset_options", "dataset_settings", "number", "numbers"]
 
 
 def _range(kind: type, low: float | None, high: float | None, low_open: bool) -> str:
@@ -96,6 +96,9 @@ SPACING = number(float, 0, defaults.MAX_SPACING, low_open=True)
 #: One axis of a preprocessed scan's shape (voxels).
 SHAPE = number(int, 1, defaults.MAX_SHAPE)
 CHANNELS = numbers(int, 1, defaults.MAX_CHANNELS, max_items=defaults.MAX_BLOCKS)
+#: A learning rate (forget) and the bootstrap replicates of an interval (forget's membership audit).
+LEARNING_RATE = number(float, 0, 1, low_open=True)
+BOOTSTRAP = number(int, 0, defaults.MAX_PERMUTATIONS)
 #: Data-loader worker processes (0: the training process reads the scans itself).
 LOADER_WORKERS = number(int, 0, defaults.MAX_JOBS)
 #: A size in GiB (of cached scans).

@@ -859,6 +859,18 @@ def _design_warnings(frame: pd.DataFrame, summary: ManifestSummary) -> list[Mani
     if Keys.FORGET in frame and len(frame) and bool(frame[Keys.FORGET].all()):
         warnings.append(ManifestProblem("every row is marked forget: nothing is left to retain",
                                         column=Keys.FORGET))
+    elif Keys.FORGET in frame and Keys.SPLIT in frame:
+        train = frame[Keys.SPLIT] == Split.TRAIN
+        marked = frame[Keys.FORGET].astype(bool)
+        outside = [str(r) for r in frame.index[marked & ~train]]
+        if outside:
+            shown = ", ".join(outside[:10]) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+            warnings.append(ManifestProblem(f"row(s) {shown} are marked forget but are not '{Split.TRAIN.value}' rows: "
+                                            "a model never trained on them (harmonize forget refuses them)",
+                                            column=Keys.FORGET))
+        elif bool(train.any()) and bool(marked[train].all()):
+            warnings.append(ManifestProblem("every training row is marked forget: nothing is left to retain",
+                                            column=Keys.FORGET))
     return warnings
 
 

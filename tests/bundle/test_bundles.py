@@ -34,7 +34,7 @@ TRAIN = {"max_epochs": 2, "batch_size": 6, "val_interval": 1, "progress": False,
 #: One epoch of unlearning from the first iteration (the variants).
 ONE_EPOCH = {**TRAIN, "max_epochs": 1, "unlearning#warmup_epochs": 0}
 #: Every variant overlay of a bundle: the configs other than these.
-NOT_VARIANTS = {"train.json", "evaluate.json", "inference.json", "metadata.json", "multi_gpu_train.json",
+NOT_VARIANTS = {"train.json", "evaluate.json", "inference.json", "metadata.json", "multi_gpu_train.json", "forget.json",
                 "multi_gpu_evaluate.json"}
 VARIANTS = [(bundle, path.name) for bundle in (AGE, SEG) for path in sorted((bundle / "configs").glob("*.json"))
             if path.name not in NOT_VARIANTS]
