@@ -125,7 +125,7 @@ class ForgetSettings:
         forget_epochs: epochs of the GA / GA-L1 / NL stage over the withdrawn subjects.
         learning_rate: Adam learning rate of the FT and NL stages.
         ga_learning_rate: Adam learning rate of the GA stages.
-        l1_weight: GA-L1's weight penalty.
+        l1_penalty: GA-L1's weight penalty.
         noise_std: NL's noise, in units of the network's age scale (standard deviations of the training ages).
         loss_ceiling: per-subject ceiling of the withdrawn subjects' loss under GA (in squared age standard
             deviations; ``None``: none).
@@ -142,7 +142,7 @@ class ForgetSettings:
     forget_epochs: int = defaults.FORGET_FORGET_EPOCHS
     learning_rate: float = defaults.FORGET_LEARNING_RATE
     ga_learning_rate: float = defaults.FORGET_GA_LEARNING_RATE
-    l1_weight: float = defaults.RECON_L1_PENALTY
+    l1_penalty: float = defaults.RECON_L1_PENALTY
     noise_std: float = 1.0
     loss_ceiling: float | None = None
     batch_size: int | None = None
@@ -181,7 +181,7 @@ class ForgetSettings:
             ft_epochs=self.ft_epochs,
             ga_epochs=self.forget_epochs,
             nl_epochs=self.forget_epochs,
-            l1_weight=self.l1_weight,
+            l1_penalty=self.l1_penalty,
             noise_std=self.noise_std * scale,
             loss_ceiling=self.loss_ceiling,
             input_keys=(Keys.IMAGE,),
