@@ -280,8 +280,9 @@ def test_multi_gpu_evaluate_runs_as_one_gloo_process(tmp_path: Path, monkeypatch
     """multi_gpu_evaluate.json (world size 1, gloo): the slices go through a DistributedSampler, the metrics handler
     gathers the shards, and the table is the single-process evaluate.json's. (Its gathering across two shards:
     tests/handlers/test_reconstruction_metrics.py.)"""
-    tiny = {"scenario#size": 16, "scenario#slices_per_volume": 2, "scenario#retain_train_volumes": 3,
-            "scenario#forget_train_volumes": 1, "scenario#retain_test_volumes": 1, "scenario#forget_test_volumes": 1,
+    tiny = {"scenario#data#size": 16, "scenario#data#slices_per_volume": 2, "scenario#data#retain_train_volumes": 3,
+            "scenario#data#forget_train_volumes": 1, "scenario#data#retain_test_volumes": 1,
+            "scenario#data#forget_test_volumes": 1,
             "max_epochs": 1, "batch_size": 4, "device": "cpu", **NETWORK}
     train = [str(CONFIGS / "train.json")]
     run(config_file=train, meta_file=META, logging_file=False, bundle_root=str(tmp_path), **tiny)
