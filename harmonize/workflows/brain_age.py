@@ -49,6 +49,7 @@ __all__ = [
     "BrainAgeSettings",
     "audit_feature_set",
     "brain_age_features",
+    "combat_unseen_site",
     "evaluate_brain_age",
     "evaluate_combat",
     "train_brain_age",
@@ -379,6 +380,28 @@ def evaluate_brain_age(
         if key in last:
             metrics[name] = last[key]
     return metrics
+
+
+def combat_unseen_site(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.DataFrame, site: str,
+                       handling: str) -> dict[str, Any]:
+    """ComBat (fitted on the baseline's training features) on an unseen site's scans: ``unseen_site_mae``, or its
+    refusal (``unseen_site_error``); ``handling`` (:class:`~harmonize.keys.UnseenSite`): what it does with them."""
+    from harmonize.audit.combat_features import combat_feature_set
+
+    train = brain_age_features(baseline, training, (Split.TRAIN,), taps=(TAP,))
+    scans = brain_age_features(baseline, unseen, (Split.TRAIN, Split.VAL, Split.TEST), taps=(TAP,))
+    result: dict[str, Any] = {"unseen_site_handling": str(handling)}
+    try:
+        harmonised = combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen=handling)
+    except HarmonizeError as err:
+        result["unseen_site_mae"] = None
+        result["unseen_site_error"] = f"unseen site {site!r}: {err}"
+        return result
+    with torch.no_grad():
+        features = torch.as_tensor(harmonised.features, dtype=torch.float32, device=baseline.settings.device)
+        ages = baseline.network.eval().predict_from_features(features).cpu().numpy().reshape(-1)
+    result["unseen_site_mae"] = float(np.nanmean(np.abs(ages - scans.meta[Keys.AGE].astype(float))))
+    return result
 
 
 def evaluate_combat(

@@ -39,21 +39,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
-import torch
 
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
 from harmonize.audit.site_bias import age_overlap_note
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, check_option
 from harmonize.io import write_json_atomic
-from harmonize.keys import HeldOutSite, Keys, Method, Split, UnseenSite
+from harmonize.keys import HeldOutSite, Keys, Method, UnseenSite
 from harmonize.output_dir import releases_output_dirs
 from harmonize.workflows.audit import (
-    ALL_SPLITS,
     FIGURES_DIR,
     METRICS_FILE,
     READING_NOTES,
@@ -64,7 +61,7 @@ from harmonize.workflows.audit import (
     summary_line,
     training_age_ranges,
 )
-from harmonize.workflows.brain_age import TAP, BrainAgeModel, BrainAgeSettings
+from harmonize.workflows.brain_age import BrainAgeSettings
 from harmonize.workflows.unlearning import UnlearningSettings
 from harmonize.workflows.workers import Workers
 
@@ -269,28 +266,6 @@ def _training_frame(frame: pd.DataFrame, held_out: str | None) -> tuple[pd.DataF
     return rows, index
 
 
-def _combat_unseen(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.DataFrame, site: str,
-                   handling: str) -> dict[str, Any]:
-    """ComBat's result on the unseen site's scans: the age error, or ComBat's refusal."""
-    from harmonize.audit.combat_features import combat_feature_set
-    from harmonize.workflows.brain_age import brain_age_features
-
-    train = brain_age_features(baseline, training, (Split.TRAIN,), taps=(TAP,))
-    scans = brain_age_features(baseline, unseen, ALL_SPLITS, taps=(TAP,))
-    result: dict[str, Any] = {"unseen_site_handling": str(handling)}
-    try:
-        harmonised = combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen=handling)
-    except HarmonizeError as err:
-        result["unseen_site_mae"] = None
-        result["unseen_site_error"] = f"unseen site {site!r}: {err}"
-        return result
-    with torch.no_grad():
-        features = torch.as_tensor(harmonised.features, dtype=torch.float32, device=baseline.settings.device)
-        ages = baseline.network.eval().predict_from_features(features).cpu().numpy().reshape(-1)
-    result["unseen_site_mae"] = float(np.nanmean(np.abs(ages - scans.meta[Keys.AGE].astype(float))))
-    return result
-
-
 @dataclass
 class _Run:
     """One training run of a comparison: a method on a seed, then its audit (and ComBat's after ``none``)."""
@@ -323,6 +298,7 @@ class _RunResult:
 def _train_and_audit(run: _Run) -> _RunResult:
     """Train one run, save its model, audit it (and its post-hoc methods); a worker process's task."""
     from harmonize.workflows.brain_age import (
+        combat_unseen_site,
         evaluate_combat,
         fit_site_eraser,
         train_brain_age,
@@ -341,7 +317,7 @@ def _train_and_audit(run: _Run) -> _RunResult:
         if method == Method.COMBAT:
             combat = evaluate_combat(model, training, permutations=run.permutations, seed=run.seed)
             if held_out is not None:
-                combat.update(_combat_unseen(model, training, frame[frame[Keys.SITE].astype(str) == held_out],
+                combat.update(combat_unseen_site(model, training, frame[frame[Keys.SITE].astype(str) == held_out],
                                              held_out, run.combat_unseen))
                 if combat["unseen_site_mae"] is not None:
                     combat["age_mae_per_site"][f"{held_out}{UNSEEN_SUFFIX}"] = combat["unseen_site_mae"]
@@ -469,23 +445,13 @@ def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, setti
     return runs
 
 
-def _combat_sentence(combat: Mapping[str, Any], held_out: str) -> str:
-    """What ComBat did with the unseen site, for the report."""
-    if combat.get("unseen_site_handling") == UnseenSite.PASSTHROUGH:
-        return (f"ComBat and the unseen site: ComBat estimates each site's effect from that site's own scans, so it "
-                f"cannot harmonise {held_out!r}, which it was not fitted on. Its scans were left unharmonised "
-                "(passthrough): ComBat's unseen-site MAE is that of the network without unlearning. To harmonise a "
-                "new site, ComBat must be refitted with some of its scans; unlearning and DANN need no refit.")
-    return (f"ComBat and the unseen site: ComBat refused the unseen site {held_out!r} (no number in the table): "
-            f"{combat.get('unseen_site_error')}")
-
-
 def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], histories: dict[str, list],
                   settings: CompareSettings, held_out: str | None, index: CategoryIndex,
                   extras: ComparisonExtras) -> Path:
     """Figures, comparison table (Markdown, JSON) and the self-contained report.html."""
     from harmonize.audit import plots
     from harmonize.audit.report import write_comparison_table, write_report
+    from harmonize.audit.report_notes import combat_unseen_note, seeds_note
     from harmonize.audit.verdict import comparison_verdict
 
     methods = {k: v for k, v in metrics.items() if isinstance(v, dict) and "site_probe_bacc" in v}
@@ -508,27 +474,15 @@ def _write_report(out: Path, metrics: dict[str, Any], features: dict[str, Any], 
                                                                           chance=chance)
     pngs.update(extras.plots)
     write_comparison_table(methods, out / "comparison.md", out / "comparison.json", chance=chance)
-    notes = [*extras.notes, _seeds_sentence(seeds), *READING_NOTES]
+    notes = [*extras.notes, seeds_note(seeds), *READING_NOTES]
     first = next(iter(methods.values()), {})
     notes.append(f"Held-out scans of the training sites {list(index)}: {first.get('n_subjects', 0)} (val + test).")
     if held_out is not None:
         notes.append(f"Unseen site: every scan of {held_out!r} ({first.get('n_unseen', 0)} scans) was kept out of "
                      "training; 'Unseen-site MAE' is each method's age error on them.")
         if Method.COMBAT in methods:
-            notes.append(_combat_sentence(methods[Method.COMBAT], held_out))
+            notes.append(combat_unseen_note(methods[Method.COMBAT], held_out))
     if methods.get(Method.COMBAT, {}).get("age_probe_note"):
         notes.append(f"ComBat's age R\u00b2 from features: {methods[Method.COMBAT]['age_probe_note']}.")
     return write_report(out, methods, chance, plots=pngs, recon_table=extras.recon_table, title=extras.title,
                         notes=notes, verdict=comparison_verdict(methods))
-
-
-def _seeds_sentence(seeds: Sequence[int]) -> str:
-    """How many seeds the figures come from, for the report."""
-    if len(seeds) == 1:
-        return (f"Each method was trained on one seed ({seeds[0]}): a run on another seed, or on another CPU, can move "
-                "these figures by more than the methods differ. Compare with --seeds 3 or more.")
-    return (f"Each method was trained on {len(seeds)} seeds ({', '.join(map(str, seeds))}), the same for every method "
-            "(ComBat on each seed's 'none' network). A figure in the table is the mean over seeds with its 95 % "
-            "t-interval in brackets; metrics.json holds every seed's figures (per_seed) and, per method, the "
-            "difference from 'none' and its paired t-test p-value over seeds (vs_none). Features and training "
-            f"curves are the first seed's ({seeds[0]}).")
