@@ -3,13 +3,12 @@
 :func:`forget_model` takes a trained model (a model file of ``harmonize compare`` / :func:`save_model`, or a MONAI
 bundle folder with ``models/model.pt``) and a manifest whose ``forget`` column marks the withdrawn subjects'
 training rows (:func:`~harmonize.data.forget_list.forget_rows`). It runs one machine-unlearning method by name
-through the same stages as reconstruction unlearning
-(:func:`~harmonize.workflows.machine_unlearning.run_unlearning`, one ``SupervisedTrainer`` with a
-:class:`~harmonize.handlers.MachineUnlearningHandler` per stage) on a copy of the network, with the age loss
-(:class:`~harmonize.losses.StandardisedMSELoss` in units of the network's age scale):
+through the same stages as reconstruction unlearning (:func:`~harmonize.workflows.machine_unlearning.run_unlearning`:
+a ``SupervisedTrainer`` with a :class:`~harmonize.handlers.MachineUnlearningHandler` per stage) on a copy of the
+network, with the age loss (:class:`~harmonize.losses.StandardisedMSELoss`):
 
-- the FT stage fine-tunes on the retained training subjects (the withdrawn ones never reach a forward pass);
-- GA / GA-L1 ascend the loss of the withdrawn subjects, NL trains on them with noisy ages;
+- FT fine-tunes on the retained subjects (the withdrawn never reach a forward pass); GA / GA-L1 ascend the loss
+  of the withdrawn subjects, NL trains on them with noisy ages;
 - the BatchNorm statistics are then recomputed on the retained subjects only
   (:func:`~harmonize.networks.recalibrate_batchnorm`), so they hold no average over a withdrawn scan.
 
@@ -22,11 +21,11 @@ original's settings on the retained subjects (:func:`~harmonize.workflows.brain_
 - a membership-inference audit (:func:`~harmonize.audit.membership.membership_inference`): the loss-threshold
   attack's AUC separating the withdrawn subjects from held-out subjects of the same sites, with its bootstrap
   interval; a model that forgot them is near the oracle's;
-- the time of the forgetting against that of retraining (the oracle's, else the original's recorded training time).
+- the time of the forgetting against that of retraining (the oracle's, else the original's training time).
 
-Outputs in ``out_dir``: the unlearned model (``models/<method>.pt``, or for a bundle a bundle folder
-``bundle_<method>/`` with the same configs and the new ``models/model.pt``), the oracle's with ``oracle=True``,
-``metrics.json``, ``report.md``, ``figures/*.png`` and ``report.html``. The original model is only read.
+Outputs in ``out_dir``: the unlearned model (``models/<method>.pt``, or ``bundle_<method>/``: the bundle's configs
+with the new ``models/model.pt``), the oracle's with ``oracle=True``, ``metrics.json``, ``report.md``,
+``figures/*.png`` and ``report.html``. The original model is only read.
 """
 
 from __future__ import annotations
