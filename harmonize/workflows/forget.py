@@ -12,8 +12,7 @@ network, with the age loss (:class:`~harmonize.losses.StandardisedMSELoss`):
 - the BatchNorm statistics are then recomputed on the retained subjects only
   (:func:`~harmonize.networks.recalibrate_batchnorm`), so they hold no average over a withdrawn scan.
 
-It measures the original, the unlearned model and, with ``oracle=True``, a model retrained from scratch with the
-original's settings on the retained subjects (:func:`~harmonize.workflows.brain_age.train_brain_age`):
+It measures the original, the unlearned model and, with ``oracle=True``, one retrained on the retained subjects:
 
 - the age error on the retained training scans, on the withdrawn scans and on the held-out (val/test) scans;
 - the site probe of the held-out scans' features (:func:`~harmonize.workflows.audit.audit_brain_age`): forgetting
