@@ -24,6 +24,7 @@ from harmonize import defaults
 from harmonize.audit.erasure import SiteEraser
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
+from harmonize.audit.held_out import ALL_SPLITS
 from harmonize.audit.site_bias import site_bias
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.labelled_subset import labelled_subset
@@ -389,7 +390,7 @@ def combat_unseen_site(baseline: BrainAgeModel, training: pd.DataFrame, unseen: 
     from harmonize.audit.combat_features import combat_feature_set
 
     train = brain_age_features(baseline, training, (Split.TRAIN,), taps=(TAP,))
-    scans = brain_age_features(baseline, unseen, (Split.TRAIN, Split.VAL, Split.TEST), taps=(TAP,))
+    scans = brain_age_features(baseline, unseen, ALL_SPLITS, taps=(TAP,))
     result: dict[str, Any] = {"unseen_site_handling": str(handling)}
     try:
         harmonised = combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen=handling)
