@@ -217,18 +217,20 @@ def scenario_targets(scenario: str, rows: list[dict[str, Any]]) -> list[Target]:
             continue
         seeds = list(zip(row["per_seed"], none["per_seed"]))
         near = sum(_near_floor(seed, chance) for seed, _ in seeds)
-        # no harm to remove in the control; a seed without a spread (no age two sites share) is not judged
-        below = sum(scenario == "control" or s.get("site_bias_spread") is None or b.get("site_bias_spread") is None
+        # a seed without a spread (no age two sites share) is not judged
+        below = sum(s.get("site_bias_spread") is None or b.get("site_bias_spread") is None
                     or s["site_bias_spread"] < b["site_bias_spread"] for s, b in seeds)
         mae_ok = row["mae_ratio"] is not None and row["mae_ratio"] <= MAE_RATIO
         unseen, unseen_none = row.get("unseen_site_mae"), none.get("unseen_site_mae")
         unseen_ok = unseen is None or unseen_none is None or unseen <= unseen_none
-        met = near == len(seeds) and below == len(seeds) and mae_ok and unseen_ok
+        # the control has no scanner to remove: there unlearning must only cost nothing
+        costless = scenario == "control"
+        met = (costless or near == len(seeds) and below == len(seeds)) and mae_ok and unseen_ok
         reasons = []
-        if near < len(seeds):
+        if near < len(seeds) and not costless:
             reasons.append(f"the probe is more than {FLOOR_MARGIN:g} above its floor on {len(seeds) - near} of "
                            f"{len(seeds)} seeds")
-        if below < len(seeds):
+        if below < len(seeds) and not costless:
             reasons.append(f"the site bias spread is not below none's on {len(seeds) - below} seeds")
         if not mae_ok:
             reasons.append(f"age MAE is {row['mae_ratio']:.2f}x none's")
@@ -236,7 +238,8 @@ def scenario_targets(scenario: str, rows: list[dict[str, Any]]) -> list[Target]:
             reasons.append(f"the unseen-site MAE {unseen:.2f} y is above none's {unseen_none:.2f} y")
         measured = (f"near floor {near}/{len(seeds)}, spread below {below}/{len(seeds)}, MAE {row['mae_ratio']:.2f}x"
                     + ("" if unseen is None or unseen_none is None else f", unseen {unseen:.2f} vs {unseen_none:.2f} y"))
+        claim = "costs nothing:" if costless else "removes the site on every seed,"
         targets.append(Target(
-            f"{scenario}: {method} removes the site on every seed, MAE <= {MAE_RATIO:g}x none, unseen <= none",
+            f"{scenario}: {method} {claim} MAE <= {MAE_RATIO:g}x none, unseen <= none",
             met, measured, ("Missed: " + "; ".join(reasons) + ".") if reasons else ""))
     return targets

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
+from harmonize import defaults
 from harmonize.audit.features import FeatureSet
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys
@@ -28,9 +29,6 @@ from harmonize.keys import Keys
 LeaceFitter, _ = optional_import("concept_erasure", name="LeaceFitter")
 
 __all__ = ["SiteEraser"]
-
-#: Ridge penalties searched (by generalised cross-validation) for the re-fitted age regression.
-RIDGE_ALPHAS = tuple(np.logspace(-3, 3, 13))
 
 
 @dataclass
@@ -85,7 +83,7 @@ class SiteEraser:
         x = torch.as_tensor(train.features, dtype=torch.float64)
         self._eraser = LeaceFitter.fit(x, torch.as_tensor(z), shrinkage=self.shrinkage).eraser
         erased = self._erase(train.features)
-        self._ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(erased, train.meta[Keys.AGE].astype(float))
+        self._ridge = RidgeCV(alphas=defaults.RIDGE_ALPHAS).fit(erased, train.meta[Keys.AGE].astype(float))
         return self
 
     def _erase(self, features: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from harmonize.networks.age_regressor import BrainAgeRegressor
 from harmonize.networks.batch_norm import recalibrate_batchnorm
 from harmonize.networks.domain_head import DomainHead
 from harmonize.networks.feature_taps import FeatureTaps, pool_features
+from harmonize.networks.output_refit import refit_output_layer
 from harmonize.networks.reconstruction import ReconUNet, ReconVarNet
 from harmonize.networks.segmentation import TissueSegmenter
 from harmonize.networks.unwrap_network import unwrap_network
@@ -28,5 +29,6 @@ __all__ = [
     "TissueSegmenter",
     "pool_features",
     "recalibrate_batchnorm",
+    "refit_output_layer",
     "unwrap_network",
 ]

@@ -33,13 +33,14 @@ from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import (
     ConditionalPrior,
+    RandomIntensityAugmentation,
     RandomRigidAugmentation,
     StopOnNonFiniteLoss,
     TrainingCheckpoint,
 )
 from harmonize.keys import Keys, Split, StateKeys
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
-from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm
+from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm, refit_output_layer
 from harmonize.progress import ProgressHandler
 from harmonize.workflows.models import BrainAgeModel
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
@@ -90,6 +91,8 @@ class BrainAgeSettings:
         augment: mirror, rotate and shift every training batch at random
             (:class:`~harmonize.handlers.RandomRigidAugmentation`, seeded by ``seed``); ``False`` trains on the
             scans as they are.
+        augment_intensity: give every training scan a random contrast, bias field, blur and noise
+            (:class:`~harmonize.handlers.RandomIntensityAugmentation`, seeded by ``seed``).
         seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
         device: ``cpu`` or ``cuda``.
         cache, cache_dir, cache_limit_gb: keep the training scans in ``memory`` (True), on ``disk`` (``cache_dir``)
@@ -97,6 +100,9 @@ class BrainAgeSettings:
         num_workers: data-loader worker processes that read (and cache) scans ahead of training and audit.
         recalibrate_batchnorm: after training, recompute the BatchNorm statistics on the training scans (the
             running averages lag behind adversarial training; see :func:`~harmonize.networks.recalibrate_batchnorm`).
+        refit_output: after training (and the BatchNorm recalibration), re-fit the regressor's output layer by
+            ridge regression on the training scans' final features (the task head lags behind the features under
+            unlearning; see :func:`~harmonize.networks.refit_output_layer`).
     """
 
     unlearning: UnlearningSettings = field(default_factory=UnlearningSettings)
@@ -110,10 +116,12 @@ class BrainAgeSettings:
     labelled_fraction: float = 1.0
     balance_sites: bool = True
     augment: bool = True
+    augment_intensity: bool = False
     seed: int = defaults.SEED
     device: str = "cpu"
     cache: bool | str = True
     recalibrate_batchnorm: bool = True
+    refit_output: bool = True
     cache_dir: str | None = None
     cache_limit_gb: float | None = None
     num_workers: int = 0
@@ -227,6 +235,8 @@ def train_brain_age(
     )
     if settings.augment:
         RandomRigidAugmentation(seed=settings.seed).attach(trainer)
+    if settings.augment_intensity:
+        RandomIntensityAugmentation(seed=settings.seed).attach(trainer)
     StopOnNonFiniteLoss(what="task loss (age)").attach(trainer)  # before the handler adds its confusion loss
     if handler is not None:
         handler.attach(trainer)
@@ -257,6 +267,8 @@ def train_brain_age(
         sampler = loader.batch_sampler if settings.balance_sites else loader.sampler
         sampler.set_epoch(trainer.state.epoch)
         recalibrate_batchnorm(network, loader, settings.device)
+    if settings.refit_output:
+        refit_output_layer(network, loader, lambda b: trainer.prepare_batch(b, settings.device, False)[:2], settings.device)
     seconds = time.perf_counter() - start
     _check_finite(network)
     history = handler.history if handler is not None else []

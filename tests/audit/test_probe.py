@@ -112,3 +112,18 @@ def test_regressor_probe_noise_and_errors() -> None:
         regressor_probe(rng.normal(size=(3, 2)), np.array([1.0, np.nan, np.nan]))
     with pytest.raises(ConfigError, match=r"n_samples=4, got \(3, 2\)"):
         regressor_probe(rng.normal(size=(3, 2)), np.zeros(4))
+
+
+def test_probes_average_repeated_splits() -> None:
+    rng = np.random.default_rng(5)
+    site = _sites(4, 20)
+    x = np.eye(4)[site] * 0.8 + rng.normal(size=(len(site), 4))  # weakly readable: the split matters
+    singles = [classifier_probe(x, site, seed=s, repeats=1).balanced_accuracy for s in range(5)]
+    repeated = classifier_probe(x, site, seed=0, repeats=5)
+    assert repeated.repeats == 5 and len(set(singles)) > 1
+    assert repeated.balanced_accuracy == pytest.approx(np.mean(singles))
+    y = x[:, 0] * 3 + rng.normal(size=len(site))
+    singles_r2 = [regressor_probe(x, y, seed=s, repeats=1).r2 for s in range(3)]
+    assert regressor_probe(x, y, seed=0, repeats=3).r2 == pytest.approx(np.mean(singles_r2))
+    with pytest.raises(ConfigError, match="repeats >= 1, got 0"):
+        classifier_probe(x, site, repeats=0)

@@ -56,11 +56,18 @@ def test_targets_judge_every_seed_and_the_means():
                            "7.50 y is above none's 7.00 y.")
 
 
-def test_balanced_and_control_have_no_harm_target_and_control_judges_no_spread():
+def test_balanced_and_control_have_no_harm_target_and_control_judges_only_the_cost():
     none = _row("none", [_seed(0.32, 0.30, spread=1.0)], 6.0, 7.0)
     unlearning = _row("unlearning", [_seed(0.31, 0.30, spread=5.0)], 6.0, 7.0)
     (control,) = scenario_targets("control", [none, unlearning])
-    assert control.met
+    assert control.met and control.name.startswith("control: unlearning costs nothing:")
+    above = _row("unlearning", [_seed(0.45, 0.30, spread=5.0)], 6.2, 7.0, ratio=6.2 / 6.0)
+    (control,) = scenario_targets("control", [none, above])
+    assert control.met  # no scanner to remove: the probe and the spread are not judged
+    costly = _row("unlearning", [_seed(0.31, 0.30)], 6.6, 7.2, ratio=1.1)
+    (control,) = scenario_targets("control", [none, costly])
+    assert not control.met and control.why == ("Missed: age MAE is 1.10x none's; the unseen-site MAE 7.20 y is "
+                                               "above none's 7.00 y.")
     (balanced,) = scenario_targets("balanced", [none, unlearning])
     assert not balanced.met and "spread is not below none's on 1 seeds" in balanced.why
     missing = _row("unlearning", [_seed(0.31, 0.30, spread=None)], 6.0, 7.0)
