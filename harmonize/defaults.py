@@ -44,14 +44,6 @@ BATCH_SIZE = 8
 AUGMENT_FLIP_AXES = (0,)
 AUGMENT_ROTATION_DEG = 15.0
 AUGMENT_SHIFT_VOXELS = 2.0
-#: Random scanner-like intensity changes (harmonize.handlers.RandomIntensityAugmentation): the largest log of the
-#: contrast exponent, coefficient of the log bias field (and its polynomial degree), blur (voxels) and noise
-#: (fraction of the foreground's range).
-AUGMENT_LOG_GAMMA = 0.4
-AUGMENT_BIAS = 0.3
-AUGMENT_BIAS_ORDER = 3
-AUGMENT_BLUR_VOXELS = 1.0
-AUGMENT_NOISE = 0.1
 
 # --- ridge regressions (the age probe, the erasure's age model, the re-fitted output layer) ------------------
 #: Penalties searched by generalised (leave-one-out) cross-validation: 10^-3 .. 10^3, two per decade.

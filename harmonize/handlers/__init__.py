@@ -7,7 +7,6 @@ from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.head_refit import RefitHeads
-from harmonize.handlers.intensity_augmentation import RandomIntensityAugmentation
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.handlers.reconstruction_metrics import ReconstructionMetricsHandler
 from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
@@ -30,7 +29,6 @@ __all__ = [
     "HeadSteps",
     "LabelRangeMask",
     "MachineUnlearningHandler",
-    "RandomIntensityAugmentation",
     "RandomRigidAugmentation",
     "ReconstructionMetricsHandler",
     "RefitHeads",

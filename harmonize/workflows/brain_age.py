@@ -33,7 +33,6 @@ from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers import (
     ConditionalPrior,
-    RandomIntensityAugmentation,
     RandomRigidAugmentation,
     StopOnNonFiniteLoss,
     TrainingCheckpoint,
@@ -91,8 +90,6 @@ class BrainAgeSettings:
         augment: mirror, rotate and shift every training batch at random
             (:class:`~harmonize.handlers.RandomRigidAugmentation`, seeded by ``seed``); ``False`` trains on the
             scans as they are.
-        augment_intensity: give every training scan a random contrast, bias field, blur and noise
-            (:class:`~harmonize.handlers.RandomIntensityAugmentation`, seeded by ``seed``).
         seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
         device: ``cpu`` or ``cuda``.
         cache, cache_dir, cache_limit_gb: keep the training scans in ``memory`` (True), on ``disk`` (``cache_dir``)
@@ -116,7 +113,6 @@ class BrainAgeSettings:
     labelled_fraction: float = 1.0
     balance_sites: bool = True
     augment: bool = True
-    augment_intensity: bool = False
     seed: int = defaults.SEED
     device: str = "cpu"
     cache: bool | str = True
@@ -235,8 +231,6 @@ def train_brain_age(
     )
     if settings.augment:
         RandomRigidAugmentation(seed=settings.seed).attach(trainer)
-    if settings.augment_intensity:
-        RandomIntensityAugmentation(seed=settings.seed).attach(trainer)
     StopOnNonFiniteLoss(what="task loss (age)").attach(trainer)  # before the handler adds its confusion loss
     if handler is not None:
         handler.attach(trainer)
