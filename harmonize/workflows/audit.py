@@ -44,7 +44,7 @@ from harmonize.audit.held_out import (
 )
 from harmonize.audit.site_bias import shared_age_mask
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem
 from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
@@ -345,9 +345,9 @@ def audit_model(
     from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
     from harmonize.workflows.segmentation_audit import segmentation_columns
 
-    for name, value in (("permutations", permutations), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ConfigError(f"Argument '{name}': must be an integer >= 0, got {value!r}.")
+    problems = [p for p in (integer_problem("permutations", permutations, 0), integer_problem("seed", seed, 0)) if p]
+    if problems:
+        raise ConfigError("Invalid audit arguments.", problems=problems)
     out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model), command="harmonize audit")
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     model, source = _loaded(model, frame, device)

@@ -50,7 +50,7 @@ from harmonize.audit.report import Column, format_value, metrics_table
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.forget_list import forget_rows
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, HarmonizeError, check_option, integer_problem, number_problem
 from harmonize.io import write_json_atomic, write_text_atomic
 from harmonize.keys import Keys, ReconMethod, Split
 from harmonize.losses import StandardisedMSELoss
@@ -158,14 +158,12 @@ class ForgetSettings:
                 f"{[str(m) for m in FORGET_METHODS]} (the oracle is asked for with oracle=True / --oracle)."
             )
         self.method = method
-        problems = [f"'{n}' must be >= 1, got {getattr(self, n)}." for n in ("ft_epochs", "forget_epochs")
-                    if getattr(self, n) < 1]
-        problems += [f"'{n}' must be > 0, got {getattr(self, n)}." for n in ("learning_rate", "ga_learning_rate",
-                                                                             "noise_std") if getattr(self, n) <= 0]
-        if self.batch_size is not None and self.batch_size < 1:
-            problems.append(f"'batch_size' must be >= 1 or None, got {self.batch_size}.")
-        if self.bootstrap < 0 or self.permutations < 0:
-            problems.append("'bootstrap' and 'permutations' must be >= 0.")
+        problems = [integer_problem(n, getattr(self, n)) for n in ("ft_epochs", "forget_epochs")]
+        problems += [number_problem(n, getattr(self, n)) for n in ("learning_rate", "ga_learning_rate", "noise_std")]
+        if self.batch_size is not None and (problem := integer_problem("batch_size", self.batch_size)):
+            problems.append(f"{problem}; or None (the training batch size)")
+        problems += [integer_problem(n, getattr(self, n), minimum=0) for n in ("bootstrap", "permutations")]
+        problems = [p for p in problems if p]
         if problems:
             raise ConfigError("Invalid ForgetSettings.", problems=problems)
 

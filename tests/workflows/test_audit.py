@@ -172,6 +172,6 @@ def test_negative_permutations_or_seed_are_refused_before_anything(argument, tin
     from harmonize.errors import ConfigError
     from harmonize.workflows.audit import audit_model
 
-    with pytest.raises(ConfigError, match=f"Argument '{argument}': must be an integer >= 0, got -5"):
+    with pytest.raises(ConfigError, match=rf"'{argument}' must be an integer >= 0, got -5 \(int\)"):
         audit_model(tmp_path / "none.pt", tiny_cohort, tmp_path / "out", **{argument: -5})
     assert not (tmp_path / "out").exists()
