@@ -4,7 +4,7 @@
 network once per training method (``none``, ``unlearning``, ``dann``) and seed on the same scans, harmonises each
 seed's ``none`` network's features with ComBat (neuroHarmonize, age and sex protected) and with LEACE erasure of the
 site conditional on age (``erasure``; ``unlearning_erasure`` erases the unlearned network's), audits each with
-:func:`~harmonize.workflows.audit.audit_brain_age` and writes, into the output folder:
+:func:`~harmonize.workflows.audit.audit_held_out` and writes, into the output folder:
 
 - ``metrics.json``: per method the audit figures (``site_probe_bacc``, ``site_probe_p``, ``age_mae``,
   ``unseen_site_mae``, ``site_bias_spread``, ...) as means over the seeds, each numeric one with ``<key>_ci``
@@ -55,7 +55,7 @@ from harmonize.workflows.audit import (
     METRICS_FILE,
     READING_NOTES,
     UNSEEN_SUFFIX,
-    audit_brain_age,
+    audit_held_out,
     input_files,
     prepare_output_dir,
     summary_line,
@@ -314,7 +314,7 @@ def _train_and_audit(run: _Run) -> _RunResult:
     model = train_brain_age(training, run.training, site_index=run.index, progress=run.progress)
     for path in run.model_files:
         save_model(model, path)
-    metrics, features = audit_brain_age(model, frame, run.permutations, run.seed)
+    metrics, features = audit_held_out(model, frame, run.permutations, run.seed)
     posthoc: dict[str, dict[str, Any]] = {}
     for method in run.posthoc:
         if method == Method.COMBAT:
@@ -328,7 +328,7 @@ def _train_and_audit(run: _Run) -> _RunResult:
         else:  # LEACE erasure, conditional on age
             started = time.perf_counter()
             eraser = fit_site_eraser(model, training)
-            posthoc[method], _ = audit_brain_age(model, frame, run.permutations, run.seed, harmonise=eraser)
+            posthoc[method], _ = audit_held_out(model, frame, run.permutations, run.seed, harmonise=eraser)
             posthoc[method]["seconds"] = model.seconds + time.perf_counter() - started
     return _RunResult(metrics, posthoc, features if run.keep_features else None,
                       model.history if run.keep_features else [], time.perf_counter() - start)

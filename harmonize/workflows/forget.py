@@ -15,7 +15,7 @@ network, with the age loss (:class:`~harmonize.losses.StandardisedMSELoss`):
 It measures the original, the unlearned model and, with ``oracle=True``, one retrained on the retained subjects:
 
 - the age error on the retained training scans, on the withdrawn scans and on the held-out (val/test) scans;
-- the site probe of the held-out scans' features (:func:`~harmonize.workflows.audit.audit_brain_age`): forgetting
+- the site probe of the held-out scans' features (:func:`~harmonize.workflows.audit.audit_held_out`): forgetting
   should not give back the scanner information a harmonised model unlearnt;
 - a membership-inference audit (:func:`~harmonize.audit.membership.membership_inference`): the loss-threshold
   attack's AUC separating the withdrawn subjects from held-out subjects of the same sites, with its bootstrap
@@ -268,14 +268,14 @@ def measure_model(
 
     Returns:
         ``(metrics, losses)``: ``metrics`` holds ``retain_mae``, ``forget_mae``, ``age_mae`` (held-out),
-        ``site_probe_bacc``, ``chance`` and the rest of :func:`~harmonize.workflows.audit.audit_brain_age`'s figures,
+        ``site_probe_bacc``, ``chance`` and the rest of :func:`~harmonize.workflows.audit.audit_held_out`'s figures,
         and the ``mia_*`` figures of :class:`~harmonize.audit.membership.MembershipResult`; ``losses`` the members'
         and non-members' errors (``member``, ``nonmember``).
 
     Raises:
         HarmonizeError: no held-out scan of the withdrawn subjects' sites.
     """
-    from harmonize.workflows.audit import audit_brain_age
+    from harmonize.workflows.audit import audit_held_out
 
     train = frame.loc[flags.index]
     forgotten = train.loc[flags]
@@ -288,7 +288,7 @@ def measure_model(
             "the membership-inference audit compares the withdrawn subjects with at least 2 held-out subjects of "
             "the same sites. Add val/test rows of those sites."
         )
-    metrics, _ = audit_brain_age(model, frame, permutations=settings.permutations, seed=settings.seed)
+    metrics, _ = audit_held_out(model, frame, permutations=settings.permutations, seed=settings.seed)
     member, nonmember = _errors(model, forgotten), _errors(model, held)
     metrics["retain_mae"] = float(np.mean(_errors(model, train.loc[~flags])))
     metrics["forget_mae"] = float(np.mean(member))
