@@ -7,9 +7,20 @@ and exits with status 1. Bugs raise ordinary exceptions and keep their traceback
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
-__all__ = ["ConfigError", "HarmonizeError", "ManifestError", "ResourceError", "check_option"]
+__all__ = [
+    "ConfigError",
+    "HarmonizeError",
+    "ManifestError",
+    "ResourceError",
+    "check_option",
+    "integer_problem",
+    "is_integer",
+    "number_problem",
+]
 
 
 class HarmonizeError(Exception):
@@ -63,3 +74,46 @@ def check_option(name: str, value: object, choices: type) -> str:
         return str(look_up_option(str(value), choices))
     except ValueError as err:
         raise ConfigError(f"Argument '{name}': {err}") from None
+
+
+def is_integer(value: object) -> bool:
+    """True for an ``int`` or a NumPy integer; False for a bool, a float (even ``2.0``) and text."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def integer_problem(name: str, value: object, minimum: int = 1) -> str | None:
+    """The problem with an integer setting, or None when ``value`` is an integer >= ``minimum``.
+
+    A bundle override or a JSON file may bring text (``--max_epochs two``), a bool or a float: each is named, not
+    a ``TypeError`` deep in a training loop.
+
+    Args:
+        name: the setting's name, quoted in the message.
+        value: what the user gave.
+        minimum: the smallest value allowed.
+
+    Returns:
+        ``"'name' must be an integer >= minimum, got value (type)"``, or None.
+    """
+    if is_integer(value) and value >= minimum:
+        return None
+    return f"'{name}' must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
+
+
+def number_problem(name: str, value: object, minimum: float = 0.0, strict: bool = True) -> str | None:
+    """The problem with a real-valued setting, or None when ``value`` is a finite number above ``minimum``.
+
+    Args:
+        name: the setting's name, quoted in the message.
+        value: what the user gave (an int or a float; a bool or text is refused).
+        minimum: the bound.
+        strict: the value must be > ``minimum`` (True) or may equal it (False).
+
+    Returns:
+        ``"'name' must be a finite number > minimum, got value (type)"`` (``>=`` when not strict), or None.
+    """
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if real and (value > minimum if strict else value >= minimum):
+        return None
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+    return f"'{name}' must be a finite number {bound}, got {value!r} ({type(value).__name__})"

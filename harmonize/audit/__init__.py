@@ -1,6 +1,9 @@
 """Audits of a trained network: can the scanner still be read from its features, and is the biology kept?
 
 - :mod:`~harmonize.audit.features`: run a network over a dataset and collect predictions and tapped features.
+- :mod:`~harmonize.audit.held_out`: which scans an audit reads, and the audit every task shares
+  (:func:`~harmonize.audit.held_out.audit_held_out_scans`, with a per-task
+  :class:`~harmonize.audit.held_out.TaskAudit` adapter).
 - :mod:`~harmonize.audit.probe`: cross-validated classifier and regressor probes on features.
 - :mod:`~harmonize.audit.feature_probes`: the site, age and sex probes every audit runs, with the site probe's
   biology floor.

@@ -9,23 +9,12 @@ configs' ``initialize`` therefore calls :func:`check_settings` on their numeric 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, number_problem
 
 __all__ = ["check_settings"]
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _number(value: Any) -> bool:
-    return (_integer(value) or isinstance(value, (float, np.floating))) and math.isfinite(float(value))
 
 
 def check_settings(
@@ -44,15 +33,15 @@ def check_settings(
         ConfigError: listing every id that is wrong, with its value and type.
     """
     rules = (
-        (positive_integers, lambda v: _integer(v) and v >= 1, "an integer >= 1", "2"),
-        (non_negative_integers, lambda v: _integer(v) and v >= 0, "an integer >= 0", "0"),
-        (positive_numbers, lambda v: _number(v) and v > 0, "a number > 0", "0.001"),
+        (positive_integers, lambda n, v: integer_problem(n, v, minimum=1), "2"),
+        (non_negative_integers, lambda n, v: integer_problem(n, v, minimum=0), "0"),
+        (positive_numbers, number_problem, "0.001"),
     )
     problems = [
-        f"'{name}' must be {expected}, got {value!r} ({type(value).__name__}); e.g. --{name} {example}"
-        for values, valid, expected, example in rules
+        f"{problem}; e.g. --{name} {example}"
+        for values, check, example in rules
         for name, value in (values or {}).items()
-        if not valid(value)
+        if (problem := check(name, value))
     ]
     if problems:
         raise ConfigError(f"{len(problems)} bundle setting(s) are not valid. Fix the override(s):", problems=problems)

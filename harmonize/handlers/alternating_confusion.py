@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 from harmonize.handlers.unlearning_objective import ConfusionObjective
 
 if TYPE_CHECKING:
@@ -34,8 +34,8 @@ class AlternatingConfusion(ConfusionObjective):
 
     def __init__(self, extractor_lr: float | None = None) -> None:
         super().__init__()
-        if extractor_lr is not None and not (extractor_lr > 0 and extractor_lr < float("inf")):
-            raise ConfigError(f"AlternatingConfusion: extractor_lr must be a positive number, got {extractor_lr}.")
+        if extractor_lr is not None and (problem := number_problem("extractor_lr", extractor_lr)):
+            raise ConfigError(f"AlternatingConfusion: {problem}.")
         self.extractor_lr = extractor_lr
         self.optimizer: torch.optim.Optimizer | None = None
         self._inputs: torch.Tensor | None = None

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 from harmonize.keys import ConfoundKind, Keys
 
 __all__ = ["Confound", "batch_targets", "quantile_bin_edges"]
@@ -94,8 +94,8 @@ class Confound:
                 )
             self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)
         if not callable(self.beta):
-            _check_weight(f"Confound '{self.name}': beta", self.beta)
-        _check_weight(f"Confound '{self.name}': alpha", self.alpha)
+            _check_weight(self.name, "beta", self.beta)
+        _check_weight(self.name, "alpha", self.alpha)
         if self.prior is not None and not callable(self.prior):
             raise ConfigError(f"Confound '{self.name}': prior must be a function of the batch, got {self.prior!r}.")
         if self.class_weights is not None and len(self.class_weights) != self.num_classes:
@@ -107,7 +107,7 @@ class Confound:
     def beta_at(self, epoch: int) -> float:
         """The confusion weight at an epoch (1-based, as ignite counts)."""
         value = float(self.beta(epoch)) if callable(self.beta) else float(self.beta)
-        _check_weight(f"Confound '{self.name}': beta({epoch})", value)
+        _check_weight(self.name, f"beta({epoch})", value)
         return value
 
     def targets(self, values: torch.Tensor | Sequence[Any] | np.ndarray) -> torch.Tensor:
@@ -161,9 +161,9 @@ class Confound:
         return idx
 
 
-def _check_weight(what: str, value: float) -> None:
-    if not np.isfinite(value) or value < 0:
-        raise ConfigError(f"{what} must be a finite number >= 0, got {value}.")
+def _check_weight(confound: str, what: str, value: float) -> None:
+    if problem := number_problem(what, value, strict=False):
+        raise ConfigError(f"Confound '{confound}': {problem}.")
 
 
 def batch_targets(confounds: Sequence[Confound], batch: Any, sample_mask: SampleMask | None,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
 from harmonize.handlers.unlearning_adversary import HeadSteps
@@ -64,8 +64,8 @@ class DomainUnlearningHandler:
             problems.append("confounds: give at least one Confound")
         if len(set(names)) != len(names):
             problems.append(f"confounds: names must be unique, got {names}; give each a distinct `name`")
-        if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
-            problems.append(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
+        if problem := integer_problem("warmup_epochs", warmup_epochs, minimum=0):
+            problems.append(problem)
         if self.adversary.refits and not self.objective.trains_heads:
             problems.append("a re-fitting adversary would reset the heads that gradient reversal trains every "
                             "epoch: use HeadSteps with GradientReversalObjective")

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.handlers.confound import MISSING
-from harmonize.handlers.unlearning_adversary import HeadSteps, check_positive
+from harmonize.handlers.unlearning_adversary import HeadSteps
 from harmonize.keys import StateKeys
 
 if TYPE_CHECKING:
@@ -74,9 +74,8 @@ class RefitHeads(HeadSteps):
     def __init__(self, refit_steps: int = defaults.REFIT_STEPS, refit_lr: float = defaults.HEAD_REFIT_LR,
                  lr: float = defaults.REFIT_HEAD_LR, steps: int = 1) -> None:
         super().__init__(lr, steps)
-        problems: list[str] = []
-        check_positive(problems, "head_refit_steps", refit_steps, integer=True)
-        check_positive(problems, "head_refit_lr", refit_lr)
+        problems = [p for p in (integer_problem("head_refit_steps", refit_steps),
+                                number_problem("head_refit_lr", refit_lr)) if p]
         if problems:
             raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
         self.refit_steps, self.refit_lr = int(refit_steps), float(refit_lr)

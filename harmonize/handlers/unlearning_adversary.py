@@ -14,20 +14,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.handlers.confound import MISSING
 
 if TYPE_CHECKING:
     from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 
-__all__ = ["HeadSteps", "check_positive"]
-
-
-def check_positive(problems: list[str], name: str, value: float, integer: bool = False) -> None:
-    if integer and (int(value) != value or value < 1):
-        problems.append(f"{name} must be an integer >= 1, got {value!r}")
-    elif not integer and not (value > 0 and value < float("inf")):
-        problems.append(f"{name} must be a positive number, got {value!r}")
+__all__ = ["HeadSteps"]
 
 
 class HeadSteps:
@@ -41,9 +34,7 @@ class HeadSteps:
     refits = False
 
     def __init__(self, lr: float = defaults.HEAD_LR, steps: int = defaults.HEAD_STEPS) -> None:
-        problems: list[str] = []
-        check_positive(problems, "head_lr", lr)
-        check_positive(problems, "head_steps", steps, integer=True)
+        problems = [p for p in (number_problem("head_lr", lr), integer_problem("head_steps", steps)) if p]
         if problems:
             raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
         self.lr, self.steps = float(lr), int(steps)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 from harmonize.keys import StateKeys
 from harmonize.losses import ConfusionLoss, grad_reverse
 
@@ -80,9 +80,8 @@ class GradientReversalObjective:
     phase = "dann"
 
     def __init__(self, reversal_weight: float = 1.0) -> None:
-        if not (reversal_weight >= 0 and reversal_weight < float("inf")):
-            raise ConfigError(f"GradientReversalObjective: reversal_weight must be a finite number >= 0, "
-                              f"got {reversal_weight}.")
+        if problem := number_problem("reversal_weight", reversal_weight, strict=False):
+            raise ConfigError(f"GradientReversalObjective: {problem}.")
         self.reversal_weight = float(reversal_weight)
 
     def attach(self, engine: Any, unlearner: DomainUnlearningHandler) -> None:

@@ -2,11 +2,13 @@
 
 :func:`audit_model` (``harmonize audit``) takes a model (a :class:`~harmonize.workflows.brain_age.BrainAgeModel`,
 a :class:`~harmonize.workflows.segmentation_audit.SegmentationModel`, a model file written by
-:func:`~harmonize.workflows.model_file.save_model`, or a MONAI bundle folder) and a manifest, and dispatches on its
-network (:func:`audit_task`): a brain-age network is audited here, a tissue segmenter by
-:func:`~harmonize.workflows.segmentation_audit.audit_segmentation` (Dice per tissue instead of the age error); both
-share the output folder, the probes (:func:`~harmonize.audit.feature_probes.feature_probes`), the figures and
-the report. For a brain-age model it measures, on the scans the model was not trained on:
+:func:`~harmonize.workflows.model_file.save_model`, or a MONAI bundle folder) and a manifest. :func:`audit_held_out`
+measures it: the part every task shares (which scans, the unseen sites) is
+:func:`~harmonize.audit.held_out.audit_held_out_scans`, and the network (:func:`audit_task`) picks the task's
+adapter (:func:`task_audit`): :class:`BrainAgeAudit` (the age error) or
+:class:`~harmonize.workflows.segmentation_audit.SegmentationAudit` (Dice per tissue). Both share the output
+folder, the probes (:func:`~harmonize.audit.feature_probes.feature_probes`), the figures and the report. For a
+brain-age model it measures, on the scans the model was not trained on:
 
 - the **held-out scans** of the sites it was trained on (``val`` and ``test`` rows): a site probe (cross-validated
   logistic regression on the tapped features, balanced accuracy against the chance level ``1 / n_sites``, with a
@@ -17,7 +19,7 @@ the report. For a brain-age model it measures, on the scans the model was not tr
 
 then writes ``metrics.json``, PNG figures (PCA and t-SNE of the features coloured by site and by age, age error per
 site, and the domain head's training curves when the model has a history) and a self-contained ``report.html``.
-:func:`audit_brain_age` computes the figures without writing anything; ``harmonize compare`` calls it for each
+:func:`audit_held_out` computes the figures without writing anything; ``harmonize compare`` calls it for each
 method, so one model is audited the same way alone or in a comparison.
 """
 
@@ -27,7 +29,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +41,14 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.held_out import (
     ALL_SPLITS,
     UNSEEN_SUFFIX,
+    TaskAudit,
+    audit_held_out_scans,
     concat_feature_sets,
     held_out_rows,
 )
 from harmonize.audit.site_bias import shared_age_mask
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem
 from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
@@ -66,7 +70,9 @@ __all__ = [
     "SEGMENTATION_NOTES",
     "TASK_NETWORKS",
     "UNSEEN_SUFFIX",
+    "BrainAgeAudit",
     "audit_brain_age",
+    "audit_held_out",
     "audit_model",
     "audit_task",
     "concat_feature_sets",
@@ -74,6 +80,7 @@ __all__ = [
     "input_files",
     "prepare_output_dir",
     "summary_line",
+    "task_audit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,6 +173,113 @@ def audit_task(network: Any) -> Task:
     )
 
 
+@dataclass
+class BrainAgeAudit:
+    """The brain-age part of an audit (a :class:`~harmonize.audit.held_out.TaskAudit`): the network's age error.
+
+    Args:
+        harmonise: a post-hoc harmonisation of the features that also predicts age from them (e.g. a fitted
+            :class:`~harmonize.audit.erasure.SiteEraser`), applied to every audited scan before it is measured.
+    """
+
+    harmonise: Callable[[FeatureSet], FeatureSet] | None = None
+
+    def _features(self, model: BrainAgeModel, rows: pd.DataFrame, splits: Sequence[str]) -> FeatureSet:
+        features = brain_age_features(model, rows, tuple(splits))
+        return features if self.harmonise is None else self.harmonise(features)
+
+    def held_out(self, model: BrainAgeModel, frame: pd.DataFrame, rows: pd.DataFrame, splits: Sequence[str],
+                 permutations: int, seed: int) -> tuple[dict[str, Any], FeatureSet]:
+        """The probes and age errors of :func:`~harmonize.workflows.brain_age.evaluate_brain_age`."""
+        features = self._features(model, rows, splits)
+        if features.predictions is None or features.predictions.reshape(len(features), -1).shape[1] != 1:
+            shape = None if features.predictions is None else tuple(features.predictions.shape[1:])
+            raise HarmonizeError(
+                f"The audit measures brain-age networks (one predicted age per scan); this network outputs {shape} "
+                "per scan."
+            )
+        ranges = training_age_ranges(frame, model.site_index)
+        metrics = evaluate_brain_age(model, rows, tuple(splits), permutations=permutations, seed=seed,
+                                     features=features, bias_mask=shared_age_mask(features.meta[Keys.AGE], ranges))
+        metrics["seconds"] = _finite_or_none(metrics.get("seconds"))
+        return metrics, features
+
+    def unseen_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Every row of an unseen site (all its splits)."""
+        return rows
+
+    def unseen(self, model: BrainAgeModel, rows: pd.DataFrame) -> tuple[FeatureSet, np.ndarray]:
+        """The features and absolute age errors of unseen-site scans."""
+        features = self._features(model, rows, ALL_SPLITS)
+        return features, np.abs(features.predictions.reshape(-1) - features.meta[Keys.AGE].astype(float))
+
+    def add_unseen(self, metrics: dict[str, Any], scores: np.ndarray, sites: np.ndarray) -> None:
+        """``unseen_site_mae`` (all unseen scans) and each unseen site's MAE in ``age_mae_per_site``."""
+        metrics["unseen_site_mae"] = float(np.nanmean(scores))
+        for name in sorted(set(sites.tolist())):
+            metrics["age_mae_per_site"][f"{name}{UNSEEN_SUFFIX}"] = float(np.nanmean(scores[sites == name]))
+
+
+def task_audit(model: BrainAgeModel | SegmentationModel,
+               harmonise: Callable[[FeatureSet], FeatureSet] | None = None) -> TaskAudit:
+    """The per-task part of the audit of ``model``, chosen by its network (:func:`audit_task`).
+
+    Raises:
+        HarmonizeError: a network the audit does not measure.
+        ConfigError: ``harmonise`` for a segmentation model (post-hoc harmonisation predicts ages).
+    """
+    if audit_task(model.network) == Task.BRAIN_AGE:
+        return BrainAgeAudit(harmonise)
+    if harmonise is not None:
+        raise ConfigError("Argument 'harmonise': a post-hoc harmonisation predicts ages; a segmentation model has "
+                          "no age to predict. Audit it without harmonise.")
+    from harmonize.workflows.segmentation_audit import SegmentationAudit
+
+    return SegmentationAudit()
+
+
+def audit_held_out(
+    model: BrainAgeModel | SegmentationModel,
+    manifest: str | os.PathLike | pd.DataFrame,
+    permutations: int = defaults.PROBE_PERMUTATIONS,
+    seed: int = defaults.SEED,
+    splits: Sequence[str] = (Split.VAL, Split.TEST),
+    harmonise: Callable[[FeatureSet], FeatureSet] | None = None,
+) -> tuple[dict[str, Any], FeatureSet]:
+    """Probe and task figures of a model, of either task, on the scans it did not train on (see the module docstring).
+
+    The shared part is :func:`~harmonize.audit.held_out.audit_held_out_scans`; the task's part is
+    :func:`task_audit`'s adapter (:class:`BrainAgeAudit`, or
+    :class:`~harmonize.workflows.segmentation_audit.SegmentationAudit`).
+
+    Args:
+        model: the model to audit.
+        manifest: a manifest path or frame; its sites that the model's site index lacks count as unseen.
+        permutations: label permutations of the site probe's p-value (0: no p-value).
+        seed: seed of the probes' folds and permutations.
+        splits: held-out splits of the training sites.
+        harmonise: brain age only: a post-hoc harmonisation of the features that also predicts age from them (e.g.
+            a fitted :class:`~harmonize.audit.erasure.SiteEraser`), applied to every audited scan.
+
+    Returns:
+        ``(metrics, features)``. For a brain-age model, ``metrics`` holds the keys of
+        :func:`~harmonize.workflows.brain_age.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
+        ``chance``, ``age_mae``, ``age_mae_per_site``, ``age_probe_r2``, ``sex_probe_bacc``, ...), plus, when the
+        manifest holds unseen sites, ``unseen_site_mae`` (age MAE over all their scans), ``unseen_sites`` and
+        ``n_unseen`` (unseen sites also appear in ``age_mae_per_site`` as ``"<site> (unseen)"``); for a
+        segmentation model, those of :class:`~harmonize.workflows.segmentation_audit.SegmentationAudit`.
+        ``features`` are those of every audited scan, unseen ones with site index -1.
+
+    Raises:
+        HarmonizeError: no held-out scan of a training site (nothing to probe), a network the audit does not
+            measure, or a brain-age network whose output is not one age per scan.
+    """
+    from harmonize.data.manifest import read_manifest
+
+    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    return audit_held_out_scans(model, frame, task_audit(model, harmonise), permutations, seed, splits)
+
+
 def audit_brain_age(
     model: BrainAgeModel,
     manifest: str | os.PathLike | pd.DataFrame,
@@ -174,60 +288,8 @@ def audit_brain_age(
     splits: Sequence[str] = (Split.VAL, Split.TEST),
     harmonise: Callable[[FeatureSet], FeatureSet] | None = None,
 ) -> tuple[dict[str, Any], FeatureSet]:
-    """Probe and task figures of a model on the scans it did not train on (see the module docstring).
-
-    Args:
-        model: the model to audit.
-        manifest: a manifest path or frame; its sites that the model's site index lacks count as unseen.
-        permutations: label permutations of the site probe's p-value (0: no p-value).
-        seed: seed of the probes' folds and permutations.
-        splits: held-out splits of the training sites.
-        harmonise: a post-hoc harmonisation of the features that also predicts age from them (e.g. a fitted
-            :class:`~harmonize.audit.erasure.SiteEraser`), applied to every audited scan before it is measured.
-
-    Returns:
-        ``(metrics, features)``. ``metrics`` holds the keys of
-        :func:`~harmonize.workflows.brain_age.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
-        ``chance``, ``age_mae``, ``age_mae_per_site``, ``age_probe_r2``, ``sex_probe_bacc``, ...), plus, when the
-        manifest holds unseen sites, ``unseen_site_mae`` (age MAE over all their scans), ``unseen_sites`` and
-        ``n_unseen`` (unseen sites also appear in ``age_mae_per_site`` as ``"<site> (unseen)"``). ``features`` are
-        those of every audited scan, unseen ones with site index -1.
-
-    Raises:
-        HarmonizeError: no held-out scan of a training site (nothing to probe), or a network whose output is not
-            one age per scan.
-    """
-    from harmonize.data.manifest import read_manifest
-
-    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-    seen, unseen = held_out_rows(frame, model.site_index, splits)
-    features = brain_age_features(model, seen, tuple(splits))
-    if harmonise is not None:
-        features = harmonise(features)
-    if features.predictions is None or features.predictions.reshape(len(features), -1).shape[1] != 1:
-        shape = None if features.predictions is None else tuple(features.predictions.shape[1:])
-        raise HarmonizeError(
-            f"The audit measures brain-age networks (one predicted age per scan); this network outputs {shape} per "
-            "scan."
-        )
-    ranges = training_age_ranges(frame, model.site_index)
-    metrics = evaluate_brain_age(model, seen, tuple(splits), permutations=permutations, seed=seed, features=features,
-                                 bias_mask=shared_age_mask(features.meta[Keys.AGE], ranges))
-    metrics["seconds"] = _finite_or_none(metrics.get("seconds"))
-    if unseen.empty:
-        return metrics, features
-    other = brain_age_features(model, unseen, ALL_SPLITS)
-    if harmonise is not None:
-        other = harmonise(other)
-    error = np.abs(other.predictions.reshape(-1) - other.meta[Keys.AGE].astype(float))
-    site_of = dict(zip(unseen[Keys.SUBJECT_ID].astype(str), unseen[Keys.SITE].astype(str)))
-    names = np.array([site_of[str(subject)] for subject in other.meta[Keys.SUBJECT_ID]])
-    metrics["unseen_site_mae"] = float(np.nanmean(error))
-    metrics["unseen_sites"] = sorted(set(names))
-    metrics["n_unseen"] = len(other)
-    for name in metrics["unseen_sites"]:
-        metrics["age_mae_per_site"][f"{name}{UNSEEN_SUFFIX}"] = float(np.nanmean(error[names == name]))
-    return metrics, concat_feature_sets(features, other)
+    """:func:`audit_held_out` of a brain-age model (the name kept for callers of the brain-age audit)."""
+    return audit_held_out(model, manifest, permutations, seed, splits, harmonise)
 
 
 def training_age_ranges(frame: pd.DataFrame, site_index: CategoryIndex) -> list[tuple[float, float]]:
@@ -256,11 +318,11 @@ def _loaded(
 def _brain_age_audit(
     model: BrainAgeModel, frame: pd.DataFrame, source: str, figures: Path, permutations: int, seed: int
 ) -> tuple[dict[str, Any], FeatureSet, dict[str, Path], list[str]]:
-    """Metrics, features, task figure and notes of a brain-age model (see :func:`audit_brain_age`)."""
+    """Metrics, features, task figure and notes of a brain-age model (see :class:`BrainAgeAudit`)."""
     from harmonize.audit import plots
 
     method = model.method
-    metrics, features = audit_brain_age(model, frame, permutations=permutations, seed=seed)
+    metrics, features = audit_held_out(model, frame, permutations=permutations, seed=seed)
     pngs = {"Age error per site": plots.per_site_error_plot({method: metrics}, figures / "per_site_error.png")}
     notes = [(f"Model: {source} (method {method}); audited on {metrics['n_subjects']} held-out scans of the "
               f"training sites {list(model.site_index)}."), *READING_NOTES]
@@ -273,11 +335,10 @@ def _brain_age_audit(
 def _segmentation_audit(
     model: SegmentationModel, frame: pd.DataFrame, source: str, figures: Path, permutations: int, seed: int
 ) -> tuple[dict[str, Any], FeatureSet, dict[str, Path], list[str]]:
-    """Metrics, features, task figure and notes of a segmentation model (see ``audit_segmentation``)."""
+    """Metrics, features, task figure and notes of a segmentation model (see ``SegmentationAudit``)."""
     from harmonize.audit import plots
-    from harmonize.workflows.segmentation_audit import audit_segmentation
 
-    metrics, features = audit_segmentation(model, frame, permutations=permutations, seed=seed)
+    metrics, features = audit_held_out(model, frame, permutations=permutations, seed=seed)
     png = plots.grouped_bar_plot(metrics["dice_per_site"], figures / "per_site_dice.png", ylabel="Dice",
                                  title="Dice per site and tissue (held-out scans)", ylim=(0.0, 1.0))
     tissues = ", ".join(metrics["tissues"])
@@ -309,10 +370,8 @@ def audit_model(
 ) -> dict[str, Any]:
     """Audit a model on a manifest's held-out and unseen-site scans; write metrics, figures and a report.
 
-    The network decides the task (:func:`audit_task`): a brain-age network gets :func:`audit_brain_age` and an
-    age-error figure, a tissue segmenter gets
-    :func:`~harmonize.workflows.segmentation_audit.audit_segmentation` and a Dice figure; both get the feature
-    embeddings, the training curves when the model has a history, ``metrics.json`` and ``report.html``.
+    The network decides the task (:func:`audit_task`): both are measured by :func:`audit_held_out`; a brain-age
+    network gets an age-error figure, a tissue segmenter a Dice figure; both get the feature embeddings, the training curves when the model has a history, ``metrics.json`` and ``report.html``.
 
     Args:
         model: a trained model, a model file (:func:`~harmonize.workflows.model_file.save_model`, brain age) or a
@@ -332,7 +391,7 @@ def audit_model(
             model's training setting, else 0); the scans are read per item, never all held in memory.
 
     Returns:
-        The metrics written to ``metrics.json``: those of :func:`audit_brain_age` or of ``audit_segmentation``,
+        The metrics written to ``metrics.json``: those of :func:`audit_held_out`,
         plus ``method``, ``model`` (what was audited), ``manifest`` and ``sites`` (the training sites).
 
     Raises:
@@ -345,9 +404,9 @@ def audit_model(
     from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
     from harmonize.workflows.segmentation_audit import segmentation_columns
 
-    for name, value in (("permutations", permutations), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ConfigError(f"Argument '{name}': must be an integer >= 0, got {value!r}.")
+    problems = [p for p in (integer_problem("permutations", permutations, 0), integer_problem("seed", seed, 0)) if p]
+    if problems:
+        raise ConfigError("Invalid audit arguments.", problems=problems)
     out = prepare_output_dir(out_dir, overwrite, inputs=input_files(manifest, model), command="harmonize audit")
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     model, source = _loaded(model, frame, device)

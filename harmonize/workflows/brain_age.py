@@ -458,7 +458,7 @@ def fit_site_eraser(
     with the site one-hot less ``p(site | condition_on)`` (:class:`~harmonize.handlers.ConditionalPrior`), so that
     the features keep what age tells of the site; a ridge regression of age is re-fitted on the erased training
     features. Training rows of sites the model was not trained on are left out. Apply the result to held-out
-    features, e.g. ``audit_brain_age(model, manifest, harmonise=eraser)``.
+    features, e.g. ``audit_held_out(model, manifest, harmonise=eraser)``.
 
     Args:
         condition_on: the training column the erasure is conditional on (``None``: erase the plain site).

@@ -4,7 +4,7 @@
 network once per training method (``none``, ``unlearning``, ``dann``) and seed on the same scans, harmonises each
 seed's ``none`` network's features with ComBat (neuroHarmonize, age and sex protected) and with LEACE erasure of the
 site conditional on age (``erasure``; ``unlearning_erasure`` erases the unlearned network's), audits each with
-:func:`~harmonize.workflows.audit.audit_brain_age` and writes, into the output folder:
+:func:`~harmonize.workflows.audit.audit_held_out` and writes, into the output folder:
 
 - ``metrics.json``: per method the audit figures (``site_probe_bacc``, ``site_probe_p``, ``age_mae``,
   ``unseen_site_mae``, ``site_bias_spread``, ...) as means over the seeds, each numeric one with ``<key>_ci``
@@ -46,7 +46,7 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
 from harmonize.audit.site_bias import age_overlap_note
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, integer_problem, is_integer
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Keys, Method, UnseenSite
 from harmonize.output_dir import releases_output_dirs
@@ -55,7 +55,7 @@ from harmonize.workflows.audit import (
     METRICS_FILE,
     READING_NOTES,
     UNSEEN_SUFFIX,
-    audit_brain_age,
+    audit_held_out,
     input_files,
     prepare_output_dir,
     summary_line,
@@ -149,19 +149,22 @@ class CompareSettings:
             self.training = BrainAgeSettings(**self.training)
         self.unseen_site = str(self.unseen_site)
         self.combat_unseen = check_option("combat_unseen", self.combat_unseen, UnseenSite)
-        if self.permutations < 0:
-            raise ConfigError(f"Argument 'permutations' must be >= 0, got {self.permutations}.")
-        self._check_seeds()
         self.first_seed_only = tuple(str(check_option("first_seed_only", m, Method)) for m in self.first_seed_only)
-        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
-            raise ConfigError(f"Argument 'jobs' must be an integer >= 1 (training runs at once), got {self.jobs!r}.")
+        problems = [integer_problem("permutations", self.permutations, minimum=0)]
+        if problem := integer_problem("jobs", self.jobs):
+            problems.append(f"{problem}: the training runs at once")
+        if is_integer(self.seeds) and (problem := integer_problem("seeds", self.seeds)):
+            problems.append(f"{problem}: the number of seeds each method trains on")
+        problems = [p for p in problems if p]
+        if problems:
+            raise ConfigError("Invalid comparison settings.", problems=problems)
+        self._check_seeds()
 
     def _check_seeds(self) -> None:
         if isinstance(self.seeds, bool):
             raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of seeds, got {self.seeds!r}.")
-        if isinstance(self.seeds, int):
-            if self.seeds < 1:
-                raise ConfigError(f"Argument 'seeds' must be >= 1 (the seeds each method trains on), got {self.seeds}.")
+        if is_integer(self.seeds):
+            self.seeds = int(self.seeds)
             return
         try:
             seeds = tuple(int(s) for s in self.seeds)
@@ -311,7 +314,7 @@ def _train_and_audit(run: _Run) -> _RunResult:
     model = train_brain_age(training, run.training, site_index=run.index, progress=run.progress)
     for path in run.model_files:
         save_model(model, path)
-    metrics, features = audit_brain_age(model, frame, run.permutations, run.seed)
+    metrics, features = audit_held_out(model, frame, run.permutations, run.seed)
     posthoc: dict[str, dict[str, Any]] = {}
     for method in run.posthoc:
         if method == Method.COMBAT:
@@ -325,7 +328,7 @@ def _train_and_audit(run: _Run) -> _RunResult:
         else:  # LEACE erasure, conditional on age
             started = time.perf_counter()
             eraser = fit_site_eraser(model, training)
-            posthoc[method], _ = audit_brain_age(model, frame, run.permutations, run.seed, harmonise=eraser)
+            posthoc[method], _ = audit_held_out(model, frame, run.permutations, run.seed, harmonise=eraser)
             posthoc[method]["seconds"] = model.seconds + time.perf_counter() - started
     return _RunResult(metrics, posthoc, features if run.keep_features else None,
                       model.history if run.keep_features else [], time.perf_counter() - start)

@@ -15,7 +15,7 @@ network, with the age loss (:class:`~harmonize.losses.StandardisedMSELoss`):
 It measures the original, the unlearned model and, with ``oracle=True``, one retrained on the retained subjects:
 
 - the age error on the retained training scans, on the withdrawn scans and on the held-out (val/test) scans;
-- the site probe of the held-out scans' features (:func:`~harmonize.workflows.audit.audit_brain_age`): forgetting
+- the site probe of the held-out scans' features (:func:`~harmonize.workflows.audit.audit_held_out`): forgetting
   should not give back the scanner information a harmonised model unlearnt;
 - a membership-inference audit (:func:`~harmonize.audit.membership.membership_inference`): the loss-threshold
   attack's AUC separating the withdrawn subjects from held-out subjects of the same sites, with its bootstrap
@@ -50,7 +50,7 @@ from harmonize.audit.report import Column, format_value, metrics_table
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.forget_list import forget_rows
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, HarmonizeError, check_option, integer_problem, number_problem
 from harmonize.io import write_json_atomic, write_text_atomic
 from harmonize.keys import Keys, ReconMethod, Split
 from harmonize.losses import StandardisedMSELoss
@@ -158,14 +158,12 @@ class ForgetSettings:
                 f"{[str(m) for m in FORGET_METHODS]} (the oracle is asked for with oracle=True / --oracle)."
             )
         self.method = method
-        problems = [f"'{n}' must be >= 1, got {getattr(self, n)}." for n in ("ft_epochs", "forget_epochs")
-                    if getattr(self, n) < 1]
-        problems += [f"'{n}' must be > 0, got {getattr(self, n)}." for n in ("learning_rate", "ga_learning_rate",
-                                                                             "noise_std") if getattr(self, n) <= 0]
-        if self.batch_size is not None and self.batch_size < 1:
-            problems.append(f"'batch_size' must be >= 1 or None, got {self.batch_size}.")
-        if self.bootstrap < 0 or self.permutations < 0:
-            problems.append("'bootstrap' and 'permutations' must be >= 0.")
+        problems = [integer_problem(n, getattr(self, n)) for n in ("ft_epochs", "forget_epochs")]
+        problems += [number_problem(n, getattr(self, n)) for n in ("learning_rate", "ga_learning_rate", "noise_std")]
+        if self.batch_size is not None and (problem := integer_problem("batch_size", self.batch_size)):
+            problems.append(f"{problem}; or None (the training batch size)")
+        problems += [integer_problem(n, getattr(self, n), minimum=0) for n in ("bootstrap", "permutations")]
+        problems = [p for p in problems if p]
         if problems:
             raise ConfigError("Invalid ForgetSettings.", problems=problems)
 
@@ -270,14 +268,14 @@ def measure_model(
 
     Returns:
         ``(metrics, losses)``: ``metrics`` holds ``retain_mae``, ``forget_mae``, ``age_mae`` (held-out),
-        ``site_probe_bacc``, ``chance`` and the rest of :func:`~harmonize.workflows.audit.audit_brain_age`'s figures,
+        ``site_probe_bacc``, ``chance`` and the rest of :func:`~harmonize.workflows.audit.audit_held_out`'s figures,
         and the ``mia_*`` figures of :class:`~harmonize.audit.membership.MembershipResult`; ``losses`` the members'
         and non-members' errors (``member``, ``nonmember``).
 
     Raises:
         HarmonizeError: no held-out scan of the withdrawn subjects' sites.
     """
-    from harmonize.workflows.audit import audit_brain_age
+    from harmonize.workflows.audit import audit_held_out
 
     train = frame.loc[flags.index]
     forgotten = train.loc[flags]
@@ -290,7 +288,7 @@ def measure_model(
             "the membership-inference audit compares the withdrawn subjects with at least 2 held-out subjects of "
             "the same sites. Add val/test rows of those sites."
         )
-    metrics, _ = audit_brain_age(model, frame, permutations=settings.permutations, seed=settings.seed)
+    metrics, _ = audit_held_out(model, frame, permutations=settings.permutations, seed=settings.seed)
     member, nonmember = _errors(model, forgotten), _errors(model, held)
     metrics["retain_mae"] = float(np.mean(_errors(model, train.loc[~flags])))
     metrics["forget_mae"] = float(np.mean(member))

@@ -36,7 +36,7 @@ from monai.engines.utils import PrepareBatch
 from torch import nn
 
 from harmonize.devices import resolve_device
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, integer_problem, number_problem
 from harmonize.handlers.machine_unlearning import (
     L1_PENALTY,
     NOISE_STD,
@@ -158,17 +158,16 @@ class MachineUnlearningSettings:
     seed: int = 0
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
-        """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range."""
-        problems = [
-            f"'{name}' must be >= 1, got {getattr(self, name)}."
-            for name in ("ft_epochs", "ga_epochs", "nl_epochs", "oracle_epochs")
-            if getattr(self, name) < 1
-        ]
-        for name in ("learning_rate", "ga_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                problems.append(f"'{name}' must be > 0, got {value}.")
+        """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range (run on construction)."""
+        problems = [integer_problem(name, getattr(self, name))
+                    for name in ("ft_epochs", "ga_epochs", "nl_epochs", "oracle_epochs")]
+        problems += [number_problem(name, getattr(self, name)) for name in ("learning_rate", "ga_learning_rate")
+                     if name == "learning_rate" or getattr(self, name) is not None]
+        problems = [p for p in problems if p]
         if problems:
             raise ConfigError("Invalid MachineUnlearningSettings.", problems=problems)
 

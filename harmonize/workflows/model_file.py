@@ -224,6 +224,19 @@ def _handler(network: nn.Module, stored: Mapping[str, Any], settings: BrainAgeSe
     return handler
 
 
+def _version_message(path: Path, content: Mapping[str, Any]) -> str:
+    """Why a model file of another layout version is refused, and what to do instead."""
+    version, writer = content.get("version"), content.get("harmonize_version", "an unknown version")
+    message = (f"Model file {str(path)!r} has layout version {version!r}; this version of harmonize ({__version__}) "
+               f"reads version {MODEL_FORMAT_VERSION}. The file was written by harmonize {writer}.")
+    if isinstance(version, int) and version < MODEL_FORMAT_VERSION:
+        return (f"{message} A version {version} file does not record what its domain heads were built from (the "
+                "confound bins, the site prior and the sample mask), so no converter can rebuild its handler "
+                "faithfully: train the model again with this version (harmonize compare, or train_brain_age then "
+                f"save_model), or read the file with harmonize {writer}.")
+    return f"{message} Read it with that version, or upgrade harmonize."
+
+
 def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeModel:
     """Read a model written by :func:`save_model`.
 
@@ -255,10 +268,7 @@ def load_model(path: str | os.PathLike, device: str | None = None) -> BrainAgeMo
             "Model files are written by save_model, e.g. OUT/models/<method>.pt of harmonize compare."
         )
     if content.get("version") != MODEL_FORMAT_VERSION:
-        raise HarmonizeError(
-            f"Model file {str(path)!r} has layout version {content.get('version')!r}; this version of harmonize "
-            f"({__version__}) reads version {MODEL_FORMAT_VERSION}."
-        )
+        raise HarmonizeError(_version_message(path, content))
     missing = [k for k in ("network_class", "settings", "site_index", "network") if k not in content]
     if missing:
         raise HarmonizeError(f"Model file {str(path)!r} is incomplete: entries {missing} are missing.")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, integer_problem
 from harmonize.keys import MaskType, NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT
 from harmonize.networks.reconstruction import UNET_CHANNELS
@@ -90,14 +90,7 @@ class ReconStageSettings:
 def _count_problems(settings: Any, names: tuple[str, ...]) -> list[str]:
     """Counts that are not integers >= 1 (a bundle override may bring text, '--max_epochs two': named, not a
     TypeError)."""
-    found = []
-    for name in names:
-        value = getattr(settings, name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            found.append(f"'{name}' must be an integer >= 1, got {value!r} ({type(value).__name__}).")
-        elif value < 1:
-            found.append(f"'{name}' must be >= 1, got {value}.")
-    return found
+    return [p for p in (integer_problem(name, getattr(settings, name)) for name in names) if p]
 
 
 def _fraction_problems(fractions: Mapping[str, Any]) -> list[str]:

@@ -1,7 +1,8 @@
 """Audit a trained tissue-segmentation model: can the scanner be read from its features, and how good is its Dice?
 
-The segmentation counterpart of :func:`~harmonize.workflows.audit.audit_brain_age` (issue #6, "task metrics per
-site"), run by :func:`~harmonize.workflows.audit.audit_model` (``harmonize audit --bundle``) when the model is a
+:class:`SegmentationAudit` is the segmentation adapter of :func:`~harmonize.workflows.audit.audit_held_out` (the
+brain-age one is :class:`~harmonize.workflows.audit.BrainAgeAudit`), run by
+:func:`~harmonize.workflows.audit.audit_model` (``harmonize audit --bundle``) when the model is a
 :class:`~harmonize.networks.TissueSegmenter` (Dinsdale et al. 2021 unlearn the scanner from a U-Net's bottleneck
 and last decoder block). On the scans the model did not train on it measures:
 
@@ -33,12 +34,7 @@ import torch
 from harmonize import defaults
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.audit.held_out import (
-    ALL_SPLITS,
-    UNSEEN_SUFFIX,
-    concat_feature_sets,
-    held_out_rows,
-)
+from harmonize.audit.held_out import ALL_SPLITS, UNSEEN_SUFFIX, audit_held_out_scans
 from harmonize.data.templates import TISSUE_NAMES
 from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys, Split, Task
@@ -48,6 +44,7 @@ from harmonize.workflows.models import SegmentationModel
 __all__ = [
     "MEAN_KEY",
     "TASK",
+    "SegmentationAudit",
     "SegmentationModel",
     "audit_segmentation",
     "dice_summary",
@@ -161,6 +158,65 @@ def _per_site(scores: np.ndarray, names: np.ndarray, tissues: Sequence[str], suf
     return out
 
 
+class SegmentationAudit:
+    """The segmentation part of an audit (a :class:`~harmonize.audit.held_out.TaskAudit`): Dice per tissue and site.
+
+    Its metrics hold ``task`` (``"segmentation"``), ``tissues``, ``mean_dice``, ``dice_per_tissue``
+    (``{tissue: dice}``), ``dice_per_site`` (``{site: {tissue: dice, "mean": dice}}``), ``n_labelled``, the probes
+    of :func:`~harmonize.audit.feature_probes.feature_probes` (``site_probe_bacc``, ``site_probe_p``, ``chance``,
+    ``n_subjects``, and ``age_probe_r2`` / ``age_probe_mae`` / ``sex_probe_bacc`` when the manifest has ages and
+    sexes), ``domain_head_acc`` when the history has it and ``seconds``; when the manifest holds unseen sites with
+    label maps, also ``unseen_site_dice`` and ``unseen_site_dice_per_tissue`` (each unseen site appears in
+    ``dice_per_site`` as ``"<site> (unseen)"``).
+    """
+
+    def held_out(self, model: SegmentationModel, frame: pd.DataFrame, rows: pd.DataFrame, splits: Sequence[str],
+                 permutations: int, seed: int) -> tuple[dict[str, Any], FeatureSet]:
+        """Dice and probes of the held-out scans of the training sites.
+
+        Raises:
+            HarmonizeError: no label maps, or labels outside the classes.
+        """
+        tissues = tissue_names(int(model.network.out_channels))
+        features, scores = segmentation_features(model, rows)
+        site_names = list(model.site_index)
+        names = np.array([site_names[i] for i in features.meta[Keys.SITE]])
+        mean, per_tissue = dice_summary(scores, tissues)
+        metrics: dict[str, Any] = {
+            "task": TASK,
+            "tissues": list(tissues),
+            "mean_dice": mean,
+            "dice_per_tissue": per_tissue,
+            "dice_per_site": _per_site(scores, names, tissues),
+            "n_labelled": int(np.isfinite(scores).any(axis=1).sum()),
+            **feature_probes(features, permutations=permutations, seed=seed),
+            "seconds": None if not math.isfinite(model.seconds) else float(model.seconds),
+        }
+        acc_key = "domain_acc_site"
+        if model.history and acc_key in model.history[-1]:
+            metrics["domain_head_acc"] = model.history[-1][acc_key]
+        return metrics, features
+
+    def unseen_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The unseen sites' rows when they have label maps (a warning, and none, when they have not)."""
+        rows = rows[rows[Keys.SPLIT].isin([str(s) for s in ALL_SPLITS])]
+        if not rows.empty and (Keys.LABEL not in rows or rows[Keys.LABEL].isna().all()):
+            logger.warning("The scans of sites unseen in training (%s) have no label maps: their Dice is not measured.",
+                           sorted(rows[Keys.SITE].astype(str).unique()))
+            return rows.iloc[:0]
+        return rows
+
+    def unseen(self, model: SegmentationModel, rows: pd.DataFrame) -> tuple[FeatureSet, np.ndarray]:
+        """The features and per-scan Dice of unseen-site scans."""
+        return segmentation_features(model, rows)
+
+    def add_unseen(self, metrics: dict[str, Any], scores: np.ndarray, sites: np.ndarray) -> None:
+        """``unseen_site_dice``, ``unseen_site_dice_per_tissue`` and each unseen site's Dice in ``dice_per_site``."""
+        tissues = metrics["tissues"]
+        metrics["unseen_site_dice"], metrics["unseen_site_dice_per_tissue"] = dice_summary(scores, tissues)
+        metrics["dice_per_site"].update(_per_site(scores, sites, tissues, UNSEEN_SUFFIX))
+
+
 def audit_segmentation(
     model: SegmentationModel,
     manifest: str | os.PathLike | pd.DataFrame,
@@ -168,24 +224,9 @@ def audit_segmentation(
     seed: int = defaults.SEED,
     splits: Sequence[str] = (Split.VAL, Split.TEST),
 ) -> tuple[dict[str, Any], FeatureSet]:
-    """Probe and Dice figures of a segmentation model on the scans it did not train on (see the module docstring).
-
-    Args:
-        model: the model to audit.
-        manifest: a manifest path or frame with label maps; its sites that the model's site index lacks are unseen.
-        permutations: label permutations of the site probe's p-value (0: no p-value).
-        seed: seed of the probes' folds and permutations.
-        splits: held-out splits of the training sites.
-
-    Returns:
-        ``(metrics, features)``. ``metrics`` holds ``task`` (``"segmentation"``), ``tissues``, ``mean_dice``,
-        ``dice_per_tissue`` (``{tissue: dice}``), ``dice_per_site`` (``{site: {tissue: dice, "mean": dice}}``),
-        ``n_labelled``, the probes of :func:`~harmonize.audit.feature_probes.feature_probes` (``site_probe_bacc``,
-        ``site_probe_p``, ``chance``, ``n_subjects``, and ``age_probe_r2`` / ``age_probe_mae`` / ``sex_probe_bacc``
-        when the manifest has ages and sexes), ``domain_head_acc`` when the history has it and ``seconds``; when
-        the manifest holds unseen sites, also ``unseen_site_dice``, ``unseen_site_dice_per_tissue``,
-        ``unseen_sites`` and ``n_unseen`` (each unseen site appears in ``dice_per_site`` as ``"<site> (unseen)"``).
-        ``features`` are those of every audited scan, unseen ones with site index -1.
+    """:func:`~harmonize.audit.held_out.audit_held_out_scans` with a :class:`SegmentationAudit` (the metrics it
+    lists; ``features`` of every audited scan, unseen ones with site index -1), as
+    :func:`~harmonize.workflows.audit.audit_held_out` gives it for a segmentation model.
 
     Raises:
         HarmonizeError: no held-out scan of a training site, no label maps, or labels outside the classes.
@@ -193,40 +234,7 @@ def audit_segmentation(
     from harmonize.data.manifest import read_manifest
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-    seen, unseen = held_out_rows(frame, model.site_index, splits)
-    tissues = tissue_names(int(model.network.out_channels))
-    features, scores = segmentation_features(model, seen)
-    site_names = list(model.site_index)
-    names = np.array([site_names[i] for i in features.meta[Keys.SITE]])
-    mean, per_tissue = dice_summary(scores, tissues)
-    metrics: dict[str, Any] = {
-        "task": TASK,
-        "tissues": list(tissues),
-        "mean_dice": mean,
-        "dice_per_tissue": per_tissue,
-        "dice_per_site": _per_site(scores, names, tissues),
-        "n_labelled": int(np.isfinite(scores).any(axis=1).sum()),
-        **feature_probes(features, permutations=permutations, seed=seed),
-        "seconds": None if not math.isfinite(model.seconds) else float(model.seconds),
-    }
-    acc_key = "domain_acc_site"
-    if model.history and acc_key in model.history[-1]:
-        metrics["domain_head_acc"] = model.history[-1][acc_key]
-    unseen = unseen[unseen[Keys.SPLIT].isin([str(s) for s in ALL_SPLITS])]
-    if not unseen.empty and (Keys.LABEL not in unseen or unseen[Keys.LABEL].isna().all()):
-        logger.warning("The scans of sites unseen in training (%s) have no label maps: their Dice is not measured.",
-                       sorted(unseen[Keys.SITE].astype(str).unique()))
-        return metrics, features
-    if unseen.empty:
-        return metrics, features
-    other, other_scores = segmentation_features(model, unseen)
-    site_of = dict(zip(unseen[Keys.SUBJECT_ID].astype(str), unseen[Keys.SITE].astype(str)))
-    other_names = np.array([site_of[str(subject)] for subject in other.meta[Keys.SUBJECT_ID]])
-    metrics["unseen_site_dice"], metrics["unseen_site_dice_per_tissue"] = dice_summary(other_scores, tissues)
-    metrics["unseen_sites"] = sorted(set(other_names.tolist()))
-    metrics["n_unseen"] = len(other)
-    metrics["dice_per_site"].update(_per_site(other_scores, other_names, tissues, UNSEEN_SUFFIX))
-    return metrics, concat_feature_sets(features, other)
+    return audit_held_out_scans(model, frame, SegmentationAudit(), permutations, seed, splits)
 
 
 def segmentation_columns(metrics: Mapping[str, Any]) -> list[Any]:

@@ -23,7 +23,7 @@ from torch import nn
 from harmonize import defaults
 from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, integer_problem, number_problem
 from harmonize.handlers import (
     AlternatingConfusion,
     ConditionalPrior,
@@ -142,16 +142,13 @@ class UnlearningSettings:
         unknown = set(self.betas) - set(self.confounds)
         if unknown:
             problems.append(f"betas names {sorted(unknown)}, which are not among the confounds {list(self.confounds)}")
-        for name in ("beta", "reversal_weight", "alpha", *(f"betas[{k!r}]" for k in self.betas)):
-            value = self.betas[name[7:-2]] if name.startswith("betas") else getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                problems.append(f"{name} must be a finite number >= 0, got {value!r}")
-        for name in ("head_lr", "head_refit_lr"):
-            if not (np.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
-        for name, low in (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("age_bins", 2)):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < low:
-                problems.append(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        weights = {name: getattr(self, name) for name in ("beta", "reversal_weight", "alpha")}
+        weights.update({f"betas[{k!r}]": v for k, v in self.betas.items()})
+        problems += [number_problem(name, value, strict=False) for name, value in weights.items()]
+        problems += [number_problem(name, getattr(self, name)) for name in ("head_lr", "head_refit_lr")]
+        problems += [integer_problem(name, getattr(self, name), low) for name, low in
+                     (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("age_bins", 2))]
+        problems = [p for p in problems if p]
         if self.method == Method.DANN:
             if self.mode == UnlearningMode.ALTERNATING:
                 problems.append("mode 'alternating' is a confusion loop; method 'dann' has no mode (use 'fused')")

@@ -25,7 +25,7 @@ def test_valid_settings_pass_and_every_wrong_one_is_named():
         "'batch_size' must be an integer >= 1, got 0 (int); e.g. --batch_size 2",
         "'val_interval' must be an integer >= 1, got True (bool); e.g. --val_interval 2",
         "'seed' must be an integer >= 0, got -1 (int); e.g. --seed 0",
-        "'learning_rate' must be a number > 0, got nan (float); e.g. --learning_rate 0.001",
+        "'learning_rate' must be a finite number > 0, got nan (float); e.g. --learning_rate 0.001",
     ]
 
 

@@ -251,13 +251,13 @@ def test_checkpoint_round_trip(tiny_net):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"head_steps": 0}, "head_steps"),
-        ({"warmup_epochs": -1}, "warmup_epochs"),
-        ({"head_lr": -1.0}, "head_lr"),
-        ({"beta": -1.0}, "beta must be a finite number >= 0"),
-        ({"beta": float("nan")}, "beta must be a finite number >= 0"),
-        ({"head_refit_steps": 0.5}, "head_refit_steps must be an integer >= 1"),
-        ({"head_refit_steps": 5, "head_refit_lr": 0.0}, "head_refit_lr must be a positive number"),
+        ({"head_steps": 0}, r"'head_steps' must be an integer >= 1, got 0 \(int\)"),
+        ({"warmup_epochs": -1}, r"'warmup_epochs' must be an integer >= 0, got -1 \(int\)"),
+        ({"head_lr": -1.0}, r"'head_lr' must be a finite number > 0, got -1.0 \(float\)"),
+        ({"beta": -1.0}, r"Confound 'site': 'beta' must be a finite number >= 0, got -1.0 \(float\)"),
+        ({"beta": float("nan")}, r"'beta' must be a finite number >= 0, got nan"),
+        ({"head_refit_steps": 0.5}, r"'head_refit_steps' must be an integer >= 1, got 0.5 \(float\)"),
+        ({"head_refit_steps": 5, "head_refit_lr": 0.0}, r"'head_refit_lr' must be a finite number > 0, got 0.0"),
         ({"head_refit_steps": 5, "mode": "dann"}, "re-fitting adversary would reset the heads"),
     ],
 )

@@ -1,4 +1,5 @@
-"""audit_model / audit_brain_age: probes and task error on held-out and unseen-site scans, and the outputs."""
+"""audit_model / audit_held_out on a brain-age model: probes and task error on held-out and unseen-site scans, and
+the outputs."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys
 from harmonize.output_dir import RECORD_FILENAME
 from harmonize.workflows.audit import (
+    BrainAgeAudit,
     audit_brain_age,
+    audit_held_out,
     audit_model,
     held_out_rows,
     input_files,
     prepare_output_dir,
+    task_audit,
 )
 from harmonize.workflows.brain_age import (
     BrainAgeSettings,
@@ -57,7 +61,8 @@ def test_held_out_rows(frame):
 
 
 def test_audit_brain_age_scores_seen_and_unseen_scans(model, frame):
-    metrics, features = audit_brain_age(model, frame, permutations=5, seed=0)
+    assert isinstance(task_audit(model), BrainAgeAudit)  # the network picks the brain-age adapter
+    metrics, features = audit_held_out(model, frame, permutations=5, seed=0)
     assert metrics["chance"] == pytest.approx(0.5)
     assert 0.0 <= metrics["site_probe_bacc"] <= 1.0
     assert metrics["site_probe_p"] == pytest.approx(round(metrics["site_probe_p"] * 6) / 6)  # (k + 1) / (5 + 1)
@@ -172,6 +177,6 @@ def test_negative_permutations_or_seed_are_refused_before_anything(argument, tin
     from harmonize.errors import ConfigError
     from harmonize.workflows.audit import audit_model
 
-    with pytest.raises(ConfigError, match=f"Argument '{argument}': must be an integer >= 0, got -5"):
+    with pytest.raises(ConfigError, match=rf"'{argument}' must be an integer >= 0, got -5 \(int\)"):
         audit_model(tmp_path / "none.pt", tiny_cohort, tmp_path / "out", **{argument: -5})
     assert not (tmp_path / "out").exists()

@@ -206,12 +206,16 @@ def test_settings_errors(tiny_cohort, tmp_path):
         CompareSettings(methods="none,unlearnin")
     with pytest.raises(ConfigError, match="Argument 'combat_unseen'"):
         CompareSettings(combat_unseen="drop")
-    with pytest.raises(ConfigError, match=r"Argument 'seeds' must be >= 1 \(the seeds each method trains on\), got 0"):
-        CompareSettings(seeds=0)
+    with pytest.raises(ConfigError) as err:
+        CompareSettings(seeds=0, jobs=0, permutations="many")
+    assert err.value.problems == ["'permutations' must be an integer >= 0, got 'many' (str)",
+                                  "'jobs' must be an integer >= 1, got 0 (int): the training runs at once",
+                                  "'seeds' must be an integer >= 1, got 0 (int): the number of seeds each method "
+                                  "trains on"]
     with pytest.raises(ConfigError, match=r"'seeds': give at least one seed, each once; got \[3, 3\] \(\[3\] twice\)"):
         CompareSettings(seeds=[3, 3])
-    with pytest.raises(ConfigError, match=r"Argument 'jobs' must be an integer >= 1 \(training runs at once\), got 0"):
-        CompareSettings(jobs=0)
+    with pytest.raises(ConfigError, match=r"'jobs' must be an integer >= 1, got 1.5 \(float\)"):
+        CompareSettings(jobs=1.5)
     assert CompareSettings(seeds=3, training=_training()).seed_values() == (0, 1, 2)
     assert CompareSettings(seeds=[7, 2]).seed_values() == (7, 2)
     settings = CompareSettings(methods="none, dann,none", training=_training(batch_size=8))

@@ -143,9 +143,10 @@ def test_a_segmentation_model_is_refused(cohort, tmp_path):
     [
         ({"method": "oracle"}, "'oracle' is not a forgetting method"),
         ({"method": "sgd"}, "sgd"),
-        ({"ft_epochs": 0}, "'ft_epochs' must be >= 1, got 0"),
-        ({"learning_rate": 0.0}, "'learning_rate' must be > 0, got 0.0"),
-        ({"batch_size": 0}, "'batch_size' must be >= 1 or None, got 0"),
+        ({"ft_epochs": 0}, "'ft_epochs' must be an integer >= 1, got 0 (int)"),
+        ({"learning_rate": 0.0}, "'learning_rate' must be a finite number > 0, got 0.0 (float)"),
+        ({"batch_size": 0}, "'batch_size' must be an integer >= 1, got 0 (int); or None (the training batch size)"),
+        ({"bootstrap": -1}, "'bootstrap' must be an integer >= 0, got -1 (int)"),
     ],
 )
 def test_settings_errors(kwargs, message):

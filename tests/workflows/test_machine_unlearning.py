@@ -193,6 +193,7 @@ def test_bad_methods_and_settings(cohort: dict) -> None:
         run_unlearning(ReconMethod.NL_FT, cohort["original"], None, loaders["forget"], settings)
     with pytest.raises(ConfigError, match="Method ga needs forget_loader for its ga stage"):
         run_unlearning(ReconMethod.GA, cohort["original"], loaders["retain"], None, settings)
-    with pytest.raises(ConfigError) as err:
-        MachineUnlearningSettings(ft_epochs=0, learning_rate=-1).check()
-    assert "'ft_epochs' must be >= 1, got 0." in str(err.value) and "'learning_rate' must be > 0" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # checked on construction, every problem at once
+        MachineUnlearningSettings(ft_epochs=0, learning_rate=-1)
+    assert err.value.problems == ["'ft_epochs' must be an integer >= 1, got 0 (int)",
+                                  "'learning_rate' must be a finite number > 0, got -1 (int)"]

@@ -157,8 +157,14 @@ def test_unreadable_and_foreign_files(models, tmp_path):
         load_model(tmp_path / "foreign.pt")
     content = torch.load(good, weights_only=True)
     torch.save({**content, "version": 99}, tmp_path / "future.pt")
-    with pytest.raises(HarmonizeError, match="layout version 99; this version of harmonize .* reads version 2"):
+    with pytest.raises(HarmonizeError, match="layout version 99; this version of harmonize .* reads version 2. The "
+                       r"file was written by harmonize \S+\. Read it with that version, or upgrade harmonize\."):
         load_model(tmp_path / "future.pt")
+    torch.save({**content, "version": 1, "harmonize_version": "0.1.0"}, tmp_path / "old.pt")
+    with pytest.raises(HarmonizeError, match=r"layout version 1; .* written by harmonize 0\.1\.0\. A version 1 file "
+                       r"does not record .* train the model again with this version .* or read the file with "
+                       r"harmonize 0\.1\.0\."):
+        load_model(tmp_path / "old.pt")
     torch.save({**content, "network_class": "TissueSegmenter"}, tmp_path / "seg.pt")
     with pytest.raises(HarmonizeError, match="holds a 'TissueSegmenter' network"):
         load_model(tmp_path / "seg.pt")

@@ -97,7 +97,7 @@ def test_bad_settings_are_all_reported() -> None:
             methods=("ft", "original", "magic"), fraction_methods=("ga",),
         )
     text = str(err.value)
-    for expected in ("'size' must be >= 1, got 0.", "'retain_fraction' must be in (0, 1], got 1.5.",
+    for expected in ("'size' must be an integer >= 1, got 0 (int)", "'retain_fraction' must be in (0, 1], got 1.5.",
                      "'fractions[0]' must be in (0, 1], got 0.0.", "'network' must be one of ['unet', 'varnet']",
                      "'methods' holds 'original'", "'methods' holds 'magic'",
                      "'fraction_methods' holds 'ga', which does not use retain data"):
@@ -108,7 +108,7 @@ def test_bad_settings_are_all_reported() -> None:
     with pytest.raises(ConfigError) as err:
         ReconUnlearningSettings.tiny(original_epochs="two", unlearning={"retain_fraction": "half"})
     assert err.value.problems == ["'retain_fraction' must be a number in (0, 1], got 'half' (str).",
-                                  "'original_epochs' must be an integer >= 1, got 'two' (str)."]
+                                  "'original_epochs' must be an integer >= 1, got 'two' (str)"]
 
 
 @pytest.mark.parametrize(("with_retain", "retain_seen"), [(True, 6), (False, 0)])

@@ -1,4 +1,4 @@
-"""audit_segmentation / audit_model on a tissue segmenter: Dice per tissue and site (MONAI's), probes, outputs."""
+"""audit_held_out / audit_model on a tissue segmenter: Dice per tissue and site (MONAI's), probes, outputs."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from monai.transforms import NormalizeIntensityd
 from harmonize.data.dataset import make_dataset
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
-from harmonize.workflows.audit import audit_model, audit_task
+from harmonize.workflows.audit import audit_held_out, audit_model, audit_task, task_audit
 from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.segmentation_audit import (
+    SegmentationAudit,
     SegmentationModel,
     audit_segmentation,
     dice_summary,
@@ -56,7 +57,7 @@ def model(network):
 
 @pytest.fixture(scope="module")
 def audited(model, frame):
-    return audit_segmentation(model, frame, permutations=5, seed=0)
+    return audit_held_out(model, frame, permutations=5, seed=0)  # the network picks the segmentation adapter
 
 
 def test_tissue_names():
@@ -121,6 +122,12 @@ def test_scans_without_label_maps_are_probed_not_scored(model, frame, audited, c
     assert "unseen_site_dice" not in metrics and set(metrics["dice_per_site"]) == set(TRAINED)
     assert "have no label maps: their Dice is not measured" in caplog.text
     assert len(features) == 4
+
+
+def test_the_segmentation_adapter_refuses_a_post_hoc_harmonisation(model):
+    assert isinstance(task_audit(model), SegmentationAudit)
+    with pytest.raises(ConfigError, match="Argument 'harmonise': a post-hoc harmonisation predicts ages"):
+        task_audit(model, harmonise=lambda features: features)
 
 
 def test_audit_segmentation_errors(model, frame):

@@ -1,0 +1,34 @@
+"""The shared checks of a setting's value: one message shape, naming the setting, the value and its type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harmonize.errors import integer_problem, number_problem
+
+
+@pytest.mark.parametrize(("value", "minimum", "expected"), [
+    (1, 1, None), (np.int64(3), 1, None), (0, 0, None),
+    (0, 1, "'n' must be an integer >= 1, got 0 (int)"),
+    (-1, 0, "'n' must be an integer >= 0, got -1 (int)"),
+    ("two", 1, "'n' must be an integer >= 1, got 'two' (str)"),
+    (True, 1, "'n' must be an integer >= 1, got True (bool)"),
+    (2.0, 1, "'n' must be an integer >= 1, got 2.0 (float)"),
+    (None, 1, "'n' must be an integer >= 1, got None (NoneType)"),
+])
+def test_integer_problem(value, minimum, expected):
+    assert integer_problem("n", value, minimum) == expected
+
+
+@pytest.mark.parametrize(("value", "strict", "expected"), [
+    (0.5, True, None), (1, True, None), (np.float32(2.0), True, None), (0.0, False, None),
+    (0.0, True, "'lr' must be a finite number > 0, got 0.0 (float)"),
+    (-1, False, "'lr' must be a finite number >= 0, got -1 (int)"),
+    (float("inf"), True, "'lr' must be a finite number > 0, got inf (float)"),
+    (float("nan"), False, "'lr' must be a finite number >= 0, got nan (float)"),
+    ("fast", True, "'lr' must be a finite number > 0, got 'fast' (str)"),
+    (False, False, "'lr' must be a finite number >= 0, got False (bool)"),
+])
+def test_number_problem(value, strict, expected):
+    assert number_problem("lr", value, strict=strict) == expected
