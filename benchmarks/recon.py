@@ -31,6 +31,8 @@ METHODS: tuple[str, ...] = (ReconMethod.FT, ReconMethod.GA_L1_FT, ReconMethod.NL
 FORGET_MARGIN_DB = 0.5
 RETAIN_MARGIN_DB = 0.3
 TIME_FRACTION = 0.10
+#: Rounding allowed when a share is compared with ``TIME_FRACTION`` (60 of 600 iterations is 10 %).
+ROUNDING = 1e-9
 #: Named settings of the experiment.
 PROFILES = ("tiny", "demo", "benchmark")
 #: Seeds of the demo and benchmark profiles (the tiny one runs the same number unless told otherwise).
@@ -169,7 +171,8 @@ def _over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         row["retain_ok"] = abs(row["bta_vs_original"]) <= RETAIN_MARGIN_DB
         row["forget_ok"] = (abs(row["kta_vs_oracle"]) <= FORGET_MARGIN_DB
                             and abs(row["ua_vs_oracle"]) <= FORGET_MARGIN_DB)
-        row["time_ok"] = row["iterations_vs_oracle"] is not None and row["iterations_vs_oracle"] <= TIME_FRACTION
+        share = row["iterations_vs_oracle"]  # a mean of equal ratios may differ from them in the last bit
+        row["time_ok"] = share is not None and share <= TIME_FRACTION + ROUNDING
     return row
 
 
