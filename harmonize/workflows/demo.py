@@ -43,7 +43,8 @@ __all__ = ["DemoSettings", "run_demo"]
 logger = logging.getLogger(__name__)
 
 #: Figures of each reconstruction-unlearning method copied into ``metrics.json``.
-RECON_KEYS = ("bta_psnr", "kta_psnr", "ua_psnr", "bta_ssim", "kta_ssim", "ua_ssim", "seconds")
+RECON_KEYS = ("bta_psnr", "kta_psnr", "ua_psnr", "bta_ssim", "kta_ssim", "ua_ssim", "seconds", "iterations",
+              "bta_psnr_ci", "kta_psnr_ci", "ua_psnr_ci")
 #: How to read the reconstruction table of the report.
 RECON_NOTE = ("Reconstruction unlearning (Xue et al.): PSNR on retain-test (BTA), forget-test (KTA) and forget-train "
               "(UA); forgetting means KTA/UA fall towards the oracle's while BTA stays.")
