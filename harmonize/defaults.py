@@ -133,7 +133,7 @@ RECON_NOISE_STD = 1.0
 #: forget stage (GA / GA-L1 / NL; the paper: 5), of the FT stage, and the Adam learning rate of GA stages.
 RECON_FORGET_EPOCHS = 3
 RECON_FT_EPOCHS = 5
-RECON_GA_LEARNING_RATE = 1.2e-3
+RECON_GA_LEARNING_RATE = 1e-3
 #: Per-sample ceiling of the SSIM + L1 loss under gradient ascent (0.9: SSIM 0.1, below the oracle's 0.4 on the
 #: forget set; the FT stage that follows brings the forget PSNR back up to about the oracle's), and the weight of
 #: retain samples that share the forget stage's batches (descent on them while ascending).
