@@ -117,7 +117,7 @@ def _nested(cls: type, value: Any) -> Any:
 
 @dataclass
 class ReconUnlearningSettings:
-    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, about 2-3 minutes on 2 CPU cores).
+    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, 3 seeds, about 6-7 minutes on one thread).
 
     Args:
         data: which slices (:class:`ReconDataSettings`; a dict is accepted, as in a bundle config).

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from benchmarks.recon import ReconSettings, _over_seeds, _seed_rows, _shown, _targets, run_recon
+from benchmarks.recon import (
+    ReconSettings,
+    _over_seeds,
+    _seed_rows,
+    _shown,
+    _targets,
+    run_recon,
+)
 
 
 def test_rows_hold_the_references_and_every_method_over_seeds():
