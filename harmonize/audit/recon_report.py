@@ -16,24 +16,42 @@ from harmonize.keys import ReconMethod
 __all__ = ["format_markdown", "plot_pareto"]
 
 
+def _psnr(row: Mapping[str, Any], key: str) -> str:
+    """A PSNR with its 95 % interval over seeds when the row has one (``<key>_ci``)."""
+    interval = row.get(f"{key}_ci")
+    text = f"{row[key]:.2f}"
+    return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else text
+
+
 def format_markdown(
     table: Sequence[Mapping[str, Any]],
     fraction_table: Sequence[Mapping[str, Any]] = (),
     zero_filled: Mapping[str, Any] | None = None,
 ) -> str:
-    """The table as markdown: PSNR (dB) and SSIM per set, seconds and time as a percentage of the oracle's."""
-    oracle = next((r["seconds"] for r in table if r["method"] == ReconMethod.ORACLE), None)
-    header = ("| method | BTA PSNR | BTA SSIM | KTA PSNR | KTA SSIM | UA PSNR | UA SSIM | seconds | % oracle time |\n"
-              "|---|---|---|---|---|---|---|---|---|")
-    lines = [header]
+    """The table as markdown: PSNR (dB) and SSIM per set, seconds and time as a percentage of the oracle's.
+
+    Rows with ``iterations`` (training iterations) get it and its percentage of the oracle's; PSNRs with an
+    interval over seeds (``bta_psnr_ci``, ...) are shown as ``mean [low, high]``.
+    """
+    oracle_row = next((r for r in table if r["method"] == ReconMethod.ORACLE), {})
+    oracle = oracle_row.get("seconds")
+    steps = bool(table) and all(r.get("iterations") is not None for r in table)
+    oracle_steps = oracle_row.get("iterations") if steps else None
+    header = "| method | BTA PSNR | BTA SSIM | KTA PSNR | KTA SSIM | UA PSNR | UA SSIM | seconds | % oracle time |"
+    header += " iterations | % oracle iterations |" if steps else ""
+    lines = [header, "|---" * header.count(" |") + "|"]
     for r in table:
         share = f"{100 * r['seconds'] / oracle:.0f}" if oracle else "-"
-        lines.append(
-            f"| {r['method']} | {r['bta_psnr']:.2f} | {r['bta_ssim']:.3f} | {r['kta_psnr']:.2f} | {r['kta_ssim']:.3f} "
-            f"| {r['ua_psnr']:.2f} | {r['ua_ssim']:.3f} | {r['seconds']:.1f} | {share} |"
-        )
-    text = ("BTA: retain test set; KTA: forget test set; UA: forget training set (Xue et al.). PSNR in dB, "
-            "per volume, averaged over volumes.\n\n" + "\n".join(lines) + "\n")
+        line = (f"| {r['method']} | {_psnr(r, 'bta_psnr')} | {r['bta_ssim']:.3f} | {_psnr(r, 'kta_psnr')} "
+                f"| {r['kta_ssim']:.3f} | {_psnr(r, 'ua_psnr')} | {r['ua_ssim']:.3f} | {r['seconds']:.1f} | {share} |")
+        if steps:
+            step_share = f"{100 * r['iterations'] / oracle_steps:.1f}" if oracle_steps else "-"
+            line += f" {r['iterations']:g} | {step_share} |"
+        lines.append(line)
+    intro = ("BTA: retain test set; KTA: forget test set; UA: forget training set (Xue et al.). PSNR in dB, "
+             "per volume, averaged over volumes")
+    intro += (", then over seeds: mean [95 % interval]" if any(r.get("bta_psnr_ci") for r in table) else "")
+    text = intro + ".\n\n" + "\n".join(lines) + "\n"
     if zero_filled:
         text += (f"\nZero-filled input (no network): BTA {zero_filled['bta_psnr']:.2f} dB, KTA "
                  f"{zero_filled['kta_psnr']:.2f} dB, UA {zero_filled['ua_psnr']:.2f} dB.\n")

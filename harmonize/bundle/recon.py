@@ -15,6 +15,8 @@ the bundle's separate runs (``train.json``, ``oracle.json``, ``unlearn.json``, `
 - the evaluation data of ``evaluate.json``'s ``SupervisedEvaluator`` (:func:`evaluation_dataset`, or the whole
   evaluator in Python: :func:`unlearning_evaluator`), and the loop that runs it on every saved model
   (:func:`evaluate_checkpoints`);
+- the table over seeds of several bundle roots, each trained and evaluated with its own ``--seed``
+  (:func:`summarise_seeds`);
 - the files ``inference.json`` and ``inference_fastmri.json`` reconstruct and the check that they can start
   (:func:`inference_files`, :func:`check_inference_inputs`).
 
@@ -60,6 +62,7 @@ from harmonize.workflows.recon_unlearning import (
     OUTPUT_FILES,
     ReconUnlearningResult,
     format_markdown,
+    over_seeds,
 )
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "method_stages",
     "read_run_record",
     "record_name",
+    "summarise_seeds",
     "unlearning_evaluator",
     "write_run_record",
 ]
@@ -432,3 +436,63 @@ def check_inference_inputs(
         )
     if problems:
         raise ConfigError("The reconstruction bundle cannot run inference.", problems=problems)
+
+
+def summarise_seeds(eval_dirs: Sequence[str | os.PathLike], output_dir: str | os.PathLike | None = None
+                    ) -> ReconUnlearningResult:
+    """The mean over seeds, with 95 % intervals, of the tables ``evaluate.json`` wrote for several seeds.
+
+    Each folder is one seed's ``output_dir`` (``<bundle_root>/eval`` of a bundle root whose configs ran with
+    that ``--seed``). Each row also gets ``iterations``: the training iterations of the method's stages, from its
+    run record.
+
+    Args:
+        eval_dirs: the folders holding ``recon_unlearning.json``, one per seed.
+        output_dir: folder for the markdown and JSON tables over seeds; ``None`` writes nothing.
+
+    Returns:
+        A :class:`~harmonize.workflows.recon_unlearning.ReconUnlearningResult`: ``table`` the means (``<key>_ci``
+        the intervals), ``per_seed`` each folder's table.
+
+    Raises:
+        ConfigError: no folder, a folder without a table, or tables of different methods.
+    """
+    if not eval_dirs:
+        raise ConfigError("summarise_seeds: give the evaluation folder of at least one seed (<bundle_root>/eval).")
+    tables: list[list[dict[str, Any]]] = []
+    first_methods: list[str] | None = None
+    for folder in map(Path, eval_dirs):
+        path = folder / OUTPUT_FILES["json"]
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"Cannot read {path}: {err}. Run configs/evaluate.json with output_dir {folder} "
+                              "first.") from err
+        runs = payload.get("runs") or {}
+        table = [{**row, "iterations": _iterations(runs.get(row["method"])),
+                  "seed": (runs.get(row["method"]) or {}).get("seed")} for row in payload["table"]]
+        methods = [row["method"] for row in table]
+        if first_methods is None:
+            first_methods = methods
+        elif methods != first_methods:
+            raise ConfigError(f"{path} has the methods {methods}, the first seed's table has {first_methods}: "
+                              "evaluate the same methods on every seed.")
+        tables.append(table)
+    result = ReconUnlearningResult(table=over_seeds(tables), fraction_table=[], sizes={}, per_seed=tables)
+    if output_dir is not None:
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        result.files = {name: folder / OUTPUT_FILES[name] for name in ("markdown", "json")}
+        write_text_atomic(result.files["markdown"], format_markdown(result.table))
+        payload = {"columns": list(TABLE_COLUMNS), "table": [{k: _finite(v) for k, v in r.items()} for r in result.table],
+                   "per_seed": [[{k: _finite(v) for k, v in r.items()} for r in t] for t in tables],
+                   "eval_dirs": [str(d) for d in eval_dirs]}
+        write_json_atomic(result.files["json"], payload, indent=2)
+    return result
+
+
+def _iterations(record: Mapping[str, Any] | None) -> int | None:
+    """Training iterations of a run record's stages (``None`` without a record)."""
+    if not record:
+        return None
+    return sum(int(stage.get("iterations", 0)) for stage in record.get("stages", ()))

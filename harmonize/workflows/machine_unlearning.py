@@ -26,7 +26,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "MachineUnlearningSettings",
     "PrepareBatchKeys",
     "load_model",
+    "method_iterations",
     "reinitialised_copy",
     "run_unlearning",
     "train_stage",
@@ -281,6 +282,66 @@ def _loss(output: Mapping[str, Any]) -> dict[str, float]:
     return {"loss": float(torch.as_tensor(output["loss"]).detach())}
 
 
+def _unlearning_method(method: ReconMethod | str) -> ReconMethod:
+    """``method`` as a key of :data:`METHOD_STAGES`.
+
+    Raises:
+        ConfigError: an unknown method, or one that is not unlearning (the original, ``retrain_subset``).
+    """
+    method = ReconMethod(check_option("method", method, ReconMethod))
+    if method not in METHOD_STAGES:
+        raise ConfigError(
+            f"Argument 'method': '{method}' is not an unlearning method; choose one of "
+            f"{[str(m) for m in METHOD_STAGES]} (the original is trained, not unlearned; retrain_subset is "
+            "an oracle run on a retain subset)."
+        )
+    return method
+
+
+def _stage_plan(
+    method: ReconMethod, stage: ReconMethod, retain_loader: Iterable | None, forget_loader: Iterable | None,
+    settings: MachineUnlearningSettings,
+) -> tuple[Iterable, int, float | None]:
+    """``(loader, epochs, learning rate)`` of one stage of ``method``.
+
+    Raises:
+        ConfigError: the loader the stage needs is ``None``.
+    """
+    if stage == ReconMethod.FT:
+        epochs = settings.oracle_epochs if method == ReconMethod.ORACLE else settings.ft_epochs
+        loader, lr = retain_loader, None
+    elif stage == ReconMethod.NL:
+        loader, epochs, lr = forget_loader, settings.nl_epochs, None
+    else:
+        loader, epochs, lr = forget_loader, settings.ga_epochs, settings.ga_learning_rate
+    if loader is None:
+        which = "retain_loader" if stage == ReconMethod.FT else "forget_loader"
+        raise ConfigError(f"Method {method} needs {which} for its {stage} stage; got None.")
+    return loader, epochs, lr
+
+
+def method_iterations(
+    method: ReconMethod | str,
+    retain_loader: Sized | None,
+    forget_loader: Sized | None,
+    settings: MachineUnlearningSettings,
+) -> int:
+    """Training iterations (batches) that :func:`run_unlearning` runs for ``method`` with these loaders.
+
+    A machine-independent measure of a method's cost, e.g. against the oracle's (``stop_forget_loss`` can end a
+    GA stage earlier: then this is an upper bound). A loader the method does not use may be ``None``.
+
+    Raises:
+        ConfigError: ``method`` is not an unlearning method, or a loader it needs is ``None``.
+    """
+    method = _unlearning_method(method)
+    total = 0
+    for stage in METHOD_STAGES[method]:
+        loader, epochs, _ = _stage_plan(method, stage, retain_loader, forget_loader, settings)
+        total += epochs * len(loader)
+    return total
+
+
 def run_unlearning(
     method: ReconMethod | str,
     model_ckpt: nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike,
@@ -305,29 +366,14 @@ def run_unlearning(
     """
     settings = settings or MachineUnlearningSettings()
     settings.check()
-    method = ReconMethod(check_option("method", method, ReconMethod))
-    if method not in METHOD_STAGES:
-        raise ConfigError(
-            f"Argument 'method': '{method}' is not an unlearning method; choose one of "
-            f"{[str(m) for m in METHOD_STAGES]} (the original is trained, not unlearned; retrain_subset is "
-            "an oracle run on a retain subset)."
-        )
+    method = _unlearning_method(method)
     model = load_model(model_ckpt, settings.network_factory)
     if method == ReconMethod.ORACLE:
         model = settings.network_factory() if settings.network_factory is not None else model
         model = reinitialised_copy(model, settings.seed)
     seconds = 0.0
     for stage in METHOD_STAGES[method]:
-        if stage == ReconMethod.FT:
-            epochs = settings.oracle_epochs if method == ReconMethod.ORACLE else settings.ft_epochs
-            loader, lr = retain_loader, None
-        elif stage == ReconMethod.NL:
-            loader, epochs, lr = forget_loader, settings.nl_epochs, None
-        else:
-            loader, epochs, lr = forget_loader, settings.ga_epochs, settings.ga_learning_rate
-        if loader is None:
-            which = "retain_loader" if stage == ReconMethod.FT else "forget_loader"
-            raise ConfigError(f"Method {method} needs {which} for its {stage} stage; got None.")
+        loader, epochs, lr = _stage_plan(method, stage, retain_loader, forget_loader, settings)
         _, stage_seconds = train_stage(model, loader, epochs, settings, stage=stage, learning_rate=lr)
         seconds += stage_seconds
     logger.info("%s: %.1f s", method, seconds)

@@ -64,7 +64,7 @@ class ReconDataSettings:
 @dataclass
 class ReconStageSettings:
     """The unlearning stages: ``ga_learning_rate``, epochs of FT, GA and NL, ``retain_fraction`` (paper 10 %, here
-    20 %), ``loss_l1_weight`` (the L1 term of the SSIM loss, paper 1e-5), ``l1_penalty`` (GA-L1's weight penalty),
+    30 %), ``loss_l1_weight`` (the L1 term of the SSIM loss, paper 1e-5), ``l1_penalty`` (GA-L1's weight penalty),
     ``noise_std``/``noise_mode`` (NL), ``loss_ceiling`` (bounds GA), ``forget_with_retain`` (the forget stage of
     GA-L1-FT and NL-FT also descends on the FT's retain subset, with weight ``retain_weight``). The defaults were
     chosen by a sweep at demo size (docs/reconstruction.md)."""
@@ -110,7 +110,7 @@ def _nested(cls: type, value: Any) -> Any:
 
 @dataclass
 class ReconUnlearningSettings:
-    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, about 2-3 minutes on 2 CPU cores).
+    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, 3 seeds, about 6-7 minutes on one thread).
 
     Args:
         data: which slices (:class:`ReconDataSettings`; a dict is accepted, as in a bundle config).
@@ -121,7 +121,9 @@ class ReconUnlearningSettings:
         original_epochs, oracle_epochs: training of the original (retain + forget) and the oracle (retain).
         methods: unlearning methods run after the original and the oracle.
         fractions, fraction_methods: the retain-fraction sweep.
-        seed: seeds everything; ``device``, ``progress``.
+        seed: seeds everything; ``seeds``: the experiment runs on ``seed``, ``seed + 1``, ... (``seeds`` of them;
+            each builds its own sets and trains its own original and oracle) and reports means with 95 % intervals.
+        device, progress: torch device, progress display.
 
     Raises:
         ConfigError: every setting out of range, listed at once.
@@ -140,6 +142,7 @@ class ReconUnlearningSettings:
     fractions: tuple[float, ...] = (0.1, 0.2, 0.3)
     fraction_methods: tuple[str, ...] = (ReconMethod.FT, ReconMethod.GA_L1_FT)
     seed: int = 0
+    seeds: int = defaults.RECON_SEEDS
     device: str = "cpu"
     progress: bool = False
 
@@ -159,12 +162,12 @@ class ReconUnlearningSettings:
 
     @classmethod
     def tiny(cls, **changes: Any) -> ReconUnlearningSettings:
-        """A few seconds at 32 x 32: for tests and smoke runs (numbers are not meaningful)."""
+        """A few seconds at 32 x 32, one seed: for tests and smoke runs (numbers are not meaningful)."""
         data = ReconDataSettings(size=32, slices_per_volume=2, retain_train_volumes=6, forget_train_volumes=2,
                                  retain_test_volumes=2, forget_test_volumes=2)
         stages = ReconStageSettings(ft_epochs=1, ga_epochs=1, nl_epochs=1, retain_fraction=0.5)
         return cls(**{"data": data, "unlearning": stages, "channels": (8, 16, 32), "batch_size": 4,
-                      "original_epochs": 1, "oracle_epochs": 1, "fractions": (0.5, 1.0),
+                      "original_epochs": 1, "oracle_epochs": 1, "fractions": (0.5, 1.0), "seeds": 1,
                       "fraction_methods": (ReconMethod.FT,), **changes})
 
     @classmethod
@@ -180,7 +183,7 @@ class ReconUnlearningSettings:
     def check(self) -> None:
         """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range."""
         problems = self.data.problems() + self.unlearning.problems()
-        problems += _count_problems(self, ("batch_size", "original_epochs", "oracle_epochs"))
+        problems += _count_problems(self, ("batch_size", "original_epochs", "oracle_epochs", "seeds"))
         problems += _fraction_problems({f"fractions[{i}]": f for i, f in enumerate(self.fractions)})
         if self.network not in NETWORKS:
             problems.append(f"'network' must be one of {list(NETWORKS)}, got {self.network!r}.")

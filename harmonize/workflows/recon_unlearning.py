@@ -22,7 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Subset
 
 from harmonize.audit.recon_report import format_markdown, plot_pareto
+from harmonize.audit.seed_summary import PER_SEED, SEED, summarise_seeds
 from harmonize.io import write_text_atomic
 from harmonize.keys import Keys, ReconMethod
 from harmonize.losses.ssim_l1 import SSIML1Loss
@@ -45,6 +46,7 @@ from harmonize.recon.slices import (
 from harmonize.workflows.machine_unlearning import (
     MachineUnlearningSettings,
     PrepareBatchKeys,
+    method_iterations,
     run_unlearning,
     train_stage,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "build_network",
     "build_splits",
     "format_markdown",
+    "over_seeds",
     "plot_pareto",
     "predictor",
     "retain_subset",
@@ -92,13 +95,16 @@ class ReconUnlearningResult:
     """What the experiment returns.
 
     Attributes:
-        table: one row per method (keys :data:`~harmonize.metrics.reconstruction.TABLE_COLUMNS`), the
-            original and the oracle first.
-        fraction_table: rows of the retain-fraction sweep (the table's keys plus ``fraction``).
-        sizes: number of slices in each set.
+        table: one row per method, the original and the oracle first: the keys of
+            :data:`~harmonize.metrics.reconstruction.TABLE_COLUMNS` and ``iterations`` (training iterations of
+            the method's stages), each the mean over the seeds followed by its 95 % interval ``<key>_ci``
+            (``None`` with one seed).
+        fraction_table: rows of the retain-fraction sweep, first seed (the table's keys plus ``fraction``).
+        sizes: number of slices in each set (first seed).
         zero_filled: the same metrics for the zero-filled input itself (no network), a floor to compare with.
         files: paths written (``markdown``, ``json``, ``pareto_seconds``, ``pareto_fraction``), if any.
-        models: the trained models by method (not saved to disk).
+        models: the trained models by method, first seed (not saved to disk).
+        per_seed: each seed's table (rows with their ``seed``), in seed order.
     """
 
     table: list[dict[str, Any]]
@@ -107,6 +113,7 @@ class ReconUnlearningResult:
     zero_filled: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     models: dict[str, nn.Module] = field(default_factory=dict)
+    per_seed: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
 def build_network(settings: ReconUnlearningSettings) -> nn.Module:
@@ -171,6 +178,12 @@ def retain_subset(retain: Sequence[Mapping[str, Any]], fraction: float, seed: in
     return Subset(retain, sorted(order[:count]))
 
 
+def _loader_offset(method: ReconMethod) -> int:
+    """Seed offset of a method's retain-subset loader: fixed per method, so its batches (and figures) do not
+    depend on which other methods run (the benchmark runs fewer than the demo)."""
+    return 10 + DEFAULT_METHODS.index(method)
+
+
 def _run_method(
     method: ReconMethod,
     original: nn.Module,
@@ -178,14 +191,17 @@ def _run_method(
     forget_loader: DataLoader,
     settings: ReconUnlearningSettings,
     offset: int,
-) -> tuple[nn.Module, float]:
+) -> tuple[nn.Module, float, int]:
+    """``(model, wall seconds, training iterations)`` of one method from the original."""
     unlearning = stage_settings(settings)
     subset_loader = _loader(subset, settings, offset)
     if method == ReconMethod.RETRAIN_SUBSET:
-        return run_unlearning(ReconMethod.ORACLE, original, subset_loader, None, unlearning)
+        model, seconds = run_unlearning(ReconMethod.ORACLE, original, subset_loader, None, unlearning)
+        return model, seconds, method_iterations(ReconMethod.ORACLE, subset_loader, None, unlearning)
     if settings.unlearning.forget_with_retain and method in MIXED_METHODS:
         forget_loader = _loader(ConcatDataset([forget_loader.dataset, subset]), settings, 2)
-    return run_unlearning(method, original, subset_loader, forget_loader, unlearning)
+    model, seconds = run_unlearning(method, original, subset_loader, forget_loader, unlearning)
+    return model, seconds, method_iterations(method, subset_loader, forget_loader, unlearning)
 
 
 def run_recon_unlearning(
@@ -193,14 +209,18 @@ def run_recon_unlearning(
     output_dir: str | os.PathLike | None = None,
     splits: ReconSplits | None = None,
 ) -> ReconUnlearningResult:
-    """Run the whole experiment and (optionally) write its table and plots.
+    """Run the whole experiment on ``settings.seeds`` seeds and (optionally) write its table and plots.
+
+    Seed ``settings.seed + i`` builds its own sets (unless ``splits`` is given), trains its own original and
+    oracle and runs every method from that original; the table holds each figure's mean over the seeds and its
+    95 % interval (``<key>_ci``). The retain-fraction sweep and the returned models are the first seed's.
 
     Args:
         settings: the experiment's settings (default: the demo).
         output_dir: folder for the markdown and JSON table and the PNG plots (created if needed); ``None``
             writes nothing.
-        splits: ready-made sets (e.g. from :func:`harmonize.recon.fastmri.fastmri_splits`); default: built from
-            ``settings``.
+        splits: ready-made sets (e.g. from :func:`harmonize.recon.fastmri.fastmri_splits`), used on every seed;
+            default: built from ``settings`` on each seed.
 
     Returns:
         The :class:`ReconUnlearningResult`.
@@ -209,40 +229,74 @@ def run_recon_unlearning(
         ConfigError: invalid settings.
     """
     settings = settings or ReconUnlearningSettings()
-    splits = splits or build_splits(settings)
+    runs = []
+    for i in range(settings.seeds):
+        seed = settings.seed + i
+        logger.info("Seed %d (%d of %d)", seed, i + 1, settings.seeds)
+        one = replace(settings, seed=seed, seeds=1, fractions=settings.fractions if i == 0 else ())
+        runs.append(_run_seed(one, splits or build_splits(one), keep_models=i == 0))
+    first = runs[0]
+    result = ReconUnlearningResult(
+        table=over_seeds([run.table for run in runs]), fraction_table=first.fraction_table, sizes=first.sizes,
+        zero_filled=over_seeds([[run.zero_filled] for run in runs])[0], models=first.models,
+        per_seed=[run.table for run in runs],
+    )
+    if output_dir is not None:
+        result.files = write_outputs(result, settings, output_dir)
+    return result
+
+
+def over_seeds(tables: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of the mean over seeds, each numeric figure followed by its 95 % interval ``<key>_ci``.
+
+    Args:
+        tables: one table per seed, the same methods in the same order.
+    """
+    rows = []
+    for per_seed in zip(*tables, strict=True):
+        summary = summarise_seeds(per_seed)
+        summary.pop(PER_SEED)
+        rows.append(summary)
+    return rows
+
+
+def _run_seed(settings: ReconUnlearningSettings, splits: ReconSplits, keep_models: bool) -> ReconUnlearningResult:
+    """One seed of the experiment: the original, the oracle, every method and the fraction sweep."""
     sizes = splits.sizes()
     logger.info("Sets (slices): %s", sizes)
     unlearning = stage_settings(settings)
     input_keys = build_network(settings).input_keys
 
-    def row(method: str, model: nn.Module, seconds: float) -> dict[str, Any]:
-        return unlearning_row(
+    def row(method: str, model: nn.Module, seconds: float, iterations: int) -> dict[str, Any]:
+        scores = unlearning_row(
             method, predictor(model, input_keys, settings.device),
             splits.retain_test, splits.forget_test, splits.forget_train, seconds,
         )
+        return {**scores, "iterations": iterations, SEED: settings.seed}
 
     models: dict[str, nn.Module] = {}
     table: list[dict[str, Any]] = []
     original = build_network(settings)
     logger.info("Training the original model on retain + forget (%d epochs)", settings.original_epochs)
-    both = ConcatDataset([splits.retain_train, splits.forget_train])
-    _, seconds = train_stage(original, _loader(both, settings, 0), settings.original_epochs, unlearning)
+    both = _loader(ConcatDataset([splits.retain_train, splits.forget_train]), settings, 0)
+    _, seconds = train_stage(original, both, settings.original_epochs, unlearning)
     models[ReconMethod.ORIGINAL] = original
-    table.append(row(ReconMethod.ORIGINAL, original, seconds))
+    table.append(row(ReconMethod.ORIGINAL, original, seconds, settings.original_epochs * len(both)))
     logger.info("Training the oracle on retain only (%d epochs)", settings.oracle_epochs)
     retain_loader = _loader(splits.retain_train, settings, 1)
     forget_loader = _loader(splits.forget_train, settings, 2)
     oracle, seconds = run_unlearning(ReconMethod.ORACLE, original, retain_loader, None, unlearning)
     models[ReconMethod.ORACLE] = oracle
-    table.append(row(ReconMethod.ORACLE, oracle, seconds))
+    table.append(row(ReconMethod.ORACLE, oracle, seconds,
+                     method_iterations(ReconMethod.ORACLE, retain_loader, None, unlearning)))
 
     subset = retain_subset(splits.retain_train, settings.unlearning.retain_fraction, settings.seed)
-    for i, method in enumerate(settings.methods):
-        method = ReconMethod(method)
+    for method in map(ReconMethod, settings.methods):
         logger.info("Unlearning: %s", method)
-        model, seconds = _run_method(method, original, subset, forget_loader, settings, 10 + i)
+        model, seconds, iterations = _run_method(method, original, subset, forget_loader, settings,
+                                                 _loader_offset(method))
         models[method] = model
-        table.append(row(method, model, seconds))
+        table.append(row(method, model, seconds, iterations))
 
     fraction_table: list[dict[str, Any]] = []
     for fraction in settings.fractions:
@@ -254,19 +308,16 @@ def run_recon_unlearning(
                 fraction_table.append({**same, "fraction": fraction})
                 continue
             logger.info("Fraction sweep: %s on %.0f%% of retain", method, 100 * fraction)
-            model, seconds = _run_method(method, original, fsubset, forget_loader, settings, 100)
-            fraction_table.append({**row(method, model, seconds), "fraction": fraction})
+            model, seconds, iterations = _run_method(method, original, fsubset, forget_loader, settings, 100)
+            fraction_table.append({**row(method, model, seconds, iterations), "fraction": fraction})
 
     zero_filled = unlearning_row(
         "zero_filled", lambda batch: torch.as_tensor(batch[Keys.IMAGE]),
         splits.retain_test, splits.forget_test, splits.forget_train, 0.0,
     )
-    result = ReconUnlearningResult(
-        table=table, fraction_table=fraction_table, sizes=sizes, zero_filled=zero_filled, models=models
-    )
-    if output_dir is not None:
-        result.files = write_outputs(result, settings, output_dir)
-    return result
+    return ReconUnlearningResult(table=table, fraction_table=fraction_table, sizes=sizes,
+                                 zero_filled={**zero_filled, SEED: settings.seed},
+                                 models=models if keep_models else {})
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -289,6 +340,7 @@ def write_outputs(
         "table": [{k: _jsonable(v) for k, v in r.items()} for r in result.table],
         "fraction_table": [{k: _jsonable(v) for k, v in r.items()} for r in result.fraction_table],
         "zero_filled": {k: _jsonable(v) for k, v in result.zero_filled.items()},
+        "per_seed": [[{k: _jsonable(v) for k, v in r.items()} for r in table] for table in result.per_seed],
         "sizes": result.sizes,
         "settings": settings.to_dict(),
     }

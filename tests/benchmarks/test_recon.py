@@ -6,20 +6,54 @@ import math
 
 import pytest
 
-from benchmarks.recon import ReconSettings, _targets, run_recon
+from benchmarks.recon import (
+    ReconSettings,
+    _over_seeds,
+    _seed_rows,
+    _shown,
+    _targets,
+    run_recon,
+)
 
 
-def test_rows_hold_the_references_and_every_method_with_finite_psnr():
-    result = run_recon(ReconSettings.for_size("smallest"), report=lambda line: None)
+def test_rows_hold_the_references_and_every_method_over_seeds():
+    settings = ReconSettings.for_size("smallest")
+    assert (settings.profile, settings.seeds) == ("tiny", 2)
+    result = run_recon(settings, report=lambda line: None)
     assert [r["method"] for r in result.rows] == ["original", "oracle", "ft", "ga_l1_ft", "nl", "nl_ft"]
     for row in result.rows:
-        assert all(math.isfinite(row[k]) for k in ("bta_psnr", "kta_psnr", "ua_psnr"))
-        assert row["seconds"] > 0 and row["time_vs_oracle"] > 0
+        assert len(row["per_seed"]) == 2
+        for seed in row["per_seed"]:
+            assert all(math.isfinite(seed[k]) for k in ("bta_psnr", "kta_psnr", "ua_psnr"))
+            assert seed["seconds"] > 0 and seed["time_vs_oracle"] > 0 and seed["iterations"] > 0
+        mean = sum(seed["bta_psnr"] for seed in row["per_seed"]) / 2
+        assert row["bta_psnr"].startswith(f"{mean:.2f} [")  # the mean, then its interval
     original, oracle = result.rows[:2]
-    assert original["bta_vs_original"] == 0.0 and oracle["kta_vs_oracle"] == 0.0 and oracle["time_vs_oracle"] == 1.0
+    assert all(s["bta_vs_original"] == 0.0 for s in original["per_seed"])
+    assert all(s["kta_vs_oracle"] == 0.0 and s["iterations_vs_oracle"] == 1.0 for s in oracle["per_seed"])
     assert "retain_ok" not in original
     assert all(isinstance(r["forget_ok"], bool) for r in result.rows[2:])
+    # tiny: oracle 3 iterations; ga_l1_ft: forget stage over 4 + 6 slices (3 batches), FT over 6 (2 batches)
+    ga_l1_ft = result.rows[3]
+    assert [s["iterations"] for s in ga_l1_ft["per_seed"]] == [5, 5] and ga_l1_ft["iterations"] == "5 [5, 5]"
     assert len(result.targets) == 4
+
+
+def test_seed_rows_and_means_judge_the_targets():
+    table = [{"method": "original", "bta_psnr": 24.0, "kta_psnr": 24.0, "ua_psnr": 27.0, "iterations": 600,
+              "seconds": 40.0},
+             {"method": "oracle", "bta_psnr": 24.0, "kta_psnr": 22.0, "ua_psnr": 21.0, "iterations": 600,
+              "seconds": 40.0}]
+    seeds = [table + [{"method": "ga_l1_ft", "bta_psnr": 24.0 - d, "kta_psnr": 22.0, "ua_psnr": 21.0 + 2 * d,
+                       "iterations": 60, "seconds": 8.0}] for d in (0.1, 0.2, 0.3)]
+    row = _over_seeds([_seed_rows(t)[2] for t in seeds])
+    assert row["bta_vs_original"] == pytest.approx(-0.2) and row["ua_vs_oracle"] == pytest.approx(0.4)
+    low, high = row["bta_vs_original_ci"]
+    assert low == pytest.approx(-0.2 - 4.3027 * 0.1 / 3**0.5, abs=1e-4) and high > -0.2
+    assert row["iterations_vs_oracle"] == pytest.approx(0.1) and row["time_vs_oracle"] == pytest.approx(0.2)
+    # judged on the means and on iterations (10 %), not on the wall time (20 %)
+    assert (row["retain_ok"], row["forget_ok"], row["time_ok"]) == (True, True, True)
+    assert _shown(row)["bta_vs_original"].startswith("-0.20 [")
 
 
 def test_unknown_profile_is_refused():
@@ -29,7 +63,7 @@ def test_unknown_profile_is_refused():
 
 def _row(method, bta, kta, ua, time):
     return {"method": method, "bta_vs_original": bta, "kta_vs_oracle": kta, "ua_vs_oracle": ua,
-            "time_vs_oracle": time, "retain_ok": abs(bta) <= 0.3, "forget_ok": abs(kta) <= 0.5 and abs(ua) <= 0.5,
+            "iterations_vs_oracle": time, "retain_ok": abs(bta) <= 0.3, "forget_ok": abs(kta) <= 0.5 and abs(ua) <= 0.5,
             "time_ok": time <= 0.1}
 
 

@@ -24,6 +24,7 @@ from harmonize.bundle.recon import (
     method_stages,
     read_run_record,
     record_name,
+    summarise_seeds,
     unlearning_evaluator,
     write_run_record,
 )
@@ -33,7 +34,7 @@ from harmonize.handlers import MachineUnlearningHandler
 from harmonize.io import TMP_GLOB
 from harmonize.keys import Keys, ReconMethod
 from harmonize.losses import SSIML1Loss
-from harmonize.metrics.reconstruction import unlearning_row
+from harmonize.metrics.reconstruction import TABLE_COLUMNS, unlearning_row
 from harmonize.networks import ReconUNet
 from harmonize.output_dir import record_written
 from harmonize.recon.slices import KspaceSettings, anatomy_shift_splits
@@ -235,3 +236,43 @@ def test_check_inference_inputs_lists_every_problem(tmp_path: Path) -> None:
         "or choose another output folder.")]
     record_written([tmp_path / "out" / "a_recon.nii.gz"], "Bundle inference")  # as if an earlier run wrote it
     check_inference_inputs([str(image)], tmp_path, weights, ReconstructionWriter(tmp_path / "out"))
+
+
+def _seed_table(folder: Path, seed: int, bta: float) -> Path:
+    """An ``evaluate.json`` output folder of one seed: two methods, the second run in two stages."""
+    rows = [dict.fromkeys(TABLE_COLUMNS, 20.0) | {"method": m, "bta_psnr": bta + i, "seconds": 1.0}
+            for i, m in enumerate(("original", "ga_l1_ft"))]
+    runs = {"original": {"seed": seed, "stages": [{"iterations": 60}]},
+            "ga_l1_ft": {"seed": seed, "stages": [{"iterations": 3}, {"iterations": 4}]}}
+    folder.mkdir()
+    (folder / "recon_unlearning.json").write_text(json.dumps({"table": rows, "runs": runs}))
+    return folder
+
+
+def test_summarise_seeds_means_intervals_and_iterations(tmp_path: Path) -> None:
+    dirs = [_seed_table(tmp_path / f"eval{s}", s, bta) for s, bta in ((0, 20.0), (1, 22.0), (2, 24.0))]
+    result = summarise_seeds(dirs, tmp_path / "over_seeds")
+    original, unlearned = result.table
+    assert original["bta_psnr"] == pytest.approx(22.0) and unlearned["bta_psnr"] == pytest.approx(23.0)
+    low, high = original["bta_psnr_ci"]  # t(0.975, 2) = 4.303, sd 2, n 3
+    assert (low, high) == pytest.approx((22.0 - 4.303 * 2 / 3**0.5, 22.0 + 4.303 * 2 / 3**0.5), abs=1e-3)
+    assert (original["iterations"], unlearned["iterations"]) == (60, 7)
+    assert [[r["seed"] for r in t] for t in result.per_seed] == [[0, 0], [1, 1], [2, 2]]
+    markdown = (tmp_path / "over_seeds" / "recon_unlearning.md").read_text()
+    assert "| ga_l1_ft | 23.00 [18.03, 27.97] |" in markdown
+    assert markdown.rstrip().endswith("| 7 | - |")  # no oracle among the rows: no share of its iterations
+    payload = json.loads((tmp_path / "over_seeds" / "recon_unlearning.json").read_text())
+    assert len(payload["per_seed"]) == 3 and payload["table"][1]["iterations"] == 7
+
+
+def test_summarise_seeds_refuses_missing_or_different_tables(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least one seed"):
+        summarise_seeds([])
+    first = _seed_table(tmp_path / "eval0", 0, 20.0)
+    with pytest.raises(ConfigError, match="Run configs/evaluate.json with output_dir"):
+        summarise_seeds([first, tmp_path / "missing"])
+    other = tmp_path / "eval1"
+    other.mkdir()
+    (other / "recon_unlearning.json").write_text(json.dumps({"table": [{"method": "original"}], "runs": {}}))
+    with pytest.raises(ConfigError, match=r"has the methods \['original'\], the first seed's table has"):
+        summarise_seeds([first, other])

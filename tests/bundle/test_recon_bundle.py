@@ -166,7 +166,7 @@ def test_method_selects_the_stages(bundle: dict, method: str, forget: str | None
         assert handler is None and trainer is None
     else:
         assert isinstance(handler, MachineUnlearningHandler) and handler.method == forget
-        assert handler.noise_std == 0.3 and handler.l1_penalty == 0.01 and handler.loss_ceiling == 0.7
+        assert handler.noise_std == 0.3 and handler.l1_penalty == 0.01 and handler.loss_ceiling == 0.9
         assert handler.retain_weight == 1.0
         assert trainer.optimizer.param_groups[0]["lr"] == lr and trainer.state.max_epochs == 3
         # the two-stage methods' forget stage also sees the retain subset (forget_with_retain)

@@ -18,6 +18,7 @@ from harmonize.workflows.machine_unlearning import (
     MachineUnlearningSettings,
     PrepareBatchKeys,
     load_model,
+    method_iterations,
     reinitialised_copy,
     run_unlearning,
     train_stage,
@@ -197,3 +198,14 @@ def test_bad_methods_and_settings(cohort: dict) -> None:
         MachineUnlearningSettings(ft_epochs=0, learning_rate=-1)
     assert err.value.problems == ["'ft_epochs' must be an integer >= 1, got 0 (int)",
                                   "'learning_rate' must be a finite number > 0, got -1 (int)"]
+
+def test_method_iterations_count_each_stage_over_its_loader(cohort: dict) -> None:
+    loaders, settings = cohort["loaders"], cohort["settings"]
+    retain, forget = loaders["retain"], loaders["forget"]  # 4 and 2 batches
+    counts = {m: method_iterations(m, retain, forget, settings) for m in METHOD_STAGES}
+    assert counts == {"ft": 40, "ga": 6, "ga_l1": 6, "ga_l1_ft": 46, "nl": 10, "nl_ft": 50, "oracle": 160}
+    assert method_iterations("ga", None, forget, settings) == 6  # an unused loader may be None
+    with pytest.raises(ConfigError, match="Method nl_ft needs retain_loader for its ft stage"):
+        method_iterations(ReconMethod.NL_FT, None, forget, settings)
+    with pytest.raises(ConfigError, match="'retrain_subset' is not an unlearning method"):
+        method_iterations(ReconMethod.RETRAIN_SUBSET, retain, forget, settings)

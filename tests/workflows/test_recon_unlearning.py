@@ -33,17 +33,47 @@ def test_table_rows_and_columns(result) -> None:
     methods = [r["method"] for r in res.table]
     assert methods == ["original", "oracle", "ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "retrain_subset"]
     for row in res.table:
-        assert tuple(row) == TABLE_COLUMNS
+        assert [k for k in row if not k.endswith("_ci")] == [*TABLE_COLUMNS, "iterations"]
+        assert all(row[f"{k}_ci"] is None for k in TABLE_COLUMNS[1:])  # one seed: no interval
         assert all(math.isfinite(row[k]) for k in TABLE_COLUMNS[1:])
         assert 5.0 < row["bta_psnr"] < 60.0 and -1.0 <= row["bta_ssim"] <= 1.0
         assert row["seconds"] > 0
     assert res.sizes == {"retain_train": 12, "forget_train": 4, "retain_test": 4, "forget_test": 4}
     assert set(res.models) == set(methods)
     assert [(r["method"], r["fraction"]) for r in res.fraction_table] == [("ft", 0.5), ("ft", 1.0)]
-    assert tuple(res.zero_filled) == TABLE_COLUMNS and res.zero_filled["method"] == "zero_filled"
+    assert [k for k in res.zero_filled if not k.endswith("_ci")] == list(TABLE_COLUMNS)
+    assert res.zero_filled["method"] == "zero_filled"
     assert res.zero_filled["seconds"] == 0.0 and math.isfinite(res.zero_filled["kta_psnr"])
     ft = next(r for r in res.table if r["method"] == "ft")
     assert res.fraction_table[0]["bta_psnr"] == ft["bta_psnr"]  # the main run is reused at its own fraction
+    assert [len(t) for t in res.per_seed] == [len(res.table)] and {r["seed"] for r in res.per_seed[0]} == {0}
+
+
+def test_iterations_count_the_batches_of_every_stage(result) -> None:
+    res, _ = result
+    # tiny: 12 retain + 4 forget training slices, batches of 4, 1 epoch everywhere, FT subset 50 % (6 slices, 2
+    # batches); the forget stage of ga_l1_ft / nl_ft also sees that subset (10 slices, 3 batches)
+    iterations = {r["method"]: r["iterations"] for r in res.table}
+    assert iterations == {"original": 4, "oracle": 3, "ft": 2, "ga": 1, "ga_l1": 1, "ga_l1_ft": 5, "nl": 1,
+                          "nl_ft": 5, "retrain_subset": 2}
+    assert res.fraction_table[1]["iterations"] == 3  # ft on the whole retain set
+
+
+def test_seeds_give_means_and_intervals() -> None:
+    settings = ReconUnlearningSettings.tiny(seeds=2, seed=5, methods=(ReconMethod.FT,), fractions=(0.5,))
+    res = run_recon_unlearning(settings)
+    assert [[r["seed"] for r in t] for t in res.per_seed] == [[5, 5, 5], [6, 6, 6]]
+    for i, row in enumerate(res.table):
+        values = [t[i]["bta_psnr"] for t in res.per_seed]
+        assert row["bta_psnr"] == pytest.approx(sum(values) / 2)
+        low, high = row["bta_psnr_ci"]
+        assert low < row["bta_psnr"] < high or values[0] == values[1]
+        assert row["iterations"] == res.per_seed[0][i]["iterations"] and row["iterations_ci"] == [
+            row["iterations"], row["iterations"]]
+    assert [r["method"] for r in res.fraction_table] == ["ft"] and res.fraction_table[0]["seed"] == 5
+    assert set(res.models) == {"original", "oracle", "ft"}
+    text = format_markdown(res.table)
+    assert "then over seeds: mean [95 % interval]" in text and f"| {res.table[0]['bta_psnr']:.2f} [" in text
 
 
 def test_files_are_written(result) -> None:
@@ -58,6 +88,7 @@ def test_files_are_written(result) -> None:
     assert "| method | BTA PSNR | BTA SSIM | KTA PSNR" in markdown and "| nl_ft |" in markdown
     assert "Retain-fraction sweep" in markdown and "Zero-filled input (no network): BTA" in markdown
     assert payload["zero_filled"]["method"] == "zero_filled"
+    assert [r["seed"] for r in payload["per_seed"][0]] == [0] * len(res.table)
     for name in ("pareto_seconds", "pareto_fraction"):
         assert (out / OUTPUT_FILES[name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*"))  # no temporary files left behind
@@ -67,7 +98,9 @@ def test_markdown_shows_time_relative_to_the_oracle() -> None:
     rows = [dict.fromkeys(TABLE_COLUMNS, 1.0) | {"method": "oracle", "seconds": 10.0},
             dict.fromkeys(TABLE_COLUMNS, 1.0) | {"method": "ft", "seconds": 2.0}]
     text = format_markdown(rows)
-    assert "| ft | 1.00 | 1.000 | 1.00 | 1.000 | 1.00 | 1.000 | 2.0 | 20 |" in text
+    assert "| ft | 1.00 | 1.000 | 1.00 | 1.000 | 1.00 | 1.000 | 2.0 | 20 |\n" in text
+    rows = [r | {"iterations": i} for r, i in zip(rows, (600, 56), strict=True)]
+    assert "| ft | 1.00 | 1.000 | 1.00 | 1.000 | 1.00 | 1.000 | 2.0 | 20 | 56 | 9.3 |" in format_markdown(rows)
 
 
 def test_site_scenario_from_a_manifest(tiny_cohort: Path) -> None:
@@ -94,13 +127,13 @@ def test_bad_settings_are_all_reported() -> None:
     with pytest.raises(ConfigError) as err:  # checked on construction, every problem at once
         ReconUnlearningSettings.tiny(
             data={"size": 0}, unlearning={"retain_fraction": 1.5}, fractions=(0.0,), network="resnet",
-            methods=("ft", "original", "magic"), fraction_methods=("ga",),
+            methods=("ft", "original", "magic"), fraction_methods=("ga",), seeds=0,
         )
     text = str(err.value)
     for expected in ("'size' must be an integer >= 1, got 0 (int)", "'retain_fraction' must be in (0, 1], got 1.5.",
                      "'fractions[0]' must be in (0, 1], got 0.0.", "'network' must be one of ['unet', 'varnet']",
                      "'methods' holds 'original'", "'methods' holds 'magic'",
-                     "'fraction_methods' holds 'ga', which does not use retain data"):
+                     "'fraction_methods' holds 'ga', which does not use retain data", "'seeds' must be >= 1, got 0."):
         assert expected in text
     with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
         ReconUnlearningSettings.tiny(kspace={"acceleration": 1.0})
