@@ -133,7 +133,7 @@ def test_bad_settings_are_all_reported() -> None:
     for expected in ("'size' must be an integer >= 1, got 0 (int)", "'retain_fraction' must be in (0, 1], got 1.5.",
                      "'fractions[0]' must be in (0, 1], got 0.0.", "'network' must be one of ['unet', 'varnet']",
                      "'methods' holds 'original'", "'methods' holds 'magic'",
-                     "'fraction_methods' holds 'ga', which does not use retain data", "'seeds' must be >= 1, got 0."):
+                     "'fraction_methods' holds 'ga', which does not use retain data", "'seeds' must be an integer >= 1, got 0 (int)"):
         assert expected in text
     with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
         ReconUnlearningSettings.tiny(kspace={"acceleration": 1.0})
