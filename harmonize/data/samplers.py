@@ -120,8 +120,9 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
     For ``torch.distributed`` give ``num_replicas`` and ``rank`` (and the same ``seed`` on every process): the
     sampler draws the batches of one process with ``num_replicas * batch_size`` scans, and process ``rank``
     takes its own ``batch_size / n_sites`` of each site's share of each of them. Every process's batch is then
-    site-balanced, the processes' batches are disjoint, their union is the batch one process would draw with
-    the global batch size, and every process has the same number of batches.
+    site-balanced, together they are the batch one process draws with the global batch size (disjoint parts of
+    it: the largest site's scans are each drawn once an epoch, by one process; a smaller site repeats as in one
+    process), and every process has the same number of batches.
 
     Args:
         sites: the site of every item of the dataset (any hashable values).
