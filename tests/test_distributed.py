@@ -30,7 +30,6 @@ from harmonize.distributed import (
     rank,
     world_size,
 )
-from harmonize.errors import ConfigError
 from harmonize.handlers import (
     AlternatingConfusion,
     Confound,
@@ -50,7 +49,8 @@ PROCESSES = 2
 #: Largest absolute difference allowed between the one- and two-process weights (float32 sums in another order;
 #: measured: below 1e-6 after 6 iterations of each set-up).
 TOLERANCE = 1e-5
-#: Seconds the two processes may take before the test fails (about 15 s on 2 shared cores, imports included).
+#: Seconds the two processes may take before the test fails (about 40 s on 2 busy shared cores, most of it the
+#: processes importing torch and MONAI).
 TIMEOUT = 180
 SETUPS = ("fused_refit", "alternating", "dann")
 
@@ -240,8 +240,3 @@ def test_in_one_process_the_helpers_change_nothing():
     assert gather_rows(x) is x
     assert mean_over_processes({"a": 1.0}) == {"a": 1.0}
     assert is_main_process() and world_size() == 1 and not is_distributed()
-
-
-def test_a_distributed_loader_must_balance_sites():
-    with pytest.raises(ConfigError, match="Argument 'distributed' shards site-balanced batches: pass balance_sites"):
-        make_dataloader(_dataset(), batch_size=2, distributed=True)

@@ -57,7 +57,11 @@ from harmonize.data.manifest import (
     parse_confounds,
     read_manifest,
 )
-from harmonize.data.samplers import EpochShuffleSampler, SiteBalancedBatchSampler, epoch_seed
+from harmonize.data.samplers import (
+    EpochShuffleSampler,
+    SiteBalancedBatchSampler,
+    epoch_seed,
+)
 from harmonize.data.site_index import (
     SITE_INDEX_FILENAME,
     CategoryIndex,

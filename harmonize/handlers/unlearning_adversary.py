@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize import defaults
-from harmonize.distributed import any_process, average_buffers, average_gradients, is_distributed
+from harmonize.distributed import (
+    any_process,
+    average_buffers,
+    average_gradients,
+    is_distributed,
+)
 from harmonize.errors import ConfigError
 from harmonize.handlers.confound import MISSING
 
