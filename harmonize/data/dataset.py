@@ -68,7 +68,7 @@ from harmonize.data.site_index import (
     UnknownCategoryError,
     index_filename,
 )
-from harmonize.distributed import broadcast_object, rank, world_size
+from harmonize.distributed import rank, world_size
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.keys import ConfoundKind, Keys, Sex, Split
 
@@ -400,10 +400,7 @@ def make_dataloader(
                           "the loader a monai.data.DistributedSampler for batches that are not site-balanced.")
     if balance_sites:
         sites = [int(item[Keys.SITE.value]) for item in dataset.data]
-        shards = {}
-        if distributed:
-            seed = broadcast_object(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-            shards = {"num_replicas": world_size(), "rank": rank()}
+        shards = {"num_replicas": world_size(), "rank": rank()} if distributed else {}
         sampler = SiteBalancedBatchSampler(sites, batch_size, seed=seed, shuffle=shuffle is not False, **shards)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers)
     if shuffle is None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from harmonize.distributed import broadcast_object
 from harmonize.errors import ConfigError
 
 __all__ = ["EpochShuffleSampler", "SiteBalancedBatchSampler", "epoch_seed"]
@@ -127,7 +128,8 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
     Args:
         sites: the site of every item of the dataset (any hashable values).
         batch_size: scans per batch (of each process); a multiple of the number of sites.
-        seed: seed of the sampler's orders (reproducible); ``None`` draws one from torch's global generator.
+        seed: seed of the sampler's orders (reproducible); ``None`` draws one from torch's global generator (with
+            ``num_replicas`` under ``torch.distributed``: rank 0's, on every process).
         shuffle: draw each site's scans in random order (False: in dataset order, cycling).
         num_replicas: number of processes sharing the batches.
         rank: this process's rank, in ``[0, num_replicas)``.
@@ -161,7 +163,7 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
         self.batch_size = batch_size
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.shuffle = shuffle
-        self.seed = _base_seed(seed)
+        self.seed = broadcast_object(_base_seed(seed)) if num_replicas > 1 else _base_seed(seed)
         self.epoch = 0
         self.start_batch = 0
 

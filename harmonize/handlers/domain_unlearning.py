@@ -168,7 +168,8 @@ class DomainUnlearningHandler:
         summary = mean_over_processes(summary)
         self.history.append(summary)
         if is_main_process():
-                logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
+            phase = getattr(engine.state, StateKeys.UNLEARNING_PHASE, "")
+            logger.info("epoch %d %s: %s", engine.state.epoch, phase,
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
 
     def batch_targets(self, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

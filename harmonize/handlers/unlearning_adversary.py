@@ -65,7 +65,7 @@ class HeadSteps:
         Under ``torch.distributed`` a head steps when some process has samples of its confound (:meth:`step`).
         """
         local = [c for c in unlearner.confounds if bool((unlearner.targets[c.name] != MISSING).any())]
-        active = any_process([c in local for c in unlearner.confounds])
+        active = any_process([any(c is d for d in local) for c in unlearner.confounds])
         for step in range(self.steps if any(active) else 0):
             self.optimizer.zero_grad(set_to_none=True)
             last = step == self.steps - 1
