@@ -49,8 +49,8 @@ PROCESSES = 2
 #: Largest absolute difference allowed between the one- and two-process weights (float32 sums in another order;
 #: measured: below 1e-6 after 6 iterations of each set-up).
 TOLERANCE = 1e-5
-#: Seconds the two processes may take before the test fails (about 40 s on 2 busy shared cores, most of it the
-#: processes importing torch and MONAI).
+#: Seconds the two processes may take before the test fails (about 8 s on 2 shared cores, 50 s when other work
+#: loads them; most of it the processes importing torch and MONAI).
 TIMEOUT = 180
 SETUPS = ("fused_refit", "alternating", "dann")
 
