@@ -22,6 +22,7 @@ from torch import nn
 
 from harmonize.data.dataset import make_dataloader
 from harmonize.distributed import (
+    average_buffers,
     average_gradients,
     gather_rows,
     is_distributed,
@@ -128,7 +129,11 @@ def _collectives() -> dict[str, Any]:
     b.grad = None if r == 0 else torch.ones(1)  # no gradient on process 0
     c = nn.Parameter(torch.zeros(1))  # no gradient anywhere
     average_gradients([([a], 1.0 if r == 0 else 3.0), ([b, c], 1.0)])
-    return {"rows": rows, "a": a.grad.clone(), "b": b.grad.clone(), "c": c.grad,
+    norm = nn.BatchNorm1d(2)
+    norm.running_mean.fill_(2.0 * r)
+    norm.num_batches_tracked.fill_(5 + r)
+    average_buffers(norm)
+    return {"rows": rows, "a": a.grad.clone(), "b": b.grad.clone(), "c": c.grad, "norm": norm.state_dict(),
             "mean": mean_over_processes({"x": float(r), **({"y": 5.0} if r else {})}), "main": is_main_process()}
 
 
@@ -228,6 +233,8 @@ def test_collectives(runs):
         assert torch.equal(shard["b"], torch.tensor([0.5]))  # a missing gradient counts as zero
         assert shard["c"] is None  # no gradient anywhere: none after
         assert shard["mean"] == {"x": 0.5, "y": 5.0}
+        assert torch.equal(shard["norm"]["running_mean"], torch.ones(2))  # float buffers: the mean
+        assert int(shard["norm"]["num_batches_tracked"]) == 5  # counters: rank 0's
     assert (first["main"], second["main"]) == (True, False)
 
 
@@ -239,4 +246,8 @@ def test_in_one_process_the_helpers_change_nothing():
     x = torch.arange(6.0).view(3, 2)
     assert gather_rows(x) is x
     assert mean_over_processes({"a": 1.0}) == {"a": 1.0}
+    norm = nn.BatchNorm1d(2)
+    norm.running_mean.fill_(3.0)
+    average_buffers(norm)
+    assert torch.equal(norm.running_mean, torch.full((2,), 3.0))
     assert is_main_process() and world_size() == 1 and not is_distributed()
