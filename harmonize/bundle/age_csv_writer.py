@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize.bundle._samples import as_samples, source_file
+from harmonize.distributed import is_distributed, is_main_process
 from harmonize.io import write_text_atomic
 from harmonize.keys import Keys
 from harmonize.output_dir import check_replaceable, record_written
@@ -30,11 +31,6 @@ AGE_CSV_COLUMNS = ("subject_id", "image", "predicted_age")
 AGE_DECIMALS = 3
 #: Who writes, in the record of outputs and in a refusal.
 WRITER = "Bundle inference"
-
-
-def _is_main_process() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class AgeCsvWriter:
@@ -78,7 +74,7 @@ class AgeCsvWriter:
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the collected rows; refuse (before any scan is read) to replace a file harmonize did not write."""
         self.rows = []
-        if engine is not None and _is_main_process():
+        if engine is not None and is_main_process():
             check_replaceable([self.output_file], WRITER)
 
     def collect(self, engine: Engine) -> None:
@@ -94,8 +90,7 @@ class AgeCsvWriter:
         Under ``torch.distributed`` (``multi_gpu_evaluate.json``) every process collects its own shard: the rows
         are gathered, and the process of rank 0 writes them all (the others return None).
         """
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
+        if is_distributed():
             shards: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(shards, self.rows)
             if torch.distributed.get_rank() != 0:

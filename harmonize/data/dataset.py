@@ -26,7 +26,8 @@ missing one), with a logged warning. The returned dataset carries the site index
 
 :func:`make_dataloader` wraps a dataset in a :class:`monai.data.DataLoader`. With ``balance_sites=True`` it
 uses :class:`SiteBalancedBatchSampler`: every batch holds the same number of scans from every site, which is
-what the original unlearning code obtains by zipping one loader per site (Dinsdale et al. 2021). Both of its
+what the original unlearning code obtains by zipping one loader per site (Dinsdale et al. 2021); with
+``distributed=True`` each ``torch.distributed`` process gets its own share of every such batch. Both of its
 samplers (:class:`SiteBalancedBatchSampler`, :class:`EpochShuffleSampler`) draw epoch ``e``'s order from
 ``(seed, e)`` alone and have ``set_epoch(epoch, start_batch)``, which
 :class:`~harmonize.handlers.TrainingCheckpoint` calls so that a resumed training sees the batches an
@@ -56,13 +57,18 @@ from harmonize.data.manifest import (
     parse_confounds,
     read_manifest,
 )
-from harmonize.data.samplers import EpochShuffleSampler, SiteBalancedBatchSampler, epoch_seed
+from harmonize.data.samplers import (
+    EpochShuffleSampler,
+    SiteBalancedBatchSampler,
+    epoch_seed,
+)
 from harmonize.data.site_index import (
     SITE_INDEX_FILENAME,
     CategoryIndex,
     UnknownCategoryError,
     index_filename,
 )
+from harmonize.distributed import rank, world_size
 from harmonize.errors import ConfigError, HarmonizeError, check_option
 from harmonize.keys import ConfoundKind, Keys, Sex, Split
 
@@ -351,6 +357,7 @@ def make_dataloader(
     num_workers: int = 0,
     seed: int | None = None,
     drop_last: bool = False,
+    distributed: bool = False,
     **dataset_kwargs: Any,
 ) -> DataLoader:
     """Build a MONAI data loader over a manifest (or over a dataset from :func:`make_dataset`).
@@ -367,6 +374,9 @@ def make_dataloader(
         seed: seed of the shuffling; epoch ``e``'s order is a pure function of ``(seed, e)`` (the samplers'
             ``set_epoch``), so a resumed run draws the same batches; ``None`` draws a seed from torch.
         drop_last: drop the last, smaller batch (not used with ``balance_sites``, whose batches are full).
+        distributed: under ``torch.distributed``, give this process its own share of every site-balanced batch
+            (``balance_sites``; ``batch_size`` is then per process): see :class:`SiteBalancedBatchSampler`'s
+            ``num_replicas``. Without ``seed``, rank 0's drawn seed is used by every process.
         **dataset_kwargs: ``site_index``, ``confounds``, ``transform``, ``cache``, ``cache_dir``, ``cache_limit_gb``,
             ``allow_unknown_sites``.
 
@@ -374,8 +384,8 @@ def make_dataloader(
         The loader; a batch is a dictionary of stacked tensors (``subject_id`` a list of str).
 
     Raises:
-        ConfigError: a non-positive batch size, or ``balance_sites`` with a batch size that is not a
-            multiple of the number of sites.
+        ConfigError: a non-positive batch size, ``balance_sites`` with a batch size that is not a
+            multiple of the number of sites, or ``distributed`` without ``balance_sites``.
     """
     if batch_size < 1:
         raise ConfigError(f"Argument 'batch_size' must be a positive integer, not {batch_size}.")
@@ -385,9 +395,13 @@ def make_dataloader(
         dataset = manifest
     else:
         dataset = make_dataset(manifest, split=split, **dataset_kwargs)
+    if distributed and not balance_sites:
+        raise ConfigError("Argument 'distributed' shards site-balanced batches: pass balance_sites=True, or give "
+                          "the loader a monai.data.DistributedSampler for batches that are not site-balanced.")
     if balance_sites:
         sites = [int(item[Keys.SITE.value]) for item in dataset.data]
-        sampler = SiteBalancedBatchSampler(sites, batch_size, seed=seed, shuffle=shuffle is not False)
+        shards = {"num_replicas": world_size(), "rank": rank()} if distributed else {}
+        sampler = SiteBalancedBatchSampler(sites, batch_size, seed=seed, shuffle=shuffle is not False, **shards)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers)
     if shuffle is None:
         shuffle = split == Split.TRAIN

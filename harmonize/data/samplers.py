@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from harmonize.distributed import broadcast_object
 from harmonize.errors import ConfigError
 
 __all__ = ["EpochShuffleSampler", "SiteBalancedBatchSampler", "epoch_seed"]
@@ -117,21 +118,36 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
     The order of epoch ``e`` is a pure function of ``(seed, e)`` (:func:`epoch_seed`); each pass moves to the
     next epoch, and :meth:`set_epoch` sets the epoch (and the first batch, to resume a run mid-epoch).
 
+    For ``torch.distributed`` give ``num_replicas`` and ``rank`` (and the same ``seed`` on every process): the
+    sampler draws the batches of one process with ``num_replicas * batch_size`` scans, and process ``rank``
+    takes its own ``batch_size / n_sites`` of each site's share of each of them. Every process's batch is then
+    site-balanced, together they are the batch one process draws with the global batch size (disjoint parts of
+    it: the largest site's scans are each drawn once an epoch, by one process; a smaller site repeats as in one
+    process), and every process has the same number of batches.
+
     Args:
         sites: the site of every item of the dataset (any hashable values).
-        batch_size: scans per batch; a multiple of the number of sites.
-        seed: seed of the sampler's orders (reproducible); ``None`` draws one from torch's global generator.
+        batch_size: scans per batch (of each process); a multiple of the number of sites.
+        seed: seed of the sampler's orders (reproducible); ``None`` draws one from torch's global generator (with
+            ``num_replicas`` under ``torch.distributed``: rank 0's, on every process).
         shuffle: draw each site's scans in random order (False: in dataset order, cycling).
+        num_replicas: number of processes sharing the batches.
+        rank: this process's rank, in ``[0, num_replicas)``.
 
     Raises:
-        ConfigError: ``batch_size`` is not a positive multiple of the number of sites, or there is no item.
+        ConfigError: ``batch_size`` is not a positive multiple of the number of sites, there is no item, or a
+            rank outside ``[0, num_replicas)``.
     """
 
     def __init__(
-        self, sites: Sequence[Hashable], batch_size: int, seed: int | None = None, shuffle: bool = True
+        self, sites: Sequence[Hashable], batch_size: int, seed: int | None = None, shuffle: bool = True,
+        num_replicas: int = 1, rank: int = 0,
     ) -> None:
         if len(sites) == 0:
             raise ConfigError("Cannot balance sites over an empty dataset.")
+        if int(num_replicas) != num_replicas or num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ConfigError(f"Arguments 'num_replicas' and 'rank' must satisfy 0 <= rank < num_replicas, got "
+                              f"num_replicas={num_replicas!r}, rank={rank!r}.")
         groups: dict[Hashable, list[int]] = {}
         for i, site in enumerate(sites):
             groups.setdefault(site, []).append(i)
@@ -145,13 +161,14 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
             )
         self.per_site = batch_size // n_sites
         self.batch_size = batch_size
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.shuffle = shuffle
-        self.seed = _base_seed(seed)
+        self.seed = broadcast_object(_base_seed(seed)) if num_replicas > 1 else _base_seed(seed)
         self.epoch = 0
         self.start_batch = 0
 
     def __len__(self) -> int:
-        return math.ceil(max(len(g) for g in self.groups) / self.per_site)
+        return math.ceil(max(len(g) for g in self.groups) / (self.per_site * self.num_replicas))
 
     def _stream(self, group: list[int], length: int, generator: torch.Generator) -> list[int]:
         out: list[int] = []
@@ -163,6 +180,8 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         generator, start = self._begin_pass()
         n = len(self)
-        streams = [self._stream(g, n * self.per_site, generator) for g in self.groups]
+        share = self.per_site * self.num_replicas  # each site's scans in the batch of all processes
+        streams = [self._stream(g, n * share, generator) for g in self.groups]
         for b in range(start, n):
-            yield [i for s in streams for i in s[b * self.per_site:(b + 1) * self.per_site]]
+            first = b * share + self.rank * self.per_site
+            yield [i for s in streams for i in s[first:first + self.per_site]]

@@ -4,6 +4,7 @@ Dinsdale et al. (2021) update three times per batch: the task step (the trainer'
 features (the adversary), then a second forward pass whose confusion loss updates the feature extractor only, with
 an optimiser of its own. That second pass and optimiser live here; the confusion loss is
 :class:`~harmonize.handlers.unlearning_objective.ConfusionObjective`'s. About twice the cost of a fused iteration.
+Under ``torch.distributed`` the second pass's gradients are averaged over the processes before its step.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from harmonize.distributed import average_gradients, is_distributed
 from harmonize.errors import ConfigError, number_problem
 from harmonize.handlers.unlearning_objective import ConfusionObjective
+from harmonize.networks.unwrap_network import unwrap_network
 
 if TYPE_CHECKING:
     from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
@@ -63,8 +66,13 @@ class AlternatingConfusion(ConfusionObjective):
             return
         self.optimizer.zero_grad(set_to_none=True)
         unlearner.taps.clear()
-        unlearner.network(inputs)
+        distributed = is_distributed()
+        # Under torch.distributed the pass skips DDP (whose reduction expects every parameter of its forward to get
+        # a gradient, while the confusion reaches the extractor alone) and averages the gradients itself.
+        (unwrap_network(unlearner.network)[0] if distributed else unlearner.network)(inputs)
         self.confusion(unlearner, unlearner.taps.features(), engine.state.epoch).backward()
+        if distributed:
+            average_gradients([(unlearner.network.parameters(), 1.0)])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         unlearner.taps.clear()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harmonize.distributed import average_buffers
 from harmonize.networks.batch_norm import recalibrate_batchnorm
 from harmonize.networks.unwrap_network import unwrap_network
 
@@ -27,7 +28,9 @@ class BatchNormRecalibrationHandler:
     Attach it *before* the ``CheckpointSaver`` that writes the final model (ignite runs handlers in the order they
     were attached), so the saved model carries the recalibrated statistics. A network wrapped in
     ``DistributedDataParallel`` is unwrapped first (:func:`~harmonize.networks.unwrap_network`); networks without
-    BatchNorm are left alone.
+    BatchNorm are left alone. Under ``torch.distributed`` each process reads its own share of the batches, then the
+    statistics are averaged over the processes, so every process (and the model rank 0 saves) holds those of all
+    the training batches.
 
     Args:
         batches: the training batches (e.g. the training loader).
@@ -49,4 +52,5 @@ class BatchNormRecalibrationHandler:
         device = self.device or next(network.parameters()).device
         count = recalibrate_batchnorm(network, self.batches, device)
         if count:
+            average_buffers(network)
             logger.info("Recalibrated the running statistics of %d BatchNorm layer(s) on the training scans", count)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harmonize.distributed import broadcast_module, is_main_process, mean_over_processes
 from harmonize.errors import ConfigError, integer_problem
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
@@ -35,6 +36,11 @@ class DomainUnlearningHandler:
     During the first ``warmup_epochs`` epochs only the heads learn, as the paper pretrains its domain predictor.
     ``engine.state`` gains the attributes of :attr:`state_attributes` (for ``StatsHandler``); save
     :meth:`state_dict` with ``CheckpointSaver``.
+
+    Under ``torch.distributed`` (``network`` in ``DistributedDataParallel``) the heads stay the same on every
+    process: they start from rank 0's, and every step averages their gradients over the processes
+    (:mod:`harmonize.distributed`). ``engine.state`` holds this process's figures of the batch; :attr:`history`
+    holds each epoch's mean over the processes, and only rank 0 logs it.
 
     Args:
         network: the trainer's network (the one whose features are unlearned).
@@ -110,6 +116,7 @@ class DomainUnlearningHandler:
         if getattr(engine, "accumulation_steps", 1) > 1:
             raise ConfigError("DomainUnlearningHandler does not support gradient accumulation (accumulation_steps > 1).")
         self.heads.to(next(self.network.parameters()).device)
+        broadcast_module(self.heads)  # under torch.distributed every process starts from rank 0's heads, as DDP does
         self.objective.bind(self.network, optimizer.param_groups[0]["lr"])
 
     @property
@@ -158,9 +165,12 @@ class DomainUnlearningHandler:
     def _epoch_completed(self, engine: Any) -> None:
         summary = {"epoch": float(engine.state.epoch)}
         summary.update({name: sum(values) / len(values) for name, values in self._totals.items()})
+        summary = mean_over_processes(summary)
         self.history.append(summary)
-        logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
-                    ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
+        if is_main_process():
+            phase = getattr(engine.state, StateKeys.UNLEARNING_PHASE, "")
+            logger.info("epoch %d %s: %s", engine.state.epoch, phase,
+                        ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
 
     def batch_targets(self, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Each confound's class indices in a batch (:data:`MISSING` where unknown or masked out) and priors."""
@@ -169,6 +179,18 @@ class DomainUnlearningHandler:
     def valid(self, confound: Confound) -> torch.Tensor:
         """This batch's samples that enter a confound's losses."""
         return self.targets[confound.name] != MISSING
+
+    def loss_weight(self, confound: Confound) -> float:
+        """The weight of this batch's samples in a confound's domain loss: their number, or their class weights' sum.
+
+        A head's gradient under ``torch.distributed`` is the mean of the processes' gradients weighted by this.
+        """
+        target = self.targets[confound.name]
+        valid = target != MISSING
+        weight = self.domain_losses[confound.name].weight
+        if weight is None:
+            return float(valid.sum())
+        return float(weight.to(target.device)[target[valid]].sum())
 
     def domain_loss(self, confound: Confound, logits: torch.Tensor, target: torch.Tensor, record: bool) -> torch.Tensor:
         """A head's cross-entropy on the samples whose target is not :data:`MISSING` (recording loss and accuracy)."""

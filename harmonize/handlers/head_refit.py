@@ -3,7 +3,7 @@
 A head trained batch by batch is easily fooled while a fresh probe still reads the confound. :class:`RefitHeads`
 re-initialises every head at the start of each unlearning epoch and fits it from scratch (full-batch Adam) on the
 current features of all the training batches, so the confusion loss pushes against a head that has seen the
-current features. :func:`all_features` gathers those features: the one place where a distributed run all-gathers.
+current features. :func:`all_features` gathers those features, from every process of a distributed run.
 The measurements behind the recipe are in docs/unlearning.md.
 """
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize import defaults
+from harmonize.distributed import broadcast_module, gather_rows
 from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.handlers.confound import MISSING
 from harmonize.handlers.unlearning_adversary import HeadSteps
@@ -31,7 +32,9 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
                  inputs: Callable[[Any], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Detached features and targets of every batch of ``loader``, as the training forward pass sees them.
 
-    The network runs in training mode; its buffers (BatchNorm statistics) are restored afterwards.
+    The network runs in training mode; its buffers (BatchNorm statistics) are restored afterwards. Under
+    ``torch.distributed`` each process reads its own shard of the data, and every process receives the rows of
+    all of them, in rank order (:func:`~harmonize.distributed.gather_rows`).
     """
     from monai.utils import CommonKeys
 
@@ -54,7 +57,7 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
             b.copy_(buffers[name])
     if not features:
         raise ConfigError("RefitHeads needs a training loader with at least one batch.")
-    return torch.cat(features), {name: torch.cat(t) for name, t in targets.items()}
+    return gather_rows(torch.cat(features)), {name: gather_rows(torch.cat(t)) for name, t in targets.items()}
 
 
 class RefitHeads(HeadSteps):
@@ -107,6 +110,7 @@ class RefitHeads(HeadSteps):
                     module.reset_parameters()
                 if hasattr(module, "reset_running_stats"):
                     module.reset_running_stats()
+            broadcast_module(c.head)  # every process fits the same head on the same rows
             optimizer = torch.optim.Adam(c.head.parameters(), lr=self.refit_lr)
             loss_fn = unlearner.domain_losses[c.name]
             c.head.train()
@@ -114,6 +118,7 @@ class RefitHeads(HeadSteps):
                 optimizer.zero_grad(set_to_none=True)
                 loss_fn(c.head(x), y).backward()
                 optimizer.step()
+            broadcast_module(c.head)  # rank 0's fit, should another process's kernels round differently
             with torch.no_grad():
                 accuracy[f"{StateKeys.REFIT_ACC}_{c.name}"] = float((c.head(x).argmax(dim=1) == y).float().mean())
         self.optimizer.state.clear()  # the per-batch optimiser's moments belonged to the old weights

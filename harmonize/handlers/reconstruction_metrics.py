@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from monai.utils import CommonKeys, optional_import
 
+from harmonize.distributed import is_distributed
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys
 from harmonize.metrics.reconstruction import PSNR, SSIM, mean_metrics, volume_metrics
@@ -101,11 +102,10 @@ class ReconstructionMetricsHandler:
         local = {name: (torch.cat(self._pred[name]), torch.cat(self._target[name]),
                         torch.cat(self._floor[name]) if self._floor[name] else None, list(self._ids[name]))
                  for name in self._pred}
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not is_distributed():
             return local
-        shards: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, local)
+        shards: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(shards, local)
         merged: dict[str, list[Any]] = {}
         for shard in shards:
             for name, (pred, target, floor, ids) in shard.items():

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from harmonize.data.dataset import EpochShuffleSampler, SiteBalancedBatchSampler
+from harmonize.distributed import is_main_process
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.handlers._engine import require_optimizer
 from harmonize.io import TMP_TAG, atomic_write
@@ -228,6 +229,9 @@ class TrainingCheckpoint:
     def save(self) -> Path:
         """Write a checkpoint of the engine's current state now (atomically), then prune old ones.
 
+        Under ``torch.distributed`` only rank 0 writes (the processes hold the same weights); the others check that
+        the weights are finite and return the path rank 0 writes.
+
         Returns:
             The checkpoint's path.
 
@@ -240,6 +244,8 @@ class TrainingCheckpoint:
         state = self.state_dict()
         epoch, iteration = state["engine"]["epoch"], state["engine"]["iteration"]
         path = self.directory / f"{self.prefix}_epoch{epoch:04d}_iter{iteration:08d}{CHECKPOINT_SUFFIX}"
+        if not is_main_process():
+            return path
         atomic_write(path, lambda tmp: _save_synced(state, tmp))
         self.last_saved = path
         for old in self.checkpoints()[: -self.keep_last]:

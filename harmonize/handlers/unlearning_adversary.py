@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize import defaults
+from harmonize.distributed import (
+    any_process,
+    average_buffers,
+    average_gradients,
+    is_distributed,
+)
 from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.handlers.confound import MISSING
 
@@ -45,16 +51,33 @@ class HeadSteps:
         self.optimizer = torch.optim.Adam(unlearner.heads.parameters(), lr=self.lr)
 
     def fit_batch(self, unlearner: DomainUnlearningHandler, features: torch.Tensor) -> None:
-        """The heads learn their confounds from a batch's detached features (the extractor is not touched)."""
-        active = [c for c in unlearner.confounds if bool((unlearner.targets[c.name] != MISSING).any())]
-        for step in range(self.steps if active else 0):
+        """The heads learn their confounds from a batch's detached features (the extractor is not touched).
+
+        Under ``torch.distributed`` a head steps when some process has samples of its confound (:meth:`step`).
+        """
+        local = [c for c in unlearner.confounds if bool((unlearner.targets[c.name] != MISSING).any())]
+        active = any_process([any(c is d for d in local) for c in unlearner.confounds])
+        for step in range(self.steps if any(active) else 0):
             self.optimizer.zero_grad(set_to_none=True)
             last = step == self.steps - 1
-            loss = sum(c.alpha * unlearner.domain_loss(c, c.head(features), unlearner.targets[c.name], record=last)
-                       for c in active)
-            loss.backward()
-            self.optimizer.step()
+            if local:
+                loss = sum(c.alpha * unlearner.domain_loss(c, c.head(features), unlearner.targets[c.name],
+                                                           record=last) for c in local)
+                loss.backward()
+            self.step(unlearner)
         self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, unlearner: DomainUnlearningHandler) -> None:
+        """One optimiser step of the heads, the same on every process of a ``torch.distributed`` run.
+
+        Under ``torch.distributed`` each head's gradient is first averaged over the processes, weighted by the
+        weight of their samples in its loss (:meth:`DomainUnlearningHandler.loss_weight`): the gradient of the
+        loss of the union of their batches. The heads' BatchNorm statistics are averaged too.
+        """
+        if is_distributed():
+            average_gradients([(c.head.parameters(), unlearner.loss_weight(c)) for c in unlearner.confounds])
+            average_buffers(unlearner.heads)
+        self.optimizer.step()
 
     def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
         """Called at the start of every unlearning (not warm-up) epoch; nothing to do for a per-batch adversary."""

@@ -107,7 +107,7 @@ class GradientReversalObjective:
 
     def _step_heads(self, engine: Any, unlearner: DomainUnlearningHandler) -> None:
         if not unlearner.in_warmup(engine.state.epoch):
-            unlearner.adversary.optimizer.step()
+            unlearner.adversary.step(unlearner)
 
     def config(self) -> dict[str, Any]:
         return {"reversal_weight": self.reversal_weight}

@@ -208,3 +208,9 @@ def test_scans_of_different_shapes_are_refused_before_training(make_cohort, tmp_
     assert err.value.problems == [f"shape (20, 20, 20): 3 scan(s), rows 2, 3, 4 (e.g. {first})",
                                   f"shape (20, 20, 12): 1 scan(s), rows 5 (e.g. {small})"]
     assert len(make_dataset(manifest, split="train", transform=Lambdad("image", lambda x: x))) == 4  # it resizes
+
+
+def test_a_distributed_loader_must_balance_sites():
+    dataset = Dataset([{"image": torch.zeros(1, 2, 2, 2), "site": torch.tensor(i % 2)} for i in range(4)])
+    with pytest.raises(ConfigError, match="Argument 'distributed' shards site-balanced batches: pass balance_sites"):
+        make_dataloader(dataset, batch_size=2, distributed=True)

@@ -43,3 +43,25 @@ def test_sampler_order_is_a_pure_function_of_seed_and_epoch():
     with pytest.raises(ConfigError, match="'epoch' must be >= 0"):
         other.set_epoch(-1)
     assert epoch_seed(3, 1) == epoch_seed(3, 1) and epoch_seed(3, 1) not in (epoch_seed(3, 2), epoch_seed(4, 1))
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_replicas_share_each_global_batch_in_balanced_disjoint_parts(replicas):
+    sites = [0] * 7 + [1] * 3 + [2] * 5
+    whole = SiteBalancedBatchSampler(sites, batch_size=3 * replicas, seed=3)
+    shards = [SiteBalancedBatchSampler(sites, batch_size=3, seed=3, num_replicas=replicas, rank=r)
+              for r in range(replicas)]
+    assert {len(s) for s in shards} == {len(whole)} == {-(-7 // replicas)}  # every process, as many batches
+    for epoch in range(2):  # each pass draws the next epoch, on every process alike
+        parts = [list(s) for s in shards]
+        for b, batch in enumerate(list(whole)):
+            for part in parts:
+                assert sorted(sites[i] for i in part[b]) == [0, 1, 2]  # balanced on each process
+            together = [i for part in parts for i in part[b]]
+            assert sorted(together) == sorted(batch)  # the one-process batch of the global size, split
+            if epoch == 0 and b == 0:
+                assert len(set(together)) == len(together) == 3 * replicas  # disjoint shares
+    shards[1].set_epoch(0, start_batch=1)
+    assert list(shards[1]) == list(SiteBalancedBatchSampler(sites, 3, seed=3, num_replicas=replicas, rank=1))[1:]
+    with pytest.raises(ConfigError, match="0 <= rank < num_replicas, got num_replicas=2, rank=2"):
+        SiteBalancedBatchSampler(sites, batch_size=3, num_replicas=2, rank=2)
