@@ -341,6 +341,18 @@ def format_value(value: Any, fmt: str = "") -> str:
     return str(value)
 
 
+def with_intervals(row: Mapping[str, Any], figures: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+    """A copy of a row whose figures (``(key, title, fmt)``) read as their mean with the ``<key>_ci`` interval."""
+    shown = dict(row)
+    for key, _, fmt in figures:
+        value, interval = row.get(key), row.get(f"{key}_ci")
+        text = MISSING if value is None else format(value, fmt)
+        if value is not None and interval:
+            text += f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]"
+        shown[key] = text
+    return shown
+
+
 def markdown_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table: numeric columns (those with a ``fmt``) right-aligned."""
     head = "| " + " | ".join(c.header for c in columns) + " |"

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish
+from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish, with_intervals
 from harmonize.keys import Method
 
 __all__ = ["SCENARIOS", "EfficacySettings", "prepare_cohort", "run_efficacy", "scenario_targets"]
@@ -173,13 +173,7 @@ def _row(scenario: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
     """A row as the table prints it: means with their intervals, and every seed's probe above its floor."""
-    shown = dict(row)
-    for key, _, fmt in FIGURES:
-        value, interval = row.get(key), row.get(f"{key}_ci")
-        text = "—" if value is None else format(value, fmt)
-        if value is not None and interval:
-            text += f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]"
-        shown[key] = text
+    shown = with_intervals(row, FIGURES)
     shown["probe_minus_floor"] = ", ".join(f"{d:+.3f}" for d in _probe_above_floor(row)) or "—"
     return shown
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish
+from benchmarks.common import BenchmarkResult, Column, Target, Workers, finish, with_intervals
 from harmonize.audit.seed_summary import mean_interval
 from harmonize.keys import ReconMethod
 
@@ -136,7 +136,7 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
             Column("forget_ok", f"forget within {FORGET_MARGIN_DB} dB"),
             Column("time_ok", f"time <= {TIME_FRACTION:.0%}"),
         ],
-        rows=[_shown(row) for row in rows],
+        rows=[with_intervals(row, FIGURES) for row in rows],
         targets=_targets(rows),
         settings=asdict(settings),
     )
@@ -176,16 +176,6 @@ def _over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as the table prints it: each mean with its interval."""
-    shown = dict(row)
-    for key, _, fmt in FIGURES:
-        value, interval = row.get(key), row.get(f"{key}_ci")
-        text = "—" if value is None else format(value, fmt)
-        if value is not None and interval:
-            text += f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]"
-        shown[key] = text
-    return shown
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[Target]:

@@ -71,7 +71,6 @@ __all__ = [
     "TASK_NETWORKS",
     "UNSEEN_SUFFIX",
     "BrainAgeAudit",
-    "audit_brain_age",
     "audit_held_out",
     "audit_model",
     "audit_task",
@@ -278,18 +277,6 @@ def audit_held_out(
 
     frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     return audit_held_out_scans(model, frame, task_audit(model, harmonise), permutations, seed, splits)
-
-
-def audit_brain_age(
-    model: BrainAgeModel,
-    manifest: str | os.PathLike | pd.DataFrame,
-    permutations: int = defaults.PROBE_PERMUTATIONS,
-    seed: int = defaults.SEED,
-    splits: Sequence[str] = (Split.VAL, Split.TEST),
-    harmonise: Callable[[FeatureSet], FeatureSet] | None = None,
-) -> tuple[dict[str, Any], FeatureSet]:
-    """:func:`audit_held_out` of a brain-age model (the name kept for callers of the brain-age audit)."""
-    return audit_held_out(model, manifest, permutations, seed, splits, harmonise)
 
 
 def training_age_ranges(frame: pd.DataFrame, site_index: CategoryIndex) -> list[tuple[float, float]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,13 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harmonize import defaults
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.audit.held_out import ALL_SPLITS, UNSEEN_SUFFIX, audit_held_out_scans
+from harmonize.audit.held_out import ALL_SPLITS, UNSEEN_SUFFIX
 from harmonize.data.templates import TISSUE_NAMES
 from harmonize.errors import HarmonizeError
-from harmonize.keys import Keys, Split, Task
+from harmonize.keys import Keys, Task
 from harmonize.metrics.dice_per_scan import DicePerScan
 from harmonize.workflows.models import SegmentationModel
 
@@ -46,7 +44,6 @@ __all__ = [
     "TASK",
     "SegmentationAudit",
     "SegmentationModel",
-    "audit_segmentation",
     "dice_summary",
     "segmentation_columns",
     "segmentation_features",
@@ -215,26 +212,6 @@ class SegmentationAudit:
         tissues = metrics["tissues"]
         metrics["unseen_site_dice"], metrics["unseen_site_dice_per_tissue"] = dice_summary(scores, tissues)
         metrics["dice_per_site"].update(_per_site(scores, sites, tissues, UNSEEN_SUFFIX))
-
-
-def audit_segmentation(
-    model: SegmentationModel,
-    manifest: str | os.PathLike | pd.DataFrame,
-    permutations: int = defaults.PROBE_PERMUTATIONS,
-    seed: int = defaults.SEED,
-    splits: Sequence[str] = (Split.VAL, Split.TEST),
-) -> tuple[dict[str, Any], FeatureSet]:
-    """:func:`~harmonize.audit.held_out.audit_held_out_scans` with a :class:`SegmentationAudit` (the metrics it
-    lists; ``features`` of every audited scan, unseen ones with site index -1), as
-    :func:`~harmonize.workflows.audit.audit_held_out` gives it for a segmentation model.
-
-    Raises:
-        HarmonizeError: no held-out scan of a training site, no label maps, or labels outside the classes.
-    """
-    from harmonize.data.manifest import read_manifest
-
-    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-    return audit_held_out_scans(model, frame, SegmentationAudit(), permutations, seed, splits)
 
 
 def segmentation_columns(metrics: Mapping[str, Any]) -> list[Any]:

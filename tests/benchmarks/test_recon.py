@@ -6,11 +6,12 @@ import math
 
 import pytest
 
+from benchmarks.common import with_intervals
 from benchmarks.recon import (
+    FIGURES,
     ReconSettings,
     _over_seeds,
     _seed_rows,
-    _shown,
     _targets,
     run_recon,
 )
@@ -53,7 +54,7 @@ def test_seed_rows_and_means_judge_the_targets():
     assert row["iterations_vs_oracle"] == pytest.approx(0.1) and row["time_vs_oracle"] == pytest.approx(0.2)
     # judged on the means and on iterations (10 %), not on the wall time (20 %)
     assert (row["retain_ok"], row["forget_ok"], row["time_ok"]) == (True, True, True)
-    assert _shown(row)["bta_vs_original"].startswith("-0.20 [")
+    assert with_intervals(row, FIGURES)["bta_vs_original"].startswith("-0.20 [")
 
 
 def test_unknown_profile_is_refused():

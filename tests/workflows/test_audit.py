@@ -18,7 +18,6 @@ from harmonize.keys import Keys
 from harmonize.output_dir import RECORD_FILENAME
 from harmonize.workflows.audit import (
     BrainAgeAudit,
-    audit_brain_age,
     audit_held_out,
     audit_model,
     held_out_rows,
@@ -80,7 +79,7 @@ def test_audit_brain_age_scores_seen_and_unseen_scans(model, frame):
 
 
 def test_feature_probes_are_the_brain_age_audits_probes(model, frame):
-    metrics, _ = audit_brain_age(model, frame, permutations=5, seed=0)
+    metrics, _ = audit_held_out(model, frame, permutations=5, seed=0)
     seen, _ = held_out_rows(frame, model.site_index)
     probes = feature_probes(brain_age_features(model, seen), permutations=5, seed=0)
     assert set(probes) == {"site_probe_bacc", "site_probe_p", "chance", "n_subjects", "age_probe_r2", "age_probe_mae",
@@ -94,7 +93,7 @@ def test_feature_probes_are_the_brain_age_audits_probes(model, frame):
 
 def test_audit_without_held_out_scans_of_training_sites(model, frame):
     with pytest.raises(HarmonizeError, match=r"No row of the manifest is in splits \['val', 'test'\] of the sites"):
-        audit_brain_age(model, frame[frame[Keys.SPLIT] == "train"])
+        audit_held_out(model, frame[frame[Keys.SPLIT] == "train"])
 
 
 def test_audit_model_writes_metrics_figures_and_report(model, frame, tmp_path, tiny_cohort):
@@ -117,7 +116,7 @@ def test_audit_model_writes_metrics_figures_and_report(model, frame, tmp_path, t
 
 def test_audit_model_from_file_matches_the_model(model, tmp_path, tiny_cohort):
     path = save_model(model, tmp_path / "m.pt")
-    direct, _ = audit_brain_age(model, tiny_cohort, permutations=0)
+    direct, _ = audit_held_out(model, tiny_cohort, permutations=0)
     from_file = audit_model(path, tiny_cohort, tmp_path / "out", permutations=0)
     assert from_file["model"] == str(path)
     for key in ("site_probe_bacc", "age_mae", "unseen_site_mae", "age_probe_r2"):
@@ -125,7 +124,7 @@ def test_audit_model_from_file_matches_the_model(model, tmp_path, tiny_cohort):
 
 
 def test_loader_workers_read_the_scans_and_leave_the_figures_and_the_model_alone(model, tmp_path, tiny_cohort):
-    direct, _ = audit_brain_age(model, tiny_cohort, permutations=0)
+    direct, _ = audit_held_out(model, tiny_cohort, permutations=0)
     with_workers = audit_model(model, tiny_cohort, tmp_path / "out", permutations=0, num_workers=2)
     for key in ("site_probe_bacc", "age_mae", "unseen_site_mae", "age_probe_r2"):
         assert with_workers[key] == pytest.approx(direct[key], rel=1e-6)
@@ -146,7 +145,7 @@ def test_audit_model_from_bundle(model, tmp_path, tiny_cohort):
     (out / RECORD_FILENAME).write_text(json.dumps({"files": ["old.txt"], "complete": True}))
     metrics = audit_model(bundle, tiny_cohort, out, overwrite=True, permutations=0)
     assert not (out / "old.txt").exists()
-    direct, _ = audit_brain_age(model, tiny_cohort, permutations=0)
+    direct, _ = audit_held_out(model, tiny_cohort, permutations=0)
     assert metrics["age_mae"] == pytest.approx(direct["age_mae"], rel=1e-5)
     assert metrics["seconds"] is None  # training time unknown for a bundle: written as null, not NaN
     assert "NaN" not in (out / "metrics.json").read_text()

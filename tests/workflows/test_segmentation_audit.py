@@ -23,7 +23,6 @@ from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.segmentation_audit import (
     SegmentationAudit,
     SegmentationModel,
-    audit_segmentation,
     dice_summary,
     segmentation_features,
     tissue_names,
@@ -116,7 +115,7 @@ def test_scans_without_label_maps_are_probed_not_scored(model, frame, audited, c
     partial.loc[partial[Keys.SITE] == UNSEEN, Keys.LABEL] = None
     first = partial.index[(partial[Keys.SITE] == "site0") & (partial[Keys.SPLIT] == "val")][0]
     partial.loc[first, Keys.LABEL] = None
-    metrics, features = audit_segmentation(model, partial, permutations=0)
+    metrics, features = audit_held_out(model, partial, permutations=0)
     assert metrics["n_subjects"] == 4 and metrics["n_labelled"] == 3
     assert metrics["site_probe_bacc"] == pytest.approx(audited[0]["site_probe_bacc"])  # every scan is probed
     assert "unseen_site_dice" not in metrics and set(metrics["dice_per_site"]) == set(TRAINED)
@@ -132,12 +131,12 @@ def test_the_segmentation_adapter_refuses_a_post_hoc_harmonisation(model):
 
 def test_audit_segmentation_errors(model, frame):
     with pytest.raises(HarmonizeError, match=r"No row of the manifest is in splits \['val', 'test'\] of the sites"):
-        audit_segmentation(model, frame[frame[Keys.SPLIT] == "train"])
+        audit_held_out(model, frame[frame[Keys.SPLIT] == "train"])
     with pytest.raises(HarmonizeError, match="have no 'label' \\(label map\\) paths: the Dice of a segmentation"):
-        audit_segmentation(model, frame.drop(columns=[Keys.LABEL]))
+        audit_held_out(model, frame.drop(columns=[Keys.LABEL]))
     three = SegmentationModel(TissueSegmenter(out_channels=3, channels=CHANNELS), CategoryIndex(TRAINED), "final")
     with pytest.raises(HarmonizeError, match=r"hold values outside 0\.\.2, the classes of the network"):
-        audit_segmentation(three, frame, permutations=0)
+        audit_held_out(three, frame, permutations=0)
 
 
 def _bundle(root, network, **ids):
