@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from harmonize import defaults
+from harmonize.distributed import gather_rows
 from harmonize.errors import ConfigError
 
 __all__ = ["refit_output_layer"]
@@ -30,7 +31,8 @@ def refit_output_layer(
     heads, and the task head follows a step behind. Fitted once more on the final features of the training scans
     (closed form, penalty by leave-one-out cross-validation), the output layer reads them as they are
     (measurements: docs/unlearning.md). Call it after training and after
-    :func:`~harmonize.networks.recalibrate_batchnorm`; only ``regressor.out`` changes.
+    :func:`~harmonize.networks.recalibrate_batchnorm`; only ``regressor.out`` changes. Under ``torch.distributed``
+    the rows of every process are gathered, so every process fits the same layer.
 
     Args:
         network: a trained ``BrainAgeRegressor`` (its train/eval mode is restored).
@@ -53,11 +55,12 @@ def refit_output_layer(
         for batch in batches:
             images, ages = prepare(batch)
             features = network.encoder(images.to(device))
-            hidden.append(network.regressor.act(network.regressor.fc(features)).cpu().double())
-            targets.append(torch.as_tensor(ages).reshape(-1).cpu().double())
+            hidden.append(network.regressor.act(network.regressor.fc(features)).double())
+            targets.append(torch.as_tensor(ages).reshape(-1).to(features.device).double())
     finally:
         network.train(was_training)
-    x, y = torch.cat(hidden).numpy(), torch.cat(targets).numpy()
+    # under torch.distributed every process fits the same layer on every process's scans
+    x, y = gather_rows(torch.cat(hidden)).cpu().numpy(), gather_rows(torch.cat(targets)).cpu().numpy()
     labelled = np.isfinite(y)
     if labelled.sum() < 2:
         raise ConfigError(f"refit_output_layer needs at least 2 training scans with an age, got {int(labelled.sum())}.")
