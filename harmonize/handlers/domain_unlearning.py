@@ -1,10 +1,8 @@
 """Scanner (domain) unlearning as a MONAI engine handler (Dinsdale, Jenkinson & Namburete, NeuroImage 2021).
 
-Per batch the trainer's task loss trains the network, the domain heads learn each confound from the detached
-features (the *adversary*: ``unlearning_adversary``, ``head_refit``), and the extractor is trained against the
-heads (the *objective*: ``unlearning_objective``, ``alternating_confusion``). This handler wires the events, taps,
-confounds, warm-up, sample mask, recording and ``state_dict``; the confusion update is applied in
-:meth:`DomainUnlearningHandler._loss_completed` (``IterationEvents.LOSS_COMPLETED``).
+Per batch the task loss trains the network, the domain heads learn each confound from the detached features (the
+*adversary*: ``unlearning_adversary``, ``head_refit``) and the extractor is trained against them (the *objective*:
+``unlearning_objective``, ``alternating_confusion``), in :meth:`DomainUnlearningHandler._loss_completed`.
 """
 
 from __future__ import annotations
@@ -30,17 +28,13 @@ __all__ = ["DomainUnlearningHandler"]
 
 logger = logging.getLogger(__name__)
 
+
 class DomainUnlearningHandler:
     """Adds domain-head training and an unlearning objective to a ``SupervisedTrainer``.
 
-    During the first ``warmup_epochs`` epochs only the heads learn, as the paper pretrains its domain predictor.
     ``engine.state`` gains the attributes of :attr:`state_attributes` (for ``StatsHandler``); save
-    :meth:`state_dict` with ``CheckpointSaver``.
-
-    Under ``torch.distributed`` (``network`` in ``DistributedDataParallel``) the heads stay the same on every
-    process: they start from rank 0's, and every step averages their gradients over the processes
-    (:mod:`harmonize.distributed`). ``engine.state`` holds this process's figures of the batch; :attr:`history`
-    holds each epoch's mean over the processes, and only rank 0 logs it.
+    :meth:`state_dict` with ``CheckpointSaver``. Under ``torch.distributed`` the heads start from rank 0's, every
+    step averages their gradients over the processes and :attr:`history` holds each epoch's mean over them.
 
     Args:
         network: the trainer's network (the one whose features are unlearned).
@@ -48,7 +42,7 @@ class DomainUnlearningHandler:
         confounds: the variables to unlearn, each with its head and weights (:class:`Confound`).
         objective: what the extractor is trained with (default :class:`ConfusionObjective`, fused).
         adversary: how the heads are fitted (default :class:`HeadSteps`, one Adam step per batch).
-        warmup_epochs: epochs at the start during which only the heads learn.
+        warmup_epochs: epochs at the start during which only the heads learn (the paper pretrains its domain head).
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the domain
             and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
 
@@ -65,18 +59,16 @@ class DomainUnlearningHandler:
         self.objective = objective if objective is not None else ConfusionObjective()
         self.adversary = adversary if adversary is not None else HeadSteps()
         names = [c.name for c in self.confounds]
-        problems = []
+        problems = [integer_problem("warmup_epochs", warmup_epochs, minimum=0)]
         if not self.confounds:
             problems.append("confounds: give at least one Confound")
         if len(set(names)) != len(names):
             problems.append(f"confounds: names must be unique, got {names}; give each a distinct `name`")
-        if problem := integer_problem("warmup_epochs", warmup_epochs, minimum=0):
-            problems.append(problem)
         if self.adversary.refits and not self.objective.trains_heads:
             problems.append("a re-fitting adversary would reset the heads that gradient reversal trains every "
                             "epoch: use HeadSteps with GradientReversalObjective")
-        if problems:
-            raise ConfigError("DomainUnlearningHandler: invalid arguments.", problems=problems)
+        if any(problems):
+            raise ConfigError("DomainUnlearningHandler: invalid arguments.", problems=[p for p in problems if p])
         self.network = network
         self.taps = FeatureTaps(network, taps)
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})
@@ -121,8 +113,7 @@ class DomainUnlearningHandler:
 
     @property
     def state_attributes(self) -> list[str]:
-        """``task_loss``, ``unlearning_phase`` and per confound ``domain_loss_``, ``domain_acc_``, ``confusion_loss_``
-        (confusion objectives) and ``refit_acc_<name>`` (re-fitting adversary)."""
+        """The ``engine.state`` attributes this handler sets: the task loss, the phase, ``<figure>_<confound>``."""
         keys = [StateKeys.DOMAIN_LOSS, StateKeys.DOMAIN_ACC]
         keys += [StateKeys.CONFUSION_LOSS] if self.objective.records_confusion else []
         keys += [StateKeys.REFIT_ACC] if self.adversary.refits else []
@@ -168,8 +159,7 @@ class DomainUnlearningHandler:
         summary = mean_over_processes(summary)
         self.history.append(summary)
         if is_main_process():
-            phase = getattr(engine.state, StateKeys.UNLEARNING_PHASE, "")
-            logger.info("epoch %d %s: %s", engine.state.epoch, phase,
+            logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
 
     def batch_targets(self, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -179,18 +169,6 @@ class DomainUnlearningHandler:
     def valid(self, confound: Confound) -> torch.Tensor:
         """This batch's samples that enter a confound's losses."""
         return self.targets[confound.name] != MISSING
-
-    def loss_weight(self, confound: Confound) -> float:
-        """The weight of this batch's samples in a confound's domain loss: their number, or their class weights' sum.
-
-        A head's gradient under ``torch.distributed`` is the mean of the processes' gradients weighted by this.
-        """
-        target = self.targets[confound.name]
-        valid = target != MISSING
-        weight = self.domain_losses[confound.name].weight
-        if weight is None:
-            return float(valid.sum())
-        return float(weight.to(target.device)[target[valid]].sum())
 
     def domain_loss(self, confound: Confound, logits: torch.Tensor, target: torch.Tensor, record: bool) -> torch.Tensor:
         """A head's cross-entropy on the samples whose target is not :data:`MISSING` (recording loss and accuracy)."""

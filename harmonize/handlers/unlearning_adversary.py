@@ -29,6 +29,19 @@ if TYPE_CHECKING:
 __all__ = ["HeadSteps"]
 
 
+def loss_weight(unlearner: DomainUnlearningHandler, confound: Any) -> float:
+    """The weight of this batch's samples in a confound's domain loss: their number, or their class weights' sum.
+
+    A head's gradient under ``torch.distributed`` is the mean of the processes' gradients weighted by this.
+    """
+    target = unlearner.targets[confound.name]
+    valid = target != MISSING
+    weight = unlearner.domain_losses[confound.name].weight
+    if weight is None:
+        return float(valid.sum())
+    return float(weight.to(target.device)[target[valid]].sum())
+
+
 class HeadSteps:
     """Per-batch adversary: the heads take ``steps`` Adam steps (learning rate ``lr``) on every batch.
 
@@ -71,11 +84,11 @@ class HeadSteps:
         """One optimiser step of the heads, the same on every process of a ``torch.distributed`` run.
 
         Under ``torch.distributed`` each head's gradient is first averaged over the processes, weighted by the
-        weight of their samples in its loss (:meth:`DomainUnlearningHandler.loss_weight`): the gradient of the
+        weight of their samples in its loss (:func:`loss_weight`): the gradient of the
         loss of the union of their batches. The heads' BatchNorm statistics are averaged too.
         """
         if is_distributed():
-            average_gradients([(c.head.parameters(), unlearner.loss_weight(c)) for c in unlearner.confounds])
+            average_gradients([(c.head.parameters(), loss_weight(unlearner, c)) for c in unlearner.confounds])
             average_buffers(unlearner.heads)
         self.optimizer.step()
 

@@ -3,8 +3,7 @@
 :func:`train_brain_age` builds an ordinary MONAI ``SupervisedTrainer`` and attaches the unlearning handler that
 the settings describe (:func:`~harmonize.workflows.unlearning.build_unlearning_handler`);
 :func:`evaluate_brain_age` measures age error and probes the features for site, age and sex on held-out scans.
-The demo runs these functions with different settings; the bundles, ``harmonize compare`` and the benchmarks
-are to call the same ones (issues #5, #6, #8).
+The demo, ``harmonize compare``, the bundles and the benchmarks call the same functions.
 """
 
 from __future__ import annotations
@@ -95,11 +94,9 @@ class BrainAgeSettings:
         cache, cache_dir, cache_limit_gb: keep the training scans in ``memory`` (True), on ``disk`` (``cache_dir``)
             or read them per item (``none``, False); cache at most ``cache_limit_gb`` GiB (``data.dataset_cache``).
         num_workers: data-loader worker processes that read (and cache) scans ahead of training and audit.
-        recalibrate_batchnorm: after training, recompute the BatchNorm statistics on the training scans (the
-            running averages lag behind adversarial training; see :func:`~harmonize.networks.recalibrate_batchnorm`).
-        refit_output: after training (and the BatchNorm recalibration), re-fit the regressor's output layer by
-            ridge regression on the training scans' final features (the task head lags behind the features under
-            unlearning; see :func:`~harmonize.networks.refit_output_layer`).
+        recalibrate_batchnorm, refit_output: after training, recompute the BatchNorm statistics on the training
+            scans, then re-fit the regressor's output layer on their final features (both lag behind adversarial
+            training: :func:`~harmonize.networks.recalibrate_batchnorm`, :func:`~harmonize.networks.refit_output_layer`).
     """
 
     unlearning: UnlearningSettings = field(default_factory=UnlearningSettings)
@@ -239,12 +236,9 @@ def train_brain_age(
     if progress:
         ProgressHandler(desc=f"brain age ({settings.unlearning.method})").attach(trainer)
     if checkpoint_dir is not None:
-        checkpoint = TrainingCheckpoint(
-            checkpoint_dir,
-            objects={"unlearning": handler} if handler is not None else None,
-            keep_last=defaults.CHECKPOINT_KEEP,
-            every_n_iterations=checkpoint_every,
-        )
+        objects = {"unlearning": handler} if handler is not None else None
+        checkpoint = TrainingCheckpoint(checkpoint_dir, objects=objects, keep_last=defaults.CHECKPOINT_KEEP,
+                                        every_n_iterations=checkpoint_every)
         checkpoint.attach(trainer)  # last: an epoch's checkpoint holds the other handlers' end-of-epoch state
         if resume and checkpoint_dir.is_dir():
             checkpoint.resume(checkpoint_dir)  # an empty folder: nothing to resume, training starts from scratch
@@ -262,7 +256,7 @@ def train_brain_age(
         sampler.set_epoch(trainer.state.epoch)
         recalibrate_batchnorm(network, loader, settings.device)
     if settings.refit_output:
-        refit_output_layer(network, loader, lambda b: trainer.prepare_batch(b, settings.device, False)[:2], settings.device)
+        refit_output_layer(network, loader, lambda b: trainer.prepare_batch(b, settings.device)[:2], settings.device)
     seconds = time.perf_counter() - start
     _check_finite(network)
     history = handler.history if handler is not None else []
