@@ -21,7 +21,7 @@ TARGET_SHAPE = (96, 112, 96)
 BETA = 10.0
 #: Gradient-reversal strength of the DANN baseline (``reversal_weight``; Ganin & Lempitsky's schedule ends at 1;
 #: why not 10: docs/unlearning.md).
-DANN_BETA = 1.0
+DANN_REVERSAL_WEIGHT = 1.0
 #: Weight of the domain loss.
 ALPHA = 1.0
 

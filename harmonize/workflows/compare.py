@@ -97,7 +97,7 @@ class CompareSettings:
             the ``unlearning`` run's (its ``method`` is set per run). Default: the re-fitted adversary
             (:meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`), which removed more of
             the scanner from held-out features than the per-batch head (docs/unlearning.md).
-        dann_beta: gradient-reversal strength of the DANN run, which unlearns the same confounds with the
+        reversal_weight: gradient-reversal strength of the DANN run, which unlearns the same confounds with the
             default DANN head (the unlearning run's adversary recipe is not carried over).
         unseen_site: the site kept out of training: ``"last"`` (the last in sorted order), ``"none"`` (no
             site held out) or a site's name.
@@ -123,7 +123,7 @@ class CompareSettings:
     training: BrainAgeSettings = field(
         default_factory=lambda: BrainAgeSettings(unlearning=UnlearningSettings.refit_adversary())
     )
-    dann_beta: float = defaults.DANN_BETA
+    reversal_weight: float = defaults.DANN_REVERSAL_WEIGHT
     unseen_site: str = HeldOutSite.LAST
     combat_unseen: str = UnseenSite.PASSTHROUGH
     permutations: int = defaults.PROBE_PERMUTATIONS
@@ -196,7 +196,7 @@ class CompareSettings:
         chosen = self.training.unlearning
         if method != Method.DANN:
             return replace(chosen, method=method)
-        return UnlearningSettings.dann(**chosen.what(), reversal_weight=self.dann_beta,
+        return UnlearningSettings.dann(**chosen.what(), reversal_weight=self.reversal_weight,
                                        warmup_epochs=min(chosen.warmup_epochs, defaults.WARMUP_EPOCHS))
 
     def to_dict(self) -> dict[str, Any]:

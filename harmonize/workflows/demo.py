@@ -77,7 +77,7 @@ class DemoSettings:
         recon_quick: the tiny reconstruction settings (for tests; its numbers are not meaningful).
         beta: confusion weight of the unlearning run (its adversary is the re-fitted linear head,
             :meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`).
-        dann_beta: gradient-reversal strength of the DANN run.
+        reversal_weight: gradient-reversal strength of the DANN run.
         warmup_epochs: epochs during which only the domain heads learn.
         unseen_site: the site kept out of training and scored as a new scanner (``last``, ``none`` or a name).
         permutations: label permutations of the site probes' p-values.
@@ -111,7 +111,7 @@ class DemoSettings:
     recon: bool = True
     recon_quick: bool = False
     beta: float = defaults.REFIT_BETA
-    dann_beta: float = defaults.DANN_BETA
+    reversal_weight: float = defaults.DANN_REVERSAL_WEIGHT
     warmup_epochs: int = defaults.REFIT_WARMUP_EPOCHS
     unseen_site: str = HeldOutSite.LAST
     permutations: int = defaults.DEMO_PERMUTATIONS
@@ -140,7 +140,7 @@ class DemoSettings:
         training = BrainAgeSettings(unlearning=unlearning, max_epochs=self.max_epochs, channels=self.channels,
                                     norm=self.norm, taps=self.taps, seed=self.seed)
         methods = tuple(self.methods) + ((Method.COMBAT,) if self.combat else ())
-        return CompareSettings(methods=methods, training=training, dann_beta=self.dann_beta,
+        return CompareSettings(methods=methods, training=training, reversal_weight=self.reversal_weight,
                                unseen_site=self.unseen_site, permutations=self.permutations, seeds=self.seeds,
                                jobs=self.jobs, first_seed_only=self.first_seed_only)
 

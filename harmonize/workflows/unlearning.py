@@ -107,7 +107,7 @@ class UnlearningSettings:
     confounds: Sequence[str] = (Keys.SITE,)
     beta: float = defaults.BETA
     betas: dict[str, float] = field(default_factory=dict)
-    reversal_weight: float = defaults.DANN_BETA
+    reversal_weight: float = defaults.DANN_REVERSAL_WEIGHT
     alpha: float = defaults.ALPHA
     head_lr: float = defaults.HEAD_LR
     head_steps: int = defaults.HEAD_STEPS
@@ -190,7 +190,7 @@ class UnlearningSettings:
     @classmethod
     def dann(cls, **changes: Any) -> UnlearningSettings:
         """The DANN baseline (Ganin & Lempitsky 2015): gradient reversal of strength ``reversal_weight``."""
-        return cls(**{"method": Method.DANN, "reversal_weight": defaults.DANN_BETA, **changes})
+        return cls(**{"method": Method.DANN, "reversal_weight": defaults.DANN_REVERSAL_WEIGHT, **changes})
 
     def what(self) -> dict[str, Any]:
         """The fields that say what to unlearn (:data:`WHAT_FIELDS`), to pass to another recipe."""

@@ -97,7 +97,7 @@ def test_models_are_saved_without_the_unseen_site(compared):
     assert list(model.site_index) == ["site0", "site2"]
     assert model.handler.confounds[0].num_classes == 2
     assert model.settings.unlearning.method == "unlearning" and model.settings.batch_size == 4
-    assert load_model(out / "models" / "dann.pt").settings.unlearning.reversal_weight == CompareSettings().dann_beta
+    assert load_model(out / "models" / "dann.pt").settings.unlearning.reversal_weight == CompareSettings().reversal_weight
 
 
 def test_table_and_report(compared):
@@ -221,7 +221,7 @@ def test_settings_errors(tiny_cohort, tmp_path):
     settings = CompareSettings(methods="none, dann,none", training=_training(batch_size=8))
     assert settings.methods == ("none", "dann")
     run = settings.run_settings("dann", n_sites=3)
-    assert run.batch_size == 9 and run.unlearning.method == "dann" and run.unlearning.reversal_weight == settings.dann_beta
+    assert run.batch_size == 9 and run.unlearning.method == "dann" and run.unlearning.reversal_weight == settings.reversal_weight
     assert settings.run_settings("unlearning", n_sites=2).unlearning.beta == 1.0
     with pytest.raises(ConfigError, match=r"'site9' is not a site of the manifest; its sites are \['site0'"):
         compare_methods(tiny_cohort, tmp_path / "a", CompareSettings(unseen_site="site9"))
