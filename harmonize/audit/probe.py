@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem
 
 __all__ = ["ClassifierProbeResult", "RegressorProbeResult", "classifier_probe", "regressor_probe"]
 
@@ -78,8 +78,8 @@ def _repeated_scores(model, x: np.ndarray, y: np.ndarray, splitter, k: int, repe
     """Mean of each score over ``repeats`` cross-validations whose folds are split with seeds ``seed, seed + 1, ...``."""
     from sklearn.model_selection import cross_val_predict
 
-    if repeats < 1:
-        raise ConfigError(f"A probe needs repeats >= 1, got {repeats}.")
+    if problem := integer_problem("repeats", repeats):
+        raise ConfigError(f"A probe: {problem}.")
     totals = np.zeros(len(scores))
     for r in range(repeats):
         pred = cross_val_predict(model, x, y, cv=splitter(n_splits=k, shuffle=True, random_state=seed + r))

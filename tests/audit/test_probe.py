@@ -125,5 +125,5 @@ def test_probes_average_repeated_splits() -> None:
     y = x[:, 0] * 3 + rng.normal(size=len(site))
     singles_r2 = [regressor_probe(x, y, seed=s, repeats=1).r2 for s in range(3)]
     assert regressor_probe(x, y, seed=0, repeats=3).r2 == pytest.approx(np.mean(singles_r2))
-    with pytest.raises(ConfigError, match="repeats >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"'repeats' must be an integer >= 1, got 0 \(int\)"):
         classifier_probe(x, site, repeats=0)
