@@ -87,7 +87,7 @@ class OverheadSettings:
     shape: int = defaults.DEMO_SHAPE[0]
     batch_size: int = defaults.BATCH_SIZE
     channels: tuple[int, ...] = defaults.DEMO_CHANNELS
-    taps: tuple[str, ...] = defaults.DEMO_TAPS
+    taps: tuple[str, ...] = defaults.AGE_TAPS
     sites: int = defaults.SYNTH_SITES
     iterations: int = 3
     repeats: int = 10

@@ -74,7 +74,7 @@ class SitesSettings:
     max_epochs: int = 10
     warmup_epochs: int = defaults.WARMUP_EPOCHS
     channels: tuple[int, ...] = defaults.DEMO_CHANNELS
-    taps: tuple[str, ...] = defaults.DEMO_TAPS
+    taps: tuple[str, ...] = defaults.AGE_TAPS
     batch_size: int = defaults.BATCH_SIZE
     timing: OverheadSettings = field(default_factory=lambda: OverheadSettings(iterations=2, repeats=8, memory=False))
     probe: bool = True

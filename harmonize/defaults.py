@@ -95,9 +95,10 @@ DEMO_SPACING = 6.0
 #: two blocks, at full resolution, cost most: 8 and 16 channels there train twice as fast as 16 and 32).
 DEMO_CHANNELS = (8, 16, 32, 64, 64)
 DEMO_EPOCHS = 15
-#: Layers the demo unlearns and audits: the fourth block and the feature vector (the paper's bottleneck); why
-#: not the third: docs/unlearning.md (a site probe per block).
-DEMO_TAPS = ("encoder.block3", "encoder")
+#: Layers of the brain-age network that are unlearned and audited: the feature vector (the paper's bottleneck) and
+#: the regressor's hidden layer (the last before the output), i.e. what the age head reads; why not an earlier
+#: block: docs/unlearning.md (session 8).
+AGE_TAPS = ("encoder", "regressor.act")
 #: Sites of the demo's cohort: the last one is kept out of training as an unseen scanner, so 4 are trained on.
 DEMO_SITES = 5
 #: Subjects per site of the demo's (and the efficacy benchmark's) cohort and the share held out of training: 28

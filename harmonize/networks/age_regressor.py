@@ -44,9 +44,9 @@ class BrainAgeRegressor(nn.Module):
 
     Submodules (tap points for :mod:`harmonize.networks.feature_taps`):
 
-    - ``encoder``: image -> ``(batch, feature_dim)`` feature vector (its output is the tap named in
-      :attr:`TAPS`);
-    - ``regressor``: features -> ``(batch, 1)``.
+    - ``encoder``: image -> ``(batch, feature_dim)`` feature vector (the tap ``encoder`` of :attr:`TAPS`);
+    - ``regressor``: features -> ``(batch, 1)``; its hidden layer's activation ``regressor.act`` is the tap
+      ``final``, the last features before the output.
 
     Predictions are in years: the regressor's raw output ``r`` is mapped to ``r * age_scale + age_offset``.
     Set ``age_offset``/``age_scale`` to the training cohort's mean and standard deviation so the untrained
@@ -77,7 +77,7 @@ class BrainAgeRegressor(nn.Module):
     """
 
     #: Tap name -> name of the submodule whose output is the tapped feature.
-    TAPS: dict[str, str] = {"encoder": "encoder"}
+    TAPS: dict[str, str] = {"encoder": "encoder", "final": "regressor.act"}
 
     def __init__(
         self,
@@ -135,7 +135,7 @@ class BrainAgeRegressor(nn.Module):
         #: Smallest size of every spatial axis of the input.
         self.min_input_size = 2 ** (len(channels) - 1)
         #: Tap name -> number of features (channels) of that tap.
-        self.tap_channels: dict[str, int] = {"encoder": self.feature_dim}
+        self.tap_channels: dict[str, int] = {"encoder": self.feature_dim, "final": int(hidden)}
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         in_ch = self.in_channels

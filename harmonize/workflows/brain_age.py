@@ -79,8 +79,9 @@ class BrainAgeSettings:
         channels: channels of the encoder's convolution blocks.
         feature_dim: size of the feature vector the heads read.
         taps: layers whose (pooled, concatenated) outputs the domain heads read and the audit probes; the
-            default is the encoder's feature vector, the paper's choice; adding an earlier block
-            (``"encoder.block3"``) unlearns at several depths.
+            default (:data:`~harmonize.defaults.AGE_TAPS`) is what the age head reads: the encoder's feature vector
+            (the paper's bottleneck) and the regressor's hidden layer; an earlier block (``"encoder.block3"``)
+            unlearns deeper in the encoder.
         norm: normalisation of the encoder (MONAI spec, e.g. ``"batch"`` as in the paper, or
             ``("group", {"num_groups": 8})``).
         labelled_fraction: fraction of training subjects whose age the task loss sees (semi-supervised when
@@ -105,7 +106,7 @@ class BrainAgeSettings:
     lr: float = defaults.LEARNING_RATE
     channels: tuple[int, ...] = defaults.AGE_CHANNELS
     feature_dim: int = defaults.AGE_FEATURE_DIM
-    taps: tuple[str, ...] = (TAP,)
+    taps: tuple[str, ...] = defaults.AGE_TAPS
     norm: str | tuple = defaults.AGE_NORM
     labelled_fraction: float = 1.0
     balance_sites: bool = True

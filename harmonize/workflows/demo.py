@@ -107,7 +107,7 @@ class DemoSettings:
     methods: tuple[str, ...] = (Method.NONE, Method.UNLEARNING, Method.DANN, Method.ERASURE,
                                 Method.UNLEARNING_ERASURE)
     combat: bool = True
-    taps: tuple[str, ...] = defaults.DEMO_TAPS
+    taps: tuple[str, ...] = defaults.AGE_TAPS
     recon: bool = True
     recon_quick: bool = False
     beta: float = defaults.REFIT_BETA

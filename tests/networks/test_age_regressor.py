@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from harmonize.errors import ConfigError
-from harmonize.networks import BrainAgeRegressor
+from harmonize.networks import BrainAgeRegressor, FeatureTaps
 
 SMALL = (8, 8, 16)  # three blocks: minimum input 4 per axis
 
@@ -31,7 +31,8 @@ def test_default_network_follows_the_paper() -> None:
     assert [c.out_channels for c in convs] == [32, 32, 64, 64, 64, 64] + [96] * 9  # 2, 2, 2, 3, 3, 3 convs
     linears = [(m.in_features, m.out_features) for m in net.regressor.modules() if isinstance(m, nn.Linear)]
     assert linears == [(96, 32), (32, 1)]
-    assert net.TAPS == {"encoder": "encoder"} and net.tap_channels == {"encoder": 96}
+    assert net.TAPS == {"encoder": "encoder", "final": "regressor.act"}
+    assert net.tap_channels == {"encoder": 96, "final": 32}
 
     torch.manual_seed(0)
     out, features = _captured(net, "encoder", torch.randn(2, 1, 32, 32, 32))
@@ -52,6 +53,23 @@ def test_any_input_size_from_the_minimum(spatial_dims: int, shape: tuple[int, ..
     assert net.min_input_size == 4
     out, features = _captured(net, "encoder", torch.randn(shape))
     assert out.shape == (3, 1) and features.shape == (3, 12) and net.tap_channels["encoder"] == 12
+
+
+def test_the_default_taps_give_what_the_age_head_reads() -> None:
+    """Both taps together: the feature vector and the hidden layer, sized by ``tap_channels``."""
+    net = BrainAgeRegressor(channels=SMALL, feature_dim=12, hidden=5).eval()
+    x = torch.randn(3, 1, 8, 8, 8)
+    taps = FeatureTaps(net, list(net.TAPS.values()))
+    try:
+        net(x)
+        features = taps.features()
+    finally:
+        taps.remove()
+    assert features.shape == (3, 12 + 5) and sum(net.tap_channels.values()) == 17
+    with torch.no_grad():
+        encoded = net.encoder(x)
+        hidden = net.regressor.act(net.regressor.fc(encoded))
+    torch.testing.assert_close(features, torch.cat([encoded, hidden], dim=1))
 
 
 def test_too_small_or_wrong_input_is_named() -> None:
