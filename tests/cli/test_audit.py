@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from harmonize import defaults
 from harmonize.cli.main import main
 from harmonize.data.site_index import CategoryIndex
 from harmonize.networks import TissueSegmenter
@@ -41,7 +42,7 @@ def test_audit_a_bundle(checkpoint, tiny_cohort, tmp_path):
     (bundle / "configs").mkdir(parents=True)
     (bundle / "models").mkdir()
     net = {"_target_": "harmonize.networks.BrainAgeRegressor", "channels": list(CHANNELS), "feature_dim": 16}
-    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": net, "taps": ["encoder"]}))
+    (bundle / "configs" / "inference.json").write_text(json.dumps({"network_def": net, "taps": list(defaults.AGE_TAPS)}))
     torch.save(torch.load(checkpoint, weights_only=True)["network"], bundle / "models" / "model.pt")
     out = tmp_path / "out"
     assert main(["audit", "--bundle", str(bundle), "--manifest", str(tiny_cohort), "--out", str(out),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from harmonize import defaults
 from harmonize.audit.feature_probes import feature_probes
 from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import CategoryIndex
@@ -71,7 +72,7 @@ def test_audit_brain_age_scores_seen_and_unseen_scans(model, frame):
     assert metrics["age_mae_per_site"][f"{UNSEEN} (unseen)"] == pytest.approx(metrics["unseen_site_mae"])
     assert "sex_probe_bacc" in metrics
     # the unseen MAE is the network's own error on all six scans of the unseen site
-    assert features.features.shape == (10, 16)
+    assert features.features.shape == (10, 16 + defaults.AGE_HIDDEN)  # the default taps: features and hidden layer
     unseen = features.meta[Keys.SITE] == -1
     assert unseen.sum() == 6
     expected = np.mean(np.abs(features.predictions[unseen].reshape(-1) - features.meta[Keys.AGE][unseen]))

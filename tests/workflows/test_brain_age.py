@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from harmonize import defaults
 from harmonize.audit.features import FeatureSet
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
@@ -72,7 +73,7 @@ def test_unlearning_changes_the_network_and_logs_history(trained):
 def test_network_predicts_years_around_the_training_mean(trained, tiny_cohort):
     frame = read_manifest(tiny_cohort)
     fs = brain_age_features(trained["none"], frame)
-    assert fs.features.shape == (6, 16)
+    assert fs.features.shape == (6, 16 + defaults.AGE_HIDDEN)  # the default taps: features and hidden layer
     train_mean = frame[frame[Keys.SPLIT] == "train"][Keys.AGE].mean()
     assert abs(np.mean(fs.predictions) - train_mean) < 25
 

@@ -22,7 +22,9 @@ RTOL = 1e-5
 
 
 def _settings(unlearning: UnlearningSettings, **kwargs) -> BrainAgeSettings:
-    # the output layer's re-fit after training came later than the pins; they pin the training itself
+    # the output layer's re-fit and the default taps (defaults.AGE_TAPS) came later than the pins: they pin the
+    # training itself, on the feature vector unless a run names its taps
+    kwargs.setdefault("taps", ("encoder",))
     return BrainAgeSettings(unlearning=unlearning, max_epochs=3, channels=CHANNELS, feature_dim=16, batch_size=6,
                             refit_output=False, **kwargs)
 
