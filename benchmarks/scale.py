@@ -1,12 +1,14 @@
 """Scale: peak memory against the number of scans (in memory, on disk, streamed), and parallel preprocessing.
 
-Memory: a cohort is generated (:func:`harmonize.data.synth.generate_cohort`); for each number of scans and each
-dataset cache (:class:`~harmonize.keys.DatasetCache`: ``memory``, ``disk``, ``none``), a fresh Python process
-builds :func:`~harmonize.data.dataset.make_dataset` over the manifest's first scans and reads two epochs of
-batches through a data loader; its peak resident memory above what it held before is the figure
-(:func:`~benchmarks.common.peak_rss_delta_mb`).
+Memory: a cohort is generated (:func:`harmonize.data.synth.generate_cohort`) and copied, scan by scan, into a
+cohort of the largest number of scans, each row its own image and label files and subject id (generating a scan
+takes seconds on a loaded machine; what a dataset holds and reads per scan depends on its size, not its anatomy).
+For each number of scans and each dataset cache (:class:`~harmonize.keys.DatasetCache`: ``memory``, ``disk``,
+``none``), a fresh Python process builds :func:`~harmonize.data.dataset.make_dataset` over the copied manifest's
+first scans and reads two epochs of batches through a data loader; its peak resident memory above what it held
+before is the figure (:func:`~benchmarks.common.peak_rss_delta_mb`).
 
-Preprocessing: the same scans preprocessed with ``jobs=1`` and ``jobs=2`` into new folders (wall time of each, and
+Preprocessing: the generated scans preprocessed with ``jobs=1`` and ``jobs=2`` into new folders (wall time of each, and
 whether every output file has the same bytes), and as two shards after a fit step, merged (whether the manifest
 and files equal the one-process run's). Each preprocessing row records the machine's load average (1 min) when the
 run began: other processes' work on the same cores slows ``jobs=2`` more than ``jobs=1``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -54,11 +57,11 @@ class ScaleSettings:
     """Sizes of the scale benchmark.
 
     Args:
-        scans: numbers of scans whose peak memory is measured (one cohort of the largest number is generated; a
-            smaller number reads its first scans).
+        scans: numbers of scans whose peak memory is measured (the largest number of rows, copies of the generated
+            scans in turn, is written once; a smaller number reads its first rows).
         shape: the generated scans' shape (cubic).
-        preprocess_sites, preprocess_subjects, preprocess_shape: the cohort preprocessed with 1 and 2 jobs (sites x
-            subjects per site scans).
+        sites, subjects: the generated cohort, ``sites`` x ``subjects`` scans, which is also what is preprocessed
+            with 1 and 2 jobs and as 2 shards.
         target_spacing, target_shape: the preprocessing settings.
         loader_workers: data-loader worker processes while reading the epochs.
         seed: seed of the cohorts.
@@ -66,9 +69,8 @@ class ScaleSettings:
 
     scans: tuple[int, ...] = (200, 800)
     shape: int = defaults.SYNTH_SHAPE
-    preprocess_sites: int = defaults.SYNTH_SITES
-    preprocess_subjects: int = 20
-    preprocess_shape: int = defaults.SYNTH_SHAPE
+    sites: int = defaults.SYNTH_SITES
+    subjects: int = 20
     target_spacing: float = defaults.TARGET_SPACING
     target_shape: tuple[int, int, int] = defaults.TARGET_SHAPE
     loader_workers: int = 0
@@ -77,13 +79,11 @@ class ScaleSettings:
     @classmethod
     def for_size(cls, size: str) -> ScaleSettings:
         """``smallest`` (a test: 8 and 16 scans at 16^3), ``quick`` (50 and 200 scans at 32^3) or ``full`` (200 and
-        800 scans at 64^3; 80 scans of 64^3 preprocessed to the default 2 mm grid)."""
+        800 scans at 64^3; its 80 generated scans preprocessed to the default 2 mm grid)."""
         if size == "smallest":
-            return cls(scans=(8, 16), shape=16, preprocess_sites=2, preprocess_subjects=3, preprocess_shape=16,
-                       target_spacing=12.0, target_shape=(16, 16, 16))
+            return cls(scans=(8, 16), shape=16, sites=2, subjects=3, target_spacing=12.0, target_shape=(16, 16, 16))
         if size == "quick":
-            return cls(scans=(50, 200), shape=32, preprocess_sites=2, preprocess_subjects=8, preprocess_shape=32,
-                       target_spacing=6.0, target_shape=(32, 32, 32))
+            return cls(scans=(50, 200), shape=32, sites=2, subjects=8, target_spacing=6.0, target_shape=(32, 32, 32))
         return cls()
 
 
@@ -132,16 +132,33 @@ def _hashes(folder: Path) -> dict[str, str]:
             and not p.name.startswith(".harmonize")}
 
 
-def _preprocess_rows(settings: ScaleSettings, root: Path) -> tuple[list[dict[str, Any]], bool, bool]:
-    """Preprocess one cohort with 1 and 2 jobs, and as 2 shards; the rows and whether the outputs matched."""
-    from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
-    from harmonize.data.synth import SynthConfig, generate_cohort
+def _copied_cohort(manifest: Path, scans: int, out: Path) -> Path:
+    """A manifest of ``scans`` rows in ``out``: the generated scans in turn, each row with its own copy of the image
+    and label files and its own subject id (``<id>-copy<k>``); its path."""
+    import pandas as pd
 
-    synth = SynthConfig(n_sites=settings.preprocess_sites, subjects_per_site=settings.preprocess_subjects,
-                        shape=settings.preprocess_shape, seed=settings.seed)
-    manifest = generate_cohort(root / "preprocess_cohort", synth, overwrite=True)
+    generated = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    rows = []
+    for i in range(scans):
+        row = generated.iloc[i % len(generated)].to_dict()
+        row["subject_id"] = f"{row['subject_id']}-copy{i // len(generated)}"
+        for column in ("image", "label"):
+            relative = Path(column + "s") / f"{row['subject_id']}.nii.gz"
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(manifest.parent / row[column], out / relative)
+            row[column] = relative.as_posix()
+        rows.append(row)
+    copied = out / "manifest.csv"
+    pd.DataFrame(rows, columns=generated.columns).to_csv(copied, index=False)
+    return copied
+
+
+def _preprocess_rows(settings: ScaleSettings, manifest: Path, root: Path) -> tuple[list[dict[str, Any]], bool, bool]:
+    """Preprocess the generated cohort with 1 and 2 jobs, and as 2 shards; the rows and whether the outputs matched."""
+    from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
+
     config = PreprocessConfig(target_spacing=settings.target_spacing, target_shape=settings.target_shape)
-    scans = settings.preprocess_sites * settings.preprocess_subjects
+    scans = settings.sites * settings.subjects
     rows, seconds = [], {}
     for jobs in (1, 2):
         load = _load_1min()
@@ -191,7 +208,7 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
     """Measure peak memory against the number of scans for each dataset cache, and parallel preprocessing.
 
     Args:
-        settings: sizes (default: 200 and 800 scans at 64^3; 80 scans of 64^3 preprocessed).
+        settings: sizes (default: 200 and 800 scans at 64^3, copies of 80 generated scans; those 80 preprocessed).
         device: unused (datasets and preprocessing run on the CPU).
         work_dir: where the cohorts, caches and outputs are written (default: a temporary folder, removed after).
         report: where the table is printed.
@@ -210,10 +227,10 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         root = Path(work_dir) / "scale" if work_dir is not None else Path(tmp)
         largest = max(settings.scans)
-        sites = defaults.SYNTH_SITES
-        synth = SynthConfig(n_sites=sites, subjects_per_site=-(-largest // sites), shape=settings.shape,
+        synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects, shape=settings.shape,
                             seed=settings.seed)
-        manifest = generate_cohort(root / "cohort", synth, overwrite=True)
+        generated = generate_cohort(root / "cohort", synth, overwrite=True)
+        manifest = _copied_cohort(generated, largest, root / "copies")
         peaks: dict[tuple[str, int], float] = {}
         for scans in sorted(settings.scans):
             for cache in CACHES:
@@ -222,7 +239,7 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
                                                                settings.loader_workers)
                 rows.append({"measure": "memory", "scans": scans, "cache": cache, "peak_mb": peaks[cache, scans],
                              "mb_per_scan": peaks[cache, scans] / scans})
-        preprocess_rows, identical, same_as_sharded = _preprocess_rows(settings, root)
+        preprocess_rows, identical, same_as_sharded = _preprocess_rows(settings, generated, root)
     rows += [{"measure": "preprocess", **row} for row in preprocess_rows]
     small, large = min(settings.scans), max(settings.scans)
     growth = {cache: peaks[cache, large] / max(peaks[cache, small], 1e-9) for cache in CACHES}
@@ -234,11 +251,13 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
         title="Scale: memory against the number of scans, and parallel preprocessing",
         description=(
             f"Peak resident memory (above the process's memory before) of building a dataset of the first N of "
-            f"{largest} generated {settings.shape}³ scans (with labels) and reading {EPOCHS} epochs of batches of "
-            f"{BATCH_SIZE} ({settings.loader_workers} loader workers), one fresh process per figure; then the "
-            f"preprocessing of {settings.preprocess_sites} sites x {settings.preprocess_subjects} scans at "
-            f"{settings.preprocess_shape}³ to {settings.target_shape} with 1 and 2 worker processes, and as 2 "
-            "shards after the fit step (shards run one after another here; on a cluster they run at once)."
+            f"{largest} scans of {settings.shape}³ (with labels; each its own files, copies of {settings.sites} sites x "
+            f"{settings.subjects} generated scans in turn) and reading {EPOCHS} epochs of batches of {BATCH_SIZE} "
+            f"({settings.loader_workers} loader workers), one fresh process per figure; then the preprocessing of the "
+            f"{settings.sites * settings.subjects} generated scans to {settings.target_shape} at "
+            f"{settings.target_spacing} mm with 1 and 2 worker processes, and as 2 shards after the fit step (shards "
+            "run one after another here; on a cluster they run at once). The load column is the machine's load "
+            "average over the minute before each preprocessing run began."
         ),
         columns=[
             Column("measure", "measure"),
