@@ -488,21 +488,24 @@ def update_report(path: str | os.PathLike[str], results: Sequence[BenchmarkResul
         raise ValueError(f"{path} is not a report of python -m benchmarks (it does not begin with "
                          f"{REPORT_START.splitlines()[0]!r}); write a new one without --update.")
     text = Path(path).read_text(encoding="utf-8")
-    sections = [part.rstrip("\n") for part in re.split(r"(?m)^(?=## )", text) if part.strip()]
+    parts = [part for part in re.split(r"(?m)^(?=## )", text) if part]  # untouched parts are kept byte for byte
     for result in results:
         head, _, rest = result.markdown().partition("\n\n")
-        section = f"{head}\n\n{notes[result.name]}\n\n{rest}".rstrip("\n")
-        same = [i for i, part in enumerate(sections) if part.splitlines()[0] == head]
+        section = f"{head}\n\n{notes[result.name]}\n\n{rest}".rstrip("\n") + "\n\n"
+        same = [i for i, part in enumerate(parts) if part.splitlines()[0] == head]
         if same:
-            sections[same[0]] = section
+            parts[same[0]] = section
         else:
-            sections.append(section)
-        targets = [i for i, part in enumerate(sections) if part.splitlines()[0] == TARGETS_HEADING]
+            parts[-1] = parts[-1].rstrip("\n") + "\n\n"
+            parts.append(section)
+        targets = [i for i, part in enumerate(parts) if part.splitlines()[0] == TARGETS_HEADING]
         if targets:
-            lines = [line for line in sections[targets[0]].splitlines() if not line.startswith(f"| {result.name} |")]
+            body = parts[targets[0]].rstrip("\n")
+            lines = [line for line in body.splitlines() if not line.startswith(f"| {result.name} |")]
             last = max(i for i, line in enumerate(lines) if line.startswith("|"))
-            sections[targets[0]] = "\n".join(lines[:last + 1] + _target_rows(result) + lines[last + 1:])
+            lines[last + 1:last + 1] = _target_rows(result)
+            parts[targets[0]] = "\n".join(lines) + parts[targets[0]][len(body):]
         elif result.targets:
             table = [TARGETS_HEADING, "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
-            sections.insert(1, "\n".join(table + _target_rows(result)))
-    return write_text_atomic(path, "\n\n".join(sections) + "\n")
+            parts.insert(1, "\n".join(table + _target_rows(result)) + "\n\n")
+    return write_text_atomic(path, "".join(parts).rstrip("\n") + "\n")
