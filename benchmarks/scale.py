@@ -251,8 +251,8 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
         title="Scale: memory against the number of scans, and parallel preprocessing",
         description=(
             f"Peak resident memory (above the process's memory before) of building a dataset of the first N of "
-            f"{largest} scans of {settings.shape}³ (with labels; each its own files, copies of {settings.sites} sites x "
-            f"{settings.subjects} generated scans in turn) and reading {EPOCHS} epochs of batches of {BATCH_SIZE} "
+            f"{largest} scans of {settings.shape}³ (with labels; each its own files, copies of {settings.sites} "
+            f"sites x {settings.subjects} generated scans in turn) and reading {EPOCHS} epochs of batches of {BATCH_SIZE} "
             f"({settings.loader_workers} loader workers), one fresh process per figure; then the preprocessing of the "
             f"{settings.sites * settings.subjects} generated scans to {settings.target_shape} at "
             f"{settings.target_spacing} mm with 1 and 2 worker processes, and as 2 shards after the fit step (shards "
