@@ -1,11 +1,11 @@
 """Benchmarks of harmonize: every claim of the project measured side by side, in one run (issue #8).
 
-Run ``python -m benchmarks [name ...] [--quick] [--jobs N] [--threads N] [--device cpu|cuda] [--out F]`` from the
-repository root. One module per benchmark, each with a settings dataclass (``for_size("smallest" | "quick" |
-"full")``) and a ``run_<name>(settings, device, work_dir, report, workers)`` function that prints its table and
-returns a :class:`~benchmarks.common.BenchmarkResult` (rows, targets met or missed); :mod:`benchmarks.common` holds
-the machine description, the parallel workers of independent trainings, the interleaved timer and the markdown
-writer.
+Run ``python -m benchmarks [name ...] [--quick] [--jobs N] [--threads N] [--device cpu|cuda] [--out F]
+[--update]`` from the repository root. One module per benchmark, each with a settings dataclass
+(``for_size("smallest" | "quick" | "full")``) and a ``run_<name>(settings, device, work_dir, report, workers)``
+function that prints its table and returns a :class:`~benchmarks.common.BenchmarkResult` (rows, targets met or
+missed); :mod:`benchmarks.common` holds the machine description, the parallel workers of independent trainings, the
+interleaved timer and the markdown writer.
 """
 
 from __future__ import annotations

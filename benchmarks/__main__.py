@@ -1,4 +1,4 @@
-"""``python -m benchmarks [name ...] [--quick] [--jobs N] [--threads N] [--device cpu|cuda] [--out F]``.
+"""``python -m benchmarks [name ...] [--quick] [--jobs N] [--threads N] [--device cpu|cuda] [--out F] [--update]``.
 
 Runs the named benchmarks (default: all, in report order), prints each table, and rewrites the report with every
 table run, the command, the machine (with the parallel jobs and threads) and the date (atomically,
@@ -6,7 +6,9 @@ table run, the command, the machine (with the parallel jobs and threads) and the
 (:func:`harmonize.output_dir.output_file`): locked while the run writes, and an existing ``--out`` is replaced only
 when it is a report of an earlier run (recorded in the folder's ``.harmonize-outputs.json``, or recognised by its
 first lines); a file of the user's there is refused, and the folder's other files are kept. Independent trainings run ``--jobs`` at a time
-(:class:`~benchmarks.common.Workers`); timings always run alone.
+(:class:`~benchmarks.common.Workers`); timings always run alone. With ``--update``, only the sections of the
+benchmarks run (and their rows of the targets table) are replaced in an existing report, each headed by the run that
+measured it (:func:`~benchmarks.common.update_report`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from benchmarks.common import (
     available_cores,
     is_report,
     machine_description,
+    section_note,
+    update_report,
     write_report,
 )
 
@@ -66,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "parallel")
     parser.add_argument("--shared-machine", action="store_true",
                         help="say in the report that other work shared the machine during the run")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the named benchmarks' sections (and their rows of the targets table) in "
+                             "the existing report, each headed by this run's command, machine and load; the other "
+                             "sections are kept (without an existing report, a new one is written)")
     return parser
 
 
@@ -89,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.jobs is not None and args.jobs < 1:
         print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    if args.update and args.quick:
+        print("error: --update puts this run's sections into a report of measurements, but --quick figures are a "
+              "smoke test; write a --quick run to its own --out, or run without --quick", file=sys.stderr)
         return 2
     from harmonize.errors import HarmonizeError
     from harmonize.output_dir import output_file
@@ -116,6 +128,7 @@ def _run_all(args: argparse.Namespace, argv: list[str]) -> int:
     notes = [QUICK_NOTE] if args.quick else []
     results: list[BenchmarkResult] = []
     path = args.out
+    update = args.update and is_report(args.out)
     for done, name in enumerate(names, start=1):
         module_name, settings_name, function_name = BENCHMARKS[name]
         module = importlib.import_module(module_name)
@@ -126,6 +139,11 @@ def _run_all(args: argparse.Namespace, argv: list[str]) -> int:
         progress = [] if done == len(names) else [INCOMPLETE_NOTE.format(done=done, total=len(names))]
         if hasattr(os, "getloadavg"):
             machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        if update:
+            result = results[-1]
+            note = section_note(name, command, result.seconds, machine, shared=args.shared_machine)
+            path = update_report(args.out, [result], {name: note})
+            continue
         ordered = sorted(results, key=lambda r: list(BENCHMARKS).index(r.name) if r.name in BENCHMARKS else len(names))
         path = write_report(args.out, ordered, command, machine, time.perf_counter() - start,
                             shared=args.shared_machine, notes=notes + progress)

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,8 @@ __all__ = [
     "probe_figures",
     "ratio_spread",
     "render_report",
+    "section_note",
+    "update_report",
     "write_report",
 ]
 
@@ -55,6 +58,8 @@ __all__ = [
 SIZES = ("smallest", "quick", "full")
 #: How every report :func:`render_report` writes begins (recognises a report written before output records).
 REPORT_START = "# Benchmarks\n\nWritten by `python -m benchmarks`"
+#: Heading of the summary of every benchmark's targets in a report.
+TARGETS_HEADING = "## Targets"
 #: Placeholder of a missing value in a table.
 MISSING = "—"
 #: Bytes in a mebibyte.
@@ -361,6 +366,11 @@ def markdown_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]])
     return "\n".join([head, rule, *body])
 
 
+def _target_rows(result: BenchmarkResult) -> list[str]:
+    """The result's rows of the report's targets table."""
+    return [f"| {result.name} | {t.name} | {t.measured} | {'met' if t.met else 'missed'} |" for t in result.targets]
+
+
 def render_report(
     results: Sequence[BenchmarkResult],
     command: str,
@@ -399,8 +409,8 @@ def render_report(
         lines += [note, ""]
     targets = [(r, t) for r in results for t in r.targets]
     if targets:
-        lines += ["## Targets", "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
-        lines += [f"| {r.name} | {t.name} | {t.measured} | {'met' if t.met else 'missed'} |" for r, t in targets]
+        lines += [TARGETS_HEADING, "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
+        lines += [row for r in results for row in _target_rows(r)]
         lines.append("")
     for r in results:
         lines.append(r.markdown())
@@ -431,3 +441,71 @@ def write_report(
     command = command or " ".join(["python -m benchmarks", *sys.argv[1:]])
     text = render_report(results, command, machine or machine_description(), seconds, shared, notes)
     return write_text_atomic(path, text)
+
+
+def section_note(name: str, command: str, seconds: float, machine: Mapping[str, str], shared: bool = False) -> str:
+    """The line that heads a section :func:`update_report` replaced: the run that measured it, apart from the rest.
+
+    Args:
+        name: the benchmark.
+        command: the command of the run.
+        seconds: the benchmark's wall time.
+        machine: :func:`machine_description` of the run (its date, CPU, cores and load averages are named).
+        shared: whether other work shared the machine during the run.
+    """
+    where = ", ".join(machine[k] for k in ("date", "cpu") if k in machine)
+    if "cores" in machine:
+        where += f", {machine['cores']} cores"
+    loads = [f"{when} {machine[f'load average at {when} (1/5/15 min)']}" for when in ("start", "end")
+             if f"load average at {when} (1/5/15 min)" in machine]
+    if loads:
+        where += "; load average at " + " and at ".join(loads)
+    if shared:
+        where += "; other work shared the machine"
+    return (f"_This section was re-measured on its own: `{command}` ({seconds / 60:.1f} min wall, {where}). The "
+            f"other sections come from the run named at the top; the {name} rows of the targets table come from this "
+            "run._")
+
+
+def update_report(path: str | os.PathLike[str], results: Sequence[BenchmarkResult],
+                  notes: Mapping[str, str]) -> Path:
+    """Replace the results' sections, and their rows of the targets table, in the report at ``path``; keep the rest.
+
+    A section is found by its heading (the benchmark's title); one not there is added at the end. Each replaced
+    section begins with its note (:func:`section_note`). The file is written atomically.
+
+    Args:
+        path: an existing report (:func:`is_report`).
+        results: the benchmarks run.
+        notes: benchmark name -> the line that heads its section.
+
+    Raises:
+        ValueError: ``path`` is not a report of ``python -m benchmarks``.
+    """
+    from harmonize.io import write_text_atomic
+
+    if not is_report(path):
+        raise ValueError(f"{path} is not a report of python -m benchmarks (it does not begin with "
+                         f"{REPORT_START.splitlines()[0]!r}); write a new one without --update.")
+    text = Path(path).read_text(encoding="utf-8")
+    parts = [part for part in re.split(r"(?m)^(?=## )", text) if part]  # untouched parts are kept byte for byte
+    for result in results:
+        head, _, rest = result.markdown().partition("\n\n")
+        section = f"{head}\n\n{notes[result.name]}\n\n{rest}".rstrip("\n") + "\n\n"
+        same = [i for i, part in enumerate(parts) if part.splitlines()[0] == head]
+        if same:
+            parts[same[0]] = section
+        else:
+            parts[-1] = parts[-1].rstrip("\n") + "\n\n"
+            parts.append(section)
+        targets = [i for i, part in enumerate(parts) if part.splitlines()[0] == TARGETS_HEADING]
+        if targets:
+            body = parts[targets[0]].rstrip("\n")
+            lines = [line for line in body.splitlines() if not line.startswith(f"| {result.name} |")]
+            last = max(i for i, line in enumerate(lines) if line.startswith("|"))
+            lines[last + 1:last + 1] = _target_rows(result)
+            parts[targets[0]] = "\n".join(lines) + parts[targets[0]][len(body):]
+        elif result.targets:
+            table = [TARGETS_HEADING, "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
+            parts.insert(1, "\n".join(table + _target_rows(result)) + "\n\n")
+    return write_text_atomic(path, "".join(parts).rstrip("\n") + "\n")

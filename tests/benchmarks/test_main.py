@@ -76,3 +76,39 @@ def test_a_stopped_run_leaves_the_tables_it_finished(tmp_path, monkeypatch):
     text = out.read_text()
     assert "**Incomplete run**: 1 of 2 benchmarks finished when this file was written." in text
     assert "## Preprocessing: first run against the cached second run" in text
+
+
+def test_update_replaces_only_the_sections_run(tmp_path, monkeypatch):
+    """--update puts the run's section and target rows into the report; the other sections stay byte for byte."""
+    from benchmarks.common import BenchmarkResult, Column, Target
+
+    smallest = PreprocessSettings.for_size("smallest")
+    monkeypatch.setattr(PreprocessSettings, "for_size", classmethod(lambda cls, size: smallest))
+    kept = BenchmarkResult("overhead", "Overhead of unlearning per training iteration", "Kept as it was.",
+                           [Column("x", "x")], [{"x": 1}], [Target("fused <= 1.3x plain", True, "1.01x")])
+    old = BenchmarkResult("preprocess", "Preprocessing: first run against the cached second run", "old figures",
+                          [Column("x", "x")], [{"x": 2}], [Target("old preprocess target", False, "9x")])
+    out = tmp_path / "benchmarks.md"
+    before = render_report([kept, old], "python -m benchmarks", {"date": "then"}, 60.0)
+    before = before.replace("</sub>\n\n## Preprocessing", "</sub>\n## Preprocessing")  # as a hand-made edit left it
+    out.write_text(before)
+    assert main(["preprocess", "--update", "--threads", "1", "--shared-machine", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(before.split("## Targets")[0])  # the command and machine of the run at the top
+    kept_part = before[before.index("## Overhead"):before.index("## Preprocessing")]
+    assert kept_part.endswith("</sub>\n") and kept_part + "## Preprocessing" in text  # byte for byte
+    assert "old figures" not in text and "old preprocess target" not in text
+    assert text.count("## Preprocessing: first run against the cached second run") == 1
+    assert text.index("## Overhead") < text.index("## Preprocessing")
+    targets = text.split("## Targets")[1].split("\n## ")[0]
+    assert "| overhead | fused <= 1.3x plain | 1.01x | met |" in targets
+    assert sum(line.startswith("| preprocess |") for line in targets.splitlines()) == 1
+    assert ("_This section was re-measured on its own: `python -m benchmarks preprocess --update --threads 1 "
+            "--shared-machine --out ") in text
+    assert "; other work shared the machine). The other sections come from the run named at the top; the " \
+           "preprocess rows of the targets table come from this run._" in text
+
+
+def test_update_refuses_a_quick_run(capsys):
+    assert main(["scale", "--quick", "--update"]) == 2
+    assert "--update puts this run's sections into a report of measurements, but --quick" in capsys.readouterr().err

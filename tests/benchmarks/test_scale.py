@@ -20,9 +20,12 @@ def test_every_cache_and_preprocessing_run_is_measured(tmp_path, monkeypatch):
     assert all(r["peak_mb"] >= 0 and r["mb_per_scan"] == r["peak_mb"] / r["scans"] for r in memory)
     assert len(list((tmp_path / "scale" / "cache-disk-16" / "items").glob("*.pt"))) == 16  # the disk cache filled
     assert not (tmp_path / "scale" / "cache-none-16" / "items").exists()
+    copies = sorted(p.name for p in (tmp_path / "scale" / "copies" / "images").glob("*.nii.gz"))
+    assert len(copies) == 16 and copies[0] == "site0-sub000-copy0.nii.gz"  # 6 generated scans, each row its own file
     runs = [r for r in result.rows if r["measure"] == "preprocess"]
     assert [r["run"] for r in runs] == ["--jobs 1", "--jobs 2", "fit, shards 1/2 and 2/2 one after another, merge"]
     assert [r["same_bytes"] for r in runs] == [None, True, True] and runs[0]["speedup"] == 1.0
+    assert all(r["scans"] == 6 and r["load"] >= 0 for r in runs)  # the 2 x 3 generated scans, and the load beside
     names = [t.name for t in result.targets]
     assert names[2:4] == ["check: --jobs 2 writes the same bytes as --jobs 1",
                           "check: fit + 2 shards + merge write the same manifest and files as one run"]
