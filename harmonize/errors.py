@@ -109,6 +109,7 @@ def number_problem(
     strict: bool = True,
     maximum: float | None = None,
     strict_maximum: bool = False,
+    optional: bool = False,
 ) -> str | None:
     """The problem with a real-valued setting, or None when ``value`` is a finite number within its bounds.
 
@@ -119,11 +120,14 @@ def number_problem(
         strict: the value must be > ``minimum`` (True) or may equal it (False).
         maximum: the upper bound (None: none).
         strict_maximum: the value must be < ``maximum`` (True) or may equal it (False).
+        optional: None is allowed too (the message then says ``or None``).
 
     Returns:
         ``"'name' must be a finite number > minimum, got value (type)"`` (``>=`` when not strict; ``and <= maximum``
-        (or ``<``) with a maximum), or None.
+        (or ``<``) with a maximum; ``or None`` when optional), or None.
     """
+    if optional and value is None:
+        return None
     real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
     if real:
         above = minimum == -math.inf or (value > minimum if strict else value >= minimum)
@@ -134,4 +138,5 @@ def number_problem(
     if maximum is not None:
         bounds.append(f"{'<' if strict_maximum else '<='} {maximum:g}")
     bound = "".join(f" {b}" for b in bounds[:1]) + "".join(f" and {b}" for b in bounds[1:])
+    bound += " or None" if optional else ""
     return f"'{name}' must be a finite number{bound}, got {value!r} ({type(value).__name__})"

@@ -53,6 +53,9 @@ def test_integer_problem_maximum(value, expected):
     (1.5, {"maximum": 1}, "'p' must be a finite number > 0 and <= 1, got 1.5 (float)"),
     (-1e9, {"minimum": -math.inf}, None),
     (float("nan"), {"minimum": -math.inf}, "'p' must be a finite number, got nan (float)"),
+    (None, {"optional": True}, None),
+    (-1, {"optional": True}, "'p' must be a finite number > 0 or None, got -1 (int)"),
+    (None, {}, "'p' must be a finite number > 0, got None (NoneType)"),
 ])
 def test_number_problem_bounds(value, kwargs, expected):
     assert number_problem("p", value, **kwargs) == expected
