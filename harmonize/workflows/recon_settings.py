@@ -97,10 +97,9 @@ class ReconStageSettings:
         problems = _count_problems(self, ("ft_epochs", "ga_epochs", "nl_epochs"))
         problems += [p for p in (number_problem("retain_fraction", self.retain_fraction, maximum=1),
                                  number_problem("ga_learning_rate", self.ga_learning_rate, optional=True),
-                                 number_problem("loss_l1_weight", self.loss_l1_weight, strict=False),
-                                 number_problem("retain_weight", self.retain_weight, strict=False)) if p]
+                                 number_problem("loss_l1_weight", self.loss_l1_weight, strict=False)) if p]
         problems += stage_problems(l1_penalty=self.l1_penalty, noise_std=self.noise_std,
-                                   loss_ceiling=self.loss_ceiling)
+                                   loss_ceiling=self.loss_ceiling, retain_weight=self.retain_weight)
         try:
             check_option("noise_mode", self.noise_mode, NoiseMode)
         except ConfigError as err:
