@@ -81,8 +81,8 @@ def is_integer(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def integer_problem(name: str, value: object, minimum: int = 1) -> str | None:
-    """The problem with an integer setting, or None when ``value`` is an integer >= ``minimum``.
+def integer_problem(name: str, value: object, minimum: int = 1, maximum: int | None = None) -> str | None:
+    """The problem with an integer setting, or None when ``value`` is an integer in ``[minimum, maximum]``.
 
     A bundle override or a JSON file may bring text (``--max_epochs two``), a bool or a float: each is named, not
     a ``TypeError`` deep in a training loop.
@@ -91,29 +91,52 @@ def integer_problem(name: str, value: object, minimum: int = 1) -> str | None:
         name: the setting's name, quoted in the message.
         value: what the user gave.
         minimum: the smallest value allowed.
+        maximum: the largest value allowed (None: no bound).
 
     Returns:
-        ``"'name' must be an integer >= minimum, got value (type)"``, or None.
+        ``"'name' must be an integer >= minimum, got value (type)"`` (``... and <= maximum`` with a maximum), or None.
     """
-    if is_integer(value) and value >= minimum:
+    if is_integer(value) and value >= minimum and (maximum is None or value <= maximum):
         return None
-    return f"'{name}' must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
+    bound = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+    return f"'{name}' must be an integer {bound}, got {value!r} ({type(value).__name__})"
 
 
-def number_problem(name: str, value: object, minimum: float = 0.0, strict: bool = True) -> str | None:
-    """The problem with a real-valued setting, or None when ``value`` is a finite number above ``minimum``.
+def number_problem(
+    name: str,
+    value: object,
+    minimum: float = 0.0,
+    strict: bool = True,
+    maximum: float | None = None,
+    strict_maximum: bool = False,
+    optional: bool = False,
+) -> str | None:
+    """The problem with a real-valued setting, or None when ``value`` is a finite number within its bounds.
 
     Args:
         name: the setting's name, quoted in the message.
         value: what the user gave (an int or a float; a bool or text is refused).
-        minimum: the bound.
+        minimum: the lower bound (``-math.inf``: none, only finiteness is required).
         strict: the value must be > ``minimum`` (True) or may equal it (False).
+        maximum: the upper bound (None: none).
+        strict_maximum: the value must be < ``maximum`` (True) or may equal it (False).
+        optional: None is allowed too (the message then says ``or None``).
 
     Returns:
-        ``"'name' must be a finite number > minimum, got value (type)"`` (``>=`` when not strict), or None.
+        ``"'name' must be a finite number > minimum, got value (type)"`` (``>=`` when not strict; ``and <= maximum``
+        (or ``<``) with a maximum; ``or None`` when optional), or None.
     """
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if real and (value > minimum if strict else value >= minimum):
+    if optional and value is None:
         return None
-    bound = f"{'>' if strict else '>='} {minimum:g}"
-    return f"'{name}' must be a finite number {bound}, got {value!r} ({type(value).__name__})"
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if real:
+        above = minimum == -math.inf or (value > minimum if strict else value >= minimum)
+        below = maximum is None or (value < maximum if strict_maximum else value <= maximum)
+        if above and below:
+            return None
+    bounds = [] if minimum == -math.inf else [f"{'>' if strict else '>='} {minimum:g}"]
+    if maximum is not None:
+        bounds.append(f"{'<' if strict_maximum else '<='} {maximum:g}")
+    bound = "".join(f" {b}" for b in bounds[:1]) + "".join(f" and {b}" for b in bounds[1:])
+    bound += " or None" if optional else ""
+    return f"'{name}' must be a finite number{bound}, got {value!r} ({type(value).__name__})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,28 @@ def test_integer_problem(value, minimum, expected):
 ])
 def test_number_problem(value, strict, expected):
     assert number_problem("lr", value, strict=strict) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (2, None), (64, None),
+    (65, "'n_sites' must be an integer >= 2 and <= 64, got 65 (int)"),
+    (1, "'n_sites' must be an integer >= 2 and <= 64, got 1 (int)"),
+])
+def test_integer_problem_maximum(value, expected):
+    assert integer_problem("n_sites", value, 2, maximum=64) == expected
+
+
+@pytest.mark.parametrize(("value", "kwargs", "expected"), [
+    (0.0, {"strict": False, "maximum": 1, "strict_maximum": True}, None),
+    (1.0, {"strict": False, "maximum": 1, "strict_maximum": True},
+     "'p' must be a finite number >= 0 and < 1, got 1.0 (float)"),
+    (1, {"maximum": 1}, None),
+    (1.5, {"maximum": 1}, "'p' must be a finite number > 0 and <= 1, got 1.5 (float)"),
+    (-1e9, {"minimum": -math.inf}, None),
+    (float("nan"), {"minimum": -math.inf}, "'p' must be a finite number, got nan (float)"),
+    (None, {"optional": True}, None),
+    (-1, {"optional": True}, "'p' must be a finite number > 0 or None, got -1 (int)"),
+    (None, {}, "'p' must be a finite number > 0, got None (NoneType)"),
+])
+def test_number_problem_bounds(value, kwargs, expected):
+    assert number_problem("p", value, **kwargs) == expected

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.io import atomic_write
 
 __all__ = ["MembershipResult", "membership_auc", "membership_inference", "membership_plot"]
@@ -116,10 +116,10 @@ def membership_inference(
         >>> r.auc
         1.0
     """
-    if isinstance(bootstrap, bool) or int(bootstrap) != bootstrap or bootstrap < 0:
-        raise ConfigError(f"membership_inference: 'bootstrap' must be an integer >= 0, got {bootstrap!r}.")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"membership_inference: 'confidence' must be in (0, 1), got {confidence!r}.")
+    problems = [p for p in (integer_problem("bootstrap", bootstrap, minimum=0),
+                            number_problem("confidence", confidence, maximum=1, strict_maximum=True)) if p]
+    if problems:
+        raise ConfigError("membership_inference: invalid arguments.", problems=problems)
     members = _losses("member_losses", member_losses)
     others = _losses("nonmember_losses", nonmember_losses)
     auc = membership_auc(members, others)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from harmonize.audit.features import FeatureSet
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 from harmonize.io import atomic_write
 from harmonize.keys import Keys, StateKeys
 
@@ -370,8 +370,8 @@ def training_curves_plot(
     drawn = [m for m, h in histories.items() if any(acc_key in e or loss_key in e for e in h)]
     if not drawn:
         raise ConfigError(f"training_curves_plot: no history has '{acc_key}' or '{loss_key}' to plot.")
-    if chance is not None and not 0 < chance < 1:
-        raise ConfigError(f"training_curves_plot: chance must be in (0, 1), got {chance}.")
+    if problem := number_problem("chance", chance, maximum=1, strict_maximum=True, optional=True):
+        raise ConfigError("training_curves_plot: invalid argument.", problems=[problem])
     colours = _method_colours(list(histories))
     fig = _figure(1, 2)
     acc_ax, loss_ax = fig.subplots(1, 2)

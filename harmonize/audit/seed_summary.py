@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 
 __all__ = [
     "CI_SUFFIX",
@@ -110,8 +110,8 @@ def summarise_seeds(per_seed: Sequence[Mapping[str, Any]], confidence: float = C
     """
     if not per_seed:
         raise ConfigError("summarise_seeds: give the figures of at least one seed.")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"summarise_seeds: confidence must be in (0, 1), got {confidence}.")
+    if problem := number_problem("confidence", confidence, maximum=1, strict_maximum=True):
+        raise ConfigError("summarise_seeds: invalid argument.", problems=[problem])
     keys = list(dict.fromkeys(k for entry in per_seed for k in entry if k != SEED))
     summary: dict[str, Any] = {}
     for key in keys:

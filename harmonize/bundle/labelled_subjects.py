@@ -7,7 +7,7 @@ import os
 from harmonize import defaults
 from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import read_manifest
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 from harmonize.keys import Keys, Split
 
 __all__ = ["labelled_subjects"]
@@ -30,8 +30,8 @@ def labelled_subjects(
     Raises:
         ConfigError: ``fraction`` outside (0, 1].
     """
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"labelled_fraction must be in (0, 1], got {fraction}.")
+    if problem := number_problem("labelled_fraction", fraction, maximum=1):
+        raise ConfigError("Invalid labelled fraction.", problems=[problem])
     if fraction >= 1:
         return None
     frame = read_manifest(manifest)

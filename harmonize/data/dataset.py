@@ -69,7 +69,7 @@ from harmonize.data.site_index import (
     index_filename,
 )
 from harmonize.distributed import rank, world_size
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, HarmonizeError, check_option, integer_problem
 from harmonize.keys import ConfoundKind, Keys, Sex, Split
 
 __all__ = [
@@ -387,8 +387,8 @@ def make_dataloader(
         ConfigError: a non-positive batch size, ``balance_sites`` with a batch size that is not a
             multiple of the number of sites, or ``distributed`` without ``balance_sites``.
     """
-    if batch_size < 1:
-        raise ConfigError(f"Argument 'batch_size' must be a positive integer, not {batch_size}.")
+    if problem := integer_problem("batch_size", batch_size):
+        raise ConfigError("Invalid data loader argument.", problems=[problem])
     if isinstance(manifest, Dataset):
         if dataset_kwargs:
             raise ConfigError(f"Arguments {sorted(dataset_kwargs)} apply when building a dataset, not to a dataset.")

@@ -34,7 +34,7 @@ import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import json_hashing
 
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, HarmonizeError, check_option, number_problem
 from harmonize.keys import DatasetCache, Keys
 
 __all__ = ["BoundedPersistentDataset", "cached_dataset", "cached_items", "item_bytes", "item_hash"]
@@ -129,8 +129,8 @@ def cached_dataset(items: Sequence[Mapping[str, Any]], transform: Callable, cach
     """
     mode = DatasetCache.MEMORY if cache is True else DatasetCache.NONE if cache is False else DatasetCache(
         check_option("cache", cache, DatasetCache))
-    if limit_gb is not None and not limit_gb >= 0:
-        raise ConfigError(f"Argument 'cache_limit_gb' must be >= 0 (GiB of cached scans), not {limit_gb!r}.")
+    if problem := number_problem("cache_limit_gb", limit_gb, strict=False, optional=True):
+        raise ConfigError("Invalid dataset cache argument.", problems=[f"{problem}: GiB of cached scans"])
     if mode == DatasetCache.NONE or not items:
         return Dataset(items, transform)
     count = cached_items(len(items), item_bytes(items[0]), limit_gb)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from harmonize import defaults
 from harmonize.data.manifest import MANIFEST_ATTR
-from harmonize.errors import ConfigError, ManifestError
+from harmonize.errors import ConfigError, ManifestError, number_problem
 from harmonize.keys import Keys, Split
 
 __all__ = ["forget_rows", "mark_forget"]
@@ -84,8 +84,8 @@ def mark_forget(frame: pd.DataFrame, fraction: float = defaults.FORGET_FRACTION,
     Raises:
         ConfigError: ``fraction`` not in (0, 1).
     """
-    if not 0 < fraction < 1:
-        raise ConfigError(f"mark_forget: 'fraction' must be in (0, 1), got {fraction!r}.")
+    if problem := number_problem("fraction", fraction, maximum=1, strict_maximum=True):
+        raise ConfigError("mark_forget: invalid argument.", problems=[problem])
     rng = np.random.default_rng(seed)
     out = frame.copy()
     out[Keys.FORGET] = False

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Sampler
 
 from harmonize.distributed import broadcast_object
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, is_integer
 
 __all__ = ["EpochShuffleSampler", "SiteBalancedBatchSampler", "epoch_seed"]
 
@@ -58,10 +58,11 @@ class _EpochSeeded:
         Raises:
             ConfigError: a negative epoch, or ``start_batch`` outside ``[0, len(self))``.
         """
-        if epoch < 0:
-            raise ConfigError(f"Argument 'epoch' must be >= 0, got {epoch}.")
-        if not 0 <= start_batch < max(len(self), 1):
-            raise ConfigError(f"Argument 'start_batch' must be in [0, {len(self)}), got {start_batch}.")
+        problems = [integer_problem("epoch", epoch, minimum=0)]
+        if problem := integer_problem("start_batch", start_batch, minimum=0, maximum=max(len(self), 1) - 1):
+            problems.append(f"{problem}: an epoch has {len(self)} batches")
+        if problems := [p for p in problems if p]:
+            raise ConfigError(f"{type(self).__name__}.set_epoch: invalid arguments.", problems=problems)
         self.epoch = int(epoch)
         self.start_batch = int(start_batch)
 
@@ -90,8 +91,10 @@ class EpochShuffleSampler(_EpochSeeded, Sampler[int]):
     """
 
     def __init__(self, length: int, seed: int | None = None, batch_size: int = 1) -> None:
-        if length < 0 or batch_size < 1:
-            raise ConfigError(f"EpochShuffleSampler needs length >= 0 and batch_size >= 1, got {length}, {batch_size}.")
+        problems = [p for p in (integer_problem("length", length, minimum=0), integer_problem("batch_size", batch_size))
+                    if p]
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
         self.length = int(length)
         self.batch_size = int(batch_size)
         self.seed = _base_seed(seed)
@@ -145,20 +148,23 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
     ) -> None:
         if len(sites) == 0:
             raise ConfigError("Cannot balance sites over an empty dataset.")
-        if int(num_replicas) != num_replicas or num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ConfigError(f"Arguments 'num_replicas' and 'rank' must satisfy 0 <= rank < num_replicas, got "
-                              f"num_replicas={num_replicas!r}, rank={rank!r}.")
         groups: dict[Hashable, list[int]] = {}
         for i, site in enumerate(sites):
             groups.setdefault(site, []).append(i)
         self.groups = [groups[k] for k in sorted(groups, key=str)]
         n_sites = len(self.groups)
-        if batch_size < n_sites or batch_size % n_sites:
-            raise ConfigError(
-                f"Argument 'batch_size': {batch_size} is not a positive multiple of the {n_sites} sites in the "
-                f"data; a site-balanced batch holds the same number of scans of each site (try "
-                f"{max(1, round(batch_size / n_sites)) * n_sites})."
-            )
+        problems = []
+        if not is_integer(batch_size) or batch_size < n_sites or batch_size % n_sites:
+            hint = max(1, round(batch_size / n_sites)) * n_sites if is_integer(batch_size) else n_sites
+            problems.append(f"'batch_size' must be a positive multiple of the {n_sites} sites in the data (a "
+                            f"site-balanced batch holds the same number of scans of each site; try {hint}), "
+                            f"got {batch_size!r}")
+        if problem := integer_problem("num_replicas", num_replicas):
+            problems.append(problem)
+        elif problem := integer_problem("rank", rank, minimum=0, maximum=num_replicas - 1):
+            problems.append(f"{problem}: a rank of the {num_replicas} processes")
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
         self.per_site = batch_size // n_sites
         self.batch_size = batch_size
         self.num_replicas, self.rank = int(num_replicas), int(rank)

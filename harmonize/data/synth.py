@@ -64,7 +64,7 @@ from harmonize.data.transforms.site_acquisition import (
     BACKGROUND_THRESHOLD,
     SiteAcquisition,
 )
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.keys import Keys, Sex, Split
 from harmonize.output_dir import OutputDir
 from harmonize.progress import progress as show_progress
@@ -146,6 +146,9 @@ class SynthConfig:
             1: the default, realistic differences).
         vary_orientation: store odd-numbered sites with the first array axis reversed (LAS instead of RAS).
         sites: explicit site profiles (overrides ``n_sites``, ``biased`` and the drawn acquisitions).
+
+    Raises:
+        ConfigError: on construction, naming every setting out of range (with its value and what is allowed).
     """
 
     n_sites: int = defaults.SYNTH_SITES
@@ -163,38 +166,28 @@ class SynthConfig:
     vary_orientation: bool = False
     sites: tuple[SiteProfile, ...] | None = field(default=None)
 
-    def problems(self) -> list[str]:
-        """Return what is wrong with this configuration, one line each (empty when valid)."""
-        found = []
+    def __post_init__(self) -> None:
+        if problems := self._problems():
+            raise ConfigError("The synthetic cohort settings are invalid; fix these and run again:", problems=problems)
 
-        def is_int(value: object) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        if self.sites is None and not (is_int(self.n_sites) and 2 <= self.n_sites <= 64):
-            found.append(f"n_sites must be an integer from 2 to 64, got {self.n_sites!r}")
-        if not (is_int(self.subjects_per_site) and self.subjects_per_site >= 3):
-            found.append(f"subjects_per_site must be an integer >= 3, got {self.subjects_per_site!r}")
-        if not (is_int(self.shape) and self.shape >= 16):
-            found.append(f"shape must be an integer >= 16 (voxels per axis), got {self.shape!r}")
-        if not (is_int(self.seed) and self.seed >= 0):
-            found.append(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not 0.0 <= self.biased_overlap < 1.0:
-            found.append(f"biased_overlap must be in [0, 1), got {self.biased_overlap!r}")
+    def _problems(self) -> list[str]:
+        """What is wrong with this configuration, one line each (empty when valid)."""
+        found = [None if self.sites is not None else integer_problem("n_sites", self.n_sites, minimum=2, maximum=64),
+                 integer_problem("subjects_per_site", self.subjects_per_site, minimum=3),
+                 integer_problem("shape", self.shape, minimum=16), integer_problem("seed", self.seed, minimum=0),
+                 number_problem("biased_overlap", self.biased_overlap, strict=False, maximum=1, strict_maximum=True),
+                 number_problem("site_effect", self.site_effect, strict=False, maximum=3)]
+        fractions = [number_problem(name, getattr(self, name), strict=False, maximum=1)
+                     for name in ("val_fraction", "test_fraction", "male_fraction")]
+        found = [p for p in found + fractions if p]
+        if not any(fractions) and self.val_fraction + self.test_fraction >= 1.0:
+            found.append(f"'val_fraction' + 'test_fraction' must be < 1 to leave some training subjects, got "
+                         f"{self.val_fraction} + {self.test_fraction}")
         unknown = sorted(set(map(str, self.biased_splits)) - {str(s) for s in Split})
         if unknown:
             found.append(f"biased_splits: {unknown} are not splits ({', '.join(map(str, Split))})")
         if not _is_range(self.age_range) or not 0 <= self.age_range[0] < self.age_range[1]:
-            found.append(f"age_range must be (low, high) with 0 <= low < high, got {self.age_range!r}")
-        for name in ("val_fraction", "test_fraction", "male_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                found.append(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            found.append(
-                f"val_fraction + test_fraction must leave some training subjects, got "
-                f"{self.val_fraction} + {self.test_fraction}"
-            )
-        if not (math.isfinite(self.site_effect) and 0.0 <= self.site_effect <= 3.0):
-            found.append(f"site_effect must be in [0, 3], got {self.site_effect!r}")
+            found.append(f"'age_range' must be (low, high) with 0 <= low < high, got {self.age_range!r}")
         if self.sites is not None:
             if len(self.sites) < 2:
                 found.append(f"sites must hold at least 2 profiles, got {len(self.sites)}")
@@ -300,16 +293,12 @@ def generate_cohort(
         Path of ``manifest.csv``.
 
     Raises:
-        ConfigError: if the configuration is invalid (every problem listed).
         OutputDirError: ``out_dir`` is a file or not writable, non-empty while ``overwrite`` is false, or holds
             files harmonize did not write where the cohort goes (see :class:`~harmonize.output_dir.OutputDir`).
         FolderLockedError: another run is writing ``out_dir``.
         OutputWriteError: a file cannot be written (full disk), naming it; what this run wrote is removed.
     """
     config = config or SynthConfig()
-    problems = config.problems()
-    if problems:
-        raise ConfigError("The synthetic cohort settings are invalid; fix these and run again:", problems=problems)
     out = Path(out_dir)
     claim = OutputDir(out, "harmonize synth", overwrite=overwrite,
                       reserved=(IMAGES_DIR, LABELS_DIR, COHORT_NAME, MANIFEST_NAME),
@@ -364,9 +353,6 @@ def cohort_manifest_text(config: SynthConfig | None = None) -> str:
     the cohort it would generate (``data_manifests/embedded_cohort.csv`` is this text for the defaults).
     """
     config = config or SynthConfig()
-    problems = config.problems()
-    if problems:
-        raise ConfigError("The synthetic cohort settings are invalid; fix these and run again:", problems=problems)
     return _manifest_text(_draw_subjects(config, draw_site_profiles(config)))
 
 

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem, number_problem
 
 __all__ = [
     "TEMPLATE_FOV_MM",
@@ -169,10 +169,10 @@ def load_templates(shape: int = 64, fov_mm: float = TEMPLATE_FOV_MM) -> Template
         ConfigError: if ``shape`` or ``fov_mm`` is out of range.
         HarmonizeError: if nilearn lacks the template files.
     """
-    if isinstance(shape, bool) or not isinstance(shape, (int, np.integer)) or shape < MIN_SHAPE:
-        raise ConfigError(f"Argument 'shape' must be an integer >= {MIN_SHAPE} (voxels per axis), got {shape!r}.")
-    if not np.isfinite(fov_mm) or fov_mm <= 0:
-        raise ConfigError(f"Argument 'fov_mm' must be a positive number of millimetres, got {fov_mm!r}.")
+    problems = [integer_problem("shape", shape, minimum=MIN_SHAPE), number_problem("fov_mm", fov_mm)]
+    if problems := [p for p in problems if p]:
+        raise ConfigError("load_templates: invalid arguments (shape: voxels per axis, fov_mm: millimetres).",
+                          problems=problems)
     return _load_templates_cached(int(shape), float(fov_mm))
 
 

@@ -43,7 +43,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, optional_import
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, number_problem
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.keys import Keys, NoiseMode, ReconMethod, StateKeys
 
@@ -53,7 +53,7 @@ else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
     Events, _ = optional_import("ignite.engine", name="Events")
 
-__all__ = ["STAGE_METHODS", "MachineUnlearningHandler"]
+__all__ = ["STAGE_METHODS", "MachineUnlearningHandler", "stage_problems"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,26 @@ STAGE_METHODS: tuple[ReconMethod, ...] = (ReconMethod.FT, ReconMethod.GA, ReconM
 L1_PENALTY = defaults.RECON_L1_PENALTY
 #: Default standard deviation of the noise of ``nl`` (targets are scaled to [0, 1]).
 NOISE_STD = defaults.RECON_NOISE_STD
+
+
+def stage_problems(
+    l1_penalty: object = L1_PENALTY,
+    noise_std: object = NOISE_STD,
+    loss_ceiling: object = None,
+    stop_forget_loss: object = None,
+    retain_weight: object = 1.0,
+) -> list[str]:
+    """The problems with the loss settings of an unlearning stage, one line each (empty when all are valid).
+
+    The handler and the settings that build it
+    (:class:`~harmonize.workflows.machine_unlearning.MachineUnlearningSettings`,
+    :class:`~harmonize.workflows.recon_settings.ReconStageSettings`) check them here, with one wording.
+    """
+    found = [number_problem("l1_penalty", l1_penalty, strict=False), number_problem("noise_std", noise_std),
+             number_problem("loss_ceiling", loss_ceiling, optional=True),
+             number_problem("stop_forget_loss", stop_forget_loss, optional=True),
+             number_problem("retain_weight", retain_weight, strict=False)]
+    return [p for p in found if p]
 
 
 def _batch_size(batch: Mapping[str, Any], key: str) -> int:
@@ -131,18 +151,7 @@ class MachineUnlearningHandler:
                 f"{[str(m) for m in STAGE_METHODS]}. Composite methods (ga_l1_ft, nl_ft) are two stages and the "
                 "oracle is training from scratch: use harmonize.workflows.machine_unlearning.run_unlearning."
             )
-        problems = []
-        if l1_penalty < 0:
-            problems.append(f"'l1_penalty' must be >= 0, got {l1_penalty}.")
-        if noise_std <= 0:
-            problems.append(f"'noise_std' must be > 0, got {noise_std}.")
-        if loss_ceiling is not None and loss_ceiling <= 0:
-            problems.append(f"'loss_ceiling' must be > 0 or None, got {loss_ceiling}.")
-        if stop_forget_loss is not None and stop_forget_loss <= 0:
-            problems.append(f"'stop_forget_loss' must be > 0 or None, got {stop_forget_loss}.")
-        if retain_weight < 0:
-            problems.append(f"'retain_weight' must be >= 0, got {retain_weight}.")
-        if problems:
+        if problems := stage_problems(l1_penalty, noise_std, loss_ceiling, stop_forget_loss, retain_weight):
             raise ConfigError("Invalid MachineUnlearningHandler settings.", problems=problems)
         self.method = ReconMethod(method)
         self.forget_key = forget_key

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem
 
 __all__ = ["GradientReversal", "GradientReversalFunction", "dann_lambda", "grad_reverse"]
 
@@ -16,14 +16,10 @@ __all__ = ["GradientReversal", "GradientReversalFunction", "dann_lambda", "grad_
 DANN_GAMMA = 10.0
 
 
-def _check_lambda(value: float, owner: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{owner}: lambda_ must be a number, got {value!r}.") from err
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{owner}: lambda_ must be finite and >= 0, got {value!r}.")
-    return value
+def _check_lambda(value: float, owner: str, name: str = "lambda_") -> float:
+    if problem := number_problem(name, value, strict=False):
+        raise ConfigError(f"{owner}: invalid argument.", problems=[problem])
+    return float(value)
 
 
 class GradientReversalFunction(torch.autograd.Function):
@@ -108,9 +104,8 @@ def dann_lambda(progress: float, gamma: float = DANN_GAMMA, max_lambda: float = 
     Raises:
         ConfigError: an argument outside its range (the argument is named).
     """
-    if not 0.0 <= progress <= 1.0:
-        raise ConfigError(f"dann_lambda: progress must lie in [0, 1], got {progress!r}.")
-    if not (math.isfinite(gamma) and gamma > 0):
-        raise ConfigError(f"dann_lambda: gamma must be finite and > 0, got {gamma!r}.")
-    max_lambda = _check_lambda(max_lambda, "dann_lambda (max_lambda)")
+    problems = [number_problem("progress", progress, strict=False, maximum=1), number_problem("gamma", gamma),
+                number_problem("max_lambda", max_lambda, strict=False)]
+    if problems := [p for p in problems if p]:
+        raise ConfigError("dann_lambda: invalid arguments.", problems=problems)
     return max_lambda * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)

@@ -11,7 +11,7 @@ from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, is_integer, number_problem
 
 __all__ = ["SSIML1Loss"]
 
@@ -37,7 +37,8 @@ class SSIML1Loss(_Loss):
         reduction: ``mean`` (default), ``sum`` or ``none`` (a ``(B, 1)`` tensor).
 
     Raises:
-        ConfigError: negative ``l1_weight``, an even or too small ``win_size``, or an unknown option.
+        ConfigError: negative ``l1_weight``, a ``data_range`` <= 0, an even or too small ``win_size``, or an unknown
+            option (every problem listed at once).
     """
 
     def __init__(
@@ -49,17 +50,26 @@ class SSIML1Loss(_Loss):
         l1_weight: float = L1_WEIGHT,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=check_option("reduction", reduction, LossReduction))
-        if l1_weight < 0:
-            raise ConfigError(f"Argument 'l1_weight' must be >= 0, got {l1_weight}.")
-        sizes = [win_size] * spatial_dims if isinstance(win_size, int) else list(win_size)
-        if any(s < 3 or s % 2 == 0 for s in sizes):
-            raise ConfigError(f"Argument 'win_size' must be odd and >= 3 (the paper uses 7), got {win_size}.")
+        problems = [p for p in (number_problem("l1_weight", l1_weight, strict=False),
+                                number_problem("data_range", data_range)) if p]
+        sizes = [win_size] * spatial_dims if is_integer(win_size) else list(win_size)
+        if not all(is_integer(s) and s >= 3 and s % 2 == 1 for s in sizes):
+            problems.append(f"'win_size' must be an odd integer >= 3 (or one per axis; the paper uses 7), "
+                            f"got {win_size!r}")
+        options = {}
+        for name, value, choices in (("reduction", reduction, LossReduction), ("kernel_type", kernel_type, KernelType)):
+            try:
+                options[name] = check_option(name, value, choices)
+            except ConfigError as err:
+                problems.append(str(err))
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        super().__init__(reduction=options["reduction"])
         self.l1_weight = float(l1_weight)
         self.ssim = SSIMLoss(
             spatial_dims=spatial_dims,
             data_range=data_range,
-            kernel_type=check_option("kernel_type", kernel_type, KernelType),
+            kernel_type=options["kernel_type"],
             win_size=win_size,
             reduction=LossReduction.NONE,
         )

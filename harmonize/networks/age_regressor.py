@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from monai.networks.blocks import Convolution
@@ -13,7 +13,8 @@ from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, is_integer, number_problem
+from harmonize.networks._arguments import channels_problem, dropout_problem, raise_problems, spatial_dims_problem
 from harmonize.networks._input import check_image_input
 
 __all__ = ["BrainAgeRegressor"]
@@ -96,37 +97,23 @@ class BrainAgeRegressor(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        problems = []
-        if spatial_dims not in (2, 3):
-            problems.append(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        channels = tuple(int(c) for c in channels)
-        if len(channels) < 2 or min(channels) < 1:
-            problems.append(f"channels must hold two or more positive numbers, got {channels!r}")
-        for arg, value in (("in_channels", in_channels), ("feature_dim", feature_dim), ("hidden", hidden),
-                           ("pooled_size", pooled_size)):
-            if int(value) != value or value < 1:
-                problems.append(f"{arg} must be a positive integer, got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            problems.append(f"dropout must lie in [0, 1), got {dropout!r}")
-        if not math.isfinite(age_offset):
-            problems.append(f"age_offset must be finite, got {age_offset!r}")
-        if not (math.isfinite(age_scale) and age_scale > 0):
-            problems.append(f"age_scale must be finite and > 0, got {age_scale!r}")
+        problems = [spatial_dims_problem(spatial_dims), channels_problem(channels)]
+        problems += [integer_problem(arg, value) for arg, value in (("in_channels", in_channels),
+                     ("feature_dim", feature_dim), ("hidden", hidden), ("pooled_size", pooled_size))]
+        problems += [dropout_problem(dropout), number_problem("age_offset", age_offset, minimum=-math.inf),
+                     number_problem("age_scale", age_scale)]
+        blocks = 0 if problems[1] else len(tuple(channels))  # the blocks convs_per_block counts
         if convs_per_block is None:
-            convs = tuple(
-                ORIGINAL_CONVS_EARLY if i < ORIGINAL_EARLY_BLOCKS else ORIGINAL_CONVS_LATE for i in range(len(channels))
-            )
-        elif isinstance(convs_per_block, int):
-            convs = (convs_per_block,) * len(channels)
+            convs = tuple(ORIGINAL_CONVS_EARLY if i < ORIGINAL_EARLY_BLOCKS else ORIGINAL_CONVS_LATE
+                          for i in range(blocks))
         else:
-            convs = tuple(int(c) for c in convs_per_block)
-        if len(convs) != len(channels) or min(convs, default=0) < 1:
-            problems.append(
-                f"convs_per_block must be a positive int or one positive int per block ({len(channels)} blocks), "
-                f"got {convs_per_block!r}"
-            )
-        if problems:
-            raise ConfigError(f"{name}: invalid arguments.", problems=problems)
+            convs = ((convs_per_block,) * blocks if is_integer(convs_per_block)
+                     else tuple(convs_per_block) if isinstance(convs_per_block, Iterable) else ())
+            if blocks and (len(convs) != blocks or not all(is_integer(c) and c >= 1 for c in convs)):
+                problems.append(f"'convs_per_block' must be an integer >= 1 or one per block ({blocks} blocks), "
+                                f"got {convs_per_block!r}")
+        raise_problems(name, problems)
+        channels = tuple(int(c) for c in channels)
 
         self.spatial_dims = spatial_dims
         self.in_channels = int(in_channels)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import integer_problem, is_integer
+from harmonize.networks._arguments import dropout_problem, raise_problems
 
 __all__ = ["DomainHead"]
 
@@ -53,20 +54,15 @@ class DomainHead(nn.Module):
         standardize_input: bool = False,
     ) -> None:
         super().__init__()
-        widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-        problems = []
-        if int(in_features) != in_features or in_features < 1:
-            problems.append(f"in_features must be a positive integer, got {in_features!r}")
-        if int(num_classes) != num_classes or num_classes < MIN_CLASSES:
-            problems.append(f"num_classes must be an integer >= {MIN_CLASSES}, got {num_classes!r}")
-        if any(int(w) != w or w < 1 for w in widths):
-            problems.append(f"hidden must hold positive integers, got {hidden!r}")
-        if not 0.0 <= dropout < 1.0:
-            problems.append(f"dropout must lie in [0, 1), got {dropout!r}")
+        widths = tuple(hidden) if isinstance(hidden, Iterable) else (hidden,)
+        problems = [integer_problem("in_features", in_features),
+                    integer_problem("num_classes", num_classes, minimum=MIN_CLASSES)]
+        if not all(is_integer(w) and w >= 1 for w in widths):
+            problems.append(f"'hidden' must be an integer >= 1 or a sequence of them, got {hidden!r}")
+        problems.append(dropout_problem(dropout))
         if normalize_input and standardize_input:
             problems.append("choose one of normalize_input (LayerNorm) and standardize_input (BatchNorm1d)")
-        if problems:
-            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        raise_problems(type(self).__name__, problems)
 
         self.in_features = int(in_features)
         self.num_classes = int(num_classes)

@@ -28,8 +28,8 @@ from monai.networks.nets import UNet
 from monai.transforms import CenterSpatialCrop
 from torch import Tensor, nn
 
-from harmonize.errors import ConfigError
 from harmonize.keys import Keys
+from harmonize.networks._arguments import channels_problem, dropout_problem, raise_problems, spatial_dims_problem
 
 __all__ = ["ReconUNet", "ReconVarNet"]
 
@@ -86,7 +86,8 @@ class ReconUNet(nn.Module):
         residual: add the input to the output.
 
     Raises:
-        ConfigError: if ``strides`` does not have ``len(channels) - 1`` entries.
+        ConfigError: an argument out of range, e.g. ``strides`` without ``len(channels) - 1`` entries (every problem
+            listed at once).
     """
 
     input_keys: tuple[str, ...] = (Keys.IMAGE,)
@@ -102,15 +103,14 @@ class ReconUNet(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
-        if len(strides) != len(channels) - 1:
-            raise ConfigError(
-                f"ReconUNet needs one stride per level transition: len(strides) must be len(channels) - 1 = "
-                f"{len(channels) - 1}, got channels={tuple(channels)} and strides={tuple(strides)}."
-            )
+        problems = [spatial_dims_problem(spatial_dims), channels_problem(channels),
+                    channels_problem(strides, name="strides", least=1), dropout_problem(dropout)]
+        if not any(problems[1:3]) and len(strides) != len(channels) - 1:
+            problems.append(f"'strides' must hold one stride per level transition, len(channels) - 1 = "
+                            f"{len(channels) - 1}, got channels={tuple(channels)} and strides={tuple(strides)}")
+        raise_problems(type(self).__name__, problems)
         self.residual = residual
         self.multiple = math.prod(strides)
-        if spatial_dims not in _ZERO_CONV:
-            raise ConfigError(f"ReconUNet supports spatial_dims 2 or 3, got {spatial_dims}.")
         self.unet = UNet(
             spatial_dims=spatial_dims,
             in_channels=1,

@@ -13,10 +13,14 @@ from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 from torch import nn
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem
+from harmonize.networks._arguments import channels_problem, dropout_problem, raise_problems, spatial_dims_problem
 from harmonize.networks._input import check_image_input
 
 __all__ = ["TissueSegmenter"]
+
+#: The ``upsample`` choices of MONAI's ``UpCat``.
+UPSAMPLE_MODES = ("deconv", "pixelshuffle", "nontrainable")
 
 
 class TissueSegmenter(nn.Module):
@@ -73,22 +77,15 @@ class TissueSegmenter(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        problems = [spatial_dims_problem(spatial_dims), channels_problem(channels),
+                    integer_problem("in_channels", in_channels)]
+        if problem := integer_problem("out_channels", out_channels, minimum=2):
+            problems.append(f"{problem}: the classes, background included")
+        problems.append(dropout_problem(dropout))
+        if upsample not in UPSAMPLE_MODES:
+            problems.append(f"'upsample' must be one of {list(UPSAMPLE_MODES)}, got {upsample!r}")
+        raise_problems(name, problems)
         channels = tuple(int(c) for c in channels)
-        problems = []
-        if spatial_dims not in (2, 3):
-            problems.append(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if len(channels) < 2 or min(channels) < 1:
-            problems.append(f"channels must hold two or more positive numbers, got {channels!r}")
-        if in_channels < 1:
-            problems.append(f"in_channels must be >= 1, got {in_channels!r}")
-        if out_channels < 2:
-            problems.append(f"out_channels must be >= 2 (classes including background), got {out_channels!r}")
-        if not 0.0 <= dropout < 1.0:
-            problems.append(f"dropout must lie in [0, 1), got {dropout!r}")
-        if upsample not in ("deconv", "pixelshuffle", "nontrainable"):
-            problems.append(f"upsample must be 'deconv', 'pixelshuffle' or 'nontrainable', got {upsample!r}")
-        if problems:
-            raise ConfigError(f"{name}: invalid arguments.", problems=problems)
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonize.data.templates import load_templates
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem
 
 __all__ = ["BrainWarp", "axial_slab", "brain_volume", "random_brain_warp"]
 
@@ -121,10 +121,9 @@ def brain_volume(size: int, num_slices: int, warp: BrainWarp) -> np.ndarray:
     Raises:
         ConfigError: if ``size`` < 8 or ``num_slices`` < 1.
     """
-    if size < 8:
-        raise ConfigError(f"Argument 'size' must be >= 8 pixels, got {size}.")
-    if num_slices < 1:
-        raise ConfigError(f"Argument 'num_slices' must be >= 1, got {num_slices}.")
+    problems = [p for p in (integer_problem("size", size, minimum=8), integer_problem("num_slices", num_slices)) if p]
+    if problems:
+        raise ConfigError("Invalid volume size.", problems=problems)
     fine = size * OVERSAMPLE
     t1 = load_templates(shape=fine).t1
     slab = torch.from_numpy(axial_slab(t1, num_slices, warp.centre, warp.spacing).copy()).float().unsqueeze(1)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, is_integer
 
 __all__ = ["simulate_coil_maps"]
 
@@ -49,10 +49,11 @@ def simulate_coil_maps(
     Raises:
         ConfigError: if ``num_coils`` < 1 or ``shape`` is not two positive sizes.
     """
-    if num_coils < 1:
-        raise ConfigError(f"Argument 'num_coils' must be >= 1, got {num_coils}.")
-    if len(shape) != 2 or min(shape) < 1:
-        raise ConfigError(f"Argument 'shape' must be two positive sizes (H, W), got {shape}.")
+    problems = [p for p in (integer_problem("num_coils", num_coils),) if p]
+    if not (len(shape) == 2 and all(is_integer(n) and n >= 1 for n in shape)):
+        problems.append(f"'shape' must be two integers >= 1 (H, W), got {shape!r}")
+    if problems:
+        raise ConfigError("Invalid coil-map arguments.", problems=problems)
     rotation = float(rng.uniform(0, 2 * math.pi)) if rng is not None else 0.0
     phase_offsets = rng.uniform(0, 2 * math.pi, size=num_coils) if rng is not None else np.zeros(num_coils)
     ys = torch.linspace(-1.0, 1.0, shape[0])

@@ -146,7 +146,6 @@ class FastMRISliceDataset(Dataset):
         extra: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.kspace = kspace or KspaceSettings()
-        self.kspace.check()
         flags = [bool(forget)] * len(files) if isinstance(forget, (bool, np.bool_)) else [bool(f) for f in forget]
         extras = list(extra) if extra is not None else [{}] * len(files)
         problems = []

@@ -18,7 +18,7 @@ import numpy as np
 from skimage.data import shepp_logan_phantom
 from skimage.transform import AffineTransform, resize, warp
 
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, integer_problem
 from harmonize.keys import PhantomKind
 
 __all__ = [
@@ -126,8 +126,8 @@ def random_ellipsoids(rng: np.random.Generator, num_inner: tuple[int, int] = NUM
 
 def shepp_logan(size: int) -> np.ndarray:
     """The Shepp-Logan phantom of scikit-image, anti-aliased to ``size x size``, in ``[0, 1]``."""
-    if size < 8:
-        raise ConfigError(f"Argument 'size' must be >= 8 pixels, got {size}.")
+    if problem := integer_problem("size", size, minimum=8):
+        raise ConfigError("Invalid phantom size.", problems=[problem])
     return resize(shepp_logan_phantom(), (size, size), anti_aliasing=True).astype(np.float32)
 
 
@@ -188,10 +188,9 @@ def phantom_volume(
         ConfigError: for an unknown kind, ``size`` < 8 or ``num_slices`` < 1.
     """
     kind = check_option("kind", kind, PhantomKind)
-    if size < 8:
-        raise ConfigError(f"Argument 'size' must be >= 8 pixels, got {size}.")
-    if num_slices < 1:
-        raise ConfigError(f"Argument 'num_slices' must be >= 1, got {num_slices}.")
+    problems = [p for p in (integer_problem("size", size, minimum=8), integer_problem("num_slices", num_slices)) if p]
+    if problems:
+        raise ConfigError("Invalid volume size.", problems=problems)
     if kind == PhantomKind.MIXED:
         kind = PhantomKind.SHEPP_LOGAN if rng.uniform() < 1.0 / 3.0 else PhantomKind.ELLIPSES
     if kind == PhantomKind.SHEPP_LOGAN:

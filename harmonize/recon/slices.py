@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from monai.transforms import LoadImage, Orientation
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, ManifestError
+from harmonize.errors import ConfigError, ManifestError, integer_problem
 from harmonize.keys import Keys, MaskType, PhantomKind, Split
 from harmonize.recon.brain_volumes import brain_volume, random_brain_warp
 from harmonize.recon.coil_maps import simulate_coil_maps
 from harmonize.recon.kspace import SimulateKspaced
 from harmonize.recon.phantoms import phantom_volume
-from harmonize.recon.undersample import UndersampleKspaced, check_undersampling
+from harmonize.recon.undersample import UndersampleKspaced, undersampling_problems
 
 __all__ = [
     "KspaceSettings",
@@ -72,6 +72,9 @@ class KspaceSettings:
         num_coils: 1 for single-coil k-space; more simulates smooth coil sensitivities.
         keep_kspace: keep ``KSPACE`` and ``MASKED_KSPACE`` in each sample (needed by k-space networks such as
             VarNet; an image-domain U-Net needs only ``IMAGE`` and ``TARGET``).
+
+    Raises:
+        ConfigError: on construction, naming every setting out of range.
     """
 
     mask_type: MaskType | str = MaskType.EQUISPACED
@@ -80,11 +83,18 @@ class KspaceSettings:
     num_coils: int = 1
     keep_kspace: bool = True
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when valid)."""
+        problems = undersampling_problems(self.acceleration, self.center_fraction, self.mask_type)
+        return problems + [p for p in (integer_problem("num_coils", self.num_coils),) if p]
+
     def check(self) -> None:
-        """Raise :class:`~harmonize.errors.ConfigError` if a setting is out of range."""
-        check_undersampling(self.acceleration, self.center_fraction)
-        if self.num_coils < 1:
-            raise ConfigError(f"KspaceSettings.num_coils must be >= 1, got {self.num_coils}.")
+        """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range (run on construction)."""
+        if problems := self.problems():
+            raise ConfigError("Invalid k-space settings.", problems=problems)
 
 
 @dataclass
@@ -131,7 +141,6 @@ def volume_items(
     Returns:
         One sample dict per slice.
     """
-    kspace.check()
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
         raise ValueError(f"volume {volume_id!r} must be (slices, H, W), got shape {volume.shape}.")
@@ -156,7 +165,7 @@ def volume_items(
 
 
 def _check_counts(**counts: int) -> None:
-    bad = [f"'{name}' must be >= 1, got {value}." for name, value in counts.items() if value < 1]
+    bad = [p for p in (integer_problem(name, value) for name, value in counts.items()) if p]
     if bad:
         raise ConfigError("Invalid numbers of volumes or slices.", problems=bad)
 
@@ -199,7 +208,6 @@ def anatomy_shift_splits(
         slices_per_volume=slices_per_volume,
     )
     kspace = kspace or KspaceSettings()
-    kspace.check()
     rngs = np.random.default_rng(seed).spawn(4)
     splits = ReconSplits()
 
@@ -349,7 +357,6 @@ def site_forget_splits(
     """
     _check_counts(slices_per_volume=slices_per_volume)
     kspace = kspace or KspaceSettings()
-    kspace.check()
     groups = manifest_groups(manifest, forget_site, eval_split)
     rngs = dict(zip(groups, np.random.default_rng(seed).spawn(len(groups)), strict=True))
     splits = ReconSplits()

@@ -28,39 +28,59 @@ from monai.utils.type_conversion import convert_to_dst_type
 from torch import Tensor
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, check_option, number_problem
 from harmonize.keys import Keys, MaskType
 from harmonize.recon.kspace import SimulateKspaced
 
-__all__ = ["RestoreScaled", "UndersampleKspaced", "UndersampleVolumed", "apply_kspace_mask", "check_undersampling"]
+__all__ = [
+    "RestoreScaled",
+    "UndersampleKspaced",
+    "UndersampleVolumed",
+    "apply_kspace_mask",
+    "check_undersampling",
+    "undersampling_problems",
+]
 
 #: Spatial dimensions of a 2D slice.
 SLICE_DIMS = 2
 
 
-def check_undersampling(acceleration: float, center_fraction: float) -> None:
-    """Check an acceleration and centre fraction before any mask is drawn.
+def undersampling_problems(
+    acceleration: object, center_fraction: object, mask_type: object = MaskType.EQUISPACED
+) -> list[str]:
+    """What is wrong with an undersampling's settings, one line each (empty when valid).
 
     Args:
         acceleration: undersampling factor ``R`` (> 1).
-        center_fraction: fraction of central lines always sampled, in (0, 1).
-
-    Raises:
-        ConfigError: naming every bad value and the valid range.
+        center_fraction: fraction of central lines always sampled, in (0, 1), with ``center_fraction x R < 1``.
+        mask_type: ``equispaced`` or ``random`` (:class:`~harmonize.keys.MaskType`).
     """
     problems = []
-    if not acceleration > 1:
-        problems.append(f"'acceleration' must be > 1 (e.g. 4 or 8), got {acceleration}.")
-    if not 0 < center_fraction < 1:
-        problems.append(
-            f"'center_fraction' must be in (0, 1) (fastMRI uses 0.08 at R=4, 0.04 at R=8), got {center_fraction}."
-        )
-    if not problems and center_fraction * acceleration >= 1:
+    if problem := number_problem("acceleration", acceleration, minimum=1):
+        problems.append(f"{problem}; e.g. 4 or 8")
+    if problem := number_problem("center_fraction", center_fraction, maximum=1, strict_maximum=True):
+        problems.append(f"{problem}; fastMRI uses 0.08 at R=4, 0.04 at R=8")
+    if not problems and center_fraction * acceleration >= 1:  # type: ignore[operator]
         problems.append(
             f"'center_fraction' x 'acceleration' must be < 1 (the centre alone would exceed the 1/R budget), "
-            f"got {center_fraction} x {acceleration}."
+            f"got {center_fraction} x {acceleration}"
         )
-    if problems:
+    try:
+        check_option("mask_type", mask_type, MaskType)
+    except ConfigError as err:
+        problems.append(str(err))
+    return problems
+
+
+def check_undersampling(
+    acceleration: float, center_fraction: float, mask_type: MaskType | str = MaskType.EQUISPACED
+) -> None:
+    """Check an undersampling's settings before any mask is drawn (:func:`undersampling_problems`).
+
+    Raises:
+        ConfigError: naming every bad value and what is allowed.
+    """
+    if problems := undersampling_problems(acceleration, center_fraction, mask_type):
         raise ConfigError("Invalid k-space undersampling settings.", problems=problems)
 
 
@@ -116,8 +136,8 @@ class UndersampleKspaced(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob=1.0)
         if len(self.keys) != 1:
             raise ConfigError(f"UndersampleKspaced takes one k-space key, got keys={self.keys}.")
+        check_undersampling(acceleration, center_fraction, mask_type)
         self.mask_type = check_option("mask_type", mask_type, MaskType)
-        check_undersampling(acceleration, center_fraction)
         self.acceleration = float(acceleration)
         self.center_fraction = float(center_fraction)
         self.masked_key = masked_key
@@ -189,8 +209,8 @@ class UndersampleVolumed(MapTransform):
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ConfigError(f"UndersampleVolumed takes one image key, got keys={self.keys}.")
+        check_undersampling(acceleration, center_fraction, mask_type)
         self.mask_type = check_option("mask_type", mask_type, MaskType)
-        check_undersampling(acceleration, center_fraction)
         self.acceleration = float(acceleration)
         self.center_fraction = float(center_fraction)
         self.seed = int(seed)

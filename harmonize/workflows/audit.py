@@ -302,44 +302,33 @@ def _loaded(
     return loaded, str(model)
 
 
-def _brain_age_audit(
-    model: BrainAgeModel, frame: pd.DataFrame, source: str, figures: Path, permutations: int, seed: int
-) -> tuple[dict[str, Any], FeatureSet, dict[str, Path], list[str]]:
-    """Metrics, features, task figure and notes of a brain-age model (see :class:`BrainAgeAudit`)."""
+def _task_figures_and_notes(
+    model: BrainAgeModel | SegmentationModel, metrics: dict[str, Any], features: FeatureSet, source: str,
+    figures: Path, segmentation: bool,
+) -> tuple[dict[str, Path], list[str]]:
+    """The task figure and report notes of an audited model: age error per site, or Dice per site and tissue."""
     from harmonize.audit import plots
 
-    method = model.method
-    metrics, features = audit_held_out(model, frame, permutations=permutations, seed=seed)
-    pngs = {"Age error per site": plots.per_site_error_plot({method: metrics}, figures / "per_site_error.png")}
-    notes = [(f"Model: {source} (method {method}); audited on {metrics['n_subjects']} held-out scans of the "
-              f"training sites {list(model.site_index)}."), *READING_NOTES]
-    if "unseen_site_mae" in metrics:
-        notes.append(f"Sites unseen in training ({', '.join(metrics['unseen_sites'])}): {metrics['n_unseen']} scans, "
-                     f"age MAE {metrics['unseen_site_mae']:.2f} years (column 'Unseen-site MAE').")
-    return metrics, features, pngs, notes
-
-
-def _segmentation_audit(
-    model: SegmentationModel, frame: pd.DataFrame, source: str, figures: Path, permutations: int, seed: int
-) -> tuple[dict[str, Any], FeatureSet, dict[str, Path], list[str]]:
-    """Metrics, features, task figure and notes of a segmentation model (see ``SegmentationAudit``)."""
-    from harmonize.audit import plots
-
-    metrics, features = audit_held_out(model, frame, permutations=permutations, seed=seed)
+    scans = f"{metrics['n_subjects']} held-out scans of the training sites {list(model.site_index)}"
+    unseen = f"Sites unseen in training ({', '.join(metrics.get('unseen_sites', ()))}): {metrics.get('n_unseen')} scans"
+    if not segmentation:
+        pngs = {"Age error per site": plots.per_site_error_plot({model.method: metrics},
+                                                                figures / "per_site_error.png")}
+        notes = [f"Model: {source} (method {model.method}); audited on {scans}.", *READING_NOTES]
+        if "unseen_site_mae" in metrics:
+            notes.append(f"{unseen}, age MAE {metrics['unseen_site_mae']:.2f} years (column 'Unseen-site MAE').")
+        return pngs, notes
     png = plots.grouped_bar_plot(metrics["dice_per_site"], figures / "per_site_dice.png", ylabel="Dice",
                                  title="Dice per site and tissue (held-out scans)", ylim=(0.0, 1.0))
-    tissues = ", ".join(metrics["tissues"])
-    notes = [(f"Model: {source} (method {model.method}, tissue segmentation of {tissues}); audited on "
-              f"{metrics['n_subjects']} held-out scans of the training sites {list(model.site_index)} "
-              f"({metrics['n_labelled']} with a label map)."), *SEGMENTATION_NOTES]
+    notes = [(f"Model: {source} (method {model.method}, tissue segmentation of {', '.join(metrics['tissues'])}); "
+              f"audited on {scans} ({metrics['n_labelled']} with a label map)."), *SEGMENTATION_NOTES]
     if "unseen_site_dice" in metrics:
         dice = metrics["unseen_site_dice"]
-        notes.append(f"Sites unseen in training ({', '.join(metrics['unseen_sites'])}): {metrics['n_unseen']} scans, "
-                     f"mean Dice {'not measured' if dice is None else format(dice, '.3f')} "
+        notes.append(f"{unseen}, mean Dice {'not measured' if dice is None else format(dice, '.3f')} "
                      "(column 'Unseen-site Dice').")
     if Keys.AGE in features.meta and not np.isfinite(features.meta[Keys.AGE].astype(float)).any():
         features.meta.pop(Keys.AGE)  # no age to colour the embedding by
-    return metrics, features, {"Dice per site and tissue": png}, notes
+    return {"Dice per site and tissue": png}, notes
 
 
 @releases_output_dirs
@@ -417,8 +406,8 @@ def audit_model(
     method = str(model.method)
     report(f"auditing {source} ({method}, taps {list(model.taps)}, sites {list(model.site_index)})")
     figures = out / FIGURES_DIR
-    audit = _segmentation_audit if segmentation else _brain_age_audit
-    metrics, features, task_pngs, notes = audit(model, frame, source, figures, permutations, seed)
+    metrics, features = audit_held_out(model, frame, permutations=permutations, seed=seed)
+    task_pngs, notes = _task_figures_and_notes(model, metrics, features, source, figures, segmentation)
     metrics = {"method": method, "model": source, "manifest": str(frame.attrs.get(MANIFEST_ATTR, "a frame")),
                "sites": list(model.site_index), **metrics}
     report(summary_line(method, metrics))

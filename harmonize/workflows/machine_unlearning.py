@@ -41,6 +41,7 @@ from harmonize.handlers.machine_unlearning import (
     L1_PENALTY,
     NOISE_STD,
     MachineUnlearningHandler,
+    stage_problems,
 )
 from harmonize.keys import Keys, NoiseMode, ReconMethod
 from harmonize.progress import ProgressHandler
@@ -166,9 +167,15 @@ class MachineUnlearningSettings:
         """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range (run on construction)."""
         problems = [integer_problem(name, getattr(self, name))
                     for name in ("ft_epochs", "ga_epochs", "nl_epochs", "oracle_epochs")]
-        problems += [number_problem(name, getattr(self, name)) for name in ("learning_rate", "ga_learning_rate")
-                     if name == "learning_rate" or getattr(self, name) is not None]
+        problems += [number_problem("learning_rate", self.learning_rate),
+                     number_problem("ga_learning_rate", self.ga_learning_rate, optional=True)]
         problems = [p for p in problems if p]
+        problems += stage_problems(self.l1_penalty, self.noise_std, self.loss_ceiling, self.stop_forget_loss,
+                                   self.retain_weight)
+        try:
+            check_option("noise_mode", self.noise_mode, NoiseMode)
+        except ConfigError as err:
+            problems.append(str(err))
         if problems:
             raise ConfigError("Invalid MachineUnlearningSettings.", problems=problems)
 

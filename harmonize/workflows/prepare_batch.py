@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem
 from harmonize.keys import Keys
 
 __all__ = ["PrepareTargetBatch"]
@@ -38,9 +38,8 @@ class PrepareTargetBatch:
         missing_value: float = float("nan"),
         num_classes: int | None = None,
     ) -> None:
-        if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) != num_classes
-                                        or num_classes < 1):
-            raise ConfigError(f"PrepareTargetBatch: num_classes must be a positive integer, got {num_classes!r}.")
+        if num_classes is not None and (problem := integer_problem("num_classes", num_classes)):
+            raise ConfigError("PrepareTargetBatch: invalid argument.", problems=[problem])
         self.target_key = str(target_key)
         self.labelled_key = labelled_key
         self.labelled_ids = None if labelled_ids is None else frozenset(map(str, labelled_ids))

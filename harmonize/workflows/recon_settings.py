@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, integer_problem
-from harmonize.keys import MaskType, NoiseMode, PhantomKind, ReconMethod
+from harmonize.errors import ConfigError, check_option, integer_problem, number_problem
+from harmonize.handlers.machine_unlearning import stage_problems
+from harmonize.keys import NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT
 from harmonize.networks.reconstruction import UNET_CHANNELS
 from harmonize.recon.slices import KspaceSettings
@@ -57,7 +58,12 @@ class ReconDataSettings:
     manifest: str | None = None
     forget_site: str | None = None
 
+    def __post_init__(self) -> None:
+        if problems := self.problems():
+            raise ConfigError("Invalid reconstruction data settings.", problems=problems)
+
     def problems(self) -> list[str]:
+        """What is wrong with these settings, one line each (empty when valid)."""
         return _count_problems(self, ("size", "slices_per_volume"))
 
 
@@ -82,9 +88,23 @@ class ReconStageSettings:
     forget_with_retain: bool = True
     retain_weight: float = defaults.RECON_RETAIN_WEIGHT
 
+    def __post_init__(self) -> None:
+        if problems := self.problems():
+            raise ConfigError("Invalid reconstruction unlearning-stage settings.", problems=problems)
+
     def problems(self) -> list[str]:
-        return (_count_problems(self, ("ft_epochs", "ga_epochs", "nl_epochs"))
-                + _fraction_problems({"retain_fraction": self.retain_fraction}))
+        """What is wrong with these settings, one line each (empty when valid)."""
+        problems = _count_problems(self, ("ft_epochs", "ga_epochs", "nl_epochs"))
+        problems += [p for p in (number_problem("retain_fraction", self.retain_fraction, maximum=1),
+                                 number_problem("ga_learning_rate", self.ga_learning_rate, optional=True),
+                                 number_problem("loss_l1_weight", self.loss_l1_weight, strict=False)) if p]
+        problems += stage_problems(l1_penalty=self.l1_penalty, noise_std=self.noise_std,
+                                   loss_ceiling=self.loss_ceiling, retain_weight=self.retain_weight)
+        try:
+            check_option("noise_mode", self.noise_mode, NoiseMode)
+        except ConfigError as err:
+            problems.append(str(err))
+        return problems
 
 
 def _count_problems(settings: Any, names: tuple[str, ...]) -> list[str]:
@@ -93,15 +113,8 @@ def _count_problems(settings: Any, names: tuple[str, ...]) -> list[str]:
     return [p for p in (integer_problem(name, getattr(settings, name)) for name in names) if p]
 
 
-def _fraction_problems(fractions: Mapping[str, Any]) -> list[str]:
-    """Fractions that are not numbers in (0, 1]."""
-    found = []
-    for name, value in fractions.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            found.append(f"'{name}' must be a number in (0, 1], got {value!r} ({type(value).__name__}).")
-        elif not 0 < value <= 1:
-            found.append(f"'{name}' must be in (0, 1], got {value}.")
-    return found
+#: The parts of :class:`ReconUnlearningSettings`, by field.
+_PARTS: dict[str, type] = {"data": ReconDataSettings, "kspace": KspaceSettings, "unlearning": ReconStageSettings}
 
 
 def _nested(cls: type, value: Any) -> Any:
@@ -147,13 +160,18 @@ class ReconUnlearningSettings:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        self.data = _nested(ReconDataSettings, self.data)
-        self.kspace = _nested(KspaceSettings, self.kspace)
-        self.unlearning = _nested(ReconStageSettings, self.unlearning)
+        problems = []
+        for name, part in _PARTS.items():  # a part given as a dict is checked as it is built: its problems join ours
+            try:
+                setattr(self, name, _nested(part, getattr(self, name)))
+            except ConfigError as err:
+                problems += err.problems or [err.message]
         self.channels, self.methods = tuple(self.channels), tuple(self.methods)
         self.fractions, self.fraction_methods = tuple(self.fractions), tuple(self.fraction_methods)
-        self.kspace = replace(self.kspace, keep_kspace=self.network == "varnet")  # the caller's is left as it was
-        self.check()
+        if isinstance(self.kspace, KspaceSettings):  # the caller's is left as it was
+            self.kspace = replace(self.kspace, keep_kspace=self.network == "varnet")
+        if problems := problems + self._own_problems():
+            raise ConfigError("Invalid reconstruction-unlearning settings.", problems=problems)
 
     @classmethod
     def demo(cls) -> ReconUnlearningSettings:
@@ -181,10 +199,17 @@ class ReconUnlearningSettings:
                                      ReconMethod.RETRAIN_SUBSET))
 
     def check(self) -> None:
-        """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range."""
-        problems = self.data.problems() + self.unlearning.problems()
-        problems += _count_problems(self, ("batch_size", "original_epochs", "oracle_epochs", "seeds"))
-        problems += _fraction_problems({f"fractions[{i}]": f for i, f in enumerate(self.fractions)})
+        """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range (run on construction;
+        again after a setting was changed)."""
+        problems = [p for name in _PARTS for p in getattr(self, name).problems()] + self._own_problems()
+        if problems:
+            raise ConfigError("Invalid reconstruction-unlearning settings.", problems=problems)
+
+    def _own_problems(self) -> list[str]:
+        """The problems of the settings outside the data / k-space / unlearning parts."""
+        problems = _count_problems(self, ("batch_size", "original_epochs", "oracle_epochs", "seeds"))
+        problems += [p for p in (number_problem(f"fractions[{i}]", f, maximum=1) for i, f in enumerate(self.fractions))
+                     if p]
         if self.network not in NETWORKS:
             problems.append(f"'network' must be one of {list(NETWORKS)}, got {self.network!r}.")
         for name in ("methods", "fraction_methods"):
@@ -196,13 +221,7 @@ class ReconUnlearningSettings:
             if m in ReconMethod.__members__.values() and m not in FRACTION_METHODS:
                 problems.append(f"'fraction_methods' holds {m!r}, which does not use retain data; "
                                 f"choose from {[str(x) for x in FRACTION_METHODS]}.")
-        for check in (lambda: check_option("mask_type", self.kspace.mask_type, MaskType), self.kspace.check):
-            try:
-                check()
-            except ConfigError as err:
-                problems.append(str(err))
-        if problems:
-            raise ConfigError("Invalid reconstruction-unlearning settings.", problems=problems)
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples as lists), e.g. for the JSON record."""

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem
 
 __all__ = ["START_METHOD", "WorkerPool", "Workers", "available_cores"]
 
@@ -51,6 +51,17 @@ def _init_worker(threads: int) -> None:
     threadpool_limits(limits=threads)  # for those already loaded
 
 
+def _check_counts(owner: str, jobs: object, threads: object, threads_optional: bool = True) -> None:
+    """Raise one :class:`~harmonize.errors.ConfigError` naming every count that is not an integer >= 1."""
+    problems = []
+    if problem := integer_problem("jobs", jobs):
+        problems.append(f"{problem}: the number of runs to do at once")
+    if not (threads is None and threads_optional) and (problem := integer_problem("threads", threads)):
+        problems.append(f"{problem}: the torch CPU threads the runs share")
+    if problems:
+        raise ConfigError(f"{owner}: invalid arguments.", problems=problems)
+
+
 @dataclass(frozen=True)
 class Workers:
     """How many independent runs (trainings, audits) go on at once, and the torch threads they share.
@@ -69,10 +80,7 @@ class Workers:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.jobs < 1:
-            raise ConfigError(f"jobs must be >= 1, got {self.jobs}: the number of runs to do at once.")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}: the torch CPU threads the runs share.")
+        _check_counts(type(self).__name__, self.jobs, self.threads)
 
     def total_threads(self) -> int:
         """``threads``, or this process's torch threads when not given."""
@@ -124,8 +132,7 @@ class WorkerPool:
     """
 
     def __init__(self, jobs: int, threads: int) -> None:
-        if jobs < 1 or threads < 1:
-            raise ConfigError(f"jobs and threads must be >= 1, got jobs={jobs}, threads={threads}.")
+        _check_counts(type(self).__name__, jobs, threads, threads_optional=False)
         self.jobs = jobs
         self.threads = threads
         self._executor: ProcessPoolExecutor | None = None

@@ -66,14 +66,22 @@ def test_to_dict_flat_keys():
         ([0.1], [0.2, 0.3], {}, "'member_losses' has 1 loss(es); the attack needs at least 2"),
         ([0.1, 0.2], [], {}, "'nonmember_losses' has 0 loss(es)"),
         ([0.1, np.nan], [0.2, 0.3], {}, "'member_losses' holds 1 non-finite loss(es) (first at position 1)"),
-        ([0.1, 0.2], [0.2, 0.3], {"bootstrap": -1}, "'bootstrap' must be an integer >= 0, got -1"),
-        ([0.1, 0.2], [0.2, 0.3], {"confidence": 1.0}, "'confidence' must be in (0, 1), got 1.0"),
+        ([0.1, 0.2], [0.2, 0.3], {"bootstrap": -1}, "'bootstrap' must be an integer >= 0, got -1 (int)"),
+        ([0.1, 0.2], [0.2, 0.3], {"confidence": 1.0}, "'confidence' must be a finite number > 0 and < 1, got 1.0"),
     ],
 )
 def test_errors(members, others, kwargs, message):
     with pytest.raises(ConfigError) as caught:
         membership_inference(members, others, **kwargs)
     assert message in str(caught.value)
+
+
+def test_bad_arguments_are_all_named_at_once():
+    with pytest.raises(ConfigError) as caught:
+        membership_inference([0.1, 0.2], [0.2, 0.3], bootstrap=2.5, confidence="high")
+    assert caught.value.message == "membership_inference: invalid arguments."
+    assert caught.value.problems == ["'bootstrap' must be an integer >= 0, got 2.5 (float)",
+                                     "'confidence' must be a finite number > 0 and < 1, got 'high' (str)"]
 
 
 def test_plot(tmp_path):

@@ -138,7 +138,7 @@ def test_training_curves_plot(tmp_path: Path) -> None:
     _read(path, 1, 2)
     with pytest.raises(ConfigError, match="no history has 'domain_acc_site' or 'confusion_loss_site'"):
         training_curves_plot({"none": []}, tmp_path / "x.png")
-    with pytest.raises(ConfigError, match=r"chance must be in \(0, 1\), got 3"):
+    with pytest.raises(ConfigError, match=r"'chance' must be a finite number > 0 and < 1 or None, got 3 \(int\)"):
         training_curves_plot({"unlearning": history}, tmp_path / "x.png", chance=3)
 
 

@@ -72,7 +72,7 @@ def test_mean_interval_without_numbers():
 def test_errors():
     with pytest.raises(ConfigError, match="give the figures of at least one seed"):
         summarise_seeds([])
-    with pytest.raises(ConfigError, match="confidence must be in \\(0, 1\\), got 95"):
+    with pytest.raises(ConfigError, match=r"'confidence' must be a finite number > 0 and < 1, got 95 \(int\)"):
         summarise_seeds(METHOD, confidence=95)
     with pytest.raises(ConfigError, match="the baseline's figures of entry 0 have no 'seed' to pair them by"):
         paired_comparison(METHOD, [{"age_mae": 1.0}])

@@ -26,5 +26,5 @@ def test_fraction_of_each_site(tiny_cohort):
 
 @pytest.mark.parametrize("fraction", [0.0, 1.5, -0.1])
 def test_fraction_outside_range(tiny_cohort, fraction):
-    with pytest.raises(ConfigError, match=r"labelled_fraction must be in \(0, 1\]"):
+    with pytest.raises(ConfigError, match=rf"'labelled_fraction' must be a finite number > 0 and <= 1, got {fraction}"):
         labelled_subjects(tiny_cohort, fraction)

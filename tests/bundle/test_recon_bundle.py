@@ -197,7 +197,7 @@ def test_user_mistakes_are_reported(tmp_path: Path) -> None:
     assert "Bundle id 'method': 'oracle' is not one of" in str(err.value.__cause__)
     with pytest.raises(RuntimeError) as err:
         workflow(tmp_path, "train.json", "unlearn.json", retain_fraction=1.5)
-    assert "'retain_fraction' must be in (0, 1], got 1.5." in str(err.value.__cause__)
+    assert "'retain_fraction' must be a finite number > 0 and <= 1, got 1.5 (float)" in str(err.value.__cause__)
     with pytest.raises(RuntimeError) as err:
         run_config(tmp_path, "train.json", "evaluate.json")
     assert "No checkpoint for ['original'" in str(err.value.__cause__)

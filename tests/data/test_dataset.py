@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -126,6 +127,13 @@ def test_cache_and_transform(make_cohort):
     cached = make_dataset(manifest, transform=double, cache=True)
     assert isinstance(cached, CacheDataset)
     torch.testing.assert_close(cached[0]["image"], plain[0]["image"] * 2)
+
+
+@pytest.mark.parametrize(("batch_size", "shown"), [(0, "0 (int)"), (2.5, "2.5 (float)"), ("4", "'4' (str)")])
+def test_bad_batch_size_is_named_with_its_value(make_cohort, batch_size, shown):
+    manifest = make_cohort(per_site=3, n_train=3)
+    with pytest.raises(ConfigError, match=rf"'batch_size' must be an integer >= 1, got {re.escape(shown)}"):
+        make_dataloader(manifest, split="train", batch_size=batch_size)
 
 
 def test_plain_loader_batches(make_cohort):

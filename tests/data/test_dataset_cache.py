@@ -86,5 +86,5 @@ def test_counts_and_bad_settings(make_cohort, tmp_path):
         make_dataset(manifest, cache="disk")
     with pytest.raises(ConfigError, match="Argument 'cache'"):
         make_dataset(manifest, cache="ram")
-    with pytest.raises(ConfigError, match=r"Argument 'cache_limit_gb' must be >= 0 \(GiB of cached scans\), not -1"):
+    with pytest.raises(ConfigError, match=r"'cache_limit_gb' must be a finite number >= 0 or None, got -1 \(int\): GiB of cached"):
         make_dataset(manifest, cache="memory", cache_limit_gb=-1)

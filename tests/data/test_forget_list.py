@@ -82,7 +82,7 @@ def test_mark_forget_keeps_a_row_per_site_and_checks_the_fraction():
     assert marked[Keys.FORGET].tolist().count(True) == 1  # site A keeps one row; site B's only row is kept
     assert not marked.loc[marked[Keys.SITE] == "B", Keys.FORGET].any()
     for fraction in (0.0, 1.0):
-        with pytest.raises(ConfigError, match=f"'fraction' must be in \\(0, 1\\), got {fraction}"):
+        with pytest.raises(ConfigError, match=f"'fraction' must be a finite number > 0 and < 1, got {fraction}"):
             mark_forget(frame, fraction)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harmonize.data.samplers import SiteBalancedBatchSampler, epoch_seed
+from harmonize.data.samplers import EpochShuffleSampler, SiteBalancedBatchSampler, epoch_seed
 from harmonize.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def test_balanced_sampler_is_reproducible_and_checks_batch_size():
     assert len(drawn_from_0) == 8 and set(drawn_from_0) == set(range(7))  # each once, one more to fill up
     assert epoch == list(SiteBalancedBatchSampler(sites, batch_size=6, seed=3))
     assert epoch != list(sampler)  # the next epoch is drawn anew
-    with pytest.raises(ConfigError, match="'batch_size': 8 is not a positive multiple of the 3 sites.*try 9"):
+    with pytest.raises(ConfigError, match=r"'batch_size' must be a positive multiple of the 3 sites.*try 9\), got 8"):
         SiteBalancedBatchSampler(sites, batch_size=8)
     with pytest.raises(ConfigError, match="empty dataset"):
         SiteBalancedBatchSampler([], batch_size=2)
@@ -38,10 +38,10 @@ def test_sampler_order_is_a_pure_function_of_seed_and_epoch():
     assert list(other) == list(first)  # both moved on to epoch 3
     other.set_epoch(1, start_batch=3)
     assert list(other) == epochs[1][3:]  # a run resumed mid-epoch sees the rest of that epoch
-    with pytest.raises(ConfigError, match="'start_batch' must be in \\[0, 4\\), got 4"):
-        other.set_epoch(0, start_batch=4)
-    with pytest.raises(ConfigError, match="'epoch' must be >= 0"):
-        other.set_epoch(-1)
+    with pytest.raises(ConfigError) as err:  # both named at once, each with its value and what is allowed
+        other.set_epoch(-1, start_batch=4)
+    assert err.value.problems == ["'epoch' must be an integer >= 0, got -1 (int)",
+                                  "'start_batch' must be an integer >= 0 and <= 3, got 4 (int): an epoch has 4 batches"]
     assert epoch_seed(3, 1) == epoch_seed(3, 1) and epoch_seed(3, 1) not in (epoch_seed(3, 2), epoch_seed(4, 1))
 
 
@@ -63,5 +63,20 @@ def test_replicas_share_each_global_batch_in_balanced_disjoint_parts(replicas):
                 assert len(set(together)) == len(together) == 3 * replicas  # disjoint shares
     shards[1].set_epoch(0, start_batch=1)
     assert list(shards[1]) == list(SiteBalancedBatchSampler(sites, 3, seed=3, num_replicas=replicas, rank=1))[1:]
-    with pytest.raises(ConfigError, match="0 <= rank < num_replicas, got num_replicas=2, rank=2"):
+    with pytest.raises(ConfigError, match=r"'rank' must be an integer >= 0 and <= 1, got 2 \(int\): a rank of the 2"):
         SiteBalancedBatchSampler(sites, batch_size=3, num_replicas=2, rank=2)
+    with pytest.raises(ConfigError) as err:
+        SiteBalancedBatchSampler(sites, batch_size=4, num_replicas=1.5)
+    assert err.value.problems == [
+        "'batch_size' must be a positive multiple of the 3 sites in the data (a site-balanced batch holds the same "
+        "number of scans of each site; try 3), got 4",
+        "'num_replicas' must be an integer >= 1, got 1.5 (float)",
+    ]
+
+
+def test_epoch_shuffle_sampler_names_every_bad_argument():
+    with pytest.raises(ConfigError) as err:
+        EpochShuffleSampler(-1, batch_size=0)
+    assert err.value.message == "EpochShuffleSampler: invalid arguments."
+    assert err.value.problems == ["'length' must be an integer >= 0, got -1 (int)",
+                                  "'batch_size' must be an integer >= 1, got 0 (int)"]

@@ -180,8 +180,9 @@ def test_biased_training_subjects_only_keep_the_same_training_draws():
     # held-out subjects of every site span the cohort's ages, not their site's window
     assert held_out.groupby("site")["age"].agg(lambda a: a.max() - a.min()).min() > 40
     assert every[~train].groupby("site")["age"].agg(lambda a: a.max() - a.min()).max() < 33
-    assert SynthConfig(biased_splits=("train", "dev")).problems() == [
-        "biased_splits: ['dev'] are not splits (train, val, test)"]
+    with pytest.raises(ConfigError) as err:
+        SynthConfig(biased_splits=("train", "dev"))
+    assert err.value.problems == ["biased_splits: ['dev'] are not splits (train, val, test)"]
 
 
 def test_default_sites_overlap_broadly():
@@ -243,15 +244,30 @@ def test_a_non_empty_directory_is_refused_unless_overwrite(tmp_path):
         generate_cohort(tmp_path / "notes.txt", SMALL)
 
 
-def test_invalid_settings_are_all_listed():
-    config = SynthConfig(n_sites=1, subjects_per_site=2, shape=8, val_fraction=0.6, test_fraction=0.5)
+def test_invalid_settings_are_all_listed_on_construction():
     with pytest.raises(ConfigError) as err:
-        generate_cohort("unused", config)
-    message = str(err.value)
-    for part in ("n_sites must be an integer from 2 to 64, got 1", "subjects_per_site must be an integer >= 3",
-                 "shape must be an integer >= 16", "val_fraction + test_fraction must leave some training"):
-        assert part in message
-    assert not Path("unused").exists()
+        SynthConfig(n_sites=1, subjects_per_site=2, shape=8, val_fraction=0.6, test_fraction=0.5)
+    assert err.value.message == "The synthetic cohort settings are invalid; fix these and run again:"
+    assert err.value.problems == [
+        "'n_sites' must be an integer >= 2 and <= 64, got 1 (int)",
+        "'subjects_per_site' must be an integer >= 3, got 2 (int)",
+        "'shape' must be an integer >= 16, got 8 (int)",
+        "'val_fraction' + 'test_fraction' must be < 1 to leave some training subjects, got 0.6 + 0.5",
+    ]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"n_sites": "4"}, "'n_sites' must be an integer >= 2 and <= 64, got '4' (str)"),
+    ({"seed": -1}, "'seed' must be an integer >= 0, got -1 (int)"),
+    ({"biased_overlap": 1.0}, "'biased_overlap' must be a finite number >= 0 and < 1, got 1.0 (float)"),
+    ({"male_fraction": 1.5}, "'male_fraction' must be a finite number >= 0 and <= 1, got 1.5 (float)"),
+    ({"site_effect": float("nan")}, "'site_effect' must be a finite number >= 0 and <= 3, got nan (float)"),
+    ({"age_range": (50.0, 20.0)}, "'age_range' must be (low, high) with 0 <= low < high, got (50.0, 20.0)"),
+])
+def test_each_bad_setting_is_named_with_its_value(changes, expected):
+    with pytest.raises(ConfigError) as err:
+        SynthConfig(**changes)
+    assert err.value.problems == [expected]
 
 
 def test_tissue_labels_threshold_the_background():

@@ -71,8 +71,15 @@ def test_derive_csf_is_the_envelope_minus_grey_and_white_matter():
 
 @pytest.mark.parametrize("shape", [4, 24.5, True])
 def test_bad_shape_is_refused(shape):
-    with pytest.raises(ConfigError, match="Argument 'shape' must be an integer >= 8"):
+    with pytest.raises(ConfigError, match=rf"'shape' must be an integer >= 8, got {shape!r} \({type(shape).__name__}\)"):
         load_templates(shape)
+
+
+def test_bad_shape_and_field_of_view_are_named_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_templates(4, fov_mm=-200.0)
+    assert err.value.problems == ["'shape' must be an integer >= 8, got 4 (int)",
+                                  "'fov_mm' must be a finite number > 0, got -200.0 (float)"]
 
 
 def test_missing_nilearn_or_files_give_a_clear_error(monkeypatch):

@@ -236,9 +236,15 @@ def test_missing_flags_and_bad_settings() -> None:
     with pytest.raises(ConfigError) as err:
         MachineUnlearningHandler(ReconMethod.NL, l1_penalty=-1, noise_std=0, loss_ceiling=0, stop_forget_loss=-1,
                                  retain_weight=-2)
-    for text in ("'l1_penalty' must be >= 0", "'noise_std' must be > 0", "'loss_ceiling' must be > 0",
-                 "'stop_forget_loss' must be > 0", "'retain_weight' must be >= 0"):
-        assert text in str(err.value)
+    assert err.value.problems == [
+        "'l1_penalty' must be a finite number >= 0, got -1 (int)",
+        "'noise_std' must be a finite number > 0, got 0 (int)",
+        "'loss_ceiling' must be a finite number > 0 or None, got 0 (int)",
+        "'stop_forget_loss' must be a finite number > 0 or None, got -1 (int)",
+        "'retain_weight' must be a finite number >= 0, got -2 (int)",
+    ]
+    with pytest.raises(ConfigError, match=r"'noise_std' must be a finite number > 0, got 'loud' \(str\)"):
+        MachineUnlearningHandler(ReconMethod.NL, noise_std="loud")
     with pytest.raises(ConfigError, match="Argument 'noise_mode'"):
         MachineUnlearningHandler(ReconMethod.NL, noise_mode="salt")
 

@@ -48,10 +48,19 @@ def test_loss_is_differentiable(images) -> None:
 
 
 def test_bad_options() -> None:
-    with pytest.raises(ConfigError, match="'l1_weight' must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match=r"'l1_weight' must be a finite number >= 0, got -1 \(int\)"):
         SSIML1Loss(l1_weight=-1)
-    with pytest.raises(ConfigError, match="'win_size' must be odd and >= 3 .* got 6"):
+    with pytest.raises(ConfigError, match="'win_size' must be an odd integer >= 3 .* got 6"):
         SSIML1Loss(win_size=6)
+    with pytest.raises(ConfigError) as err:  # every bad argument at once, each named with its value
+        SSIML1Loss(l1_weight="tiny", data_range=0, win_size=(7, 4), kernel_type="box")
+    assert err.value.message == "SSIML1Loss: invalid arguments."
+    assert err.value.problems[:3] == [
+        "'l1_weight' must be a finite number >= 0, got 'tiny' (str)",
+        "'data_range' must be a finite number > 0, got 0 (int)",
+        "'win_size' must be an odd integer >= 3 (or one per axis; the paper uses 7), got (7, 4)",
+    ]
+    assert err.value.problems[3].startswith("Argument 'kernel_type'")
     with pytest.raises(ConfigError, match="Argument 'reduction'"):
         SSIML1Loss(reduction="median")
     with pytest.raises(ConfigError, match="Argument 'kernel_type'"):

@@ -127,19 +127,29 @@ def test_convs_per_block() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"spatial_dims": 1}, "spatial_dims must be 2 or 3, got 1"),
-        ({"channels": (32,)}, r"channels must hold two or more positive numbers, got \(32,\)"),
-        ({"feature_dim": 0}, "feature_dim must be a positive integer, got 0"),
-        ({"dropout": 1.0}, r"dropout must lie in \[0, 1\), got 1.0"),
-        ({"age_scale": 0.0}, "age_scale must be finite and > 0, got 0.0"),
-        ({"age_offset": float("nan")}, "age_offset must be finite, got nan"),
-        ({"convs_per_block": (2, 2)}, r"one positive int per block \(6 blocks\), got \(2, 2\)"),
+        ({"spatial_dims": 1}, r"'spatial_dims' must be an integer >= 2 and <= 3, got 1 \(int\)"),
+        ({"channels": (32,)}, r"'channels' must hold 2 or more integers >= 1, got \(32,\)"),
+        ({"feature_dim": 0}, r"'feature_dim' must be an integer >= 1, got 0 \(int\)"),
+        ({"hidden": 8.5}, r"'hidden' must be an integer >= 1, got 8.5 \(float\)"),
+        ({"dropout": 1.0}, r"'dropout' must be a finite number >= 0 and < 1, got 1.0 \(float\)"),
+        ({"age_scale": 0.0}, r"'age_scale' must be a finite number > 0, got 0.0 \(float\)"),
+        ({"age_offset": float("nan")}, r"'age_offset' must be a finite number, got nan \(float\)"),
+        ({"convs_per_block": (2, 2)}, r"'convs_per_block' must be an integer >= 1 or one per block \(6 blocks\), got \(2, 2\)"),
         ({"channels": (12, 20), "norm": ("group", {"num_groups": 8})}, r"norm=\('group', \{'num_groups': 8\}\) does not fit channels=\(12, 20\)"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         BrainAgeRegressor(**kwargs)
+
+
+def test_bad_arguments_are_all_named_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        BrainAgeRegressor(spatial_dims=4, channels=(8, 0), dropout=-0.5)
+    assert err.value.message == "BrainAgeRegressor: invalid arguments."
+    assert err.value.problems == ["'spatial_dims' must be an integer >= 2 and <= 3, got 4 (int)",
+                                  "'channels' must hold 2 or more integers >= 1, got (8, 0)",
+                                  "'dropout' must be a finite number >= 0 and < 1, got -0.5 (float)"]
 
 
 def test_torchscript_gives_the_eager_outputs():

@@ -81,13 +81,24 @@ def test_wrong_features_name_both_shapes() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_classes": 1}, "num_classes must be an integer >= 2, got 1"),
-        ({"in_features": 0}, "in_features must be a positive integer, got 0"),
-        ({"hidden": (32, 0)}, r"hidden must hold positive integers, got \(32, 0\)"),
-        ({"dropout": 1.0}, r"dropout must lie in \[0, 1\), got 1.0"),
+        ({"num_classes": 1}, r"'num_classes' must be an integer >= 2, got 1 \(int\)"),
+        ({"in_features": 0}, r"'in_features' must be an integer >= 1, got 0 \(int\)"),
+        ({"in_features": "96"}, r"'in_features' must be an integer >= 1, got '96' \(str\)"),
+        ({"hidden": (32, 0)}, r"'hidden' must be an integer >= 1 or a sequence of them, got \(32, 0\)"),
+        ({"dropout": 1.0}, r"'dropout' must be a finite number >= 0 and < 1, got 1.0 \(float\)"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     args = {"in_features": 96, "num_classes": 4} | kwargs
     with pytest.raises(ConfigError, match=message):
         DomainHead(**args)
+
+
+def test_bad_arguments_are_all_named_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        DomainHead(0, 1, hidden=2.5, normalize_input=True, standardize_input=True)
+    assert err.value.message == "DomainHead: invalid arguments."
+    assert err.value.problems == ["'in_features' must be an integer >= 1, got 0 (int)",
+                                  "'num_classes' must be an integer >= 2, got 1 (int)",
+                                  "'hidden' must be an integer >= 1 or a sequence of them, got 2.5",
+                                  "choose one of normalize_input (LayerNorm) and standardize_input (BatchNorm1d)"]

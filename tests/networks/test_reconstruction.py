@@ -83,10 +83,17 @@ def test_gradients_reach_the_unet() -> None:
 
 
 def test_bad_settings() -> None:
-    with pytest.raises(ConfigError, match=r"len\(strides\) must be len\(channels\) - 1 = 2, got channels=\(4, 8, 16\)"):
+    with pytest.raises(ConfigError, match=r"'strides' must hold one stride per level transition, len\(channels\) - 1 = 2, "
+                       r"got channels=\(4, 8, 16\) and strides=\(2,\)"):
         ReconUNet(channels=(4, 8, 16), strides=(2,))
-    with pytest.raises(ConfigError, match="supports spatial_dims 2 or 3, got 1"):
+    with pytest.raises(ConfigError, match=r"'spatial_dims' must be an integer >= 2 and <= 3, got 1 \(int\)"):
         ReconUNet(spatial_dims=1)
+    with pytest.raises(ConfigError) as err:  # every bad argument at once
+        ReconUNet(spatial_dims=4, channels=(16, -32), dropout=2.0)
+    assert err.value.message == "ReconUNet: invalid arguments."
+    assert err.value.problems == ["'spatial_dims' must be an integer >= 2 and <= 3, got 4 (int)",
+                                  "'channels' must hold 2 or more integers >= 1, got (16, -32)",
+                                  "'dropout' must be a finite number >= 0 and < 1, got 2.0 (float)"]
 
 
 def test_varnet_on_masked_kspace_with_different_masks() -> None:

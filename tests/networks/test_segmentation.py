@@ -100,17 +100,28 @@ def test_bad_input_is_named() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"spatial_dims": 1}, "spatial_dims must be 2 or 3, got 1"),
-        ({"channels": (8,)}, r"channels must hold two or more positive numbers, got \(8,\)"),
-        ({"out_channels": 1}, "out_channels must be >= 2"),
-        ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
-        ({"upsample": "bilinear"}, "upsample must be 'deconv', 'pixelshuffle' or 'nontrainable', got 'bilinear'"),
+        ({"spatial_dims": 1}, r"'spatial_dims' must be an integer >= 2 and <= 3, got 1 \(int\)"),
+        ({"channels": (8,)}, r"'channels' must hold 2 or more integers >= 1, got \(8,\)"),
+        ({"out_channels": 1}, r"'out_channels' must be an integer >= 2, got 1 \(int\): the classes, background"),
+        ({"dropout": -0.1}, r"'dropout' must be a finite number >= 0 and < 1, got -0.1 \(float\)"),
+        ({"upsample": "bilinear"},
+         r"'upsample' must be one of \['deconv', 'pixelshuffle', 'nontrainable'\], got 'bilinear'"),
         ({"norm": ("group", {"num_groups": 3})}, r"does not fit channels=\(8, 16, 32, 64\)"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TissueSegmenter(**kwargs)
+
+
+def test_bad_arguments_are_all_named_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        TissueSegmenter(in_channels=0, out_channels=2.0, dropout=1)
+    assert err.value.message == "TissueSegmenter: invalid arguments."
+    assert err.value.problems == ["'in_channels' must be an integer >= 1, got 0 (int)",
+                                  "'out_channels' must be an integer >= 2, got 2.0 (float): the classes, background "
+                                  "included",
+                                  "'dropout' must be a finite number >= 0 and < 1, got 1 (int)"]
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -52,7 +52,11 @@ def test_axial_slab_orientation() -> None:
 
 def test_bad_arguments() -> None:
     warp = random_brain_warp(np.random.default_rng(0))
-    with pytest.raises(ConfigError, match="'size' must be >= 8 pixels, got 4"):
+    with pytest.raises(ConfigError, match=r"'size' must be an integer >= 8, got 4 \(int\)"):
         brain_volume(4, 2, warp)
-    with pytest.raises(ConfigError, match="'num_slices' must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"'num_slices' must be an integer >= 1, got 0 \(int\)"):
         brain_volume(SIZE, 0, warp)
+    with pytest.raises(ConfigError) as err:  # both at once
+        brain_volume(4, 0, warp)
+    assert err.value.problems == ["'size' must be an integer >= 8, got 4 (int)",
+                                  "'num_slices' must be an integer >= 1, got 0 (int)"]

@@ -61,9 +61,13 @@ def test_random_ellipsoids_body_first() -> None:
 
 def test_bad_arguments() -> None:
     rng = np.random.default_rng(0)
-    with pytest.raises(ConfigError, match="'size' must be >= 8 pixels, got 4"):
+    with pytest.raises(ConfigError, match=r"'size' must be an integer >= 8, got 4 \(int\)"):
         phantom_volume(4, 2, rng)
-    with pytest.raises(ConfigError, match="'num_slices' must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"'num_slices' must be an integer >= 1, got 0 \(int\)"):
         phantom_volume(16, 0, rng)
+    with pytest.raises(ConfigError) as err:  # both at once
+        phantom_volume(4, 0, rng)
+    assert err.value.problems == ["'size' must be an integer >= 8, got 4 (int)",
+                                  "'num_slices' must be an integer >= 1, got 0 (int)"]
     with pytest.raises(ConfigError, match="Argument 'kind'.*cube"):
         phantom_volume(16, 2, rng, "cube")

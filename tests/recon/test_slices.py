@@ -79,10 +79,14 @@ def test_volume_items_with_coils_random_mask_and_no_kspace() -> None:
 def test_bad_counts_and_settings() -> None:
     with pytest.raises(ConfigError) as err:
         anatomy_shift_splits(0, 2, 1, 0)
-    assert "'retain_train' must be >= 1, got 0." in str(err.value)
-    assert "'forget_test' must be >= 1, got 0." in str(err.value)
-    with pytest.raises(ConfigError, match="num_coils must be >= 1, got 0"):
-        KspaceSettings(num_coils=0).check()
+    assert err.value.problems == ["'retain_train' must be an integer >= 1, got 0 (int)",
+                                  "'forget_test' must be an integer >= 1, got 0 (int)"]
+    with pytest.raises(ConfigError) as err:  # checked on construction, every problem at once
+        KspaceSettings(num_coils=0, acceleration=2, center_fraction=0.6)
+    assert err.value.problems == [
+        "'center_fraction' x 'acceleration' must be < 1 (the centre alone would exceed the 1/R budget), got 0.6 x 2",
+        "'num_coils' must be an integer >= 1, got 0 (int)",
+    ]
 
 
 def test_site_scenario_from_manifest(tiny_cohort: Path) -> None:

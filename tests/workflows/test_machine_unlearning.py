@@ -198,6 +198,13 @@ def test_bad_methods_and_settings(cohort: dict) -> None:
         MachineUnlearningSettings(ft_epochs=0, learning_rate=-1)
     assert err.value.problems == ["'ft_epochs' must be an integer >= 1, got 0 (int)",
                                   "'learning_rate' must be a finite number > 0, got -1 (int)"]
+    with pytest.raises(ConfigError) as err:  # the stage's loss settings too, before any handler is built
+        MachineUnlearningSettings(ga_learning_rate=0, noise_std=-0.1, loss_ceiling="high", noise_mode="salt")
+    assert err.value.problems[:3] == ["'ga_learning_rate' must be a finite number > 0 or None, got 0 (int)",
+                                      "'noise_std' must be a finite number > 0, got -0.1 (float)",
+                                      "'loss_ceiling' must be a finite number > 0 or None, got 'high' (str)"]
+    assert err.value.problems[3].startswith("Argument 'noise_mode'")
+
 
 def test_method_iterations_count_each_stage_over_its_loader(cohort: dict) -> None:
     loaders, settings = cohort["loaders"], cohort["settings"]

@@ -63,5 +63,7 @@ def test_label_values_outside_the_classes_name_the_scans():
     batch[Keys.LABEL][2, 0, 1, 1, 1] = 3
     _, target = prepare(batch)
     assert target[1].eq(-1).all() and target[2].max() == 3
-    with pytest.raises(ConfigError, match="num_classes must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match=r"'num_classes' must be an integer >= 1, got 0 \(int\)"):
         PrepareTargetBatch(Keys.LABEL, num_classes=0)
+    with pytest.raises(ConfigError, match=r"'num_classes' must be an integer >= 1, got 2.5 \(float\)"):
+        PrepareTargetBatch(Keys.LABEL, num_classes=2.5)

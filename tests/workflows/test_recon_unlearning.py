@@ -13,6 +13,7 @@ from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys, ReconMethod
 from harmonize.metrics.reconstruction import TABLE_COLUMNS
+from harmonize.workflows.recon_settings import ReconDataSettings, ReconStageSettings
 from harmonize.workflows.recon_unlearning import (
     OUTPUT_FILES,
     ReconUnlearningSettings,
@@ -130,18 +131,39 @@ def test_bad_settings_are_all_reported() -> None:
             methods=("ft", "original", "magic"), fraction_methods=("ga",), seeds=0,
         )
     text = str(err.value)
-    for expected in ("'size' must be an integer >= 1, got 0 (int)", "'retain_fraction' must be in (0, 1], got 1.5.",
-                     "'fractions[0]' must be in (0, 1], got 0.0.", "'network' must be one of ['unet', 'varnet']",
+    for expected in ("'size' must be an integer >= 1, got 0 (int)",
+                     "'retain_fraction' must be a finite number > 0 and <= 1, got 1.5 (float)",
+                     "'fractions[0]' must be a finite number > 0 and <= 1, got 0.0 (float)",
+                     "'network' must be one of ['unet', 'varnet']",
                      "'methods' holds 'original'", "'methods' holds 'magic'",
                      "'fraction_methods' holds 'ga', which does not use retain data", "'seeds' must be an integer >= 1, got 0 (int)"):
         assert expected in text
-    with pytest.raises(ConfigError, match="'acceleration' must be > 1"):
+    with pytest.raises(ConfigError, match=r"'acceleration' must be a finite number > 1, got 1.0 \(float\)"):
         ReconUnlearningSettings.tiny(kspace={"acceleration": 1.0})
     # text from a bundle override ('--max_epochs two') is named, not a TypeError of the comparison
     with pytest.raises(ConfigError) as err:
         ReconUnlearningSettings.tiny(original_epochs="two", unlearning={"retain_fraction": "half"})
-    assert err.value.problems == ["'retain_fraction' must be a number in (0, 1], got 'half' (str).",
+    assert err.value.problems == ["'retain_fraction' must be a finite number > 0 and <= 1, got 'half' (str)",
                                   "'original_epochs' must be an integer >= 1, got 'two' (str)"]
+    # every part checks itself on construction, and its problems join the others when it is given as a dict
+    with pytest.raises(ConfigError) as err:
+        ReconStageSettings(l1_penalty=-1.0, loss_ceiling=0, noise_mode="salt", ga_learning_rate=0.0)
+    assert err.value.message == "Invalid reconstruction unlearning-stage settings."
+    assert err.value.problems[:3] == ["'ga_learning_rate' must be a finite number > 0 or None, got 0.0 (float)",
+                                      "'l1_penalty' must be a finite number >= 0, got -1.0 (float)",
+                                      "'loss_ceiling' must be a finite number > 0 or None, got 0 (int)"]
+    assert err.value.problems[3].startswith("Argument 'noise_mode'")
+    with pytest.raises(ConfigError, match=r"'slices_per_volume' must be an integer >= 1, got 0 \(int\)"):
+        ReconDataSettings(slices_per_volume=0)
+    with pytest.raises(ConfigError) as err:
+        ReconUnlearningSettings.tiny(data={"size": 0}, kspace={"num_coils": 0}, batch_size=0)
+    assert err.value.problems == ["'size' must be an integer >= 1, got 0 (int)",
+                                  "'num_coils' must be an integer >= 1, got 0 (int)",
+                                  "'batch_size' must be an integer >= 1, got 0 (int)"]
+    settings = ReconUnlearningSettings.tiny()
+    settings.seeds = 0  # changed after construction: check() finds it
+    with pytest.raises(ConfigError, match=r"'seeds' must be an integer >= 1, got 0 \(int\)"):
+        settings.check()
 
 
 @pytest.mark.parametrize(("with_retain", "retain_seen"), [(True, 6), (False, 0)])

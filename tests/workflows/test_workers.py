@@ -23,11 +23,26 @@ def test_threads_per_job_share_the_threads_among_the_jobs_used(jobs, threads, ru
     assert workers.threads_per_job() == max(1, threads // jobs)
 
 
-@pytest.mark.parametrize("jobs, threads, message", [(0, None, "jobs must be >= 1, got 0"),
-                                                    (2, 0, "threads must be >= 1, got 0")])
+@pytest.mark.parametrize("jobs, threads, message", [
+    (0, None, r"'jobs' must be an integer >= 1, got 0 \(int\): the number of runs"),
+    (2, 0, r"'threads' must be an integer >= 1, got 0 \(int\): the torch CPU threads"),
+    ("two", None, r"'jobs' must be an integer >= 1, got 'two' \(str\)"),
+])
 def test_workers_refuse_bad_counts(jobs, threads, message):
     with pytest.raises(ConfigError, match=message):
         Workers(jobs=jobs, threads=threads)
+
+
+def test_bad_counts_are_all_named_at_once():
+    for build in (lambda: Workers(jobs=0, threads=1.5), lambda: WorkerPool(0, 1.5)):
+        with pytest.raises(ConfigError) as caught:
+            build()
+        assert caught.value.problems == [
+            "'jobs' must be an integer >= 1, got 0 (int): the number of runs to do at once",
+            "'threads' must be an integer >= 1, got 1.5 (float): the torch CPU threads the runs share",
+        ]
+    with pytest.raises(ConfigError, match=r"'threads' must be an integer >= 1, got None"):
+        WorkerPool(2, None)
 
 
 def test_workers_describe_how_the_runs_go():
