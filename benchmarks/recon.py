@@ -5,13 +5,16 @@ Runs :func:`harmonize.workflows.recon_unlearning.run_recon_unlearning` (settings
 methods restricted to FT, GA-L1-FT, NL and NL-FT and no retain-fraction sweep) on several seeds and checks each
 method against the targets of issues #8 and #20, on the mean over the seeds: forget PSNR (forget-test KTA and
 forget-train UA) within 0.5 dB of the oracle's, retain PSNR (BTA) within 0.3 dB of the original's, in at most 10 %
-of the oracle's time. Time is counted in training iterations (the wall seconds of a shared machine vary with its
-load); the wall-time ratio is shown beside it. Each difference is taken within a seed (the method against that
+of the oracle's time. Time is judged twice: in training iterations (independent of the machine) and in wall
+seconds (what a user waits; on a shared machine it varies with the load); the CPU seconds of the process over the
+same stages are shown beside them. A method's time and the oracle's are measured alike: the stages' own work
+(building each stage's trainer and optimiser, training), not copying the model nor evaluating it. Each difference is taken within a seed (the method against that
 seed's original or oracle), then averaged, with its 95 % t-interval over the seeds.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -49,6 +52,15 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("iterations_vs_oracle", "iterations / oracle", ".3f"),
     ("seconds", "seconds", ".1f"),
     ("time_vs_oracle", "wall time / oracle", ".3f"),
+    ("cpu_seconds", "CPU seconds", ".1f"),
+    ("cpu_time_vs_oracle", "CPU time / oracle", ".3f"),
+)
+#: Checks of a method's row, judged on the means over the seeds: key, label of its target.
+CHECKS: tuple[tuple[str, str], ...] = (
+    ("forget_ok", f"forget PSNR (KTA and UA) within {FORGET_MARGIN_DB} dB of the oracle's"),
+    ("retain_ok", f"retain PSNR (BTA) within {RETAIN_MARGIN_DB} dB of the original's"),
+    ("time_ok", f"time <= {TIME_FRACTION:.0%} of the oracle's (training iterations)"),
+    ("wall_ok", f"time <= {TIME_FRACTION:.0%} of the oracle's (wall seconds)"),
 )
 
 
@@ -101,9 +113,10 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
     Returns:
         Rows ``method``, the means over the seeds of ``bta_psnr``, ``kta_psnr``, ``ua_psnr``, ``bta_vs_original``,
         ``kta_vs_oracle``, ``ua_vs_oracle`` (dB differences within each seed), ``iterations``,
-        ``iterations_vs_oracle``, ``seconds``, ``time_vs_oracle`` (wall), each with its interval ``<key>_ci``
-        (``None`` with one seed), ``per_seed`` (each seed's figures), and ``retain_ok``, ``forget_ok``,
-        ``time_ok`` (judged on the means; absent for the original and the oracle). The table prints the means
+        ``iterations_vs_oracle``, ``seconds``, ``time_vs_oracle`` (wall), ``cpu_seconds``,
+        ``cpu_time_vs_oracle``, each with its interval ``<key>_ci`` (``None`` with one seed), ``per_seed`` (each
+        seed's figures), and ``retain_ok``, ``forget_ok``, ``time_ok`` (iterations), ``wall_ok`` (wall seconds)
+        (judged on the means; absent for the original and the oracle). The table prints the means
         with their intervals.
     """
     from harmonize.workflows.recon_unlearning import run_recon_unlearning
@@ -126,7 +139,9 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
             f"{100 * experiment.unlearning.retain_fraction:g}% of the retain set). PSNR in dB per volume: BTA = retain-test, "
             "KTA = forget-test, UA = forget-train. Differences within each seed: BTA against the original's, KTA and "
             "UA against the oracle's; time against the oracle's (retraining from scratch), in training iterations "
-            "(judged) and in wall seconds (shown). Each figure is the mean over the seeds with its 95 % interval; "
+            "and in wall seconds (both judged), and in CPU seconds of the process (shown), each over the stages' own "
+            "work (trainer and optimiser set-up and training; not copying the model nor evaluating it), the same "
+            "for the oracle and every method. Each figure is the mean over the seeds with its 95 % interval; "
             "the targets are judged on the means."
         ),
         columns=[
@@ -134,7 +149,8 @@ def run_recon(settings: ReconSettings | None = None, device: str = "cpu", work_d
             *[Column(key, header) for key, header, _ in FIGURES],
             Column("retain_ok", f"retain within {RETAIN_MARGIN_DB} dB"),
             Column("forget_ok", f"forget within {FORGET_MARGIN_DB} dB"),
-            Column("time_ok", f"time <= {TIME_FRACTION:.0%}"),
+            Column("time_ok", f"iterations <= {TIME_FRACTION:.0%}"),
+            Column("wall_ok", f"wall time <= {TIME_FRACTION:.0%}"),
         ],
         rows=[with_intervals(row, FIGURES) for row in rows],
         targets=_targets(rows),
@@ -158,6 +174,9 @@ def _seed_rows(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "iterations_vs_oracle": r["iterations"] / oracle["iterations"] if oracle["iterations"] else None,
             "seconds": r["seconds"],
             "time_vs_oracle": r["seconds"] / oracle["seconds"] if oracle["seconds"] > 0 else None,
+            "cpu_seconds": r.get("cpu_seconds"),
+            "cpu_time_vs_oracle": (r["cpu_seconds"] / oracle["cpu_seconds"]
+                                   if r.get("cpu_seconds") is not None and oracle.get("cpu_seconds") else None),
         })
     return rows
 
@@ -173,6 +192,7 @@ def _over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
                             and abs(row["ua_vs_oracle"]) <= FORGET_MARGIN_DB)
         share = row["iterations_vs_oracle"]  # a mean of equal ratios may differ from them in the last bit
         row["time_ok"] = share is not None and share <= TIME_FRACTION + ROUNDING
+        row["wall_ok"] = row["time_vs_oracle"] is not None and row["time_vs_oracle"] <= TIME_FRACTION + ROUNDING
     return row
 
 
@@ -181,38 +201,39 @@ def _over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 def _targets(rows: list[dict[str, Any]]) -> list[Target]:
     methods = [r for r in rows if "retain_ok" in r]
     targets = []
-    for label, key in ((f"forget PSNR (KTA and UA) within {FORGET_MARGIN_DB} dB of the oracle's", "forget_ok"),
-                       (f"retain PSNR (BTA) within {RETAIN_MARGIN_DB} dB of the original's", "retain_ok"),
-                       (f"time <= {TIME_FRACTION:.0%} of the oracle's (training iterations)", "time_ok")):
+    for key, label in CHECKS:
         meeting = [r["method"] for r in methods if r[key]]
         targets.append(Target(f"{label} (some method)", bool(meeting),
                               ", ".join(meeting) if meeting else "no method", ""))
-    together = [r["method"] for r in methods if r["retain_ok"] and r["forget_ok"] and r["time_ok"]]
+    together = [r["method"] for r in methods if all(r[key] for key, _ in CHECKS)]
     why = ""
     if not together:
         why = "Missed because no method meets all three at once: " + "; ".join(_shortfall(r) for r in methods) + "."
-    targets.append(Target("all three at once (some method)", bool(together),
+    targets.append(Target("all three at once, time in iterations and in wall seconds (some method)", bool(together),
                           ", ".join(together) if together else "no method", why))
     if methods:
         closest = {
             "forget_ok": min(methods, key=lambda r: max(abs(r["kta_vs_oracle"]), abs(r["ua_vs_oracle"]))),
             "retain_ok": min(methods, key=lambda r: abs(r["bta_vs_original"])),
-            "time_ok": min(methods, key=lambda r: _share(r) if _share(r) is not None else 1e9),
+            "time_ok": min(methods, key=lambda r: _ratio(r, "iterations_vs_oracle")),
+            "wall_ok": min(methods, key=lambda r: _ratio(r, "time_vs_oracle")),
         }
-        for t, key in zip(targets[:3], ("forget_ok", "retain_ok", "time_ok")):
-            if not t.met:
-                t.why = f"Missed: the closest method is {_shortfall(closest[key])}."
+        for target, (key, _) in zip(targets, CHECKS):
+            if not target.met:
+                target.why = f"Missed: the closest method is {_shortfall(closest[key])}."
     return targets
 
 
+def _ratio(row: dict[str, Any], key: str) -> float:
+    """A time ratio of a row for sorting (a missing one last)."""
+    return row[key] if row.get(key) is not None else math.inf
+
+
 def _shortfall(row: dict[str, Any]) -> str:
+    times = [f"{100 * row[key]:.1f}% of its {what}" for key, what in
+             (("iterations_vs_oracle", "iterations"), ("time_vs_oracle", "wall time"),
+              ("cpu_time_vs_oracle", "CPU time")) if row.get(key) is not None]
     parts = [f"retain {row['bta_vs_original']:+.2f} dB",
              f"forget KTA {row['kta_vs_oracle']:+.2f} / UA {row['ua_vs_oracle']:+.2f} dB from the oracle",
-             f"{100 * _share(row):.1f}% of its time" if _share(row) is not None else "time n/a"]
+             ", ".join(times) if times else "time n/a"]
     return f"{row['method']} {', '.join(parts)}"
-
-
-def _share(row: dict[str, Any]) -> float | None:
-    """The time against the oracle's that the targets judge: training iterations (wall time without them)."""
-    share = row.get("iterations_vs_oracle")
-    return share if share is not None else row.get("time_vs_oracle")

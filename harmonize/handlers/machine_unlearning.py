@@ -33,6 +33,7 @@ forget loss of a batch reaches the bound (that batch's gradient is zeroed first)
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -63,6 +64,9 @@ STAGE_METHODS: tuple[ReconMethod, ...] = (ReconMethod.FT, ReconMethod.GA, ReconM
 L1_PENALTY = defaults.RECON_L1_PENALTY
 #: Default standard deviation of the noise of ``nl`` (targets are scaled to [0, 1]).
 NOISE_STD = defaults.RECON_NOISE_STD
+#: Tolerances of the check that one unreduced loss call gives the per-sample losses (float32 rounding).
+BATCHED_RTOL = 1e-5
+BATCHED_ATOL = 1e-6
 
 
 def stage_problems(
@@ -88,6 +92,27 @@ def stage_problems(
 def _batch_size(batch: Mapping[str, Any], key: str) -> int:
     value = batch[key]
     return int(value.shape[0]) if isinstance(value, torch.Tensor) else len(value)
+
+
+def _unreduced(loss_function: Any) -> Any:
+    """A shallow copy of ``loss_function`` with ``reduction="none"``, or ``None`` if it has no ``reduction``."""
+    if not isinstance(getattr(loss_function, "reduction", None), str):
+        return None
+    unreduced = copy.copy(loss_function)
+    unreduced.reduction = "none"
+    return unreduced
+
+
+def _looped_losses(loss_function: Any, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``loss_function`` on each sample alone, averaged (one call per sample)."""
+    return torch.stack([loss_function(pred[i : i + 1], target[i : i + 1]).mean() for i in range(pred.shape[0])])
+
+
+def _per_sample_mean(losses: torch.Tensor, size: int) -> torch.Tensor | None:
+    """Unreduced losses averaged over every dimension but the first (``None`` if that is not the batch's)."""
+    if losses.ndim == 0 or losses.shape[0] != size:
+        return None
+    return losses.reshape(size, -1).mean(dim=1)
 
 
 def _select(batch: Mapping[str, Any], keep: torch.Tensor, size: int) -> dict[str, Any]:
@@ -169,6 +194,8 @@ class MachineUnlearningHandler:
         self.num_seen = {"forget": 0, "retain": 0}
         self.num_dropped = 0
         self._forget: torch.Tensor | None = None
+        self._checked_loss: Any = None  # the loss function whose batched call was checked
+        self._batched: Any = None  # its unreduced copy, if that gives the per-sample losses
 
     # ------------------------------------------------------------------------------------------------ attach
     def attach(self, engine: Engine) -> None:
@@ -238,10 +265,31 @@ class MachineUnlearningHandler:
 
     # ------------------------------------------------------------------------------------------- loss stage
     def per_sample_losses(self, engine: Engine) -> torch.Tensor:
-        """Loss of each sample of the current batch, with the trainer's loss function (keeps the graph)."""
+        """Loss of each sample of the current batch, with the trainer's loss function (keeps the graph).
+
+        Sample ``i``'s loss is ``loss_function(pred[i:i+1], target[i:i+1]).mean()``. A loss with a ``reduction``
+        (MONAI and torch losses) gives all of them in one call with ``reduction="none"``, each averaged over its
+        non-batch dimensions, once the first batch has shown that this equals the per-sample calls (it does not
+        for a loss that normalises over the batch, e.g. class weights or ``batch=True``: those keep one call per
+        sample).
+        """
         pred, target = engine.state.output[CommonKeys.PRED], engine.state.output[CommonKeys.LABEL]
-        losses = [engine.loss_function(pred[i : i + 1], target[i : i + 1]).mean() for i in range(pred.shape[0])]
-        return torch.stack(losses)
+        size = pred.shape[0]
+        if self._checked_loss is not engine.loss_function:  # first batch with this loss: check the batched call
+            self._checked_loss, self._batched = engine.loss_function, None
+            looped = _looped_losses(engine.loss_function, pred, target)
+            unreduced = _unreduced(engine.loss_function)
+            if unreduced is not None:
+                with torch.no_grad():
+                    batched = _per_sample_mean(unreduced(pred, target), size)
+                if batched is not None and torch.allclose(batched, looped.detach(), BATCHED_RTOL, BATCHED_ATOL):
+                    self._batched = unreduced
+            return looped
+        if self._batched is not None:
+            batched = _per_sample_mean(self._batched(pred, target), size)
+            if batched is not None:
+                return batched
+        return _looped_losses(engine.loss_function, pred, target)
 
     def weight_penalty(self, network: torch.nn.Module) -> torch.Tensor:
         """``l1_penalty`` times the sum of absolute values of the trainable weights."""

@@ -9,6 +9,7 @@
 from harmonize.workflows.machine_unlearning import (
     MachineUnlearningSettings,
     PrepareBatchKeys,
+    Stopwatch,
     load_model,
     reinitialised_copy,
     run_unlearning,
@@ -25,6 +26,7 @@ __all__ = [
     "PrepareBatchKeys",
     "ReconUnlearningResult",
     "ReconUnlearningSettings",
+    "Stopwatch",
     "load_model",
     "reinitialised_copy",
     "run_recon_unlearning",

@@ -46,6 +46,7 @@ from harmonize.recon.slices import (
 from harmonize.workflows.machine_unlearning import (
     MachineUnlearningSettings,
     PrepareBatchKeys,
+    Stopwatch,
     method_iterations,
     run_unlearning,
     train_stage,
@@ -97,8 +98,9 @@ class ReconUnlearningResult:
     Attributes:
         table: one row per method, the original and the oracle first: the keys of
             :data:`~harmonize.metrics.reconstruction.TABLE_COLUMNS` and ``iterations`` (training iterations of
-            the method's stages), each the mean over the seeds followed by its 95 % interval ``<key>_ci``
-            (``None`` with one seed).
+            the method's stages) and ``cpu_seconds`` (the process's CPU seconds over the same stages as
+            ``seconds``), each the mean over the seeds followed by its 95 % interval ``<key>_ci`` (``None`` with
+            one seed).
         fraction_table: rows of the retain-fraction sweep, first seed (the table's keys plus ``fraction``).
         sizes: number of slices in each set (first seed).
         zero_filled: the same metrics for the zero-filled input itself (no network), a floor to compare with.
@@ -191,17 +193,18 @@ def _run_method(
     forget_loader: DataLoader,
     settings: ReconUnlearningSettings,
     offset: int,
-) -> tuple[nn.Module, float, int]:
-    """``(model, wall seconds, training iterations)`` of one method from the original."""
+) -> tuple[nn.Module, Stopwatch, int]:
+    """``(model, wall and CPU seconds of its stages, training iterations)`` of one method from the original."""
     unlearning = stage_settings(settings)
     subset_loader = _loader(subset, settings, offset)
+    watch = Stopwatch()
     if method == ReconMethod.RETRAIN_SUBSET:
-        model, seconds = run_unlearning(ReconMethod.ORACLE, original, subset_loader, None, unlearning)
-        return model, seconds, method_iterations(ReconMethod.ORACLE, subset_loader, None, unlearning)
+        model, _ = run_unlearning(ReconMethod.ORACLE, original, subset_loader, None, unlearning, stopwatch=watch)
+        return model, watch, method_iterations(ReconMethod.ORACLE, subset_loader, None, unlearning)
     if settings.unlearning.forget_with_retain and method in MIXED_METHODS:
         forget_loader = _loader(ConcatDataset([forget_loader.dataset, subset]), settings, 2)
-    model, seconds = run_unlearning(method, original, subset_loader, forget_loader, unlearning)
-    return model, seconds, method_iterations(method, subset_loader, forget_loader, unlearning)
+    model, _ = run_unlearning(method, original, subset_loader, forget_loader, unlearning, stopwatch=watch)
+    return model, watch, method_iterations(method, subset_loader, forget_loader, unlearning)
 
 
 def run_recon_unlearning(
@@ -267,36 +270,38 @@ def _run_seed(settings: ReconUnlearningSettings, splits: ReconSplits, keep_model
     unlearning = stage_settings(settings)
     input_keys = build_network(settings).input_keys
 
-    def row(method: str, model: nn.Module, seconds: float, iterations: int) -> dict[str, Any]:
+    def row(method: str, model: nn.Module, watch: Stopwatch, iterations: int) -> dict[str, Any]:
         scores = unlearning_row(
             method, predictor(model, input_keys, settings.device),
-            splits.retain_test, splits.forget_test, splits.forget_train, seconds,
+            splits.retain_test, splits.forget_test, splits.forget_train, watch.wall,
         )
-        return {**scores, "iterations": iterations, SEED: settings.seed}
+        return {**scores, "cpu_seconds": watch.cpu, "iterations": iterations, SEED: settings.seed}
 
     models: dict[str, nn.Module] = {}
     table: list[dict[str, Any]] = []
     original = build_network(settings)
     logger.info("Training the original model on retain + forget (%d epochs)", settings.original_epochs)
     both = _loader(ConcatDataset([splits.retain_train, splits.forget_train]), settings, 0)
-    _, seconds = train_stage(original, both, settings.original_epochs, unlearning)
+    watch = Stopwatch()
+    train_stage(original, both, settings.original_epochs, unlearning, stopwatch=watch)
     models[ReconMethod.ORIGINAL] = original
-    table.append(row(ReconMethod.ORIGINAL, original, seconds, settings.original_epochs * len(both)))
+    table.append(row(ReconMethod.ORIGINAL, original, watch, settings.original_epochs * len(both)))
     logger.info("Training the oracle on retain only (%d epochs)", settings.oracle_epochs)
     retain_loader = _loader(splits.retain_train, settings, 1)
     forget_loader = _loader(splits.forget_train, settings, 2)
-    oracle, seconds = run_unlearning(ReconMethod.ORACLE, original, retain_loader, None, unlearning)
+    watch = Stopwatch()
+    oracle, _ = run_unlearning(ReconMethod.ORACLE, original, retain_loader, None, unlearning, stopwatch=watch)
     models[ReconMethod.ORACLE] = oracle
-    table.append(row(ReconMethod.ORACLE, oracle, seconds,
+    table.append(row(ReconMethod.ORACLE, oracle, watch,
                      method_iterations(ReconMethod.ORACLE, retain_loader, None, unlearning)))
 
     subset = retain_subset(splits.retain_train, settings.unlearning.retain_fraction, settings.seed)
     for method in map(ReconMethod, settings.methods):
         logger.info("Unlearning: %s", method)
-        model, seconds, iterations = _run_method(method, original, subset, forget_loader, settings,
-                                                 _loader_offset(method))
+        model, watch, iterations = _run_method(method, original, subset, forget_loader, settings,
+                                               _loader_offset(method))
         models[method] = model
-        table.append(row(method, model, seconds, iterations))
+        table.append(row(method, model, watch, iterations))
 
     fraction_table: list[dict[str, Any]] = []
     for fraction in settings.fractions:
@@ -308,8 +313,8 @@ def _run_seed(settings: ReconUnlearningSettings, splits: ReconSplits, keep_model
                 fraction_table.append({**same, "fraction": fraction})
                 continue
             logger.info("Fraction sweep: %s on %.0f%% of retain", method, 100 * fraction)
-            model, seconds, iterations = _run_method(method, original, fsubset, forget_loader, settings, 100)
-            fraction_table.append({**row(method, model, seconds, iterations), "fraction": fraction})
+            model, watch, iterations = _run_method(method, original, fsubset, forget_loader, settings, 100)
+            fraction_table.append({**row(method, model, watch, iterations), "fraction": fraction})
 
     zero_filled = unlearning_row(
         "zero_filled", lambda batch: torch.as_tensor(batch[Keys.IMAGE]),

@@ -105,6 +105,63 @@ def test_mixed_batch_loss_is_retain_minus_forget() -> None:
     assert getattr(engine.state, StateKeys.RETAIN_LOSS) == pytest.approx(float(per_sample[~flags].mean()), rel=1e-5)
 
 
+class BatchScaledLoss(nn.modules.loss._Loss):
+    """Squared error over the batch's mean |target|: a sample's loss depends on the batch it is in."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = (input - target).pow(2) / target.abs().mean().clamp_min(1e-3)
+        return loss if self.reduction == "none" else loss.mean()
+
+
+@pytest.mark.parametrize("loss, calls", [(nn.MSELoss(), 1 + 6 + 1 + 1 + 1), (BatchScaledLoss(), 1 + 6 + 1 + 1 + 6)])
+def test_per_sample_losses_take_one_call_when_it_gives_the_same_losses(loss: nn.Module, calls: int) -> None:
+    # iteration 1: the trainer's call, one per sample, the batched check; iteration 2: the trainer's call, then one
+    # batched call if the check passed (MSE), else one per sample again (a loss scaled by its batch)
+    net = tiny_regressor()
+    batches = [site_batch(6, seed=2), site_batch(6, seed=3)]
+    handler = MachineUnlearningHandler(ReconMethod.GA_L1, retain_weight=0.5, l1_penalty=0.0)
+    engine = trainer(net, batches, handler, loss=loss)
+    counted = []
+    loss.register_forward_hook(lambda *args: counted.append(1))
+    seen = []
+
+    @engine.on(IterationEvents.LOSS_COMPLETED)
+    def grab(e) -> None:  # after the handler: the rewritten loss, and the same from one call per sample
+        pred, target = e.state.output[CommonKeys.PRED].detach(), e.state.output[CommonKeys.LABEL]
+        with torch.no_grad():
+            per_sample = torch.stack([loss(pred[i : i + 1], target[i : i + 1]) for i in range(6)])
+        flags = e.state.batch[Keys.FORGET]
+        expected = (0.5 * per_sample[~flags].sum() - per_sample[flags].sum()) / 6
+        seen.append((float(e.state.output[CommonKeys.LOSS].detach()), float(expected)))
+
+    engine.run()
+    assert len(counted) - 2 * 6 == calls  # less the 6 calls per iteration of the check above
+    assert [a for a, _ in seen] == pytest.approx([b for _, b in seen], rel=1e-5)
+
+
+def test_batched_losses_of_a_reconstruction_network_match_one_call_per_sample() -> None:
+    torch.manual_seed(0)
+    net = ReconUNet(channels=(4, 8), strides=(2,))
+    g = torch.Generator().manual_seed(1)
+    batch = {Keys.IMAGE: torch.rand(4, 1, 16, 16, generator=g), Keys.TARGET: torch.rand(4, 1, 16, 16, generator=g),
+             Keys.FORGET: torch.tensor([True, False, True, False])}
+    loss = SSIML1Loss()
+    handler = MachineUnlearningHandler(ReconMethod.GA)
+    engine = trainer(net, [batch, batch], handler, lr=0.0, loss=loss)
+    pairs = []
+
+    @engine.on(IterationEvents.LOSS_COMPLETED)
+    def compare(e) -> None:  # after the handler has checked the batched call on the first batch
+        pred, target = e.state.output[CommonKeys.PRED], e.state.output[CommonKeys.LABEL]
+        alone = torch.stack([loss(pred[i : i + 1], target[i : i + 1]) for i in range(4)])
+        pairs.append((handler.per_sample_losses(e).detach(), alone.detach()))
+
+    engine.run()
+    assert len(pairs) == 2
+    for batched, alone in pairs:
+        assert torch.allclose(batched, alone, rtol=1e-6, atol=1e-7) and float(batched.std()) > 0
+
+
 def test_ft_never_sees_forget_data() -> None:
     net = tiny_regressor()
     batches = [site_batch(6, seed=s) for s in range(3)]

@@ -17,6 +17,7 @@ from harmonize.workflows.machine_unlearning import (
     METHOD_STAGES,
     MachineUnlearningSettings,
     PrepareBatchKeys,
+    Stopwatch,
     load_model,
     method_iterations,
     reinitialised_copy,
@@ -138,6 +139,22 @@ def test_every_method_runs_and_returns_a_new_model(cohort: dict, method: ReconMe
     )
     assert model is not cohort["original"] and seconds > 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_stopwatch_sums_the_stages_and_the_calls(cohort: dict) -> None:
+    loaders, settings = cohort["loaders"], cohort["settings"]
+    watch = Stopwatch()
+    _, seconds = run_unlearning(ReconMethod.GA_L1_FT, cohort["original"], loaders["retain"], loaders["forget"],
+                                settings, stopwatch=watch)
+    assert watch.wall == seconds and watch.cpu > 0  # the returned seconds are the wall time of both stages
+    stages = Stopwatch()
+    for stage, loader in ((ReconMethod.GA_L1, loaders["forget"]), (ReconMethod.FT, loaders["retain"])):
+        _, stage_seconds = train_stage(load_model(cohort["original"]), loader, 1, settings, stage=stage,
+                                       stopwatch=stages)
+        assert stage_seconds > 0
+    first = (stages.wall, stages.cpu)
+    train_stage(load_model(cohort["original"]), loaders["retain"], 1, settings, stopwatch=stages)
+    assert stages.wall > first[0] and stages.cpu > first[1]  # a further stage adds to what was timed
 
 
 def test_ft_stage_sees_no_forget_subject(cohort: dict) -> None:

@@ -34,11 +34,11 @@ def test_table_rows_and_columns(result) -> None:
     methods = [r["method"] for r in res.table]
     assert methods == ["original", "oracle", "ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft", "retrain_subset"]
     for row in res.table:
-        assert [k for k in row if not k.endswith("_ci")] == [*TABLE_COLUMNS, "iterations"]
+        assert [k for k in row if not k.endswith("_ci")] == [*TABLE_COLUMNS, "cpu_seconds", "iterations"]
         assert all(row[f"{k}_ci"] is None for k in TABLE_COLUMNS[1:])  # one seed: no interval
         assert all(math.isfinite(row[k]) for k in TABLE_COLUMNS[1:])
         assert 5.0 < row["bta_psnr"] < 60.0 and -1.0 <= row["bta_ssim"] <= 1.0
-        assert row["seconds"] > 0
+        assert row["seconds"] > 0 and row["cpu_seconds"] > 0
     assert res.sizes == {"retain_train": 12, "forget_train": 4, "retain_test": 4, "forget_test": 4}
     assert set(res.models) == set(methods)
     assert [(r["method"], r["fraction"]) for r in res.fraction_table] == [("ft", 0.5), ("ft", 1.0)]
