@@ -86,9 +86,6 @@ REFIT_STEPS = 300
 REFIT_HEAD_LR = 1e-4
 REFIT_BETA = 1.0
 REFIT_WARMUP_EPOCHS = 4
-#: Epochs over which the re-fit recipe's confusion weight rises to ``REFIT_BETA`` after the warm-up (why: docs/unlearning.md,
-#: session 8).
-REFIT_RAMP_EPOCHS = 4
 
 # --- demo ------------------------------------------------------------------------------------------------
 #: What the demo's networks see: 32^3 voxels of 6 mm (the whole head of the 64^3 cohort, downsampled).

@@ -3,7 +3,7 @@
 from harmonize.handlers.alternating_confusion import AlternatingConfusion
 from harmonize.handlers.batch_norm_recalibration import BatchNormRecalibrationHandler
 from harmonize.handlers.conditional_prior import ConditionalPrior
-from harmonize.handlers.confound import Confound, LinearRamp, quantile_bin_edges
+from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.head_refit import RefitHeads
@@ -23,7 +23,6 @@ __all__ = [
     "BatchNormRecalibrationHandler",
     "ConditionalPrior",
     "Confound",
-    "LinearRamp",
     "ConfusionObjective",
     "DomainUnlearningHandler",
     "GradientReversalObjective",

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError, integer_problem, number_problem
+from harmonize.errors import ConfigError, number_problem
 from harmonize.keys import ConfoundKind, Keys
 
-__all__ = ["Confound", "LinearRamp", "batch_targets", "quantile_bin_edges"]
+__all__ = ["Confound", "batch_targets", "quantile_bin_edges"]
 
 SampleMask = Callable[[Mapping[str, Any]], torch.Tensor]
 
@@ -47,33 +47,6 @@ def quantile_bin_edges(values: Sequence[float] | np.ndarray, num_bins: int) -> l
             f"The values have too many ties for {num_bins} quantile bins (edges {edges.tolist()}); use fewer bins."
         )
     return edges.tolist()
-
-
-@dataclass(frozen=True)
-class LinearRamp:
-    """A confusion weight that rises linearly from 0 after a start epoch: ``value * min(1, (epoch - start) / epochs)``.
-
-    An adversary that starts at full weight while the task has barely begun to learn can win: the features lose the
-    task and never regain it (docs/unlearning.md, session 8). Use as :attr:`Confound.beta`.
-
-    Args:
-        value: the weight reached ``epochs`` epochs after ``start``.
-        start: the last epoch (1-based) at weight 0, e.g. the warm-up's last.
-        epochs: epochs of the rise, >= 1.
-    """
-
-    value: float
-    start: int = 0
-    epochs: int = 1
-
-    def __post_init__(self) -> None:
-        problems = [number_problem("value", self.value, strict=False), integer_problem("start", self.start, minimum=0),
-                    integer_problem("epochs", self.epochs)]
-        if problems := [p for p in problems if p]:
-            raise ConfigError("LinearRamp: invalid arguments.", problems=problems)
-
-    def __call__(self, epoch: int) -> float:
-        return float(self.value) * min(1.0, max(0.0, (epoch - self.start) / self.epochs))
 
 
 @dataclass

@@ -33,7 +33,6 @@ from harmonize.handlers import (
     GradientReversalObjective,
     HeadSteps,
     LabelRangeMask,
-    LinearRamp,
     RefitHeads,
     SharedRangeMask,
     quantile_bin_edges,
@@ -95,8 +94,6 @@ class UnlearningSettings:
         head_dropout: dropout of each domain head.
         head_standardize: standardise the features at each head's input (see :class:`DomainHead`).
         warmup_epochs: epochs during which only the heads learn.
-        ramp_epochs: epochs after the warm-up over which the confusion weight rises linearly from 0 to ``beta``
-            (:class:`~harmonize.handlers.LinearRamp`); 0: full weight at once.
         head_refit_steps: if > 0, re-fit every head from scratch on all training features at the start of each
             unlearning epoch, with this many full-batch Adam steps (:class:`~harmonize.handlers.RefitHeads`).
         head_refit_lr: learning rate of that re-fit.
@@ -118,7 +115,6 @@ class UnlearningSettings:
     head_dropout: float = defaults.DOMAIN_DROPOUT
     head_standardize: bool = True
     warmup_epochs: int = defaults.WARMUP_EPOCHS
-    ramp_epochs: int = 0
     head_refit_steps: int = 0
     head_refit_lr: float = defaults.HEAD_REFIT_LR
     age_bins: int = defaults.AGE_BINS
@@ -151,8 +147,7 @@ class UnlearningSettings:
         problems += [number_problem(name, value, strict=False) for name, value in weights.items()]
         problems += [number_problem(name, getattr(self, name)) for name in ("head_lr", "head_refit_lr")]
         problems += [integer_problem(name, getattr(self, name), low) for name, low in
-                     (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("ramp_epochs", 0),
-                      ("age_bins", 2))]
+                     (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("age_bins", 2))]
         problems = [p for p in problems if p]
         if self.method == Method.DANN:
             if self.mode == UnlearningMode.ALTERNATING:
@@ -177,8 +172,7 @@ class UnlearningSettings:
 
         ``beta=1``, a linear head re-fitted with 300 full-batch Adam steps (lr ``1e-2``) at the start of each
         unlearning epoch and nearly frozen in between (``head_lr=1e-4``), after 4 warm-up epochs; the confusion
-        weight rises to ``beta`` over the 4 epochs after them (``ramp_epochs``); the confusion target is
-        ``p(site | age)``. Its measurements: docs/unlearning.md ("Does it work?").
+        target is ``p(site | age)``. Its measurements: docs/unlearning.md ("Does it work?").
 
         Args:
             changes: any other field, or one of these to override.
@@ -187,7 +181,6 @@ class UnlearningSettings:
             "method": Method.UNLEARNING, "beta": defaults.REFIT_BETA, "head_hidden": (),
             "head_lr": defaults.REFIT_HEAD_LR, "head_steps": 1, "head_refit_steps": defaults.REFIT_STEPS,
             "head_refit_lr": defaults.HEAD_REFIT_LR, "warmup_epochs": defaults.REFIT_WARMUP_EPOCHS,
-            "ramp_epochs": defaults.REFIT_RAMP_EPOCHS,
             "site_prior_on": Keys.AGE,
         }
         return cls(**{**recipe, **changes})
@@ -315,11 +308,9 @@ def handler_from_plan(network: nn.Module, taps: str | Sequence[str], feature_dim
         head = DomainHead(feature_dim, n, hidden=settings.head_hidden, dropout=settings.head_dropout,
                           standardize_input=settings.head_standardize)
         prior = spec.get("prior")
-        beta = settings.betas.get(name, 1.0 if dann else settings.beta)
-        if settings.ramp_epochs:
-            beta = LinearRamp(beta, settings.warmup_epochs, settings.ramp_epochs)
         confounds.append(Confound(
-            head, n, key=name, kind=spec["kind"], bin_edges=spec["bin_edges"], beta=beta, alpha=settings.alpha,
+            head, n, key=name, kind=spec["kind"], bin_edges=spec["bin_edges"],
+            beta=settings.betas.get(name, 1.0 if dann else settings.beta), alpha=settings.alpha,
             class_weights=spec["class_weights"],
             prior=None if prior is None else ConditionalPrior(prior["values"], np.asarray(prior["classes"], dtype=int),
                                                               n, key=prior["key"])))

@@ -53,15 +53,6 @@ def test_site_sex_age_confounds(frame, sites):
     assert train_ages.min() < age.bin_edges[0] < age.bin_edges[1] < train_ages.max()
 
 
-def test_refit_recipe_ramps_the_confusion_weight_after_the_warm_up(frame, sites):
-    site = _build(frame, sites, **UnlearningSettings.refit_adversary(beta=2.0).to_dict()).confounds[0]
-    assert [site.beta_at(e) for e in (4, 5, 6, 8, 15)] == [0.0, 0.5, 1.0, 2.0, 2.0]  # warm-up 4, ramp 4
-    paper = _build(frame, sites, **UnlearningSettings.paper(beta=3.0).to_dict()).confounds[0]
-    assert paper.beta_at(1) == paper.beta_at(9) == 3.0  # no ramp: full weight at once
-    with pytest.raises(ConfigError, match="ramp_epochs"):
-        UnlearningSettings(ramp_epochs=-1)
-
-
 def test_recipes_pick_their_objective_and_adversary(frame, sites):
     dann = _build(frame, sites, **UnlearningSettings.dann(reversal_weight=0.5).to_dict())
     assert isinstance(dann.objective, GradientReversalObjective) and dann.objective.reversal_weight == 0.5

@@ -22,8 +22,8 @@ RTOL = 1e-5
 
 
 def _settings(unlearning: UnlearningSettings, **kwargs) -> BrainAgeSettings:
-    # the output layer's re-fit, the default taps (defaults.AGE_TAPS) and the recipe's ramp of the confusion weight
-    # came later than the pins: they pin the training itself, on the feature vector unless a run names its taps
+    # the output layer's re-fit and the default taps (defaults.AGE_TAPS) came later than the pins: they pin the
+    # training itself, on the feature vector unless a run names its taps
     kwargs.setdefault("taps", ("encoder",))
     return BrainAgeSettings(unlearning=unlearning, max_epochs=3, channels=CHANNELS, feature_dim=16, batch_size=6,
                             refit_output=False, **kwargs)
@@ -33,12 +33,11 @@ def _settings(unlearning: UnlearningSettings, **kwargs) -> BrainAgeSettings:
 #: ages labelled), DANN (plain; on an overlap range with a continuous confound), the paper's fused and alternating loops.
 RUNS = {
     "refit": ("plain", lambda: _settings(
-        UnlearningSettings.refit_adversary(warmup_epochs=1, head_refit_steps=20, confounds=("site", "sex"),
-                                           ramp_epochs=0),
+        UnlearningSettings.refit_adversary(warmup_epochs=1, head_refit_steps=20, confounds=("site", "sex")),
         taps=("encoder.block3", "encoder"))),
     "refit_biased": ("biased", lambda: _settings(
         UnlearningSettings.refit_adversary(warmup_epochs=1, head_refit_steps=20, overlap_only=True,
-                                           overlap_mode="pairs", ramp_epochs=0), labelled_fraction=0.5)),
+                                           overlap_mode="pairs"), labelled_fraction=0.5)),
     "dann": ("plain", lambda: _settings(UnlearningSettings.dann(reversal_weight=1.0, warmup_epochs=1))),
     "dann_overlap": ("plain", lambda: _settings(UnlearningSettings.dann(
         reversal_weight=1.0, warmup_epochs=1, overlap_only=True, overlap_range=(40.0, 72.0),
