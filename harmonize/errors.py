@@ -76,6 +76,15 @@ def check_option(name: str, value: object, choices: type) -> str:
         raise ConfigError(f"Argument '{name}': {err}") from None
 
 
+def option_problem(name: str, value: object, choices: type) -> str | None:
+    """The problem with a choice, or None when it is one of ``choices`` (:func:`check_option`'s message)."""
+    try:
+        check_option(name, value, choices)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 def is_integer(value: object) -> bool:
     """True for an ``int`` or a NumPy integer; False for a bool, a float (even ``2.0``) and text."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harmonize.errors import integer_problem, number_problem
+from harmonize.errors import ConfigError, check_option, integer_problem, number_problem, option_problem
+from harmonize.keys import NoiseMode
 
 
 @pytest.mark.parametrize(("value", "minimum", "expected"), [
@@ -59,3 +60,11 @@ def test_integer_problem_maximum(value, expected):
 ])
 def test_number_problem_bounds(value, kwargs, expected):
     assert number_problem("p", value, **kwargs) == expected
+
+
+def test_option_problem_is_check_options_message():
+    assert option_problem("noise_mode", "add", NoiseMode) is None
+    problem = option_problem("noise_mode", "ad", NoiseMode)
+    with pytest.raises(ConfigError) as info:
+        check_option("noise_mode", "ad", NoiseMode)
+    assert problem == str(info.value) and problem.startswith("Argument 'noise_mode': ")

@@ -44,7 +44,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, optional_import
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, number_problem
+from harmonize.errors import ConfigError, check_option, number_problem, option_problem
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.keys import Keys, NoiseMode, ReconMethod, StateKeys
 
@@ -75,6 +75,7 @@ def stage_problems(
     loss_ceiling: object = None,
     stop_forget_loss: object = None,
     retain_weight: object = 1.0,
+    noise_mode: object = NoiseMode.ADD,
 ) -> list[str]:
     """The problems with the loss settings of an unlearning stage, one line each (empty when all are valid).
 
@@ -85,7 +86,8 @@ def stage_problems(
     found = [number_problem("l1_penalty", l1_penalty, strict=False), number_problem("noise_std", noise_std),
              number_problem("loss_ceiling", loss_ceiling, optional=True),
              number_problem("stop_forget_loss", stop_forget_loss, optional=True),
-             number_problem("retain_weight", retain_weight, strict=False)]
+             number_problem("retain_weight", retain_weight, strict=False),
+             option_problem("noise_mode", noise_mode, NoiseMode)]
     return [p for p in found if p]
 
 
@@ -176,7 +178,8 @@ class MachineUnlearningHandler:
                 f"{[str(m) for m in STAGE_METHODS]}. Composite methods (ga_l1_ft, nl_ft) are two stages and the "
                 "oracle is training from scratch: use harmonize.workflows.machine_unlearning.run_unlearning."
             )
-        if problems := stage_problems(l1_penalty, noise_std, loss_ceiling, stop_forget_loss, retain_weight):
+        if problems := stage_problems(l1_penalty, noise_std, loss_ceiling, stop_forget_loss, retain_weight,
+                                      noise_mode):
             raise ConfigError("Invalid MachineUnlearningHandler settings.", problems=problems)
         self.method = ReconMethod(method)
         self.forget_key = forget_key

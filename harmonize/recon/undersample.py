@@ -28,7 +28,7 @@ from monai.utils.type_conversion import convert_to_dst_type
 from torch import Tensor
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, number_problem
+from harmonize.errors import ConfigError, check_option, number_problem, option_problem
 from harmonize.keys import Keys, MaskType
 from harmonize.recon.kspace import SimulateKspaced
 
@@ -65,10 +65,8 @@ def undersampling_problems(
             f"'center_fraction' x 'acceleration' must be < 1 (the centre alone would exceed the 1/R budget), "
             f"got {center_fraction} x {acceleration}"
         )
-    try:
-        check_option("mask_type", mask_type, MaskType)
-    except ConfigError as err:
-        problems.append(str(err))
+    if problem := option_problem("mask_type", mask_type, MaskType):
+        problems.append(problem)
     return problems
 
 

@@ -202,11 +202,7 @@ class MachineUnlearningSettings:
                      number_problem("ga_learning_rate", self.ga_learning_rate, optional=True)]
         problems = [p for p in problems if p]
         problems += stage_problems(self.l1_penalty, self.noise_std, self.loss_ceiling, self.stop_forget_loss,
-                                   self.retain_weight)
-        try:
-            check_option("noise_mode", self.noise_mode, NoiseMode)
-        except ConfigError as err:
-            problems.append(str(err))
+                                   self.retain_weight, self.noise_mode)
         if problems:
             raise ConfigError("Invalid MachineUnlearningSettings.", problems=problems)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, integer_problem, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem
 from harmonize.handlers.machine_unlearning import stage_problems
 from harmonize.keys import NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT
@@ -99,11 +99,8 @@ class ReconStageSettings:
                                  number_problem("ga_learning_rate", self.ga_learning_rate, optional=True),
                                  number_problem("loss_l1_weight", self.loss_l1_weight, strict=False)) if p]
         problems += stage_problems(l1_penalty=self.l1_penalty, noise_std=self.noise_std,
-                                   loss_ceiling=self.loss_ceiling, retain_weight=self.retain_weight)
-        try:
-            check_option("noise_mode", self.noise_mode, NoiseMode)
-        except ConfigError as err:
-            problems.append(str(err))
+                                   loss_ceiling=self.loss_ceiling, retain_weight=self.retain_weight,
+                                   noise_mode=self.noise_mode)
         return problems
 
 
