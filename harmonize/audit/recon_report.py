@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harmonize.audit.verdict import with_interval
 from harmonize.io import atomic_write
 from harmonize.keys import ReconMethod
 
@@ -18,9 +19,7 @@ __all__ = ["format_markdown", "plot_pareto"]
 
 def _psnr(row: Mapping[str, Any], key: str) -> str:
     """A PSNR with its 95 % interval over seeds when the row has one (``<key>_ci``)."""
-    interval = row.get(f"{key}_ci")
-    text = f"{row[key]:.2f}"
-    return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else text
+    return with_interval(row[key], row.get(f"{key}_ci"), 2)
 
 
 def format_markdown(
