@@ -60,6 +60,8 @@ SIZES = ("smallest", "quick", "full")
 REPORT_START = "# Benchmarks\n\nWritten by `python -m benchmarks`"
 #: Heading of the summary of every benchmark's targets in a report.
 TARGETS_HEADING = "## Targets"
+#: The lines that open that summary: its heading and its table's header.
+TARGETS_HEAD = (TARGETS_HEADING, "", "| benchmark | target | measured | status |", "|---|---|---|---|")
 #: Placeholder of a missing value in a table.
 MISSING = "—"
 #: Bytes in a mebibyte.
@@ -409,7 +411,7 @@ def render_report(
         lines += [note, ""]
     targets = [(r, t) for r in results for t in r.targets]
     if targets:
-        lines += [TARGETS_HEADING, "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
+        lines += list(TARGETS_HEAD)
         lines += [row for r in results for row in _target_rows(r)]
         lines.append("")
     for r in results:
@@ -506,6 +508,5 @@ def update_report(path: str | os.PathLike[str], results: Sequence[BenchmarkResul
             lines[last + 1:last + 1] = _target_rows(result)
             parts[targets[0]] = "\n".join(lines) + parts[targets[0]][len(body):]
         elif result.targets:
-            table = [TARGETS_HEADING, "", "| benchmark | target | measured | status |", "|---|---|---|---|"]
-            parts.insert(1, "\n".join(table + _target_rows(result)) + "\n\n")
+            parts.insert(1, "\n".join([*TARGETS_HEAD, *_target_rows(result)]) + "\n\n")
     return write_text_atomic(path, "".join(parts).rstrip("\n") + "\n")
