@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize.bundle._samples import as_samples, source_file
-from harmonize.distributed import is_distributed, is_main_process
+from harmonize.distributed import is_distributed, is_main_process, world_size
 from harmonize.io import write_text_atomic
 from harmonize.keys import Keys
 from harmonize.output_dir import check_replaceable, record_written
@@ -91,9 +91,9 @@ class AgeCsvWriter:
         are gathered, and the process of rank 0 writes them all (the others return None).
         """
         if is_distributed():
-            shards: list[Any] = [None] * torch.distributed.get_world_size()
+            shards: list[Any] = [None] * world_size()
             torch.distributed.all_gather_object(shards, self.rows)
-            if torch.distributed.get_rank() != 0:
+            if not is_main_process():
                 return None
             self.rows = [row for shard in shards for row in shard]
         buffer = io.StringIO()
