@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import shlex
 import sys
 import time
@@ -28,6 +27,7 @@ from benchmarks.common import (
     Workers,
     available_cores,
     is_report,
+    load_averages,
     machine_description,
     section_note,
     update_report,
@@ -137,8 +137,8 @@ def _run_all(args: argparse.Namespace, argv: list[str]) -> int:
                                                       report=print, workers=workers))
         # rewritten after every benchmark, so a run stopped half-way leaves the tables it finished
         progress = [] if done == len(names) else [INCOMPLETE_NOTE.format(done=done, total=len(names))]
-        if hasattr(os, "getloadavg"):
-            machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        if (loads := load_averages()) is not None:
+            machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in loads)
         if update:
             result = results[-1]
             note = section_note(name, command, result.seconds, machine, shared=args.shared_machine)

@@ -37,6 +37,7 @@ __all__ = [
     "available_cores",
     "finish",
     "format_value",
+    "load_averages",
     "interleaved_times",
     "is_report",
     "machine_description",
@@ -177,9 +178,14 @@ def machine_description(device: str = "cpu", workers: Workers | None = None) -> 
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    if hasattr(os, "getloadavg"):
-        info["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    if (loads := load_averages()) is not None:
+        info["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in loads)
     return info
+
+
+def load_averages() -> tuple[float, float, float] | None:
+    """The machine's load averages over 1, 5 and 15 minutes (``None`` where the platform has none)."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
 
 
 # ------------------------------------------------------------------------------------------------------ timing

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from benchmarks.common import (
     Workers,
     available_cores,
     finish,
+    load_averages,
     peak_mb_in_child,
     peak_rss_delta_mb,
 )
@@ -186,7 +186,8 @@ def _preprocess_rows(settings: ScaleSettings, manifest: Path, root: Path) -> tup
 
 def _load_1min() -> float | None:
     """The machine's load average over the last minute (``None`` where the platform has none)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    loads = load_averages()
+    return None if loads is None else loads[0]
 
 
 def _jobs_why(preprocess_rows: list[dict[str, Any]]) -> str:
