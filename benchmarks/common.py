@@ -263,7 +263,7 @@ def probe_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``site_probe_bacc``, ``chance``, ``points_above_chance`` (100 x (balanced accuracy - chance)),
-        ``site_probe_floor`` and ``site_probe_adjusted`` (``None`` without ages), ``age_mae`` and
+        ``site_probe_floor`` and ``site_probe_conditional`` (``None`` without ages), ``age_mae`` and
         ``domain_head_acc`` (``None`` without a domain head).
     """
     return {
@@ -271,7 +271,7 @@ def probe_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "chance": metrics["chance"],
         "points_above_chance": 100 * (metrics["site_probe_bacc"] - metrics["chance"]),
         "site_probe_floor": metrics.get("site_probe_floor"),
-        "site_probe_adjusted": metrics.get("site_probe_adjusted"),
+        "site_probe_conditional": metrics.get("site_probe_conditional"),
         "age_mae": metrics["age_mae"],
         "domain_head_acc": metrics.get("domain_head_acc"),
     }

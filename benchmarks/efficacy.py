@@ -14,11 +14,11 @@ Scenarios:
   held-out subjects span every age (the demo's ``biased`` scenario), so reading age from the scanner does harm;
 - ``control``: the negative control, identical scanners (``site_effect=0``): unlearning must cost nothing.
 
-Targets (issue #16) for each unlearning method, per scenario: on every seed the site probe is within 0.05 of its
-floor (the same probe given age and sex alone) or the adjusted probe within 0.05 of chance, and the per-site bias
-spread is below the baseline's; as means over seeds, age MAE is at most 1.05x the baseline's and the unseen-scanner
-MAE not above it. In ``biased`` the baseline must show the harm: its probe at least 0.15 above the floor on every
-seed.
+Targets (issue #16) for each unlearning method, per scenario: on every seed the site probe given the features and
+age & sex (``site_probe_conditional``) is within 0.05 of its floor (the probe given age and sex alone), and the
+per-site bias spread is below the baseline's; as means over seeds, age MAE is at most 1.05x the baseline's and the
+unseen-scanner MAE not above it. In ``biased`` the baseline must show the harm: its conditional probe at least 0.15
+above the floor on every seed.
 """
 
 from __future__ import annotations
@@ -43,15 +43,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 #: The methods whose figures the targets check (the baseline is ``none``).
 UNLEARNING_METHODS = (Method.UNLEARNING, Method.ERASURE, Method.UNLEARNING_ERASURE)
-#: Site probe at most this far above its floor (or adjusted probe above chance) on every seed.
+#: The site probe given the features and age & sex at most this far above the floor (age & sex alone) on every seed.
 FLOOR_MARGIN = 0.05
 #: Age MAE at most this many times the baseline's (mean over seeds).
 MAE_RATIO = 1.05
-#: In the biased scenario the baseline's probe is at least this far above its floor on every seed (the harm).
+#: In the biased scenario the baseline's conditional probe is at least this far above the floor on every seed (the
+#: harm).
 HARM_MARGIN = 0.15
 #: Figures of a row: (metrics key, header, format).
 FIGURES = (("site_probe_bacc", "site probe", ".3f"), ("site_probe_floor", "floor", ".3f"),
-           ("site_probe_adjusted", "adjusted", ".3f"), ("age_mae", "age MAE (y)", ".2f"),
+           ("site_probe_conditional", "conditional", ".3f"), ("age_mae", "age MAE (y)", ".2f"),
            ("unseen_site_mae", "unseen-site MAE (y)", ".2f"), ("site_bias_spread", "site bias spread (y)", ".2f"))
 
 
@@ -120,7 +121,8 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
             f"{settings.seeds} seeds per method, {workers.jobs} training runs at a time. Scenarios: balanced (every "
             "site spans most ages), biased (training ages in windows overlapping the neighbour's by half, held-out "
             "subjects of every age), control (identical scanners). Each figure is the mean over seeds with its 95 % "
-            "interval; `probe - floor` lists every seed's site probe above the probe of age and sex alone."
+            "interval; `probe - floor` lists every seed's site probe given the features and age & sex (`conditional`) "
+            "above the probe of age and sex alone (`floor`): the scanner information beyond biology."
         ),
         columns=[Column("scenario", "scenario"), Column("method", "method"),
                  *[Column(key, header) for key, header, _ in FIGURES],
@@ -179,15 +181,9 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _probe_above_floor(row: dict[str, Any]) -> list[float]:
-    return [s["site_probe_bacc"] - s["site_probe_floor"] for s in row["per_seed"]
-            if s.get("site_probe_bacc") is not None and s.get("site_probe_floor") is not None]
-
-
-def _near_floor(seed: dict[str, Any], chance: float | None) -> bool:
-    probe, floor, adjusted = seed.get("site_probe_bacc"), seed.get("site_probe_floor"), seed.get("site_probe_adjusted")
-    by_floor = probe is not None and floor is not None and probe <= floor + FLOOR_MARGIN
-    by_chance = adjusted is not None and chance is not None and adjusted <= chance + FLOOR_MARGIN
-    return by_floor or by_chance
+    """Per seed, what the features tell about the site beyond age and sex: the conditional probe minus the floor."""
+    return [s["site_probe_conditional"] - s["site_probe_floor"] for s in row["per_seed"]
+            if s.get("site_probe_conditional") is not None and s.get("site_probe_floor") is not None]
 
 
 def scenario_targets(scenario: str, rows: list[dict[str, Any]]) -> list[Target]:
@@ -204,13 +200,12 @@ def scenario_targets(scenario: str, rows: list[dict[str, Any]]) -> list[Target]:
                               "probe - floor " + ", ".join(f"{g:+.3f}" for g in gaps),
                               "" if gaps and min(gaps) >= HARM_MARGIN else
                               "Missed: the baseline's features read the scanner little beyond what age tells."))
-    chance = none.get("chance")
     for method in UNLEARNING_METHODS:
         row = by.get(method)
         if row is None:
             continue
         seeds = list(zip(row["per_seed"], none["per_seed"]))
-        near = sum(_near_floor(seed, chance) for seed, _ in seeds)
+        near = sum(gap <= FLOOR_MARGIN for gap in _probe_above_floor(row))
         # a seed without a spread (no age two sites share) is not judged
         below = sum(s.get("site_bias_spread") is None or b.get("site_bias_spread") is None
                     or s["site_bias_spread"] < b["site_bias_spread"] for s, b in seeds)

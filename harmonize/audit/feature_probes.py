@@ -54,12 +54,14 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
     Returns:
         ``site_probe_bacc``, ``site_probe_p``, ``chance``, ``n_subjects`` and, when measured, ``age_probe_r2``,
         ``age_probe_mae``, ``sex_probe_bacc``, ``site_probe_floor``: the same site probe given only the scans'
-        age and sex (:func:`biology_covariates`), and ``site_probe_adjusted``: the site probe on the features with
-        what age and sex explain regressed out (least squares over the audited scans, no site label used). When
-        the audited sites' scans differ in age, by chance or by design, a network that keeps age (as it must) lets
-        a probe read the site about as well as biology alone does, so a fully harmonised network scores near the
-        floor rather than at ``chance``; the adjusted probe asks for the scanner information beyond biology, whose
-        reference is ``chance``.
+        age and sex (:func:`biology_covariates`), and ``site_probe_conditional``: the site probe given the features
+        *and* age and sex. When the audited sites' scans differ in age, by chance or by design, a network that keeps
+        age (as it must) lets a probe read the site about as well as biology alone does, so a fully harmonised
+        network scores near the floor rather than at ``chance``. The features alone can also hide what they carry:
+        a prediction that is too young on one scanner and too old on another tells the site only together with the
+        true age. The conditional probe reads that too; it is the floor when the features add nothing about the
+        site to age and sex, and ``site_probe_conditional - site_probe_floor`` is the scanner information beyond
+        biology.
     """
     site = fs.meta[Keys.SITE]
     known = site >= 0
@@ -83,8 +85,8 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
     if len(per_site) >= 2 and per_site.min() >= MIN_SCANS_PER_CLASS:
         covariates = biology_covariates(age[floor_rows].astype(float), None if sex is None else sex[floor_rows])
         metrics["site_probe_floor"] = classifier_probe(covariates, site[floor_rows], seed=seed).balanced_accuracy
-        residuals = _regressed_out(fs.features[floor_rows], covariates)
-        metrics["site_probe_adjusted"] = classifier_probe(residuals, site[floor_rows], seed=seed).balanced_accuracy
+        both = np.column_stack([fs.features[floor_rows], covariates])
+        metrics["site_probe_conditional"] = classifier_probe(both, site[floor_rows], seed=seed).balanced_accuracy
     else:
         logger.info("Site floor probe skipped: too few audited scans with an age per site (%s).", per_site.tolist())
     counts = np.unique(sex[sex >= 0], return_counts=True)[1] if sex is not None else np.array([])
@@ -97,9 +99,3 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
                     counts.tolist(), MIN_SCANS_PER_CLASS)
     return metrics
 
-
-def _regressed_out(features: np.ndarray, covariates: np.ndarray) -> np.ndarray:
-    """The features minus their least-squares fit on the covariates (with an intercept)."""
-    design = np.column_stack([np.ones(len(covariates)), covariates])
-    coefficients, *_ = np.linalg.lstsq(design, features, rcond=None)
-    return features - design @ coefficients

@@ -76,7 +76,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("site_probe_bacc", "Site-probe bacc", 3, "chance"),
     Column("site_probe_p", "Site-probe p", 3, "high"),
     Column("site_probe_floor", "Site from age & sex alone", 3, None),
-    Column("site_probe_adjusted", "Site probe, age & sex regressed out", 3, "chance"),
+    Column("site_probe_conditional", "Site from features and age & sex", 3, "low"),
     Column("age_mae", "Age MAE (years)", 2, "low"),
     Column("unseen_site_mae", "Unseen-site MAE (years)", 2, "low"),
     Column("site_bias_spread", "Site bias spread (years)", 2, "low"),

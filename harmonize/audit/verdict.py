@@ -3,7 +3,9 @@
 :func:`comparison_verdict` reads the summaries of :func:`~harmonize.audit.seed_summary.summarise_seeds` (means,
 intervals, ``per_seed``) and the paired comparison with the baseline (``vs_none``) that ``harmonize compare``
 writes. It claims that a method changed the site probe only when the paired t-test over seeds gives
-p < :data:`ALPHA`; with one seed, or a larger p, it says plainly that the numbers do not support a difference.
+p < :data:`ALPHA`; with one seed, or a larger p, it says plainly that the numbers do not support a difference. Where
+the audit knew the scans' ages it speaks of the probe given the features and age & sex (``site_probe_conditional``,
+set against the floor of age & sex alone): what the features tell of the site beyond biology.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ PREFERRED = "unlearning"
 PAIRED = f"vs_{BASELINE}"
 #: A p-value below this is shown as ``< P_FLOOR``.
 P_FLOOR = 0.001
+#: The site probe given the features and age & sex, and the same probe given age & sex alone.
+CONDITIONAL, FLOOR = "site_probe_conditional", "site_probe_floor"
 #: Seeds to suggest when the numbers cannot support a difference.
 SUGGESTED_SEEDS = 3
 
@@ -72,23 +76,24 @@ def comparison_verdict(methods: Mapping[str, Mapping[str, Any]], method: str | N
     method = method if method in others else (PREFERRED if PREFERRED in others else others[0])
     ours, base = methods[method], methods[BASELINE]
     seeds = len(ours.get(PER_SEED) or [None])
-    probe = ours.get(PAIRED, {}).get("site_probe_bacc", {})
+    key, name = "site_probe_bacc", "site probe"
+    if all(m.get(k) is not None for m in (ours, base) for k in (CONDITIONAL, FLOOR)):
+        key, name = CONDITIONAL, f"site probe given age & sex (age & sex alone: {base[FLOOR]:.2f})"
+    probe = ours.get(PAIRED, {}).get(key, {})
     mae = ours.get(PAIRED, {}).get("age_mae", {})
     ratio = ""
     if ours.get("age_mae") is not None and base.get("age_mae"):
         ratio = f"{ours['age_mae'] / base['age_mae']:.2f}x the baseline's"
-    probes = (f"{_figure(base, 'site_probe_bacc')} without harmonisation, {_figure(ours, 'site_probe_bacc')} "
-              f"with {method}")
+    probes = f"{_figure(base, key)} without harmonisation, {_figure(ours, key)} with {method}"
     if seeds < 2:
         cost = f", age MAE {ratio}" if ratio else ""
         return (f"One seed per method: these numbers cannot support a difference between {method} and the baseline "
-                f"(site probe {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.")
+                f"({name} {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.")
     p = probe.get("p")
     mae_text = f"{ratio} (paired {format_p(mae.get('p'))})" if ratio else "not measured"
     if p is not None and p < alpha and probe.get("difference"):
         verb = "lowered" if probe["difference"] < 0 else "raised"
-        return (f"{method.capitalize()} {verb} the site probe from {_figure(base, 'site_probe_bacc')} to "
-                f"{_figure(ours, 'site_probe_bacc')} (paired {format_p(p)} over {seeds} seeds) at an age MAE of "
-                f"{mae_text}.")
-    return (f"Over {seeds} seeds the numbers do not support a difference in the site probe between {method} and the "
+        return (f"{method.capitalize()} {verb} the {name} from {_figure(base, key)} to {_figure(ours, key)} "
+                f"(paired {format_p(p)} over {seeds} seeds) at an age MAE of {mae_text}.")
+    return (f"Over {seeds} seeds the numbers do not support a difference in the {name} between {method} and the "
             f"baseline ({probes}; paired {format_p(p)}); {method}'s age MAE is {mae_text}.")

@@ -24,7 +24,7 @@ def test_sites_of_different_ages_have_a_high_floor():
     assert metrics["site_probe_bacc"] < 0.5  # the features do not
 
 
-def test_adjusted_probe_reads_the_scanner_beyond_age():
+def test_conditional_probe_reads_the_scanner_beyond_age():
     rng = np.random.default_rng(1)
     site = np.repeat([0, 1], 40)
     age = np.concatenate([rng.uniform(20, 60, 40), rng.uniform(40, 80, 40)])
@@ -33,9 +33,23 @@ def test_adjusted_probe_reads_the_scanner_beyond_age():
     fs = FeatureSet(only_age, None, {Keys.SITE: site, Keys.AGE: age})
     metrics = feature_probes(fs)
     assert metrics["site_probe_bacc"] > 0.65  # the raw probe reads the sites' different ages
-    assert metrics["site_probe_adjusted"] < 0.6  # nothing is left once age is regressed out
-    scanner = only_age + np.outer(site, [0.0, 0.0, 8.0])  # and a scanner offset on the third feature
-    assert feature_probes(FeatureSet(scanner, None, fs.meta))["site_probe_adjusted"] > 0.7
+    assert metrics["site_probe_conditional"] < metrics["site_probe_floor"] + 0.05  # and nothing beyond them
+    scanner = only_age + np.outer(site, [0.0, 0.0, 8.0])  # a scanner offset on the third feature
+    assert feature_probes(FeatureSet(scanner, None, fs.meta))["site_probe_conditional"] > 0.9
+
+
+def test_conditional_probe_reads_a_scanner_that_only_age_reveals():
+    """A prediction too old on one scanner and too young on the other, at every age: the features alone look alike
+    on both scanners, but given the true age they name it."""
+    rng = np.random.default_rng(2)
+    site = np.tile([0, 1], 60)
+    age = rng.uniform(20, 80, 120)
+    predicted = age + np.where(site == 0, 6.0, -6.0) + rng.normal(0, 2, 120)
+    fs = FeatureSet(predicted[:, None], None, {Keys.SITE: site, Keys.AGE: age})
+    metrics = feature_probes(fs)
+    assert metrics["site_probe_bacc"] < 0.7  # both scanners' predictions span the same range
+    assert metrics["site_probe_floor"] < 0.65  # both sites have every age
+    assert metrics["site_probe_conditional"] > 0.9
 
 
 def test_sites_of_the_same_ages_have_a_floor_near_chance():
@@ -48,7 +62,7 @@ def test_sites_of_the_same_ages_have_a_floor_near_chance():
 def test_floor_is_skipped_without_ages_and_ignores_unseen_sites():
     site = np.repeat([0, 1, -1], 10)
     fs = _features(np.full(30, np.nan), site)
-    assert not {"site_probe_floor", "site_probe_adjusted"} & set(feature_probes(fs))
+    assert not {"site_probe_floor", "site_probe_conditional"} & set(feature_probes(fs))
     fs.meta[Keys.AGE] = np.concatenate([np.linspace(20, 30, 10), np.linspace(60, 70, 10), np.full(10, np.nan)])
     assert feature_probes(fs)["site_probe_floor"] == 1.0
 

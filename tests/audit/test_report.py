@@ -111,7 +111,7 @@ def test_report_html(tmp_path: Path, pngs: dict[str, Path]) -> None:
     for value in values:
         assert f">{value}<" in text, value
     assert "Site-probe bacc (chance 0.250)" in text
-    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site, adjusted probe or site
+    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site, conditional probe or site
     # bias spread: 9 more
     assert text.count(f">{MISSING}<") == 15
     # best cells highlighted

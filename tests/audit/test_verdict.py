@@ -35,6 +35,16 @@ def test_a_supported_difference():
     assert raised.startswith("Dann raised the site probe from 0.33 [0.31, 0.35] to 0.45")
 
 
+def test_with_ages_the_verdict_reads_the_probe_given_age_and_sex():
+    def conditional(entries, probes, floor=0.30):
+        return [{**e, "site_probe_conditional": p, "site_probe_floor": floor} for e, p in zip(entries, probes)]
+
+    unlearning = conditional(_method((0.30, 0.31, 0.29), (5.1, 5.3, 4.9)), (0.31, 0.30, 0.32))
+    text = comparison_verdict(_summaries(none=conditional(BASE, (0.50, 0.48, 0.52)), unlearning=unlearning))
+    assert text.startswith("Unlearning lowered the site probe given age & sex (age & sex alone: 0.30) from 0.50 "
+                           "[0.45, 0.55] to 0.31 [0.29, 0.33] (paired p < 0.001 over 3 seeds)")
+
+
 def test_no_supported_difference():
     other = _method((0.40, 0.52, 0.44), (5.0, 5.0, 5.3))
     text = comparison_verdict(_summaries(none=BASE, unlearning=other))

@@ -141,6 +141,6 @@ def test_probe_figures_of_an_audit():
     metrics = {"site_probe_bacc": 0.4, "chance": 0.25, "age_mae": 5.5, "age_probe_r2": 0.7}
     assert probe_figures(metrics) == pytest.approx(
         {"site_probe_bacc": 0.4, "chance": 0.25, "points_above_chance": 15.0, "age_mae": 5.5, "domain_head_acc": None,
-         "site_probe_floor": None, "site_probe_adjusted": None})
+         "site_probe_floor": None, "site_probe_conditional": None})
     assert probe_figures({**metrics, "site_probe_floor": 0.3})["site_probe_floor"] == 0.3
     assert probe_figures({**metrics, "domain_head_acc": 0.3})["domain_head_acc"] == 0.3

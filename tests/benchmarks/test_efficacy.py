@@ -31,8 +31,8 @@ def test_rows_hold_each_method_with_means_intervals_and_every_seed(result):
     assert "on 2 seeds per method" in result.description
 
 
-def _seed(probe, floor, adjusted=0.6, spread=2.0):
-    return {"site_probe_bacc": probe, "site_probe_floor": floor, "site_probe_adjusted": adjusted,
+def _seed(conditional, floor, spread=2.0):
+    return {"site_probe_bacc": 0.5, "site_probe_floor": floor, "site_probe_conditional": conditional,
             "site_bias_spread": spread}
 
 
@@ -43,12 +43,12 @@ def _row(method, seeds, mae, unseen, ratio=1.0):
 
 def test_targets_judge_every_seed_and_the_means():
     none = _row("none", [_seed(0.60, 0.30, spread=8.0), _seed(0.50, 0.30, spread=6.0)], 6.0, 7.0)
-    good = _row("unlearning", [_seed(0.34, 0.30, spread=3.0), _seed(0.45, 0.30, adjusted=0.28, spread=2.0)],
+    good = _row("unlearning", [_seed(0.34, 0.30, spread=3.0), _seed(0.35, 0.30, spread=2.0)],
                 6.2, 6.9, ratio=6.2 / 6.0)
     bad = _row("erasure", [_seed(0.40, 0.30, spread=9.0), _seed(0.33, 0.30, spread=1.0)], 6.6, 7.5, ratio=1.1)
     harm, unlearning, erasure = scenario_targets("biased", [none, good, bad])
     assert harm.met and harm.measured == "probe - floor +0.300, +0.200"
-    assert unlearning.met  # the second seed passes by its adjusted probe (0.28, chance 0.25)
+    assert unlearning.met  # judged by the conditional probe; the features-only probe (0.5) is not read
     assert unlearning.measured == "near floor 2/2, spread below 2/2, MAE 1.03x, unseen 6.90 vs 7.00 y"
     assert not erasure.met
     assert erasure.why == ("Missed: the probe is more than 0.05 above its floor on 1 of 2 seeds; the site bias "

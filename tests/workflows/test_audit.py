@@ -84,7 +84,7 @@ def test_feature_probes_are_the_brain_age_audits_probes(model, frame):
     seen, _ = held_out_rows(frame, model.site_index)
     probes = feature_probes(brain_age_features(model, seen), permutations=5, seed=0)
     assert set(probes) == {"site_probe_bacc", "site_probe_p", "chance", "n_subjects", "age_probe_r2", "age_probe_mae",
-                           "sex_probe_bacc", "site_probe_floor", "site_probe_adjusted"}
+                           "sex_probe_bacc", "site_probe_floor", "site_probe_conditional"}
     assert probes == pytest.approx({k: metrics[k] for k in probes})
     features = brain_age_features(model, seen)
     features.meta[Keys.AGE][:] = np.nan  # a manifest without ages: no age probe
