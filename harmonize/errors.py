@@ -16,7 +16,6 @@ __all__ = [
     "HarmonizeError",
     "ManifestError",
     "ResourceError",
-    "as_range",
     "check_option",
     "integer_problem",
     "integers_problem",
@@ -331,10 +330,3 @@ def range_problem(
         f"a (low, high) pair of finite numbers{bound}"
     return f"'{name}' must be {what} with low {'<' if strict_order else '<='} high, {_got(value)}"
 
-
-def as_range(value: object) -> tuple[float, float]:
-    """``(low, high)`` as floats from a pair, or ``(v, v)`` from one number (checked by :func:`range_problem`)."""
-    items = _items(value)
-    if items is None:
-        return float(value), float(value)
-    return float(items[0]), float(items[1])
