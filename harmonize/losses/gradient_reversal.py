@@ -105,5 +105,6 @@ def dann_lambda(progress: float, gamma: float = DANN_GAMMA, max_lambda: float = 
         ConfigError: an argument outside its range (the argument is named).
     """
     raise_problems("dann_lambda", [number_problem("progress", progress, strict=False, maximum=1),
-                                   number_problem("gamma", gamma), number_problem("max_lambda", max_lambda, strict=False)])
+                                   number_problem("gamma", gamma),
+                                   number_problem("max_lambda", max_lambda, strict=False)])
     return max_lambda * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)
