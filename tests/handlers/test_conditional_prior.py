@@ -68,5 +68,5 @@ def test_missing_batch_key_is_named() -> None:
 
 
 def test_confound_refuses_a_prior_that_is_not_callable() -> None:
-    with pytest.raises(ConfigError, match="prior must be a function of the batch"):
+    with pytest.raises(ConfigError, match="'prior' must be a function of the batch, got 0.5"):
         Confound(DomainHead(4, 2), 2, prior=0.5)
