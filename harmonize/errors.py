@@ -140,9 +140,12 @@ def _within(value: float, minimum: float, strict: bool, maximum: float | None, s
 
 def _bounds(minimum: float, strict: bool, maximum: float | None, strict_maximum: bool) -> str:
     """``" > 0 and <= 1"``: the bounds as a message states them (empty without any)."""
-    bounds = [] if minimum == -math.inf else [f"{'>' if strict else '>='} {minimum:g}"]
+    def shown(bound: float) -> str:  # an integer in full (a batch index), a float as briefly as it reads
+        return str(bound) if isinstance(bound, numbers.Integral) else f"{bound:g}"
+
+    bounds = [] if minimum == -math.inf else [f"{'>' if strict else '>='} {shown(minimum)}"]
     if maximum is not None:
-        bounds.append(f"{'<' if strict_maximum else '<='} {maximum:g}")
+        bounds.append(f"{'<' if strict_maximum else '<='} {shown(maximum)}")
     return "".join(f" {b}" for b in bounds[:1]) + "".join(f" and {b}" for b in bounds[1:])
 
 

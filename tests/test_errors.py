@@ -58,6 +58,11 @@ def test_integer_problem_maximum(value, expected):
     assert integer_problem("n_sites", value, 2, maximum=64) == expected
 
 
+def test_a_large_integer_bound_is_written_in_full():
+    assert integer_problem("start_batch", 2_000_000, 0, maximum=1_999_999) == (
+        "'start_batch' must be an integer >= 0 and <= 1999999, got 2000000 (int)")
+
+
 @pytest.mark.parametrize(("value", "kwargs", "expected"), [
     (0.0, {"strict": False, "maximum": 1, "strict_maximum": True}, None),
     (1.0, {"strict": False, "maximum": 1, "strict_maximum": True},
