@@ -124,7 +124,6 @@ class BrainAgeSettings:
         if isinstance(self.unlearning, dict):
             self.unlearning = UnlearningSettings(**self.unlearning)
         problems = [integer_problem("max_epochs", self.max_epochs), integer_problem("batch_size", self.batch_size),
-                    number_problem("lr", self.lr),
                     number_problem("labelled_fraction", self.labelled_fraction, maximum=1),
                     integer_problem("seed", self.seed, minimum=0), integer_problem("num_workers", self.num_workers, 0)]
         if problems := [p for p in problems if p]:

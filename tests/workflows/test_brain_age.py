@@ -161,12 +161,11 @@ def test_text_sites_of_a_bare_frame_need_a_site_index(tiny_cohort):
 
 def test_every_bad_setting_is_named_at_once():
     with pytest.raises(ConfigError) as err:
-        BrainAgeSettings(max_epochs=0, batch_size="8", lr=-1e-3, labelled_fraction=1.5, seed=-1, num_workers=1.0)
+        BrainAgeSettings(max_epochs=0, batch_size="8", labelled_fraction=1.5, seed=-1, num_workers=1.0)
     assert err.value.message == "Invalid brain-age settings."
     assert err.value.problems == [
         "'max_epochs' must be an integer >= 1, got 0 (int)",
         "'batch_size' must be an integer >= 1, got '8' (str)",
-        "'lr' must be a finite number > 0, got -0.001 (float)",
         "'labelled_fraction' must be a finite number > 0 and <= 1, got 1.5 (float)",
         "'seed' must be an integer >= 0, got -1 (int)",
         "'num_workers' must be an integer >= 0, got 1.0 (float)",
