@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harmonize.audit.seed_summary import CI_SUFFIX
+from harmonize.audit.verdict import with_interval
 from harmonize.workflows.workers import WorkerPool, Workers, available_cores
 
 __all__ = [
@@ -355,14 +357,11 @@ def format_value(value: Any, fmt: str = "") -> str:
 
 
 def with_intervals(row: Mapping[str, Any], figures: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
-    """A copy of a row whose figures (``(key, title, fmt)``) read as their mean with the ``<key>_ci`` interval."""
+    """A copy of a row whose figures (``(key, title, fmt)``) read as their mean with the ``<key>_ci`` interval
+    (:func:`~harmonize.audit.verdict.with_interval`, as the reports write them)."""
     shown = dict(row)
     for key, _, fmt in figures:
-        value, interval = row.get(key), row.get(f"{key}_ci")
-        text = MISSING if value is None else format(value, fmt)
-        if value is not None and interval:
-            text += f" [{format(interval[0], fmt)}, {format(interval[1], fmt)}]"
-        shown[key] = text
+        shown[key] = with_interval(row.get(key), row.get(f"{key}{CI_SUFFIX}"), fmt, missing=MISSING)
     return shown
 
 

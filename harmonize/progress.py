@@ -63,10 +63,9 @@ def progress(iterable: Iterable[T], desc: str, unit: str = "it", total: int | No
         >>> list(progress(range(3), "count", enabled=False))
         [0, 1, 2]
     """
-    if every < 1:
-        from harmonize.errors import ConfigError
+    from harmonize.errors import integer_problem, raise_problems
 
-        raise ConfigError(f"progress: every must be at least 1, got {every}")
+    raise_problems("progress", [integer_problem("every", every)])
     if not enabled:
         return iterable
     if total is None and hasattr(iterable, "__len__"):

@@ -1,7 +1,9 @@
-"""Shared fixtures of the whole suite: a tiny synthetic multi-site cohort, generated once per session."""
+"""Shared fixtures of the whole suite: a tiny synthetic multi-site cohort, generated once per session; a CSV writer."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,22 @@ TINY_SITES = 3
 TINY_SUBJECTS_PER_SITE = 6
 TINY_SHAPE = 24
 TINY_SEED = 0
+
+
+def write_csv(path: Path, rows: Sequence[Mapping], columns: Sequence | None = None) -> Path:
+    """Write ``rows`` (dicts, keys str or :class:`~harmonize.keys.Keys`) as a CSV manifest; return ``path``.
+
+    Args:
+        path: the file to write.
+        rows: one dict per row.
+        columns: the header, in order (default: the first row's keys); keys of a row outside it are left out.
+    """
+    header = [str(c) for c in (columns if columns is not None else rows[0])]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({str(k): v for k, v in row.items()} for row in rows)
+    return path
 
 
 @pytest.fixture(autouse=True, scope="session")

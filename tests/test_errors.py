@@ -6,8 +6,20 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from harmonize.errors import ConfigError, check_option, integer_problem, number_problem, option_problem
+from harmonize.errors import (
+    ConfigError,
+    check_option,
+    integer_problem,
+    integers_problem,
+    number_problem,
+    numbers_problem,
+    option_problem,
+    option_value,
+    raise_problems,
+    range_problem,
+)
 from harmonize.keys import NoiseMode
 
 
@@ -46,6 +58,11 @@ def test_integer_problem_maximum(value, expected):
     assert integer_problem("n_sites", value, 2, maximum=64) == expected
 
 
+def test_a_large_integer_bound_is_written_in_full():
+    assert integer_problem("start_batch", 2_000_000, 0, maximum=1_999_999) == (
+        "'start_batch' must be an integer >= 0 and <= 1999999, got 2000000 (int)")
+
+
 @pytest.mark.parametrize(("value", "kwargs", "expected"), [
     (0.0, {"strict": False, "maximum": 1, "strict_maximum": True}, None),
     (1.0, {"strict": False, "maximum": 1, "strict_maximum": True},
@@ -68,3 +85,63 @@ def test_option_problem_is_check_options_message():
     with pytest.raises(ConfigError) as info:
         check_option("noise_mode", "ad", NoiseMode)
     assert problem == str(info.value) and problem.startswith("Argument 'noise_mode': ")
+
+
+def test_option_value_gives_the_normalised_choice_or_the_problem():
+    assert option_value("noise_mode", NoiseMode.ADD, NoiseMode) == ("add", None)
+    value, problem = option_value("noise_mode", "ad", NoiseMode)
+    assert value is None and problem == option_problem("noise_mode", "ad", NoiseMode)
+
+
+def test_raise_problems_lists_every_problem_and_drops_the_nones():
+    raise_problems("f", [None, None])
+    with pytest.raises(ConfigError) as info:
+        raise_problems("f", ["'a' is wrong", None, "'b' is wrong"])
+    assert info.value.message == "f: invalid arguments." and info.value.problems == ["'a' is wrong", "'b' is wrong"]
+
+
+@pytest.mark.parametrize(("value", "kwargs", "expected"), [
+    ([0.1, 2], {"least": 1, "minimum": 0}, None), (np.zeros(3), {"length": 3}, None),
+    (torch.ones(3), {"length": 3, "minimum": 0, "strict": True}, None), ((), {}, None), (0.5, {"scalar": True}, None),
+    ((), {"least": 1}, "'v' must be a sequence of 1 or more finite numbers, got () (tuple)"),
+    ([1.0, float("nan")], {}, "'v' must be a sequence of finite numbers, got [1.0, nan] (list)"),
+    ("12", {}, "'v' must be a sequence of finite numbers, got '12' (str)"),
+    (0.5, {"length": 3}, "'v' must be a sequence of 3 finite numbers, got 0.5 (float)"),
+    ([1, 2], {"length": 3, "minimum": 0, "scalar": True},
+     "'v' must be one finite number >= 0 or a sequence of 3 of them, got [1, 2] (list)"),
+    ([True, 1.0], {}, "'v' must be a sequence of finite numbers, got [True, 1.0] (list)"),
+    ([0.5, 1.0], {"minimum": 0, "maximum": 1, "strict_maximum": True},
+     "'v' must be a sequence of finite numbers >= 0 and < 1, got [0.5, 1.0] (list)"),
+])
+def test_numbers_problem(value, kwargs, expected):
+    assert numbers_problem("v", value, **kwargs) == expected
+
+
+@pytest.mark.parametrize(("value", "kwargs", "expected"), [
+    ((0, 2, 1), {"length": 3, "distinct": True}, None), (np.array([1, 2]), {"least": 2, "minimum": 1}, None),
+    ((), {"maximum": 2}, None),
+    ((0, 0, 1), {"length": 3, "distinct": True},
+     "'i' must be a sequence of 3 distinct integers >= 0, got (0, 0, 1) (tuple)"),
+    ((8,), {"least": 2, "minimum": 1}, "'i' must be a sequence of 2 or more integers >= 1, got (8,) (tuple)"),
+    ((0, 3), {"maximum": 2}, "'i' must be a sequence of integers >= 0 and <= 2, got (0, 3) (tuple)"),
+    ((1.0,), {}, "'i' must be a sequence of integers >= 0, got (1.0,) (tuple)"),
+    (2, {}, "'i' must be a sequence of integers >= 0, got 2 (int)"),
+])
+def test_integers_problem(value, kwargs, expected):
+    assert integers_problem("i", value, **kwargs) == expected
+
+
+@pytest.mark.parametrize(("value", "kwargs", "expected"), [
+    ((1, 2), {}, None), ([2.0, 2.0], {"minimum": 0}, None), (0.3, {"scalar": True}, None),
+    (np.array([0.1, 0.2]), {"maximum": 1}, None),
+    ((2.0, 2.0), {"strict_order": True},
+     "'r' must be a (low, high) pair of finite numbers with low < high, got (2.0, 2.0) (tuple)"),
+    ((3, 1), {"minimum": 0},
+     "'r' must be a (low, high) pair of finite numbers >= 0 with low <= high, got (3, 1) (tuple)"),
+    (0.3, {}, "'r' must be a (low, high) pair of finite numbers with low <= high, got 0.3 (float)"),
+    ((0, 1), {"minimum": 0, "strict": True, "scalar": True},
+     "'r' must be one finite number > 0 or a (low, high) pair of them with low <= high, got (0, 1) (tuple)"),
+    ((1, 2, 3), {}, "'r' must be a (low, high) pair of finite numbers with low <= high, got (1, 2, 3) (tuple)"),
+])
+def test_range_problem(value, kwargs, expected):
+    assert range_problem("r", value, **kwargs) == expected

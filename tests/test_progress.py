@@ -58,7 +58,7 @@ def test_terminal_gets_a_bar_and_disabled_gets_nothing(caplog):
         assert list(progress(range(5), "off", enabled=False, stream=io.StringIO())) == list(range(5))
     assert "resample: 100%" in terminal.getvalue() and "5/5" in terminal.getvalue() and "\r" in terminal.getvalue()
     assert caplog.records == []
-    with pytest.raises(ConfigError, match="every must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match=r"progress: invalid arguments.\n  - 'every' must be an integer >= 1, got 0"):
         progress(range(3), "x", every=0)
 
 

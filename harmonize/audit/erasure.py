@@ -23,7 +23,7 @@ from monai.utils import optional_import
 
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem
 from harmonize.keys import Keys
 
 LeaceFitter, _ = optional_import("concept_erasure", name="LeaceFitter")
@@ -50,9 +50,8 @@ class SiteEraser:
     shrinkage: bool = True
 
     def __post_init__(self) -> None:
-        if self.num_sites < 2:
-            raise ConfigError(f"SiteEraser: num_sites must be at least 2 (one site has nothing to erase), "
-                              f"got {self.num_sites}.")
+        if problem := integer_problem("num_sites", self.num_sites, minimum=2):
+            raise ConfigError("SiteEraser: invalid arguments.", problems=[f"{problem}: one site has nothing to erase"])
         self._eraser = None
         self._ridge = None
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, integer_problem, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
 from harmonize.io import atomic_write
 
 __all__ = ["MembershipResult", "membership_auc", "membership_inference", "membership_plot"]
@@ -116,10 +116,8 @@ def membership_inference(
         >>> r.auc
         1.0
     """
-    problems = [p for p in (integer_problem("bootstrap", bootstrap, minimum=0),
-                            number_problem("confidence", confidence, maximum=1, strict_maximum=True)) if p]
-    if problems:
-        raise ConfigError("membership_inference: invalid arguments.", problems=problems)
+    raise_problems("membership_inference", [integer_problem("bootstrap", bootstrap, minimum=0),
+                                            number_problem("confidence", confidence, maximum=1, strict_maximum=True)])
     members = _losses("member_losses", member_losses)
     others = _losses("nonmember_losses", nonmember_losses)
     auc = membership_auc(members, others)

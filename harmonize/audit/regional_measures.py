@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from harmonize.audit.combat_inputs import _listed
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, number_problem, raise_problems
 
 __all__ = ["MM3_PER_ML", "TISSUE_LABELS", "regional_intensities", "tissue_volumes"]
 
@@ -86,8 +86,7 @@ def tissue_volumes(label_maps: Any, voxel_volume_mm3: float | None = None) -> np
     single = isinstance(label_maps, (str, os.PathLike, np.ndarray))
     if single or hasattr(label_maps, "dataobj") or hasattr(label_maps, "detach"):
         label_maps = [label_maps]
-    if voxel_volume_mm3 is not None and not voxel_volume_mm3 > 0:
-        raise ConfigError(f"tissue_volumes: voxel_volume_mm3 must be positive, got {voxel_volume_mm3}.")
+    raise_problems("tissue_volumes", [number_problem("voxel_volume_mm3", voxel_volume_mm3, optional=True)])
     rows = []
     for i, item in enumerate(label_maps):
         what = f"tissue_volumes (map {i}{': ' + str(item) if isinstance(item, (str, os.PathLike)) else ''})"

@@ -33,14 +33,22 @@ CONDITIONAL, FLOOR = "site_probe_conditional", "site_probe_floor"
 SUGGESTED_SEEDS = 3
 
 
-def with_interval(value: Any, interval: Sequence[float] | None, digits: int) -> str:
-    """``"0.33 [0.31, 0.35]"``: a value with its interval (just the value without one; ``n/a`` without a value)."""
+def with_interval(value: Any, interval: Sequence[float] | None, digits: int | str, missing: str = "n/a") -> str:
+    """``"0.33 [0.31, 0.35]"``: a value with its interval (just the value without one; ``missing`` without a value).
+
+    Args:
+        value: the figure (a mean over seeds), or None.
+        interval: its ``(low, high)`` confidence interval, or None.
+        digits: decimals of the three numbers, or a format spec for them (``"+.2f"``).
+        missing: the text without a value.
+    """
     if value is None:
-        return "n/a"
-    text = f"{float(value):.{digits}f}"
+        return missing
+    spec = f".{digits}f" if isinstance(digits, int) else digits
+    text = format(float(value), spec)
     if interval is None or len(interval) != 2 or any(v is None for v in interval):
         return text
-    return f"{text} [{float(interval[0]):.{digits}f}, {float(interval[1]):.{digits}f}]"
+    return f"{text} [{format(float(interval[0]), spec)}, {format(float(interval[1]), spec)}]"
 
 
 def format_p(p: float | None) -> str:

@@ -6,9 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from harmonize.errors import ConfigError
+from harmonize.bundle.check_settings import check_settings
 from harmonize.keys import Keys
 
 __all__ = ["site_balanced_batch_size"]
@@ -33,11 +31,9 @@ def site_balanced_batch_size(batch_size: Any, dataset: Any) -> int:
         A positive multiple of the number of sites in ``dataset``.
 
     Raises:
-        ConfigError: ``batch_size`` is not a positive integer, naming the bundle id.
+        ConfigError: ``batch_size`` is not an integer >= 1, naming the bundle id (:func:`check_settings`).
     """
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"Bundle id 'batch_size' must be a positive integer, not {batch_size!r} "
-                          "(e.g. --batch_size 8).")
+    check_settings(positive_integers={"batch_size": batch_size})
     items: Sequence[Mapping[str, Any]] = getattr(dataset, "data", dataset)
     sites = {int(item[Keys.SITE.value]) for item in items}
     if not sites or batch_size % len(sites) == 0:

@@ -59,7 +59,7 @@ from harmonize.data.bids_tables import (
     _where,
 )
 from harmonize.data.manifest import write_manifest
-from harmonize.errors import ConfigError, ManifestError
+from harmonize.errors import ConfigError, ManifestError, number_problem
 from harmonize.keys import Keys, Sex, SiteSource, Split
 from harmonize.output_dir import output_file
 
@@ -216,12 +216,13 @@ def assign_splits(sites: Mapping[str, Sequence[str]], seed: int = defaults.SEED,
     Raises:
         ConfigError: a fraction out of range.
     """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{name} must be in [0, 1), got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(f"val_fraction + test_fraction must be below 1 so that some participants train, got "
-                          f"{val_fraction} + {test_fraction}")
+    problems = [number_problem(name, value, strict=False, maximum=1, strict_maximum=True)
+                for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction))]
+    if not any(problems) and val_fraction + test_fraction >= 1.0:
+        problems.append(f"'val_fraction' + 'test_fraction' must be < 1 so that some participants train, got "
+                        f"{val_fraction} + {test_fraction}")
+    if problems := [p for p in problems if p]:
+        raise ConfigError("Invalid split fractions.", problems=problems)
     splits: dict[str, Split] = {}
     for site, members in sites.items():
         ids = sorted(members)

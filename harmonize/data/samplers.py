@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Sampler
 
 from harmonize.distributed import broadcast_object
-from harmonize.errors import ConfigError, integer_problem, is_integer
+from harmonize.errors import ConfigError, integer_problem, is_integer, raise_problems
 
 __all__ = ["EpochShuffleSampler", "SiteBalancedBatchSampler", "epoch_seed"]
 
@@ -61,8 +61,7 @@ class _EpochSeeded:
         problems = [integer_problem("epoch", epoch, minimum=0)]
         if problem := integer_problem("start_batch", start_batch, minimum=0, maximum=max(len(self), 1) - 1):
             problems.append(f"{problem}: an epoch has {len(self)} batches")
-        if problems := [p for p in problems if p]:
-            raise ConfigError(f"{type(self).__name__}.set_epoch: invalid arguments.", problems=problems)
+        raise_problems(f"{type(self).__name__}.set_epoch", problems)
         self.epoch = int(epoch)
         self.start_batch = int(start_batch)
 
@@ -91,10 +90,8 @@ class EpochShuffleSampler(_EpochSeeded, Sampler[int]):
     """
 
     def __init__(self, length: int, seed: int | None = None, batch_size: int = 1) -> None:
-        problems = [p for p in (integer_problem("length", length, minimum=0), integer_problem("batch_size", batch_size))
-                    if p]
-        if problems:
-            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        raise_problems(type(self).__name__, [integer_problem("length", length, minimum=0),
+                                             integer_problem("batch_size", batch_size)])
         self.length = int(length)
         self.batch_size = int(batch_size)
         self.seed = _base_seed(seed)
@@ -163,8 +160,7 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
             problems.append(problem)
         elif problem := integer_problem("rank", rank, minimum=0, maximum=num_replicas - 1):
             problems.append(f"{problem}: a rank of the {num_replicas} processes")
-        if problems:
-            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        raise_problems(type(self).__name__, problems)
         self.per_site = batch_size // n_sites
         self.batch_size = batch_size
         self.num_replicas, self.rank = int(num_replicas), int(rank)

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from harmonize.data.templates import TISSUE_NAMES
+from harmonize.errors import integer_problem, integers_problem, number_problem, numbers_problem, range_problem
 
 __all__ = ["REFERENCE_TISSUE_INTENSITIES", "SiteProfile"]
 
 #: Reference T1 acquisition (0..1 scale; tissue means measured on the MNI T1 template).
 REFERENCE_TISSUE_INTENSITIES = (0.27, 0.65, 0.87)
-
-
-def _is_range(value: object) -> bool:
-    """Whether ``value`` is a (low, high) pair of finite numbers."""
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    )
-
 
 
 @dataclass(frozen=True)
@@ -52,14 +42,16 @@ class SiteProfile:
     flip_axes: tuple[int, ...] = ()
 
     def problems(self) -> list[str]:
-        """Return what is wrong with this profile, one line each (empty when valid)."""
-        found = []
-        if not _is_range(self.age_range) or not 0 <= self.age_range[0] <= self.age_range[1]:
-            found.append(
-                f"site '{self.name}': age_range must be (low, high) with 0 <= low <= high, got {self.age_range}"
-            )
-        if len(self.tissue_intensities) != len(TISSUE_NAMES):
-            found.append(f"site '{self.name}': tissue_intensities needs {len(TISSUE_NAMES)} values (CSF, GM, WM)")
-        if any(axis not in (0, 1, 2) for axis in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
-            found.append(f"site '{self.name}': flip_axes must be distinct axes among 0, 1, 2, got {self.flip_axes}")
-        return found
+        """Return what is wrong with this profile, one line each, naming the site (empty when valid)."""
+        found = [range_problem("age_range", self.age_range, minimum=0),
+                 numbers_problem("tissue_intensities", self.tissue_intensities, length=len(TISSUE_NAMES), minimum=0),
+                 number_problem("gamma", self.gamma),
+                 numbers_problem("blur_fwhm_mm", self.blur_fwhm_mm, length=3, minimum=0),
+                 numbers_problem("bias_coefficients", self.bias_coefficients),
+                 integer_problem("bias_order", self.bias_order, minimum=0),
+                 number_problem("noise_std", self.noise_std, strict=False),
+                 number_problem("intensity_scale", self.intensity_scale),
+                 integers_problem("flip_axes", self.flip_axes, maximum=2, distinct=True)]
+        if found[1]:
+            found[1] += f" ({', '.join(name.upper() for name in TISSUE_NAMES)})"
+        return [f"site '{self.name}': {p}" for p in found if p]

@@ -39,7 +39,6 @@ from harmonize import __version__, defaults
 from harmonize.data.site_profile import (
     REFERENCE_TISSUE_INTENSITIES,
     SiteProfile,
-    _is_range,
 )
 from harmonize.data.synth_files import (
     AGE_DECIMALS,
@@ -64,7 +63,7 @@ from harmonize.data.transforms.site_acquisition import (
     BACKGROUND_THRESHOLD,
     SiteAcquisition,
 )
-from harmonize.errors import ConfigError, integer_problem, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem, range_problem
 from harmonize.keys import Keys, Sex, Split
 from harmonize.output_dir import OutputDir
 from harmonize.progress import progress as show_progress
@@ -186,8 +185,8 @@ class SynthConfig:
         unknown = sorted(set(map(str, self.biased_splits)) - {str(s) for s in Split})
         if unknown:
             found.append(f"biased_splits: {unknown} are not splits ({', '.join(map(str, Split))})")
-        if not _is_range(self.age_range) or not 0 <= self.age_range[0] < self.age_range[1]:
-            found.append(f"'age_range' must be (low, high) with 0 <= low < high, got {self.age_range!r}")
+        if problem := range_problem("age_range", self.age_range, minimum=0, strict_order=True):
+            found.append(problem)
         if self.sites is not None:
             if len(self.sites) < 2:
                 found.append(f"sites must hold at least 2 profiles, got {len(self.sites)}")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem, raise_problems
 from harmonize.keys import Keys
 
 __all__ = ["ConditionalPrior"]
@@ -67,8 +67,7 @@ class ConditionalPrior:
         v, c = v[keep], c[keep]
         if v.size < MIN_VALUES:
             raise ConfigError(f"ConditionalPrior: needs at least {MIN_VALUES} finite '{key}' values, got {v.size}.")
-        if bandwidth is not None and not (np.isfinite(bandwidth) and bandwidth > 0):
-            raise ConfigError(f"ConditionalPrior: bandwidth must be a finite number > 0, got {bandwidth}.")
+        raise_problems(type(self).__name__, [number_problem("bandwidth", bandwidth, optional=True)])
         widths = np.ones(num_classes)
         for k in range(num_classes):
             own = v[c == k]

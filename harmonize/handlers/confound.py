@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem, option_value, raise_problems
 from harmonize.keys import ConfoundKind, Keys
 
 __all__ = ["Confound", "batch_targets", "quantile_bin_edges"]
@@ -35,8 +35,7 @@ def quantile_bin_edges(values: Sequence[float] | np.ndarray, num_bins: int) -> l
     Returns:
         ``num_bins - 1`` increasing edges.
     """
-    if num_bins < 2:
-        raise ConfigError(f"num_bins must be at least 2, got {num_bins}.")
+    raise_problems("quantile_bin_edges", [integer_problem("num_bins", num_bins, minimum=2)])
     arr = np.asarray(values, dtype=float)
     arr = arr[np.isfinite(arr)]
     if arr.size < num_bins:
@@ -67,6 +66,9 @@ class Confound:
         class_weights: optional weights per class for the domain loss (unbalanced sites).
         prior: optional function of the batch giving each sample's target distribution of the confusion loss,
             ``(batch, num_classes)`` (e.g. :class:`~harmonize.handlers.ConditionalPrior`); default uniform.
+
+    Raises:
+        ConfigError: on construction, naming the confound and every setting out of range at once.
     """
 
     head: nn.Module
@@ -83,31 +85,32 @@ class Confound:
 
     def __post_init__(self) -> None:
         self.name = str(self.name or self.key)
-        self.kind = ConfoundKind(self.kind)
-        if self.num_classes < 2:
-            raise ConfigError(f"Confound '{self.name}': num_classes must be at least 2, got {self.num_classes}.")
-        if self.kind == ConfoundKind.CONTINUOUS:
-            if self.bin_edges is None or len(self.bin_edges) != self.num_classes - 1:
-                raise ConfigError(
-                    f"Confound '{self.name}' is continuous: give bin_edges with num_classes - 1 = "
-                    f"{self.num_classes - 1} values (see harmonize.handlers.quantile_bin_edges)."
-                )
-            self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)
+        kind, kind_problem = option_value("kind", self.kind, ConfoundKind)
+        self.kind = ConfoundKind(kind) if kind else self.kind
+        problems = [kind_problem, integer_problem("num_classes", self.num_classes, minimum=2)]
+        classes_known = problems[1] is None
+        if self.kind == ConfoundKind.CONTINUOUS and classes_known and (
+            self.bin_edges is None or len(self.bin_edges) != self.num_classes - 1
+        ):
+            problems.append(f"a continuous confound needs bin_edges with num_classes - 1 = {self.num_classes - 1} "
+                            "values (see harmonize.handlers.quantile_bin_edges)")
         if not callable(self.beta):
-            _check_weight(self.name, "beta", self.beta)
-        _check_weight(self.name, "alpha", self.alpha)
+            problems.append(number_problem("beta", self.beta, strict=False))
+        problems.append(number_problem("alpha", self.alpha, strict=False))
         if self.prior is not None and not callable(self.prior):
-            raise ConfigError(f"Confound '{self.name}': prior must be a function of the batch, got {self.prior!r}.")
-        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
-            raise ConfigError(
-                f"Confound '{self.name}': class_weights has {len(self.class_weights)} values, "
-                f"expected num_classes = {self.num_classes}."
-            )
+            problems.append(f"'prior' must be a function of the batch, got {self.prior!r}")
+        if self.class_weights is not None and classes_known and len(self.class_weights) != self.num_classes:
+            problems.append(f"'class_weights' has {len(self.class_weights)} values, expected num_classes = "
+                            f"{self.num_classes}")
+        raise_problems(f"Confound '{self.name}'", problems)
+        if self.kind == ConfoundKind.CONTINUOUS:
+            self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)
 
     def beta_at(self, epoch: int) -> float:
         """The confusion weight at an epoch (1-based, as ignite counts)."""
         value = float(self.beta(epoch)) if callable(self.beta) else float(self.beta)
-        _check_weight(self.name, f"beta({epoch})", value)
+        if problem := number_problem(f"beta({epoch})", value, strict=False):
+            raise ConfigError(f"Confound '{self.name}': {problem}.")
         return value
 
     def targets(self, values: torch.Tensor | Sequence[Any] | np.ndarray) -> torch.Tensor:
@@ -159,11 +162,6 @@ class Confound:
                 f"outside 0..{self.num_classes - 1}; check num_classes against the data's site/category index."
             )
         return idx
-
-
-def _check_weight(confound: str, what: str, value: float) -> None:
-    if problem := number_problem(what, value, strict=False):
-        raise ConfigError(f"Confound '{confound}': {problem}.")
 
 
 def batch_targets(confounds: Sequence[Confound], batch: Any, sample_mask: SampleMask | None,

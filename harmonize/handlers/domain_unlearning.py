@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harmonize.distributed import broadcast_module, is_main_process, mean_over_processes
-from harmonize.errors import ConfigError, integer_problem
+from harmonize.errors import ConfigError, integer_problem, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
 from harmonize.handlers.unlearning_adversary import HeadSteps
@@ -67,8 +67,7 @@ class DomainUnlearningHandler:
         if self.adversary.refits and not self.objective.trains_heads:
             problems.append("a re-fitting adversary would reset the heads that gradient reversal trains every "
                             "epoch: use HeadSteps with GradientReversalObjective")
-        if any(problems):
-            raise ConfigError("DomainUnlearningHandler: invalid arguments.", problems=[p for p in problems if p])
+        raise_problems("DomainUnlearningHandler", problems)
         self.network = network
         self.taps = FeatureTaps(network, taps)
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})

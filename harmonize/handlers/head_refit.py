@@ -16,7 +16,7 @@ import torch
 
 from harmonize import defaults
 from harmonize.distributed import broadcast_module, gather_rows
-from harmonize.errors import ConfigError, integer_problem, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
 from harmonize.handlers.confound import MISSING
 from harmonize.handlers.unlearning_adversary import HeadSteps
 from harmonize.keys import StateKeys
@@ -77,10 +77,8 @@ class RefitHeads(HeadSteps):
     def __init__(self, refit_steps: int = defaults.REFIT_STEPS, refit_lr: float = defaults.HEAD_REFIT_LR,
                  lr: float = defaults.REFIT_HEAD_LR, steps: int = 1) -> None:
         super().__init__(lr, steps)
-        problems = [p for p in (integer_problem("head_refit_steps", refit_steps),
-                                number_problem("head_refit_lr", refit_lr)) if p]
-        if problems:
-            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        raise_problems(type(self).__name__, [integer_problem("head_refit_steps", refit_steps),
+                                             number_problem("head_refit_lr", refit_lr)])
         self.refit_steps, self.refit_lr = int(refit_steps), float(refit_lr)
 
     def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:

@@ -44,7 +44,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, optional_import
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, number_problem, option_problem
+from harmonize.errors import ConfigError, check_option, number_problem, option_problem, option_value
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.keys import Keys, NoiseMode, ReconMethod, StateKeys
 
@@ -171,15 +171,14 @@ class MachineUnlearningHandler:
         retain_weight: float = 1.0,
         seed: int = 0,
     ) -> None:
-        method = check_option("method", method, ReconMethod)
-        if method not in STAGE_METHODS:
-            raise ConfigError(
-                f"Argument 'method': {method!r} is not a single unlearning stage; the handler runs one of "
-                f"{[str(m) for m in STAGE_METHODS]}. Composite methods (ga_l1_ft, nl_ft) are two stages and the "
-                "oracle is training from scratch: use harmonize.workflows.machine_unlearning.run_unlearning."
-            )
-        if problems := stage_problems(l1_penalty, noise_std, loss_ceiling, stop_forget_loss, retain_weight,
-                                      noise_mode):
+        method, problem = option_value("method", method, ReconMethod)
+        if method is not None and method not in STAGE_METHODS:
+            problem = (f"Argument 'method': {method!r} is not a single unlearning stage; the handler runs one of "
+                       f"{[str(m) for m in STAGE_METHODS]}. Composite methods (ga_l1_ft, nl_ft) are two stages and "
+                       "the oracle is training from scratch: use harmonize.workflows.machine_unlearning.run_unlearning.")
+        problems = [problem] if problem else []
+        problems += stage_problems(l1_penalty, noise_std, loss_ceiling, stop_forget_loss, retain_weight, noise_mode)
+        if problems:
             raise ConfigError("Invalid MachineUnlearningHandler settings.", problems=problems)
         self.method = ReconMethod(method)
         self.forget_key = forget_key

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonize import defaults
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, number_problem, raise_problems
 from harmonize.handlers._engine import refuse_evaluator
 from harmonize.keys import Keys
 
@@ -121,11 +121,11 @@ class RandomRigidAugmentation:
         max_shift_voxels: float = defaults.AUGMENT_SHIFT_VOXELS,
         seed: int = defaults.SEED,
     ) -> None:
-        for name, value in (("max_rotation_deg", max_rotation_deg), ("max_shift_voxels", max_shift_voxels)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"RandomRigidAugmentation: {name} must be a finite number >= 0, got {value}.")
+        problems = [number_problem("max_rotation_deg", max_rotation_deg, strict=False),
+                    number_problem("max_shift_voxels", max_shift_voxels, strict=False)]
         if not image_keys:
-            raise ConfigError("RandomRigidAugmentation: image_keys is empty; name at least one batch key to augment.")
+            problems.append("'image_keys' is empty; name at least one batch key to augment")
+        raise_problems(type(self).__name__, problems)
         self.image_keys = [str(k) for k in image_keys]
         self.label_keys = [str(k) for k in label_keys]
         self.flip_axes = tuple(int(a) for a in flip_axes)

@@ -40,7 +40,7 @@ from torch import nn
 
 from harmonize.data.dataset import EpochShuffleSampler, SiteBalancedBatchSampler
 from harmonize.distributed import is_main_process
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem, raise_problems
 from harmonize.handlers._engine import require_optimizer
 from harmonize.io import TMP_TAG, atomic_write
 from harmonize.networks.state_mismatch import state_mismatches
@@ -76,7 +76,8 @@ class TrainingCheckpoint:
         prefix: start of the file names, ``<prefix>_epoch0003_iter00000120.pt``.
 
     Raises:
-        ConfigError: ``keep_last`` or ``every_n_iterations`` below 1, or an object without ``state_dict``.
+        ConfigError: ``keep_last`` or ``every_n_iterations`` not an integer >= 1, or a bad ``prefix`` (all named at
+            once); an object without ``state_dict``.
     """
 
     def __init__(
@@ -87,12 +88,12 @@ class TrainingCheckpoint:
         every_n_iterations: int | None = None,
         prefix: str = "checkpoint",
     ) -> None:
-        if keep_last < 1:
-            raise ConfigError(f"Argument 'keep_last' must be at least 1, got {keep_last}.")
-        if every_n_iterations is not None and every_n_iterations < 1:
-            raise ConfigError(f"Argument 'every_n_iterations' must be at least 1 (or None), got {every_n_iterations}.")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", prefix):
-            raise ConfigError(f"Argument 'prefix' must be letters, digits, '_' or '-', got {prefix!r}.")
+        problems = [integer_problem("keep_last", keep_last)]
+        if every_n_iterations is not None and (problem := integer_problem("every_n_iterations", every_n_iterations)):
+            problems.append(f"{problem}; or None (checkpoints at the end of each epoch only)")
+        if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", prefix):
+            problems.append(f"'prefix' must be letters, digits, '_' or '-', got {prefix!r}")
+        raise_problems(type(self).__name__, problems)
         self.objects = dict(objects or {})
         for name, obj in self.objects.items():
             if name in _RESERVED:

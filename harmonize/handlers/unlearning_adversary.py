@@ -20,7 +20,7 @@ from harmonize.distributed import (
     average_gradients,
     is_distributed,
 )
-from harmonize.errors import ConfigError, integer_problem, number_problem
+from harmonize.errors import integer_problem, number_problem, raise_problems
 from harmonize.handlers.confound import MISSING
 
 if TYPE_CHECKING:
@@ -53,9 +53,7 @@ class HeadSteps:
     refits = False
 
     def __init__(self, lr: float = defaults.HEAD_LR, steps: int = defaults.HEAD_STEPS) -> None:
-        problems = [p for p in (number_problem("head_lr", lr), integer_problem("head_steps", steps)) if p]
-        if problems:
-            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
+        raise_problems(type(self).__name__, [number_problem("head_lr", lr), integer_problem("head_steps", steps)])
         self.lr, self.steps = float(lr), int(steps)
         self.optimizer: torch.optim.Optimizer | None = None
 

@@ -8,9 +8,9 @@ which nothing counts is ``0`` and keeps a gradient path, so an optimiser step on
 from __future__ import annotations
 
 import torch
-from monai.utils import LossReduction, look_up_option
+from monai.utils import LossReduction
 
-from harmonize.errors import ConfigError
+from harmonize.errors import option_value, raise_problems
 
 __all__ = ["as_plain_tensor", "parse_reduction", "reduce_per_sample", "sample_weights", "zero_with_graph"]
 
@@ -26,15 +26,11 @@ def parse_reduction(reduction: LossReduction | str, owner: str) -> LossReduction
         The matching :class:`~monai.utils.LossReduction` member.
 
     Raises:
-        ConfigError: (a ``ValueError``) naming the argument and the valid choices.
+        ConfigError: (a ``ValueError``) naming the argument and the valid choices (:func:`~harmonize.errors.option_value`).
     """
-    try:
-        return LossReduction(look_up_option(reduction, LossReduction))
-    except ValueError as err:
-        choices = ", ".join(repr(r.value) for r in LossReduction)
-        raise ConfigError(
-            f"{owner}: reduction={reduction!r} is not supported; choose one of {choices}. ({err})"
-        ) from err
+    value, problem = option_value("reduction", reduction, LossReduction)
+    raise_problems(owner, [problem])
+    return LossReduction(value)
 
 
 def as_plain_tensor(x: torch.Tensor) -> torch.Tensor:

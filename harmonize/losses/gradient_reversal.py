@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harmonize.errors import ConfigError, number_problem
+from harmonize.errors import ConfigError, number_problem, raise_problems
 
 __all__ = ["GradientReversal", "GradientReversalFunction", "dann_lambda", "grad_reverse"]
 
@@ -104,8 +104,7 @@ def dann_lambda(progress: float, gamma: float = DANN_GAMMA, max_lambda: float = 
     Raises:
         ConfigError: an argument outside its range (the argument is named).
     """
-    problems = [number_problem("progress", progress, strict=False, maximum=1), number_problem("gamma", gamma),
-                number_problem("max_lambda", max_lambda, strict=False)]
-    if problems := [p for p in problems if p]:
-        raise ConfigError("dann_lambda: invalid arguments.", problems=problems)
+    raise_problems("dann_lambda", [number_problem("progress", progress, strict=False, maximum=1),
+                                   number_problem("gamma", gamma),
+                                   number_problem("max_lambda", max_lambda, strict=False)])
     return max_lambda * (2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0)

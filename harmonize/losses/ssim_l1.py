@@ -11,7 +11,7 @@ from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, is_integer, number_problem
+from harmonize.errors import is_integer, number_problem, option_value, raise_problems
 
 __all__ = ["SSIML1Loss"]
 
@@ -56,20 +56,15 @@ class SSIML1Loss(_Loss):
         if not all(is_integer(s) and s >= 3 and s % 2 == 1 for s in sizes):
             problems.append(f"'win_size' must be an odd integer >= 3 (or one per axis; the paper uses 7), "
                             f"got {win_size!r}")
-        options = {}
-        for name, value, choices in (("reduction", reduction, LossReduction), ("kernel_type", kernel_type, KernelType)):
-            try:
-                options[name] = check_option(name, value, choices)
-            except ConfigError as err:
-                problems.append(str(err))
-        if problems:
-            raise ConfigError(f"{type(self).__name__}: invalid arguments.", problems=problems)
-        super().__init__(reduction=options["reduction"])
+        reduction, reduction_problem = option_value("reduction", reduction, LossReduction)
+        kernel_type, kernel_problem = option_value("kernel_type", kernel_type, KernelType)
+        raise_problems(type(self).__name__, [*problems, reduction_problem, kernel_problem])
+        super().__init__(reduction=reduction)
         self.l1_weight = float(l1_weight)
         self.ssim = SSIMLoss(
             spatial_dims=spatial_dims,
             data_range=data_range,
-            kernel_type=options["kernel_type"],
+            kernel_type=kernel_type,
             win_size=win_size,
             reduction=LossReduction.NONE,
         )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from monai.utils import LossReduction
 from torch import nn
 
-from harmonize.errors import ConfigError
-from harmonize.losses._sample_mask import parse_reduction
+from harmonize.errors import number_problem, option_value, raise_problems
 
 __all__ = ["StandardisedMSELoss"]
 
@@ -28,10 +25,10 @@ class StandardisedMSELoss(nn.Module):
 
     def __init__(self, scale: float = 1.0, reduction: LossReduction | str = LossReduction.MEAN) -> None:
         super().__init__()
-        if not (math.isfinite(scale) and scale > 0):
-            raise ConfigError(f"StandardisedMSELoss: scale must be a finite number > 0, got {scale}.")
+        reduction, problem = option_value("reduction", reduction, LossReduction)
+        raise_problems(type(self).__name__, [number_problem("scale", scale), problem])
         self.scale = float(scale)
-        self.reduction = parse_reduction(reduction, type(self).__name__)
+        self.reduction = LossReduction(reduction)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape != target.shape:

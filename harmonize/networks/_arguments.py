@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from harmonize.errors import integer_problem, integers_problem, number_problem
 
-from harmonize.errors import ConfigError, integer_problem, is_integer, number_problem
-
-__all__ = ["channels_problem", "dropout_problem", "raise_problems", "spatial_dims_problem"]
+__all__ = ["channels_problem", "dropout_problem", "spatial_dims_problem"]
 
 
 def spatial_dims_problem(value: object) -> str | None:
@@ -16,18 +14,9 @@ def spatial_dims_problem(value: object) -> str | None:
 
 def channels_problem(value: object, name: str = "channels", least: int = 2) -> str | None:
     """``channels`` must hold ``least`` or more integers >= 1 (one per level or block)."""
-    items = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else ()
-    if len(items) >= least and all(is_integer(c) and c >= 1 for c in items):
-        return None
-    return f"'{name}' must hold {least} or more integers >= 1, got {value!r}"
+    return integers_problem(name, value, least=least, minimum=1)
 
 
 def dropout_problem(value: object) -> str | None:
     """``dropout`` must be a probability in [0, 1)."""
     return number_problem("dropout", value, strict=False, maximum=1, strict_maximum=True)
-
-
-def raise_problems(owner: str, problems: Sequence[str | None]) -> None:
-    """Raise one :class:`~harmonize.errors.ConfigError` listing every problem (the Nones dropped), if any."""
-    if found := [p for p in problems if p]:
-        raise ConfigError(f"{owner}: invalid arguments.", problems=found)

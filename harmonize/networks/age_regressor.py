@@ -13,8 +13,8 @@ from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, integer_problem, is_integer, number_problem
-from harmonize.networks._arguments import channels_problem, dropout_problem, raise_problems, spatial_dims_problem
+from harmonize.errors import ConfigError, integer_problem, is_integer, number_problem, raise_problems
+from harmonize.networks._arguments import channels_problem, dropout_problem, spatial_dims_problem
 from harmonize.networks._input import check_image_input
 
 __all__ = ["BrainAgeRegressor"]

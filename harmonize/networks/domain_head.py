@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from harmonize import defaults
-from harmonize.errors import integer_problem, is_integer
-from harmonize.networks._arguments import dropout_problem, raise_problems
+from harmonize.errors import integer_problem, is_integer, raise_problems
+from harmonize.networks._arguments import dropout_problem
 
 __all__ = ["DomainHead"]
 

@@ -28,8 +28,9 @@ from monai.networks.nets import UNet
 from monai.transforms import CenterSpatialCrop
 from torch import Tensor, nn
 
+from harmonize.errors import raise_problems
 from harmonize.keys import Keys
-from harmonize.networks._arguments import channels_problem, dropout_problem, raise_problems, spatial_dims_problem
+from harmonize.networks._arguments import channels_problem, dropout_problem, spatial_dims_problem
 
 __all__ = ["ReconUNet", "ReconVarNet"]
 

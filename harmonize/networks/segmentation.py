@@ -13,8 +13,8 @@ from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
 from torch import nn
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, integer_problem
-from harmonize.networks._arguments import channels_problem, dropout_problem, raise_problems, spatial_dims_problem
+from harmonize.errors import ConfigError, integer_problem, raise_problems
+from harmonize.networks._arguments import channels_problem, dropout_problem, spatial_dims_problem
 from harmonize.networks._input import check_image_input
 
 __all__ = ["TissueSegmenter"]

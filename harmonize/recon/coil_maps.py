@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harmonize.errors import ConfigError, integer_problem, is_integer
+from harmonize.errors import ConfigError, integer_problem, integers_problem
 
 __all__ = ["simulate_coil_maps"]
 
@@ -49,10 +49,10 @@ def simulate_coil_maps(
     Raises:
         ConfigError: if ``num_coils`` < 1 or ``shape`` is not two positive sizes.
     """
-    problems = [p for p in (integer_problem("num_coils", num_coils),) if p]
-    if not (len(shape) == 2 and all(is_integer(n) and n >= 1 for n in shape)):
-        problems.append(f"'shape' must be two integers >= 1 (H, W), got {shape!r}")
-    if problems:
+    problems = [integer_problem("num_coils", num_coils), integers_problem("shape", shape, length=2, minimum=1)]
+    if problems[1]:
+        problems[1] += " (H, W)"
+    if problems := [p for p in problems if p]:
         raise ConfigError("Invalid coil-map arguments.", problems=problems)
     rotation = float(rng.uniform(0, 2 * math.pi)) if rng is not None else 0.0
     phase_offsets = rng.uniform(0, 2 * math.pi, size=num_coils) if rng is not None else np.zeros(num_coils)

@@ -29,7 +29,7 @@ from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem, number_problem
 from harmonize.handlers import (
     ConditionalPrior,
     RandomRigidAugmentation,
@@ -123,12 +123,10 @@ class BrainAgeSettings:
     def __post_init__(self) -> None:
         if isinstance(self.unlearning, dict):
             self.unlearning = UnlearningSettings(**self.unlearning)
-        problems = []
-        if self.max_epochs < 1:
-            problems.append(f"max_epochs must be at least 1, got {self.max_epochs}")
-        if not 0 < self.labelled_fraction <= 1:
-            problems.append(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
-        if problems:
+        problems = [integer_problem("max_epochs", self.max_epochs), integer_problem("batch_size", self.batch_size),
+                    number_problem("labelled_fraction", self.labelled_fraction, maximum=1),
+                    integer_problem("seed", self.seed, minimum=0), integer_problem("num_workers", self.num_workers, 0)]
+        if problems := [p for p in problems if p]:
             raise ConfigError("Invalid brain-age settings.", problems=problems)
         self.channels = tuple(self.channels)
         self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)

@@ -46,7 +46,7 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
 from harmonize.audit.site_bias import age_overlap_note
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, check_option, integer_problem, is_integer
+from harmonize.errors import ConfigError, integer_problem, is_integer, option_value
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Keys, Method, UnseenSite
 from harmonize.output_dir import releases_output_dirs
@@ -135,22 +135,23 @@ class CompareSettings:
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
             self.methods = tuple(m.strip() for m in self.methods.split(",") if m.strip())
-        methods = [check_option("methods", m, Method) for m in self.methods]
-        self.methods = tuple(dict.fromkeys(methods))
-        if not self.methods:
-            raise ConfigError(f"Argument 'methods': give at least one of {', '.join(map(str, Method))}.")
+        chosen = [option_value("methods", m, Method) for m in self.methods]
+        problems = [problem for _, problem in chosen]
+        self.methods = tuple(dict.fromkeys(m for m, _ in chosen if m))
+        if not self.methods and not any(problems):
+            problems.append(f"Argument 'methods': give at least one of {', '.join(map(str, Method))}.")
         for method, base in POSTHOC_METHODS.items():
             if method in self.methods and base not in self.methods:
-                raise ConfigError(
-                    f"Argument 'methods': '{method}' harmonises the features of the network trained with '{base}'; "
-                    f"add '{base}' to the methods."
-                )
+                problems.append(f"Argument 'methods': '{method}' harmonises the features of the network trained with "
+                                f"'{base}'; add '{base}' to the methods.")
         if isinstance(self.training, dict):
             self.training = BrainAgeSettings(**self.training)
         self.unseen_site = str(self.unseen_site)
-        self.combat_unseen = check_option("combat_unseen", self.combat_unseen, UnseenSite)
-        self.first_seed_only = tuple(str(check_option("first_seed_only", m, Method)) for m in self.first_seed_only)
-        problems = [integer_problem("permutations", self.permutations, minimum=0)]
+        combat_unseen, problem = option_value("combat_unseen", self.combat_unseen, UnseenSite)
+        self.combat_unseen = combat_unseen or self.combat_unseen
+        first = [option_value("first_seed_only", m, Method) for m in self.first_seed_only]
+        self.first_seed_only = tuple(m for m, _ in first if m)
+        problems += [problem, *(p for _, p in first), integer_problem("permutations", self.permutations, minimum=0)]
         if problem := integer_problem("jobs", self.jobs):
             problems.append(f"{problem}: the training runs at once")
         if is_integer(self.seeds) and (problem := integer_problem("seeds", self.seeds)):

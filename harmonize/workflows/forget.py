@@ -50,7 +50,7 @@ from harmonize.audit.report import Column, format_value, metrics_table
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.forget_list import forget_rows
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
-from harmonize.errors import ConfigError, HarmonizeError, check_option, integer_problem, number_problem
+from harmonize.errors import ConfigError, HarmonizeError, integer_problem, number_problem, option_value
 from harmonize.io import write_json_atomic, write_text_atomic
 from harmonize.keys import Keys, ReconMethod, Split
 from harmonize.losses import StandardisedMSELoss
@@ -151,14 +151,12 @@ class ForgetSettings:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        method = ReconMethod(check_option("method", self.method, ReconMethod))
-        if method not in FORGET_METHODS:
-            raise ConfigError(
-                f"Argument 'method': '{method}' is not a forgetting method; choose one of "
-                f"{[str(m) for m in FORGET_METHODS]} (the oracle is asked for with oracle=True / --oracle)."
-            )
-        self.method = method
-        problems = [integer_problem(n, getattr(self, n)) for n in ("ft_epochs", "forget_epochs")]
+        method, problem = option_value("method", self.method, ReconMethod)
+        if method is not None and ReconMethod(method) not in FORGET_METHODS:
+            problem = (f"Argument 'method': '{method}' is not a forgetting method; choose one of "
+                       f"{[str(m) for m in FORGET_METHODS]} (the oracle is asked for with oracle=True / --oracle).")
+        self.method = ReconMethod(method) if method is not None else self.method
+        problems = [problem] + [integer_problem(n, getattr(self, n)) for n in ("ft_epochs", "forget_epochs")]
         problems += [number_problem(n, getattr(self, n)) for n in ("learning_rate", "ga_learning_rate", "noise_std")]
         if self.batch_size is not None and (problem := integer_problem("batch_size", self.batch_size)):
             problems.append(f"{problem}; or None (the training batch size)")

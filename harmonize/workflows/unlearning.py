@@ -23,7 +23,7 @@ from torch import nn
 from harmonize import defaults
 from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, check_option, integer_problem, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem, option_value
 from harmonize.handlers import (
     AlternatingConfusion,
     ConditionalPrior,
@@ -128,10 +128,9 @@ class UnlearningSettings:
     def __post_init__(self) -> None:
         problems = []
         for name, choices in (("method", Method), ("mode", UnlearningMode), ("overlap_mode", OverlapMode)):
-            try:
-                setattr(self, name, check_option(name, getattr(self, name), choices))
-            except ConfigError as err:
-                problems.append(str(err))
+            option, problem = option_value(name, getattr(self, name), choices)
+            setattr(self, name, option or getattr(self, name))
+            problems.append(problem)
         self.confounds = tuple(str(c) for c in self.confounds)
         self.head_hidden = (self.head_hidden,) if isinstance(self.head_hidden, int) else tuple(self.head_hidden)
         if self.overlap_range is not None:

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
-from harmonize.errors import ConfigError, integer_problem
+from harmonize.errors import integer_problem, raise_problems
 
 __all__ = ["START_METHOD", "WorkerPool", "Workers", "available_cores"]
 
@@ -58,8 +58,7 @@ def _check_counts(owner: str, jobs: object, threads: object, threads_optional: b
         problems.append(f"{problem}: the number of runs to do at once")
     if not (threads is None and threads_optional) and (problem := integer_problem("threads", threads)):
         problems.append(f"{problem}: the torch CPU threads the runs share")
-    if problems:
-        raise ConfigError(f"{owner}: invalid arguments.", problems=problems)
+    raise_problems(owner, problems)
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,8 @@ def test_tissue_volumes_errors(tmp_path) -> None:
         tissue_volumes([tmp_path / "missing.nii.gz"])
     with pytest.raises(ConfigError, match="2-D or 3-D volume"):
         tissue_volumes([np.zeros((2, 3, 3, 3))], voxel_volume_mm3=1.0)
+    with pytest.raises(ConfigError, match=r"'voxel_volume_mm3' must be a finite number > 0 or None, got 0.0"):
+        tissue_volumes([labels], voxel_volume_mm3=0.0)
 
 
 def test_regional_intensities() -> None:

@@ -57,7 +57,7 @@ def test_conditional_erasure_keeps_age_and_removes_the_scanner_beyond_it() -> No
 
 
 def test_errors_are_named() -> None:
-    with pytest.raises(ConfigError, match="num_sites must be at least 2"):
+    with pytest.raises(ConfigError, match=r"'num_sites' must be an integer >= 2, got 1 \(int\): one site has nothing"):
         SiteEraser(1)
     train = _biased()
     with pytest.raises(ConfigError, match=r"site indices must lie in 0..1"):

@@ -82,3 +82,8 @@ def test_with_interval(value, interval, expected):
 
 def test_format_p():
     assert (format_p(0.0004), format_p(0.0123), format_p(None)) == ("p < 0.001", "p = 0.012", "p n/a")
+
+
+def test_with_interval_takes_a_format_spec_and_the_missing_text():
+    assert with_interval(-0.2, (-0.43, 0.031), "+.2f") == "-0.20 [-0.43, +0.03]"
+    assert with_interval(None, None, ".3f", missing="—") == "—"

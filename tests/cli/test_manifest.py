@@ -97,7 +97,7 @@ def test_from_bids_bad_sex_map_and_fraction(bids, tmp_path, capsys):
     status, _, stderr = run_cli(capsys, *base, "--sex-map", "2")
     assert status == 1 and "--sex-map: '2' is not VALUE=F or VALUE=M" in stderr
     status, _, stderr = run_cli(capsys, *base, "--sex-map", "2=F", "--test-fraction", "1.5")
-    assert status == 1 and "test_fraction must be in [0, 1), got 1.5" in stderr
+    assert status == 1 and "'test_fraction' must be a finite number >= 0 and < 1, got 1.5 (float)" in stderr
 
 
 def test_schema_prints_path_and_columns(capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 
 from harmonize.cli.main import main
 from harmonize.keys import Keys
+
+from ..conftest import write_csv
 
 SHAPE = (8, 8, 8)
 COLUMNS = [Keys.SUBJECT_ID, Keys.IMAGE, Keys.SITE, Keys.AGE, Keys.SEX, Keys.SPLIT, Keys.LABEL]
@@ -25,14 +26,6 @@ def save(path: Path, data: np.ndarray) -> str:
     return str(path.relative_to(path.parents[2]))
 
 
-def write_manifest_csv(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[str(c) for c in COLUMNS])
-        writer.writeheader()
-        writer.writerows({str(k): v for k, v in row.items()} for row in rows)
-    return path
-
-
 @pytest.fixture
 def cohort(tmp_path: Path) -> tuple[Path, list[dict]]:
     rng = np.random.default_rng(1)
@@ -43,7 +36,7 @@ def cohort(tmp_path: Path) -> tuple[Path, list[dict]]:
         label = save(tmp_path / sid / "anat" / f"{sid}_dseg.nii.gz", rng.integers(0, 2, SHAPE).astype(np.uint8))
         rows.append({Keys.SUBJECT_ID: sid, Keys.IMAGE: image, Keys.SITE: site, Keys.AGE: age, Keys.SEX: sex,
                      Keys.SPLIT: split, Keys.LABEL: label})
-    return write_manifest_csv(tmp_path / "manifest.csv", rows), rows
+    return write_csv(tmp_path / "manifest.csv", rows), rows
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
@@ -124,7 +117,7 @@ def _break(tmp: Path, rows: list[dict], case: str) -> str:
 def test_problem_exits_1_naming_the_row(cohort, capsys, case):
     path, rows = cohort
     expected = _break(path.parent, rows, case)
-    write_manifest_csv(path, rows)
+    write_csv(path, rows)
     status, text = run_cli(capsys, str(path))
     assert status == 1
     assert expected in text
@@ -134,7 +127,7 @@ def test_problem_exits_1_naming_the_row(cohort, capsys, case):
 def test_no_images_skips_file_checks(cohort, capsys):
     path, rows = cohort
     rows[0][Keys.IMAGE] = "nowhere.nii.gz"
-    write_manifest_csv(path, rows)
+    write_csv(path, rows)
     status, text = run_cli(capsys, str(path), "--no-images")
     assert status == 0
     assert "images and labels not loaded (table checks only)" in text
@@ -159,7 +152,7 @@ def test_missing_manifest_exits_1(tmp_path, capsys):
 def test_console_script_prints_no_traceback(cohort):
     path, rows = cohort
     rows[2][Keys.AGE] = "forty"
-    write_manifest_csv(path, rows)
+    write_csv(path, rows)
     done = subprocess.run([sys.executable, "-m", "harmonize.cli.main", "validate", str(path), "--no-images"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
@@ -169,10 +162,7 @@ def test_console_script_prints_no_traceback(cohort):
 
 def test_required_label_column_is_named(cohort, capsys):
     path, rows = cohort
-    with open(path, "w", newline="", encoding="utf-8") as handle:  # a brain-age manifest: no label column
-        writer = csv.DictWriter(handle, fieldnames=[str(c) for c in COLUMNS if c != Keys.LABEL])
-        writer.writeheader()
-        writer.writerows({str(k): v for k, v in row.items() if k != Keys.LABEL} for row in rows)
+    write_csv(path, rows, [c for c in COLUMNS if c != Keys.LABEL])  # a brain-age manifest: no label column
     status, text = run_cli(capsys, str(path), "--require", "label", "--no-images")
     assert status == 1
     assert "row 1: the header has no column 'label' (required for this task)" in text
@@ -200,7 +190,7 @@ def test_design_warnings_pass_or_fail_with_strict(cohort, capsys, case, expected
         rows[3][Keys.SITE] = "C"
     else:
         rows[0][Keys.AGE], rows[1][Keys.AGE] = 20.0, 22.0
-    write_manifest_csv(path, rows)
+    write_csv(path, rows)
     status, text = run_cli(capsys, str(path), "--no-images")
     assert status == 0 and expected in text and "\nOK\n" in text
     status, text = run_cli(capsys, str(path), "--no-images", "--strict")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from ..conftest import write_csv
 
 #: Input grid of the small cohorts: 20^3 voxels of 1.2 mm (24 mm across).
 NIFTI_SHAPE = (20, 20, 20)
@@ -68,12 +69,7 @@ def make_cohort(tmp_path: Path) -> Callable[..., Path]:
                 rows.append({"subject_id": sid, "image": f"img/{sid}_T1w.nii.gz", "label": label_path,
                              "site": site, "age": f"{40 + 3 * i}", "sex": "FM"[i % 2], "split": split,
                              "scanner": f"vendor{i % 2}", "tiv": f"{1400 + 10 * i}"})
-        manifest = root / "manifest.csv"
-        with open(manifest, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        return manifest
+        return write_csv(root / "manifest.csv", rows)
 
     return make
 

@@ -121,13 +121,17 @@ def test_assign_splits_numbers_and_site_independence():
     assert sorted(tight.values()) == sorted([Split.TRAIN, Split.TEST])
 
 
-@pytest.mark.parametrize(("val", "test", "message"), [
-    (-0.1, 0.1, "val_fraction must be in"), (0.1, 1.0, "test_fraction must be in"),
-    (0.6, 0.5, "must be below 1"),
+@pytest.mark.parametrize(("val", "test", "problems"), [
+    (-0.1, 0.1, ["'val_fraction' must be a finite number >= 0 and < 1, got -0.1 (float)"]),
+    (0.1, 1.0, ["'test_fraction' must be a finite number >= 0 and < 1, got 1.0 (float)"]),
+    (1, "x", ["'val_fraction' must be a finite number >= 0 and < 1, got 1 (int)",
+              "'test_fraction' must be a finite number >= 0 and < 1, got 'x' (str)"]),
+    (0.6, 0.5, ["'val_fraction' + 'test_fraction' must be < 1 so that some participants train, got 0.6 + 0.5"]),
 ])
-def test_assign_splits_rejects_bad_fractions(val, test, message):
-    with pytest.raises(ConfigError, match=message):
+def test_assign_splits_rejects_bad_fractions(val, test, problems):
+    with pytest.raises(ConfigError) as info:
         assign_splits({"A": ["a"]}, val_fraction=val, test_fraction=test)
+    assert info.value.problems == problems
 
 
 def test_missing_participants_tsv(bids, tmp_path):

@@ -22,6 +22,8 @@ from harmonize.data.manifest import read_manifest
 from harmonize.data.site_index import SiteIndex
 from harmonize.errors import ConfigError, HarmonizeError, ManifestError
 
+from ..conftest import write_csv
+
 SHAPE = (1, 20, 20, 20)
 
 
@@ -32,10 +34,7 @@ def drop_label(manifest, subject_id):
     for row in rows:
         if row["subject_id"] == subject_id:
             row["label"] = ""
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(manifest, rows)
 
 
 def test_items_have_the_documented_keys_dtypes_and_shapes(make_cohort):

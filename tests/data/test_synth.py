@@ -262,7 +262,8 @@ def test_invalid_settings_are_all_listed_on_construction():
     ({"biased_overlap": 1.0}, "'biased_overlap' must be a finite number >= 0 and < 1, got 1.0 (float)"),
     ({"male_fraction": 1.5}, "'male_fraction' must be a finite number >= 0 and <= 1, got 1.5 (float)"),
     ({"site_effect": float("nan")}, "'site_effect' must be a finite number >= 0 and <= 3, got nan (float)"),
-    ({"age_range": (50.0, 20.0)}, "'age_range' must be (low, high) with 0 <= low < high, got (50.0, 20.0)"),
+    ({"age_range": (50.0, 20.0)}, "'age_range' must be a (low, high) pair of finite numbers >= 0 with low < high, got "
+                                  "(50.0, 20.0) (tuple)"),
 ])
 def test_each_bad_setting_is_named_with_its_value(changes, expected):
     with pytest.raises(ConfigError) as err:
@@ -283,8 +284,23 @@ def test_invalid_site_profiles_are_all_listed():
         generate_cohort("unused", SynthConfig(sites=sites))
     message = str(err.value)
     assert "site names must be unique, got ['a', 'a']" in message
-    assert "site 'a': age_range must be (low, high) with 0 <= low <= high, got (50.0, 40.0)" in message
-    assert "site 'a': tissue_intensities needs 3 values (CSF, GM, WM)" in message
+    assert ("site 'a': 'age_range' must be a (low, high) pair of finite numbers >= 0 with low <= high, got (50.0, "
+            "40.0) (tuple)") in message
+    assert ("site 'a': 'tissue_intensities' must be a sequence of 3 finite numbers >= 0, got (0.2, 0.8) (tuple) "
+            "(CSF, GM, WM)") in message
+
+
+def test_every_problem_of_a_site_profile_is_listed_at_once():
+    profile = SiteProfile("b", (-1.0, 30.0), tissue_intensities=(0.2, 0.5, -0.9), gamma=0.0, blur_fwhm_mm=(1.0, 2.0),
+                          bias_coefficients=("x",), bias_order=-1, noise_std=-0.1, intensity_scale=float("inf"),
+                          flip_axes=(0, 0))
+    assert SiteProfile("c", (20.0, 30.0)).problems() == []
+    assert [p.split(" must ")[0] for p in profile.problems()] == [
+        f"site 'b': '{name}'" for name in ("age_range", "tissue_intensities", "gamma", "blur_fwhm_mm",
+                                            "bias_coefficients", "bias_order", "noise_std", "intensity_scale",
+                                            "flip_axes")]
+    assert profile.problems()[-1] == "site 'b': 'flip_axes' must be a sequence of distinct integers >= 0 and <= 2, " \
+                                     "got (0, 0) (tuple)"
 
 
 def test_shipped_embedded_manifest_is_what_synth_writes_by_default():

@@ -54,7 +54,7 @@ def test_overlapping_windows_keep_their_edges_and_share_the_middle() -> None:
         ([1.0, 2.0], [0, 2], {}, r"classes must be integers in 0..1"),
         ([1.0, 2.0], [0.0, 1.0], {}, r"classes must be integers"),
         ([1.0, float("nan")], [0, 1], {}, "at least 2 finite 'age' values, got 1"),
-        ([1.0, 2.0], [0, 1], {"bandwidth": 0.0}, "bandwidth must be a finite number > 0"),
+        ([1.0, 2.0], [0, 1], {"bandwidth": 0.0}, r"'bandwidth' must be a finite number > 0 or None, got 0.0"),
     ],
 )
 def test_bad_input_is_named(ages, sites, kwargs, message) -> None:
@@ -68,5 +68,5 @@ def test_missing_batch_key_is_named() -> None:
 
 
 def test_confound_refuses_a_prior_that_is_not_callable() -> None:
-    with pytest.raises(ConfigError, match="prior must be a function of the batch"):
+    with pytest.raises(ConfigError, match="'prior' must be a function of the batch, got 0.5"):
         Confound(DomainHead(4, 2), 2, prior=0.5)

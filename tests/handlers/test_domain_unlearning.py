@@ -254,7 +254,8 @@ def test_checkpoint_round_trip(tiny_net):
         ({"head_steps": 0}, r"'head_steps' must be an integer >= 1, got 0 \(int\)"),
         ({"warmup_epochs": -1}, r"'warmup_epochs' must be an integer >= 0, got -1 \(int\)"),
         ({"head_lr": -1.0}, r"'head_lr' must be a finite number > 0, got -1.0 \(float\)"),
-        ({"beta": -1.0}, r"Confound 'site': 'beta' must be a finite number >= 0, got -1.0 \(float\)"),
+        ({"beta": -1.0}, r"Confound 'site': invalid arguments.\n  - 'beta' must be a finite number >= 0, got -1.0 "
+                         r"\(float\)"),
         ({"beta": float("nan")}, r"'beta' must be a finite number >= 0, got nan"),
         ({"head_refit_steps": 0.5}, r"'head_refit_steps' must be an integer >= 1, got 0.5 \(float\)"),
         ({"head_refit_steps": 5, "head_refit_lr": 0.0}, r"'head_refit_lr' must be a finite number > 0, got 0.0"),
@@ -399,3 +400,21 @@ def test_refit_runs_each_unlearning_epoch(tiny_net):
     assert f"{StateKeys.REFIT_ACC}_site" in handler.state_attributes
     assert 0.0 <= getattr(trainer.state, f"{StateKeys.REFIT_ACC}_site") <= 1.0
     assert "refit_acc_site" not in handler.history[0] and 0.0 <= handler.history[-1]["refit_acc_site"] <= 1.0
+
+
+def test_confound_names_every_bad_setting_at_once():
+    with pytest.raises(ConfigError) as err:
+        Confound(DomainHead(4, 2), 2, kind="continuos", beta=-1.0, alpha=float("inf"), prior=3.0,
+                 class_weights=[1.0, 2.0, 3.0])
+    assert err.value.message == "Confound 'site': invalid arguments."
+    assert err.value.problems[0].startswith("Argument 'kind': By 'continuos', did you mean 'continuous'?")
+    assert err.value.problems[1:] == ["'beta' must be a finite number >= 0, got -1.0 (float)",
+                                      "'alpha' must be a finite number >= 0, got inf (float)",
+                                      "'prior' must be a function of the batch, got 3.0",
+                                      "'class_weights' has 3 values, expected num_classes = 2"]
+    with pytest.raises(ConfigError) as err:
+        Confound(DomainHead(4, 3), 3, key=Keys.AGE, kind=ConfoundKind.CONTINUOUS, bin_edges=[40.0])
+    assert err.value.problems == ["a continuous confound needs bin_edges with num_classes - 1 = 2 values (see "
+                                  "harmonize.handlers.quantile_bin_edges)"]
+    with pytest.raises(ConfigError, match=r"'num_classes' must be an integer >= 2, got 1 \(int\)"):
+        Confound(DomainHead(4, 2), 1)

@@ -290,6 +290,10 @@ def test_missing_flags_and_bad_settings() -> None:
         MachineUnlearningHandler(ReconMethod.GA_L1_FT)
     with pytest.raises(ConfigError, match="Argument 'method'"):
         MachineUnlearningHandler("gradient_ascent")
+    with pytest.raises(ConfigError) as err:  # the method with the loss settings, at once
+        MachineUnlearningHandler(ReconMethod.GA_L1_FT, noise_std=-1.0)
+    assert [p.split(":")[0] for p in err.value.problems] == ["Argument 'method'",
+                                                            "'noise_std' must be a finite number > 0, got -1.0 (float)"]
     with pytest.raises(ConfigError) as err:
         MachineUnlearningHandler(ReconMethod.NL, l1_penalty=-1, noise_std=0, loss_ceiling=0, stop_forget_loss=-1,
                                  retain_weight=-2)

@@ -106,6 +106,14 @@ def test_bad_settings_are_named(kwargs, message):
         RandomRigidAugmentation(**kwargs)
 
 
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(ConfigError) as err:
+        RandomRigidAugmentation(image_keys=(), max_rotation_deg=-1, max_shift_voxels="2")
+    assert err.value.problems == ["'max_rotation_deg' must be a finite number >= 0, got -1 (int)",
+                                  "'max_shift_voxels' must be a finite number >= 0, got '2' (str)",
+                                  "'image_keys' is empty; name at least one batch key to augment"]
+
+
 def test_bad_batches_are_named():
     from types import SimpleNamespace
 

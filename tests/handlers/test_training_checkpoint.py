@@ -245,10 +245,15 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_arguments_are_checked():
-    with pytest.raises(ConfigError, match="'keep_last' must be at least 1"):
+    with pytest.raises(ConfigError, match=r"'keep_last' must be an integer >= 1, got 0 \(int\)"):
         TrainingCheckpoint("x", keep_last=0)
-    with pytest.raises(ConfigError, match="'every_n_iterations' must be at least 1"):
-        TrainingCheckpoint("x", every_n_iterations=0)
+    with pytest.raises(ConfigError) as info:  # every bad argument at once
+        TrainingCheckpoint("x", keep_last=1.5, every_n_iterations=0, prefix="-x")
+    assert info.value.message == "TrainingCheckpoint: invalid arguments."
+    assert info.value.problems == ["'keep_last' must be an integer >= 1, got 1.5 (float)",
+                                   "'every_n_iterations' must be an integer >= 1, got 0 (int); or None (checkpoints at "
+                                   "the end of each epoch only)",
+                                   "'prefix' must be letters, digits, '_' or '-', got '-x'"]
     with pytest.raises(ConfigError, match="Object 'head' \\(int\\) has no state_dict"):
         TrainingCheckpoint("x", {"head": 3})
     with pytest.raises(ConfigError, match="reserved"):

@@ -140,7 +140,7 @@ def test_empty_batch_mean_is_zero() -> None:
 def test_reduction_accepts_enum_and_rejects_unknown() -> None:
     assert ConfusionLoss(LossReduction.SUM).reduction == LossReduction.SUM
     assert ConfusionLoss(" none ").reduction == LossReduction.NONE
-    with pytest.raises(ValueError, match="reduction='average'.*'none', 'mean', 'sum'") as info:
+    with pytest.raises(ValueError, match="ConfusionLoss: invalid arguments.\n  - Argument 'reduction': .*'average'") as info:
         ConfusionLoss("average")
     assert isinstance(info.value, ConfigError)
 

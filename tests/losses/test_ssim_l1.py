@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.losses import SSIMLoss
+from monai.utils import LossReduction
 
 from harmonize.errors import ConfigError
 from harmonize.losses.ssim_l1 import SSIML1Loss
@@ -61,8 +62,11 @@ def test_bad_options() -> None:
         "'win_size' must be an odd integer >= 3 (or one per axis; the paper uses 7), got (7, 4)",
     ]
     assert err.value.problems[3].startswith("Argument 'kernel_type'")
-    with pytest.raises(ConfigError, match="Argument 'reduction'"):
-        SSIML1Loss(reduction="median")
+    with pytest.raises(ConfigError) as err:  # both choices, with the other problems
+        SSIML1Loss(data_range=-1.0, reduction="median", kernel_type="box")
+    assert [p.split(" ")[:2] for p in err.value.problems] == [["'data_range'", "must"], ["Argument", "'reduction':"],
+                                                              ["Argument", "'kernel_type':"]]
+    assert SSIML1Loss(reduction=LossReduction.SUM, kernel_type="gaussian").reduction == "sum"
     with pytest.raises(ConfigError, match="Argument 'kernel_type'"):
         SSIML1Loss(kernel_type="box")
     with pytest.raises(ValueError, match=r"same shape, got \(1, 1, 8, 8\) and \(1, 1, 8, 9\)"):

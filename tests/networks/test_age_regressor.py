@@ -128,7 +128,7 @@ def test_convs_per_block() -> None:
     ("kwargs", "message"),
     [
         ({"spatial_dims": 1}, r"'spatial_dims' must be an integer >= 2 and <= 3, got 1 \(int\)"),
-        ({"channels": (32,)}, r"'channels' must hold 2 or more integers >= 1, got \(32,\)"),
+        ({"channels": (32,)}, r"'channels' must be a sequence of 2 or more integers >= 1, got \(32,\) \(tuple\)"),
         ({"feature_dim": 0}, r"'feature_dim' must be an integer >= 1, got 0 \(int\)"),
         ({"hidden": 8.5}, r"'hidden' must be an integer >= 1, got 8.5 \(float\)"),
         ({"dropout": 1.0}, r"'dropout' must be a finite number >= 0 and < 1, got 1.0 \(float\)"),
@@ -148,7 +148,7 @@ def test_bad_arguments_are_all_named_at_once() -> None:
         BrainAgeRegressor(spatial_dims=4, channels=(8, 0), dropout=-0.5)
     assert err.value.message == "BrainAgeRegressor: invalid arguments."
     assert err.value.problems == ["'spatial_dims' must be an integer >= 2 and <= 3, got 4 (int)",
-                                  "'channels' must hold 2 or more integers >= 1, got (8, 0)",
+                                  "'channels' must be a sequence of 2 or more integers >= 1, got (8, 0) (tuple)",
                                   "'dropout' must be a finite number >= 0 and < 1, got -0.5 (float)"]
 
 

@@ -92,7 +92,7 @@ def test_bad_settings() -> None:
         ReconUNet(spatial_dims=4, channels=(16, -32), dropout=2.0)
     assert err.value.message == "ReconUNet: invalid arguments."
     assert err.value.problems == ["'spatial_dims' must be an integer >= 2 and <= 3, got 4 (int)",
-                                  "'channels' must hold 2 or more integers >= 1, got (16, -32)",
+                                  "'channels' must be a sequence of 2 or more integers >= 1, got (16, -32) (tuple)",
                                   "'dropout' must be a finite number >= 0 and < 1, got 2.0 (float)"]
 
 

@@ -101,7 +101,7 @@ def test_bad_input_is_named() -> None:
     ("kwargs", "message"),
     [
         ({"spatial_dims": 1}, r"'spatial_dims' must be an integer >= 2 and <= 3, got 1 \(int\)"),
-        ({"channels": (8,)}, r"'channels' must hold 2 or more integers >= 1, got \(8,\)"),
+        ({"channels": (8,)}, r"'channels' must be a sequence of 2 or more integers >= 1, got \(8,\) \(tuple\)"),
         ({"out_channels": 1}, r"'out_channels' must be an integer >= 2, got 1 \(int\): the classes, background"),
         ({"dropout": -0.1}, r"'dropout' must be a finite number >= 0 and < 1, got -0.1 \(float\)"),
         ({"upsample": "bilinear"},

@@ -35,9 +35,9 @@ def test_rng_rotates_and_seeds_reproduce() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match=r"'num_coils' must be an integer >= 1, got 0 \(int\)"):
         simulate_coil_maps((8, 8), 0)
-    with pytest.raises(ConfigError, match=r"'shape' must be two integers >= 1 \(H, W\), got \(8,\)"):
+    with pytest.raises(ConfigError, match=r"'shape' must be a sequence of 2 integers >= 1, got \(8,\) \(tuple\) \(H, W\)"):
         simulate_coil_maps((8,), 2)  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as err:  # both at once
         simulate_coil_maps((8, 0), 1.5)  # type: ignore[arg-type]
     assert err.value.problems == ["'num_coils' must be an integer >= 1, got 1.5 (float)",
-                                  "'shape' must be two integers >= 1 (H, W), got (8, 0)"]
+                                  "'shape' must be a sequence of 2 integers >= 1, got (8, 0) (tuple) (H, W)"]

@@ -157,3 +157,16 @@ def test_text_sites_of_a_bare_frame_need_a_site_index(tiny_cohort):
     model = train_brain_age(frame, settings, site_index=CategoryIndex(["site2", "site0", "site1"]))
     assert list(model.site_index) == ["site2", "site0", "site1"] and model.inputs["standardised"] is None
     assert model.inputs["shape"] == [24, 24, 24]
+
+
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(ConfigError) as err:
+        BrainAgeSettings(max_epochs=0, batch_size="8", labelled_fraction=1.5, seed=-1, num_workers=1.0)
+    assert err.value.message == "Invalid brain-age settings."
+    assert err.value.problems == [
+        "'max_epochs' must be an integer >= 1, got 0 (int)",
+        "'batch_size' must be an integer >= 1, got '8' (str)",
+        "'labelled_fraction' must be a finite number > 0 and <= 1, got 1.5 (float)",
+        "'seed' must be an integer >= 0, got -1 (int)",
+        "'num_workers' must be an integer >= 0, got 1.0 (float)",
+    ]

@@ -206,6 +206,11 @@ def test_settings_errors(tiny_cohort, tmp_path):
         CompareSettings(methods="none,unlearnin")
     with pytest.raises(ConfigError, match="Argument 'combat_unseen'"):
         CompareSettings(combat_unseen="drop")
+    with pytest.raises(ConfigError) as err:  # every bad choice at once
+        CompareSettings(methods="combat,unlearnin", combat_unseen="drop", first_seed_only=("danm",))
+    assert [p.split(":")[0] for p in err.value.problems] == ["Argument 'methods'"] * 2 + [
+        "Argument 'combat_unseen'", "Argument 'first_seed_only'"]
+    assert "'combat' harmonises the features of the network trained with 'none'" in err.value.problems[1]
     with pytest.raises(ConfigError) as err:
         CompareSettings(seeds=0, jobs=0, permutations="many")
     assert err.value.problems == ["'permutations' must be an integer >= 0, got 'many' (str)",

@@ -17,7 +17,7 @@ from harmonize.handlers import (
     RefitHeads,
     SharedRangeMask,
 )
-from harmonize.keys import ConfoundKind, Keys, Split
+from harmonize.keys import ConfoundKind, Keys, Method, Split, UnlearningMode
 from harmonize.networks import BrainAgeRegressor
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
 
@@ -164,3 +164,17 @@ def test_every_problem_is_listed_at_once():
     with pytest.raises(ConfigError) as err:
         UnlearningSettings(beta=-1.0, head_lr=0.0, warmup_epochs=-1)
     assert len(err.value.problems) == 3
+
+
+def test_every_bad_choice_is_listed_with_the_other_problems():
+    with pytest.raises(ConfigError) as err:
+        UnlearningSettings(method="unlearn", mode="fusd", overlap_mode="none_such", head_steps=0)
+    assert [p.split(":")[0] for p in err.value.problems[:3]] == ["Argument 'method'", "Argument 'mode'",
+                                                                 "Argument 'overlap_mode'"]
+    assert "did you mean 'fused'" in err.value.problems[1]
+    assert err.value.problems[3] == "'head_steps' must be an integer >= 1, got 0 (int)"
+
+
+def test_choices_are_normalised():
+    settings = UnlearningSettings(method=Method.DANN, mode=UnlearningMode.FUSED, reversal_weight=0.1)
+    assert (type(settings.method), settings.method, settings.mode) == (str, "dann", "fused")

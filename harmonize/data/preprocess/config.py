@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option
+from harmonize.errors import ConfigError, integers_problem, numbers_problem, option_value, range_problem
 from harmonize.keys import MaskMethod
 
 __all__ = ["PreprocessConfig", "PreprocessResult"]
@@ -32,7 +32,7 @@ class PreprocessConfig:
             preprocessing, which leaves more of the scanner's contrast in the images.
 
     Raises:
-        ConfigError: a value out of range, naming the argument.
+        ConfigError: every value out of range at once, naming each argument.
     """
 
     target_spacing: float | tuple[float, float, float] = defaults.TARGET_SPACING
@@ -44,24 +44,20 @@ class PreprocessConfig:
     histogram_standardisation: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
-        spacing = self.target_spacing
-        spacing_t = (spacing,) * 3 if isinstance(spacing, (int, float)) else tuple(spacing)
-        if len(spacing_t) != 3 or not all(isinstance(s, (int, float)) and np.isfinite(s) and s > 0 for s in spacing_t):
-            problems.append(f"target_spacing must be one positive number or three, not {spacing!r}")
-        shape_t = tuple(self.target_shape)
-        if len(shape_t) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape_t):
-            problems.append(f"target_shape must be three positive integers, not {self.target_shape!r}")
-        low_high = tuple(self.landmarks_cutoff)
-        if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 1:
-            problems.append(
-                f"landmarks_cutoff must be two quantiles 0 <= low < high <= 1, not {self.landmarks_cutoff!r}")
-        if problems:
+        mask_method, mask_problem = option_value("mask_method", self.mask_method, MaskMethod)
+        problems = [numbers_problem("target_spacing", self.target_spacing, length=3, minimum=0, strict=True,
+                                    scalar=True),
+                    integers_problem("target_shape", self.target_shape, length=3, minimum=1),
+                    range_problem("landmarks_cutoff", self.landmarks_cutoff, minimum=0, maximum=1, strict_order=True),
+                    mask_problem]
+        if problems := [p for p in problems if p]:
             raise ConfigError("Invalid preprocessing settings.", problems=problems)
-        object.__setattr__(self, "target_spacing", tuple(float(s) for s in spacing_t))
-        object.__setattr__(self, "target_shape", tuple(int(s) for s in shape_t))
-        object.__setattr__(self, "landmarks_cutoff", tuple(float(q) for q in low_high))
-        object.__setattr__(self, "mask_method", check_option("mask_method", self.mask_method, MaskMethod))
+        spacing = self.target_spacing
+        spacing = (spacing,) * 3 if isinstance(spacing, (int, float, np.number)) else tuple(spacing)
+        object.__setattr__(self, "target_spacing", tuple(float(s) for s in spacing))
+        object.__setattr__(self, "target_shape", tuple(int(s) for s in self.target_shape))
+        object.__setattr__(self, "landmarks_cutoff", tuple(float(q) for q in self.landmarks_cutoff))
+        object.__setattr__(self, "mask_method", mask_method)
 
     def spatial_settings(self) -> dict[str, Any]:
         """The settings that steps 1-4 (reorient, resample, mask, crop/pad) depend on."""

@@ -21,7 +21,7 @@ import torch
 
 from harmonize.data.preprocess.layout import Scan
 from harmonize.data.preprocess.stages import Outcome
-from harmonize.errors import ConfigError
+from harmonize.errors import integer_problem, raise_problems
 from harmonize.progress import progress as show_progress
 
 __all__ = ["START_METHOD", "ScanPool"]
@@ -38,6 +38,12 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def jobs_problem(jobs: object) -> str | None:
+    """The problem with ``jobs``, the number of worker processes (an integer >= 1), or None when it is valid."""
+    problem = integer_problem("jobs", jobs)
+    return problem and f"{problem}: the worker processes"
+
+
 class ScanPool:
     """``jobs`` worker processes that run a stage per scan; with one job, everything runs in this process.
 
@@ -52,9 +58,8 @@ class ScanPool:
     """
 
     def __init__(self, jobs: int = 1) -> None:
-        if not isinstance(jobs, int) or jobs < 1:
-            raise ConfigError(f"Argument 'jobs' must be an integer >= 1 (the worker processes), not {jobs!r}.")
-        self.jobs = jobs
+        raise_problems(type(self).__name__, [jobs_problem(jobs)])
+        self.jobs = int(jobs)
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Self:

@@ -34,7 +34,7 @@ from harmonize.data.preprocess.passes import (
     spatial_pass,
     write_output_manifest,
 )
-from harmonize.data.preprocess.pool import ScanPool
+from harmonize.data.preprocess.pool import ScanPool, jobs_problem
 from harmonize.data.preprocess.shards import (
     Shard,
     clear_shards,
@@ -42,7 +42,7 @@ from harmonize.data.preprocess.shards import (
     refuse_while_shards_run,
     run_shard,
 )
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, raise_problems
 from harmonize.io import write_json_atomic
 from harmonize.keys import Split
 from harmonize.output_dir import OutputDir
@@ -104,8 +104,7 @@ def preprocess_manifest(
     config = config or PreprocessConfig()
     shard = None if shard is None else Shard.parse(shard)
     _check_step(fit_only, shard, merge, overwrite, bids_derivatives)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"Argument 'jobs' must be an integer >= 1 (the worker processes), not {jobs!r}.")
+    raise_problems("preprocess_manifest", [jobs_problem(jobs)])
     manifest = Path(manifest).expanduser().absolute()
     frame = read_manifest(manifest)
     out = Path(out_dir).expanduser().resolve()

@@ -10,10 +10,9 @@ import torchio as tio
 from scipy import ndimage
 from torchio.transforms.transform import Transform
 
-from harmonize.errors import ConfigError
+from harmonize.errors import integers_problem, number_problem, raise_problems
 from harmonize.keys import Keys
 
-from ._checks import check_non_negative
 from ._resample import sample_at
 from .deformation import resample_image
 
@@ -71,20 +70,16 @@ class Atrophy(Transform):
         channels: Sequence[int] = (0, 1, 2),
         **kwargs,
     ) -> None:
+        problems = [number_problem("gm_thinning", gm_thinning, strict=False, maximum=1, strict_maximum=True),
+                    number_problem("ventricle_dilation_mm", ventricle_dilation_mm, strict=False,
+                                   maximum=VENTRICLE_SMOOTHING_MM),
+                    integers_problem("channels", channels, length=3, distinct=True)]
+        if problems[1]:
+            problems[1] += " (larger warps may fold)"
+        raise_problems(type(self).__name__, problems)
         super().__init__(**kwargs)
-        self.gm_thinning = check_non_negative(gm_thinning, "gm_thinning")
-        if self.gm_thinning >= 1:
-            raise ConfigError(f"gm_thinning must be in [0, 1), got {gm_thinning!r}")
-        self.ventricle_dilation_mm = check_non_negative(ventricle_dilation_mm, "ventricle_dilation_mm")
-        if self.ventricle_dilation_mm > VENTRICLE_SMOOTHING_MM:
-            raise ConfigError(
-                f"ventricle_dilation_mm must be at most {VENTRICLE_SMOOTHING_MM} mm (larger warps may fold), "
-                f"got {ventricle_dilation_mm!r}"
-            )
-        if len(channels) != 3 or len(set(channels)) != 3 or any(
-            isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0 for c in channels
-        ):
-            raise ConfigError(f"channels must be three distinct indices (CSF, GM, WM), got {channels!r}")
+        self.gm_thinning = float(gm_thinning)
+        self.ventricle_dilation_mm = float(ventricle_dilation_mm)
         self.channels = [int(c) for c in channels]
         self.tissues_key = str(tissues_key)
         self.args_names = ["gm_thinning", "ventricle_dilation_mm", "tissues_key", "channels"]

@@ -10,9 +10,9 @@ import torchio as tio
 from scipy import ndimage
 from torchio.transforms.spatial_transform import SpatialTransform
 
-from harmonize.errors import ConfigError
+from harmonize.errors import integer_problem, numbers_problem, raise_problems
 
-from ._checks import check_sequence
+from ._checks import as_floats
 from ._resample import sample_at, upsample_field
 
 __all__ = ["Deformation", "resample_image"]
@@ -56,24 +56,13 @@ class Deformation(SpatialTransform):
         integration_steps: int = INTEGRATION_STEPS,
         **kwargs,
     ) -> None:
+        problems = [numbers_problem("scale", scale, length=3, minimum=0, strict=True, scalar=True),
+                    _velocity_problem(velocity_mm), integer_problem("integration_steps", integration_steps, minimum=0)]
+        raise_problems(type(self).__name__, problems)
         super().__init__(**kwargs)
-        scales = [float(scale)] * 3 if isinstance(scale, (int, float, np.number)) else check_sequence(scale, "scale")
-        if len(scales) != 3 or min(scales) <= 0:
-            raise ConfigError(f"scale must be one positive number or three (one per axis), got {scale!r}")
-        self.scale = scales
-        if velocity_mm is not None:
-            velocity = np.asarray(velocity_mm, dtype=np.float64)
-            if velocity.ndim != 4 or velocity.shape[0] != 3 or min(velocity.shape[1:]) < 2:
-                raise ConfigError(
-                    f"velocity_mm must have shape (3, nx, ny, nz) with every n >= 2, got {velocity.shape}"
-                )
-            if not np.isfinite(velocity).all():
-                raise ConfigError("velocity_mm must be finite")
-            velocity_mm = velocity
-        self.velocity_mm = velocity_mm
-        if not isinstance(integration_steps, int) or integration_steps < 0:
-            raise ConfigError(f"integration_steps must be a non-negative int, got {integration_steps!r}")
-        self.integration_steps = integration_steps
+        self.scale = as_floats(scale, 3)
+        self.velocity_mm = None if velocity_mm is None else np.asarray(velocity_mm, dtype=np.float64)
+        self.integration_steps = int(integration_steps)
         self.args_names = ["scale", "velocity_mm", "integration_steps"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -130,6 +119,21 @@ class Deformation(SpatialTransform):
         upsampled = upsample_field(flow, shape)
         upsampled *= grid_step.astype(np.float32)[:, None, None, None]
         return upsampled
+
+
+def _velocity_problem(velocity_mm: object) -> str | None:
+    """The problem with ``velocity_mm`` (None, or finite numbers of shape ``(3, nx, ny, nz)``, every ``n >= 2``)."""
+    if velocity_mm is None:
+        return None
+    try:
+        velocity = np.asarray(velocity_mm, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"'velocity_mm' must be an array of numbers, got {type(velocity_mm).__name__}"
+    if velocity.ndim != 4 or velocity.shape[0] != 3 or min(velocity.shape[1:]) < 2:
+        return f"'velocity_mm' must have shape (3, nx, ny, nz) with every n >= 2, got {velocity.shape}"
+    if not np.isfinite(velocity).all():
+        return "'velocity_mm' must be finite"
+    return None
 
 
 def resample_image(image: tio.Image, coords: np.ndarray) -> None:

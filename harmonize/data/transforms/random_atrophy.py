@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import torchio as tio
 
-from harmonize.errors import ConfigError
+from harmonize.errors import integers_problem, raise_problems, range_problem
 from harmonize.keys import Keys
 
-from ._checks import parse_range
-from ._seeding import SeededRandomTransform
+from ._checks import as_range
+from ._seeding import SeededRandomTransform, seed_problem
 from .atrophy import VENTRICLE_SMOOTHING_MM, Atrophy
 
 __all__ = ["RandomAtrophy"]
@@ -42,17 +42,18 @@ class RandomAtrophy(SeededRandomTransform):
         seed: int | None = None,
         **kwargs,
     ) -> None:
+        problems = [range_problem("gm_thinning", gm_thinning, minimum=0, maximum=1, strict_maximum=True, scalar=True),
+                    range_problem("ventricle_dilation_mm", ventricle_dilation_mm, minimum=0,
+                                  maximum=VENTRICLE_SMOOTHING_MM, scalar=True),
+                    integers_problem("channels", channels, length=3, distinct=True), seed_problem(seed)]
+        if problems[1]:
+            problems[1] += " (larger warps may fold)"
+        raise_problems(type(self).__name__, problems)
         super().__init__(seed=seed, **kwargs)
-        self.gm_thinning_range = parse_range(gm_thinning, "gm_thinning", minimum=0.0)
-        if self.gm_thinning_range[1] >= 1:
-            raise ConfigError(f"gm_thinning must stay below 1, got {gm_thinning!r}")
-        self.ventricle_dilation_mm_range = parse_range(ventricle_dilation_mm, "ventricle_dilation_mm", minimum=0.0)
-        if self.ventricle_dilation_mm_range[1] > VENTRICLE_SMOOTHING_MM:
-            raise ConfigError(
-                f"ventricle_dilation_mm must stay at most {VENTRICLE_SMOOTHING_MM} mm, got {ventricle_dilation_mm!r}"
-            )
+        self.gm_thinning_range = as_range(gm_thinning)
+        self.ventricle_dilation_mm_range = as_range(ventricle_dilation_mm)
         self.tissues_key = str(tissues_key)
-        self.channels = list(channels)
+        self.channels = [int(c) for c in channels]
 
     def get_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """Draw ``gm_thinning`` and ``ventricle_dilation_mm`` (keyword arguments of :class:`Atrophy`)."""

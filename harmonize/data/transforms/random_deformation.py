@@ -9,10 +9,10 @@ import numpy as np
 import torchio as tio
 from torchio.transforms.spatial_transform import SpatialTransform
 
-from harmonize.errors import ConfigError
+from harmonize.errors import integer_problem, number_problem, raise_problems, range_problem
 
-from ._checks import check_non_negative, parse_range
-from ._seeding import SeededRandomTransform
+from ._checks import as_range
+from ._seeding import SeededRandomTransform, seed_problem
 from .deformation import INTEGRATION_STEPS, Deformation
 
 __all__ = ["RandomDeformation"]
@@ -46,17 +46,16 @@ class RandomDeformation(SeededRandomTransform, SpatialTransform):
         seed: int | None = None,
         **kwargs,
     ) -> None:
+        problems = [range_problem("scale", scale, minimum=0, strict=True, scalar=True),
+                    number_problem("velocity_std_mm", velocity_std_mm, strict=False),
+                    integer_problem("control_points", control_points, minimum=2),
+                    integer_problem("integration_steps", integration_steps, minimum=0), seed_problem(seed)]
+        raise_problems(type(self).__name__, problems)
         super().__init__(seed=seed, **kwargs)
-        self.scale_range = parse_range(scale, "scale")
-        if self.scale_range[0] <= 0:
-            raise ConfigError(f"scale must be positive, got {scale!r}")
-        self.velocity_std_mm = check_non_negative(velocity_std_mm, "velocity_std_mm")
-        if not isinstance(control_points, int) or control_points < 2:
-            raise ConfigError(f"control_points must be an int >= 2, got {control_points!r}")
-        self.control_points = control_points
-        if not isinstance(integration_steps, int) or integration_steps < 0:
-            raise ConfigError(f"integration_steps must be a non-negative int, got {integration_steps!r}")
-        self.integration_steps = integration_steps
+        self.scale_range = as_range(scale)
+        self.velocity_std_mm = float(velocity_std_mm)
+        self.control_points = int(control_points)
+        self.integration_steps = int(integration_steps)
 
     def get_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """Draw the parameters of one deformation.

@@ -9,11 +9,11 @@ import numpy as np
 import torchio as tio
 from torchio.transforms.intensity_transform import IntensityTransform
 
-from harmonize.errors import ConfigError
+from harmonize.errors import integer_problem, raise_problems, range_problem
 from harmonize.keys import Keys
 
-from ._checks import parse_range
-from ._seeding import SeededRandomTransform
+from ._checks import as_range, is_number
+from ._seeding import SeededRandomTransform, seed_problem
 from .site_acquisition import SiteAcquisition, num_bias_coefficients
 
 __all__ = ["RandomSiteAcquisition"]
@@ -69,28 +69,30 @@ class RandomSiteAcquisition(SeededRandomTransform, IntensityTransform):
         seed: int | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(seed=seed, **kwargs)
-        if isinstance(tissue_intensities, (str, bytes)) or not isinstance(tissue_intensities, Sequence):
-            raise TypeError(f"tissue_intensities must be a sequence of ranges, not {type(tissue_intensities)}")
-        self.tissue_intensities_ranges = [
-            parse_range(r, f"tissue_intensities[{i}]", minimum=0.0) for i, r in enumerate(tissue_intensities)
-        ]
-        if not self.tissue_intensities_ranges:
-            raise ConfigError("tissue_intensities needs one range per tissue channel, got none")
-        self.gamma_range = parse_range(gamma, "gamma")
-        if self.gamma_range[0] <= 0:
-            raise ConfigError(f"gamma must be positive, got {gamma!r}")
-        self.blur_fwhm_mm_range = parse_range(blur_fwhm_mm, "blur_fwhm_mm", minimum=0.0)
-        if isinstance(bias_coefficients, (int, float)) and not isinstance(bias_coefficients, bool):
+        if is_number(bias_coefficients):
             bias_coefficients = (-abs(float(bias_coefficients)), abs(float(bias_coefficients)))
-        self.bias_coefficients_range = parse_range(bias_coefficients, "bias_coefficients")
-        if not isinstance(bias_order, int) or bias_order < 0:
-            raise ConfigError(f"bias_order must be a non-negative int, got {bias_order!r}")
-        self.bias_order = bias_order
-        self.noise_std_range = parse_range(noise_std, "noise_std", minimum=0.0)
-        self.intensity_scale_range = parse_range(intensity_scale, "intensity_scale")
-        if self.intensity_scale_range[0] <= 0:
-            raise ConfigError(f"intensity_scale must be positive, got {intensity_scale!r}")
+        if isinstance(tissue_intensities, Sequence) and not isinstance(tissue_intensities, str) and tissue_intensities:
+            problems = [range_problem(f"tissue_intensities[{i}]", r, minimum=0, scalar=True)
+                        for i, r in enumerate(tissue_intensities)]
+        else:
+            problems = [f"'tissue_intensities' must be a sequence of (low, high) ranges, one per tissue channel, "
+                        f"got {tissue_intensities!r} ({type(tissue_intensities).__name__})"]
+        problems += [range_problem("gamma", gamma, minimum=0, strict=True, scalar=True),
+                     range_problem("blur_fwhm_mm", blur_fwhm_mm, minimum=0, scalar=True),
+                     range_problem("bias_coefficients", bias_coefficients, scalar=True),
+                     integer_problem("bias_order", bias_order, minimum=0),
+                     range_problem("noise_std", noise_std, minimum=0, scalar=True),
+                     range_problem("intensity_scale", intensity_scale, minimum=0, strict=True, scalar=True),
+                     seed_problem(seed)]
+        raise_problems(type(self).__name__, problems)
+        super().__init__(seed=seed, **kwargs)
+        self.tissue_intensities_ranges = [as_range(r) for r in tissue_intensities]
+        self.gamma_range = as_range(gamma)
+        self.blur_fwhm_mm_range = as_range(blur_fwhm_mm)
+        self.bias_coefficients_range = as_range(bias_coefficients)
+        self.bias_order = int(bias_order)
+        self.noise_std_range = as_range(noise_std)
+        self.intensity_scale_range = as_range(intensity_scale)
         self.rician = bool(rician)
         self.mask_background = bool(mask_background)
         self.tissues_key = str(tissues_key)

@@ -11,16 +11,10 @@ import torchio as tio
 from scipy import ndimage
 from torchio.transforms.intensity_transform import IntensityTransform
 
-from harmonize.errors import ConfigError
+from harmonize.errors import ConfigError, integer_problem, number_problem, numbers_problem, raise_problems
 from harmonize.keys import Keys
 
-from ._checks import (
-    check_non_negative,
-    check_positive,
-    check_seed,
-    check_sequence,
-    parse_triplet,
-)
+from ._checks import as_floats
 
 __all__ = ["BACKGROUND_THRESHOLD", "SiteAcquisition", "num_bias_coefficients", "polynomial_bias_field"]
 
@@ -131,24 +125,27 @@ class SiteAcquisition(IntensityTransform):
         image_key: str = Keys.IMAGE,
         **kwargs,
     ) -> None:
+        problems = [numbers_problem("tissue_intensities", tissue_intensities, least=1, minimum=0),
+                    number_problem("gamma", gamma),
+                    numbers_problem("blur_fwhm_mm", blur_fwhm_mm, length=3, minimum=0, scalar=True),
+                    numbers_problem("bias_coefficients", bias_coefficients),
+                    integer_problem("bias_order", bias_order, minimum=0),
+                    number_problem("noise_std", noise_std, strict=False),
+                    integer_problem("noise_seed", noise_seed, minimum=0),
+                    number_problem("intensity_scale", intensity_scale)]
+        if not any(problems[3:5]) and len(bias_coefficients) not in (0, num_bias_coefficients(bias_order)):
+            problems.append(f"'bias_coefficients' has {len(bias_coefficients)} values; a bias field of order "
+                            f"{bias_order} needs {num_bias_coefficients(bias_order)} (or none for no bias field)")
+        raise_problems(type(self).__name__, problems)
         super().__init__(**kwargs)
-        self.tissue_intensities = check_sequence(tissue_intensities, "tissue_intensities")
-        if not self.tissue_intensities or min(self.tissue_intensities) < 0:
-            raise ConfigError(f"tissue_intensities must be non-negative numbers, got {tissue_intensities!r}")
-        self.gamma = check_positive(gamma, "gamma")
-        self.blur_fwhm_mm = parse_triplet(blur_fwhm_mm, "blur_fwhm_mm")
-        self.bias_coefficients = check_sequence(bias_coefficients, "bias_coefficients")
-        if not isinstance(bias_order, int) or bias_order < 0:
-            raise ConfigError(f"bias_order must be a non-negative int, got {bias_order!r}")
-        if self.bias_coefficients and len(self.bias_coefficients) != num_bias_coefficients(bias_order):
-            raise ConfigError(
-                f"bias_coefficients has {len(self.bias_coefficients)} values; a bias field of order {bias_order} "
-                f"needs {num_bias_coefficients(bias_order)} (or none for no bias field)."
-            )
-        self.bias_order = bias_order
-        self.noise_std = check_non_negative(noise_std, "noise_std")
-        self.noise_seed = check_seed(noise_seed, "noise_seed")
-        self.intensity_scale = check_positive(intensity_scale, "intensity_scale")
+        self.tissue_intensities = as_floats(tissue_intensities)
+        self.gamma = float(gamma)
+        self.blur_fwhm_mm = as_floats(blur_fwhm_mm, 3)
+        self.bias_coefficients = as_floats(bias_coefficients)
+        self.bias_order = int(bias_order)
+        self.noise_std = float(noise_std)
+        self.noise_seed = int(noise_seed)
+        self.intensity_scale = float(intensity_scale)
         self.rician = bool(rician)
         self.mask_background = bool(mask_background)
         self.tissues_key = str(tissues_key)

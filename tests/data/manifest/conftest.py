@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +11,8 @@ import pytest
 from harmonize.data.manifest import read_manifest, validate_manifest
 from harmonize.errors import ManifestError
 from harmonize.keys import Keys
+
+from ...conftest import write_csv
 
 REPO = Path(__file__).resolve().parents[3]
 SHAPE = (8, 8, 8)
@@ -24,15 +25,6 @@ DESIGN = [("A", 20.0, "F", "train"), ("A", 45.5, "M", "train"), ("A", 60.0, "F",
 def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
-    return path
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
-    columns = [str(c) for c in (columns or COLUMNS)]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({str(k): v for k, v in row.items()} for row in rows)
     return path
 
 
@@ -50,7 +42,7 @@ def cohort(tmp_path: Path) -> tuple[Path, list[dict]]:
         rows.append({Keys.SUBJECT_ID: sid, Keys.IMAGE: str(image.relative_to(tmp_path)), Keys.SITE: site,
                      Keys.AGE: age, Keys.SEX: sex, Keys.SPLIT: split, Keys.LABEL: str(label.relative_to(tmp_path)),
                      "tiv": 1.2 + 0.1 * i})
-    return write_csv(tmp_path / "manifest.csv", rows), rows
+    return write_csv(tmp_path / "manifest.csv", rows, COLUMNS), rows
 
 
 def problems_of(path: Path, **kwargs) -> list[str]:

@@ -14,12 +14,15 @@ from .conftest import CONFIG
 
 def test_config_is_checked():
     assert CONFIG.target_spacing == (1.5, 1.5, 1.5) and CONFIG.mask_method == "otsu"
+    assert PreprocessConfig(target_spacing=[2, 2, 3]).target_spacing == (2.0, 2.0, 3.0)
     with pytest.raises(ConfigError) as err:
-        PreprocessConfig(target_spacing=-1, target_shape=(16, 16), landmarks_cutoff=(0.9, 0.1))
-    assert len(err.value.problems) == 3
-    assert "target_spacing must be one positive number or three, not -1" in err.value.problems
-    with pytest.raises(ConfigError, match="Argument 'mask_method'"):
-        PreprocessConfig(mask_method="otsuu")
+        PreprocessConfig(target_spacing=-1, target_shape=(16, 16), landmarks_cutoff=(0.9, 0.1), mask_method="otsuu")
+    assert err.value.problems[:3] == [
+        "'target_spacing' must be one finite number > 0 or a sequence of 3 of them, got -1 (int)",
+        "'target_shape' must be a sequence of 3 integers >= 1, got (16, 16) (tuple)",
+        "'landmarks_cutoff' must be a (low, high) pair of finite numbers >= 0 and <= 1 with low < high, got (0.9, 0.1) "
+        "(tuple)"]
+    assert err.value.problems[3].startswith("Argument 'mask_method': By 'otsuu', did you mean 'otsu'?")
 
 
 

@@ -30,9 +30,10 @@ def test_two_jobs_write_the_same_bytes_and_cache_as_one(make_cohort, tmp_path):
 
 
 def test_jobs_must_be_a_positive_integer(make_cohort, tmp_path):
-    with pytest.raises(ConfigError, match=r"Argument 'jobs' must be an integer >= 1 \(the worker processes\), not 0"):
+    with pytest.raises(ConfigError) as info:
         ScanPool(0)
+    assert info.value.problems == ["'jobs' must be an integer >= 1, got 0 (int): the worker processes"]
     manifest = make_cohort(per_site=1, n_train=1)
-    with pytest.raises(ConfigError, match="Argument 'jobs' must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="preprocess_manifest: invalid arguments.\n  - 'jobs' must be an integer"):
         run(manifest, tmp_path / "out", jobs=0)
     assert not (tmp_path / "out").exists()

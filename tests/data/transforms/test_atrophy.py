@@ -73,12 +73,25 @@ def test_channels_select_the_tissues_of_other_layouts(make_subject):
     np.testing.assert_allclose(out[1:], expected, atol=1e-6)
 
 
-def test_bad_arguments_are_named():
-    with pytest.raises(ConfigError, match="gm_thinning must be in \\[0, 1\\)"):
-        Atrophy(gm_thinning=1.0)
-    with pytest.raises(ConfigError, match="ventricle_dilation_mm must be at most 6.0 mm"):
-        Atrophy(ventricle_dilation_mm=7)
-    with pytest.raises(ConfigError, match="channels must be three distinct indices"):
-        Atrophy(channels=(0, 0, 1))
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"gm_thinning": 1.0}, "'gm_thinning' must be a finite number >= 0 and < 1, got 1.0 (float)"),
+    ({"ventricle_dilation_mm": 7}, "'ventricle_dilation_mm' must be a finite number >= 0 and <= 6, got 7 (int) "
+                                   "(larger warps may fold)"),
+    ({"channels": (0, 0, 1)}, "'channels' must be a sequence of 3 distinct integers >= 0, got (0, 0, 1) (tuple)"),
+])
+def test_bad_arguments_are_named(kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        Atrophy(**kwargs)
+    assert info.value.message == "Atrophy: invalid arguments." and info.value.problems == [problem]
+
+
+def test_every_bad_argument_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        Atrophy(gm_thinning=-0.1, ventricle_dilation_mm="3", channels=(0, 1))
+    assert [p.split(" must ")[0] for p in info.value.problems] == ["'gm_thinning'", "'ventricle_dilation_mm'",
+                                                                   "'channels'"]
+
+
+def test_missing_tissues_are_named():
     with pytest.raises(KeyError, match="Atrophy needs tissue maps under 'tissues'"):
         Atrophy(gm_thinning=0.1)(tio.Subject(t1=tio.ScalarImage(tensor=torch.zeros(1, 4, 4, 4))))

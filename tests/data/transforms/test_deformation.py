@@ -67,10 +67,21 @@ def test_the_same_parameters_give_the_same_output_on_every_image(make_subject):
     np.testing.assert_array_equal(out["gm"].numpy()[0], out[Keys.TISSUES].numpy()[1])
 
 
-def test_bad_arguments_are_named():
-    with pytest.raises(ConfigError, match="velocity_mm must have shape \\(3, nx, ny, nz\\) with every n >= 2"):
-        Deformation(velocity_mm=np.zeros((3, 1, 4, 4)))
-    with pytest.raises(ConfigError, match="scale must be one positive number or three"):
-        Deformation(scale=(1.0, 0.0, 1.0))
-    with pytest.raises(ConfigError, match="integration_steps must be a non-negative int"):
-        Deformation(integration_steps=-1)
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"velocity_mm": np.zeros((3, 1, 4, 4))}, "'velocity_mm' must have shape (3, nx, ny, nz) with every n >= 2, "
+                                              "got (3, 1, 4, 4)"),
+    ({"velocity_mm": np.full((3, 2, 2, 2), np.nan)}, "'velocity_mm' must be finite"),
+    ({"scale": (1.0, 0.0, 1.0)}, "'scale' must be one finite number > 0 or a sequence of 3 of them, got (1.0, 0.0, "
+                                 "1.0) (tuple)"),
+    ({"integration_steps": -1}, "'integration_steps' must be an integer >= 0, got -1 (int)"),
+])
+def test_bad_arguments_are_named(kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        Deformation(**kwargs)
+    assert info.value.message == "Deformation: invalid arguments." and info.value.problems == [problem]
+
+
+def test_every_bad_argument_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        Deformation(scale=0, velocity_mm=np.zeros((2, 4, 4, 4)), integration_steps=2.5)
+    assert [p.split(" must ")[0] for p in info.value.problems] == ["'scale'", "'velocity_mm'", "'integration_steps'"]

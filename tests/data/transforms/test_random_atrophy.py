@@ -34,10 +34,22 @@ def test_drawn_amounts_stay_in_range():
         assert 0.1 <= params["gm_thinning"] <= 0.2 and params["ventricle_dilation_mm"] == 3.0
 
 
-def test_bad_ranges_are_named():
-    with pytest.raises(ConfigError, match="gm_thinning must stay below 1"):
-        RandomAtrophy(gm_thinning=(0.5, 1.0))
-    with pytest.raises(ConfigError, match="ventricle_dilation_mm must stay at most 6.0 mm"):
-        RandomAtrophy(ventricle_dilation_mm=(0, 8))
-    with pytest.raises(ConfigError, match="gm_thinning must not go below 0"):
-        RandomAtrophy(gm_thinning=(-0.1, 0.2))
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"gm_thinning": (0.5, 1.0)}, "'gm_thinning' must be one finite number >= 0 and < 1 or a (low, high) pair of them "
+                                  "with low <= high, got (0.5, 1.0) (tuple)"),
+    ({"ventricle_dilation_mm": (0, 8)}, "'ventricle_dilation_mm' must be one finite number >= 0 and <= 6 or a (low, "
+                                        "high) pair of them with low <= high, got (0, 8) (tuple) (larger warps may "
+                                        "fold)"),
+    ({"channels": (0, 1, 1)}, "'channels' must be a sequence of 3 distinct integers >= 0, got (0, 1, 1) (tuple)"),
+])
+def test_bad_ranges_are_named(kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        RandomAtrophy(**kwargs)
+    assert info.value.message == "RandomAtrophy: invalid arguments." and info.value.problems == [problem]
+
+
+def test_every_bad_range_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        RandomAtrophy(gm_thinning=(-0.1, 0.2), ventricle_dilation_mm=(3, 1), channels="012", seed=1.0)
+    assert [p.split(" must ")[0] for p in info.value.problems] == ["'gm_thinning'", "'ventricle_dilation_mm'",
+                                                                   "'channels'", "'seed'"]

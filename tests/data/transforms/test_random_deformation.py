@@ -37,10 +37,20 @@ def test_drawn_scales_stay_in_range_and_default_warps_are_invertible(jacobian_de
     assert RandomDeformation(velocity_std_mm=0).get_params(np.random.default_rng(0))["velocity_mm"] is None
 
 
-def test_bad_arguments_are_named():
-    with pytest.raises(ConfigError, match="control_points must be an int >= 2"):
-        RandomDeformation(control_points=1)
-    with pytest.raises(ConfigError, match="scale must be positive"):
-        RandomDeformation(scale=(0.0, 1.0))
-    with pytest.raises(ConfigError, match="velocity_std_mm must be a non-negative number"):
-        RandomDeformation(velocity_std_mm=-2)
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"control_points": 1}, "'control_points' must be an integer >= 2, got 1 (int)"),
+    ({"scale": (0.0, 1.0)}, "'scale' must be one finite number > 0 or a (low, high) pair of them with low <= high, "
+                            "got (0.0, 1.0) (tuple)"),
+    ({"velocity_std_mm": -2}, "'velocity_std_mm' must be a finite number >= 0, got -2 (int)"),
+])
+def test_bad_arguments_are_named(kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        RandomDeformation(**kwargs)
+    assert info.value.message == "RandomDeformation: invalid arguments." and info.value.problems == [problem]
+
+
+def test_every_bad_argument_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        RandomDeformation(scale=(1.1, 0.9), velocity_std_mm=None, control_points=2.0, integration_steps=-1, seed="0")
+    assert [p.split(" must ")[0] for p in info.value.problems] == [
+        "'scale'", "'velocity_std_mm'", "'control_points'", "'integration_steps'", "'seed'"]

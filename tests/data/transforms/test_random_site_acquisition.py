@@ -56,12 +56,29 @@ def test_a_seeded_transform_continues_its_stream_and_an_unseeded_one_follows_tor
     np.testing.assert_array_equal(a, b)
 
 
-def test_bad_ranges_are_named():
-    with pytest.raises(ConfigError, match="gamma must be positive"):
-        RandomSiteAcquisition(gamma=(0.0, 1.0))
-    with pytest.raises(ConfigError, match=r"tissue_intensities\[1\] must not go below 0"):
-        RandomSiteAcquisition(tissue_intensities=[(0.1, 0.2), (-0.1, 0.2)])
-    with pytest.raises(ConfigError, match="noise_std must be a finite \\(low, high\\) pair with low <= high"):
-        RandomSiteAcquisition(noise_std=(0.05, 0.01))
-    with pytest.raises(TypeError, match="seed must be a non-negative int"):
-        RandomSiteAcquisition(seed=-1)
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"gamma": (0.0, 1.0)}, "'gamma' must be one finite number > 0 or a (low, high) pair of them with low <= high, "
+                            "got (0.0, 1.0) (tuple)"),
+    ({"tissue_intensities": [(0.1, 0.2), (-0.1, 0.2)]},
+     "'tissue_intensities[1]' must be one finite number >= 0 or a (low, high) pair of them with low <= high, "
+     "got (-0.1, 0.2) (tuple)"),
+    ({"tissue_intensities": 0.5}, "'tissue_intensities' must be a sequence of (low, high) ranges, one per tissue "
+                                  "channel, got 0.5 (float)"),
+    ({"noise_std": (0.05, 0.01)}, "'noise_std' must be one finite number >= 0 or a (low, high) pair of them with "
+                                  "low <= high, got (0.05, 0.01) (tuple)"),
+    ({"seed": -1}, "'seed' must be an integer >= 0, got -1 (int)"),
+])
+def test_bad_ranges_are_named(kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        RandomSiteAcquisition(**kwargs)
+    assert info.value.message == "RandomSiteAcquisition: invalid arguments." and info.value.problems == [problem]
+
+
+def test_every_bad_range_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        RandomSiteAcquisition(tissue_intensities=[(0.2, 0.1), 0.5], gamma=-1, blur_fwhm_mm=(1, 2, 3),
+                              bias_coefficients=float("inf"), bias_order=1.0, noise_std=(0.0, "x"),
+                              intensity_scale=(0, 1), seed=True)
+    assert [p.split(" must ")[0] for p in info.value.problems] == [
+        "'tissue_intensities[0]'", "'gamma'", "'blur_fwhm_mm'", "'bias_coefficients'", "'bias_order'", "'noise_std'",
+        "'intensity_scale'", "'seed'"]

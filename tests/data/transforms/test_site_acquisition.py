@@ -85,19 +85,36 @@ def test_bias_field_matches_torchio_and_multiplies_the_image():
     np.testing.assert_allclose(out[Keys.IMAGE].numpy()[0], 0.9 * field, rtol=1e-5)
 
 
-def test_bad_arguments_are_named():
-    with pytest.raises(ConfigError, match="bias_coefficients has 3 values; a bias field of order 3 needs 20"):
-        SiteAcquisition(INTENSITIES, bias_coefficients=[0.1, 0.2, 0.3])
-    with pytest.raises(ConfigError, match="gamma must be a positive number"):
-        SiteAcquisition(INTENSITIES, gamma=0)
-    with pytest.raises(ConfigError, match="blur_fwhm_mm must be one non-negative number or three"):
-        SiteAcquisition(INTENSITIES, blur_fwhm_mm=(1, 2))
-    with pytest.raises(ConfigError, match="noise_std must be a non-negative number"):
-        SiteAcquisition(INTENSITIES, noise_std=-1)
-    with pytest.raises(TypeError, match="noise_seed must be a non-negative int"):
-        SiteAcquisition(INTENSITIES, noise_seed=1.5)
-    with pytest.raises(TypeError, match="tissue_intensities must be a sequence of numbers"):
-        SiteAcquisition(0.5)
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"bias_coefficients": [0.1, 0.2, 0.3]},
+     "'bias_coefficients' has 3 values; a bias field of order 3 needs 20 (or none for no bias field)"),
+    ({"gamma": 0}, "'gamma' must be a finite number > 0, got 0 (int)"),
+    ({"blur_fwhm_mm": (1, 2)}, "'blur_fwhm_mm' must be one finite number >= 0 or a sequence of 3 of them, got (1, 2) "
+                               "(tuple)"),
+    ({"noise_std": -1}, "'noise_std' must be a finite number >= 0, got -1 (int)"),
+    ({"noise_seed": 1.5}, "'noise_seed' must be an integer >= 0, got 1.5 (float)"),
+    ({"tissue_intensities": 0.5},
+     "'tissue_intensities' must be a sequence of 1 or more finite numbers >= 0, got 0.5 (float)"),
+])
+def test_bad_arguments_are_named(kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        SiteAcquisition(**{"tissue_intensities": INTENSITIES, **kwargs})
+    assert info.value.message == "SiteAcquisition: invalid arguments." and info.value.problems == [problem]
+
+
+def test_every_bad_argument_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        SiteAcquisition([0.2, -0.1], gamma=float("nan"), blur_fwhm_mm=-1.0, bias_coefficients=[0.1], bias_order=-1,
+                        noise_std="low", noise_seed=-3, intensity_scale=0)
+    assert info.value.problems == [
+        "'tissue_intensities' must be a sequence of 1 or more finite numbers >= 0, got [0.2, -0.1] (list)",
+        "'gamma' must be a finite number > 0, got nan (float)",
+        "'blur_fwhm_mm' must be one finite number >= 0 or a sequence of 3 of them, got -1.0 (float)",
+        "'bias_order' must be an integer >= 0, got -1 (int)",
+        "'noise_std' must be a finite number >= 0, got 'low' (str)",
+        "'noise_seed' must be an integer >= 0, got -3 (int)",
+        "'intensity_scale' must be a finite number > 0, got 0 (int)",
+    ]
 
 
 def test_missing_tissues_and_channel_mismatch_are_reported():
