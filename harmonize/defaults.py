@@ -86,6 +86,12 @@ REFIT_STEPS = 300
 REFIT_HEAD_LR = 1e-4
 REFIT_BETA = 1.0
 REFIT_WARMUP_EPOCHS = 4
+#: ... and it goes on while the epoch's standardised age loss is at or above this (1 = predicting the mean age), so
+#: the adversary never starts before the task is learnt.
+REFIT_WARMUP_UNTIL_LOSS = 0.7
+#: A standardised age loss at or above this in the last training epoch (1 = predicting the mean age): the network
+#: learnt little age, which an adversary that wins before the task is learnt can cause (see docs/unlearning.md).
+TASK_NOT_LEARNT_LOSS = 0.9
 
 # --- demo ------------------------------------------------------------------------------------------------
 #: What the demo's networks see: 32^3 voxels of 6 mm (the whole head of the 64^3 cohort, downsampled).

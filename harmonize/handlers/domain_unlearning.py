@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harmonize.distributed import broadcast_module, is_main_process, mean_over_processes
-from harmonize.errors import ConfigError, integer_problem, raise_problems
+from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
 from harmonize.handlers.unlearning_adversary import HeadSteps
@@ -43,6 +43,9 @@ class DomainUnlearningHandler:
         objective: what the extractor is trained with (default :class:`ConfusionObjective`, fused).
         adversary: how the heads are fitted (default :class:`HeadSteps`, one Adam step per batch).
         warmup_epochs: epochs at the start during which only the heads learn (the paper pretrains its domain head).
+        warmup_until_loss: if given, the warm-up goes on past ``warmup_epochs``, one epoch at a time, while the
+            epoch's mean task loss is at or above this, up to half of the run's epochs: an adversary that starts
+            before the task is learnt can win for good.
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the domain
             and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
 
@@ -54,12 +57,13 @@ class DomainUnlearningHandler:
 
     def __init__(self, network: nn.Module, taps: str | Sequence[str], confounds: Confound | Sequence[Confound],
                  objective: Any = None, adversary: HeadSteps | None = None, warmup_epochs: int = 0,
-                 sample_mask: SampleMask | None = None) -> None:
+                 warmup_until_loss: float | None = None, sample_mask: SampleMask | None = None) -> None:
         self.confounds = [confounds] if isinstance(confounds, Confound) else list(confounds)
         self.objective = objective if objective is not None else ConfusionObjective()
         self.adversary = adversary if adversary is not None else HeadSteps()
         names = [c.name for c in self.confounds]
-        problems = [integer_problem("warmup_epochs", warmup_epochs, minimum=0)]
+        problems = [integer_problem("warmup_epochs", warmup_epochs, minimum=0),
+                    None if warmup_until_loss is None else number_problem("warmup_until_loss", warmup_until_loss)]
         if not self.confounds:
             problems.append("confounds: give at least one Confound")
         if len(set(names)) != len(names):
@@ -71,7 +75,8 @@ class DomainUnlearningHandler:
         self.network = network
         self.taps = FeatureTaps(network, taps)
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})
-        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_epochs = int(warmup_epochs)  # the last warm-up epoch, as extended by warmup_until_loss
+        self.warmup_until_loss = warmup_until_loss
         self.sample_mask = sample_mask
         self.domain_losses = {c.name: DomainLoss(weight=c.class_weights, reduction="mean") for c in self.confounds}
         self.adversary.bind(self)
@@ -157,6 +162,12 @@ class DomainUnlearningHandler:
         summary.update({name: sum(values) / len(values) for name, values in self._totals.items()})
         summary = mean_over_processes(summary)
         self.history.append(summary)
+        epoch, loss = engine.state.epoch, summary.get(StateKeys.TASK_LOSS)
+        if (self.warmup_until_loss is not None and epoch == self.warmup_epochs and loss is not None
+                and loss >= self.warmup_until_loss and epoch < engine.state.max_epochs // 2):
+            self.warmup_epochs += 1
+            logger.info("epoch %d: task loss %.3g >= %.3g, the warm-up goes on for another epoch", epoch, loss,
+                        self.warmup_until_loss)
         if is_main_process():
             logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
@@ -187,7 +198,7 @@ class DomainUnlearningHandler:
     def state_dict(self) -> dict[str, Any]:
         """Heads, the adversary's and the objective's optimisers, and the history (for ``CheckpointSaver``)."""
         return {"heads": self.heads.state_dict(), **self.adversary.state_dict(), **self.objective.state_dict(),
-                "history": list(self.history)}
+                "history": list(self.history), "warmup_epochs": self.warmup_epochs}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
@@ -196,3 +207,4 @@ class DomainUnlearningHandler:
         self.objective.bind(self.network, 1e-3)  # a saved optimiser brings its own learning rate
         self.objective.load_state_dict(state)
         self.history = list(state.get("history", []))
+        self.warmup_epochs = int(state.get("warmup_epochs", self.warmup_epochs))

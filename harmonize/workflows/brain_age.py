@@ -259,7 +259,16 @@ def train_brain_age(
     seconds = time.perf_counter() - start
     _check_finite(network)
     history = handler.history if handler is not None else []
+    if (loss := final_task_loss(history)) is not None and loss >= defaults.TASK_NOT_LEARNT_LOSS:
+        logger.warning("The age loss of the last epoch is %.2f (1 = predicting the mean age): the network learnt "
+                       "little age. With unlearning, the adversary may have won before the task was learnt: train "
+                       "with more warm-up epochs (warmup_epochs) or a smaller beta, or another seed.", loss)
     return BrainAgeModel(network, handler, settings, index, seconds, history, inputs=inputs)
+
+
+def final_task_loss(history: Sequence[dict[str, float]]) -> float | None:
+    """The task loss of the last epoch in an unlearning handler's history (``None`` without one)."""
+    return history[-1].get(StateKeys.TASK_LOSS) if history else None
 
 
 def check_network_size(build: Callable[[], torch.nn.Module], image_shape: Sequence[int], batch_size: int,
@@ -367,15 +376,17 @@ def evaluate_brain_age(
 
     Returns:
         :func:`audit_feature_set`'s figures, ``seconds`` (training time) and, from the last epoch of an unlearned
-        model's history, ``domain_head_acc`` (the site head's accuracy) and ``refit_head_acc`` (the training
-        accuracy of the head re-fitted on all training scans, with ``head_refit_steps``).
+        model's history, ``final_task_loss`` (its standardised age loss, 1 = predicting the mean age),
+        ``domain_head_acc`` (the site head's accuracy) and ``refit_head_acc`` (the training accuracy of the head
+        re-fitted on all training scans, with ``head_refit_steps``).
     """
     fs = features if features is not None else brain_age_features(model, manifest, splits)
     metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed,
                                 bias_mask=bias_mask)
     metrics["seconds"] = model.seconds
     last = model.history[-1] if model.history else {}
-    for key, name in ((f"{StateKeys.DOMAIN_ACC}_{Keys.SITE}", "domain_head_acc"),
+    for key, name in ((StateKeys.TASK_LOSS, "final_task_loss"),
+                      (f"{StateKeys.DOMAIN_ACC}_{Keys.SITE}", "domain_head_acc"),
                       (f"{StateKeys.REFIT_ACC}_{Keys.SITE}", "refit_head_acc")):
         if key in last:
             metrics[name] = last[key]

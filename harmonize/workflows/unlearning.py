@@ -94,6 +94,8 @@ class UnlearningSettings:
         head_dropout: dropout of each domain head.
         head_standardize: standardise the features at each head's input (see :class:`DomainHead`).
         warmup_epochs: epochs during which only the heads learn.
+        warmup_until_loss: go on with the warm-up while the epoch's task loss is at or above this (up to half the
+            epochs; :class:`~harmonize.handlers.DomainUnlearningHandler`); ``None``: exactly ``warmup_epochs``.
         head_refit_steps: if > 0, re-fit every head from scratch on all training features at the start of each
             unlearning epoch, with this many full-batch Adam steps (:class:`~harmonize.handlers.RefitHeads`).
         head_refit_lr: learning rate of that re-fit.
@@ -115,6 +117,7 @@ class UnlearningSettings:
     head_dropout: float = defaults.DOMAIN_DROPOUT
     head_standardize: bool = True
     warmup_epochs: int = defaults.WARMUP_EPOCHS
+    warmup_until_loss: float | None = None
     head_refit_steps: int = 0
     head_refit_lr: float = defaults.HEAD_REFIT_LR
     age_bins: int = defaults.AGE_BINS
@@ -145,6 +148,8 @@ class UnlearningSettings:
         weights.update({f"betas[{k!r}]": v for k, v in self.betas.items()})
         problems += [number_problem(name, value, strict=False) for name, value in weights.items()]
         problems += [number_problem(name, getattr(self, name)) for name in ("head_lr", "head_refit_lr")]
+        if self.warmup_until_loss is not None:
+            problems.append(number_problem("warmup_until_loss", self.warmup_until_loss))
         problems += [integer_problem(name, getattr(self, name), low) for name, low in
                      (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("age_bins", 2))]
         problems = [p for p in problems if p]
@@ -170,7 +175,8 @@ class UnlearningSettings:
         """Site unlearning against a linear head re-fitted from scratch on all training scans every epoch.
 
         ``beta=1``, a linear head re-fitted with 300 full-batch Adam steps (lr ``1e-2``) at the start of each
-        unlearning epoch and nearly frozen in between (``head_lr=1e-4``), after 4 warm-up epochs; the confusion
+        unlearning epoch and nearly frozen in between (``head_lr=1e-4``), after 4 warm-up epochs (more while the
+        epoch's age loss is at least 0.7, ``warmup_until_loss``); the confusion
         target is ``p(site | age)``. Its measurements: docs/unlearning.md ("Does it work?").
 
         Args:
@@ -180,6 +186,7 @@ class UnlearningSettings:
             "method": Method.UNLEARNING, "beta": defaults.REFIT_BETA, "head_hidden": (),
             "head_lr": defaults.REFIT_HEAD_LR, "head_steps": 1, "head_refit_steps": defaults.REFIT_STEPS,
             "head_refit_lr": defaults.HEAD_REFIT_LR, "warmup_epochs": defaults.REFIT_WARMUP_EPOCHS,
+            "warmup_until_loss": defaults.REFIT_WARMUP_UNTIL_LOSS,
             "site_prior_on": Keys.AGE,
         }
         return cls(**{**recipe, **changes})
@@ -327,7 +334,8 @@ def handler_from_plan(network: nn.Module, taps: str | Sequence[str], feature_dim
     else:
         adversary = HeadSteps(settings.head_lr, settings.head_steps)
     handler = DomainUnlearningHandler(network, taps, confounds, objective=objective, adversary=adversary,
-                                      warmup_epochs=settings.warmup_epochs, sample_mask=mask)
+                                      warmup_epochs=settings.warmup_epochs,
+                                      warmup_until_loss=settings.warmup_until_loss, sample_mask=mask)
     handler.plan = plan  # what a model file saves beside the settings
     return handler
 

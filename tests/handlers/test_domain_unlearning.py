@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.engines.utils import IterationEvents
 from torch import nn
 
@@ -418,3 +419,21 @@ def test_confound_names_every_bad_setting_at_once():
                                   "harmonize.handlers.quantile_bin_edges)"]
     with pytest.raises(ConfigError, match=r"'num_classes' must be an integer >= 2, got 1 \(int\)"):
         Confound(DomainHead(4, 2), 1)
+
+
+@pytest.mark.parametrize("until, warmup", [(None, [1]), (1e9, [1]), (1e-9, [1, 2, 3])])
+def test_warmup_goes_on_while_the_task_loss_is_high(tiny_net, until, warmup):
+    data = make_batches(2, batches=1)
+    net = copy.deepcopy(tiny_net)
+    trainer = make_trainer(net, data, epochs=6)
+    handler = _handler(net, warmup_epochs=1, warmup_until_loss=until)
+    handler.attach(trainer)
+    phases = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: phases.append(e.state.unlearning_phase))
+    trainer.run()
+    # a loss at or above 1e-9 never ends the warm-up before half the run; one above 1e9 never extends it
+    assert [i + 1 for i, p in enumerate(phases) if p == "warmup"] == warmup
+    assert handler.warmup_epochs == warmup[-1] and handler.state_dict()["warmup_epochs"] == warmup[-1]
+    restored = _handler(copy.deepcopy(tiny_net), warmup_epochs=1, warmup_until_loss=until)
+    restored.load_state_dict(handler.state_dict())
+    assert restored.warmup_epochs == warmup[-1]

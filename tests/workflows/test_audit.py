@@ -180,3 +180,14 @@ def test_negative_permutations_or_seed_are_refused_before_anything(argument, tin
     with pytest.raises(ConfigError, match=rf"'{argument}' must be an integer >= 0, got -5 \(int\)"):
         audit_model(tmp_path / "none.pt", tiny_cohort, tmp_path / "out", **{argument: -5})
     assert not (tmp_path / "out").exists()
+
+
+def test_summary_line_names_a_network_that_learnt_no_age():
+    from harmonize.workflows.audit import summary_line
+
+    figures = {"site_probe_bacc": 0.3, "chance": 0.25, "age_mae": 15.1, "final_task_loss": 0.98}
+    assert summary_line("unlearning", figures).endswith(
+        "; AGE NOT LEARNT: the last epoch's age loss was 0.98 (1 = the mean age), the adversary may have won before "
+        "the task was learnt")
+    assert "NOT LEARNT" not in summary_line("unlearning", {**figures, "final_task_loss": 0.4})
+    assert "NOT LEARNT" not in summary_line("none", {k: v for k, v in figures.items() if k != "final_task_loss"})

@@ -170,3 +170,10 @@ def test_every_bad_setting_is_named_at_once():
         "'seed' must be an integer >= 0, got -1 (int)",
         "'num_workers' must be an integer >= 0, got 1.0 (float)",
     ]
+
+
+def test_final_task_loss_reads_the_last_epoch():
+    from harmonize.workflows.brain_age import final_task_loss
+
+    assert final_task_loss([]) is None
+    assert final_task_loss([{"task_loss": 0.9}, {"task_loss": 0.4, "domain_acc_site": 0.5}]) == 0.4
