@@ -176,8 +176,8 @@ class UnlearningSettings:
 
         ``beta=1``, a linear head re-fitted with 300 full-batch Adam steps (lr ``1e-2``) at the start of each
         unlearning epoch and nearly frozen in between (``head_lr=1e-4``), after 4 warm-up epochs (more while the
-        epoch's age loss is at least 0.7, ``warmup_until_loss``); the confusion
-        target is ``p(site | age)``. Its measurements: docs/unlearning.md ("Does it work?").
+        epoch's age loss is at least 0.7, ``warmup_until_loss``); the confusion target is ``p(site | age)``. Its
+        measurements: docs/unlearning.md ("Does it work?").
 
         Args:
             changes: any other field, or one of these to override.
