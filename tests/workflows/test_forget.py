@@ -77,6 +77,10 @@ def test_forget_model_writes_models_and_report(model_file, cohort, tmp_path):
         assert figures["chance"] == pytest.approx(1 / 3)
     assert models["ft"]["time_ratio"] == pytest.approx(models["ft"]["seconds"] / models["oracle"]["seconds"])
     assert metrics["retrain_seconds"] == models["oracle"]["seconds"] and models["original"]["seconds"] is None
+    # CPU seconds beside the wall seconds, against the oracle retrained here
+    assert models["original"]["cpu_seconds"] is None and models["oracle"]["cpu_seconds"] > 0
+    assert models["ft"]["cpu_seconds"] > 0
+    assert models["ft"]["cpu_time_ratio"] == pytest.approx(models["ft"]["cpu_seconds"] / models["oracle"]["cpu_seconds"])
     written = json.loads((out / "metrics.json").read_text())
     assert written["models"]["ft"]["mia_auc"] == pytest.approx(models["ft"]["mia_auc"])
     md = (out / "report.md").read_text()
