@@ -34,6 +34,12 @@ def test_seed_rows_set_each_model_against_the_seed_s_original_and_oracle():
     assert ga["time_vs_retrain"] == pytest.approx(0.1) and ga["cpu_time_vs_retrain"] == pytest.approx(0.1)
     assert ft["time_vs_retrain"] == pytest.approx(0.15) and ft["cpu_time_vs_retrain"] == pytest.approx(0.15)
     assert oracle["auc_vs_oracle"] == 0.0 and oracle["time_vs_retrain"] == 1.0
+    assert ga["probe_rise"] == pytest.approx(0.05)  # the original's probe (0.40) is above chance (0.25)
+    # an original whose probe is below chance reads no scanner: a probe is then set against chance
+    metrics = _metrics(0.68, 6.3, 80.0, ga_probe=0.28)
+    metrics["models"]["original"]["site_probe_bacc"] = 0.10
+    ga = seed_rows(metrics)[2]
+    assert ga["probe_vs_original"] == pytest.approx(0.18) and ga["probe_rise"] == pytest.approx(0.03)
 
 
 def test_means_over_seeds_judge_the_checks():
