@@ -85,7 +85,7 @@ class ForgettingSettings:
         sites, subjects_per_site, shape: the embedded cohort (scanners, subjects per scanner, generated voxels).
         preprocess_shape, preprocess_spacing: what the networks see (voxels, mm).
         fraction: share of each site's training subjects withdrawn.
-        epochs: training epochs of the original and of the oracle.
+        epochs, lr: training epochs and Adam learning rate of the original and of the oracle.
         channels, feature_dim, batch_size: the brain-age network and its batches.
         methods: forgetting methods to run.
         seed: first seed; ``seeds`` seeds are run (``seed``, ``seed + 1``, ...): each draws its own forget list and
@@ -102,6 +102,7 @@ class ForgettingSettings:
     preprocess_spacing: float = defaults.DEMO_SPACING
     fraction: float = defaults.FORGET_FRACTION
     epochs: int = 20
+    lr: float = 5e-4
     channels: tuple[int, ...] = (16, 32, 32, 48, 48, 48)
     feature_dim: int = 48
     batch_size: int = defaults.BATCH_SIZE
@@ -129,7 +130,7 @@ class ForgettingSettings:
 
         return BrainAgeSettings(unlearning=UnlearningSettings(method="unlearning"), max_epochs=self.epochs,
                                 channels=tuple(self.channels), feature_dim=self.feature_dim,
-                                batch_size=self.batch_size, augment=False, seed=seed, device=device)
+                                batch_size=self.batch_size, lr=self.lr, augment=False, seed=seed, device=device)
 
     def forgetting(self, seed: int, device: str = "cpu") -> Any:
         """The :class:`~harmonize.workflows.forget.ForgetSettings` of one seed (with the oracle retrained)."""
@@ -145,8 +146,8 @@ def run_forgetting(settings: ForgettingSettings | None = None, device: str = "cp
     Args:
         settings: sizes (default: the full benchmark).
         device: ``cpu`` or ``cuda``.
-        work_dir: where the cohort and each seed's ``harmonize forget`` outputs are written (default: a temporary
-            folder, removed after).
+        work_dir: where the cohort, each seed's original (``original_seed<N>.pt``) and ``harmonize forget`` outputs
+            (``seed<N>/``) are written (default: a temporary folder, removed after).
         report: where progress lines and the table are printed.
         workers: unused (its times, compared with retraining, need the machine alone: it runs in this process).
 
@@ -160,6 +161,7 @@ def run_forgetting(settings: ForgettingSettings | None = None, device: str = "cp
     from harmonize.data.manifest import read_manifest
     from harmonize.workflows.brain_age import train_brain_age
     from harmonize.workflows.forget import forget_model
+    from harmonize.workflows.model_file import save_model
 
     settings = settings or ForgettingSettings()
     start = time.perf_counter()
@@ -176,6 +178,8 @@ def run_forgetting(settings: ForgettingSettings | None = None, device: str = "cp
             frame.attrs.update(cohort.attrs)
             report(f"forgetting, seed {seed}: training the original ({settings.epochs} epochs)")
             original = train_brain_age(frame, settings.training(seed, device))
+            if work_dir is not None:
+                save_model(original, root / f"original_seed{seed}.pt")
             metrics = forget_model(original, frame, root / f"seed{seed}", settings.forgetting(seed, device),
                                    overwrite=True, methods=settings.methods, source=f"the seed-{seed} original",
                                    report=lambda line, s=seed: report(f"  seed {s}: {line.strip()}"))
@@ -193,12 +197,14 @@ def run_forgetting(settings: ForgettingSettings | None = None, device: str = "cp
             f"{settings.shape}³, preprocessed to {settings.preprocess_shape[0]}³ at {settings.preprocess_spacing:g} "
             f"mm), {100 * settings.fraction:g} % of each site's training subjects withdrawn (`mark_forget`, drawn "
             f"per seed) on {settings.seeds} seeds. Per seed, the original is `train_brain_age` with fused site "
-            f"unlearning, network {tuple(settings.channels)}, {settings.epochs} epochs, no augmentation; "
+            f"unlearning, network {tuple(settings.channels)}, {settings.epochs} epochs at lr {settings.lr:g}, no "
+            "augmentation; "
             "`forget_model` (`harmonize forget --oracle`) runs each method from it "
             f"({recipe}) and retrains the oracle without the withdrawn subjects, with the original's settings. "
             "Membership AUC: the loss-threshold attack separating the withdrawn subjects' training scans from the "
             "held-out scans of the same sites. Within each seed: AUC against the oracle's, held-out MAE and site "
-            "probe against the original's, time against retraining (the oracle's), in wall seconds and in CPU "
+            "probe against the original's (probe rise: above the original's, or above chance where the original's "
+            "is below it), time against retraining (the oracle's), in wall seconds and in CPU "
             "seconds of the process (the forgetting's stages and BatchNorm recalibration; the oracle's training, "
             "its reading of the scans included). Each figure is the mean over the seeds with its 95 % interval; "
             "the targets are judged on the means."
