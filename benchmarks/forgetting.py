@@ -102,9 +102,9 @@ class ForgettingSettings:
     preprocess_spacing: float = defaults.DEMO_SPACING
     fraction: float = defaults.FORGET_FRACTION
     epochs: int = 20
-    lr: float = 5e-4
+    lr: float = defaults.LEARNING_RATE
     channels: tuple[int, ...] = (16, 32, 32, 48, 48, 48)
-    feature_dim: int = 48
+    feature_dim: int = defaults.AGE_FEATURE_DIM
     batch_size: int = defaults.BATCH_SIZE
     methods: tuple[str, ...] = METHODS
     seed: int = 0

@@ -126,8 +126,9 @@ class ForgetSettings:
         ga_learning_rate: Adam learning rate of the GA stages.
         l1_penalty: GA-L1's weight penalty.
         noise_std: NL's noise, in units of the network's age scale (standard deviations of the training ages).
-        loss_ceiling: per-subject ceiling of the withdrawn subjects' loss under GA (in squared age standard
-            deviations; ``None``: none).
+        loss_ceiling: per-subject ceiling of the withdrawn subjects' loss under GA / GA-L1, in squared age standard
+            deviations (0.1: an error of 0.32 standard deviations of the training ages): a subject whose loss
+            reached it no longer pushes the ascent (``None``: no ceiling).
         batch_size: scans per batch (``None``: the model's training batch size).
         oracle: also retrain from scratch without the withdrawn subjects (the reference; slow).
         bootstrap: bootstrap replicates of the membership-inference interval.
@@ -136,14 +137,14 @@ class ForgetSettings:
         device: where to run (``None``: the model's device).
     """
 
-    method: ReconMethod | str = ReconMethod.GA_L1_FT
+    method: ReconMethod | str = defaults.FORGET_METHOD
     ft_epochs: int = defaults.FORGET_FT_EPOCHS
     forget_epochs: int = defaults.FORGET_FORGET_EPOCHS
     learning_rate: float = defaults.FORGET_LEARNING_RATE
     ga_learning_rate: float = defaults.FORGET_GA_LEARNING_RATE
     l1_penalty: float = defaults.RECON_L1_PENALTY
     noise_std: float = 1.0
-    loss_ceiling: float | None = None
+    loss_ceiling: float | None = defaults.FORGET_LOSS_CEILING
     batch_size: int | None = None
     oracle: bool = False
     bootstrap: int = defaults.MIA_BOOTSTRAP
@@ -161,6 +162,7 @@ class ForgetSettings:
         self.method = method
         problems = [integer_problem(n, getattr(self, n)) for n in ("ft_epochs", "forget_epochs")]
         problems += [number_problem(n, getattr(self, n)) for n in ("learning_rate", "ga_learning_rate", "noise_std")]
+        problems.append(number_problem("loss_ceiling", self.loss_ceiling, optional=True))
         if self.batch_size is not None and (problem := integer_problem("batch_size", self.batch_size)):
             problems.append(f"{problem}; or None (the training batch size)")
         problems += [integer_problem(n, getattr(self, n), minimum=0) for n in ("bootstrap", "permutations")]
