@@ -202,9 +202,9 @@ MIA_CONFIDENCE = 0.95
 FORGET_METHOD = "ga"
 #: Unlearning schedule of a brain-age model: epochs of the FT stage over the retained training subjects, of the
 #: forget stage (GA / GA-L1 / NL) over the withdrawn ones, and the Adam learning rates (measured in
-#: docs/forgetting.md: 5 forget epochs with the loss ceiling below; 1 epoch left the original's membership AUC).
+#: docs/forgetting.md: 3 forget epochs with the loss ceiling below; 1 epoch left the original's membership AUC).
 FORGET_FT_EPOCHS = 2
-FORGET_FORGET_EPOCHS = 5
+FORGET_FORGET_EPOCHS = 3
 FORGET_LEARNING_RATE = 1e-4
 FORGET_GA_LEARNING_RATE = 1e-4
 #: Per-subject ceiling of the withdrawn subjects' loss under gradient ascent, in squared age standard deviations
