@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "efficacy": ("benchmarks.efficacy", "EfficacySettings", "run_efficacy"),
     "sites": ("benchmarks.sites", "SitesSettings", "run_sites"),
     "recon": ("benchmarks.recon", "ReconSettings", "run_recon"),
+    "forgetting": ("benchmarks.forgetting", "ForgettingSettings", "run_forgetting"),
     "preprocess": ("benchmarks.preprocess", "PreprocessSettings", "run_preprocess"),
     "scale": ("benchmarks.scale", "ScaleSettings", "run_scale"),
 }

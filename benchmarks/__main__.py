@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Measure harmonize's claims side by side (overhead, efficacy, scaling with sites, "
-                    "reconstruction unlearning, preprocessing cache) and rewrite the benchmarks report.",
+                    "reconstruction unlearning, forgetting withdrawn subjects, preprocessing cache) and rewrite the "
+                    "benchmarks report.",
     )
     parser.add_argument("names", nargs="*", metavar="name",
                         help=f"benchmarks to run, among {', '.join(BENCHMARKS)} (default: all)")

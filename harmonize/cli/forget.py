@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 #: Method names, in the order ``--help`` lists them (those of harmonize.workflows.forget.FORGET_METHODS).
 METHODS = ("ft", "ga", "ga_l1", "ga_l1_ft", "nl", "nl_ft")
+#: A loss ceiling (> 0).
+POSITIVE = options.number(float, 0, None, low_open=True)
 
 DESCRIPTION = """\
 Forget the subjects marked in the manifest's 'forget' column (true for each withdrawn subject's training rows)
@@ -27,6 +29,16 @@ the AUC (with a bootstrap interval) of a loss-threshold attack telling the withd
 subjects of the same sites (0.5: indistinguishable). --oracle also retrains the model from scratch without them,
 the reference a forgetting method should match. The original model is only read.
 """
+
+
+def _ceiling(text: str) -> float | None:
+    """``--loss-ceiling``: a number > 0, or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(POSITIVE(text))
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err}, or 'none' for no ceiling") from None
 
 
 def _methods(text: str) -> tuple[str, ...]:
@@ -50,9 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--manifest", required=True, metavar="CSV",
                         help="the manifest the model was trained on, with a 'forget' column marking the withdrawn "
                              "subjects' training rows")
-    parser.add_argument("--method", type=_methods, default=("ga_l1_ft",), metavar="LIST",
+    parser.add_argument("--method", type=_methods, default=(defaults.FORGET_METHOD,), metavar="LIST",
                         help=f"the unlearning method, or several separated by commas, each run from the original and "
-                             f"compared in one report ({', '.join(METHODS)}; default ga_l1_ft)")
+                             f"compared in one report ({', '.join(METHODS)}; default {defaults.FORGET_METHOD})")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out (an earlier run's outputs)")
     reference = parser.add_mutually_exclusive_group()
@@ -69,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"learning rate of the ft and nl stages (default {defaults.FORGET_LEARNING_RATE})")
     parser.add_argument("--ga-lr", type=options.LEARNING_RATE, default=defaults.FORGET_GA_LEARNING_RATE, metavar="X",
                         help=f"learning rate of the ga stages (default {defaults.FORGET_GA_LEARNING_RATE})")
+    parser.add_argument("--loss-ceiling", type=_ceiling, default=defaults.FORGET_LOSS_CEILING, metavar="X",
+                        help="per-subject ceiling of the withdrawn subjects' loss under ga / ga_l1, in squared "
+                             "standard deviations of the training ages: a subject whose loss reached it no longer "
+                             f"pushes the ascent; 'none' for no ceiling (default {defaults.FORGET_LOSS_CEILING})")
     parser.add_argument("--bootstrap", type=options.BOOTSTRAP, default=defaults.MIA_BOOTSTRAP, metavar="N",
                         help="bootstrap replicates of the membership AUC's interval "
                              f"(default {defaults.MIA_BOOTSTRAP})")
@@ -91,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device, "--device")
     settings = ForgetSettings(
         method=args.method[0], ft_epochs=args.ft_epochs, forget_epochs=args.forget_epochs, learning_rate=args.lr,
-        ga_learning_rate=args.ga_lr, oracle=args.oracle, bootstrap=args.bootstrap, permutations=args.permutations,
-        seed=args.seed, device=args.device,
+        ga_learning_rate=args.ga_lr, loss_ceiling=args.loss_ceiling, oracle=args.oracle, bootstrap=args.bootstrap,
+        permutations=args.permutations, seed=args.seed, device=args.device,
     )
     metrics = forget_model(args.model, args.manifest, args.out, settings, overwrite=args.overwrite,
                            report=logger.info, methods=args.method, oracle_model=args.oracle_model)

@@ -20,7 +20,8 @@ It measures the original, the unlearned model and, with ``oracle=True``, one ret
 - a membership-inference audit (:func:`~harmonize.audit.membership.membership_inference`): the loss-threshold
   attack's AUC separating the withdrawn subjects from held-out subjects of the same sites, with its bootstrap
   interval; a model that forgot them is near the oracle's;
-- the time of the forgetting against that of retraining (the oracle's, else the original's training time).
+- the time of the forgetting against that of retraining (the oracle's, else the original's training time), in
+  wall seconds and, against an oracle retrained here, in CPU seconds of the process.
 
 Outputs in ``out_dir``: the unlearned model (``models/<method>.pt``, or ``bundle_<method>/``: the bundle's configs
 with the new ``models/model.pt``), the oracle's with ``oracle=True``, ``metrics.json``, ``report.md``,
@@ -34,7 +35,6 @@ import logging
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -63,6 +63,7 @@ from harmonize.workflows.brain_age import (
 )
 from harmonize.workflows.machine_unlearning import (
     MachineUnlearningSettings,
+    Stopwatch,
     run_unlearning,
 )
 
@@ -125,8 +126,9 @@ class ForgetSettings:
         ga_learning_rate: Adam learning rate of the GA stages.
         l1_penalty: GA-L1's weight penalty.
         noise_std: NL's noise, in units of the network's age scale (standard deviations of the training ages).
-        loss_ceiling: per-subject ceiling of the withdrawn subjects' loss under GA (in squared age standard
-            deviations; ``None``: none).
+        loss_ceiling: per-subject ceiling of the withdrawn subjects' loss under GA / GA-L1, in squared age standard
+            deviations (0.1: an error of 0.32 standard deviations of the training ages): a subject whose loss
+            reached it no longer pushes the ascent (``None``: no ceiling).
         batch_size: scans per batch (``None``: the model's training batch size).
         oracle: also retrain from scratch without the withdrawn subjects (the reference; slow).
         bootstrap: bootstrap replicates of the membership-inference interval.
@@ -135,14 +137,14 @@ class ForgetSettings:
         device: where to run (``None``: the model's device).
     """
 
-    method: ReconMethod | str = ReconMethod.GA_L1_FT
+    method: ReconMethod | str = defaults.FORGET_METHOD
     ft_epochs: int = defaults.FORGET_FT_EPOCHS
     forget_epochs: int = defaults.FORGET_FORGET_EPOCHS
     learning_rate: float = defaults.FORGET_LEARNING_RATE
     ga_learning_rate: float = defaults.FORGET_GA_LEARNING_RATE
     l1_penalty: float = defaults.RECON_L1_PENALTY
     noise_std: float = 1.0
-    loss_ceiling: float | None = None
+    loss_ceiling: float | None = defaults.FORGET_LOSS_CEILING
     batch_size: int | None = None
     oracle: bool = False
     bootstrap: int = defaults.MIA_BOOTSTRAP
@@ -158,6 +160,7 @@ class ForgetSettings:
         self.method = ReconMethod(method) if method is not None else self.method
         problems = [problem] + [integer_problem(n, getattr(self, n)) for n in ("ft_epochs", "forget_epochs")]
         problems += [number_problem(n, getattr(self, n)) for n in ("learning_rate", "ga_learning_rate", "noise_std")]
+        problems.append(number_problem("loss_ceiling", self.loss_ceiling, optional=True))
         if self.batch_size is not None and (problem := integer_problem("batch_size", self.batch_size)):
             problems.append(f"{problem}; or None (the training batch size)")
         problems += [integer_problem(n, getattr(self, n), minimum=0) for n in ("bootstrap", "permutations")]
@@ -214,7 +217,8 @@ def _loader(model: BrainAgeModel, rows: pd.DataFrame, forget_ids: set[str], batc
 
 
 def unlearn_brain_age(
-    model: BrainAgeModel, frame: pd.DataFrame, flags: pd.Series, settings: ForgetSettings
+    model: BrainAgeModel, frame: pd.DataFrame, flags: pd.Series, settings: ForgetSettings,
+    stopwatch: Stopwatch | None = None,
 ) -> tuple[BrainAgeModel, float]:
     """The unlearned copy of ``model`` and the seconds it took (stages and BatchNorm recalibration).
 
@@ -223,6 +227,8 @@ def unlearn_brain_age(
         frame: the manifest frame.
         flags: :func:`~harmonize.data.forget_list.forget_rows` of ``frame``.
         settings: the method and its schedule.
+        stopwatch: also adds the same work's wall and CPU seconds to this
+            :class:`~harmonize.workflows.machine_unlearning.Stopwatch` (reading the scans is not timed).
     """
     train = frame.loc[flags.index]
     forget_ids = set(train.loc[flags, Keys.SUBJECT_ID].astype(str))
@@ -230,14 +236,17 @@ def unlearn_brain_age(
     retain_rows, forget_rows_ = train.loc[~flags], train.loc[flags]
     retain = _loader(model, retain_rows, forget_ids, batch_size, True, settings.seed)
     forget = _loader(model, forget_rows_, forget_ids, min(batch_size, len(forget_rows_)), True, settings.seed + 1)
+    recalibration = _loader(model, retain_rows, forget_ids, batch_size, False, settings.seed)
     stages = settings.stages(model)
+    timed = Stopwatch()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        start = time.perf_counter()
-        network, _ = run_unlearning(settings.method, model.network, retain, forget, stages)
-        recalibrate_batchnorm(network, _loader(model, retain_rows, forget_ids, batch_size, False, settings.seed),
-                              stages.device)
-        seconds = time.perf_counter() - start
+        with timed:
+            network, _ = run_unlearning(settings.method, model.network, retain, forget, stages)
+            recalibrate_batchnorm(network, recalibration, stages.device)
+    seconds = timed.wall
+    if stopwatch is not None:
+        stopwatch.add(timed)
     network.eval()
     bad = [n for n, p in network.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -406,8 +415,9 @@ def forget_model(
         The figures written to ``metrics.json``: ``methods``, ``model``, ``manifest``, ``n_forget``, ``n_retain``,
         ``retrain_seconds`` (the oracle's training time, else the original's recorded one; ``None`` when unknown),
         ``settings`` and ``models``: the figures of :func:`measure_model` for ``original``, each method (with
-        ``seconds``, ``time_ratio``: forgetting / retraining, and ``saved``: the unlearned model's path) and, with
-        the oracle, ``oracle``.
+        ``seconds``, ``time_ratio``: forgetting / retraining, ``cpu_seconds``, ``cpu_time_ratio``: the same in CPU
+        seconds of this process, against the oracle's retraining here, else ``None``, and ``saved``: the unlearned
+        model's path) and, with the oracle, ``oracle`` (its ``cpu_seconds`` cover reading the retained scans too).
 
     Raises:
         ManifestError: the forget list is missing, empty, marks every training row or marks non-training rows.
@@ -437,21 +447,28 @@ def forget_model(
     report(f"forgetting {int(flags.sum())} of {len(flags)} training subjects from {source} with {', '.join(names)}")
     models: dict[str, BrainAgeModel] = {ORIGINAL: original}
     seconds: dict[str, float | None] = {ORIGINAL: None}
+    cpu: dict[str, float | None] = {ORIGINAL: None}
     saved: dict[str, str] = {}
     for run in runs:
         name = str(run.method)
-        models[name], seconds[name] = unlearn_brain_age(original, frame, flags, run)
+        watch = Stopwatch()
+        models[name], seconds[name] = unlearn_brain_age(original, frame, flags, run, stopwatch=watch)
+        cpu[name] = watch.cpu
         saved[name] = str(_save(models[name], name, model, out))
         report(f"  {name}: forgot in {seconds[name]:.1f} s; model written to {saved[name]}")
     retrain = original.seconds if math.isfinite(original.seconds) else None
+    retrain_cpu = None
     if settings.oracle:
-        models[ORACLE] = _oracle(original, frame, flags, settings)
+        with Stopwatch() as watch:
+            models[ORACLE] = _oracle(original, frame, flags, settings)
         retrain = seconds[ORACLE] = models[ORACLE].seconds
+        retrain_cpu = cpu[ORACLE] = watch.cpu
         saved[ORACLE] = str(_save(models[ORACLE], ORACLE, model, out))
         report(f"  oracle: retrained in {retrain:.1f} s; model written to {saved[ORACLE]}")
     elif oracle_model is not None:
         models[ORACLE], oracle_source = _load(oracle_model, frame, settings.device)
         seconds[ORACLE] = models[ORACLE].seconds if math.isfinite(models[ORACLE].seconds) else None
+        cpu[ORACLE] = None
         retrain = seconds[ORACLE] or retrain
         report(f"  oracle: {oracle_source}, retrained in "
                f"{'an unknown time' if seconds[ORACLE] is None else format(seconds[ORACLE], '.1f') + ' s'}")
@@ -460,11 +477,12 @@ def forget_model(
     for name, each in models.items():
         figures[name], losses[name] = measure_model(each, frame, flags, settings)
         m = figures[name]
-        m["seconds"] = seconds[name]
+        m["seconds"], m["cpu_seconds"] = seconds[name], cpu[name]
         if name in saved:
             m["saved"] = saved[name]
         if name not in (ORIGINAL, ORACLE):
             m["time_ratio"] = seconds[name] / retrain if retrain else None
+            m["cpu_time_ratio"] = cpu[name] / retrain_cpu if retrain_cpu else None
         ci = m["mia_auc_ci"]
         report(f"  {name}: membership AUC {m['mia_auc']:.3f}"
                f"{'' if ci is None else f' [{ci[0]:.3f}, {ci[1]:.3f}]'}, held-out MAE {m['age_mae']:.2f} y, "

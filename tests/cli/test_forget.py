@@ -33,9 +33,10 @@ def test_forget_a_model_file_with_two_methods(files, tmp_path, capsys):
     model, manifest = files
     out = tmp_path / "out"
     assert main(["forget", "--model", str(model), "--manifest", str(manifest), "--method", "ft,nl_ft", "--out",
-                 str(out), "--seed", "1", *FAST]) == 0
+                 str(out), "--seed", "1", "--loss-ceiling", "none", *FAST]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["methods"] == ["ft", "nl_ft"] and metrics["n_forget"] == 3
+    assert metrics["settings"]["loss_ceiling"] is None
     assert metrics["settings"]["seed"] == 1 and metrics["settings"]["bootstrap"] == 10
     assert sorted(p.name for p in (out / "models").iterdir()) == ["ft.pt", "nl_ft.pt"]
     assert metrics["models"]["ft"]["time_ratio"] is not None  # against the original's recorded training time
@@ -96,6 +97,7 @@ def test_a_manifest_without_a_forget_list_is_one_error_line(files, tiny_cohort, 
         ("--lr", "0", "argument --lr: must be a number > 0 and <= 1, got '0'"),
         ("--ft-epochs", "0", "argument --ft-epochs: must be an integer from 1"),
         ("--bootstrap", "-1", "argument --bootstrap: must be an integer from 0"),
+        ("--loss-ceiling", "0", "argument --loss-ceiling: must be a number > 0, got '0', or 'none' for no ceiling"),
         ("--oracle-model", "other.pt --oracle", "argument --oracle: not allowed with argument --oracle-model"),
     ],
 )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from harmonize import defaults
 from harmonize.data.forget_list import forget_rows, mark_forget
 from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.data.site_index import CategoryIndex
@@ -77,6 +79,11 @@ def test_forget_model_writes_models_and_report(model_file, cohort, tmp_path):
         assert figures["chance"] == pytest.approx(1 / 3)
     assert models["ft"]["time_ratio"] == pytest.approx(models["ft"]["seconds"] / models["oracle"]["seconds"])
     assert metrics["retrain_seconds"] == models["oracle"]["seconds"] and models["original"]["seconds"] is None
+    # CPU seconds beside the wall seconds, against the oracle retrained here
+    assert models["original"]["cpu_seconds"] is None and models["oracle"]["cpu_seconds"] > 0
+    assert models["ft"]["cpu_seconds"] > 0
+    ratio = models["ft"]["cpu_seconds"] / models["oracle"]["cpu_seconds"]
+    assert models["ft"]["cpu_time_ratio"] == pytest.approx(ratio)
     written = json.loads((out / "metrics.json").read_text())
     assert written["models"]["ft"]["mia_auc"] == pytest.approx(models["ft"]["mia_auc"])
     md = (out / "report.md").read_text()
@@ -99,7 +106,7 @@ def test_gradient_ascent_raises_the_withdrawn_subjects_error_most(model_file, co
     frame = read_manifest(cohort)
     flags = forget_rows(frame)
     original = load_model(model_file)
-    settings = ForgetSettings(method="ga", forget_epochs=3, ga_learning_rate=3e-3, bootstrap=0)
+    settings = ForgetSettings(method="ga", forget_epochs=3, ga_learning_rate=3e-3, loss_ceiling=None, bootstrap=0)
     unlearned, seconds = unlearn_brain_age(original, frame, flags, settings)
     before, _ = measure_model(original, frame, flags, settings)
     after, _ = measure_model(unlearned, frame, flags, settings)
@@ -108,6 +115,20 @@ def test_gradient_ascent_raises_the_withdrawn_subjects_error_most(model_file, co
     assert torch.equal(original.network.state_dict()["age_offset"], load_model(model_file).network.age_offset)
     assert all(torch.equal(v, w) for v, w in zip(original.network.state_dict().values(),
                                                  load_model(model_file).network.state_dict().values()))
+
+
+def test_a_subject_whose_loss_reached_the_ceiling_no_longer_pushes_the_ascent(model_file, cohort):
+    frame = read_manifest(cohort)
+    flags = forget_rows(frame)
+    original = load_model(model_file)
+    assert ForgetSettings().loss_ceiling == defaults.FORGET_LOSS_CEILING and ForgetSettings().method == "ga"
+    # every withdrawn subject's loss is above this ceiling: the ascent has no gradient, no weight moves
+    settings = ForgetSettings(method="ga", forget_epochs=3, ga_learning_rate=3e-3, loss_ceiling=1e-9, bootstrap=0)
+    unlearned, _ = unlearn_brain_age(original, frame, flags, settings)
+    assert all(torch.equal(p, q) for p, q in zip(unlearned.network.parameters(), original.network.parameters()))
+    # without a ceiling the same stage moves them
+    free, _ = unlearn_brain_age(original, frame, flags, replace(settings, loss_ceiling=None))
+    assert not all(torch.equal(p, q) for p, q in zip(free.network.parameters(), original.network.parameters()))
 
 
 def test_bad_forget_lists_are_refused_before_anything_is_written(model_file, tiny_cohort, tmp_path):
@@ -147,6 +168,7 @@ def test_a_segmentation_model_is_refused(cohort, tmp_path):
         ({"learning_rate": 0.0}, "'learning_rate' must be a finite number > 0, got 0.0 (float)"),
         ({"batch_size": 0}, "'batch_size' must be an integer >= 1, got 0 (int); or None (the training batch size)"),
         ({"bootstrap": -1}, "'bootstrap' must be an integer >= 0, got -1 (int)"),
+        ({"loss_ceiling": 0.0}, "'loss_ceiling' must be a finite number > 0 or None, got 0.0 (float)"),
     ],
 )
 def test_settings_errors(kwargs, message):
