@@ -2,10 +2,12 @@
 
 :class:`ScanPool` is a :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs`` processes forked from
 multiprocessing's fork server (``forkserver``: a clean process that imported the preprocessing once; no forked
-torch thread pools or open files of the caller). Each worker keeps the torch thread count of the process that started
-it: a torch reduction (the z-normalisation's mean and standard deviation) sums in an order that depends on the
-number of threads, so the same threads everywhere are what makes the outputs of ``--jobs N`` byte-identical to
-``--jobs 1``. The stages' results come back in the order of the scans, whatever order the workers finish in.
+torch thread pools or open files of the caller). Each worker computes on one thread (torch and SimpleITK): ``jobs``
+workers that each start a thread per core would fight over the cores. Only the intensity step runs with the torch
+threads of the process that started the pool (:data:`~harmonize.data.preprocess.stages.SUM_THREADS`): a torch
+reduction (the z-normalisation's mean and standard deviation) sums in an order that depends on the number of
+threads, so the same threads there are what makes the outputs of ``--jobs N`` byte-identical to ``--jobs 1``. The
+stages' results come back in the order of the scans, whatever order the workers finish in.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 from typing import Any, Self
 
+import SimpleITK as sitk
 import torch
 
+from harmonize.data.preprocess import stages
 from harmonize.data.preprocess.layout import Scan
 from harmonize.data.preprocess.stages import Outcome
 from harmonize.errors import integer_problem, raise_problems
@@ -34,8 +38,10 @@ PRELOAD = ("harmonize.data.preprocess.stages",)
 
 
 def _init_worker(threads: int) -> None:
-    """Initializer of a worker process: the torch threads of the process that started it."""
-    torch.set_num_threads(threads)
+    """Initializer of a worker process: one thread, and ``threads`` (the starting process's) for the sums."""
+    torch.set_num_threads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    stages.SUM_THREADS = threads
 
 
 def jobs_problem(jobs: object) -> str | None:
