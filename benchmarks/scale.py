@@ -60,8 +60,10 @@ class ScaleSettings:
         scans: numbers of scans whose peak memory is measured (the largest number of rows, copies of the generated
             scans in turn, is written once; a smaller number reads its first rows).
         shape: the generated scans' shape (cubic).
-        sites, subjects: the generated cohort, ``sites`` x ``subjects`` scans, which is also what is preprocessed
-            with 1 and 2 jobs and as 2 shards.
+        sites, subjects: the generated cohort, ``sites`` x ``subjects`` scans.
+        preprocess_scans: how many of the copied scans (the copied manifest's first rows) are preprocessed with 1
+            and 2 jobs and as 2 shards: enough that the workers' start (a fork server importing torch and TorchIO,
+            once per run) is small beside the work, as in a cohort (at most the largest of ``scans``).
         target_spacing, target_shape: the preprocessing settings.
         loader_workers: data-loader worker processes while reading the epochs.
         seed: seed of the cohorts.
@@ -71,6 +73,7 @@ class ScaleSettings:
     shape: int = defaults.SYNTH_SHAPE
     sites: int = defaults.SYNTH_SITES
     subjects: int = 20
+    preprocess_scans: int = 200
     target_spacing: float = defaults.TARGET_SPACING
     target_shape: tuple[int, int, int] = defaults.TARGET_SHAPE
     loader_workers: int = 0
@@ -78,13 +81,20 @@ class ScaleSettings:
 
     @classmethod
     def for_size(cls, size: str) -> ScaleSettings:
-        """``smallest`` (a test: 8 and 16 scans at 16^3), ``quick`` (50 and 200 scans at 32^3) or ``full`` (200 and
-        800 scans at 64^3; its 80 generated scans preprocessed to the default 2 mm grid)."""
+        """``smallest`` (a test: 8 and 16 scans at 16^3, 6 preprocessed), ``quick`` (50 and 200 scans at 32^3, 50
+        preprocessed) or ``full`` (200 and 800 scans at 64^3, 200 preprocessed to the default 2 mm grid)."""
         if size == "smallest":
-            return cls(scans=(8, 16), shape=16, sites=2, subjects=3, target_spacing=12.0, target_shape=(16, 16, 16))
+            return cls(scans=(8, 16), shape=16, sites=2, subjects=3, preprocess_scans=6, target_spacing=12.0,
+                       target_shape=(16, 16, 16))
         if size == "quick":
-            return cls(scans=(50, 200), shape=32, sites=2, subjects=8, target_spacing=6.0, target_shape=(32, 32, 32))
+            return cls(scans=(50, 200), shape=32, sites=2, subjects=8, preprocess_scans=50, target_spacing=6.0,
+                       target_shape=(32, 32, 32))
         return cls()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.preprocess_scans <= max(self.scans):
+            raise ValueError(f"ScaleSettings: preprocess_scans must lie in [1, {max(self.scans)}] (the largest of "
+                             f"'scans'), got {self.preprocess_scans}")
 
 
 # ---------------------------------------------------------------------------------------------------- memory
@@ -153,12 +163,23 @@ def _copied_cohort(manifest: Path, scans: int, out: Path) -> Path:
     return copied
 
 
-def _preprocess_rows(settings: ScaleSettings, manifest: Path, root: Path) -> tuple[list[dict[str, Any]], bool, bool]:
-    """Preprocess the generated cohort with 1 and 2 jobs, and as 2 shards; the rows and whether the outputs matched."""
+def _first_rows(manifest: Path, rows: int) -> Path:
+    """A manifest beside ``manifest`` (so its relative paths hold) of its first ``rows`` rows; its path."""
+    import pandas as pd
+
+    first = manifest.with_name(f"first{rows}.csv")
+    pd.read_csv(manifest, dtype=str, keep_default_na=False).iloc[:rows].to_csv(first, index=False)
+    return first
+
+
+def _preprocess_rows(settings: ScaleSettings, copied: Path, root: Path) -> tuple[list[dict[str, Any]], bool, bool]:
+    """Preprocess the first copied scans with 1 and 2 jobs, and as 2 shards; the rows and whether the outputs
+    matched."""
     from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
 
     config = PreprocessConfig(target_spacing=settings.target_spacing, target_shape=settings.target_shape)
-    scans = settings.sites * settings.subjects
+    scans = settings.preprocess_scans
+    manifest = _first_rows(copied, scans)
     rows, seconds = [], {}
     for jobs in (1, 2):
         load = _load_1min()
@@ -195,7 +216,7 @@ def _jobs_why(preprocess_rows: list[dict[str, Any]]) -> str:
     one, two = preprocess_rows[0], preprocess_rows[1]
     why = (f"--jobs 1 took {one['seconds']:.1f} s and --jobs 2 {two['seconds']:.1f} s for {two['scans']} scans; "
            "the landmarks are fitted in the main process between the two parallel passes, and the workers start "
-           "from a fork server that first imports torch and TorchIO.")
+           "(once per run) from a fork server that first imports torch and TorchIO.")
     if one["load"] is not None and two["load"] is not None:
         why += (f" The load average (1 min) was {one['load']:.2f} when --jobs 1 began and {two['load']:.2f} when "
                 f"--jobs 2 began, on {available_cores()} cores: work of other processes beside a run takes cores that "
@@ -240,7 +261,7 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
                                                                settings.loader_workers)
                 rows.append({"measure": "memory", "scans": scans, "cache": cache, "peak_mb": peaks[cache, scans],
                              "mb_per_scan": peaks[cache, scans] / scans})
-        preprocess_rows, identical, same_as_sharded = _preprocess_rows(settings, generated, root)
+        preprocess_rows, identical, same_as_sharded = _preprocess_rows(settings, manifest, root)
     rows += [{"measure": "preprocess", **row} for row in preprocess_rows]
     small, large = min(settings.scans), max(settings.scans)
     growth = {cache: peaks[cache, large] / max(peaks[cache, small], 1e-9) for cache in CACHES}
@@ -255,7 +276,7 @@ def run_scale(settings: ScaleSettings | None = None, device: str = "cpu", work_d
             f"{largest} scans of {settings.shape}³ (with labels; each its own files, copies of {settings.sites} "
             f"sites x {settings.subjects} generated scans in turn) and reading {EPOCHS} epochs of batches of {BATCH_SIZE} "
             f"({settings.loader_workers} loader workers), one fresh process per figure; then the preprocessing of the "
-            f"{settings.sites * settings.subjects} generated scans to {settings.target_shape} at "
+            f"first {settings.preprocess_scans} of those scans to {settings.target_shape} at "
             f"{settings.target_spacing} mm with 1 and 2 worker processes, and as 2 shards after the fit step (shards "
             "run one after another here; on a cluster they run at once). The load column is the machine's load "
             "average over the minute before each preprocessing run began."

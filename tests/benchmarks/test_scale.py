@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import benchmarks.scale
 from benchmarks.scale import ScaleSettings, dataset_peak_mb, run_scale
 
@@ -25,8 +27,14 @@ def test_every_cache_and_preprocessing_run_is_measured(tmp_path, monkeypatch):
     runs = [r for r in result.rows if r["measure"] == "preprocess"]
     assert [r["run"] for r in runs] == ["--jobs 1", "--jobs 2", "fit, shards 1/2 and 2/2 one after another, merge"]
     assert [r["same_bytes"] for r in runs] == [None, True, True] and runs[0]["speedup"] == 1.0
-    assert all(r["scans"] == 6 and r["load"] >= 0 for r in runs)  # the 2 x 3 generated scans, and the load beside
+    assert all(r["scans"] == 6 and r["load"] >= 0 for r in runs)  # the first 6 copies, and the load beside
+    assert len(list((tmp_path / "scale" / "jobs1" / "images").glob("*.nii.gz"))) == 6
     names = [t.name for t in result.targets]
     assert names[2:4] == ["check: --jobs 2 writes the same bytes as --jobs 1",
                           "check: fit + 2 shards + merge write the same manifest and files as one run"]
     assert result.targets[2].met and result.targets[3].met
+
+
+def test_more_scans_preprocessed_than_copied_is_refused():
+    with pytest.raises(ValueError, match="preprocess_scans must lie in \\[1, 16\\]"):
+        ScaleSettings(scans=(8, 16), preprocess_scans=17)
