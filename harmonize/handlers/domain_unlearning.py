@@ -33,7 +33,8 @@ class DomainUnlearningHandler:
     """Adds domain-head training and an unlearning objective to a ``SupervisedTrainer``.
 
     ``engine.state`` gains the attributes of :attr:`state_attributes` (for ``StatsHandler``); save
-    :meth:`state_dict` with ``CheckpointSaver``. Under ``torch.distributed`` the heads start from rank 0's, every
+    :meth:`state_dict` with ``CheckpointSaver``. Under the trainer's mixed precision (``amp=True``) the heads read
+    the features in float32, and the domain and confusion losses are computed in float32. Under ``torch.distributed`` the heads start from rank 0's, every
     step averages their gradients over the processes and :attr:`history` holds each epoch's mean over them.
 
     Args:
@@ -144,11 +145,12 @@ class DomainUnlearningHandler:
 
         task_loss = engine.state.output[CommonKeys.LOSS]
         self.record(StateKeys.TASK_LOSS, float(task_loss.detach()))
-        features = self.taps.features()
         warmup = self.in_warmup(engine.state.epoch)
-        if warmup or self.objective.trains_heads:
-            self.adversary.fit_batch(self, features.detach())
-        penalty = None if warmup else self.objective.penalty(self, features, engine.state.epoch, engine)
+        with torch.autocast(task_loss.device.type, enabled=False):  # mixed precision: heads and losses in float32
+            features = self.taps.features().float()
+            if warmup or self.objective.trains_heads:
+                self.adversary.fit_batch(self, features.detach())
+            penalty = None if warmup else self.objective.penalty(self, features, engine.state.epoch, engine)
         if penalty is not None:
             engine.state.output[CommonKeys.LOSS] = task_loss + penalty
 

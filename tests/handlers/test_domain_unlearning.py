@@ -437,3 +437,31 @@ def test_warmup_goes_on_while_the_task_loss_is_high(tiny_net, until, warmup):
     restored = _handler(copy.deepcopy(tiny_net), warmup_epochs=1, warmup_until_loss=until)
     restored.load_state_dict(handler.state_dict())
     assert restored.warmup_epochs == warmup[-1]
+
+
+@pytest.mark.parametrize("mode", ["fused", "dann"])
+def test_under_mixed_precision_heads_and_losses_stay_float32(tiny_net, mode):
+    """The trainer's iteration under autocast (bfloat16 on the CPU, as MONAI's ``amp`` runs it under float16 on a GPU):
+    the network computes in low precision, the heads read float32 features and give float32 logits."""
+    from monai.engines import SupervisedTrainer
+
+    def under_autocast(engine, batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return engine._iteration(engine, batch)
+
+    data = make_batches(2)
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=2, train_data_loader=data, network=tiny_net,
+                                optimizer=torch.optim.Adam(tiny_net.parameters(), lr=1e-2), loss_function=nn.MSELoss(),
+                                epoch_length=len(data), iteration_update=under_autocast)
+    handler = _handler(tiny_net, mode=mode, warmup_epochs=1)
+    handler.attach(trainer)
+    seen = []
+    handler.heads["site"].register_forward_hook(lambda m, args, out: seen.append((args[0].dtype, out.dtype)))
+    encoded = []
+    tiny_net.encoder[0].register_forward_hook(lambda m, args, out: encoded.append(out.dtype))  # the convolution
+    trainer.run()
+    assert torch.bfloat16 in encoded  # the network did run in low precision
+    assert seen and set(seen) == {(torch.float32, torch.float32)}
+    assert all(math.isfinite(h[f"{StateKeys.DOMAIN_LOSS}_site"]) for h in handler.history)
+    if mode == "fused":
+        assert math.isfinite(handler.history[-1][f"{StateKeys.CONFUSION_LOSS}_site"])
