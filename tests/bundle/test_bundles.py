@@ -240,6 +240,21 @@ def test_monai_property_check_passes(bundle, config, kind, tiny_preprocessed, tm
     assert workflow.check_properties() == []
 
 
+@pytest.mark.parametrize("bundle", [AGE, SEG], ids=["age", "seg"])
+def test_amp_reaches_the_trainer_and_the_evaluator(bundle, tiny_preprocessed, tmp_path):
+    """``--amp true`` turns on MONAI's mixed precision in training and validation (off by default)."""
+    configs = bundle / "configs"
+    for amp in (False, True):
+        workflow = ConfigWorkflow(config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
+                                  workflow_type="train", logging_file=False, bundle_root=str(tmp_path / str(amp)),
+                                  manifest=str(tiny_preprocessed), batch_size=6, **NETWORKS[bundle],
+                                  **({"amp": True} if amp else {}))
+        workflow.initialize()
+        trainer = workflow.parser.get_parsed_content("train#trainer")
+        evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+        assert (trainer.amp, evaluator.amp) == (amp, amp)
+
+
 def test_a_missing_image_is_one_error_line_naming_it(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "nope.nii.gz"
     with pytest.raises(RuntimeError) as caught:  # what `python -m monai.bundle run` would leave uncaught
