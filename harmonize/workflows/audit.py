@@ -262,7 +262,7 @@ def audit_held_out(
 
     Returns:
         ``(metrics, features)``. For a brain-age model, ``metrics`` holds the keys of
-        :func:`~harmonize.workflows.brain_age.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
+        :func:`~harmonize.audit.age_audit.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
         ``chance``, ``age_mae``, ``age_mae_per_site``, ``age_probe_r2``, ``sex_probe_bacc``, ...), plus, when the
         manifest holds unseen sites, ``unseen_site_mae`` (age MAE over all their scans), ``unseen_sites`` and
         ``n_unseen`` (unseen sites also appear in ``age_mae_per_site`` as ``"<site> (unseen)"``); for a

@@ -254,6 +254,7 @@ def test_checkpoint_round_trip(tiny_net):
     [
         ({"head_steps": 0}, r"'head_steps' must be an integer >= 1, got 0 \(int\)"),
         ({"warmup_epochs": -1}, r"'warmup_epochs' must be an integer >= 0, got -1 \(int\)"),
+        ({"warmup_until_loss": 0.0}, r"'warmup_until_loss' must be a finite number > 0 or None, got 0.0 \(float\)"),
         ({"head_lr": -1.0}, r"'head_lr' must be a finite number > 0, got -1.0 \(float\)"),
         ({"beta": -1.0}, r"Confound 'site': invalid arguments.\n  - 'beta' must be a finite number >= 0, got -1.0 "
                          r"\(float\)"),
@@ -433,7 +434,7 @@ def test_warmup_goes_on_while_the_task_loss_is_high(tiny_net, until, warmup):
     trainer.run()
     # a loss at or above 1e-9 never ends the warm-up before half the run; one above 1e9 never extends it
     assert [i + 1 for i, p in enumerate(phases) if p == "warmup"] == warmup
-    assert handler.warmup_epochs == warmup[-1] and handler.state_dict()["warmup_epochs"] == warmup[-1]
+    assert handler.warmup.epochs == warmup[-1] and handler.state_dict()["warmup_epochs"] == warmup[-1]
     restored = _handler(copy.deepcopy(tiny_net), warmup_epochs=1, warmup_until_loss=until)
     restored.load_state_dict(handler.state_dict())
-    assert restored.warmup_epochs == warmup[-1]
+    assert restored.warmup.epochs == warmup[-1]

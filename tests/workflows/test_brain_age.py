@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from harmonize import defaults
-from harmonize.audit.features import FeatureSet
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys
 from harmonize.workflows.brain_age import (
     BrainAgeSettings,
-    audit_feature_set,
     brain_age_features,
     evaluate_brain_age,
     train_brain_age,
@@ -126,22 +124,6 @@ def test_training_rows_without_ages_are_refused(tiny_cohort):
     with pytest.raises(HarmonizeError, match=f"No 'train' row of {tiny_cohort} has an age \\(12 training rows\\): "
                                              "brain-age training needs the 'age' column filled in"):
         train_brain_age(frame, _settings("none"))
-
-
-def _feature_set(sex: list[int]) -> FeatureSet:
-    rng = np.random.default_rng(0)
-    n = len(sex)
-    site = np.arange(n) % 2
-    return FeatureSet(rng.normal(size=(n, 4)) + site[:, None], rng.normal(50, 5, size=(n, 1)),
-                      {Keys.SITE: site, Keys.AGE: rng.uniform(40, 60, n), Keys.SEX: np.asarray(sex)})
-
-
-def test_audit_skips_the_sex_probe_when_a_sex_has_one_scan():
-    metrics = audit_feature_set(_feature_set([0] * 11 + [1]), ["a", "b"])
-    assert "sex_probe_bacc" not in metrics and metrics["n_subjects"] == 12
-    metrics = audit_feature_set(_feature_set([0] * 10 + [1, 1]), ["a", "b"])
-    assert 0 <= metrics["sex_probe_bacc"] <= 1
-
 
 
 def test_text_sites_of_a_bare_frame_need_a_site_index(tiny_cohort):
