@@ -301,12 +301,8 @@ class _RunResult:
 
 def _train_and_audit(run: _Run) -> _RunResult:
     """Train one run, save its model, audit it (and its post-hoc methods); a worker process's task."""
-    from harmonize.workflows.brain_age import (
-        combat_unseen_site,
-        evaluate_combat,
-        fit_site_eraser,
-        train_brain_age,
-    )
+    from harmonize.workflows.brain_age import train_brain_age
+    from harmonize.workflows.brain_age_evaluation import combat_unseen_site, evaluate_combat, fit_site_eraser
     from harmonize.workflows.model_file import save_model
 
     start = time.perf_counter()
