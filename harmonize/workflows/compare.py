@@ -46,7 +46,7 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
 from harmonize.audit.site_bias import age_overlap_note
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, integer_problem, is_integer, option_value
+from harmonize.errors import ConfigError, integer_problem, integers_problem, is_integer, option_value, raise_problems
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Keys, Method, UnseenSite
 from harmonize.output_dir import releases_output_dirs
@@ -154,29 +154,20 @@ class CompareSettings:
         problems += [problem, *(p for _, p in first), integer_problem("permutations", self.permutations, minimum=0)]
         if problem := integer_problem("jobs", self.jobs):
             problems.append(f"{problem}: the training runs at once")
-        if is_integer(self.seeds) and (problem := integer_problem("seeds", self.seeds)):
-            problems.append(f"{problem}: the number of seeds each method trains on")
-        problems = [p for p in problems if p]
-        if problems:
-            raise ConfigError("Invalid comparison settings.", problems=problems)
-        self._check_seeds()
+        problems.append(self._seeds_problem())
+        raise_problems("CompareSettings", problems)
 
-    def _check_seeds(self) -> None:
-        if isinstance(self.seeds, bool):
-            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of seeds, got {self.seeds!r}.")
+    def _seeds_problem(self) -> str | None:
+        """The problem with ``seeds`` (a number of seeds, or distinct seeds), or None; it is normalised when valid."""
         if is_integer(self.seeds):
+            if problem := integer_problem("seeds", self.seeds):
+                return f"{problem}: the number of seeds each method trains on"
             self.seeds = int(self.seeds)
-            return
-        try:
-            seeds = tuple(int(s) for s in self.seeds)
-        except (TypeError, ValueError):
-            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of integer seeds, got "
-                              f"{self.seeds!r}.") from None
-        twice = sorted({s for s in seeds if seeds.count(s) > 1})
-        if not seeds or twice:
-            raise ConfigError(f"Argument 'seeds': give at least one seed, each once; got {list(seeds)}"
-                              + (f" ({twice} twice)." if twice else "."))
-        self.seeds = seeds
+        elif problem := integers_problem("seeds", self.seeds, least=1, distinct=True):
+            return f"{problem}: give the number of seeds each method trains on, or the seeds themselves, each once"
+        else:
+            self.seeds = tuple(int(s) for s in self.seeds)
+        return None
 
     def seed_values(self) -> tuple[int, ...]:
         """The seeds every method trains on: ``seeds`` if listed, else ``seeds`` of them from ``training.seed``."""

@@ -217,8 +217,14 @@ def test_settings_errors(tiny_cohort, tmp_path):
                                   "'jobs' must be an integer >= 1, got 0 (int): the training runs at once",
                                   "'seeds' must be an integer >= 1, got 0 (int): the number of seeds each method "
                                   "trains on"]
-    with pytest.raises(ConfigError, match=r"'seeds': give at least one seed, each once; got \[3, 3\] \(\[3\] twice\)"):
-        CompareSettings(seeds=[3, 3])
+    for seeds in ([3, 3], [], [1, -2], True, "12", [1.0]):
+        with pytest.raises(ConfigError) as err:
+            CompareSettings(seeds=seeds, jobs=0)
+        assert err.value.message == "CompareSettings: invalid arguments."
+        assert err.value.problems == [
+            "'jobs' must be an integer >= 1, got 0 (int): the training runs at once",
+            f"'seeds' must be a sequence of 1 or more distinct integers >= 0, got {seeds!r} ({type(seeds).__name__}): "
+            "give the number of seeds each method trains on, or the seeds themselves, each once"]
     with pytest.raises(ConfigError, match=r"'jobs' must be an integer >= 1, got 1.5 \(float\)"):
         CompareSettings(jobs=1.5)
     assert CompareSettings(seeds=3, training=_training()).seed_values() == (0, 1, 2)
