@@ -124,8 +124,12 @@ class BrainAgeSettings:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        nested: list[str] = []  # the problems of an unlearning part given as a dict join ours
         if isinstance(self.unlearning, dict):
-            self.unlearning = UnlearningSettings(**self.unlearning)
+            try:
+                self.unlearning = UnlearningSettings(**self.unlearning)
+            except ConfigError as err:
+                nested = err.problems or [err.message]
         self.taps = (self.taps,) if isinstance(self.taps, str) else self.taps
         taps = self.taps if isinstance(self.taps, (list, tuple)) and self.taps else None
         cache = None if isinstance(self.cache, bool) else option_value("cache", self.cache, DatasetCache)[1]
@@ -133,7 +137,7 @@ class BrainAgeSettings:
             f"'taps' must be a layer name or a sequence of one or more layer names, got {self.taps!r} "
             f"({type(self.taps).__name__})")
         raise_problems("BrainAgeSettings", [
-            integer_problem("max_epochs", self.max_epochs), integer_problem("batch_size", self.batch_size),
+            *nested, integer_problem("max_epochs", self.max_epochs), integer_problem("batch_size", self.batch_size),
             number_problem("lr", self.lr), integers_problem("channels", self.channels, least=1, minimum=1),
             integer_problem("feature_dim", self.feature_dim),
             taps_problem,

@@ -144,8 +144,11 @@ class CompareSettings:
             if method in self.methods and base not in self.methods:
                 problems.append(f"Argument 'methods': '{method}' harmonises the features of the network trained with "
                                 f"'{base}'; add '{base}' to the methods.")
-        if isinstance(self.training, dict):
-            self.training = BrainAgeSettings(**self.training)
+        if isinstance(self.training, dict):  # its problems join ours
+            try:
+                self.training = BrainAgeSettings(**self.training)
+            except ConfigError as err:
+                problems += err.problems or [err.message]
         self.unseen_site = str(self.unseen_site)
         combat_unseen, problem = option_value("combat_unseen", self.combat_unseen, UnseenSite)
         self.combat_unseen = combat_unseen or self.combat_unseen
