@@ -60,7 +60,8 @@ QUICK_HELD_OUT_FRACTION = 0.3
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo. The defaults finish in under 15 minutes on 2 CPU cores; ``quick()`` in about one.
+    """Sizes of the demo: the defaults are sized for 2 CPU cores, ``quick()`` for a smoke test (their run times:
+    docs/demo.md).
 
     Args:
         sites: scanners of the embedded cohort.
@@ -281,5 +282,5 @@ def _run_recon(out: Path, settings: DemoSettings):
     )
 
     recon = ReconUnlearningSettings.tiny() if settings.recon_quick else ReconUnlearningSettings.demo()
-    # one seed (about 2 minutes) keeps the demo under 15 minutes; the three-seed figures are the benchmark's
+    # one seed keeps the demo short (docs/reconstruction.md, "Over seeds"); the three-seed figures are the benchmark's
     return run_recon_unlearning(replace(recon, seed=settings.seed, seeds=1), out / "recon")

@@ -118,7 +118,7 @@ def _nested(cls: type, value: Any) -> Any:
 
 @dataclass
 class ReconUnlearningSettings:
-    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, 3 seeds, about 6-7 minutes on one thread).
+    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, 3 seeds; its time: docs/reconstruction.md).
 
     Args:
         data: which slices (:class:`ReconDataSettings`; a dict is accepted, as in a bundle config).
@@ -184,7 +184,7 @@ class ReconUnlearningSettings:
 
     @classmethod
     def benchmark(cls) -> ReconUnlearningSettings:
-        """Larger: 200 brain and 20 phantom training volumes (8 slices each), longer training (CPU: hours)."""
+        """Larger: 200 brain and 20 phantom training volumes (8 slices each), longer training (hours on a CPU)."""
         data = ReconDataSettings(slices_per_volume=8, retain_train_volumes=200, forget_train_volumes=20,
                                  retain_test_volumes=20, forget_test_volumes=20)
         return cls(data=data, unlearning=ReconStageSettings(ft_epochs=18, ga_epochs=3, nl_epochs=3),
