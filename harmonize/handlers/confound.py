@@ -105,8 +105,11 @@ class Confound:
         if self.class_weights is not None and classes_known and len(self.class_weights) != self.num_classes:
             problems.append(f"'class_weights' has {len(self.class_weights)} values, expected num_classes = "
                             f"{self.num_classes}")
+        try:
+            self.domain_loss = DomainLoss(weight=self.class_weights, reduction="mean")
+        except ConfigError as err:  # the class weights' values, named with the other problems
+            problems.append(f"'class_weights': {err.message}")
         raise_problems(f"Confound '{self.name}'", problems)
-        self.domain_loss = DomainLoss(weight=self.class_weights, reduction="mean")
         if self.kind == ConfoundKind.CONTINUOUS:
             self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)
 
