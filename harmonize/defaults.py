@@ -98,7 +98,7 @@ TASK_NOT_LEARNT_LOSS = 0.9
 DEMO_SHAPE = (32, 32, 32)
 DEMO_SPACING = 6.0
 #: Brain-age encoder channels of the demo (a slimmer, five-block VGG than the paper's, for 2 CPU cores; the first
-#: two blocks, at full resolution, cost most: 8 and 16 channels there train twice as fast as 16 and 32).
+#: two blocks, at full resolution, cost most, hence their 8 and 16 channels: docs/audit.md, "Speed choices").
 DEMO_CHANNELS = (8, 16, 32, 64, 64)
 DEMO_EPOCHS = 15
 #: Layers of the brain-age network that are unlearned and audited: the feature vector (the paper's bottleneck) and
@@ -113,8 +113,8 @@ DEMO_SUBJECTS_PER_SITE = 60
 DEMO_HELD_OUT_FRACTION = 32 / 60
 #: Seeds each of the demo's methods trains on (means, 95 % intervals and paired p-values need several), training
 #: runs at once (one per core), and label permutations of each site probe's p-value: none, since the paired
-#: comparisons over seeds carry the verdict and the permutations cost a seventh of each run
-#: (``harmonize compare --permutations N`` gives them).
+#: comparisons over seeds carry the verdict and the permutations cost time (their share of a run: docs/audit.md,
+#: "Speed choices"; ``harmonize compare --permutations N`` gives them).
 DEMO_SEEDS = 3
 DEMO_JOBS = 2
 DEMO_PERMUTATIONS = 0
@@ -134,8 +134,8 @@ RECON_CENTER_FRACTION = 0.08
 RECON_SSIM_WINDOW = 7
 RECON_L1_WEIGHT = 1e-5
 #: Fraction of the retain set used by the FT variants (the paper: 10 %; 30 % here, chosen by the sweeps in
-#: docs/reconstruction.md: at 10-20 % the retain PSNR could not be kept while forgetting, within 10 % of the oracle's
-#: training iterations).
+#: docs/reconstruction.md, where smaller fractions could not keep the retain PSNR while forgetting within the time
+#: budget).
 RECON_RETAIN_FRACTION = 0.3
 #: Weight of GA-L1's L1 penalty on the weights (sum of absolute values), and NL's noise standard deviation.
 RECON_L1_PENALTY = 1e-5
@@ -145,13 +145,14 @@ RECON_NOISE_STD = 1.0
 RECON_FORGET_EPOCHS = 3
 RECON_FT_EPOCHS = 5
 RECON_GA_LEARNING_RATE = 1e-3
-#: Per-sample ceiling of the SSIM + L1 loss under gradient ascent (0.9: SSIM 0.1, below the oracle's 0.4 on the
-#: forget set; the FT stage that follows brings the forget PSNR back up to about the oracle's), and the weight of
-#: retain samples that share the forget stage's batches (descent on them while ascending).
+#: Per-sample ceiling of the SSIM + L1 loss under gradient ascent (0.9: SSIM 0.1, below the oracle's SSIM on the
+#: forget set, so that the FT stage that follows brings the forget PSNR back up to about the oracle's; measured in
+#: docs/reconstruction.md), and the weight of retain samples that share the forget stage's batches (descent on them
+#: while ascending).
 RECON_LOSS_CEILING = 0.9
 RECON_RETAIN_WEIGHT = 1.0
 #: Seeds of the reconstruction experiment (each trains its own original and oracle; means and 95 % intervals
-#: need several: one seed's figures moved by 0.3-0.5 dB from the next's, docs/reconstruction.md).
+#: need several: one seed's figures differ from the next's by as much as the best settings do, docs/reconstruction.md).
 RECON_SEEDS = 3
 
 # --- audit and comparison (harmonize audit / compare) ----------------------------------------------------
@@ -207,8 +208,8 @@ MIA_CONFIDENCE = 0.95
 #: share of retraining) on the mean of 3 seeds.
 FORGET_METHOD = "ga"
 #: Unlearning schedule of a brain-age model: epochs of the FT stage over the retained training subjects, of the
-#: forget stage (GA / GA-L1 / NL) over the withdrawn ones, and the Adam learning rates (measured in
-#: docs/forgetting.md: 3 forget epochs with the loss ceiling below; 1 epoch left the original's membership AUC).
+#: forget stage (GA / GA-L1 / NL) over the withdrawn ones, and the Adam learning rates (with the loss ceiling below;
+#: why this many forget epochs: docs/forgetting.md).
 FORGET_FT_EPOCHS = 2
 FORGET_FORGET_EPOCHS = 3
 FORGET_LEARNING_RATE = 1e-4

@@ -7,6 +7,7 @@
 - :mod:`~harmonize.audit.probe`: cross-validated classifier and regressor probes on features.
 - :mod:`~harmonize.audit.feature_probes`: the site, age and sex probes every audit runs, with the site probe's
   biology floor.
+- :mod:`~harmonize.audit.age_audit`: the brain-age figures of held-out scans (age error, site bias, probes).
 - :mod:`~harmonize.audit.combat`: ComBat (neuroHarmonize), the baseline researchers know.
 - :mod:`~harmonize.audit.plots` and :mod:`~harmonize.audit.report`: figures, tables and the HTML report.
 

@@ -103,7 +103,7 @@ def _embed(x: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, str, str]
         return y, f"PC1 ({100 * ratio[0]:.0f}%)", f"PC2 ({100 * ratio[1]:.0f}%)"
     perplexity = float(np.clip((len(z) - 1) / 3.0, TSNE_MIN_PERPLEXITY, TSNE_MAX_PERPLEXITY))
     # One OpenMP thread for the duration of the call: on a few hundred points threads only add overhead, and on a
-    # busy machine they oversubscribe the cores (measured here, 160 points: 0.9 s on one thread, 3-19 s on several).
+    # busy machine they oversubscribe the cores (the timings: docs/audit.md, "Speed choices").
     with threadpool_limits(limits=1, user_api="openmp"):
         y = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
     return y, "t-SNE 1", "t-SNE 2"

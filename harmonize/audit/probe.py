@@ -18,8 +18,8 @@ __all__ = ["ClassifierProbeResult", "RegressorProbeResult", "classifier_probe", 
 
 #: Largest number of cross-validation folds a probe uses.
 MAX_FOLDS = 5
-#: Cross-validations, each with its own random split into folds, whose scores a probe averages. One split's
-#: score moves by about 0.02 balanced accuracy with the split alone (docs/audit.md); the mean of five moves less.
+#: Cross-validations, each with its own random split into folds, whose scores a probe averages: one split's score
+#: moves with the split alone (by how much: docs/audit.md, ``site_probe_bacc``); the mean of five moves less.
 REPEATS = 5
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harmonize.errors import ConfigError, ManifestError
+from harmonize.errors import ConfigError, ManifestError, option_value, raise_problems
 from harmonize.keys import Sex, SiteSource
 
 __all__ = ["BIDS_AGE", "BIDS_NA", "BIDS_SEX", "SEX_MAP", "SiteFrom"]
@@ -51,20 +51,18 @@ class SiteFrom:
             with ``_`` into the site id.
 
     Raises:
-        ConfigError: an unknown source or no field.
+        ConfigError: an unknown source and no field, both at once.
     """
 
     source: str
     fields: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        from harmonize.errors import check_option
-
-        object.__setattr__(self, "source", check_option("--site-from source", self.source, SiteSource))
+        source, problem = option_value("--site-from source", self.source, SiteSource)
         fields = tuple(str(f).strip() for f in self.fields if str(f).strip())
-        if not fields:
-            raise ConfigError(f"--site-from {self.source}: name at least one field, e.g. {self.source}:"
-                              f"{'Manufacturer' if self.source == SiteSource.SIDECAR else 'scanner'}")
+        example = f"{source or 'participants'}:{'Manufacturer' if source == SiteSource.SIDECAR else 'scanner'}"
+        raise_problems("--site-from", [problem, None if fields else f"name at least one field, e.g. {example}"])
+        object.__setattr__(self, "source", source)
         object.__setattr__(self, "fields", fields)
 
     @classmethod

@@ -34,7 +34,7 @@ import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import json_hashing
 
-from harmonize.errors import ConfigError, HarmonizeError, check_option, number_problem
+from harmonize.errors import ConfigError, HarmonizeError, number_problem, option_value, raise_problems
 from harmonize.keys import DatasetCache, Keys
 
 __all__ = ["BoundedPersistentDataset", "cached_dataset", "cached_items", "item_bytes", "item_hash"]
@@ -127,10 +127,11 @@ def cached_dataset(items: Sequence[Mapping[str, Any]], transform: Callable, cach
         ConfigError: an unknown ``cache``, ``disk`` without ``cache_dir``, or a negative ``limit_gb``.
         HarmonizeError: ``cache_dir`` cannot be created.
     """
-    mode = DatasetCache.MEMORY if cache is True else DatasetCache.NONE if cache is False else DatasetCache(
-        check_option("cache", cache, DatasetCache))
-    if problem := number_problem("cache_limit_gb", limit_gb, strict=False, optional=True):
-        raise ConfigError("Invalid dataset cache argument.", problems=[f"{problem}: GiB of cached scans"])
+    mode, problem = ((DatasetCache.MEMORY, None) if cache is True else (DatasetCache.NONE, None) if cache is False
+                     else option_value("cache", cache, DatasetCache))
+    limit_problem = number_problem("cache_limit_gb", limit_gb, strict=False, optional=True)
+    raise_problems("The dataset cache", [problem, limit_problem and f"{limit_problem}: GiB of cached scans"])
+    mode = DatasetCache(mode)
     if mode == DatasetCache.NONE or not items:
         return Dataset(items, transform)
     count = cached_items(len(items), item_bytes(items[0]), limit_gb)

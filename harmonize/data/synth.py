@@ -63,7 +63,7 @@ from harmonize.data.transforms.site_acquisition import (
     BACKGROUND_THRESHOLD,
     SiteAcquisition,
 )
-from harmonize.errors import ConfigError, integer_problem, number_problem, range_problem
+from harmonize.errors import integer_problem, number_problem, raise_problems, range_problem
 from harmonize.keys import Keys, Sex, Split
 from harmonize.output_dir import OutputDir
 from harmonize.progress import progress as show_progress
@@ -166,8 +166,7 @@ class SynthConfig:
     sites: tuple[SiteProfile, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if problems := self._problems():
-            raise ConfigError("The synthetic cohort settings are invalid; fix these and run again:", problems=problems)
+        raise_problems("SynthConfig", self._problems())
 
     def _problems(self) -> list[str]:
         """What is wrong with this configuration, one line each (empty when valid)."""

@@ -7,6 +7,7 @@ from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.head_refit import RefitHeads
+from harmonize.handlers.head_warmup import HeadWarmup
 from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.handlers.reconstruction_metrics import ReconstructionMetricsHandler
 from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
@@ -27,6 +28,7 @@ __all__ = [
     "DomainUnlearningHandler",
     "GradientReversalObjective",
     "HeadSteps",
+    "HeadWarmup",
     "LabelRangeMask",
     "MachineUnlearningHandler",
     "RandomRigidAugmentation",

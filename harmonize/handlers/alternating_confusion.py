@@ -62,7 +62,7 @@ class AlternatingConfusion(ConfusionObjective):
 
     def _step(self, engine: Any, unlearner: DomainUnlearningHandler) -> None:
         inputs, self._inputs = self._inputs, None
-        if unlearner.in_warmup(engine.state.epoch) or inputs is None:
+        if unlearner.warmup.covers(engine.state.epoch) or inputs is None:
             return
         self.optimizer.zero_grad(set_to_none=True)
         unlearner.taps.clear()

@@ -12,6 +12,7 @@ from torch import nn
 
 from harmonize.errors import ConfigError, integer_problem, number_problem, option_value, raise_problems
 from harmonize.keys import ConfoundKind, Keys
+from harmonize.losses import DomainLoss
 
 __all__ = ["Confound", "batch_targets", "quantile_bin_edges"]
 
@@ -82,6 +83,8 @@ class Confound:
     class_weights: Sequence[float] | None = None
     prior: Callable[[Mapping[str, Any]], torch.Tensor] | None = None
     _edges: torch.Tensor | None = field(default=None, init=False, repr=False)
+    #: The head's loss, cross-entropy with ``class_weights`` (:class:`~harmonize.losses.DomainLoss`).
+    domain_loss: DomainLoss = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.name = str(self.name or self.key)
@@ -102,6 +105,10 @@ class Confound:
         if self.class_weights is not None and classes_known and len(self.class_weights) != self.num_classes:
             problems.append(f"'class_weights' has {len(self.class_weights)} values, expected num_classes = "
                             f"{self.num_classes}")
+        try:
+            self.domain_loss = DomainLoss(weight=self.class_weights, reduction="mean")
+        except ConfigError as err:  # the class weights' values, named with the other problems
+            problems.append(f"'class_weights': {err.message}")
         raise_problems(f"Confound '{self.name}'", problems)
         if self.kind == ConfoundKind.CONTINUOUS:
             self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)

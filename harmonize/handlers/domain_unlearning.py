@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from harmonize.distributed import broadcast_module, is_main_process, mean_over_processes
-from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
+from harmonize.errors import ConfigError, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
+from harmonize.handlers.head_warmup import HeadWarmup
 from harmonize.handlers.unlearning_adversary import HeadSteps
 from harmonize.handlers.unlearning_objective import ConfusionObjective
 from harmonize.keys import StateKeys
-from harmonize.losses import DomainLoss
 from harmonize.networks.feature_taps import FeatureTaps
 
 __all__ = ["DomainUnlearningHandler"]
@@ -43,10 +43,9 @@ class DomainUnlearningHandler:
         confounds: the variables to unlearn, each with its head and weights (:class:`Confound`).
         objective: what the extractor is trained with (default :class:`ConfusionObjective`, fused).
         adversary: how the heads are fitted (default :class:`HeadSteps`, one Adam step per batch).
-        warmup_epochs: epochs at the start during which only the heads learn (the paper pretrains its domain head).
-        warmup_until_loss: if given, the warm-up goes on past ``warmup_epochs``, one epoch at a time, while the
-            epoch's mean task loss is at or above this, up to half of the run's epochs: an adversary that starts
-            before the task is learnt can win for good.
+        warmup_epochs: epochs at the start during which only the heads learn (:class:`HeadWarmup`).
+        warmup_until_loss: if given, the warm-up goes on past ``warmup_epochs`` while the epoch's task loss is at or
+            above this, up to half the run (:class:`HeadWarmup`).
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the domain
             and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
 
@@ -63,8 +62,7 @@ class DomainUnlearningHandler:
         self.objective = objective if objective is not None else ConfusionObjective()
         self.adversary = adversary if adversary is not None else HeadSteps()
         names = [c.name for c in self.confounds]
-        problems = [integer_problem("warmup_epochs", warmup_epochs, minimum=0),
-                    None if warmup_until_loss is None else number_problem("warmup_until_loss", warmup_until_loss)]
+        problems = HeadWarmup.problems(warmup_epochs, warmup_until_loss)
         if not self.confounds:
             problems.append("confounds: give at least one Confound")
         if len(set(names)) != len(names):
@@ -76,10 +74,8 @@ class DomainUnlearningHandler:
         self.network = network
         self.taps = FeatureTaps(network, taps)
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})
-        self.warmup_epochs = int(warmup_epochs)  # the last warm-up epoch, as extended by warmup_until_loss
-        self.warmup_until_loss = warmup_until_loss
+        self.warmup = HeadWarmup(warmup_epochs, warmup_until_loss)
         self.sample_mask = sample_mask
-        self.domain_losses = {c.name: DomainLoss(weight=c.class_weights, reduction="mean") for c in self.confounds}
         self.adversary.bind(self)
         self.targets: dict[str, torch.Tensor] = {}  # this batch's targets, MISSING where a sample is left out
         self.priors: dict[str, torch.Tensor] = {}
@@ -125,13 +121,9 @@ class DomainUnlearningHandler:
         return [StateKeys.TASK_LOSS.value, StateKeys.UNLEARNING_PHASE.value] + [
             f"{k}_{c.name}" for c in self.confounds for k in keys]
 
-    def in_warmup(self, epoch: int) -> bool:
-        """Whether an epoch (1-based) belongs to the heads' warm-up stage."""
-        return epoch <= self.warmup_epochs
-
     def _epoch_started(self, engine: Any) -> None:
         self._totals = {}
-        warmup = self.in_warmup(engine.state.epoch)
+        warmup = self.warmup.covers(engine.state.epoch)
         setattr(engine.state, StateKeys.UNLEARNING_PHASE, "warmup" if warmup else self.objective.phase)
         if not warmup:
             self.adversary.epoch_started(self, engine)
@@ -145,7 +137,7 @@ class DomainUnlearningHandler:
 
         task_loss = engine.state.output[CommonKeys.LOSS]
         self.record(StateKeys.TASK_LOSS, float(task_loss.detach()))
-        warmup = self.in_warmup(engine.state.epoch)
+        warmup = self.warmup.covers(engine.state.epoch)
         with torch.autocast(task_loss.device.type, enabled=False):  # mixed precision: heads and losses in float32
             features = self.taps.features().float()
             if warmup or self.objective.trains_heads:
@@ -164,12 +156,7 @@ class DomainUnlearningHandler:
         summary.update({name: sum(values) / len(values) for name, values in self._totals.items()})
         summary = mean_over_processes(summary)
         self.history.append(summary)
-        epoch, loss = engine.state.epoch, summary.get(StateKeys.TASK_LOSS)
-        if (self.warmup_until_loss is not None and epoch == self.warmup_epochs and loss is not None
-                and loss >= self.warmup_until_loss and epoch < engine.state.max_epochs // 2):
-            self.warmup_epochs += 1
-            logger.info("epoch %d: task loss %.3g >= %.3g, the warm-up goes on for another epoch", epoch, loss,
-                        self.warmup_until_loss)
+        self.warmup.epoch_completed(engine.state.epoch, summary.get(StateKeys.TASK_LOSS), engine.state.max_epochs)
         if is_main_process():
             logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
@@ -185,7 +172,7 @@ class DomainUnlearningHandler:
     def domain_loss(self, confound: Confound, logits: torch.Tensor, target: torch.Tensor, record: bool) -> torch.Tensor:
         """A head's cross-entropy on the samples whose target is not :data:`MISSING` (recording loss and accuracy)."""
         mask = target != MISSING
-        loss = self.domain_losses[confound.name](logits, target, mask=mask)
+        loss = confound.domain_loss(logits, target, mask=mask)
         if record:
             self.record(f"{StateKeys.DOMAIN_LOSS}_{confound.name}", float(loss.detach()))
             hits = (logits.detach().argmax(dim=1) == target)[mask]
@@ -200,7 +187,7 @@ class DomainUnlearningHandler:
     def state_dict(self) -> dict[str, Any]:
         """Heads, the adversary's and the objective's optimisers, and the history (for ``CheckpointSaver``)."""
         return {"heads": self.heads.state_dict(), **self.adversary.state_dict(), **self.objective.state_dict(),
-                "history": list(self.history), "warmup_epochs": self.warmup_epochs}
+                "history": list(self.history), "warmup_epochs": self.warmup.epochs}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
@@ -209,4 +196,4 @@ class DomainUnlearningHandler:
         self.objective.bind(self.network, 1e-3)  # a saved optimiser brings its own learning rate
         self.objective.load_state_dict(state)
         self.history = list(state.get("history", []))
-        self.warmup_epochs = int(state.get("warmup_epochs", self.warmup_epochs))
+        self.warmup.epochs = int(state.get("warmup_epochs", self.warmup.epochs))

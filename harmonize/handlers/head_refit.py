@@ -110,7 +110,7 @@ class RefitHeads(HeadSteps):
                     module.reset_running_stats()
             broadcast_module(c.head)  # every process fits the same head on the same rows
             optimizer = torch.optim.Adam(c.head.parameters(), lr=self.refit_lr)
-            loss_fn = unlearner.domain_losses[c.name]
+            loss_fn = c.domain_loss
             c.head.train()
             for _ in range(self.refit_steps):
                 optimizer.zero_grad(set_to_none=True)

@@ -44,7 +44,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, optional_import
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, number_problem, option_problem, option_value
+from harmonize.errors import ConfigError, number_problem, option_problem, option_value, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.keys import Keys, NoiseMode, ReconMethod, StateKeys
 
@@ -178,15 +178,14 @@ class MachineUnlearningHandler:
                        "the oracle is training from scratch: use harmonize.workflows.machine_unlearning.run_unlearning.")
         problems = [problem] if problem else []
         problems += stage_problems(l1_penalty, noise_std, loss_ceiling, stop_forget_loss, retain_weight, noise_mode)
-        if problems:
-            raise ConfigError("Invalid MachineUnlearningHandler settings.", problems=problems)
+        raise_problems("MachineUnlearningHandler", problems)
         self.method = ReconMethod(method)
         self.forget_key = forget_key
         self.target_key = target_key
         self.id_key = id_key
         self.l1_penalty = float(l1_penalty)
         self.noise_std = float(noise_std)
-        self.noise_mode = NoiseMode(check_option("noise_mode", noise_mode, NoiseMode))
+        self.noise_mode = NoiseMode(option_value("noise_mode", noise_mode, NoiseMode)[0])  # checked above
         self.loss_ceiling = loss_ceiling
         self.stop_forget_loss = stop_forget_loss
         self.retain_weight = float(retain_weight)

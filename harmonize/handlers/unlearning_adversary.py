@@ -36,7 +36,7 @@ def loss_weight(unlearner: DomainUnlearningHandler, confound: Any) -> float:
     """
     target = unlearner.targets[confound.name]
     valid = target != MISSING
-    weight = unlearner.domain_losses[confound.name].weight
+    weight = confound.domain_loss.weight
     if weight is None:
         return float(valid.sum())
     return float(weight.to(target.device)[target[valid]].sum())

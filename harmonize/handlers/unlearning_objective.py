@@ -106,7 +106,7 @@ class GradientReversalObjective:
         return total
 
     def _step_heads(self, engine: Any, unlearner: DomainUnlearningHandler) -> None:
-        if not unlearner.in_warmup(engine.state.epoch):
+        if not unlearner.warmup.covers(engine.state.epoch):
             unlearner.adversary.step(unlearner)
 
     def config(self) -> dict[str, Any]:

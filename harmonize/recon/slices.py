@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from monai.transforms import LoadImage, Orientation
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, ManifestError, integer_problem
+from harmonize.errors import ManifestError, integer_problem, raise_problems
 from harmonize.keys import Keys, MaskType, PhantomKind, Split
 from harmonize.recon.brain_volumes import brain_volume, random_brain_warp
 from harmonize.recon.coil_maps import simulate_coil_maps
@@ -93,8 +93,7 @@ class KspaceSettings:
 
     def check(self) -> None:
         """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range (run on construction)."""
-        if problems := self.problems():
-            raise ConfigError("Invalid k-space settings.", problems=problems)
+        raise_problems("KspaceSettings", self.problems())
 
 
 @dataclass
@@ -165,9 +164,8 @@ def volume_items(
 
 
 def _check_counts(**counts: int) -> None:
-    bad = [p for p in (integer_problem(name, value) for name, value in counts.items()) if p]
-    if bad:
-        raise ConfigError("Invalid numbers of volumes or slices.", problems=bad)
+    raise_problems("The numbers of volumes and slices",
+                   [integer_problem(name, value) for name, value in counts.items()])
 
 
 def anatomy_shift_splits(

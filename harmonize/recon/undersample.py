@@ -28,7 +28,7 @@ from monai.utils.type_conversion import convert_to_dst_type
 from torch import Tensor
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, check_option, number_problem, option_problem
+from harmonize.errors import ConfigError, number_problem, option_problem, option_value, raise_problems
 from harmonize.keys import Keys, MaskType
 from harmonize.recon.kspace import SimulateKspaced
 
@@ -78,8 +78,7 @@ def check_undersampling(
     Raises:
         ConfigError: naming every bad value and what is allowed.
     """
-    if problems := undersampling_problems(acceleration, center_fraction, mask_type):
-        raise ConfigError("Invalid k-space undersampling settings.", problems=problems)
+    raise_problems("The k-space undersampling", undersampling_problems(acceleration, center_fraction, mask_type))
 
 
 def apply_kspace_mask(kspace: Tensor, line_mask: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
@@ -135,7 +134,7 @@ class UndersampleKspaced(RandomizableTransform, MapTransform):
         if len(self.keys) != 1:
             raise ConfigError(f"UndersampleKspaced takes one k-space key, got keys={self.keys}.")
         check_undersampling(acceleration, center_fraction, mask_type)
-        self.mask_type = check_option("mask_type", mask_type, MaskType)
+        self.mask_type = option_value("mask_type", mask_type, MaskType)[0]  # checked by check_undersampling
         self.acceleration = float(acceleration)
         self.center_fraction = float(center_fraction)
         self.masked_key = masked_key
@@ -208,7 +207,7 @@ class UndersampleVolumed(MapTransform):
         if len(self.keys) != 1:
             raise ConfigError(f"UndersampleVolumed takes one image key, got keys={self.keys}.")
         check_undersampling(acceleration, center_fraction, mask_type)
-        self.mask_type = check_option("mask_type", mask_type, MaskType)
+        self.mask_type = option_value("mask_type", mask_type, MaskType)[0]  # checked by check_undersampling
         self.acceleration = float(acceleration)
         self.center_fraction = float(center_fraction)
         self.seed = int(seed)

@@ -53,11 +53,8 @@ from harmonize.io import write_json_atomic
 from harmonize.keys import Keys, Split, Task
 from harmonize.networks import BrainAgeRegressor, TissueSegmenter
 from harmonize.output_dir import hold_output_dir, releases_output_dirs
-from harmonize.workflows.brain_age import (
-    BrainAgeModel,
-    brain_age_features,
-    evaluate_brain_age,
-)
+from harmonize.workflows.brain_age_evaluation import brain_age_features, evaluate_brain_age
+from harmonize.workflows.models import BrainAgeModel
 
 if TYPE_CHECKING:
     from harmonize.workflows.models import SegmentationModel
@@ -189,7 +186,7 @@ class BrainAgeAudit:
 
     def held_out(self, model: BrainAgeModel, frame: pd.DataFrame, rows: pd.DataFrame, splits: Sequence[str],
                  permutations: int, seed: int) -> tuple[dict[str, Any], FeatureSet]:
-        """The probes and age errors of :func:`~harmonize.workflows.brain_age.evaluate_brain_age`."""
+        """The probes and age errors of :func:`~harmonize.workflows.brain_age_evaluation.evaluate_brain_age`."""
         features = self._features(model, rows, splits)
         if features.predictions is None or features.predictions.reshape(len(features), -1).shape[1] != 1:
             shape = None if features.predictions is None else tuple(features.predictions.shape[1:])
@@ -262,7 +259,7 @@ def audit_held_out(
 
     Returns:
         ``(metrics, features)``. For a brain-age model, ``metrics`` holds the keys of
-        :func:`~harmonize.workflows.brain_age.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
+        :func:`~harmonize.audit.age_audit.audit_feature_set` (``site_probe_bacc``, ``site_probe_p``,
         ``chance``, ``age_mae``, ``age_mae_per_site``, ``age_probe_r2``, ``sex_probe_bacc``, ...), plus, when the
         manifest holds unseen sites, ``unseen_site_mae`` (age MAE over all their scans), ``unseen_sites`` and
         ``n_unseen`` (unseen sites also appear in ``age_mae_per_site`` as ``"<site> (unseen)"``); for a

@@ -2,8 +2,10 @@
 
 :func:`train_brain_age` builds an ordinary MONAI ``SupervisedTrainer`` and attaches the unlearning handler that
 the settings describe (:func:`~harmonize.workflows.unlearning.build_unlearning_handler`);
-:func:`evaluate_brain_age` measures age error and probes the features for site, age and sex on held-out scans.
-The demo, ``harmonize compare``, the bundles and the benchmarks call the same functions.
+:func:`~harmonize.workflows.brain_age_evaluation.evaluate_brain_age` measures age error and probes the features for
+site, age and sex on held-out scans (the evaluation and the post-hoc baselines live in
+:mod:`~harmonize.workflows.brain_age_evaluation`, and are importable from here too). The demo, ``harmonize compare``,
+the bundles and the benchmarks call the same functions.
 """
 
 from __future__ import annotations
@@ -20,26 +22,32 @@ import pandas as pd
 import torch
 
 from harmonize import defaults
-from harmonize.audit.erasure import SiteEraser
-from harmonize.audit.feature_probes import feature_probes
-from harmonize.audit.features import FeatureSet, collect_features
-from harmonize.audit.held_out import ALL_SPLITS
-from harmonize.audit.site_bias import site_bias
+from harmonize.audit.age_audit import audit_feature_set
 from harmonize.data.dataset import make_dataloader, make_dataset
 from harmonize.data.labelled_subset import labelled_subset
 from harmonize.data.manifest import MANIFEST_ATTR, read_manifest
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, HarmonizeError, integer_problem, number_problem
-from harmonize.handlers import (
-    ConditionalPrior,
-    RandomRigidAugmentation,
-    StopOnNonFiniteLoss,
-    TrainingCheckpoint,
+from harmonize.errors import (
+    ConfigError,
+    HarmonizeError,
+    integer_problem,
+    integers_problem,
+    number_problem,
+    option_value,
+    raise_problems,
 )
-from harmonize.keys import Keys, Split, StateKeys
+from harmonize.handlers import RandomRigidAugmentation, StopOnNonFiniteLoss, TrainingCheckpoint
+from harmonize.keys import DatasetCache, Keys, Split, StateKeys
 from harmonize.losses import MaskedLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm, refit_output_layer
 from harmonize.progress import ProgressHandler
+from harmonize.workflows.brain_age_evaluation import (
+    brain_age_features,
+    combat_unseen_site,
+    evaluate_brain_age,
+    evaluate_combat,
+    fit_site_eraser,
+)
 from harmonize.workflows.models import BrainAgeModel
 from harmonize.workflows.prepare_batch import PrepareTargetBatch
 from harmonize.workflows.unlearning import UnlearningSettings, build_unlearning_handler
@@ -52,19 +60,11 @@ __all__ = [
     "combat_unseen_site",
     "evaluate_brain_age",
     "evaluate_combat",
+    "fit_site_eraser",
     "train_brain_age",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The layer whose output is the brain-age network's feature vector.
-TAP = BrainAgeRegressor.TAPS["encoder"]
-#: Figures of the ComBat baseline that are not measured, and why.
-COMBAT_UNMEASURED = ("age_probe_r2", "age_probe_mae")
-COMBAT_AGE_PROBE_NOTE = (
-    "not measured: ComBat writes the protected age effect back into the harmonised features from each scan's true "
-    "age, so a probe would read age from them almost perfectly whatever the network kept"
-)
 
 
 @dataclass
@@ -75,7 +75,7 @@ class BrainAgeSettings:
         unlearning: what to unlearn and how (``method='none'`` trains the baseline).
         max_epochs: training epochs (warm-up epochs included).
         batch_size: scans per batch (a multiple of the number of sites when ``balance_sites``).
-        lr: learning rate of the network's Adam optimizer.
+        lr: learning rate of the network's Adam optimizer (a finite number > 0).
         channels: channels of the encoder's convolution blocks.
         feature_dim: size of the feature vector the heads read.
         taps: layers whose (pooled, concatenated) outputs the domain heads read and the audit probes; the
@@ -98,6 +98,9 @@ class BrainAgeSettings:
         recalibrate_batchnorm, refit_output: after training, recompute the BatchNorm statistics on the training
             scans, then re-fit the regressor's output layer on their final features (both lag behind adversarial
             training: :func:`~harmonize.networks.recalibrate_batchnorm`, :func:`~harmonize.networks.refit_output_layer`).
+
+    Raises:
+        ConfigError: on construction, every setting out of range at once (``BrainAgeSettings: invalid arguments.``).
     """
 
     unlearning: UnlearningSettings = field(default_factory=UnlearningSettings)
@@ -121,15 +124,28 @@ class BrainAgeSettings:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        nested: list[str] = []  # the problems of an unlearning part given as a dict join ours
         if isinstance(self.unlearning, dict):
-            self.unlearning = UnlearningSettings(**self.unlearning)
-        problems = [integer_problem("max_epochs", self.max_epochs), integer_problem("batch_size", self.batch_size),
-                    number_problem("labelled_fraction", self.labelled_fraction, maximum=1),
-                    integer_problem("seed", self.seed, minimum=0), integer_problem("num_workers", self.num_workers, 0)]
-        if problems := [p for p in problems if p]:
-            raise ConfigError("Invalid brain-age settings.", problems=problems)
-        self.channels = tuple(self.channels)
-        self.taps = (self.taps,) if isinstance(self.taps, str) else tuple(self.taps)
+            try:
+                self.unlearning = UnlearningSettings(**self.unlearning)
+            except ConfigError as err:
+                nested = err.problems or [err.message]
+        self.taps = (self.taps,) if isinstance(self.taps, str) else self.taps
+        taps = self.taps if isinstance(self.taps, (list, tuple)) and self.taps else None
+        cache = None if isinstance(self.cache, bool) else option_value("cache", self.cache, DatasetCache)[1]
+        taps_problem = None if taps and all(isinstance(t, str) and t for t in taps) else (
+            f"'taps' must be a layer name or a sequence of one or more layer names, got {self.taps!r} "
+            f"({type(self.taps).__name__})")
+        raise_problems("BrainAgeSettings", [
+            *nested, integer_problem("max_epochs", self.max_epochs), integer_problem("batch_size", self.batch_size),
+            number_problem("lr", self.lr), integers_problem("channels", self.channels, least=1, minimum=1),
+            integer_problem("feature_dim", self.feature_dim),
+            taps_problem,
+            number_problem("labelled_fraction", self.labelled_fraction, maximum=1),
+            integer_problem("seed", self.seed, minimum=0), integer_problem("num_workers", self.num_workers, 0),
+            None if cache is None else f"{cache.rstrip()} (or True: memory, False: none)",
+            number_problem("cache_limit_gb", self.cache_limit_gb, strict=False, optional=True)])
+        self.channels, self.taps = tuple(self.channels), tuple(self.taps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -336,174 +352,3 @@ def _check_finite(network: torch.nn.Module) -> None:
         raise HarmonizeError(
             f"Training diverged: parameters {bad[:5]} hold NaN or Inf. Lower the learning rate or beta and retrain."
         )
-
-
-def brain_age_features(
-    model: BrainAgeModel,
-    manifest: str | Path | pd.DataFrame,
-    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
-    taps: tuple[str, ...] | None = None,
-) -> FeatureSet:
-    """Predicted ages and features of a manifest's scans in ``splits`` (unseen sites get site index -1).
-
-    Args:
-        taps: layers to read the features from; default: the model's unlearned taps.
-    """
-    frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-    rows = frame[frame[Keys.SPLIT].isin([str(s) for s in splits])]
-    if rows.empty:
-        raise HarmonizeError(f"No row of the manifest is in splits {list(map(str, splits))}: nothing to evaluate.")
-    dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
-    loader = make_dataloader(dataset, batch_size=model.settings.batch_size, shuffle=False,
-                             num_workers=model.settings.num_workers)
-    return collect_features(model.network, taps or model.settings.taps, loader, device=model.settings.device)
-
-
-def evaluate_brain_age(
-    model: BrainAgeModel,
-    manifest: str | Path | pd.DataFrame,
-    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
-    permutations: int = 0,
-    seed: int = defaults.SEED,
-    features: FeatureSet | None = None,
-    bias_mask: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Age error and feature probes on held-out scans (see :func:`audit_feature_set` for the keys).
-
-    Args:
-        features: the model's :func:`brain_age_features` of those scans, if already computed.
-        bias_mask: the scans of the site-bias figures (see :func:`audit_feature_set`).
-
-    Returns:
-        :func:`audit_feature_set`'s figures, ``seconds`` (training time) and, from the last epoch of an unlearned
-        model's history, ``final_task_loss`` (its standardised age loss, 1 = predicting the mean age),
-        ``domain_head_acc`` (the site head's accuracy) and ``refit_head_acc`` (the training accuracy of the head
-        re-fitted on all training scans, with ``head_refit_steps``).
-    """
-    fs = features if features is not None else brain_age_features(model, manifest, splits)
-    metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed,
-                                bias_mask=bias_mask)
-    metrics["seconds"] = model.seconds
-    last = model.history[-1] if model.history else {}
-    for key, name in ((StateKeys.TASK_LOSS, "final_task_loss"),
-                      (f"{StateKeys.DOMAIN_ACC}_{Keys.SITE}", "domain_head_acc"),
-                      (f"{StateKeys.REFIT_ACC}_{Keys.SITE}", "refit_head_acc")):
-        if key in last:
-            metrics[name] = last[key]
-    return metrics
-
-
-def combat_unseen_site(baseline: BrainAgeModel, training: pd.DataFrame, unseen: pd.DataFrame, site: str,
-                       handling: str) -> dict[str, Any]:
-    """ComBat (fitted on the baseline's training features) on an unseen site's scans: ``unseen_site_mae``, or its
-    refusal (``unseen_site_error``); ``handling`` (:class:`~harmonize.keys.UnseenSite`): what it does with them."""
-    from harmonize.audit.combat_features import combat_feature_set
-
-    train = brain_age_features(baseline, training, (Split.TRAIN,), taps=(TAP,))
-    scans = brain_age_features(baseline, unseen, ALL_SPLITS, taps=(TAP,))
-    result: dict[str, Any] = {"unseen_site_handling": str(handling)}
-    try:
-        harmonised = combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen=handling)
-    except HarmonizeError as err:
-        result["unseen_site_mae"] = None
-        result["unseen_site_error"] = f"unseen site {site!r}: {err}"
-        return result
-    with torch.no_grad():
-        features = torch.as_tensor(harmonised.features, dtype=torch.float32, device=baseline.settings.device)
-        ages = baseline.network.eval().predict_from_features(features).cpu().numpy().reshape(-1)
-    result["unseen_site_mae"] = float(np.nanmean(np.abs(ages - scans.meta[Keys.AGE].astype(float))))
-    return result
-
-
-def evaluate_combat(
-    model: BrainAgeModel,
-    manifest: str | Path | pd.DataFrame,
-    splits: tuple[str, ...] = (Split.VAL, Split.TEST),
-    permutations: int = 0,
-    seed: int = defaults.SEED,
-) -> dict[str, Any]:
-    """The ComBat baseline on a trained network's features: fit on the training scans, harmonise held-out ones.
-
-    ComBat (neuroHarmonize, with age and sex protected, without empirical Bayes:
-    :data:`~harmonize.defaults.COMBAT_FEATURES_EB`) is fitted on the features of the ``train`` rows and applied to
-    the held-out scans' features; the network's own regressor then predicts age from the harmonised features.
-    Scans of a site ComBat never saw are left unharmonised (ComBat cannot take a new site). The age probes
-    (``age_probe_r2``, ``age_probe_mae``) are ``None``: ComBat writes the protected age effect back into the
-    features from each scan's true age, so a probe fitted on them would read the answer it was given
-    (``age_probe_note`` says so).
-    """
-    from harmonize.audit.combat_features import combat_feature_set
-
-    start = time.perf_counter()
-
-    def harmonised(taps: tuple[str, ...]) -> FeatureSet:
-        train = brain_age_features(model, manifest, (Split.TRAIN,), taps=taps)
-        scans = brain_age_features(model, manifest, splits, taps=taps)
-        return combat_feature_set(train, scans, eb=defaults.COMBAT_FEATURES_EB, unseen="passthrough")
-
-    audited = harmonised(model.settings.taps)
-    encoder = audited if model.settings.taps == (TAP,) else harmonised((TAP,))
-    with torch.no_grad():
-        features = torch.as_tensor(encoder.features, dtype=torch.float32, device=model.settings.device)
-        audited.predictions = model.network.eval().predict_from_features(features).cpu().numpy()
-    metrics = audit_feature_set(audited, list(model.site_index), permutations=permutations, seed=seed)
-    metrics.update({key: None for key in COMBAT_UNMEASURED if key in metrics})
-    metrics["age_probe_note"] = COMBAT_AGE_PROBE_NOTE
-    metrics["seconds"] = model.seconds + time.perf_counter() - start
-    return metrics
-
-
-def fit_site_eraser(
-    model: BrainAgeModel, manifest: str | Path | pd.DataFrame, condition_on: str | None = Keys.AGE
-) -> SiteEraser:
-    """LEACE erasure of the site from a trained network's features, fitted on its training scans.
-
-    :class:`~harmonize.audit.erasure.SiteEraser` is fitted on the ``train`` rows' features of the model's taps,
-    with the site one-hot less ``p(site | condition_on)`` (:class:`~harmonize.handlers.ConditionalPrior`), so that
-    the features keep what age tells of the site; a ridge regression of age is re-fitted on the erased training
-    features. Training rows of sites the model was not trained on are left out. Apply the result to held-out
-    features, e.g. ``audit_held_out(model, manifest, harmonise=eraser)``.
-
-    Args:
-        condition_on: the training column the erasure is conditional on (``None``: erase the plain site).
-    """
-    train = brain_age_features(model, manifest, (Split.TRAIN,))
-    train = train.subset(train.meta[Keys.SITE] >= 0)
-    sites = train.meta[Keys.SITE].astype(int)
-    prior = None
-    if condition_on is not None:
-        values = train.meta[condition_on].astype(float)
-        fitted = ConditionalPrior(values, sites, len(model.site_index), key=condition_on)
-        prior = fitted({condition_on: torch.as_tensor(values)}).numpy()
-    return SiteEraser(len(model.site_index)).fit(train, prior)
-
-
-def audit_feature_set(
-    fs: FeatureSet, site_names: list[str], permutations: int = 0, seed: int = defaults.SEED,
-    bias_mask: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Age error of the predictions and probes of the features, for one set of held-out scans.
-
-    ``bias_mask`` (boolean, one per scan; default all) chooses the scans of the site-bias figures, e.g. those in
-    the age range the sites share.
-
-    Returns a dictionary with ``age_mae`` (years), ``age_mae_per_site``, ``age_mae_unseen_sites`` when some scans
-    come from sites unseen in training, ``site_mean_signed_error`` and ``site_bias_spread`` (years, of the training
-    sites' scans: :func:`~harmonize.audit.site_bias.site_bias`), and the probes of
-    :func:`~harmonize.audit.feature_probes.feature_probes`:
-    ``site_probe_bacc`` (cross-validated balanced accuracy of a logistic-regression site probe on the features of
-    the sites seen in training), ``site_probe_p`` (permutation p-value when ``permutations`` > 0), ``chance``
-    (``1 / n_sites``), ``age_probe_r2`` / ``age_probe_mae`` (ridge regression of age on the features),
-    ``sex_probe_bacc`` and ``n_subjects``.
-    """
-    age = fs.meta[Keys.AGE].astype(float)
-    site = fs.meta[Keys.SITE]
-    err = np.abs(fs.predictions.reshape(-1) - age)
-    known = site >= 0
-    per_site = {site_names[i]: float(np.nanmean(err[site == i])) for i in np.unique(site[known])}
-    metrics: dict[str, Any] = {"age_mae": float(np.nanmean(err)), "age_mae_per_site": per_site,
-                               **site_bias(fs.predictions, age, site, site_names, mask=bias_mask),
-                               **feature_probes(fs, permutations=permutations, seed=seed)}
-    if (~known).any():
-        metrics["age_mae_unseen_sites"] = float(np.nanmean(err[~known]))
-    return metrics

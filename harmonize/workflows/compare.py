@@ -46,7 +46,7 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
 from harmonize.audit.site_bias import age_overlap_note
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, integer_problem, is_integer, option_value
+from harmonize.errors import ConfigError, integer_problem, integers_problem, is_integer, option_value, raise_problems
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Keys, Method, UnseenSite
 from harmonize.output_dir import releases_output_dirs
@@ -144,8 +144,11 @@ class CompareSettings:
             if method in self.methods and base not in self.methods:
                 problems.append(f"Argument 'methods': '{method}' harmonises the features of the network trained with "
                                 f"'{base}'; add '{base}' to the methods.")
-        if isinstance(self.training, dict):
-            self.training = BrainAgeSettings(**self.training)
+        if isinstance(self.training, dict):  # its problems join ours
+            try:
+                self.training = BrainAgeSettings(**self.training)
+            except ConfigError as err:
+                problems += err.problems or [err.message]
         self.unseen_site = str(self.unseen_site)
         combat_unseen, problem = option_value("combat_unseen", self.combat_unseen, UnseenSite)
         self.combat_unseen = combat_unseen or self.combat_unseen
@@ -154,29 +157,20 @@ class CompareSettings:
         problems += [problem, *(p for _, p in first), integer_problem("permutations", self.permutations, minimum=0)]
         if problem := integer_problem("jobs", self.jobs):
             problems.append(f"{problem}: the training runs at once")
-        if is_integer(self.seeds) and (problem := integer_problem("seeds", self.seeds)):
-            problems.append(f"{problem}: the number of seeds each method trains on")
-        problems = [p for p in problems if p]
-        if problems:
-            raise ConfigError("Invalid comparison settings.", problems=problems)
-        self._check_seeds()
+        problems.append(self._seeds_problem())
+        raise_problems("CompareSettings", problems)
 
-    def _check_seeds(self) -> None:
-        if isinstance(self.seeds, bool):
-            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of seeds, got {self.seeds!r}.")
+    def _seeds_problem(self) -> str | None:
+        """The problem with ``seeds`` (a number of seeds, or distinct seeds), or None; it is normalised when valid."""
         if is_integer(self.seeds):
+            if problem := integer_problem("seeds", self.seeds):
+                return f"{problem}: the number of seeds each method trains on"
             self.seeds = int(self.seeds)
-            return
-        try:
-            seeds = tuple(int(s) for s in self.seeds)
-        except (TypeError, ValueError):
-            raise ConfigError(f"Argument 'seeds': give a number of seeds or a list of integer seeds, got "
-                              f"{self.seeds!r}.") from None
-        twice = sorted({s for s in seeds if seeds.count(s) > 1})
-        if not seeds or twice:
-            raise ConfigError(f"Argument 'seeds': give at least one seed, each once; got {list(seeds)}"
-                              + (f" ({twice} twice)." if twice else "."))
-        self.seeds = seeds
+        elif problem := integers_problem("seeds", self.seeds, least=1, distinct=True):
+            return f"{problem}: give the number of seeds each method trains on, or the seeds themselves, each once"
+        else:
+            self.seeds = tuple(int(s) for s in self.seeds)
+        return None
 
     def seed_values(self) -> tuple[int, ...]:
         """The seeds every method trains on: ``seeds`` if listed, else ``seeds`` of them from ``training.seed``."""
@@ -301,12 +295,8 @@ class _RunResult:
 
 def _train_and_audit(run: _Run) -> _RunResult:
     """Train one run, save its model, audit it (and its post-hoc methods); a worker process's task."""
-    from harmonize.workflows.brain_age import (
-        combat_unseen_site,
-        evaluate_combat,
-        fit_site_eraser,
-        train_brain_age,
-    )
+    from harmonize.workflows.brain_age import train_brain_age
+    from harmonize.workflows.brain_age_evaluation import combat_unseen_site, evaluate_combat, fit_site_eraser
     from harmonize.workflows.model_file import save_model
 
     start = time.perf_counter()

@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harmonize import defaults
-from harmonize.errors import HarmonizeError
+from harmonize.errors import ConfigError, HarmonizeError, option_value, raise_problems
 from harmonize.io import write_json_atomic
 from harmonize.keys import HeldOutSite, Method, Split
 from harmonize.output_dir import releases_output_dirs
 from harmonize.workflows.audit import METRICS_FILE
 
 if TYPE_CHECKING:
+    from harmonize.data.preprocess import PreprocessConfig
+    from harmonize.data.synth import SynthConfig
     from harmonize.workflows.compare import CompareSettings, ComparisonExtras
 
 __all__ = ["DemoSettings", "run_demo"]
@@ -58,7 +60,8 @@ QUICK_HELD_OUT_FRACTION = 0.3
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo. The defaults finish in under 15 minutes on 2 CPU cores; ``quick()`` in about one.
+    """Sizes of the demo: the defaults are sized for 2 CPU cores, ``quick()`` for a smoke test (their run times:
+    docs/demo.md).
 
     Args:
         sites: scanners of the embedded cohort.
@@ -93,6 +96,11 @@ class DemoSettings:
         first_seed_only: methods that run on the first seed only
             (:class:`~harmonize.workflows.compare.CompareSettings`).
         biased_skip: methods left out of the biased scenario (to keep the demo's time).
+
+    Raises:
+        ConfigError: on construction, every setting out of range at once, as the cohort, preprocessing and
+            comparison settings it builds (:meth:`synth_config`, :meth:`preprocess_config`, :meth:`compare_settings`)
+            name them.
     """
 
     sites: int = defaults.DEMO_SITES
@@ -123,6 +131,27 @@ class DemoSettings:
     first_seed_only: tuple[str, ...] = (Method.DANN,)
     biased_skip: tuple[str, ...] = (Method.DANN,)
 
+    def __post_init__(self) -> None:
+        from harmonize.workflows.brain_age import BrainAgeSettings
+        from harmonize.workflows.unlearning import UnlearningSettings
+
+        problems: list[str | None] = [option_value("biased_skip", m, Method)[1] for m in self.biased_skip]
+
+        def part(what: str, build: Callable[[], Any], fallback: Any = None) -> Any:
+            """A part the settings build, or ``fallback`` with the part's problems listed among the others."""
+            try:
+                return build()
+            except ConfigError as err:
+                problems.extend(f"{what}: {p}" for p in err.problems or [err.message])
+                return fallback
+
+        unlearning = part("the unlearning run", self._unlearning, UnlearningSettings())
+        training = part("the training", lambda: self._training(unlearning), BrainAgeSettings())
+        part("the comparison", lambda: self._comparison(training))
+        part("the cohort", lambda: self.synth_config(self.biased))
+        part("the preprocessing", self.preprocess_config)
+        raise_problems("DemoSettings", problems)
+
     @classmethod
     def quick(cls) -> DemoSettings:
         """A demo small enough for a test: 3 sites x 12 subjects (one held out), 3 epochs (1 of warm-up), 1 seed."""
@@ -130,15 +159,38 @@ class DemoSettings:
                    preprocess_shape=(32, 32, 32), max_epochs=3, warmup_epochs=1, channels=(8, 8, 8, 16, 16),
                    recon_quick=True, permutations=QUICK_PERMUTATIONS, seeds=1, jobs=1)
 
+    def synth_config(self, biased: bool) -> SynthConfig:
+        """The settings of a scenario's synthetic cohort (``biased``: the sites' training ages only partly overlap)."""
+        from harmonize.data.synth import SynthConfig, held_out_split
+
+        return SynthConfig(n_sites=self.sites, subjects_per_site=self.subjects_per_site, shape=self.shape,
+                           seed=self.seed, biased=biased, biased_overlap=self.biased_overlap,
+                           biased_splits=(Split.TRAIN,), **held_out_split(self.held_out_fraction))
+
+    def preprocess_config(self) -> PreprocessConfig:
+        """The preprocessing of the cohort's scans to what the networks see."""
+        from harmonize.data.preprocess import PreprocessConfig
+
+        return PreprocessConfig(target_spacing=self.preprocess_spacing, target_shape=self.preprocess_shape)
+
     def compare_settings(self) -> CompareSettings:
         """The settings of the demo's comparison of harmonisation methods."""
-        from harmonize.workflows.brain_age import BrainAgeSettings
-        from harmonize.workflows.compare import CompareSettings
+        return self._comparison(self._training(self._unlearning()))
+
+    def _unlearning(self) -> Any:
         from harmonize.workflows.unlearning import UnlearningSettings
 
-        unlearning = UnlearningSettings.refit_adversary(beta=self.beta, warmup_epochs=self.warmup_epochs)
-        training = BrainAgeSettings(unlearning=unlearning, max_epochs=self.max_epochs, channels=self.channels,
-                                    norm=self.norm, taps=self.taps, seed=self.seed)
+        return UnlearningSettings.refit_adversary(beta=self.beta, warmup_epochs=self.warmup_epochs)
+
+    def _training(self, unlearning: Any) -> Any:
+        from harmonize.workflows.brain_age import BrainAgeSettings
+
+        return BrainAgeSettings(unlearning=unlearning, max_epochs=self.max_epochs, channels=self.channels,
+                                norm=self.norm, taps=self.taps, seed=self.seed)
+
+    def _comparison(self, training: Any) -> CompareSettings:
+        from harmonize.workflows.compare import CompareSettings
+
         methods = tuple(self.methods) + ((Method.COMBAT,) if self.combat else ())
         return CompareSettings(methods=methods, training=training, reversal_weight=self.reversal_weight,
                                unseen_site=self.unseen_site, permutations=self.permutations, seeds=self.seeds,
@@ -198,19 +250,17 @@ def _scenario(out: Path, settings: DemoSettings, compare: CompareSettings, biase
               report: Callable[[str], None], extras: ComparisonExtras) -> dict[str, Any]:
     """Generate, validate and preprocess one scenario's cohort into ``out``, then compare the methods on it."""
     from harmonize.data.manifest import validate_manifest
-    from harmonize.data.preprocess import PreprocessConfig, preprocess_manifest
-    from harmonize.data.synth import SynthConfig, generate_cohort, held_out_split
+    from harmonize.data.preprocess import preprocess_manifest
+    from harmonize.data.synth import generate_cohort
     from harmonize.workflows.compare import compare_methods, run_stage
 
-    synth = SynthConfig(n_sites=settings.sites, subjects_per_site=settings.subjects_per_site, shape=settings.shape,
-                        seed=settings.seed, biased=biased, biased_overlap=settings.biased_overlap,
-                        biased_splits=(Split.TRAIN,), **held_out_split(settings.held_out_fraction))
+    synth = settings.synth_config(biased)
     manifest = run_stage("cohort", report, lambda: generate_cohort(out / "cohort", synth, overwrite=overwrite))
     validation = run_stage("validate", report, lambda: validate_manifest(manifest))
     report(validation.format())
     if not validation.ok:
         raise HarmonizeError(f"The generated cohort failed validation ({manifest}); this is a bug, please report it.")
-    config = PreprocessConfig(target_spacing=settings.preprocess_spacing, target_shape=settings.preprocess_shape)
+    config = settings.preprocess_config()
     prep = run_stage("preprocess", report,
                      lambda: preprocess_manifest(manifest, out / "preprocessed", config, overwrite=overwrite))
     report(f"preprocessed {prep.processed} scans, {prep.cached} from cache")
@@ -232,5 +282,5 @@ def _run_recon(out: Path, settings: DemoSettings):
     )
 
     recon = ReconUnlearningSettings.tiny() if settings.recon_quick else ReconUnlearningSettings.demo()
-    # one seed (about 2 minutes) keeps the demo under 15 minutes; the three-seed figures are the benchmark's
+    # one seed keeps the demo short (docs/reconstruction.md, "Over seeds"); the three-seed figures are the benchmark's
     return run_recon_unlearning(replace(recon, seed=settings.seed, seeds=1), out / "recon")

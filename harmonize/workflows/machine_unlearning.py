@@ -36,7 +36,7 @@ from monai.engines.utils import PrepareBatch
 from torch import nn
 
 from harmonize.devices import resolve_device
-from harmonize.errors import ConfigError, check_option, integer_problem, number_problem
+from harmonize.errors import ConfigError, check_option, integer_problem, number_problem, raise_problems
 from harmonize.handlers.machine_unlearning import (
     L1_PENALTY,
     NOISE_STD,
@@ -203,8 +203,7 @@ class MachineUnlearningSettings:
         problems = [p for p in problems if p]
         problems += stage_problems(self.l1_penalty, self.noise_std, self.loss_ceiling, self.stop_forget_loss,
                                    self.retain_weight, self.noise_mode)
-        if problems:
-            raise ConfigError("Invalid MachineUnlearningSettings.", problems=problems)
+        raise_problems("MachineUnlearningSettings", problems)
 
     def handler(self, stage: ReconMethod) -> MachineUnlearningHandler:
         """A handler for one stage with these settings."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, integer_problem, number_problem
+from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
 from harmonize.handlers.machine_unlearning import stage_problems
 from harmonize.keys import NoiseMode, PhantomKind, ReconMethod
 from harmonize.losses.ssim_l1 import L1_WEIGHT
@@ -59,8 +59,7 @@ class ReconDataSettings:
     forget_site: str | None = None
 
     def __post_init__(self) -> None:
-        if problems := self.problems():
-            raise ConfigError("Invalid reconstruction data settings.", problems=problems)
+        raise_problems("ReconDataSettings", self.problems())
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, one line each (empty when valid)."""
@@ -89,8 +88,7 @@ class ReconStageSettings:
     retain_weight: float = defaults.RECON_RETAIN_WEIGHT
 
     def __post_init__(self) -> None:
-        if problems := self.problems():
-            raise ConfigError("Invalid reconstruction unlearning-stage settings.", problems=problems)
+        raise_problems("ReconStageSettings", self.problems())
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, one line each (empty when valid)."""
@@ -120,7 +118,7 @@ def _nested(cls: type, value: Any) -> Any:
 
 @dataclass
 class ReconUnlearningSettings:
-    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, 3 seeds, about 6-7 minutes on one thread).
+    """Every setting of the experiment. Defaults: the demo (64 x 64 slices, 3 seeds; its time: docs/reconstruction.md).
 
     Args:
         data: which slices (:class:`ReconDataSettings`; a dict is accepted, as in a bundle config).
@@ -167,8 +165,7 @@ class ReconUnlearningSettings:
         self.fractions, self.fraction_methods = tuple(self.fractions), tuple(self.fraction_methods)
         if isinstance(self.kspace, KspaceSettings):  # the caller's is left as it was
             self.kspace = replace(self.kspace, keep_kspace=self.network == "varnet")
-        if problems := problems + self._own_problems():
-            raise ConfigError("Invalid reconstruction-unlearning settings.", problems=problems)
+        raise_problems("ReconUnlearningSettings", problems + self._own_problems())
 
     @classmethod
     def demo(cls) -> ReconUnlearningSettings:
@@ -187,7 +184,7 @@ class ReconUnlearningSettings:
 
     @classmethod
     def benchmark(cls) -> ReconUnlearningSettings:
-        """Larger: 200 brain and 20 phantom training volumes (8 slices each), longer training (CPU: hours)."""
+        """Larger: 200 brain and 20 phantom training volumes (8 slices each), longer training (hours on a CPU)."""
         data = ReconDataSettings(slices_per_volume=8, retain_train_volumes=200, forget_train_volumes=20,
                                  retain_test_volumes=20, forget_test_volumes=20)
         return cls(data=data, unlearning=ReconStageSettings(ft_epochs=18, ga_epochs=3, nl_epochs=3),
@@ -198,9 +195,8 @@ class ReconUnlearningSettings:
     def check(self) -> None:
         """Raise :class:`~harmonize.errors.ConfigError` listing every setting out of range (run on construction;
         again after a setting was changed)."""
-        problems = [p for name in _PARTS for p in getattr(self, name).problems()] + self._own_problems()
-        if problems:
-            raise ConfigError("Invalid reconstruction-unlearning settings.", problems=problems)
+        raise_problems("ReconUnlearningSettings",
+                       [p for name in _PARTS for p in getattr(self, name).problems()] + self._own_problems())
 
     def _own_problems(self) -> list[str]:
         """The problems of the settings outside the data / k-space / unlearning parts."""

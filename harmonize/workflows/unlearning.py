@@ -23,7 +23,7 @@ from torch import nn
 from harmonize import defaults
 from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
 from harmonize.data.site_index import CategoryIndex
-from harmonize.errors import ConfigError, integer_problem, number_problem, option_value
+from harmonize.errors import ConfigError, integer_problem, number_problem, option_value, raise_problems
 from harmonize.handlers import (
     AlternatingConfusion,
     ConditionalPrior,
@@ -162,8 +162,7 @@ class UnlearningSettings:
             if self.beta != defaults.BETA:
                 problems.append(f"beta is the confusion weight, unused by method 'dann': set its strength with "
                                 f"reversal_weight (got beta={self.beta})")
-        if problems:
-            raise ConfigError("Invalid unlearning settings.", problems=problems)
+        raise_problems("UnlearningSettings", problems)
 
     @classmethod
     def paper(cls, **changes: Any) -> UnlearningSettings:

@@ -40,7 +40,8 @@ def _init_worker(threads: int) -> None:
     """Initializer of a worker process: its torch CPU threads, and as many for BLAS and OpenMP.
 
     Without the BLAS limit every worker's NumPy/SciPy (the probes' logistic regressions) would start one thread per
-    core, and ``jobs`` workers would oversubscribe the cores (measured: the site probes ran about 10x slower).
+    core, and ``jobs`` workers would oversubscribe the cores (measured: docs/unlearning.md, "A speed fix found on
+    the way").
     """
     for variable in BLAS_THREAD_VARIABLES:  # for libraries loaded after this
         os.environ[variable] = str(threads)

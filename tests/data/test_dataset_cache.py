@@ -88,3 +88,9 @@ def test_counts_and_bad_settings(make_cohort, tmp_path):
         make_dataset(manifest, cache="ram")
     with pytest.raises(ConfigError, match=r"'cache_limit_gb' must be a finite number >= 0 or None, got -1 \(int\): GiB of cached"):
         make_dataset(manifest, cache="memory", cache_limit_gb=-1)
+    with pytest.raises(ConfigError) as err:  # both at once
+        make_dataset(manifest, cache="ram", cache_limit_gb=-1)
+    assert err.value.message == "The dataset cache: invalid arguments."
+    assert err.value.problems[0].startswith("Argument 'cache': Unsupported option 'ram'")
+    assert err.value.problems[1] == "'cache_limit_gb' must be a finite number >= 0 or None, got -1 (int): GiB of " \
+                                    "cached scans"

@@ -247,7 +247,7 @@ def test_a_non_empty_directory_is_refused_unless_overwrite(tmp_path):
 def test_invalid_settings_are_all_listed_on_construction():
     with pytest.raises(ConfigError) as err:
         SynthConfig(n_sites=1, subjects_per_site=2, shape=8, val_fraction=0.6, test_fraction=0.5)
-    assert err.value.message == "The synthetic cohort settings are invalid; fix these and run again:"
+    assert err.value.message == "SynthConfig: invalid arguments."
     assert err.value.problems == [
         "'n_sites' must be an integer >= 2 and <= 64, got 1 (int)",
         "'subjects_per_site' must be an integer >= 3, got 2 (int)",

@@ -254,6 +254,7 @@ def test_checkpoint_round_trip(tiny_net):
     [
         ({"head_steps": 0}, r"'head_steps' must be an integer >= 1, got 0 \(int\)"),
         ({"warmup_epochs": -1}, r"'warmup_epochs' must be an integer >= 0, got -1 \(int\)"),
+        ({"warmup_until_loss": 0.0}, r"'warmup_until_loss' must be a finite number > 0 or None, got 0.0 \(float\)"),
         ({"head_lr": -1.0}, r"'head_lr' must be a finite number > 0, got -1.0 \(float\)"),
         ({"beta": -1.0}, r"Confound 'site': invalid arguments.\n  - 'beta' must be a finite number >= 0, got -1.0 "
                          r"\(float\)"),
@@ -419,6 +420,21 @@ def test_confound_names_every_bad_setting_at_once():
                                   "harmonize.handlers.quantile_bin_edges)"]
     with pytest.raises(ConfigError, match=r"'num_classes' must be an integer >= 2, got 1 \(int\)"):
         Confound(DomainHead(4, 2), 1)
+    with pytest.raises(ConfigError) as err:  # the class weights' values join the other problems
+        Confound(DomainHead(4, 2), 2, alpha=-1.0, class_weights=[1.0, -2.0])
+    assert err.value.problems == ["'alpha' must be a finite number >= 0, got -1.0 (float)",
+                                  "'class_weights': DomainLoss: weight must be one non-negative finite number per "
+                                  "domain (2 or more), not all zero; got [1.0, -2.0]."]
+
+
+def test_each_confound_owns_its_weighted_domain_loss():
+    confound = Confound(DomainHead(4, 2), 2, class_weights=[1.0, 3.0])
+    assert confound.domain_loss.weight.tolist() == [1.0, 3.0]
+    logits, target = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), torch.tensor([0, 0, -1])
+    per_sample = torch.nn.functional.cross_entropy(logits[:2], target[:2], reduction="none")
+    # the sample whose target is MISSING (-1) is left out; the others weigh their class's weight (both class 0: 1)
+    assert float(confound.domain_loss(logits, target, mask=target != -1)) == pytest.approx(float(per_sample.mean()))
+    assert Confound(DomainHead(4, 2), 2).domain_loss.weight is None
 
 
 @pytest.mark.parametrize("until, warmup", [(None, [1]), (1e9, [1]), (1e-9, [1, 2, 3])])
@@ -433,10 +449,10 @@ def test_warmup_goes_on_while_the_task_loss_is_high(tiny_net, until, warmup):
     trainer.run()
     # a loss at or above 1e-9 never ends the warm-up before half the run; one above 1e9 never extends it
     assert [i + 1 for i, p in enumerate(phases) if p == "warmup"] == warmup
-    assert handler.warmup_epochs == warmup[-1] and handler.state_dict()["warmup_epochs"] == warmup[-1]
+    assert handler.warmup.epochs == warmup[-1] and handler.state_dict()["warmup_epochs"] == warmup[-1]
     restored = _handler(copy.deepcopy(tiny_net), warmup_epochs=1, warmup_until_loss=until)
     restored.load_state_dict(handler.state_dict())
-    assert restored.warmup_epochs == warmup[-1]
+    assert restored.warmup.epochs == warmup[-1]
 
 
 @pytest.mark.parametrize("mode", ["fused", "dann"])

@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from harmonize import defaults
-from harmonize.audit.features import FeatureSet
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys
 from harmonize.workflows.brain_age import (
     BrainAgeSettings,
-    audit_feature_set,
     brain_age_features,
     evaluate_brain_age,
     train_brain_age,
@@ -103,11 +101,25 @@ def test_a_used_checkpoint_folder_is_refused_without_resume(tiny_cohort, tmp_pat
     assert (used / "checkpoint_epoch0001_iter00000002.pt").read_bytes() == b"old run"
 
 
+class _Diverge:
+    """Sets the network's weights to Inf after the first iteration, as a diverging optimiser step does."""
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        @engine.on(Events.ITERATION_COMPLETED(once=1))
+        def _blow_up(engine) -> None:
+            with torch.no_grad():
+                next(engine.network.parameters()).fill_(float("inf"))
+
+
 def test_a_nan_task_loss_stops_training_with_a_hint(tiny_cohort, tmp_path):
+    # the settings refuse an infinite learning rate (test_every_bad_setting_is_named_at_once): the step diverges here
     with pytest.raises(HarmonizeError, match=r"The task loss \(age\) is nan at iteration 2 \(epoch 1, batch 2 of 2\).*"
                                              r"The network's weights already hold NaN or Inf \(the previous step "
-                                             r"diverged\): lower the learning rate \(now inf\)"):
-        train_brain_age(tiny_cohort, _settings("unlearning", lr=float("inf")), checkpoint_dir=tmp_path / "ck")
+                                             r"diverged\): lower the learning rate \(now 0.001\)"):
+        train_brain_age(tiny_cohort, _settings("unlearning", lr=1e-3), checkpoint_dir=tmp_path / "ck",
+                        handlers=[_Diverge()])
     assert not (tmp_path / "ck").exists()  # no checkpoint of the diverged weights
 
 
@@ -128,22 +140,6 @@ def test_training_rows_without_ages_are_refused(tiny_cohort):
         train_brain_age(frame, _settings("none"))
 
 
-def _feature_set(sex: list[int]) -> FeatureSet:
-    rng = np.random.default_rng(0)
-    n = len(sex)
-    site = np.arange(n) % 2
-    return FeatureSet(rng.normal(size=(n, 4)) + site[:, None], rng.normal(50, 5, size=(n, 1)),
-                      {Keys.SITE: site, Keys.AGE: rng.uniform(40, 60, n), Keys.SEX: np.asarray(sex)})
-
-
-def test_audit_skips_the_sex_probe_when_a_sex_has_one_scan():
-    metrics = audit_feature_set(_feature_set([0] * 11 + [1]), ["a", "b"])
-    assert "sex_probe_bacc" not in metrics and metrics["n_subjects"] == 12
-    metrics = audit_feature_set(_feature_set([0] * 10 + [1, 1]), ["a", "b"])
-    assert 0 <= metrics["sex_probe_bacc"] <= 1
-
-
-
 def test_text_sites_of_a_bare_frame_need_a_site_index(tiny_cohort):
     """Text site names are mapped through the site index; a frame that names no file has nowhere to keep one."""
     from harmonize.data.site_index import CategoryIndex
@@ -161,15 +157,26 @@ def test_text_sites_of_a_bare_frame_need_a_site_index(tiny_cohort):
 
 def test_every_bad_setting_is_named_at_once():
     with pytest.raises(ConfigError) as err:
-        BrainAgeSettings(max_epochs=0, batch_size="8", labelled_fraction=1.5, seed=-1, num_workers=1.0)
-    assert err.value.message == "Invalid brain-age settings."
+        BrainAgeSettings(max_epochs=0, batch_size="8", lr=float("inf"), channels=(8, 0), feature_dim=2.5, taps=(),
+                         labelled_fraction=1.5, seed=-1, num_workers=1.0, cache="ram", cache_limit_gb=-1)
+    assert err.value.message == "BrainAgeSettings: invalid arguments."
     assert err.value.problems == [
         "'max_epochs' must be an integer >= 1, got 0 (int)",
         "'batch_size' must be an integer >= 1, got '8' (str)",
+        "'lr' must be a finite number > 0, got inf (float)",
+        "'channels' must be a sequence of 1 or more integers >= 1, got (8, 0) (tuple)",
+        "'feature_dim' must be an integer >= 1, got 2.5 (float)",
+        "'taps' must be a layer name or a sequence of one or more layer names, got () (tuple)",
         "'labelled_fraction' must be a finite number > 0 and <= 1, got 1.5 (float)",
         "'seed' must be an integer >= 0, got -1 (int)",
         "'num_workers' must be an integer >= 0, got 1.0 (float)",
+        err.value.problems[9],  # MONAI's message lists the choices as a set, in no fixed order
+        "'cache_limit_gb' must be a finite number >= 0 or None, got -1 (int)",
     ]
+    assert err.value.problems[9].startswith("Argument 'cache': Unsupported option 'ram', Available options are {")
+    assert all(f"'{c}'" in err.value.problems[9] for c in ("memory", "disk", "none"))
+    assert err.value.problems[9].endswith("}. (or True: memory, False: none)")
+    assert BrainAgeSettings(taps="encoder", channels=[4, 8], cache="disk").taps == ("encoder",)
 
 
 def test_final_task_loss_reads_the_last_epoch():

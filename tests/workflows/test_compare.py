@@ -217,10 +217,22 @@ def test_settings_errors(tiny_cohort, tmp_path):
                                   "'jobs' must be an integer >= 1, got 0 (int): the training runs at once",
                                   "'seeds' must be an integer >= 1, got 0 (int): the number of seeds each method "
                                   "trains on"]
-    with pytest.raises(ConfigError, match=r"'seeds': give at least one seed, each once; got \[3, 3\] \(\[3\] twice\)"):
-        CompareSettings(seeds=[3, 3])
+    for seeds in ([3, 3], [], [1, -2], True, "12", [1.0]):
+        with pytest.raises(ConfigError) as err:
+            CompareSettings(seeds=seeds, jobs=0)
+        assert err.value.message == "CompareSettings: invalid arguments."
+        assert err.value.problems == [
+            "'jobs' must be an integer >= 1, got 0 (int): the training runs at once",
+            f"'seeds' must be a sequence of 1 or more distinct integers >= 0, got {seeds!r} ({type(seeds).__name__}): "
+            "give the number of seeds each method trains on, or the seeds themselves, each once"]
     with pytest.raises(ConfigError, match=r"'jobs' must be an integer >= 1, got 1.5 \(float\)"):
         CompareSettings(jobs=1.5)
+    with pytest.raises(ConfigError) as err:  # a training part given as a dict: its problems join the others
+        CompareSettings(methods="none,danm", training={"max_epochs": 0, "unlearning": {"beta": -1}}, seeds=0)
+    assert err.value.problems[0].startswith("Argument 'methods': By 'danm', did you mean 'dann'?")
+    assert err.value.problems[1:] == [
+        "'beta' must be a finite number >= 0, got -1 (int)", "'max_epochs' must be an integer >= 1, got 0 (int)",
+        "'seeds' must be an integer >= 1, got 0 (int): the number of seeds each method trains on"]
     assert CompareSettings(seeds=3, training=_training()).seed_values() == (0, 1, 2)
     assert CompareSettings(seeds=[7, 2]).seed_values() == (7, 2)
     settings = CompareSettings(methods="none, dann,none", training=_training(batch_size=8))

@@ -78,7 +78,7 @@ def _describe(handler) -> dict:
     return {
         "objective": (type(handler.objective).__name__, handler.objective.config()),
         "adversary": (type(handler.adversary).__name__, handler.adversary.config()),
-        "warmup_epochs": handler.warmup_epochs,
+        "warmup": handler.warmup.config(),
         "taps": list(handler.taps.names),
         "mask": None if mask is None else (type(mask).__name__, vars(mask)),
         "confounds": [(c.name, c.key, str(c.kind), c.num_classes, list(c.bin_edges or []), c.beta, c.alpha,

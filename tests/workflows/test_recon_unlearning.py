@@ -148,7 +148,7 @@ def test_bad_settings_are_all_reported() -> None:
     # every part checks itself on construction, and its problems join the others when it is given as a dict
     with pytest.raises(ConfigError) as err:
         ReconStageSettings(l1_penalty=-1.0, loss_ceiling=0, noise_mode="salt", ga_learning_rate=0.0)
-    assert err.value.message == "Invalid reconstruction unlearning-stage settings."
+    assert err.value.message == "ReconStageSettings: invalid arguments."
     assert err.value.problems[:3] == ["'ga_learning_rate' must be a finite number > 0 or None, got 0.0 (float)",
                                       "'l1_penalty' must be a finite number >= 0, got -1.0 (float)",
                                       "'loss_ceiling' must be a finite number > 0 or None, got 0 (int)"]

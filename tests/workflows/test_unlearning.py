@@ -76,7 +76,7 @@ def test_refit_adversary_recipe(frame, sites):
     assert (settings.beta, settings.head_hidden, settings.head_lr, settings.head_refit_steps) == (1.0, (), 1e-4, 300)
     assert settings.warmup_epochs == 3 and settings.method == "unlearning"
     handler = _build(frame, sites, **settings.to_dict())
-    assert handler.adversary.refit_steps == 300 and handler.warmup_epochs == 3
+    assert handler.adversary.refit_steps == 300 and handler.warmup.epochs == 3
     head = handler.confounds[0].head
     assert [type(m).__name__ for m in head.layers] == ["BatchNorm1d", "Linear"]  # standardised input, linear head
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from harmonize import defaults
-from harmonize.errors import ConfigError, integers_problem, numbers_problem, option_value, range_problem
+from harmonize.errors import integers_problem, numbers_problem, option_value, raise_problems, range_problem
 from harmonize.keys import MaskMethod
 
 __all__ = ["PreprocessConfig", "PreprocessResult"]
@@ -50,8 +50,7 @@ class PreprocessConfig:
                     integers_problem("target_shape", self.target_shape, length=3, minimum=1),
                     range_problem("landmarks_cutoff", self.landmarks_cutoff, minimum=0, maximum=1, strict_order=True),
                     mask_problem]
-        if problems := [p for p in problems if p]:
-            raise ConfigError("Invalid preprocessing settings.", problems=problems)
+        raise_problems("PreprocessConfig", problems)
         spacing = self.target_spacing
         spacing = (spacing,) * 3 if isinstance(spacing, (int, float, np.number)) else tuple(spacing)
         object.__setattr__(self, "target_spacing", tuple(float(s) for s in spacing))
