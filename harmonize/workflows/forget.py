@@ -251,9 +251,8 @@ def forget_model(
     saved: dict[str, str] = {}
     for run in runs:
         name = str(run.method)
-        watch = Stopwatch()
-        models[name], seconds[name] = unlearn_brain_age(original, frame, flags, run, stopwatch=watch)
-        cpu[name] = watch.cpu
+        models[name], watch = unlearn_brain_age(original, frame, flags, run)
+        seconds[name], cpu[name] = watch.wall, watch.cpu
         saved[name] = str(_save(models[name], name, model, out))
         report(f"  {name}: forgot in {seconds[name]:.1f} s; model written to {saved[name]}")
     retrain = original.seconds if math.isfinite(original.seconds) else None

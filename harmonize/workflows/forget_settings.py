@@ -151,18 +151,20 @@ def _loader(model: BrainAgeModel, rows: pd.DataFrame, forget_ids: set[str], batc
 
 
 def unlearn_brain_age(
-    model: BrainAgeModel, frame: pd.DataFrame, flags: pd.Series, settings: ForgetSettings,
-    stopwatch: Stopwatch | None = None,
-) -> tuple[BrainAgeModel, float]:
-    """The unlearned copy of ``model`` and the seconds it took (stages and BatchNorm recalibration).
+    model: BrainAgeModel, frame: pd.DataFrame, flags: pd.Series, settings: ForgetSettings
+) -> tuple[BrainAgeModel, Stopwatch]:
+    """The unlearned copy of ``model`` and the time it took.
 
     Args:
         model: the trained model (not changed).
         frame: the manifest frame.
         flags: :func:`~harmonize.data.forget_list.forget_rows` of ``frame``.
         settings: the method and its schedule.
-        stopwatch: also adds the same work's wall and CPU seconds to this
-            :class:`~harmonize.workflows.machine_unlearning.Stopwatch` (reading the scans is not timed).
+
+    Returns:
+        ``(unlearned model, stopwatch)``: the :class:`~harmonize.workflows.machine_unlearning.Stopwatch` holds the
+        wall and CPU seconds of the stages and the BatchNorm recalibration (reading the scans is not timed); the
+        model's ``seconds`` are its wall seconds.
     """
     train = frame.loc[flags.index]
     forget_ids = set(train.loc[flags, Keys.SUBJECT_ID].astype(str))
@@ -178,9 +180,6 @@ def unlearn_brain_age(
         with timed:
             network, _ = run_unlearning(settings.method, model.network, retain, forget, stages)
             recalibrate_batchnorm(network, recalibration, stages.device)
-    seconds = timed.wall
-    if stopwatch is not None:
-        stopwatch.add(timed)
     network.eval()
     bad = [n for n, p in network.named_parameters() if not torch.isfinite(p).all()]
     if bad:
@@ -188,7 +187,8 @@ def unlearn_brain_age(
             f"Forgetting with {settings.method} diverged: parameters {bad[:5]} hold NaN or Inf. Lower the learning "
             "rate of the forget stage (--ga-lr) or give a loss ceiling (--loss-ceiling)."
         )
-    unlearned = replace(model, network=network, seconds=seconds, history=list(model.history))
-    logger.info("%s: forgot %d subject(s) in %.1f s", settings.method, len(forget_ids), seconds)
-    return unlearned, seconds
+    unlearned = replace(model, network=network, seconds=timed.wall, history=list(model.history))
+    logger.info("%s: forgot %d subject(s) in %.1f s (%.1f s CPU)", settings.method, len(forget_ids), timed.wall,
+                timed.cpu)
+    return unlearned, timed
 
