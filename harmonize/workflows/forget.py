@@ -1,4 +1,4 @@
-"""Make a trained brain-age or segmentation model forget withdrawn subjects, and check that it did (``harmonize forget``).
+"""Make a trained brain-age or segmentation model forget withdrawn subjects, and check it (``harmonize forget``).
 
 :func:`forget_model` takes a trained model (a brain-age model file of ``harmonize compare`` / :func:`save_model`, or
 a MONAI bundle folder with ``models/model.pt``: a brain-age or a tissue-segmentation bundle) and a manifest whose

@@ -88,8 +88,9 @@ class ForgetSettings:
         segmentation_loss_ceiling: the same for a segmentation model, in units of its Dice + cross-entropy loss
             (:func:`segmentation_loss`; ``None``: no ceiling, the ascent is bounded by ``forget_epochs`` only).
         oracle_epochs: epochs of a segmentation model's oracle, trained from a fresh initialisation with Adam at
-            :data:`~harmonize.defaults.LEARNING_RATE` (``None``: :data:`~harmonize.defaults.FORGET_SEGMENTATION_ORACLE_EPOCHS`,
-            the segmentation bundle's ``max_epochs``); a brain-age oracle repeats the model's recorded training.
+            :data:`~harmonize.defaults.LEARNING_RATE` (``None``:
+            :data:`~harmonize.defaults.FORGET_SEGMENTATION_ORACLE_EPOCHS`, the segmentation bundle's ``max_epochs``);
+            a brain-age oracle repeats the model's recorded training.
         batch_size: scans per batch (``None``: the model's training batch size).
         oracle: also retrain from scratch without the withdrawn subjects (the reference; slow).
         bootstrap: bootstrap replicates of the membership-inference interval.

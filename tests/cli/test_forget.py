@@ -108,8 +108,8 @@ def test_a_manifest_without_a_forget_list_is_one_error_line(files, tiny_cohort, 
         ("--bootstrap", "-1", "argument --bootstrap: must be an integer from 0"),
         ("--loss-ceiling", "0", "argument --loss-ceiling: must be a number > 0, got '0', or 'none' for no ceiling"),
         ("--oracle-model", "other.pt --oracle", "argument --oracle: not allowed with argument --oracle-model"),
-        ("--segmentation-loss-ceiling", "-1", "argument --segmentation-loss-ceiling: must be a number > 0, got '-1', "
-                                              "or 'none' for no ceiling"),
+        ("--segmentation-loss-ceiling", "-1", ("argument --segmentation-loss-ceiling: must be a number > 0, got '-1', "
+                                               "or 'none' for no ceiling")),
         ("--oracle-epochs", "0", "argument --oracle-epochs: must be an integer from 1"),
     ],
 )

@@ -128,8 +128,8 @@ def test_retrain_segmentation_trains_a_fresh_network_on_the_retained_scans(segme
         ({"loss_ceiling": 0.0}, "'loss_ceiling' must be a finite number > 0 or None, got 0.0 (float)"),
         ({"segmentation_loss_ceiling": -1.0},
          "'segmentation_loss_ceiling' must be a finite number > 0 or None, got -1.0 (float)"),
-        ({"oracle_epochs": 0}, "'oracle_epochs' must be an integer >= 1, got 0 (int); or None (the segmentation "
-                               "bundle's max_epochs)"),
+        ({"oracle_epochs": 0}, ("'oracle_epochs' must be an integer >= 1, got 0 (int); or None (the segmentation "
+                                "bundle's max_epochs)")),
     ],
 )
 def test_settings_errors(kwargs, message):
