@@ -98,17 +98,8 @@ def trained_segmentation_model(
 ) -> SegmentationModel:
     """A bundle's trained tissue segmenter (``<ckpt_dir>/model.pt``) with its site index, as forgetting reads it.
 
-    Args:
-        network: the bundle's ``network_def`` (its weights are replaced by the saved ones).
-        ckpt_dir: the folder of ``model.pt`` and ``site_index.json`` (``train.json``'s ``ckpt_dir``).
-        transform: the bundle's ``transforms``.
-        taps: the layers its site probe reads (the bundle's ``taps``).
-        batch_size: scans per batch.
-        device: where to run.
-
-    Raises:
-        HarmonizeError: no weights or site index in ``ckpt_dir`` (run ``train.json`` first), or weights that do not
-            fit ``network``.
+    The arguments are those of :func:`trained_brain_age_model` (``taps``: the layers the site probe reads), and so
+    are the errors it raises.
     """
     site_index = _load_trained(network, ckpt_dir)
     network.to(device).eval()

@@ -207,6 +207,26 @@ def _loader(model: BrainAgeModel | SegmentationModel, rows: pd.DataFrame, forget
     return make_dataloader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 
+def _timed_run(
+    method: ReconMethod, model: BrainAgeModel | SegmentationModel, retain: Any, forget: Any, recalibration: Any,
+    stages: MachineUnlearningSettings,
+) -> tuple[torch.nn.Module, Stopwatch]:
+    """``method``'s stages on a copy of ``model``'s network, then its BatchNorm statistics on ``recalibration``.
+
+    Seeded with ``stages.seed`` (the global generator is left as it was); the network is returned in eval mode.
+
+    Returns:
+        ``(network, stopwatch)``: the stopwatch times the stages and the recalibration.
+    """
+    timed = Stopwatch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stages.seed)
+        with timed:
+            network, _ = run_unlearning(method, model.network, retain, forget, stages)
+            recalibrate_batchnorm(network, recalibration, stages.device)
+    return network.eval(), timed
+
+
 def unlearn_model(
     model: BrainAgeModel | SegmentationModel, frame: pd.DataFrame, flags: pd.Series, settings: ForgetSettings
 ) -> tuple[BrainAgeModel | SegmentationModel, Stopwatch]:
@@ -235,13 +255,7 @@ def unlearn_model(
     retain = _loader(model, retain_rows, forget_ids, batch_size, True, settings.seed)
     forget = _loader(model, forget_rows_, forget_ids, min(batch_size, len(forget_rows_)), True, settings.seed + 1)
     recalibration = _loader(model, retain_rows, forget_ids, batch_size, False, settings.seed)
-    timed = Stopwatch()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        with timed:
-            network, _ = run_unlearning(settings.method, model.network, retain, forget, stages)
-            recalibrate_batchnorm(network, recalibration, stages.device)
-    network.eval()
+    network, timed = _timed_run(settings.method, model, retain, forget, recalibration, stages)
     bad = [n for n, p in network.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         ceiling = "--loss-ceiling" if isinstance(model, BrainAgeModel) else "--segmentation-loss-ceiling"
@@ -280,11 +294,5 @@ def retrain_segmentation(
     recalibration = _loader(model, retain_rows, set(), batch_size, False, settings.seed)
     logger.info("oracle: training from scratch on %d of %d training scans (%d epochs)", len(retain_rows), len(train),
                 stages.oracle_epochs)
-    timed = Stopwatch()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        with timed:
-            network, _ = run_unlearning(ReconMethod.ORACLE, model.network, retain, None, stages)
-            recalibrate_batchnorm(network, recalibration, stages.device)
-    network.eval()
+    network, timed = _timed_run(ReconMethod.ORACLE, model, retain, None, recalibration, stages)
     return replace(model, network=network, seconds=timed.wall, history=[]), timed

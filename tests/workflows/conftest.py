@@ -12,6 +12,7 @@ from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.data.site_index import CategoryIndex
 from harmonize.networks import TissueSegmenter
 from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
+from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.model_file import save_model
 from harmonize.workflows.unlearning import UnlearningSettings
 
@@ -56,3 +57,15 @@ def segmentation_bundle(tmp_path_factory):
     torch.save(TissueSegmenter(channels=SEGMENTER_CHANNELS).state_dict(), root / "models" / "model.pt")
     CategoryIndex(["site0", "site1", "site2"]).save(root / "models" / "site_index.json")
     return root
+
+
+@pytest.fixture(scope="session")
+def forget_frame(forget_cohort):
+    """The frame of ``forget_cohort``."""
+    return read_manifest(forget_cohort)
+
+
+@pytest.fixture(scope="session")
+def segmenter(segmentation_bundle, forget_frame):
+    """The model of ``segmentation_bundle``, as ``harmonize forget`` loads it (treat it as read-only)."""
+    return load_bundle_model(segmentation_bundle, forget_frame)

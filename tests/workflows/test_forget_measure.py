@@ -11,27 +11,15 @@ from monai.losses import DiceCELoss
 
 from harmonize.data.dataset import make_dataset
 from harmonize.data.forget_list import forget_rows
-from harmonize.data.manifest import read_manifest
 from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys
-from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.forget_measure import measure_model, membership_rows, segmentation_scores
 from harmonize.workflows.forget_settings import ForgetSettings
 from harmonize.workflows.segmentation_audit import dice_summary, segmentation_features
 
 
-@pytest.fixture(scope="module")
-def frame(forget_cohort):
-    return read_manifest(forget_cohort)
-
-
-@pytest.fixture(scope="module")
-def segmenter(segmentation_bundle, frame):
-    return load_bundle_model(segmentation_bundle, frame)
-
-
-def test_segmentation_scores_are_each_scans_loss_and_dice(segmenter, frame):
-    rows = frame[frame[Keys.SPLIT] == "test"].iloc[::-1]  # any order: the scores follow the rows
+def test_segmentation_scores_are_each_scans_loss_and_dice(segmenter, forget_frame):
+    rows = forget_frame[forget_frame[Keys.SPLIT] == "test"].iloc[::-1]  # any order: the scores follow the rows
     losses, dice = segmentation_scores(segmenter, rows)
     assert losses.shape == (3,) and dice.shape == (3, 3)
     _, audited = segmentation_features(segmenter, rows)
@@ -43,10 +31,10 @@ def test_segmentation_scores_are_each_scans_loss_and_dice(segmenter, frame):
     assert losses[1] == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_measure_model_of_a_segmentation_model(segmenter, frame):
-    flags = forget_rows(frame)
-    metrics, losses = measure_model(segmenter, frame, flags, ForgetSettings(bootstrap=20))
-    forgotten, held = membership_rows(frame, flags)
+def test_measure_model_of_a_segmentation_model(segmenter, forget_frame):
+    flags = forget_rows(forget_frame)
+    metrics, losses = measure_model(segmenter, forget_frame, flags, ForgetSettings(bootstrap=20))
+    forgotten, held = membership_rows(forget_frame, flags)
     member, forget_dice = segmentation_scores(segmenter, forgotten)
     np.testing.assert_allclose(losses["member"], member)
     np.testing.assert_allclose(losses["nonmember"], segmentation_scores(segmenter, held)[0])
@@ -56,12 +44,12 @@ def test_measure_model_of_a_segmentation_model(segmenter, frame):
     assert 0 <= metrics["retain_dice"] <= 1 and 0 <= metrics["mean_dice"] <= 1 and metrics["task"] == "segmentation"
 
 
-def test_membership_needs_two_held_out_scans_of_the_withdrawn_sites(frame):
-    flags = forget_rows(frame)
-    forgotten, held = membership_rows(frame, flags)
+def test_membership_needs_two_held_out_scans_of_the_withdrawn_sites(forget_frame):
+    flags = forget_rows(forget_frame)
+    forgotten, held = membership_rows(forget_frame, flags)
     assert len(forgotten) == 3 and len(held) == 6 and set(held[Keys.SPLIT]) == {"val", "test"}
     sites = set(forgotten[Keys.SITE])
-    fewer = frame.drop(index=held.index[1:])
+    fewer = forget_frame.drop(index=held.index[1:])
     message = f"The manifest has 1 held-out (val/test) scan(s) of the withdrawn subjects' sites {sorted(sites)}: "
     with pytest.raises(HarmonizeError, match=re.escape(message)):
         membership_rows(fewer, forget_rows(fewer))

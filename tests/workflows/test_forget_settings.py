@@ -11,11 +11,9 @@ from monai.losses import DiceCELoss
 
 from harmonize import defaults
 from harmonize.data.forget_list import forget_rows
-from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
 from harmonize.keys import Keys
 from harmonize.losses import StandardisedMSELoss
-from harmonize.workflows.bundle_model import load_bundle_model
 from harmonize.workflows.forget_measure import measure_model, membership_rows, segmentation_scores
 from harmonize.workflows.forget_settings import (
     SEGMENTATION_FORGET_METHODS,
@@ -26,16 +24,6 @@ from harmonize.workflows.forget_settings import (
     unlearn_model,
 )
 from harmonize.workflows.model_file import load_model
-
-
-@pytest.fixture(scope="module")
-def frame(forget_cohort):
-    return read_manifest(forget_cohort)
-
-
-@pytest.fixture(scope="module")
-def segmenter(segmentation_bundle, frame):
-    return load_bundle_model(segmentation_bundle, frame)
 
 
 def test_forget_target_transform():
@@ -64,38 +52,38 @@ def test_stages_follow_the_model_task(brain_age_model_file, segmenter):
         ForgetSettings(segmentation_loss_ceiling=1.0, oracle_epochs=2).stages(load_model(brain_age_model_file))
 
 
-def test_gradient_ascent_raises_the_withdrawn_subjects_error_most(brain_age_model_file, frame):
-    flags = forget_rows(frame)
+def test_gradient_ascent_raises_the_withdrawn_subjects_error_most(brain_age_model_file, forget_frame):
+    flags = forget_rows(forget_frame)
     original = load_model(brain_age_model_file)
     settings = ForgetSettings(method="ga", forget_epochs=3, ga_learning_rate=3e-3, loss_ceiling=None, bootstrap=0)
-    unlearned, watch = unlearn_brain_age(original, frame, flags, settings)
-    before, _ = measure_model(original, frame, flags, settings)
-    after, _ = measure_model(unlearned, frame, flags, settings)
+    unlearned, watch = unlearn_brain_age(original, forget_frame, flags, settings)
+    before, _ = measure_model(original, forget_frame, flags, settings)
+    after, _ = measure_model(unlearned, forget_frame, flags, settings)
     assert watch.wall > 0 and watch.cpu > 0 and unlearned.seconds == watch.wall
     assert after["forget_mae"] - before["forget_mae"] > 1.0  # years: ascent pushed the withdrawn subjects away
     saved = load_model(brain_age_model_file).network.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in original.network.state_dict().items())  # the original kept
 
 
-def test_a_subject_whose_loss_reached_the_ceiling_no_longer_pushes_the_ascent(brain_age_model_file, frame):
-    flags = forget_rows(frame)
+def test_a_subject_whose_loss_reached_the_ceiling_no_longer_pushes_the_ascent(brain_age_model_file, forget_frame):
+    flags = forget_rows(forget_frame)
     original = load_model(brain_age_model_file)
     assert ForgetSettings().loss_ceiling == defaults.FORGET_LOSS_CEILING and ForgetSettings().method == "ga"
     # every withdrawn subject's loss is above this ceiling: the ascent has no gradient, no weight moves
     settings = ForgetSettings(method="ga", forget_epochs=3, ga_learning_rate=3e-3, loss_ceiling=1e-9, bootstrap=0)
-    unlearned, _ = unlearn_brain_age(original, frame, flags, settings)
+    unlearned, _ = unlearn_brain_age(original, forget_frame, flags, settings)
     assert all(torch.equal(p, q) for p, q in zip(unlearned.network.parameters(), original.network.parameters()))
     # without a ceiling the same stage moves them
-    free, _ = unlearn_brain_age(original, frame, flags, replace(settings, loss_ceiling=None))
+    free, _ = unlearn_brain_age(original, forget_frame, flags, replace(settings, loss_ceiling=None))
     assert not all(torch.equal(p, q) for p, q in zip(free.network.parameters(), original.network.parameters()))
 
 
-def test_segmentation_ascent_raises_the_withdrawn_scans_loss_and_honours_its_ceiling(segmenter, frame):
-    flags = forget_rows(frame)
-    forgotten, held = membership_rows(frame, flags)
+def test_segmentation_ascent_raises_the_withdrawn_scans_loss_and_honours_its_ceiling(segmenter, forget_frame):
+    flags = forget_rows(forget_frame)
+    forgotten, held = membership_rows(forget_frame, flags)
     weights = {k: v.clone() for k, v in segmenter.network.state_dict().items()}
     settings = ForgetSettings(method="ga", forget_epochs=2, ga_learning_rate=1e-2, bootstrap=0)
-    unlearned, watch = unlearn_model(segmenter, frame, flags, settings)
+    unlearned, watch = unlearn_model(segmenter, forget_frame, flags, settings)
     assert watch.wall > 0 and unlearned.seconds == watch.wall and unlearned.device == segmenter.device
     assert all(torch.equal(v, weights[k]) for k, v in segmenter.network.state_dict().items())  # the original kept
     (member_before, _), (member_after, _) = segmentation_scores(segmenter, forgotten), \
@@ -103,13 +91,13 @@ def test_segmentation_ascent_raises_the_withdrawn_scans_loss_and_honours_its_cei
     (held_before, _), (held_after, _) = segmentation_scores(segmenter, held), segmentation_scores(unlearned, held)
     rise = np.mean(member_after) - np.mean(member_before)
     assert rise > 0.05 and rise > np.mean(held_after) - np.mean(held_before)  # the withdrawn scans were pushed most
-    capped, _ = unlearn_model(segmenter, frame, flags, replace(settings, segmentation_loss_ceiling=1e-9))
+    capped, _ = unlearn_model(segmenter, forget_frame, flags, replace(settings, segmentation_loss_ceiling=1e-9))
     assert all(torch.equal(p, q) for p, q in zip(capped.network.parameters(), segmenter.network.parameters()))
 
 
-def test_retrain_segmentation_trains_a_fresh_network_on_the_retained_scans(segmenter, frame):
-    flags = forget_rows(frame)
-    oracle, watch = retrain_segmentation(segmenter, frame, flags, ForgetSettings(oracle_epochs=1))
+def test_retrain_segmentation_trains_a_fresh_network_on_the_retained_scans(segmenter, forget_frame):
+    flags = forget_rows(forget_frame)
+    oracle, watch = retrain_segmentation(segmenter, forget_frame, flags, ForgetSettings(oracle_epochs=1))
     assert watch.wall > 0 and watch.cpu > 0 and oracle.seconds == watch.wall and oracle.history == []
     assert oracle.taps == segmenter.taps and oracle.transform is segmenter.transform
     original = dict(segmenter.network.named_parameters())
