@@ -146,7 +146,7 @@ class ForgetSettings:
             "learning_rate": self.learning_rate, "ga_learning_rate": self.ga_learning_rate,
             "ft_epochs": self.ft_epochs, "ga_epochs": self.forget_epochs, "nl_epochs": self.forget_epochs,
             "l1_penalty": self.l1_penalty, "input_keys": (Keys.IMAGE,), "forget_key": Keys.FORGET,
-            "id_key": Keys.SUBJECT_ID, "device": model_device(model), "seed": self.seed,
+            "id_key": Keys.SUBJECT_ID, "device": _device(model), "seed": self.seed,
         }
         if isinstance(model, BrainAgeModel):
             given = [n for n in ("segmentation_loss_ceiling", "oracle_epochs") if getattr(self, n) is not None]
@@ -167,7 +167,7 @@ class ForgetSettings:
                                          target_key=Keys.LABEL, oracle_epochs=epochs, **common)
 
 
-def model_device(model: BrainAgeModel | SegmentationModel) -> str:
+def _device(model: BrainAgeModel | SegmentationModel) -> str:
     """Where ``model`` runs."""
     return str(model.settings.device if isinstance(model, BrainAgeModel) else model.device)
 
