@@ -218,5 +218,7 @@ FORGET_GA_LEARNING_RATE = 1e-4
 #: (``StandardisedMSELoss``): a subject whose age error reached sqrt(0.1) = 0.32 standard deviations of the training
 #: ages no longer pushes the ascent (measured in docs/forgetting.md).
 FORGET_LOSS_CEILING: float | None = 0.1
+#: Epochs of a segmentation model's oracle (``harmonize forget --oracle``): the segmentation bundle's ``max_epochs``.
+FORGET_SEGMENTATION_ORACLE_EPOCHS = 10
 #: Share of the training subjects withdrawn by ``mark_forget`` when a run gives no forget list (the bundles').
 FORGET_FRACTION = 0.1

@@ -140,7 +140,8 @@ def membership_inference(
 
 
 def membership_plot(
-    metrics: Mapping[str, Mapping[str, Any]], losses: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike
+    metrics: Mapping[str, Mapping[str, Any]], losses: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike,
+    loss_label: str = "loss (age error, years)",
 ) -> Path:
     """Per model: the attack's AUC with its interval (0.5 dashed), and the members' and non-members' losses.
 
@@ -148,6 +149,7 @@ def membership_plot(
         metrics: by model, dictionaries with ``mia_auc`` and ``mia_auc_ci`` (:meth:`MembershipResult.to_dict`).
         losses: by model, ``{"member": array, "nonmember": array}``.
         path: the PNG to write (atomically).
+        loss_label: the axis label of the losses.
 
     Raises:
         ConfigError: no model given.
@@ -183,6 +185,6 @@ def membership_plot(
         patch.set_facecolor(colour)
         patch.set_alpha(0.5)
     loss_ax.set_xticks([3 * i + 0.5 for i in range(len(names))], names, rotation=20, ha="right", fontsize="small")
-    loss_ax.set_ylabel("loss (age error, years)")
+    loss_ax.set_ylabel(loss_label)
     loss_ax.set_title("Withdrawn (red) vs held-out (blue)", fontsize="medium")
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))

@@ -10,7 +10,8 @@
   and writes;
 - :func:`save_preprocessing`, :class:`BundlePreprocessd`: the training preprocessing, saved beside the weights
   and replayed (invertibly) on raw scans by ``inference.json``;
-- :func:`forget_manifest`, :func:`trained_brain_age_model`: what ``forget.json`` runs ``harmonize forget`` on;
+- :func:`forget_manifest`, :func:`trained_brain_age_model`, :func:`trained_segmentation_model`: what ``forget.json``
+  runs ``harmonize forget`` on;
 - :func:`install_error_hook`: a user's mistake in a bundle run is one ``error:`` paragraph, not a traceback;
 - :func:`check_overrides`, :func:`run_bundle`: reject overrides of ids a config does not have
   (``harmonize bundle run``); :func:`check_settings`: the numeric ids, checked by the configs' ``initialize``
@@ -32,7 +33,7 @@ from harmonize.bundle.embedded_cohort import (
     resolve_manifest,
 )
 from harmonize.bundle.error_hook import install_error_hook
-from harmonize.bundle.forget import forget_manifest, trained_brain_age_model
+from harmonize.bundle.forget import forget_manifest, trained_brain_age_model, trained_segmentation_model
 from harmonize.bundle.inference_dataset import inference_dataset
 from harmonize.bundle.labelled_subjects import labelled_subjects
 from harmonize.bundle.metadata_schema import (
@@ -82,6 +83,7 @@ __all__ = [
     "site_balanced_batch_size",
     "tensorboard_available",
     "trained_brain_age_model",
+    "trained_segmentation_model",
     "unlearning_settings",
     "verify_bundle_metadata",
 ]

@@ -1,4 +1,4 @@
-"""What a bundle's ``forget.json`` needs: its trained model as a brain-age model, and the subjects to forget.
+"""What a bundle's ``forget.json`` needs: its trained model (brain-age or segmentation), and the subjects to forget.
 
 ``forget.json`` overlays ``train.json`` (``monai.bundle run --config_file "['configs/train.json',
 'configs/forget.json']"``) and runs :func:`~harmonize.workflows.forget.forget_model` on the weights that
@@ -26,8 +26,9 @@ from harmonize.data.site_index import SITE_INDEX_FILENAME, CategoryIndex
 from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys
 from harmonize.workflows.brain_age import BrainAgeModel, BrainAgeSettings
+from harmonize.workflows.models import SegmentationModel
 
-__all__ = ["forget_manifest", "trained_brain_age_model"]
+__all__ = ["forget_manifest", "trained_brain_age_model", "trained_segmentation_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,43 @@ def trained_brain_age_model(
         HarmonizeError: no weights or site index in ``ckpt_dir`` (run ``train.json`` first), or weights that do not
             fit ``network``.
     """
+    site_index = _load_trained(network, ckpt_dir)
+    settings = BrainAgeSettings(
+        unlearning=unlearning_settings(unlearning),
+        max_epochs=int(max_epochs), batch_size=int(batch_size), lr=float(learning_rate),
+        channels=tuple(getattr(network, "channels", BrainAgeSettings.channels)),
+        feature_dim=getattr(network, "feature_dim", BrainAgeSettings.feature_dim),
+        taps=(taps,) if isinstance(taps, str) else tuple(taps), seed=int(seed), device=str(device),
+    )
+    network.to(device).eval()
+    return BrainAgeModel(network, None, settings, site_index, math.nan, [], transform=transform)
+
+
+def trained_segmentation_model(
+    network: nn.Module,
+    ckpt_dir: str | os.PathLike,
+    transform: Callable[[Mapping[str, Any]], Any] | None = None,
+    taps: Sequence[str] | str = ("bottleneck",),
+    batch_size: int = defaults.BATCH_SIZE,
+    device: str | torch.device = "cpu",
+) -> SegmentationModel:
+    """A bundle's trained tissue segmenter (``<ckpt_dir>/model.pt``) with its site index, as forgetting reads it.
+
+    The arguments are those of :func:`trained_brain_age_model` (``taps``: the layers the site probe reads), and so
+    are the errors it raises.
+    """
+    site_index = _load_trained(network, ckpt_dir)
+    network.to(device).eval()
+    return SegmentationModel(network, site_index, (taps,) if isinstance(taps, str) else tuple(taps),
+                             device=str(device), transform=transform, batch_size=int(batch_size))
+
+
+def _load_trained(network: nn.Module, ckpt_dir: str | os.PathLike) -> CategoryIndex:
+    """Load ``<ckpt_dir>/model.pt`` into ``network``; return the site index saved beside it.
+
+    Raises:
+        HarmonizeError: no weights or site index in ``ckpt_dir``, or weights that do not fit ``network``.
+    """
     from harmonize.workflows.model_file import _load_weights, _read
 
     folder = Path(ckpt_dir)
@@ -88,12 +126,4 @@ def trained_brain_age_model(
     if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
         state = state["network"]
     _load_weights(network, state, weights, "the bundle's network_def")
-    settings = BrainAgeSettings(
-        unlearning=unlearning_settings(unlearning),
-        max_epochs=int(max_epochs), batch_size=int(batch_size), lr=float(learning_rate),
-        channels=tuple(getattr(network, "channels", BrainAgeSettings.channels)),
-        feature_dim=getattr(network, "feature_dim", BrainAgeSettings.feature_dim),
-        taps=(taps,) if isinstance(taps, str) else tuple(taps), seed=int(seed), device=str(device),
-    )
-    network.to(device).eval()
-    return BrainAgeModel(network, None, settings, CategoryIndex.load(index), math.nan, [], transform=transform)
+    return CategoryIndex.load(index)

@@ -19,12 +19,14 @@ POSITIVE = options.number(float, 0, None, low_open=True)
 
 DESCRIPTION = """\
 Forget the subjects marked in the manifest's 'forget' column (true for each withdrawn subject's training rows)
-from a trained brain-age model, with a machine-unlearning method (Xue et al.): ft fine-tunes on the retained
-subjects; ga / ga_l1 ascend the withdrawn subjects' loss; nl trains on them with noisy ages; ga_l1_ft and nl_ft
-are ga_l1 or nl followed by ft. The BatchNorm statistics are then recomputed on the retained subjects. Writes
-the unlearned model(s) (OUT/models/<method>.pt, or OUT/bundle_<method>/ for a bundle, readable by harmonize audit),
-and a report (OUT/metrics.json, OUT/report.md, OUT/report.html, OUT/figures/): the age error on the retained,
-withdrawn and held-out scans, the site probe, the time against retraining, and a membership-inference audit:
+from a trained brain-age or segmentation model, with a machine-unlearning method (Xue et al.): ft fine-tunes on
+the retained subjects; ga / ga_l1 ascend the withdrawn subjects' loss; nl trains on them with noisy ages (brain
+age only); ga_l1_ft and nl_ft are ga_l1 or nl followed by ft. A segmentation model (a tissue-segmentation bundle
+folder) forgets with the Dice + cross-entropy loss. The BatchNorm statistics are then recomputed on the retained
+subjects. Writes the unlearned model(s) (OUT/models/<method>.pt, or OUT/bundle_<method>/ for a bundle, readable
+by harmonize audit), and a report (OUT/metrics.json, OUT/report.md, OUT/report.html, OUT/figures/): the task
+error (age error, or Dice) on the retained, withdrawn and held-out scans, the site probe, the time against
+retraining, and a membership-inference audit:
 the AUC (with a bootstrap interval) of a loss-threshold attack telling the withdrawn subjects from held-out
 subjects of the same sites (0.5: indistinguishable). --oracle also retrains the model from scratch without them,
 the reference a forgetting method should match. The original model is only read.
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, metavar="PATH",
                         help="a brain-age model file (OUT/models/<method>.pt of harmonize compare) or a MONAI bundle "
-                             "folder with models/model.pt")
+                             "folder with models/model.pt (brain-age or tissue segmentation)")
     parser.add_argument("--manifest", required=True, metavar="CSV",
                         help="the manifest the model was trained on, with a 'forget' column marking the withdrawn "
                              "subjects' training rows")
@@ -82,9 +84,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ga-lr", type=options.LEARNING_RATE, default=defaults.FORGET_GA_LEARNING_RATE, metavar="X",
                         help=f"learning rate of the ga stages (default {defaults.FORGET_GA_LEARNING_RATE})")
     parser.add_argument("--loss-ceiling", type=_ceiling, default=defaults.FORGET_LOSS_CEILING, metavar="X",
-                        help="per-subject ceiling of the withdrawn subjects' loss under ga / ga_l1, in squared "
-                             "standard deviations of the training ages: a subject whose loss reached it no longer "
-                             f"pushes the ascent; 'none' for no ceiling (default {defaults.FORGET_LOSS_CEILING})")
+                        help="per-subject ceiling of the withdrawn subjects' loss under ga / ga_l1 of a brain-age "
+                             "model, in squared standard deviations of the training ages: a subject whose loss reached "
+                             f"it no longer pushes the ascent; 'none' for no ceiling (default "
+                             f"{defaults.FORGET_LOSS_CEILING})")
+    parser.add_argument("--segmentation-loss-ceiling", type=_ceiling, default=None, metavar="X",
+                        help="the same for a segmentation model, in units of its Dice + cross-entropy loss "
+                             "(default none)")
+    parser.add_argument("--oracle-epochs", type=options.EPOCHS, default=None, metavar="N",
+                        help="epochs of a segmentation model's --oracle, trained from scratch (default "
+                             f"{defaults.FORGET_SEGMENTATION_ORACLE_EPOCHS}, the segmentation bundle's max_epochs); a "
+                             "brain-age oracle repeats the model's recorded training")
     parser.add_argument("--bootstrap", type=options.BOOTSTRAP, default=defaults.MIA_BOOTSTRAP, metavar="N",
                         help="bootstrap replicates of the membership AUC's interval "
                              f"(default {defaults.MIA_BOOTSTRAP})")
@@ -107,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device, "--device")
     settings = ForgetSettings(
         method=args.method[0], ft_epochs=args.ft_epochs, forget_epochs=args.forget_epochs, learning_rate=args.lr,
-        ga_learning_rate=args.ga_lr, loss_ceiling=args.loss_ceiling, oracle=args.oracle, bootstrap=args.bootstrap,
+        ga_learning_rate=args.ga_lr, loss_ceiling=args.loss_ceiling,
+        segmentation_loss_ceiling=args.segmentation_loss_ceiling, oracle_epochs=args.oracle_epochs,
+        oracle=args.oracle, bootstrap=args.bootstrap,
         permutations=args.permutations, seed=args.seed, device=args.device,
     )
     metrics = forget_model(args.model, args.manifest, args.out, settings, overwrite=args.overwrite,

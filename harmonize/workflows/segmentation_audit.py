@@ -45,6 +45,7 @@ __all__ = [
     "SegmentationAudit",
     "SegmentationModel",
     "dice_summary",
+    "scored_scans",
     "segmentation_columns",
     "segmentation_features",
     "tissue_names",
@@ -77,6 +78,30 @@ def tissue_names(num_classes: int) -> tuple[str, ...]:
     return tuple(f"{CLASS_PREFIX}{i}" for i in range(1, num_classes))
 
 
+def scored_scans(model: SegmentationModel, rows: pd.DataFrame) -> tuple[Any, int]:
+    """A loader over the manifest rows ``rows`` in their order, as the model reads them, and the network's classes.
+
+    Raises:
+        HarmonizeError: no label column, or a network without ``out_channels`` (at least 2).
+    """
+    from harmonize.data.dataset import make_dataloader, make_dataset
+
+    if Keys.LABEL not in rows or rows[Keys.LABEL].isna().all():
+        raise HarmonizeError(
+            f"The manifest's audited rows have no '{Keys.LABEL}' (label map) paths: the Dice of a segmentation model "
+            f"needs them. Add a '{Keys.LABEL}' column (0 background, 1..n the classes) to the manifest."
+        )
+    num_classes = int(getattr(model.network, "out_channels", 0))
+    if num_classes < 2:
+        raise HarmonizeError(
+            f"The segmentation audit needs the network's number of classes (its out_channels); "
+            f"{type(model.network).__name__} has {num_classes or 'none'}."
+        )
+    dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
+    loader = make_dataloader(dataset, batch_size=model.batch_size, shuffle=False, num_workers=model.num_workers)
+    return loader, num_classes
+
+
 def segmentation_features(
     model: SegmentationModel, rows: pd.DataFrame
 ) -> tuple[FeatureSet, np.ndarray]:
@@ -94,21 +119,7 @@ def segmentation_features(
         HarmonizeError: no label column, a label value outside the network's classes, or a network whose output is
             not one logit map per class.
     """
-    from harmonize.data.dataset import make_dataloader, make_dataset
-
-    if Keys.LABEL not in rows or rows[Keys.LABEL].isna().all():
-        raise HarmonizeError(
-            f"The manifest's audited rows have no '{Keys.LABEL}' (label map) paths: the Dice of a segmentation model "
-            f"needs them. Add a '{Keys.LABEL}' column (0 background, 1..n the classes) to the manifest."
-        )
-    num_classes = int(getattr(model.network, "out_channels", 0))
-    if num_classes < 2:
-        raise HarmonizeError(
-            f"The segmentation audit needs the network's number of classes (its out_channels); "
-            f"{type(model.network).__name__} has {num_classes or 'none'}."
-        )
-    dataset = make_dataset(rows, site_index=model.site_index, transform=model.transform, allow_unknown_sites=True)
-    loader = make_dataloader(dataset, batch_size=model.batch_size, shuffle=False, num_workers=model.num_workers)
+    loader, num_classes = scored_scans(model, rows)
     dice = DicePerScan(num_classes)
     hook = model.network.register_forward_hook(dice)
     try:

@@ -1,4 +1,4 @@
-"""The brain-age bundle's forget.json (train.json, then forget.json on its weights) and its helpers."""
+"""The bundles' forget.json (train.json, then forget.json on its weights) and its helpers."""
 
 from __future__ import annotations
 
@@ -9,23 +9,24 @@ import pytest
 import torch
 from monai.bundle import run
 
-from harmonize.bundle import forget_manifest, trained_brain_age_model
+from harmonize.bundle import forget_manifest, trained_brain_age_model, trained_segmentation_model
 from harmonize.data.manifest import read_manifest, write_manifest
 from harmonize.errors import HarmonizeError
 from harmonize.keys import Keys
-from harmonize.networks import BrainAgeRegressor
+from harmonize.networks import BrainAgeRegressor, TissueSegmenter
 from harmonize.workflows.model_file import load_model
 
 AGE = Path(__file__).resolve().parents[2] / "bundles" / "brain_age_unlearning"
+SEG = AGE.parent / "tissue_seg_unlearning"
 #: A tiny network and one epoch of training (as the other bundle tests), then one epoch of each forgetting stage.
 TINY = {"network_def#channels": [4, 8, 8], "taps": ["encoder.block2", "encoder"], "batch_size": 6, "val_interval": 1,
         "progress": False, "max_epochs": 1, "unlearning#warmup_epochs": 0}
 FORGET = {"forget_ft_epochs": 1, "forget_epochs": 1, "forget_bootstrap": 20, "forget_fraction": 0.25}
 
 
-def run_age(configs: list[str], root: Path, manifest: Path, **overrides) -> None:
-    run(config_file=[str(AGE / "configs" / c) for c in configs], meta_file=str(AGE / "configs" / "metadata.json"),
-        logging_file=False, bundle_root=str(root), manifest=str(manifest), **TINY, **overrides)
+def run_age(configs: list[str], root: Path, manifest: Path, bundle: Path = AGE, **overrides) -> None:
+    run(config_file=[str(bundle / "configs" / c) for c in configs], meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False, bundle_root=str(root), manifest=str(manifest), **{**TINY, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,23 @@ def test_forget_manifest_keeps_a_given_list_or_draws_one(tiny_cohort, tmp_path):
     frame[Keys.FORGET] = frame[Keys.SUBJECT_ID] == frame[Keys.SUBJECT_ID].iloc[0]
     given = forget_manifest(write_manifest(frame, tmp_path / "m.csv"), 0.25, seed=0)
     assert given[Keys.FORGET].tolist() == frame[Keys.FORGET].tolist()
+
+
+def test_the_segmentation_bundles_forget_json(tiny_cohort, tmp_path):
+    tiny = {"network_def#channels": [4, 8, 16], "taps": ["bottleneck"]}
+    run_age(["train.json"], tmp_path, tiny_cohort, bundle=SEG, **tiny)
+    weights = (tmp_path / "models" / "model.pt").read_bytes()
+    run_age(["train.json", "forget.json"], tmp_path, tiny_cohort, bundle=SEG, forget_method="ga_l1_ft", **FORGET,
+            **tiny)
+    assert (tmp_path / "models" / "model.pt").read_bytes() == weights  # the trained model is only read
+    out = tmp_path / "eval" / "forget_ga_l1_ft"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["methods"] == ["ga_l1_ft"] and metrics["n_forget"] == 3
+    assert metrics["settings"]["oracle_epochs"] == 1  # the bundle's max_epochs, for forget_oracle=true
+    for name in ("original", "ga_l1_ft"):
+        assert 0 <= metrics["models"][name]["mean_dice"] <= 1 and 0 <= metrics["models"][name]["mia_auc"] <= 1
+    unlearned = TissueSegmenter(channels=(4, 8, 16))
+    unlearned.load_state_dict(torch.load(out / "models" / "ga_l1_ft.pt", weights_only=True))
+    model = trained_segmentation_model(TissueSegmenter(channels=(4, 8, 16)), tmp_path / "models", taps="bottleneck")
+    assert model.taps == ("bottleneck",) and list(model.site_index) == ["site0", "site1", "site2"]
+    assert not all(torch.equal(p, q) for p, q in zip(unlearned.parameters(), model.network.parameters()))

@@ -82,6 +82,15 @@ def test_forget_a_bundle_gives_a_bundle_that_audit_reads(files, tmp_path):
     assert audited["age_mae"] == pytest.approx(forgot["age_mae"], rel=1e-4)
 
 
+def test_segmentation_settings_for_a_brain_age_model_are_one_error_line(files, tmp_path, capsys):
+    model, manifest = files
+    assert main(["forget", "--model", str(model), "--manifest", str(manifest), "--out", str(tmp_path / "o"),
+                 "--oracle-epochs", "3", "--segmentation-loss-ceiling", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "['segmentation_loss_ceiling', 'oracle_epochs'] are for segmentation models" in err
+
+
 def test_a_manifest_without_a_forget_list_is_one_error_line(files, tiny_cohort, tmp_path, capsys):
     model, _ = files
     assert main(["forget", "--model", str(model), "--manifest", str(tiny_cohort), "--out", str(tmp_path / "o")]) == 1
@@ -99,6 +108,9 @@ def test_a_manifest_without_a_forget_list_is_one_error_line(files, tiny_cohort, 
         ("--bootstrap", "-1", "argument --bootstrap: must be an integer from 0"),
         ("--loss-ceiling", "0", "argument --loss-ceiling: must be a number > 0, got '0', or 'none' for no ceiling"),
         ("--oracle-model", "other.pt --oracle", "argument --oracle: not allowed with argument --oracle-model"),
+        ("--segmentation-loss-ceiling", "-1", ("argument --segmentation-loss-ceiling: must be a number > 0, got '-1', "
+                                               "or 'none' for no ceiling")),
+        ("--oracle-epochs", "0", "argument --oracle-epochs: must be an integer from 1"),
     ],
 )
 def test_bad_options_are_usage_errors(files, tmp_path, capsys, argument, value, message):
