@@ -92,6 +92,9 @@ REFIT_WARMUP_UNTIL_LOSS = 0.7
 #: A standardised age loss at or above this in the last training epoch (1 = predicting the mean age): the network
 #: learnt little age, which an adversary that wins before the task is learnt can cause (see docs/unlearning.md).
 TASK_NOT_LEARNT_LOSS = 0.9
+#: After an unlearning epoch that ended at that loss (the adversary took the task), the network goes back to the last
+#: epoch with the task learnt and the confusion weights are multiplied by this (harmonize.handlers.TaskCollapseGuard).
+COLLAPSE_WEIGHT_FACTOR = 0.5
 
 # --- demo ------------------------------------------------------------------------------------------------
 #: What the demo's networks see: 32^3 voxels of 6 mm (the whole head of the 64^3 cohort, downsampled).

@@ -12,6 +12,7 @@ from harmonize.handlers.machine_unlearning import MachineUnlearningHandler
 from harmonize.handlers.reconstruction_metrics import ReconstructionMetricsHandler
 from harmonize.handlers.rigid_augmentation import RandomRigidAugmentation
 from harmonize.handlers.sample_mask import LabelRangeMask, SharedRangeMask
+from harmonize.handlers.task_collapse_guard import TaskCollapseGuard
 from harmonize.handlers.training_checkpoint import TrainingCheckpoint
 from harmonize.handlers.unlearning_adversary import HeadSteps
 from harmonize.handlers.unlearning_objective import (
@@ -36,6 +37,7 @@ __all__ = [
     "RefitHeads",
     "SharedRangeMask",
     "StopOnNonFiniteLoss",
+    "TaskCollapseGuard",
     "TrainingCheckpoint",
     "quantile_bin_edges",
 ]

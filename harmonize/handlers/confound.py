@@ -85,6 +85,8 @@ class Confound:
     _edges: torch.Tensor | None = field(default=None, init=False, repr=False)
     #: The head's loss, cross-entropy with ``class_weights`` (:class:`~harmonize.losses.DomainLoss`).
     domain_loss: DomainLoss = field(default=None, init=False, repr=False, compare=False)
+    #: Factor on ``beta``: lowered by :class:`~harmonize.handlers.TaskCollapseGuard` when the adversary took the task.
+    weight_scale: float = field(default=1.0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.name = str(self.name or self.key)
@@ -114,11 +116,11 @@ class Confound:
             self._edges = torch.as_tensor(self.bin_edges, dtype=torch.float32)
 
     def beta_at(self, epoch: int) -> float:
-        """The confusion weight at an epoch (1-based, as ignite counts)."""
+        """The confusion weight at an epoch (1-based, as ignite counts), times :attr:`weight_scale`."""
         value = float(self.beta(epoch)) if callable(self.beta) else float(self.beta)
         if problem := number_problem(f"beta({epoch})", value, strict=False):
             raise ConfigError(f"Confound '{self.name}': {problem}.")
-        return value
+        return value * self.weight_scale
 
     def targets(self, values: torch.Tensor | Sequence[Any] | np.ndarray) -> torch.Tensor:
         """Class indices from a batch's values; unknown values (``NaN`` or ``-1``) become ``-1``.

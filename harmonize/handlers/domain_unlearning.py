@@ -19,6 +19,7 @@ from harmonize.errors import ConfigError, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
 from harmonize.handlers.head_warmup import HeadWarmup
+from harmonize.handlers.task_collapse_guard import TaskCollapseGuard
 from harmonize.handlers.unlearning_adversary import HeadSteps
 from harmonize.handlers.unlearning_objective import ConfusionObjective
 from harmonize.keys import StateKeys
@@ -32,10 +33,10 @@ logger = logging.getLogger(__name__)
 class DomainUnlearningHandler:
     """Adds domain-head training and an unlearning objective to a ``SupervisedTrainer``.
 
-    ``engine.state`` gains the attributes of :attr:`state_attributes` (for ``StatsHandler``); save
-    :meth:`state_dict` with ``CheckpointSaver``. Under the trainer's mixed precision (``amp=True``) the heads read
-    the features in float32, and the domain and confusion losses are computed in float32. Under ``torch.distributed`` the heads start from rank 0's, every
-    step averages their gradients over the processes and :attr:`history` holds each epoch's mean over them.
+    ``engine.state`` gains the attributes of :attr:`state_attributes` (for ``StatsHandler``); save :meth:`state_dict`
+    with ``CheckpointSaver``. Under mixed precision (the trainer's ``amp``) the heads and their losses stay in float32.
+    Under ``torch.distributed`` the heads start from rank 0's, every step averages their gradients over the processes
+    and :attr:`history` holds each epoch's mean over them.
 
     Args:
         network: the trainer's network (the one whose features are unlearned).
@@ -44,8 +45,9 @@ class DomainUnlearningHandler:
         objective: what the extractor is trained with (default :class:`ConfusionObjective`, fused).
         adversary: how the heads are fitted (default :class:`HeadSteps`, one Adam step per batch).
         warmup_epochs: epochs at the start during which only the heads learn (:class:`HeadWarmup`).
-        warmup_until_loss: if given, the warm-up goes on past ``warmup_epochs`` while the epoch's task loss is at or
-            above this, up to half the run (:class:`HeadWarmup`).
+        warmup_until_loss: if given, the warm-up goes on while the epoch's task loss is at or above this, up to half
+            the run (:class:`HeadWarmup`), and an unlearning epoch that loses the task is undone
+            (:class:`TaskCollapseGuard`).
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the domain
             and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
 
@@ -75,10 +77,11 @@ class DomainUnlearningHandler:
         self.taps = FeatureTaps(network, taps)
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})
         self.warmup = HeadWarmup(warmup_epochs, warmup_until_loss)
+        self.guard = TaskCollapseGuard(warmup_until_loss)
         self.sample_mask = sample_mask
         self.adversary.bind(self)
-        self.targets: dict[str, torch.Tensor] = {}  # this batch's targets, MISSING where a sample is left out
-        self.priors: dict[str, torch.Tensor] = {}
+        self.targets: dict[str, torch.Tensor] = {}  # this batch's targets (MISSING where a sample is left out)...
+        self.priors: dict[str, torch.Tensor] = {}  # ... and confusion targets (batch_targets)
         self._totals: dict[str, list[float]] = {}
         self.history: list[dict[str, float]] = []
 
@@ -129,7 +132,8 @@ class DomainUnlearningHandler:
             self.adversary.epoch_started(self, engine)
 
     def _iteration_started(self, engine: Any) -> None:
-        self.targets, self.priors = self.batch_targets(engine.state.batch)
+        self.targets, self.priors = batch_targets(self.confounds, engine.state.batch, self.sample_mask,
+                                                  next(self.network.parameters()).device)
         self.taps.clear()
 
     def _loss_completed(self, engine: Any) -> None:
@@ -152,18 +156,14 @@ class DomainUnlearningHandler:
             setattr(engine.state, name, sum(values) / len(values))
 
     def _epoch_completed(self, engine: Any) -> None:
-        summary = {"epoch": float(engine.state.epoch)}
-        summary.update({name: sum(values) / len(values) for name, values in self._totals.items()})
-        summary = mean_over_processes(summary)
+        totals = {name: sum(values) / len(values) for name, values in self._totals.items()}
+        summary = mean_over_processes({"epoch": float(engine.state.epoch), **totals})
         self.history.append(summary)
+        self.guard.epoch_completed(self, engine, summary.get(StateKeys.TASK_LOSS))
         self.warmup.epoch_completed(engine.state.epoch, summary.get(StateKeys.TASK_LOSS), engine.state.max_epochs)
         if is_main_process():
             logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
-
-    def batch_targets(self, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Each confound's class indices in a batch (:data:`MISSING` where unknown or masked out) and priors."""
-        return batch_targets(self.confounds, batch, self.sample_mask, next(self.network.parameters()).device)
 
     def valid(self, confound: Confound) -> torch.Tensor:
         """This batch's samples that enter a confound's losses."""
@@ -187,7 +187,7 @@ class DomainUnlearningHandler:
     def state_dict(self) -> dict[str, Any]:
         """Heads, the adversary's and the objective's optimisers, and the history (for ``CheckpointSaver``)."""
         return {"heads": self.heads.state_dict(), **self.adversary.state_dict(), **self.objective.state_dict(),
-                "history": list(self.history), "warmup_epochs": self.warmup.epochs}
+                "history": list(self.history), "warmup_epochs": self.warmup.epochs, **self.guard.state_dict(self)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
@@ -197,3 +197,4 @@ class DomainUnlearningHandler:
         self.objective.load_state_dict(state)
         self.history = list(state.get("history", []))
         self.warmup.epochs = int(state.get("warmup_epochs", self.warmup.epochs))
+        self.guard.load_state_dict(self, state)

@@ -17,7 +17,7 @@ import torch
 from harmonize import defaults
 from harmonize.distributed import broadcast_module, gather_rows
 from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
-from harmonize.handlers.confound import MISSING
+from harmonize.handlers.confound import MISSING, batch_targets
 from harmonize.handlers.unlearning_adversary import HeadSteps
 from harmonize.keys import StateKeys
 
@@ -44,12 +44,12 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
     features, targets = [], {c.name: [] for c in unlearner.confounds}
     try:
         for batch in loader:
-            batch_targets, _ = unlearner.batch_targets(batch)
+            targets_of_batch, _ = batch_targets(unlearner.confounds, batch, unlearner.sample_mask, device)
             unlearner.taps.clear()
             image = inputs(batch) if inputs is not None else torch.as_tensor(batch[CommonKeys.IMAGE])
             network(image.to(device))
             features.append(unlearner.taps.features().detach())
-            for name, t in batch_targets.items():
+            for name, t in targets_of_batch.items():
                 targets[name].append(t)
     finally:
         unlearner.taps.clear()
