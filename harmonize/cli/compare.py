@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="training runs at once, each in its own process with its share of the torch threads "
                              "(default 1: one after another)")
     parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda (default cpu)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision training on a CUDA device (MONAI's amp; the domain heads stay float32)")
     parser.add_argument("--adversary", choices=("refit", "paper"), default="refit",
                         help="the unlearning run's domain head: 'refit' (default) re-fits a linear head on all "
                              "training scans every epoch (docs/unlearning.md); "
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device, "--device")
     unlearning = UnlearningSettings.refit_adversary() if args.adversary == "refit" else UnlearningSettings()
     training = BrainAgeSettings(unlearning=unlearning, max_epochs=args.epochs, channels=args.channels, seed=args.seed,
-                                device=args.device, **options.dataset_settings(args))
+                                device=args.device, amp=args.amp, **options.dataset_settings(args))
     chosen = {"methods": args.methods, "unseen_site": args.unseen_site, "combat_unseen": args.combat_unseen}
     settings = CompareSettings(training=training, permutations=args.permutations, seeds=args.seeds, jobs=args.jobs,
                                **{k: v for k, v in chosen.items() if v is not None})

@@ -92,6 +92,8 @@ class BrainAgeSettings:
             scans as they are.
         seed: seed of the network's initialisation, the loader's shuffling and the labelled subset.
         device: ``cpu`` or ``cuda``.
+        amp: mixed precision (MONAI's ``amp``: float16 autocast and a gradient scaler; CUDA only); the domain heads
+            and their losses stay in float32.
         cache, cache_dir, cache_limit_gb: keep the training scans in ``memory`` (True), on ``disk`` (``cache_dir``)
             or read them per item (``none``, False); cache at most ``cache_limit_gb`` GiB (``data.dataset_cache``).
         num_workers: data-loader worker processes that read (and cache) scans ahead of training and audit.
@@ -116,6 +118,7 @@ class BrainAgeSettings:
     augment: bool = True
     seed: int = defaults.SEED
     device: str = "cpu"
+    amp: bool = False
     cache: bool | str = True
     recalibrate_batchnorm: bool = True
     refit_output: bool = True
@@ -144,7 +147,9 @@ class BrainAgeSettings:
             number_problem("labelled_fraction", self.labelled_fraction, maximum=1),
             integer_problem("seed", self.seed, minimum=0), integer_problem("num_workers", self.num_workers, 0),
             None if cache is None else f"{cache.rstrip()} (or True: memory, False: none)",
-            number_problem("cache_limit_gb", self.cache_limit_gb, strict=False, optional=True)])
+            number_problem("cache_limit_gb", self.cache_limit_gb, strict=False, optional=True),
+            f"'amp' (mixed precision) needs a CUDA device, got device {self.device!r}; drop amp on the CPU"
+            if self.amp and not str(self.device).startswith("cuda") else None])
         self.channels, self.taps = tuple(self.channels), tuple(self.taps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,6 +238,7 @@ def train_brain_age(
     handler = build_unlearning_handler(network, settings.taps, feature_dim, settings.unlearning, frame, index)
     trainer = SupervisedTrainer(
         device=torch.device(settings.device),
+        amp=settings.amp,
         max_epochs=settings.max_epochs,
         train_data_loader=loader,
         network=network,

@@ -38,6 +38,8 @@ def test_compare_errors(tiny_cohort, tmp_path, capsys):
     assert "'scanner9' is not a site of the manifest; its sites are ['site0', 'site1', 'site2']" in capsys.readouterr().err
     assert main([*args, "--combat-unseen", "drop"]) == 1
     assert "Argument 'combat_unseen'" in capsys.readouterr().err
+    assert main([*args, "--amp"]) == 1  # mixed precision on the CPU
+    assert "'amp' (mixed precision) needs a CUDA device" in capsys.readouterr().err
     for option in ("--seeds", "--jobs"):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, option, "0"])

@@ -179,6 +179,13 @@ def test_every_bad_setting_is_named_at_once():
     assert BrainAgeSettings(taps="encoder", channels=[4, 8], cache="disk").taps == ("encoder",)
 
 
+def test_mixed_precision_needs_a_cuda_device():
+    with pytest.raises(ConfigError) as err:
+        BrainAgeSettings(amp=True)
+    assert err.value.problems == ["'amp' (mixed precision) needs a CUDA device, got device 'cpu'; drop amp on the CPU"]
+    assert BrainAgeSettings(amp=True, device="cuda:1").amp  # checked when training starts: resolve_device
+
+
 def test_final_task_loss_reads_the_last_epoch():
     from harmonize.workflows.brain_age import final_task_loss
 
