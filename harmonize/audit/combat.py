@@ -37,7 +37,7 @@ from harmonize.audit.regional_measures import (
     regional_intensities,
     tissue_volumes,
 )
-from harmonize.errors import ConfigError, HarmonizeError, check_option
+from harmonize.errors import ConfigError, HarmonizeError, check_option, option_value, raise_problems
 from harmonize.io import atomic_write
 from harmonize.keys import Keys, UnseenSite
 
@@ -112,19 +112,23 @@ class ComBatHarmonizer:
         self._smooth_x: np.ndarray | None = None
 
     def _configure(self, protected: Sequence[str], eb: bool, smooth_terms: Sequence[str], unseen: str) -> None:
+        problems = []
         if isinstance(protected, str) or isinstance(smooth_terms, str):
-            raise ConfigError("protected and smooth_terms must be sequences of names, e.g. ('age', 'sex').")
+            problems.append("protected and smooth_terms must be sequences of names, e.g. ('age', 'sex')")
+            protected, smooth_terms = [protected] if isinstance(protected, str) else protected, []
         self.protected = [str(p) for p in protected]
         self.smooth_terms = [str(s) for s in smooth_terms]
         if len(set(self.protected)) != len(self.protected) or _SITE_COLUMN in self.protected:
-            raise ConfigError(f"protected {self.protected} must be distinct names, and not '{_SITE_COLUMN}'.")
+            problems.append(f"protected {self.protected} must be distinct names, and not '{_SITE_COLUMN}'")
         stray = [s for s in self.smooth_terms if s not in self.protected]
         if stray:
-            raise ConfigError(
-                f"smooth_terms {stray} are not protected covariates {self.protected}: add them to protected."
-            )
+            problems.append(f"smooth_terms {stray} are not protected covariates {self.protected}: add them to "
+                            "protected")
         self.eb = bool(eb)
-        self.unseen = check_option("unseen", unseen, UnseenSite)
+        unseen_value, unseen_problem = option_value("unseen", unseen, UnseenSite)
+        problems.append(unseen_problem)
+        raise_problems(type(self).__name__, problems)
+        self.unseen = unseen_value
 
     # ------------------------------------------------------------------------------------------------- state
     @property

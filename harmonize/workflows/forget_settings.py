@@ -25,7 +25,14 @@ from monai.losses import DiceCELoss
 
 from harmonize import defaults
 from harmonize.data.dataset import make_dataloader, make_dataset
-from harmonize.errors import ConfigError, HarmonizeError, integer_problem, number_problem, option_value
+from harmonize.errors import (
+    ConfigError,
+    HarmonizeError,
+    integer_problem,
+    number_problem,
+    option_value,
+    raise_problems,
+)
 from harmonize.keys import Keys, ReconMethod
 from harmonize.losses import StandardisedMSELoss
 from harmonize.networks import recalibrate_batchnorm
@@ -131,9 +138,7 @@ class ForgetSettings:
         if self.batch_size is not None and (problem := integer_problem("batch_size", self.batch_size)):
             problems.append(f"{problem}; or None (the training batch size)")
         problems += [integer_problem(n, getattr(self, n), minimum=0) for n in ("bootstrap", "permutations")]
-        problems = [p for p in problems if p]
-        if problems:
-            raise ConfigError("Invalid ForgetSettings.", problems=problems)
+        raise_problems("ForgetSettings", problems)
 
     def stages(self, model: BrainAgeModel | SegmentationModel) -> MachineUnlearningSettings:
         """The settings of :func:`~harmonize.workflows.machine_unlearning.run_unlearning` for ``model``.

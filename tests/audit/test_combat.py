@@ -228,6 +228,9 @@ def test_settings_and_transform_errors(cohort3: dict, fitted3: ComBatHarmonizer)
         ComBatHarmonizer(smooth_terms=("tiv",))
     with pytest.raises(ConfigError, match="Argument 'unseen'"):
         ComBatHarmonizer(unseen="ignore")
+    with pytest.raises(ConfigError) as info:  # every problem at once
+        ComBatHarmonizer(protected=("age", "age"), smooth_terms=("tiv",), unseen="ignore")
+    assert info.value.message == "ComBatHarmonizer: invalid arguments." and len(info.value.problems) == 3
     with pytest.raises(HarmonizeError, match="not fitted; call fit"):
         ComBatHarmonizer().transform(c["x"], c["site"], _cov(c, slice(None)))
     with pytest.raises(ConfigError, match="features have 3 columns, but the model was fitted on 8"):
