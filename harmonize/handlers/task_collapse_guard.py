@@ -3,8 +3,8 @@
 An adversary can win against the task after the warm-up: the extractor makes its features uninformative of the
 site by making them uninformative of everything, and once the features have collapsed the task does not come
 back, even when the confusion weight falls to almost nothing (docs/unlearning.md, session 10). The guard keeps a
-copy of the network and its optimiser at the end of every epoch that ends with the task learnt; when an unlearning
-epoch ends with the task lost, it puts that copy back and halves every confound's weight.
+copy of the network and its optimiser (in CPU memory) at the end of every epoch that ends with the task learnt; when
+an unlearning epoch ends with the task lost, it puts that copy back and lowers every confound's weight.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from harmonize import defaults
 from harmonize.errors import number_problem, raise_problems
@@ -56,7 +58,7 @@ class TaskCollapseGuard:
         if self.learnt_loss is None or task_loss is None:
             return
         if task_loss < self.learnt_loss:
-            self._kept = (copy.deepcopy(unlearning.network.state_dict()), copy.deepcopy(engine.optimizer.state_dict()))
+            self._kept = (_cpu_copy(unlearning.network.state_dict()), _cpu_copy(engine.optimizer.state_dict()))
         elif task_loss >= self.collapse_loss and not unlearning.warmup.covers(engine.state.epoch):
             if self._kept is not None:
                 unlearning.network.load_state_dict(self._kept[0])
@@ -79,3 +81,14 @@ class TaskCollapseGuard:
         """Restore the confounds' weight scales (1 where a checkpoint has none)."""
         for confound in unlearning.confounds:
             confound.weight_scale = float(state.get("weight_scales", {}).get(confound.name, 1.0))
+
+
+def _cpu_copy(state: Any) -> Any:
+    """A copy of a state dict whose tensors are on the CPU (``load_state_dict`` moves them back)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, Mapping):
+        return type(state)((k, _cpu_copy(v)) for k, v in state.items())
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu_copy(v) for v in state)
+    return copy.deepcopy(state)
