@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 class TaskCollapseGuard:
     """Goes back to the last epoch with the task learnt when an unlearning epoch loses it.
 
+    The weight scales are checkpointed with the handler (:meth:`state_dict`); the kept copy is not, so a resumed run
+    keeps a new one at its next epoch with the task learnt.
+
     Args:
         learnt_loss: an epoch whose mean task loss is below this ends with the task learnt (its state is kept);
             None: the guard does nothing.
@@ -48,7 +51,8 @@ class TaskCollapseGuard:
         self._kept: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def epoch_completed(self, unlearning: Any, engine: Any, task_loss: float | None) -> None:
-        """Keep the state after an epoch with the task learnt; undo an unlearning epoch that lost it.
+        """Keep the state after an epoch with the task learnt; undo an unlearning epoch that lost it (a task never
+        learnt is the warm-up's business: :class:`~harmonize.handlers.HeadWarmup`).
 
         Args:
             unlearning: the :class:`~harmonize.handlers.DomainUnlearningHandler` (its network, confounds, warm-up).
@@ -59,17 +63,16 @@ class TaskCollapseGuard:
             return
         if task_loss < self.learnt_loss:
             self._kept = (_cpu_copy(unlearning.network.state_dict()), _cpu_copy(engine.optimizer.state_dict()))
-        elif task_loss >= self.collapse_loss and not unlearning.warmup.covers(engine.state.epoch):
-            if self._kept is not None:
-                unlearning.network.load_state_dict(self._kept[0])
-                engine.optimizer.load_state_dict(self._kept[1])
+        elif (self._kept is not None and task_loss >= self.collapse_loss
+              and not unlearning.warmup.covers(engine.state.epoch)):
+            unlearning.network.load_state_dict(self._kept[0])
+            engine.optimizer.load_state_dict(self._kept[1])
             for confound in unlearning.confounds:
                 confound.weight_scale *= self.factor
             logger.warning("epoch %d: the task loss %.3g is at or above %.3g: the adversary has taken the task; the "
-                           "network goes back to %s and the confusion weights are scaled by %g (now %s)",
-                           engine.state.epoch, task_loss, self.collapse_loss,
-                           "the last epoch with the task learnt" if self._kept is not None else "nowhere (none kept)",
-                           self.factor, ", ".join(f"{c.name}: x{c.weight_scale:g}" for c in unlearning.confounds))
+                           "network goes back to the last epoch with the task learnt and the confusion weights are "
+                           "scaled by %g (now %s)", engine.state.epoch, task_loss, self.collapse_loss, self.factor,
+                           ", ".join(f"{c.name}: x{c.weight_scale:g}" for c in unlearning.confounds))
 
     @staticmethod
     def state_dict(unlearning: Any) -> dict[str, Any]:

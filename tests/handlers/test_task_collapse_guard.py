@@ -71,12 +71,13 @@ def test_the_warm_up_and_a_guard_without_a_threshold_undo_nothing():
     assert _step_then_epoch(None, 3, 1.0) == (True, 1.0)
 
 
-def test_a_collapse_before_any_epoch_with_the_task_learnt_only_lowers_the_weight():
-    assert _step_then_epoch(0.7, 2, 0.99) == (True, 0.5)
+def test_a_task_never_learnt_is_left_to_the_warm_up():
+    assert _step_then_epoch(0.7, 2, 0.99) == (True, 1.0)
 
 
 def test_the_lowered_weights_are_saved_and_restored_with_the_handler():
     net, handler, engine = _setup()
+    _epoch(handler, engine, 1, 0.5)
     _epoch(handler, engine, 2, 1.0)
     state = handler.state_dict()
     assert state["weight_scales"] == {"site": 0.5}
