@@ -56,7 +56,7 @@ RESERVED_NAMES = (MANIFEST_FILENAME, MARKER_FILENAME, IMAGES_DIR, LABELS_DIR, MA
 #: Landmarks file of the sites without training scans.
 POOLED_LANDMARKS_FILENAME = "pooled.npy"
 #: Bumped whenever the pipeline's code changes what it writes, so that old caches are not trusted.
-PIPELINE_VERSION = 3
+PIPELINE_VERSION = 4
 #: Tag written into the marker file.
 MARKER_TOOL = "harmonize preprocess"
 #: Suffix of the written NIfTI files.

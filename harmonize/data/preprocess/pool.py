@@ -3,11 +3,10 @@
 :class:`ScanPool` is a :class:`concurrent.futures.ProcessPoolExecutor` of ``jobs`` processes forked from
 multiprocessing's fork server (``forkserver``: a clean process that imported the preprocessing once; no forked
 torch thread pools or open files of the caller). Each worker computes on one thread (torch and SimpleITK): ``jobs``
-workers that each start a thread per core would fight over the cores. Only the intensity step runs with the torch
-threads of the process that started the pool (:data:`~harmonize.data.preprocess.stages.SUM_THREADS`): a torch
-reduction (the z-normalisation's mean and standard deviation) sums in an order that depends on the number of
-threads, so the same threads there are what makes the outputs of ``--jobs N`` byte-identical to ``--jobs 1``. The
-stages' results come back in the order of the scans, whatever order the workers finish in.
+workers that each start a thread per core would fight over the cores. The outputs are the bytes of ``--jobs 1``
+whatever the threads, since the one thread-dependent sum, the z-normalisation's, is always taken on one thread
+(:func:`~harmonize.data.preprocess.steps.intensity_steps`). The stages' results come back in the order of the scans,
+whatever order the workers finish in.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from typing import Any, Self
 import SimpleITK as sitk
 import torch
 
-from harmonize.data.preprocess import stages
 from harmonize.data.preprocess.layout import Scan
 from harmonize.data.preprocess.stages import Outcome
 from harmonize.errors import integer_problem, raise_problems
@@ -37,11 +35,10 @@ START_METHOD = "forkserver"
 PRELOAD = ("harmonize.data.preprocess.stages",)
 
 
-def _init_worker(threads: int) -> None:
-    """Initializer of a worker process: one thread, and ``threads`` (the starting process's) for the sums."""
+def _init_worker() -> None:
+    """Initializer of a worker process: torch and SimpleITK on one thread."""
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    stages.SUM_THREADS = threads
 
 
 def jobs_problem(jobs: object) -> str | None:
@@ -72,8 +69,7 @@ class ScanPool:
         if self.jobs > 1:
             context = multiprocessing.get_context(START_METHOD)
             context.set_forkserver_preload(list(PRELOAD))
-            self._executor = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker,
-                                                 initargs=(torch.get_num_threads(),))
+            self._executor = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -15,13 +15,11 @@ written only after its files, so a file without a matching record is never trust
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 import torchio as tio
 from nibabel.filebasedimages import ImageFileError
 
@@ -58,11 +56,6 @@ __all__ = ["Outcome", "cached_intensity", "cached_spatial", "intensity_stage", "
 
 #: Names of the images in a TorchIO subject (TorchIO checks for exact ``str``, not a ``StrEnum``).
 _IMAGE, _LABEL, _MASK = str(Keys.IMAGE), str(Keys.LABEL), str(Keys.MASK)
-#: torch threads of the intensity step in this process; None: the process's own. A pool worker
-#: (:mod:`harmonize.data.preprocess.pool`) runs everything else on one thread and sets this to the threads of the
-#: process that started the pool: the z-normalisation's sums add in an order that depends on the number of
-#: threads, and with the same threads its outputs are the very bytes of one process.
-SUM_THREADS: int | None = None
 
 
 class Outcome(NamedTuple):
@@ -202,24 +195,9 @@ def intensity_stage(
     """Standardise one spatially preprocessed scan with its site's landmarks (if any); write the final image."""
     paths = outputs(out_dir, scan)
     subject = tio.Subject({_IMAGE: tio.ScalarImage(paths["spatial"]), _MASK: tio.LabelMap(paths["mask"])})
-    with _sum_threads():
-        image = intensity_steps(subject, landmarks, config, f"{scan.where()}: {scan.image}")
+    image = intensity_steps(subject, landmarks, config, f"{scan.where()}: {scan.image}")
     return {"image": {"path": paths["image"].relative_to(out_dir).as_posix(),
                       "sha256": save_image(image, paths["image"])}}
-
-
-@contextmanager
-def _sum_threads() -> Iterator[None]:
-    """Run the block with :data:`SUM_THREADS` torch threads (when set), then restore the process's own."""
-    if SUM_THREADS is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(SUM_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def save_image(image: tio.Image, path: Path) -> str:

@@ -140,6 +140,10 @@ def intensity_steps(
     """Step 5 on a spatially preprocessed subject (``"image"`` and ``"mask"``): histogram standardisation with
     ``landmarks`` (skipped when None), z-normalisation within the mask, background set to 0 if configured.
 
+    The step runs on one torch thread: the z-normalisation's mean sums in an order that depends on the number of
+    threads (for more than a few ten thousand voxels), and on one thread the outputs are the same bytes whatever
+    ``OMP_NUM_THREADS`` or ``--jobs`` a run has.
+
     Returns:
         The standardised image (float32).
 
@@ -148,12 +152,16 @@ def intensity_steps(
     """
     steps = [] if landmarks is None else [tio.HistogramStandardization({_IMAGE: landmarks}, masking_method=_MASK)]
     transform = tio.Compose([*steps, tio.ZNormalization(masking_method=_MASK)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         subject = transform(subject)
     except RuntimeError as err:
         if _ZERO_STD_MESSAGE not in str(err):
             raise
         raise HarmonizeError(f"{where}: cannot normalise the image: its foreground is constant.") from err
+    finally:
+        torch.set_num_threads(threads)
     image = subject[_IMAGE]
     data = image.data.float()
     if config.zero_background:

@@ -8,10 +8,13 @@ import logging
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+import torchio as tio
 from skimage.filters import threshold_otsu
 
 from harmonize.data.manifest import read_manifest
-from harmonize.data.preprocess import foreground_mask
+from harmonize.data.preprocess import PreprocessConfig, foreground_mask
+from harmonize.data.preprocess.steps import intensity_steps
 from harmonize.errors import HarmonizeError
 
 from .conftest import rewrite, run
@@ -124,3 +127,23 @@ def test_preprocess_refuses_bad_labels_and_missing_geometry_by_row(make_cohort, 
     assert "its header claims 512000000 voxels (shape (800, 800, 800), 2048000000 bytes)" in claims
     assert first.startswith("row 3 (subject 'siteA-01'): its label map") and "outside the tissue classes 0-3 (7)" in first
     assert second.startswith("row 4 (subject 'siteB-00'): unusable input: ") and "has no orientation" in second
+
+
+def test_the_standardised_bytes_do_not_depend_on_the_torch_threads():
+    """48^3 heads: a mean over their ~80,000 voxels sums differently on 1 and 2 torch threads (about one volume in two
+    here), so the z-normalisation must take it on one thread."""
+    before = torch.get_num_threads()
+    g = torch.Generator().manual_seed(0)
+    try:
+        for _ in range(6):
+            image = torch.rand(1, 48, 48, 48, generator=g) * 5
+            results = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                subject = tio.Subject(image=tio.ScalarImage(tensor=image.clone()),
+                                      mask=tio.LabelMap(tensor=(image > 1).to(torch.uint8)))
+                results.append(intensity_steps(subject, None, PreprocessConfig(), "scan").data)
+                assert torch.get_num_threads() == threads  # restored after the step
+            assert torch.equal(*results)
+    finally:
+        torch.set_num_threads(before)
