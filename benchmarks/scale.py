@@ -214,9 +214,10 @@ def _load_1min() -> float | None:
 def _jobs_why(preprocess_rows: list[dict[str, Any]]) -> str:
     """Why ``--jobs 2`` missed its target, from the measured figures: the times, and the load beside them."""
     one, two = preprocess_rows[0], preprocess_rows[1]
-    why = (f"--jobs 1 took {one['seconds']:.1f} s and --jobs 2 {two['seconds']:.1f} s for {two['scans']} scans; "
-           "the landmarks are fitted in the main process between the two parallel passes, and the workers start "
-           "(once per run) from a fork server that first imports torch and TorchIO.")
+    why = (f"--jobs 1 took {one['seconds']:.1f} s and --jobs 2 {two['seconds']:.1f} s for {two['scans']} scans. "
+           "--jobs 1 is not one core's work: torch and SimpleITK spread parts of each scan over the cores, while "
+           "each worker of --jobs 2 computes on one thread; the workers also start once per run (a fork server "
+           "that imports torch and TorchIO), and the landmarks are fitted in the main process between the passes.")
     if one["load"] is not None and two["load"] is not None:
         why += (f" The load average (1 min) was {one['load']:.2f} when --jobs 1 began and {two['load']:.2f} when "
                 f"--jobs 2 began, on {available_cores()} cores: work of other processes beside a run takes cores that "
