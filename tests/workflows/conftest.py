@@ -1,4 +1,5 @@
-"""Fixtures of the forgetting tests (test_forget*.py): the tiny cohort with a forget list, and trained models."""
+"""Fixtures of the workflow tests: tiny brain-age settings and trained networks (test_brain_age*.py), the tiny
+cohort with a forget list and trained models (test_forget*.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,20 @@ BRAIN_AGE_CHANNELS = (8, 8, 8, 8)
 SEGMENTER_CHANNELS = (4, 8, 16)
 #: The tissue-segmentation bundle's preprocessing.
 SEGMENTATION_TRANSFORM = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True}
+
+
+def brain_age_settings(method: str, **kwargs) -> BrainAgeSettings:
+    """Two epochs (one of warm-up) of the tiny brain-age network with ``method``, batches of 6; ``kwargs`` override."""
+    weight = {"reversal_weight": 1.0} if method == "dann" else {"beta": 1.0}
+    unlearning = UnlearningSettings(method=method, warmup_epochs=1, **weight)
+    return BrainAgeSettings(unlearning=unlearning, max_epochs=2, channels=BRAIN_AGE_CHANNELS, feature_dim=16,
+                            batch_size=6, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def trained_brain_age(tiny_cohort):
+    """method -> a network trained with :func:`brain_age_settings` on the tiny cohort (none, unlearning, dann)."""
+    return {m: train_brain_age(tiny_cohort, brain_age_settings(m)) for m in ("none", "unlearning", "dann")}
 
 
 @pytest.fixture(scope="session")

@@ -1,65 +1,21 @@
-"""train_brain_age / evaluate_brain_age on the tiny cohort: every method trains and is audited."""
+"""train_brain_age on the tiny cohort: every method trains, streams, resumes and refuses bad settings."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
 
-from harmonize import defaults
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError, HarmonizeError
 from harmonize.keys import Keys
-from harmonize.workflows.brain_age import (
-    BrainAgeSettings,
-    brain_age_features,
-    evaluate_brain_age,
-    train_brain_age,
-)
+from harmonize.workflows.brain_age import BrainAgeSettings, train_brain_age
 from harmonize.workflows.unlearning import UnlearningSettings
 
-#: A slim encoder for 24^3 volumes (three poolings: 24 -> 3).
-CHANNELS = (8, 8, 8, 8)
+from .conftest import brain_age_settings as _settings
 
 
-def _settings(method: str, **kwargs) -> BrainAgeSettings:
-    weight = {"reversal_weight": 1.0} if method == "dann" else {"beta": 1.0}
-    unlearning = UnlearningSettings(method=method, warmup_epochs=1, **weight)
-    return BrainAgeSettings(unlearning=unlearning, max_epochs=2, channels=CHANNELS, feature_dim=16, batch_size=6,
-                            **kwargs)
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_cohort):
-    return {m: train_brain_age(tiny_cohort, _settings(m)) for m in ("none", "unlearning", "dann")}
-
-
-def test_evaluation_reports_every_figure(trained, tiny_cohort):
-    for method, model in trained.items():
-        metrics = evaluate_brain_age(model, tiny_cohort)
-        assert metrics["chance"] == pytest.approx(1 / 3)
-        assert 0.0 <= metrics["site_probe_bacc"] <= 1.0
-        assert math.isfinite(metrics["age_mae"]) and metrics["age_mae"] >= 0
-        assert set(metrics["age_mae_per_site"]) == {"site0", "site1", "site2"}
-        assert metrics["n_subjects"] == 6
-        assert ("domain_head_acc" in metrics) == (method != "none")
-        assert "refit_head_acc" not in metrics  # no re-fit in these runs
-        assert model.method == method and model.taps == model.settings.taps
-
-
-def test_evaluation_reports_the_refitted_heads_accuracy(tiny_cohort):
-    settings = _settings("unlearning")
-    settings.unlearning.head_refit_steps = 5
-    model = train_brain_age(tiny_cohort, settings)
-    metrics = evaluate_brain_age(model, tiny_cohort)
-    assert metrics["refit_head_acc"] == model.history[-1]["refit_acc_site"]
-    assert 0.0 <= metrics["refit_head_acc"] <= 1.0
-
-
-def test_unlearning_changes_the_network_and_logs_history(trained):
-    none, unlearned = trained["none"], trained["unlearning"]
+def test_unlearning_changes_the_network_and_logs_history(trained_brain_age):
+    none, unlearned = trained_brain_age["none"], trained_brain_age["unlearning"]
     assert none.handler is None and none.history == []
     assert [h["epoch"] for h in unlearned.history] == [1.0, 2.0]
     assert "confusion_loss_site" in unlearned.history[-1]
@@ -68,20 +24,12 @@ def test_unlearning_changes_the_network_and_logs_history(trained):
     assert any(diffs)
 
 
-def test_network_predicts_years_around_the_training_mean(trained, tiny_cohort):
-    frame = read_manifest(tiny_cohort)
-    fs = brain_age_features(trained["none"], frame)
-    assert fs.features.shape == (6, 16 + defaults.AGE_HIDDEN)  # the default taps: features and hidden layer
-    train_mean = frame[frame[Keys.SPLIT] == "train"][Keys.AGE].mean()
-    assert abs(np.mean(fs.predictions) - train_mean) < 25
-
-
-def test_streaming_from_a_disk_cache_with_loader_workers_trains_the_same_network(trained, tiny_cohort, tmp_path):
+def test_streaming_from_a_disk_cache_with_loader_workers_trains_the_same_network(trained_brain_age, tiny_cohort, tmp_path):
     settings = _settings("none", cache="disk", cache_dir=str(tmp_path / "cache"), cache_limit_gb=0.0005,
                          num_workers=2)
     model = train_brain_age(tiny_cohort, settings)
     assert 0 < len(list((tmp_path / "cache").glob("*.pt"))) < 12  # 0.5 MiB holds some of the 12 training scans
-    for name, value in trained["none"].network.state_dict().items():
+    for name, value in trained_brain_age["none"].network.state_dict().items():
         torch.testing.assert_close(model.network.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
