@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ from torch.utils.data import Sampler
 from harmonize.distributed import broadcast_object
 from harmonize.errors import ConfigError, integer_problem, is_integer, raise_problems
 
-__all__ = ["EpochShuffleSampler", "SiteBalancedBatchSampler", "epoch_seed"]
+__all__ = ["EpochShuffleSampler", "SiteBalancedBatchSampler", "epoch_sampler", "epoch_seed", "same_epoch"]
 
 #: Seeds are reduced modulo 2**63 before being mixed with the epoch (``SeedSequence`` takes non-negative ints).
 _SEED_MODULUS = 2**63
@@ -187,3 +189,35 @@ class SiteBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
         for b in range(start, n):
             first = b * share + self.rank * self.per_site
             yield [i for s in streams for i in s[first:first + self.per_site]]
+
+
+def epoch_sampler(loader: Any) -> EpochShuffleSampler | SiteBalancedBatchSampler | None:
+    """The loader's sampler whose order is set by ``set_epoch(epoch, start_batch)``, or None (another sampler)."""
+    for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        if isinstance(sampler, (SiteBalancedBatchSampler, EpochShuffleSampler)):
+            return sampler
+    return None
+
+
+@contextmanager
+def same_epoch(loader: Any, epoch: int | None = None) -> Iterator[None]:
+    """Leave the loader's sampler at the epoch it was at, however many passes over the loader the block makes.
+
+    Each pass moves an :class:`EpochShuffleSampler` or :class:`SiteBalancedBatchSampler` on to the next epoch, so a
+    pass that is not training (a re-fit of the domain heads on all training features, say) would change the
+    batches training draws next, and a run resumed from a checkpoint would no longer draw what an uninterrupted run
+    drew. Other samplers are left alone.
+
+    Args:
+        loader: the training loader.
+        epoch: the (0-based) epoch whose batches the passes in the block draw (default: the sampler's next).
+    """
+    sampler = epoch_sampler(loader)
+    saved = None if sampler is None else (sampler.epoch, sampler.start_batch)
+    if sampler is not None and epoch is not None:
+        sampler.set_epoch(epoch)
+    try:
+        yield
+    finally:
+        if sampler is not None:
+            sampler.epoch, sampler.start_batch = saved

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harmonize import defaults
+from harmonize.data.samplers import same_epoch
 from harmonize.distributed import broadcast_module, gather_rows
 from harmonize.errors import ConfigError, integer_problem, number_problem, raise_problems
 from harmonize.handlers.confound import MISSING, batch_targets
@@ -29,12 +30,15 @@ __all__ = ["RefitHeads", "all_features"]
 
 @torch.no_grad()
 def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[str, Any]],
-                 inputs: Callable[[Any], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 inputs: Callable[[Any], torch.Tensor] | None = None,
+                 epoch: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Detached features and targets of every batch of ``loader``, as the training forward pass sees them.
 
-    The network runs in training mode; its buffers (BatchNorm statistics) are restored afterwards. Under
-    ``torch.distributed`` each process reads its own shard of the data, and every process receives the rows of
-    all of them, in rank order (:func:`~harmonize.distributed.gather_rows`).
+    The network runs in training mode; its buffers (BatchNorm statistics) are restored afterwards. The pass draws
+    the batches of ``epoch`` (0-based; default: the next) and leaves the loader's sampler where it was
+    (:func:`~harmonize.data.samplers.same_epoch`). Under ``torch.distributed`` each process reads its own shard of
+    the data, and every process receives the rows of all of them, in rank order
+    (:func:`~harmonize.distributed.gather_rows`).
     """
     from monai.utils import CommonKeys
 
@@ -43,14 +47,15 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
     buffers = {name: b.clone() for name, b in network.named_buffers()}
     features, targets = [], {c.name: [] for c in unlearner.confounds}
     try:
-        for batch in loader:
-            targets_of_batch, _ = batch_targets(unlearner.confounds, batch, unlearner.sample_mask, device)
-            unlearner.taps.clear()
-            image = inputs(batch) if inputs is not None else torch.as_tensor(batch[CommonKeys.IMAGE])
-            network(image.to(device))
-            features.append(unlearner.taps.features().detach())
-            for name, t in targets_of_batch.items():
-                targets[name].append(t)
+        with same_epoch(loader, epoch):  # training then draws the batches it would have drawn without this pass
+            for batch in loader:
+                targets_of_batch, _ = batch_targets(unlearner.confounds, batch, unlearner.sample_mask, device)
+                unlearner.taps.clear()
+                image = inputs(batch) if inputs is not None else torch.as_tensor(batch[CommonKeys.IMAGE])
+                network(image.to(device))
+                features.append(unlearner.taps.features().detach())
+                for name, t in targets_of_batch.items():
+                    targets[name].append(t)
     finally:
         unlearner.taps.clear()
         for name, b in network.named_buffers():
@@ -83,20 +88,24 @@ class RefitHeads(HeadSteps):
 
     def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
         """Re-fit the heads on the trainer's training batches, as its ``prepare_batch`` gives them."""
+        if engine.state.epoch_length and engine.state.iteration > (engine.state.epoch - 1) * engine.state.epoch_length:
+            return  # resumed mid-epoch: the heads of this epoch's re-fit come from the checkpoint
         device = next(unlearner.network.parameters()).device
 
         def inputs(batch: Mapping[str, Any]) -> torch.Tensor:
             return engine.prepare_batch(batch, device, engine.non_blocking)[0]
 
-        self.refit(unlearner, engine.data_loader, inputs)
+        self.refit(unlearner, engine.data_loader, inputs, epoch=engine.state.epoch - 1)
 
-    def refit(self, unlearner: DomainUnlearningHandler, loader: Any, inputs: Any = None) -> dict[str, float]:
-        """Re-initialise every head and fit it on the current features of all of ``loader``'s batches.
+    def refit(self, unlearner: DomainUnlearningHandler, loader: Any, inputs: Any = None,
+              epoch: int | None = None) -> dict[str, float]:
+        """Re-initialise every head and fit it on the current features of all of ``loader``'s batches (those of
+        ``epoch``, 0-based, when its sampler is a harmonize sampler).
 
         Returns:
             Each head's training accuracy after the fit (``refit_acc_<name>``), also recorded for the epoch.
         """
-        features, targets = all_features(unlearner, loader, inputs)
+        features, targets = all_features(unlearner, loader, inputs, epoch)
         accuracy = {}
         for c in unlearner.confounds:
             valid = targets[c.name] != MISSING

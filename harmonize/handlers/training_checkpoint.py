@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harmonize.data.dataset import EpochShuffleSampler, SiteBalancedBatchSampler
+from harmonize.data.samplers import epoch_sampler
 from harmonize.distributed import is_main_process
 from harmonize.errors import ConfigError, HarmonizeError, integer_problem, raise_problems
 from harmonize.handlers._engine import require_optimizer
@@ -175,11 +175,7 @@ class TrainingCheckpoint:
     @classmethod
     def _resumable_sampler(cls, engine: Engine) -> Any:
         """The loader's harmonize sampler (``set_epoch(epoch, start_batch)``), or None."""
-        loader = cls._loader(engine)
-        for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
-            if isinstance(sampler, (SiteBalancedBatchSampler, EpochShuffleSampler)):
-                return sampler
-        return None
+        return epoch_sampler(cls._loader(engine))
 
     @classmethod
     def _loader_generators(cls, engine: Engine) -> dict[str, torch.Generator]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from torch.utils.data import DataLoader
 
-from harmonize.data.samplers import EpochShuffleSampler, SiteBalancedBatchSampler, epoch_seed
+from harmonize.data.samplers import EpochShuffleSampler, SiteBalancedBatchSampler, epoch_sampler, epoch_seed, same_epoch
 from harmonize.errors import ConfigError
 
 
@@ -43,6 +44,27 @@ def test_sampler_order_is_a_pure_function_of_seed_and_epoch():
     assert err.value.problems == ["'epoch' must be an integer >= 0, got -1 (int)",
                                   "'start_batch' must be an integer >= 0 and <= 3, got 4 (int): an epoch has 4 batches"]
     assert epoch_seed(3, 1) == epoch_seed(3, 1) and epoch_seed(3, 1) not in (epoch_seed(3, 2), epoch_seed(4, 1))
+
+
+def test_a_pass_inside_same_epoch_leaves_the_order_training_draws_next():
+    sites = [0] * 7 + [1] * 3 + [2] * 5
+    reference = SiteBalancedBatchSampler(sites, batch_size=6, seed=3)
+    epochs = [list(reference) for _ in range(3)]
+    loader = DataLoader(list(range(len(sites))), batch_sampler=SiteBalancedBatchSampler(sites, batch_size=6, seed=3))
+    assert epoch_sampler(loader) is loader.batch_sampler
+    assert [b.tolist() for b in loader] == epochs[0]
+    with same_epoch(loader):  # an extra pass (a re-fit of the domain heads, say) draws the next epoch's batches
+        assert [b.tolist() for b in loader] == epochs[1]
+        assert [b.tolist() for b in loader] == epochs[2]  # passes move on inside the block...
+    with same_epoch(loader, epoch=2):  # or the batches of the epoch it names
+        assert [b.tolist() for b in loader] == epochs[2]
+    assert [b.tolist() for b in loader] == epochs[1]  # ...and after it training goes on where it was
+    shuffled = DataLoader(list(range(5)), sampler=EpochShuffleSampler(5, seed=0))
+    assert epoch_sampler(shuffled) is shuffled.sampler
+    plain = DataLoader(list(range(5)), shuffle=True)
+    assert epoch_sampler(plain) is None
+    with same_epoch(plain, epoch=3):  # another sampler: left alone
+        assert sorted(int(b) for b in plain) == list(range(5))
 
 
 @pytest.mark.parametrize("replicas", [2, 3])

@@ -22,6 +22,7 @@ from harmonize.handlers import (
     Confound,
     DomainUnlearningHandler,
     HeadSteps,
+    RefitHeads,
     TrainingCheckpoint,
 )
 from harmonize.io import TMP_TAG
@@ -128,8 +129,9 @@ def _dataset(n: int = 12, seed: int = 0) -> Dataset:
 
 
 def _run(directory: Path | None, epochs: int = 3, resume: Path | None = None, stop_at: int | None = None,
-         every: int | None = 2, hidden: int = 4, keep_last: int = 3):
-    """A tiny unlearning training (shuffled loader, dropout head, Adam + LR scheduler), optionally checkpointed."""
+         every: int | None = 2, hidden: int = 4, keep_last: int = 3, refit: bool = False):
+    """A tiny unlearning training (shuffled loader, dropout head, Adam + LR scheduler), optionally checkpointed; with
+    ``refit`` the heads are re-fitted on all training batches every epoch (an extra pass over the loader)."""
     torch.manual_seed(0)
     net = TinyNet()
     loader = make_dataloader(_dataset(), batch_size=4, shuffle=True, seed=1)
@@ -137,7 +139,8 @@ def _run(directory: Path | None, epochs: int = 3, resume: Path | None = None, st
                                 optimizer=torch.optim.Adam(net.parameters(), lr=1e-2), loss_function=nn.MSELoss(),
                                 decollate=False)
     head = DomainHead(4, 2, hidden=hidden, dropout=0.5)
-    unlearn = DomainUnlearningHandler(net, "encoder", Confound(head, num_classes=2), adversary=HeadSteps(lr=1e-2))
+    adversary = RefitHeads(refit_steps=3, lr=1e-2) if refit else HeadSteps(lr=1e-2)
+    unlearn = DomainUnlearningHandler(net, "encoder", Confound(head, num_classes=2), adversary=adversary)
     unlearn.attach(trainer)
     scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=2, gamma=0.5)
     from ignite.engine import Events
@@ -161,12 +164,13 @@ def _all_equal(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.parametrize("refit", [False, True], ids=["head_steps", "refit"])
 @pytest.mark.parametrize("stop_at, expected_iteration", [(5, 4), (7, 6)])
-def test_resume_from_mid_epoch_and_epoch_end_checkpoints_is_exact(tmp_path, stop_at, expected_iteration):
-    reference, ref_unlearn, _, _ = _run(None)
-    _, _, checkpoint, _ = _run(tmp_path, stop_at=stop_at)  # stopped early, as if killed (3 iterations per epoch)
+def test_resume_from_mid_epoch_and_epoch_end_checkpoints_is_exact(tmp_path, stop_at, expected_iteration, refit):
+    reference, ref_unlearn, _, _ = _run(None, refit=refit)  # no checkpoint: nothing sets the sampler's epoch
+    _, _, checkpoint, _ = _run(tmp_path, stop_at=stop_at, refit=refit)  # stopped early, as if killed (3 per epoch)
     assert checkpoint.checkpoints()[-1].name.endswith(f"iter{expected_iteration:08d}.pt")
-    net, unlearn, _, trainer = _run(tmp_path / "unused", resume=tmp_path)
+    net, unlearn, _, trainer = _run(tmp_path / "unused", resume=tmp_path, refit=refit)
     assert trainer.state.iteration == 9
     assert _all_equal(reference, net) and _all_equal(ref_unlearn.heads, unlearn.heads)
     ref_opt, opt = ref_unlearn.adversary.optimizer.state_dict()["state"], unlearn.adversary.optimizer.state_dict()["state"]
