@@ -89,6 +89,9 @@ REFIT_WARMUP_EPOCHS = 4
 #: ... and it goes on while the epoch's standardised age loss is at or above this (1 = predicting the mean age), so
 #: the adversary never starts before the task is learnt.
 REFIT_WARMUP_UNTIL_LOSS = 0.7
+#: ... and it unlearns a confound only if, after the warm-up, a cross-validated probe reads it from the training
+#: features at least this far (balanced accuracy) beyond age and sex (harmonize.handlers.EvidenceGate).
+REFIT_EVIDENCE_MARGIN = 0.05
 #: A standardised age loss at or above this in the last training epoch (1 = predicting the mean age): the network
 #: learnt little age, which an adversary that wins before the task is learnt can cause (see docs/unlearning.md).
 TASK_NOT_LEARNT_LOSS = 0.9

@@ -105,6 +105,7 @@ class StateKeys(StrEnum):
     FORGET_LOSS = "forget_loss"
     RETAIN_LOSS = "retain_loss"
     REFIT_ACC = "refit_acc"
+    EVIDENCE = "evidence"
 
 
 class UnlearningMode(StrEnum):

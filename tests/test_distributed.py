@@ -118,7 +118,7 @@ def _train(setup: str, folder: Path) -> dict[str, Any]:
         TrainingCheckpoint(folder / f"checkpoints_rank{rank()}", objects={"unlearning": unlearn}).attach(trainer)
     initial = {k: v.clone() for k, v in unlearn.heads.state_dict().items()}
     trainer.run()
-    features, targets = all_features(unlearn, loader)
+    features, targets, _ = all_features(unlearn, loader)
     return {"network": {k: v.clone() for k, v in net.state_dict().items()},
             "heads": {k: v.clone() for k, v in unlearn.heads.state_dict().items()}, "initial_heads": initial,
             "batches": batches, "history": unlearn.history, "refit_rows": int(features.shape[0]),

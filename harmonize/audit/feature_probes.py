@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.probe import classifier_probe, regressor_probe
 from harmonize.keys import Keys
 
-__all__ = ["MIN_AGE_SCANS", "MIN_SCANS_PER_CLASS", "biology_covariates", "feature_probes"]
+__all__ = ["MIN_AGE_SCANS", "MIN_SCANS_PER_CLASS", "biology_covariates", "evidence_beyond", "feature_probes"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,30 @@ def biology_covariates(age: np.ndarray, sex: np.ndarray | None = None) -> np.nda
     if sex is not None and len(np.unique(sex[sex >= 0])) == 2:
         columns = np.column_stack([columns, np.where(sex >= 0, sex, 0.5)])
     return columns
+
+
+def evidence_beyond(features: np.ndarray, labels: np.ndarray, covariates: Mapping[str, np.ndarray],
+                    seed: int = defaults.SEED) -> float:
+    """How much better a cross-validated probe reads ``labels`` from the features and the covariates than from the
+    covariates alone (balanced accuracy; what :class:`~harmonize.handlers.EvidenceGate` measures).
+
+    Args:
+        features: ``(n, d)``.
+        labels: ``(n,)`` classes (e.g. site indices).
+        covariates: ``age`` (years, as a cubic-spline basis) and ``sex`` (0/1, ``-1`` unknown), either or neither;
+            with neither, the floor is chance.
+        seed: seed of the probes' folds.
+
+    Raises:
+        ConfigError: fewer than 2 classes, or a class with a single sample.
+    """
+    age, sex = covariates.get(Keys.AGE), covariates.get(Keys.SEX)
+    columns = (biology_covariates(age, sex) if age is not None
+               else None if sex is None else np.where(sex >= 0, sex, 0.5)[:, None])
+    if columns is None:
+        return classifier_probe(features, labels, seed=seed).balanced_accuracy - 1.0 / len(np.unique(labels))
+    floor = classifier_probe(columns, labels, seed=seed).balanced_accuracy
+    return classifier_probe(np.column_stack([features, columns]), labels, seed=seed).balanced_accuracy - floor
 
 
 def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.SEED) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from harmonize.handlers.batch_norm_recalibration import BatchNormRecalibrationHa
 from harmonize.handlers.conditional_prior import ConditionalPrior
 from harmonize.handlers.confound import Confound, quantile_bin_edges
 from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
+from harmonize.handlers.evidence_gate import EvidenceGate
 from harmonize.handlers.finite_loss import StopOnNonFiniteLoss
 from harmonize.handlers.head_refit import RefitHeads
 from harmonize.handlers.head_warmup import HeadWarmup
@@ -27,6 +28,7 @@ __all__ = [
     "Confound",
     "ConfusionObjective",
     "DomainUnlearningHandler",
+    "EvidenceGate",
     "GradientReversalObjective",
     "HeadSteps",
     "HeadWarmup",

@@ -18,6 +18,7 @@ from harmonize.distributed import broadcast_module, is_main_process, mean_over_p
 from harmonize.errors import ConfigError, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
+from harmonize.handlers.evidence_gate import EvidenceGate
 from harmonize.handlers.head_warmup import HeadWarmup
 from harmonize.handlers.task_collapse_guard import TaskCollapseGuard
 from harmonize.handlers.unlearning_adversary import HeadSteps
@@ -50,6 +51,8 @@ class DomainUnlearningHandler:
             (:class:`TaskCollapseGuard`).
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the domain
             and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
+        gate: switches off, at the first unlearning epoch, the confounds the features do not carry
+            (:class:`EvidenceGate`); ``None``: every confound is unlearned.
 
     Example::
 
@@ -59,7 +62,8 @@ class DomainUnlearningHandler:
 
     def __init__(self, network: nn.Module, taps: str | Sequence[str], confounds: Confound | Sequence[Confound],
                  objective: Any = None, adversary: HeadSteps | None = None, warmup_epochs: int = 0,
-                 warmup_until_loss: float | None = None, sample_mask: SampleMask | None = None) -> None:
+                 warmup_until_loss: float | None = None, sample_mask: SampleMask | None = None,
+                 gate: EvidenceGate | None = None) -> None:
         self.confounds = [confounds] if isinstance(confounds, Confound) else list(confounds)
         self.objective = objective if objective is not None else ConfusionObjective()
         self.adversary = adversary if adversary is not None else HeadSteps()
@@ -78,7 +82,7 @@ class DomainUnlearningHandler:
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})
         self.warmup = HeadWarmup(warmup_epochs, warmup_until_loss)
         self.guard = TaskCollapseGuard(warmup_until_loss)
-        self.sample_mask = sample_mask
+        self.sample_mask, self.gate = sample_mask, gate
         self.adversary.bind(self)
         self.targets: dict[str, torch.Tensor] = {}  # this batch's targets (MISSING where a sample is left out)...
         self.priors: dict[str, torch.Tensor] = {}  # ... and confusion targets (batch_targets)
@@ -128,7 +132,9 @@ class DomainUnlearningHandler:
         self._totals = {}
         warmup = self.warmup.covers(engine.state.epoch)
         setattr(engine.state, StateKeys.UNLEARNING_PHASE, "warmup" if warmup else self.objective.phase)
-        if not warmup:
+        if not warmup and self.gate is not None:
+            self.gate.epoch_started(self, engine)
+        if not warmup and self.active:
             self.adversary.epoch_started(self, engine)
 
     def _iteration_started(self, engine: Any) -> None:
@@ -144,9 +150,10 @@ class DomainUnlearningHandler:
         warmup = self.warmup.covers(engine.state.epoch)
         with torch.autocast(task_loss.device.type, enabled=False):  # mixed precision: heads and losses in float32
             features = self.taps.features().float()
-            if warmup or self.objective.trains_heads:
+            if warmup or (self.objective.trains_heads and self.active):
                 self.adversary.fit_batch(self, features.detach())
-            penalty = None if warmup else self.objective.penalty(self, features, engine.state.epoch, engine)
+            penalty = None if warmup or not self.active else self.objective.penalty(self, features,
+                                                                                     engine.state.epoch, engine)
         if penalty is not None:
             engine.state.output[CommonKeys.LOSS] = task_loss + penalty
 
@@ -164,6 +171,11 @@ class DomainUnlearningHandler:
         if is_main_process():
             logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
+
+    @property
+    def active(self) -> bool:
+        """Whether any confound is still unlearned (the gate may have switched every one off)."""
+        return any(c.weight_scale > 0 for c in self.confounds)
 
     def valid(self, confound: Confound) -> torch.Tensor:
         """This batch's samples that enter a confound's losses."""

@@ -9,7 +9,7 @@ The measurements behind the recipe are in docs/unlearning.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,9 +30,10 @@ __all__ = ["RefitHeads", "all_features"]
 
 @torch.no_grad()
 def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[str, Any]],
-                 inputs: Callable[[Any], torch.Tensor] | None = None,
-                 epoch: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Detached features and targets of every batch of ``loader``, as the training forward pass sees them.
+                 inputs: Callable[[Any], torch.Tensor] | None = None, epoch: int | None = None,
+                 keys: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Detached features, targets and the batch values of ``keys`` (those a batch has, as floats) of every batch of
+    ``loader``, as the training forward pass sees them.
 
     The network runs in training mode; its buffers (BatchNorm statistics) are restored afterwards. The pass draws
     the batches of ``epoch`` (0-based; default: the next) and leaves the loader's sampler where it was
@@ -45,7 +46,7 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
     network = unlearner.network
     device = next(network.parameters()).device
     buffers = {name: b.clone() for name, b in network.named_buffers()}
-    features, targets = [], {c.name: [] for c in unlearner.confounds}
+    features, targets, values = [], {c.name: [] for c in unlearner.confounds}, {str(k): [] for k in keys}
     try:
         with same_epoch(loader, epoch):  # training then draws the batches it would have drawn without this pass
             for batch in loader:
@@ -56,13 +57,17 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
                 features.append(unlearner.taps.features().detach())
                 for name, t in targets_of_batch.items():
                     targets[name].append(t)
+                for key in values:
+                    if key in batch:
+                        values[key].append(torch.as_tensor(batch[key], dtype=torch.float32).reshape(-1).to(device))
     finally:
         unlearner.taps.clear()
         for name, b in network.named_buffers():
             b.copy_(buffers[name])
     if not features:
         raise ConfigError("RefitHeads needs a training loader with at least one batch.")
-    return gather_rows(torch.cat(features)), {name: gather_rows(torch.cat(t)) for name, t in targets.items()}
+    return (gather_rows(torch.cat(features)), {name: gather_rows(torch.cat(t)) for name, t in targets.items()},
+            {key: gather_rows(torch.cat(v)) for key, v in values.items() if len(v) == len(features)})
 
 
 class RefitHeads(HeadSteps):
@@ -105,7 +110,7 @@ class RefitHeads(HeadSteps):
         Returns:
             Each head's training accuracy after the fit (``refit_acc_<name>``), also recorded for the epoch.
         """
-        features, targets = all_features(unlearner, loader, inputs, epoch)
+        features, targets, _ = all_features(unlearner, loader, inputs, epoch)
         accuracy = {}
         for c in unlearner.confounds:
             valid = targets[c.name] != MISSING

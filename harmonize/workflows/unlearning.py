@@ -21,6 +21,7 @@ import pandas as pd
 from torch import nn
 
 from harmonize import defaults
+from harmonize.audit.feature_probes import evidence_beyond
 from harmonize.data.manifest import CONFOUNDS_ATTR, overlap_range
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, integer_problem, number_problem, option_value, raise_problems
@@ -30,6 +31,7 @@ from harmonize.handlers import (
     Confound,
     ConfusionObjective,
     DomainUnlearningHandler,
+    EvidenceGate,
     GradientReversalObjective,
     HeadSteps,
     LabelRangeMask,
@@ -99,6 +101,9 @@ class UnlearningSettings:
         head_refit_steps: if > 0, re-fit every head from scratch on all training features at the start of each
             unlearning epoch, with this many full-batch Adam steps (:class:`~harmonize.handlers.RefitHeads`).
         head_refit_lr: learning rate of that re-fit.
+        evidence_margin: unlearn a confound only if, at the first unlearning epoch, a cross-validated probe reads it
+            from the training features at least this far (balanced accuracy) beyond age and sex
+            (:class:`~harmonize.handlers.EvidenceGate`); ``None``: always unlearn, as the paper does.
 
     Raises:
         ConfigError: every invalid or contradictory field, listed in its ``problems``.
@@ -120,6 +125,7 @@ class UnlearningSettings:
     warmup_until_loss: float | None = None
     head_refit_steps: int = 0
     head_refit_lr: float = defaults.HEAD_REFIT_LR
+    evidence_margin: float | None = None
     age_bins: int = defaults.AGE_BINS
     balanced_heads: bool = False
     overlap_only: bool = False
@@ -150,6 +156,9 @@ class UnlearningSettings:
         problems += [number_problem(name, getattr(self, name)) for name in ("head_lr", "head_refit_lr")]
         if self.warmup_until_loss is not None:
             problems.append(number_problem("warmup_until_loss", self.warmup_until_loss))
+        if self.evidence_margin is not None:
+            problems.append(number_problem("evidence_margin", self.evidence_margin, strict=False, maximum=1,
+                                           strict_maximum=True))
         problems += [integer_problem(name, getattr(self, name), low) for name, low in
                      (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("age_bins", 2))]
         problems = [p for p in problems if p]
@@ -175,8 +184,9 @@ class UnlearningSettings:
 
         ``beta=1``, a linear head re-fitted with 300 full-batch Adam steps (lr ``1e-2``) at the start of each
         unlearning epoch and nearly frozen in between (``head_lr=1e-4``), after 4 warm-up epochs (more while the
-        epoch's age loss is at least 0.7, ``warmup_until_loss``); the confusion target is ``p(site | age)``. Its
-        measurements: docs/unlearning.md ("Does it work?").
+        epoch's age loss is at least 0.7, ``warmup_until_loss``); the confusion target is ``p(site | age)``; a
+        confound the training features do not carry at least 0.05 beyond age and sex after the warm-up is not
+        unlearned (``evidence_margin``). Its measurements: docs/unlearning.md ("Does it work?").
 
         Args:
             changes: any other field, or one of these to override.
@@ -186,7 +196,7 @@ class UnlearningSettings:
             "head_lr": defaults.REFIT_HEAD_LR, "head_steps": 1, "head_refit_steps": defaults.REFIT_STEPS,
             "head_refit_lr": defaults.HEAD_REFIT_LR, "warmup_epochs": defaults.REFIT_WARMUP_EPOCHS,
             "warmup_until_loss": defaults.REFIT_WARMUP_UNTIL_LOSS,
-            "site_prior_on": Keys.AGE,
+            "evidence_margin": defaults.REFIT_EVIDENCE_MARGIN, "site_prior_on": Keys.AGE,
         }
         return cls(**{**recipe, **changes})
 
@@ -332,9 +342,10 @@ def handler_from_plan(network: nn.Module, taps: str | Sequence[str], feature_dim
         adversary = RefitHeads(settings.head_refit_steps, settings.head_refit_lr, settings.head_lr, settings.head_steps)
     else:
         adversary = HeadSteps(settings.head_lr, settings.head_steps)
+    gate = None if settings.evidence_margin is None else EvidenceGate(evidence_beyond, settings.evidence_margin)
     handler = DomainUnlearningHandler(network, taps, confounds, objective=objective, adversary=adversary,
                                       warmup_epochs=settings.warmup_epochs,
-                                      warmup_until_loss=settings.warmup_until_loss, sample_mask=mask)
+                                      warmup_until_loss=settings.warmup_until_loss, sample_mask=mask, gate=gate)
     handler.plan = plan  # what a model file saves beside the settings
     return handler
 

@@ -77,6 +77,8 @@ def test_refit_adversary_recipe(frame, sites):
     assert settings.warmup_epochs == 3 and settings.method == "unlearning"
     handler = _build(frame, sites, **settings.to_dict())
     assert handler.adversary.refit_steps == 300 and handler.warmup.epochs == 3
+    assert handler.gate.config() == {"margin": 0.05, "covariates": ["age", "sex"]}  # unlearns only what is carried
+    assert _build(frame, sites, **UnlearningSettings.paper().to_dict()).gate is None  # the paper always unlearns
     head = handler.confounds[0].head
     assert [type(m).__name__ for m in head.layers] == ["BatchNorm1d", "Linear"]  # standardised input, linear head
 
@@ -149,6 +151,7 @@ def test_single_site_is_refused(frame):
         ({"head_refit_steps": -2}, r"'head_refit_steps' must be an integer >= 0, got -2 \(int\)"),
         ({"head_steps": "two"}, r"'head_steps' must be an integer >= 1, got 'two' \(str\)"),
         ({"head_lr": 0}, r"'head_lr' must be a finite number > 0, got 0 \(int\)"),
+        ({"evidence_margin": 1.0}, r"'evidence_margin' must be a finite number >= 0 and < 1, got 1.0"),
         ({"method": "dann", "mode": "alternating"}, "method 'dann' has no mode"),
         ({"method": "dann", "head_refit_steps": 5}, "a re-fit would reset the heads"),
         ({"method": "dann", "beta": 3.0}, "set its strength with reversal_weight"),
