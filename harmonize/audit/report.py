@@ -83,6 +83,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     Column("age_probe_r2", "Age R\u00b2 from features", 3, "high"),
     Column("sex_probe_bacc", "Sex-probe bacc", 3, "high"),
     Column("domain_head_acc", "Domain-head acc", 3, None),
+    Column("site_evidence", "Site beyond age & sex in training features (gate)", 3, None),
     Column("seconds", "Seconds", 1, "low"),
 )
 #: Columns of the reconstruction-unlearning table (Xue et al.: PSNR on retain test, forget test, forget train).

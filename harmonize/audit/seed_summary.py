@@ -8,6 +8,7 @@ every method on the same N seeds, and summarises each method's per-seed figures 
   and ``<key>_ci`` its 95 % confidence interval ``[low, high]``: the Student t-interval
   ``mean +- t(0.975, n - 1) * sd / sqrt(n)`` over those seeds (``None`` with fewer than two);
 - a dictionary of numbers (``age_mae_per_site``, ``site_mean_signed_error``) becomes the mean of each entry;
+- a yes / no that differs between seeds (``site_unlearned``) becomes the list of every seed's;
 - anything else (notes, lists of names) is the first seed's;
 - ``per_seed`` lists the per-seed dictionaries, each with its ``seed``.
 
@@ -122,6 +123,8 @@ def summarise_seeds(per_seed: Sequence[Mapping[str, Any]], confidence: float = C
         elif _is_numeric(values) or all(v is None for v in values):
             summary[key] = _mean_value(values)
             summary[f"{key}{CI_SUFFIX}"] = mean_interval(values, confidence)[1]
+        elif all(isinstance(v, bool) for v in values) and len(set(values)) > 1:
+            summary[key] = values  # a yes / no that differs between seeds: each seed's
         else:
             summary[key] = values[0]
     summary[PER_SEED] = [dict(entry) for entry in per_seed]

@@ -444,6 +444,9 @@ def summary_line(method: str, m: dict[str, Any]) -> str:
         line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
     if m.get("site_bias_spread") is not None:
         line += f", site bias spread {m['site_bias_spread']:.2f} y"
+    if (evidence := m.get("site_evidence")) is not None:
+        line += (f", {'' if m.get('site_unlearned', True) else 'site NOT unlearned: '}the training features told the "
+                 f"site {evidence:+.3f} beyond age & sex")
     if (loss := m.get("final_task_loss")) is not None and loss >= defaults.TASK_NOT_LEARNT_LOSS:
         line += (f"; AGE NOT LEARNT: the last epoch's age loss was {loss:.2f} (1 = the mean age), the adversary may "
                  "have won before the task was learnt")

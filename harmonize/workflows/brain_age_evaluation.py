@@ -91,7 +91,9 @@ def evaluate_brain_age(
         :func:`audit_feature_set`'s figures, ``seconds`` (training time) and, from the last epoch of an unlearned
         model's history, ``final_task_loss`` (its standardised age loss, 1 = predicting the mean age),
         ``domain_head_acc`` (the site head's accuracy) and ``refit_head_acc`` (the training accuracy of the head
-        re-fitted on all training scans, with ``head_refit_steps``).
+        re-fitted on all training scans, with ``head_refit_steps``); with an evidence gate, ``site_evidence`` (how
+        far the training features told the site beyond age and sex when unlearning began; below the margin the
+        site was not unlearned, :class:`~harmonize.handlers.EvidenceGate`) and ``site_unlearned``.
     """
     fs = features if features is not None else brain_age_features(model, manifest, splits)
     metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed,
@@ -103,6 +105,10 @@ def evaluate_brain_age(
                       (f"{StateKeys.REFIT_ACC}_{Keys.SITE}", "refit_head_acc")):
         if key in last:
             metrics[name] = last[key]
+    evidence = [epoch[key] for epoch in model.history if (key := f"{StateKeys.EVIDENCE}_{Keys.SITE}") in epoch]
+    if evidence:
+        metrics["site_evidence"] = evidence[0]
+        metrics["site_unlearned"] = any(c.weight_scale > 0 for c in model.handler.confounds if c.key == Keys.SITE)
     return metrics
 
 

@@ -111,9 +111,9 @@ def test_report_html(tmp_path: Path, pngs: dict[str, Path]) -> None:
     for value in values:
         assert f">{value}<" in text, value
     assert "Site-probe bacc (chance 0.250)" in text
-    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site, conditional probe or site
-    # bias spread: 9 more
-    assert text.count(f">{MISSING}<") == 15
+    # EVIL: age MAE, sex, head, floor; none: head; nl_ft: UA; no method has an unseen site, conditional probe, site
+    # bias spread or gate evidence: 12 more
+    assert text.count(f">{MISSING}<") == 18
     # best cells highlighted
     assert '<td class="best">5.10</td>' in text and '<td class="best">0.270</td>' in text
     assert '<td class="best">20.60</td>' in text  # closest to the oracle's forget PSNR

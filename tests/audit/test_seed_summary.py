@@ -37,6 +37,8 @@ def test_means_intervals_and_per_seed():
     assert summary["age_mae_per_site"] == pytest.approx({"a": 3.0, "b": 2.0})
     assert "age_mae_per_site_ci" not in summary
     assert summary["unseen_sites"] == ["s0"] and summary["age_probe_note"] == "first"  # the first seed's
+    flags = summarise_seeds([{"site_unlearned": v, "same": True} for v in (True, False, True)])
+    assert flags["site_unlearned"] == [True, False, True] and flags["same"] is True  # each seed's where they differ
     assert summary["per_seed"] == METHOD and summary["per_seed"][0] is not METHOD[0]
     assert "seed" not in summary
     assert list(summary)[:3] == ["site_probe_bacc", "site_probe_bacc_ci", "site_probe_p"]

@@ -10,6 +10,7 @@ import pytest
 from harmonize import defaults
 from harmonize.data.manifest import read_manifest
 from harmonize.keys import Keys
+from harmonize.workflows.audit import summary_line
 from harmonize.workflows.brain_age import train_brain_age
 from harmonize.workflows.brain_age_evaluation import brain_age_features, evaluate_brain_age
 
@@ -29,13 +30,23 @@ def test_evaluation_reports_every_figure(trained_brain_age, tiny_cohort):
         assert model.method == method and model.taps == model.settings.taps
 
 
-def test_evaluation_reports_the_refitted_heads_accuracy(tiny_cohort):
+def test_evaluation_reports_the_refitted_heads_accuracy_and_the_gates_evidence(tiny_cohort):
     settings = brain_age_settings("unlearning")
     settings.unlearning.head_refit_steps = 5
     model = train_brain_age(tiny_cohort, settings)
     metrics = evaluate_brain_age(model, tiny_cohort)
     assert metrics["refit_head_acc"] == model.history[-1]["refit_acc_site"]
     assert 0.0 <= metrics["refit_head_acc"] <= 1.0
+    assert "site_evidence" not in metrics  # no gate
+    settings.unlearning.evidence_margin = 0.0  # measured; switched off only if the features tell less than age & sex
+    gated = train_brain_age(tiny_cohort, settings)
+    metrics = evaluate_brain_age(gated, tiny_cohort)
+    first_unlearning_epoch = gated.history[gated.handler.warmup.epochs]
+    assert metrics["site_evidence"] == first_unlearning_epoch["evidence_site"]
+    assert -1.0 <= metrics["site_evidence"] <= 1.0
+    assert metrics["site_unlearned"] == (metrics["site_evidence"] >= 0.0)
+    assert ("refit_head_acc" in metrics) == metrics["site_unlearned"]  # a switched-off site is not re-fitted
+    assert "the training features told the site" in summary_line("unlearning", metrics)
 
 
 def test_network_predicts_years_around_the_training_mean(trained_brain_age, tiny_cohort):
