@@ -18,7 +18,7 @@ import numpy as np
 
 from harmonize.errors import ConfigError, number_problem, raise_problems
 from harmonize.handlers.confound import MISSING
-from harmonize.handlers.head_refit import all_features
+from harmonize.handlers.head_refit import epoch_features
 from harmonize.keys import Keys, StateKeys
 
 if TYPE_CHECKING:
@@ -57,17 +57,12 @@ class EvidenceGate:
 
     def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
         """At the first unlearning epoch (not on a mid-epoch resume), measure and switch off what is not carried."""
-        length = engine.state.epoch_length
-        first = engine.state.epoch == unlearner.warmup.epochs + 1
-        if not first or (length and engine.state.iteration > (engine.state.epoch - 1) * length):
+        if engine.state.epoch != unlearner.warmup.epochs + 1:
             return
-        device = next(unlearner.network.parameters()).device
-
-        def inputs(batch: Mapping[str, Any]) -> Any:
-            return engine.prepare_batch(batch, device, engine.non_blocking)[0]
-
-        features, targets, values = all_features(unlearner, engine.data_loader, inputs, engine.state.epoch - 1,
-                                                 keys=self.covariates)
+        gathered = epoch_features(unlearner, engine, self.covariates)
+        if gathered is None:
+            return
+        features, targets, values = gathered
         for confound in unlearner.confounds:
             evidence = self.evidence(features.cpu().numpy(), targets[confound.name].cpu().numpy(),
                                      {k: v.cpu().numpy() for k, v in values.items() if k != confound.key})

@@ -25,7 +25,7 @@ from harmonize.keys import StateKeys
 if TYPE_CHECKING:
     from harmonize.handlers.domain_unlearning import DomainUnlearningHandler
 
-__all__ = ["RefitHeads", "all_features"]
+__all__ = ["RefitHeads", "all_features", "epoch_features"]
 
 
 @torch.no_grad()
@@ -70,6 +70,22 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
             {key: gather_rows(torch.cat(v)) for key, v in values.items() if len(v) == len(features)})
 
 
+def epoch_features(unlearner: DomainUnlearningHandler, engine: Any,
+                   keys: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+    """:func:`all_features` of the trainer's batches of the epoch that starts, as its ``prepare_batch`` gives them;
+    ``None`` when the run was resumed in the middle of the epoch (what was fitted at its start is in the checkpoint).
+    """
+    length = engine.state.epoch_length
+    if length and engine.state.iteration > (engine.state.epoch - 1) * length:
+        return None
+    device = next(unlearner.network.parameters()).device
+
+    def inputs(batch: Mapping[str, Any]) -> torch.Tensor:
+        return engine.prepare_batch(batch, device, engine.non_blocking)[0]
+
+    return all_features(unlearner, engine.data_loader, inputs, engine.state.epoch - 1, keys)
+
+
 class RefitHeads(HeadSteps):
     """Per-epoch adversary: the heads are re-fitted from scratch on all training features every unlearning epoch.
 
@@ -92,15 +108,10 @@ class RefitHeads(HeadSteps):
         self.refit_steps, self.refit_lr = int(refit_steps), float(refit_lr)
 
     def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
-        """Re-fit the heads on the trainer's training batches, as its ``prepare_batch`` gives them."""
-        if engine.state.epoch_length and engine.state.iteration > (engine.state.epoch - 1) * engine.state.epoch_length:
-            return  # resumed mid-epoch: the heads of this epoch's re-fit come from the checkpoint
-        device = next(unlearner.network.parameters()).device
-
-        def inputs(batch: Mapping[str, Any]) -> torch.Tensor:
-            return engine.prepare_batch(batch, device, engine.non_blocking)[0]
-
-        self.refit(unlearner, engine.data_loader, inputs, epoch=engine.state.epoch - 1)
+        """Re-fit the heads on the trainer's training batches of this epoch, as its ``prepare_batch`` gives them."""
+        gathered = epoch_features(unlearner, engine)
+        if gathered is not None:
+            self.fit(unlearner, *gathered[:2])
 
     def refit(self, unlearner: DomainUnlearningHandler, loader: Any, inputs: Any = None,
               epoch: int | None = None) -> dict[str, float]:
@@ -111,6 +122,11 @@ class RefitHeads(HeadSteps):
             Each head's training accuracy after the fit (``refit_acc_<name>``), also recorded for the epoch.
         """
         features, targets, _ = all_features(unlearner, loader, inputs, epoch)
+        return self.fit(unlearner, features, targets)
+
+    def fit(self, unlearner: DomainUnlearningHandler, features: torch.Tensor,
+            targets: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Re-initialise every head and fit it on ``features`` and its confound's ``targets`` (see :meth:`refit`)."""
         accuracy = {}
         for c in unlearner.confounds:
             valid = targets[c.name] != MISSING

@@ -394,8 +394,8 @@ def test_refit_runs_each_unlearning_epoch(tiny_net):
     trainer = make_trainer(net, data, epochs=3)
     handler = _handler(net, head_refit_steps=20, warmup_epochs=1)
     calls = []
-    original = handler.adversary.refit
-    handler.adversary.refit = lambda *a, **k: calls.append(trainer.state.epoch) or original(*a, **k)
+    original = handler.adversary.fit
+    handler.adversary.fit = lambda *a, **k: calls.append(trainer.state.epoch) or original(*a, **k)
     handler.attach(trainer)
     trainer.run()
     assert calls == [2, 3]
