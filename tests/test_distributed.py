@@ -104,7 +104,7 @@ def _train(setup: str, folder: Path) -> dict[str, Any]:
     objective = {"alternating": AlternatingConfusion(), "dann": GradientReversalObjective()}.get(setup)
     adversary = RefitHeads(refit_steps=5, refit_lr=0.01, lr=0.01) if setup == "fused_refit" else HeadSteps(0.01, 2)
     unlearn = DomainUnlearningHandler(wrapped, prefix + "encoder", confounds, objective=objective,
-                                      adversary=adversary, warmup_epochs=1)
+                                      adversary=adversary, warmup=1)
     loader = make_dataloader(_dataset(), batch_size=GLOBAL_BATCH // world_size(), balance_sites=True, seed=3,
                              distributed=is_distributed())
     trainer = SupervisedTrainer(

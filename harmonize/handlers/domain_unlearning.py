@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harmonize.distributed import broadcast_module, is_main_process, mean_over_processes
-from harmonize.errors import ConfigError, raise_problems
+from harmonize.errors import ConfigError, integer_problem, raise_problems
 from harmonize.handlers._engine import require_optimizer, when_built
 from harmonize.handlers.confound import MISSING, Confound, SampleMask, batch_targets
 from harmonize.handlers.evidence_gate import EvidenceGate
@@ -34,10 +34,9 @@ logger = logging.getLogger(__name__)
 class DomainUnlearningHandler:
     """Adds domain-head training and an unlearning objective to a ``SupervisedTrainer``.
 
-    ``engine.state`` gains the attributes of :attr:`state_attributes` (for ``StatsHandler``); save :meth:`state_dict`
-    with ``CheckpointSaver``. Under mixed precision (the trainer's ``amp``) the heads and their losses stay in float32.
-    Under ``torch.distributed`` the heads start from rank 0's, every step averages their gradients over the processes
-    and :attr:`history` holds each epoch's mean over them.
+    ``engine.state`` gains :attr:`state_attributes` (for ``StatsHandler``); save :meth:`state_dict` with
+    ``CheckpointSaver``. Under ``amp`` the heads and their losses stay in float32. Under ``torch.distributed`` the heads
+    start from rank 0's, every step averages their gradients and :attr:`history` holds each epoch's mean over processes.
 
     Args:
         network: the trainer's network (the one whose features are unlearned).
@@ -45,30 +44,24 @@ class DomainUnlearningHandler:
         confounds: the variables to unlearn, each with its head and weights (:class:`Confound`).
         objective: what the extractor is trained with (default :class:`ConfusionObjective`, fused).
         adversary: how the heads are fitted (default :class:`HeadSteps`, one Adam step per batch).
-        warmup_epochs: epochs at the start during which only the heads learn (:class:`HeadWarmup`).
-        warmup_until_loss: if given, the warm-up goes on while the epoch's task loss is at or above this, up to half
-            the run (:class:`HeadWarmup`), and an unlearning epoch that loses the task is undone
-            (:class:`TaskCollapseGuard`).
+        warmup: epochs at the start during which only the heads learn, or a :class:`HeadWarmup` (with ``until_loss``
+            it goes on while the task loss is high, and :class:`TaskCollapseGuard` undoes an epoch that loses the task).
         sample_mask: function of the batch giving a per-sample bool tensor: only those samples enter the domain
             and confusion losses (e.g. :class:`~harmonize.handlers.LabelRangeMask` for biased data).
         gate: switches off, at the first unlearning epoch, the confounds the features do not carry
             (:class:`EvidenceGate`); ``None``: every confound is unlearned.
 
-    Example::
-
-        head = DomainHead(net.feature_dim, num_classes=4)
-        DomainUnlearningHandler(net, "encoder", Confound(head, num_classes=4)).attach(trainer)
+    Example: ``DomainUnlearningHandler(net, "encoder", Confound(DomainHead(96, 4), num_classes=4)).attach(trainer)``
     """
 
     def __init__(self, network: nn.Module, taps: str | Sequence[str], confounds: Confound | Sequence[Confound],
-                 objective: Any = None, adversary: HeadSteps | None = None, warmup_epochs: int = 0,
-                 warmup_until_loss: float | None = None, sample_mask: SampleMask | None = None,
-                 gate: EvidenceGate | None = None) -> None:
+                 objective: Any = None, adversary: HeadSteps | None = None, warmup: int | HeadWarmup = 0,
+                 sample_mask: SampleMask | None = None, gate: EvidenceGate | None = None) -> None:
         self.confounds = [confounds] if isinstance(confounds, Confound) else list(confounds)
         self.objective = objective if objective is not None else ConfusionObjective()
         self.adversary = adversary if adversary is not None else HeadSteps()
         names = [c.name for c in self.confounds]
-        problems = HeadWarmup.problems(warmup_epochs, warmup_until_loss)
+        problems = [None if isinstance(warmup, HeadWarmup) else integer_problem("warmup", warmup, minimum=0)]
         if not self.confounds:
             problems.append("confounds: give at least one Confound")
         if len(set(names)) != len(names):
@@ -80,13 +73,13 @@ class DomainUnlearningHandler:
         self.network = network
         self.taps = FeatureTaps(network, taps)
         self.heads = nn.ModuleDict({c.name: c.head for c in self.confounds})
-        self.warmup = HeadWarmup(warmup_epochs, warmup_until_loss)
-        self.guard = TaskCollapseGuard(warmup_until_loss)
+        self.warmup = warmup if isinstance(warmup, HeadWarmup) else HeadWarmup(warmup)
+        self.guard = TaskCollapseGuard(self.warmup.until_loss)
         self.sample_mask, self.gate = sample_mask, gate
         self.adversary.bind(self)
-        self.targets: dict[str, torch.Tensor] = {}  # this batch's targets (MISSING where a sample is left out)...
-        self.priors: dict[str, torch.Tensor] = {}  # ... and confusion targets (batch_targets)
+        self.targets, self.priors = {}, {}  # this batch's targets (MISSING: left out) and confusion targets
         self._totals: dict[str, list[float]] = {}
+        self._unlearns = False  # this epoch: past the warm-up, with a confound left to unlearn
         self.history: list[dict[str, float]] = []
 
     def attach(self, engine: Any) -> None:
@@ -133,8 +126,9 @@ class DomainUnlearningHandler:
         warmup = self.warmup.covers(engine.state.epoch)
         setattr(engine.state, StateKeys.UNLEARNING_PHASE, "warmup" if warmup else self.objective.phase)
         if not warmup and self.gate is not None:
-            self.gate.epoch_started(self, engine)
-        if not warmup and self.active:
+            self.gate.epoch_started(self, engine)  # may switch off the confounds the features do not carry
+        self._unlearns = not warmup and any(c.weight_scale > 0 for c in self.confounds)
+        if self._unlearns:
             self.adversary.epoch_started(self, engine)
 
     def _iteration_started(self, engine: Any) -> None:
@@ -150,10 +144,9 @@ class DomainUnlearningHandler:
         warmup = self.warmup.covers(engine.state.epoch)
         with torch.autocast(task_loss.device.type, enabled=False):  # mixed precision: heads and losses in float32
             features = self.taps.features().float()
-            if warmup or (self.objective.trains_heads and self.active):
+            if warmup or (self._unlearns and self.objective.trains_heads):
                 self.adversary.fit_batch(self, features.detach())
-            penalty = None if warmup or not self.active else self.objective.penalty(self, features,
-                                                                                     engine.state.epoch, engine)
+            penalty = self.objective.penalty(self, features, engine.state.epoch, engine) if self._unlearns else None
         if penalty is not None:
             engine.state.output[CommonKeys.LOSS] = task_loss + penalty
 
@@ -171,11 +164,6 @@ class DomainUnlearningHandler:
         if is_main_process():
             logger.info("epoch %d %s: %s", engine.state.epoch, getattr(engine.state, StateKeys.UNLEARNING_PHASE, ""),
                         ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if k != "epoch"))
-
-    @property
-    def active(self) -> bool:
-        """Whether any confound is still unlearned (the gate may have switched every one off)."""
-        return any(c.weight_scale > 0 for c in self.confounds)
 
     def valid(self, confound: Confound) -> torch.Tensor:
         """This batch's samples that enter a confound's losses."""

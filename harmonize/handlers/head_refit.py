@@ -27,11 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = ["RefitHeads", "all_features", "epoch_features"]
 
+#: Features ``(n, d)``, each confound's targets ``(n,)`` and each asked batch key's values ``(n,)``.
+Gathered = tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
 
 @torch.no_grad()
 def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[str, Any]],
                  inputs: Callable[[Any], torch.Tensor] | None = None, epoch: int | None = None,
-                 keys: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                 keys: Sequence[str] = ()) -> Gathered:
     """Detached features, targets and the batch values of ``keys`` (those a batch has, as floats) of every batch of
     ``loader``, as the training forward pass sees them.
 
@@ -70,8 +73,7 @@ def all_features(unlearner: DomainUnlearningHandler, loader: Iterable[Mapping[st
             {key: gather_rows(torch.cat(v)) for key, v in values.items() if len(v) == len(features)})
 
 
-def epoch_features(unlearner: DomainUnlearningHandler, engine: Any,
-                   keys: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+def epoch_features(unlearner: DomainUnlearningHandler, engine: Any, keys: Sequence[str] = ()) -> Gathered | None:
     """:func:`all_features` of the trainer's batches of the epoch that starts, as its ``prepare_batch`` gives them;
     ``None`` when the run was resumed in the middle of the epoch (what was fitted at its start is in the checkpoint).
     """

@@ -34,6 +34,7 @@ from harmonize.handlers import (
     EvidenceGate,
     GradientReversalObjective,
     HeadSteps,
+    HeadWarmup,
     LabelRangeMask,
     RefitHeads,
     SharedRangeMask,
@@ -344,8 +345,8 @@ def handler_from_plan(network: nn.Module, taps: str | Sequence[str], feature_dim
         adversary = HeadSteps(settings.head_lr, settings.head_steps)
     gate = None if settings.evidence_margin is None else EvidenceGate(evidence_beyond, settings.evidence_margin)
     handler = DomainUnlearningHandler(network, taps, confounds, objective=objective, adversary=adversary,
-                                      warmup_epochs=settings.warmup_epochs,
-                                      warmup_until_loss=settings.warmup_until_loss, sample_mask=mask, gate=gate)
+                                      warmup=HeadWarmup(settings.warmup_epochs, settings.warmup_until_loss),
+                                      sample_mask=mask, gate=gate)
     handler.plan = plan  # what a model file saves beside the settings
     return handler
 

@@ -19,6 +19,7 @@ from harmonize.handlers import (
     DomainUnlearningHandler,
     GradientReversalObjective,
     HeadSteps,
+    HeadWarmup,
     LabelRangeMask,
     RefitHeads,
 )
@@ -48,6 +49,8 @@ def _handler(net: nn.Module, num_sites: int = 2, **kwargs) -> DomainUnlearningHa
     objective = OBJECTIVES[kwargs.pop("mode", "fused")]()
     lr, steps = kwargs.pop("head_lr", 1e-3), kwargs.pop("head_steps", 1)
     refit = kwargs.pop("head_refit_steps", 0)
+    if "warmup_epochs" in kwargs or "warmup_until_loss" in kwargs:
+        kwargs["warmup"] = HeadWarmup(kwargs.pop("warmup_epochs", 0), kwargs.pop("warmup_until_loss", None))
     adversary = RefitHeads(refit, kwargs.pop("head_refit_lr", 1e-2), lr, steps) if refit else HeadSteps(lr, steps)
     return DomainUnlearningHandler(net, "encoder", Confound(head, num_sites, **confound_args), objective=objective,
                                    adversary=adversary, **kwargs)
@@ -253,6 +256,7 @@ def test_checkpoint_round_trip(tiny_net):
     "kwargs, message",
     [
         ({"head_steps": 0}, r"'head_steps' must be an integer >= 1, got 0 \(int\)"),
+        ({"warmup": -1}, r"DomainUnlearningHandler: invalid arguments.\n  - 'warmup' must be an integer >= 0, got -1"),
         ({"warmup_epochs": -1}, r"'warmup_epochs' must be an integer >= 0, got -1 \(int\)"),
         ({"warmup_until_loss": 0.0}, r"'warmup_until_loss' must be a finite number > 0 or None, got 0.0 \(float\)"),
         ({"head_lr": -1.0}, r"'head_lr' must be a finite number > 0, got -1.0 \(float\)"),

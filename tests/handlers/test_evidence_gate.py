@@ -40,7 +40,7 @@ def _train(measure: FixedMeasure | None, data: list[dict]):
     if measure is not None:
         confound = Confound(DomainHead(4, 2, hidden=()), num_classes=2)
         handler = DomainUnlearningHandler(net, "encoder", confound, adversary=RefitHeads(refit_steps=5),
-                                          warmup_epochs=WARMUP, gate=EvidenceGate(measure, margin=0.05))
+                                          warmup=WARMUP, gate=EvidenceGate(measure, margin=0.05))
         handler.attach(trainer)
     trainer.run()
     return net, handler
@@ -56,7 +56,7 @@ def test_a_confound_the_features_do_not_carry_is_not_unlearned(caplog):
     measure = FixedMeasure(0.01)
     with caplog.at_level(logging.INFO, logger="harmonize.handlers.evidence_gate"):
         gated, handler = _train(measure, data)
-    assert handler.confounds[0].weight_scale == 0.0 and not handler.active
+    assert handler.confounds[0].weight_scale == 0.0
     assert _equal(plain, gated)  # nothing but the task trained the network: exactly plain training
     assert measure.calls == [((16, 4), [str(Keys.AGE)])]  # once, at the first unlearning epoch, on every scan
     history = handler.history
@@ -72,7 +72,7 @@ def test_a_confound_the_features_carry_is_unlearned_and_an_unmeasurable_one_too(
     for evidence in (0.3, None):
         with caplog.at_level(logging.WARNING, logger="harmonize.handlers.evidence_gate"):
             unlearned, handler = _train(FixedMeasure(evidence), data)
-        assert handler.confounds[0].weight_scale == 1.0 and handler.active
+        assert handler.confounds[0].weight_scale == 1.0
         assert not _equal(plain, unlearned)
         assert all(f"{StateKeys.REFIT_ACC}_site" in epoch for epoch in handler.history[WARMUP:])
     assert "could not measure" in caplog.text

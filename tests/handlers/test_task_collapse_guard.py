@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harmonize.errors import ConfigError
-from harmonize.handlers import Confound, DomainUnlearningHandler, TaskCollapseGuard
+from harmonize.handlers import Confound, DomainUnlearningHandler, HeadWarmup, TaskCollapseGuard
 from harmonize.networks import DomainHead
 
 from .conftest import TinyNet
@@ -19,7 +19,7 @@ def _setup(until: float | None = 0.7):
     torch.manual_seed(0)
     net = TinyNet()
     handler = DomainUnlearningHandler(net, "encoder", Confound(DomainHead(4, 2, hidden=8), 2, beta=2.0),
-                                      warmup_epochs=1, warmup_until_loss=until)
+                                      warmup=HeadWarmup(1, until_loss=until))
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
     engine = SimpleNamespace(optimizer=optimizer, state=SimpleNamespace(epoch=1))
     return net, handler, engine
