@@ -218,14 +218,19 @@ def test_every_variant_trains_one_epoch(bundle, variant, tiny_cohort, tiny_cohor
     overlay = json.loads((bundle / "configs" / variant).read_text())
     if overlay.get("unlearning#method") == "none":
         assert history is None
+        return
+    gated = "unlearning#evidence_margin" in overlay
+    assert ("evidence_site" in history[0]) == gated
+    if gated and history[0]["evidence_site"] < overlay["unlearning#evidence_margin"]:  # the gate switched the site off
+        assert not any(k.startswith(("confusion_loss", "refit_acc")) for k in history[-1])
     elif overlay.get("unlearning#method") == "dann":
         assert "domain_loss_site" in history[-1] and "confusion_loss_site" not in history[-1]
     else:
         assert "confusion_loss_site" in history[-1]
+        if "unlearning#head_refit_steps" in overlay:
+            assert "refit_acc_site" in history[-1]
     if "unlearning#confounds" in overlay:
         assert "domain_acc_sex" in history[-1]
-    if "unlearning#head_refit_steps" in overlay:
-        assert "refit_acc_site" in history[-1]
 
 
 @pytest.mark.parametrize("bundle", [AGE, SEG], ids=["age", "seg"])
