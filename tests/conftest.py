@@ -16,6 +16,10 @@ TINY_SITES = 3
 TINY_SUBJECTS_PER_SITE = 6
 TINY_SHAPE = 24
 TINY_SEED = 0
+#: Its configuration, and that of the biased variant (adjacent sites' age windows share half their width).
+TINY_CONFIG = SynthConfig(n_sites=TINY_SITES, subjects_per_site=TINY_SUBJECTS_PER_SITE, shape=TINY_SHAPE, seed=TINY_SEED)
+TINY_BIASED_CONFIG = SynthConfig(n_sites=TINY_SITES, subjects_per_site=TINY_SUBJECTS_PER_SITE, shape=TINY_SHAPE,
+                                 seed=TINY_SEED, biased=True, biased_overlap=0.5)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping], columns: Sequence | None = None) -> Path:
@@ -49,21 +53,10 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Treat it as read-only: it is shared by every test of the session.
     """
-    config = SynthConfig(
-        n_sites=TINY_SITES, subjects_per_site=TINY_SUBJECTS_PER_SITE, shape=TINY_SHAPE, seed=TINY_SEED
-    )
-    return generate_cohort(tmp_path_factory.mktemp("tiny_cohort"), config)
+    return generate_cohort(tmp_path_factory.mktemp("tiny_cohort"), TINY_CONFIG)
 
 
 @pytest.fixture(scope="session")
 def tiny_cohort_biased(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like ``tiny_cohort`` but with biased ages: adjacent sites' age windows share half their width."""
-    config = SynthConfig(
-        n_sites=TINY_SITES,
-        subjects_per_site=TINY_SUBJECTS_PER_SITE,
-        shape=TINY_SHAPE,
-        seed=TINY_SEED,
-        biased=True,
-        biased_overlap=0.5,
-    )
-    return generate_cohort(tmp_path_factory.mktemp("tiny_cohort_biased"), config)
+    return generate_cohort(tmp_path_factory.mktemp("tiny_cohort_biased"), TINY_BIASED_CONFIG)
