@@ -45,7 +45,7 @@ from harmonize.handlers import (
     RefitHeads,
     TrainingCheckpoint,
 )
-from harmonize.handlers.head_refit import all_features
+from harmonize.handlers.epoch_features import all_features
 from harmonize.networks import DomainHead
 
 #: Scans per site (unequal: the smaller site repeats within an epoch) and the global batch (2 sites x 2).

@@ -18,7 +18,7 @@ import numpy as np
 
 from harmonize.errors import ConfigError, number_problem, raise_problems
 from harmonize.handlers.confound import MISSING
-from harmonize.handlers.head_refit import epoch_features
+from harmonize.handlers.epoch_features import epoch_features
 from harmonize.keys import Keys, StateKeys
 
 if TYPE_CHECKING:
