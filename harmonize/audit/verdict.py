@@ -96,12 +96,23 @@ def comparison_verdict(methods: Mapping[str, Mapping[str, Any]], method: str | N
     if seeds < 2:
         cost = f", age MAE {ratio}" if ratio else ""
         return (f"One seed per method: these numbers cannot support a difference between {method} and the baseline "
-                f"({name} {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.")
+                f"({name} {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.") + _gate_note(ours, seeds)
     p = probe.get("p")
     mae_text = f"{ratio} (paired {format_p(mae.get('p'))})" if ratio else "not measured"
     if p is not None and p < alpha and probe.get("difference"):
         verb = "lowered" if probe["difference"] < 0 else "raised"
         return (f"{method.capitalize()} {verb} the {name} from {_figure(base, key)} to {_figure(ours, key)} "
-                f"(paired {format_p(p)} over {seeds} seeds) at an age MAE of {mae_text}.")
+                f"(paired {format_p(p)} over {seeds} seeds) at an age MAE of {mae_text}.") + _gate_note(ours, seeds)
     return (f"Over {seeds} seeds the numbers do not support a difference in the {name} between {method} and the "
-            f"baseline ({probes}; paired {format_p(p)}); {method}'s age MAE is {mae_text}.")
+            f"baseline ({probes}; paired {format_p(p)}); {method}'s age MAE is {mae_text}.") + _gate_note(ours, seeds)
+
+
+def _gate_note(metrics: Mapping[str, Any], seeds: int) -> str:
+    """What the evidence gate did, where it left a network to plain training (``site_unlearned`` false)."""
+    off = [entry.get("seed", i) for i, entry in enumerate(metrics.get(PER_SEED) or [metrics])
+           if entry.get("site_unlearned") is False]
+    if not off:
+        return ""
+    return (f" On {len(off)} of {seeds} seeds ({', '.join(map(str, off))}) the site was not unlearned: after the "
+            "warm-up the training features told it less than the evidence margin beyond age and sex, so the network "
+            "is the baseline's (the evidence gate).")

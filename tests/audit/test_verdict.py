@@ -54,6 +54,16 @@ def test_no_supported_difference():
                     f"p = {probe_p:.3f}); unlearning's age MAE is 1.02x the baseline's (paired p = {mae_p:.3f}).")
 
 
+def test_the_verdict_says_where_the_gate_left_the_baseline():
+    gated = [{**entry, "site_unlearned": seed != 1} for seed, entry in enumerate(_method((0.40, 0.50, 0.44),
+                                                                                      (5.0, 5.2, 5.3)))]
+    text = comparison_verdict(_summaries(none=BASE, unlearning=gated))
+    assert text.endswith("On 1 of 3 seeds (1) the site was not unlearned: after the warm-up the training features told "
+                         "it less than the evidence margin beyond age and sex, so the network is the baseline's (the "
+                         "evidence gate).")
+    assert "not unlearned" not in comparison_verdict(_summaries(none=BASE, unlearning=_method((0.4,) * 3, (5.0,) * 3)))
+
+
 def _p_two_df(differences):
     """Two-sided p of a paired t-test on three differences (2 df): 1 - |t| / sqrt(2 + t^2)."""
     mean = sum(differences) / 3
