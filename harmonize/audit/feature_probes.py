@@ -13,7 +13,8 @@ from harmonize.audit.features import FeatureSet
 from harmonize.audit.probe import classifier_probe, regressor_probe
 from harmonize.keys import Keys
 
-__all__ = ["MIN_AGE_SCANS", "MIN_SCANS_PER_CLASS", "biology_covariates", "evidence_beyond", "feature_probes"]
+__all__ = ["MIN_AGE_SCANS", "MIN_SCANS_PER_CLASS", "biology_covariates", "evidence_beyond", "feature_probes",
+           "floor_and_conditional"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,20 @@ def biology_covariates(age: np.ndarray, sex: np.ndarray | None = None) -> np.nda
     return columns
 
 
+def floor_and_conditional(features: np.ndarray, labels: np.ndarray, covariates: np.ndarray | None,
+                          seed: int = defaults.SEED) -> tuple[float, float]:
+    """The probe of ``labels`` from the covariates alone (the floor; chance without covariates) and from the features
+    and the covariates together (balanced accuracies of :func:`~harmonize.audit.probe.classifier_probe`).
+
+    Raises:
+        ConfigError: fewer than 2 classes, or a class with a single sample.
+    """
+    if covariates is None:
+        return 1.0 / len(np.unique(labels)), classifier_probe(features, labels, seed=seed).balanced_accuracy
+    floor = classifier_probe(covariates, labels, seed=seed).balanced_accuracy
+    return floor, classifier_probe(np.column_stack([features, covariates]), labels, seed=seed).balanced_accuracy
+
+
 def evidence_beyond(features: np.ndarray, labels: np.ndarray, covariates: Mapping[str, np.ndarray],
                     seed: int = defaults.SEED) -> float:
     """How much better a cross-validated probe reads ``labels`` from the features and the covariates than from the
@@ -58,10 +73,8 @@ def evidence_beyond(features: np.ndarray, labels: np.ndarray, covariates: Mappin
     age, sex = covariates.get(Keys.AGE), covariates.get(Keys.SEX)
     columns = (biology_covariates(age, sex) if age is not None
                else None if sex is None else np.where(sex >= 0, sex, 0.5)[:, None])
-    if columns is None:
-        return classifier_probe(features, labels, seed=seed).balanced_accuracy - 1.0 / len(np.unique(labels))
-    floor = classifier_probe(columns, labels, seed=seed).balanced_accuracy
-    return classifier_probe(np.column_stack([features, columns]), labels, seed=seed).balanced_accuracy - floor
+    floor, conditional = floor_and_conditional(features, labels, columns, seed)
+    return conditional - floor
 
 
 def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.SEED) -> dict[str, Any]:
@@ -109,9 +122,8 @@ def feature_probes(fs: FeatureSet, permutations: int = 0, seed: int = defaults.S
     per_site = np.unique(site[floor_rows], return_counts=True)[1]
     if len(per_site) >= 2 and per_site.min() >= MIN_SCANS_PER_CLASS:
         covariates = biology_covariates(age[floor_rows].astype(float), None if sex is None else sex[floor_rows])
-        metrics["site_probe_floor"] = classifier_probe(covariates, site[floor_rows], seed=seed).balanced_accuracy
-        both = np.column_stack([fs.features[floor_rows], covariates])
-        metrics["site_probe_conditional"] = classifier_probe(both, site[floor_rows], seed=seed).balanced_accuracy
+        metrics["site_probe_floor"], metrics["site_probe_conditional"] = floor_and_conditional(
+            fs.features[floor_rows], site[floor_rows], covariates, seed)
     else:
         logger.info("Site floor probe skipped: too few audited scans with an age per site (%s).", per_site.tolist())
     counts = np.unique(sex[sex >= 0], return_counts=True)[1] if sex is not None else np.array([])

@@ -93,18 +93,20 @@ def comparison_verdict(methods: Mapping[str, Mapping[str, Any]], method: str | N
     if ours.get("age_mae") is not None and base.get("age_mae"):
         ratio = f"{ours['age_mae'] / base['age_mae']:.2f}x the baseline's"
     probes = f"{_figure(base, key)} without harmonisation, {_figure(ours, key)} with {method}"
-    if seeds < 2:
-        cost = f", age MAE {ratio}" if ratio else ""
-        return (f"One seed per method: these numbers cannot support a difference between {method} and the baseline "
-                f"({name} {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.") + _gate_note(ours, seeds)
     p = probe.get("p")
     mae_text = f"{ratio} (paired {format_p(mae.get('p'))})" if ratio else "not measured"
-    if p is not None and p < alpha and probe.get("difference"):
+    if seeds < 2:
+        cost = f", age MAE {ratio}" if ratio else ""
+        sentence = (f"One seed per method: these numbers cannot support a difference between {method} and the "
+                    f"baseline ({name} {probes}{cost}); run with --seeds {SUGGESTED_SEEDS} or more.")
+    elif p is not None and p < alpha and probe.get("difference"):
         verb = "lowered" if probe["difference"] < 0 else "raised"
-        return (f"{method.capitalize()} {verb} the {name} from {_figure(base, key)} to {_figure(ours, key)} "
-                f"(paired {format_p(p)} over {seeds} seeds) at an age MAE of {mae_text}.") + _gate_note(ours, seeds)
-    return (f"Over {seeds} seeds the numbers do not support a difference in the {name} between {method} and the "
-            f"baseline ({probes}; paired {format_p(p)}); {method}'s age MAE is {mae_text}.") + _gate_note(ours, seeds)
+        sentence = (f"{method.capitalize()} {verb} the {name} from {_figure(base, key)} to {_figure(ours, key)} "
+                    f"(paired {format_p(p)} over {seeds} seeds) at an age MAE of {mae_text}.")
+    else:
+        sentence = (f"Over {seeds} seeds the numbers do not support a difference in the {name} between {method} and "
+                    f"the baseline ({probes}; paired {format_p(p)}); {method}'s age MAE is {mae_text}.")
+    return sentence + _gate_note(ours, seeds)
 
 
 def _gate_note(metrics: Mapping[str, Any], seeds: int) -> str:

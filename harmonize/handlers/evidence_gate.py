@@ -51,9 +51,13 @@ class EvidenceGate:
 
     def __init__(self, measure: EvidenceMeasure, margin: float,
                  covariates: Sequence[str] = (Keys.AGE, Keys.SEX)) -> None:
-        raise_problems(type(self).__name__, [number_problem("evidence_margin", margin, strict=False, maximum=1,
-                                                            strict_maximum=True)])
+        raise_problems(type(self).__name__, self.problems(margin))
         self.measure, self.margin, self.covariates = measure, float(margin), tuple(str(k) for k in covariates)
+
+    @staticmethod
+    def problems(margin: Any) -> list[str | None]:
+        """The problem of a margin, named as the settings' field (``evidence_margin``): it must lie in [0, 1)."""
+        return [number_problem("evidence_margin", margin, strict=False, maximum=1, strict_maximum=True)]
 
     def epoch_started(self, unlearner: DomainUnlearningHandler, engine: Any) -> None:
         """At the first unlearning epoch (not on a mid-epoch resume), measure and switch off what is not carried."""

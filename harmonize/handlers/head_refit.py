@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RefitHeads"]
 
+
 class RefitHeads(HeadSteps):
     """Per-epoch adversary: the heads are re-fitted from scratch on all training features every unlearning epoch.
 

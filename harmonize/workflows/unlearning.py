@@ -158,8 +158,7 @@ class UnlearningSettings:
         if self.warmup_until_loss is not None:
             problems.append(number_problem("warmup_until_loss", self.warmup_until_loss))
         if self.evidence_margin is not None:
-            problems.append(number_problem("evidence_margin", self.evidence_margin, strict=False, maximum=1,
-                                           strict_maximum=True))
+            problems += EvidenceGate.problems(self.evidence_margin)
         problems += [integer_problem(name, getattr(self, name), low) for name, low in
                      (("head_steps", 1), ("head_refit_steps", 0), ("warmup_epochs", 0), ("age_bins", 2))]
         problems = [p for p in problems if p]
