@@ -92,6 +92,13 @@ REFIT_WARMUP_UNTIL_LOSS = 0.7
 #: ... and it unlearns a confound only if, after the warm-up, a cross-validated probe reads it from the training
 #: features at least this far (balanced accuracy) beyond age and sex (harmonize.handlers.EvidenceGate).
 REFIT_EVIDENCE_MARGIN = 0.05
+#: Weight of the agreement between sites at the same age in the biased designs' age loss (``SiteAgreementLoss``;
+#: chosen on the efficacy benchmark's biased cohort: docs/unlearning.md, session 13).
+SITE_AGREEMENT = 2.0
+#: Width (years) of the age bins in which ``SiteAgreementLoss`` compares the sites.
+SITE_AGREEMENT_AGE_BIN = 5.0
+#: How far each batch moves ``SiteAgreementLoss``'s running means.
+SITE_AGREEMENT_MOMENTUM = 0.1
 #: A standardised age loss at or above this in the last training epoch (1 = predicting the mean age): the network
 #: learnt little age, which an adversary that wins before the task is learnt can cause (see docs/unlearning.md).
 TASK_NOT_LEARNT_LOSS = 0.9

@@ -27,6 +27,7 @@ __all__ = [
     "is_main_process",
     "mean_over_processes",
     "rank",
+    "sum_over_processes",
     "world_size",
 ]
 
@@ -110,6 +111,16 @@ def mean_over_processes(values: Mapping[str, float]) -> dict[str, float]:
     torch.distributed.all_gather_object(everyone, dict(values))
     keys = list(dict.fromkeys(k for shard in everyone for k in shard))
     return {k: sum(s[k] for s in everyone if k in s) / sum(k in s for s in everyone) for k in keys}
+
+
+@torch.no_grad()
+def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over processes (``tensor`` itself in one process; the input is not changed)."""
+    if not is_distributed():
+        return tensor
+    total = tensor.to(_collective_device(), copy=True)
+    torch.distributed.all_reduce(total)
+    return total.to(tensor.device)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from harmonize.errors import (
 )
 from harmonize.handlers import RandomRigidAugmentation, StopOnNonFiniteLoss, TrainingCheckpoint
 from harmonize.keys import DatasetCache, Keys, Split, StateKeys
-from harmonize.losses import MaskedLoss, StandardisedMSELoss
+from harmonize.losses import MaskedLoss, SiteAgreementLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm, refit_output_layer
 from harmonize.progress import ProgressHandler
 from harmonize.workflows.brain_age_evaluation import (
@@ -97,6 +97,11 @@ class BrainAgeSettings:
         cache, cache_dir, cache_limit_gb: keep the training scans in ``memory`` (True), on ``disk`` (``cache_dir``)
             or read them per item (``none``, False); cache at most ``cache_limit_gb`` GiB (``data.dataset_cache``).
         num_workers: data-loader worker processes that read (and cache) scans ahead of training and audit.
+        site_agreement: ``None`` (the default): the age loss is the squared error in units of the training ages'
+            SD. A weight (>= 0): the age loss is :class:`~harmonize.losses.SiteAgreementLoss` with that agreement
+            weight, in units of the pooled within-site SD of the training ages: reading the scanner earns nothing,
+            and a site's offset costs wherever another site has subjects of the same age. For sites whose age
+            ranges only partly overlap (``harmonize compare`` uses it there for unlearning: docs/unlearning.md).
         recalibrate_batchnorm, refit_output: after training, recompute the BatchNorm statistics on the training
             scans, then re-fit the regressor's output layer on their final features (both lag behind adversarial
             training: :func:`~harmonize.networks.recalibrate_batchnorm`, :func:`~harmonize.networks.refit_output_layer`).
@@ -125,6 +130,7 @@ class BrainAgeSettings:
     cache_dir: str | None = None
     cache_limit_gb: float | None = None
     num_workers: int = 0
+    site_agreement: float | None = None
 
     def __post_init__(self) -> None:
         nested: list[str] = []  # the problems of an unlearning part given as a dict join ours
@@ -148,6 +154,7 @@ class BrainAgeSettings:
             integer_problem("seed", self.seed, minimum=0), integer_problem("num_workers", self.num_workers, 0),
             None if cache is None else f"{cache.rstrip()} (or True: memory, False: none)",
             number_problem("cache_limit_gb", self.cache_limit_gb, strict=False, optional=True),
+            number_problem("site_agreement", self.site_agreement, strict=False, optional=True),
             f"'amp' (mixed precision) needs a CUDA device, got device {self.device!r}; drop amp on the CPU"
             if self.amp and not str(self.device).startswith("cuda") else None])
         self.channels, self.taps = tuple(self.channels), tuple(self.taps)
@@ -236,6 +243,7 @@ def train_brain_age(
     finally:
         sizer.remove()
     handler = build_unlearning_handler(network, settings.taps, feature_dim, settings.unlearning, frame, index)
+    task_loss = _age_loss(settings, train, index, std)
     trainer = SupervisedTrainer(
         device=torch.device(settings.device),
         amp=settings.amp,
@@ -243,10 +251,12 @@ def train_brain_age(
         train_data_loader=loader,
         network=network,
         optimizer=torch.optim.Adam(network.parameters(), lr=settings.lr),
-        loss_function=MaskedLoss(StandardisedMSELoss(std, reduction="none")),
+        loss_function=task_loss,
         prepare_batch=PrepareTargetBatch(Keys.AGE, labelled_ids=labelled_subset(train, settings.labelled_fraction, settings.seed)),
         decollate=False,
     )
+    if isinstance(task_loss, SiteAgreementLoss):
+        task_loss.attach(trainer)
     if settings.augment:
         RandomRigidAugmentation(seed=settings.seed).attach(trainer)
     StopOnNonFiniteLoss(what="task loss (age)").attach(trainer)  # before the handler adds its confusion loss
@@ -257,7 +267,9 @@ def train_brain_age(
     if progress:
         ProgressHandler(desc=f"brain age ({settings.unlearning.method})").attach(trainer)
     if checkpoint_dir is not None:
-        objects = {"unlearning": handler} if handler is not None else None
+        objects = {"unlearning": handler} if handler is not None else {}
+        if isinstance(task_loss, SiteAgreementLoss):
+            objects["age_loss"] = task_loss  # its running means
         checkpoint = TrainingCheckpoint(checkpoint_dir, objects=objects, keep_last=defaults.CHECKPOINT_KEEP,
                                         every_n_iterations=checkpoint_every)
         checkpoint.attach(trainer)  # last: an epoch's checkpoint holds the other handlers' end-of-epoch state
@@ -286,6 +298,20 @@ def train_brain_age(
                        "little age. With unlearning, the adversary may have won before the task was learnt: train "
                        "with more warm-up epochs (warmup_epochs) or a smaller beta, or another seed.", loss)
     return BrainAgeModel(network, handler, settings, index, seconds, history, inputs=inputs)
+
+
+def _age_loss(settings: BrainAgeSettings, train: pd.DataFrame, index: CategoryIndex, std: float) -> torch.nn.Module:
+    """The age loss: squared error in units of the ages' SD, or, with ``site_agreement``, :class:`SiteAgreementLoss`
+    in units of their pooled within-site SD (``std`` where every site holds a single age)."""
+    if settings.site_agreement is None:
+        return MaskedLoss(StandardisedMSELoss(std, reduction="none"))
+    ages = train[Keys.AGE].to_numpy(float)
+    labelled = np.isfinite(ages)
+    sites = train[Keys.SITE].astype(str).to_numpy()[labelled]
+    deviation = ages[labelled] - pd.Series(ages[labelled]).groupby(sites).transform("mean").to_numpy()
+    within = float(np.sqrt(np.mean(deviation**2)))
+    return SiteAgreementLoss(len(index), within if within > 0 else std, float(ages[labelled].max()),
+                             agreement=settings.site_agreement)
 
 
 def final_task_loss(history: Sequence[dict[str, float]]) -> float | None:

@@ -96,7 +96,10 @@ class CompareSettings:
         training: settings of every training run (network, epochs, taps, seed, ...); ``training.unlearning`` is
             the ``unlearning`` run's (its ``method`` is set per run). Default: the re-fitted adversary
             (:meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`), which removed more of
-            the scanner from held-out features than the per-batch head (docs/unlearning.md).
+            the scanner from held-out features than the per-batch head (docs/unlearning.md). On sites whose age
+            ranges only partly overlap, the ``unlearning`` run's age loss is also
+            :class:`~harmonize.losses.SiteAgreementLoss` (``training.site_agreement``, by default
+            :data:`~harmonize.defaults.SITE_AGREEMENT`); ``none`` stays plain training.
         reversal_weight: gradient-reversal strength of the DANN run, which unlearns the same confounds with the
             default DANN head (the unlearning run's adversary recipe is not carried over).
         unseen_site: the site kept out of training: ``"last"`` (the last in sorted order), ``"none"`` (no
@@ -178,13 +181,22 @@ class CompareSettings:
             return tuple(self.training.seed + k for k in range(self.seeds))
         return tuple(self.seeds)
 
-    def run_settings(self, method: str, n_sites: int) -> BrainAgeSettings:
-        """The training settings of one method, its batch a multiple of the ``n_sites`` training sites."""
+    def run_settings(self, method: str, n_sites: int, biased: bool = False) -> BrainAgeSettings:
+        """The training settings of one method, its batch a multiple of the ``n_sites`` training sites.
+
+        Only the ``unlearning`` run trains with ``training.site_agreement``; on ``biased`` sites (age ranges that
+        only partly overlap) it does so by default, with :data:`~harmonize.defaults.SITE_AGREEMENT`.
+        """
         base = self.training
         batch = base.batch_size
         if base.balance_sites and batch % n_sites:
             batch = max(1, math.ceil(batch / n_sites)) * n_sites
-        return replace(base, unlearning=self._unlearning(method), batch_size=batch)
+        agreement = None
+        if method == Method.UNLEARNING:
+            agreement = base.site_agreement
+            if agreement is None and biased:
+                agreement = defaults.SITE_AGREEMENT
+        return replace(base, unlearning=self._unlearning(method), batch_size=batch, site_agreement=agreement)
 
     def _unlearning(self, method: str) -> UnlearningSettings:
         """``training.unlearning`` with ``method`` set; DANN keeps only what to unlearn, not the adversary's recipe."""
@@ -369,7 +381,7 @@ def compare_methods(
         report(biased)
         extras.notes = [*extras.notes, biased]
 
-    runs = _runs(frame, held_out, index, settings, out, progress)
+    runs = _runs(frame, held_out, index, settings, out, progress, biased=biased is not None)
     workers = Workers(jobs=settings.jobs)
     if runs:
         report(f"{len(runs)} training runs ({', '.join(dict.fromkeys(r.method for r in runs))} on seeds "
@@ -414,7 +426,7 @@ def compare_methods(
 
 
 def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, settings: CompareSettings, out: Path,
-          progress: bool) -> list[_Run]:
+          progress: bool, biased: bool = False) -> list[_Run]:
     """The (method, seed) training runs, seed by seed; ComBat follows each ``none`` run."""
     seeds = settings.seed_values()
     trained = [m for m in settings.methods if m in TRAINED_METHODS]
@@ -429,7 +441,8 @@ def _runs(frame: pd.DataFrame, held_out: str | None, index: CategoryIndex, setti
                 files += [out / MODELS_DIR / f"{method}.pt"] if seed == seeds[0] else []
                 files += [out / MODELS_DIR / f"{method}_seed{seed}.pt"] if len(seeds) > 1 else []
             runs.append(_Run(
-                method=str(method), seed=seed, training=replace(settings.run_settings(method, len(index)), seed=seed),
+                method=str(method), seed=seed,
+                training=replace(settings.run_settings(method, len(index), biased), seed=seed),
                 frame=frame, held_out=held_out, index=index, permutations=settings.permutations,
                 posthoc=tuple(str(m) for m in settings.methods if POSTHOC_METHODS.get(m) == method
                               and (seed == seeds[0] or m not in settings.first_seed_only)),

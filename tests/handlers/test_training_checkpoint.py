@@ -72,6 +72,7 @@ def _settings_kwargs() -> dict:
     return {
         "unlearning": {"method": "unlearning", "warmup_epochs": 1, "beta": 1.0},
         "max_epochs": EPOCHS, "channels": (4, 4, 4, 4), "feature_dim": 8, "batch_size": 6,
+        "site_agreement": 2.0,  # an age loss with running means: the checkpoint carries them too
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -240,11 +241,25 @@ def test_settings_errors(tiny_cohort, tmp_path):
     run = settings.run_settings("dann", n_sites=3)
     assert run.batch_size == 9 and run.unlearning.method == "dann" and run.unlearning.reversal_weight == settings.reversal_weight
     assert settings.run_settings("unlearning", n_sites=2).unlearning.beta == 1.0
+
     with pytest.raises(ConfigError, match=r"'site9' is not a site of the manifest; its sites are \['site0'"):
         compare_methods(tiny_cohort, tmp_path / "a", CompareSettings(unseen_site="site9"))
     one_site = read_manifest(tiny_cohort).query("site != 'site0'")
     with pytest.raises(ConfigError, match=r"at least 2 training sites after holding out 'site2'.*\['site1'\]"):
         compare_methods(one_site, tmp_path / "b", CompareSettings())
+
+
+def test_only_unlearning_on_biased_sites_trains_with_the_site_agreement_loss():
+    from harmonize import defaults
+
+    settings = CompareSettings(methods="none,unlearning,dann", training=_training())
+    agreement = {(m, biased): settings.run_settings(m, 2, biased).site_agreement
+                 for m in ("none", "unlearning", "dann") for biased in (False, True)}
+    assert agreement == {("none", False): None, ("none", True): None, ("dann", False): None, ("dann", True): None,
+                         ("unlearning", False): None, ("unlearning", True): defaults.SITE_AGREEMENT}
+    chosen = CompareSettings(training=replace(_training(), site_agreement=0.5))  # the user's weight, any design
+    assert [chosen.run_settings("unlearning", 2, b).site_agreement for b in (False, True)] == [0.5, 0.5]
+    assert chosen.run_settings("none", 2, True).site_agreement is None
 
 
 def test_held_out_site_choices(tiny_cohort):
