@@ -5,6 +5,7 @@
 - :func:`make_unlearning_handler`: the domain-unlearning handler from a bundle's ``unlearning`` dict;
 - :func:`age_statistics`, :func:`labelled_subjects`: the training ages' scale and the semi-supervised subset;
 - :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
+- :func:`site_agreement_loss`: the biased variant's age loss (site fixed effects, agreement between sites);
 - :func:`site_balanced_batch_size`: the training batch size for any number of sites (site-balanced batches);
 - :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
   and writes;
@@ -49,6 +50,7 @@ from harmonize.bundle.preprocessing import (
 )
 from harmonize.bundle.run_bundle import parse_overrides, run_bundle
 from harmonize.bundle.segmentation_writer import SegmentationWriter
+from harmonize.bundle.site_agreement import site_agreement_loss
 from harmonize.bundle.tensorboard import EpochScalarWriter, tensorboard_available
 from harmonize.bundle.unlearning_handler import (
     make_unlearning_handler,
@@ -80,6 +82,7 @@ __all__ = [
     "resolve_manifest",
     "run_bundle",
     "save_preprocessing",
+    "site_agreement_loss",
     "site_balanced_batch_size",
     "tensorboard_available",
     "trained_brain_age_model",

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from harmonize import defaults
+from harmonize.distributed import sum_over_processes
 from harmonize.errors import integer_problem, number_problem, raise_problems
 from harmonize.keys import Keys
 
@@ -40,7 +42,8 @@ class SiteAgreementLoss(nn.Module):
     trainer, or :meth:`set_batch` before each call.
 
     Args:
-        num_sites: training sites (site indices ``0..num_sites - 1``).
+        num_sites: training sites (site indices ``0..num_sites - 1``; a scan of site ``-1``, unknown, counts for
+            nothing).
         scale: the unit of the residuals, > 0 (e.g. the pooled within-site SD of the training ages).
         max_age: the largest age (years) the bins cover; older scans share the last bin.
         agreement: weight of the agreement term, >= 0 (0: site fixed effects alone).
@@ -70,6 +73,32 @@ class SiteAgreementLoss(nn.Module):
         self.sites: torch.Tensor | None = None
         self.ages: torch.Tensor | None = None
 
+    @classmethod
+    def for_training_ages(cls, ages: Any, sites: Any, num_sites: int, agreement: float = defaults.SITE_AGREEMENT,
+                          ) -> SiteAgreementLoss:
+        """The loss for a cohort's training ages: ``scale`` their pooled within-site SD (their SD where every site
+        holds one age, 1 where all are equal), ``max_age`` their oldest; unknown (non-finite) ages are left out.
+
+        Args:
+            ages: ``(n,)`` training ages (years).
+            sites: ``(n,)`` their sites (names or indices).
+            num_sites: the sites of the loss's site indices.
+            agreement: weight of the agreement term.
+
+        Raises:
+            ConfigError: no finite age, or an argument out of range.
+        """
+        ages = np.asarray(ages, dtype=float).reshape(-1)
+        known = np.isfinite(ages)
+        if not known.any():
+            raise_problems(cls.__name__, [f"'ages' must hold at least one finite age, got {ages.size} unknown"])
+        ages = ages[known]
+        _, group = np.unique(np.asarray(sites).reshape(-1)[known], return_inverse=True)
+        means = np.bincount(group, weights=ages) / np.bincount(group)
+        within = float(np.sqrt(np.mean((ages - means[group]) ** 2)))
+        scale = within or float(ages.std()) or 1.0
+        return cls(num_sites, scale, float(ages.max()), agreement=agreement)
+
     def set_batch(self, sites: Any, ages: Any) -> None:
         """The site index and the age of each scan of the next call's batch."""
         self.sites = torch.as_tensor(sites).reshape(-1).long()
@@ -86,10 +115,14 @@ class SiteAgreementLoss(nn.Module):
         if self.sites is None or self.ages is None or len(self.sites) != pred.shape[0]:
             raise ValueError(f"{type(self).__name__}: no sites for this batch of {pred.shape[0]}; call attach(trainer) "
                              "or set_batch(sites, ages) first.")
+        if bool((self.sites >= len(self.site_means)).any()):
+            raise ValueError(f"{type(self).__name__}: site index {int(self.sites.max())} in a batch of a loss made for "
+                             f"{len(self.site_means)} sites (indices 0..{len(self.site_means) - 1}).")
         residual = (pred - target).reshape(pred.shape[0], -1)[:, 0] / self.scale
-        labelled = torch.isfinite(residual)
-        residual = torch.where(labelled, residual, torch.zeros_like(residual))  # no NaN into the gradient
         sites = self.sites.to(residual.device)
+        labelled = torch.isfinite(residual) & (sites >= 0)  # a scan of unknown site (-1) counts for nothing
+        residual = torch.where(labelled, residual, torch.zeros_like(residual))  # no NaN into the gradient
+        sites = sites.clamp(min=0)
         bins = torch.clamp(torch.floor(torch.nan_to_num(self.ages.to(residual.device)) / self.age_bin).long(), 0,
                            self.bin_means.shape[1] - 1)
         known = residual.detach().double()
@@ -113,8 +146,6 @@ class SiteAgreementLoss(nn.Module):
     def _batch_sums(self, known: torch.Tensor, labelled: torch.Tensor, sites: torch.Tensor, bins: torch.Tensor,
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Residual sums and counts of the labelled scans per site and per (site, age bin), over every process."""
-        from harmonize.distributed import sum_over_processes
-
         count = labelled.double()
         bin_sum = torch.zeros_like(self.bin_means).index_put_((sites, bins), known, accumulate=True)
         bin_count = torch.zeros_like(self.bin_means).index_put_((sites, bins), count, accumulate=True)

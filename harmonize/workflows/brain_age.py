@@ -301,17 +301,11 @@ def train_brain_age(
 
 
 def _age_loss(settings: BrainAgeSettings, train: pd.DataFrame, index: CategoryIndex, std: float) -> torch.nn.Module:
-    """The age loss: squared error in units of the ages' SD, or, with ``site_agreement``, :class:`SiteAgreementLoss`
-    in units of their pooled within-site SD (``std`` where every site holds a single age)."""
+    """The age loss: squared error in units of the ages' SD, or :class:`SiteAgreementLoss` with ``site_agreement``."""
     if settings.site_agreement is None:
         return MaskedLoss(StandardisedMSELoss(std, reduction="none"))
-    ages = train[Keys.AGE].to_numpy(float)
-    labelled = np.isfinite(ages)
-    sites = train[Keys.SITE].astype(str).to_numpy()[labelled]
-    deviation = ages[labelled] - pd.Series(ages[labelled]).groupby(sites).transform("mean").to_numpy()
-    within = float(np.sqrt(np.mean(deviation**2)))
-    return SiteAgreementLoss(len(index), within if within > 0 else std, float(ages[labelled].max()),
-                             agreement=settings.site_agreement)
+    return SiteAgreementLoss.for_training_ages(train[Keys.AGE].to_numpy(float), train[Keys.SITE].astype(str).to_numpy(),
+                                               len(index), agreement=settings.site_agreement)
 
 
 def final_task_loss(history: Sequence[dict[str, float]]) -> float | None:

@@ -216,6 +216,10 @@ def test_every_variant_trains_one_epoch(bundle, variant, tiny_cohort, tiny_cohor
     full = torch.load(next((tmp_path / "eval" / "checkpoints").glob("*.pt")), weights_only=False)
     history = full["unlearning"]["history"] if "unlearning" in full else None
     overlay = json.loads((bundle / "configs" / variant).read_text())
+    # the biased variant's age loss (SiteAgreementLoss) saves its running means with the training state
+    assert ("age_loss" in full) == ("loss" in overlay)
+    if "age_loss" in full:
+        assert full["age_loss"]["site_seen"].all()
     if overlay.get("unlearning#method") == "none":
         assert history is None
         return

@@ -69,6 +69,16 @@ def test_unlabelled_scans_count_for_nothing():
     assert none.item() == 0.0 and torch.autograd.grad(none, pred)[0].eq(0).all()
 
 
+def test_scans_of_unknown_site_count_for_nothing_and_unknown_indices_are_refused():
+    pred = (AGES + torch.tensor([3.0, -1.0, 2.0, -4.0])).requires_grad_()
+    unknown = _call(_loss(), pred, sites=torch.tensor([0, 0, 1, -1]))
+    (grad,) = torch.autograd.grad(unknown, pred)
+    assert grad[3] == 0
+    assert unknown.item() == pytest.approx(_call(_loss(), pred[:3], ages=AGES[:3], sites=SITES[:3]).item())
+    with pytest.raises(ValueError, match=r"site index 2 in a batch of a loss made for 2 sites \(indices 0..1\)"):
+        _call(_loss(), pred, sites=torch.tensor([0, 1, 2, 0]))
+
+
 def test_the_running_means_are_its_state():
     first, again = _loss(), _loss()
     _call(first, AGES + torch.tensor([3.0, -1.0, 2.0, -4.0]))
@@ -76,6 +86,15 @@ def test_the_running_means_are_its_state():
     probe = AGES + torch.tensor([1.0, 0.0, -1.0, 2.0])
     assert _call(again, probe).item() == _call(first, probe).item()
     assert set(first.state_dict()) == {"site_means", "site_seen", "bin_means", "bin_seen"}
+
+
+def test_the_scale_is_the_pooled_within_site_sd_of_the_training_ages():
+    loss = SiteAgreementLoss.for_training_ages([20.0, 24.0, 60.0, 64.0, float("nan")], ["a", "a", "b", "b", "b"], 2)
+    assert loss.scale == pytest.approx(2.0) and loss.bin_means.shape == (2, 13)  # bins of 5 y up to 64
+    one_age_each = SiteAgreementLoss.for_training_ages([20.0, 60.0], [0, 1], 2)
+    assert one_age_each.scale == pytest.approx(20.0)
+    with pytest.raises(ConfigError, match="invalid arguments"):
+        SiteAgreementLoss.for_training_ages([float("nan")], [0], 1)
 
 
 def test_a_batch_without_sites_is_refused():
