@@ -444,6 +444,8 @@ def summary_line(method: str, m: dict[str, Any]) -> str:
         line += f", unseen-site MAE {m['unseen_site_mae']:.2f} y"
     if m.get("site_bias_spread") is not None:
         line += f", site bias spread {m['site_bias_spread']:.2f} y"
+    if (agreement := m.get("site_agreement")) is not None:
+        line += f", age loss with site agreement (weight {agreement:g})"
     if (evidence := m.get("site_evidence")) is not None:
         line += (f", {'' if m.get('site_unlearned', True) else 'site NOT unlearned: '}the training features told the "
                  f"site {evidence:+.3f} beyond age & sex")

@@ -93,12 +93,15 @@ def evaluate_brain_age(
         ``domain_head_acc`` (the site head's accuracy) and ``refit_head_acc`` (the training accuracy of the head
         re-fitted on all training scans, with ``head_refit_steps``); with an evidence gate, ``site_evidence`` (how
         far the training features told the site beyond age and sex when unlearning began; below the margin the
-        site was not unlearned, :class:`~harmonize.handlers.EvidenceGate`) and ``site_unlearned``.
+        site was not unlearned, :class:`~harmonize.handlers.EvidenceGate`) and ``site_unlearned``; with
+        :class:`~harmonize.losses.SiteAgreementLoss`, ``site_agreement`` (its weight).
     """
     fs = features if features is not None else brain_age_features(model, manifest, splits)
     metrics = audit_feature_set(fs, list(model.site_index), permutations=permutations, seed=seed,
                                 bias_mask=bias_mask)
     metrics["seconds"] = model.seconds
+    if model.settings.site_agreement is not None:
+        metrics["site_agreement"] = model.settings.site_agreement
     last = model.history[-1] if model.history else {}
     for key, name in ((StateKeys.TASK_LOSS, "final_task_loss"),
                       (f"{StateKeys.DOMAIN_ACC}_{Keys.SITE}", "domain_head_acc"),

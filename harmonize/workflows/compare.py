@@ -97,9 +97,9 @@ class CompareSettings:
             the ``unlearning`` run's (its ``method`` is set per run). Default: the re-fitted adversary
             (:meth:`~harmonize.workflows.unlearning.UnlearningSettings.refit_adversary`), which removed more of
             the scanner from held-out features than the per-batch head (docs/unlearning.md). On sites whose age
-            ranges only partly overlap, the ``unlearning`` run's age loss is also
+            ranges only partly overlap, the ``unlearning`` run's age loss is instead
             :class:`~harmonize.losses.SiteAgreementLoss` (``training.site_agreement``, by default
-            :data:`~harmonize.defaults.SITE_AGREEMENT`); ``none`` stays plain training.
+            :data:`~harmonize.defaults.SITE_AGREEMENT`), with no adversary; ``none`` stays plain training.
         reversal_weight: gradient-reversal strength of the DANN run, which unlearns the same confounds with the
             default DANN head (the unlearning run's adversary recipe is not carried over).
         unseen_site: the site kept out of training: ``"last"`` (the last in sorted order), ``"none"`` (no
@@ -185,18 +185,21 @@ class CompareSettings:
         """The training settings of one method, its batch a multiple of the ``n_sites`` training sites.
 
         Only the ``unlearning`` run trains with ``training.site_agreement``; on ``biased`` sites (age ranges that
-        only partly overlap) it does so by default, with :data:`~harmonize.defaults.SITE_AGREEMENT`.
+        only partly overlap) it does so by default, with :data:`~harmonize.defaults.SITE_AGREEMENT`. With that
+        loss it trains no adversary: the two together lost the task (docs/unlearning.md, session 13).
         """
         base = self.training
         batch = base.batch_size
         if base.balance_sites and batch % n_sites:
             batch = max(1, math.ceil(batch / n_sites)) * n_sites
-        agreement = None
+        unlearning, agreement = self._unlearning(method), None
         if method == Method.UNLEARNING:
             agreement = base.site_agreement
             if agreement is None and biased:
                 agreement = defaults.SITE_AGREEMENT
-        return replace(base, unlearning=self._unlearning(method), batch_size=batch, site_agreement=agreement)
+            if agreement is not None:
+                unlearning = replace(unlearning, method=Method.NONE)
+        return replace(base, unlearning=unlearning, batch_size=batch, site_agreement=agreement)
 
     def _unlearning(self, method: str) -> UnlearningSettings:
         """``training.unlearning`` with ``method`` set; DANN keeps only what to unlearn, not the adversary's recipe."""

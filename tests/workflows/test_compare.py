@@ -257,6 +257,9 @@ def test_only_unlearning_on_biased_sites_trains_with_the_site_agreement_loss():
                  for m in ("none", "unlearning", "dann") for biased in (False, True)}
     assert agreement == {("none", False): None, ("none", True): None, ("dann", False): None, ("dann", True): None,
                          ("unlearning", False): None, ("unlearning", True): defaults.SITE_AGREEMENT}
+    # with the loss, no adversary: the two together lost the task
+    assert settings.run_settings("unlearning", 2, True).unlearning.method == "none"
+    assert settings.run_settings("unlearning", 2, False).unlearning.method == "unlearning"
     chosen = CompareSettings(training=replace(_training(), site_agreement=0.5))  # the user's weight, any design
     assert [chosen.run_settings("unlearning", 2, b).site_agreement for b in (False, True)] == [0.5, 0.5]
     assert chosen.run_settings("none", 2, True).site_agreement is None
