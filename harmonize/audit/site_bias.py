@@ -106,8 +106,8 @@ def age_overlap_note(ranges: Sequence[tuple[float, float]], site_names: Sequence
     shown = ", ".join(f"{name} {a:.0f}-{b:.0f}" for name, (a, b) in zip(site_names, ranges))
     common = f"all share only {low:.0f}-{high:.0f} y" if high > low else "no age is common to all"
     return (f"Biased sites: the training sites' ages only partly overlap ({shown}; {common}), so the scanner tells "
-            "part of the age. Unlearning's age loss gives each site a free offset and makes the sites agree where "
-            "they share ages (SiteAgreementLoss), its confusion target is p(site | age) of the training scans, and "
-            "the site bias spread is measured on held-out scans of ages at least two training sites share. Read the "
-            "site probe given age & sex against its floor: the features alone can hide a scanner that the true age "
-            "reveals (docs/unlearning.md).")
+            "part of the age. Unlearning trains with an age loss that gives each site a free offset and makes the "
+            "sites agree where they share ages (SiteAgreementLoss), with no adversary, and the site bias spread is "
+            "measured on held-out scans of ages at least two training sites share. Read the site probe given age & "
+            "sex against its floor: the features alone can hide a scanner that the true age reveals "
+            "(docs/unlearning.md).")
