@@ -155,14 +155,12 @@ class SiteAgreementLoss(nn.Module):
     @torch.no_grad()
     def _update(self, batch_site_means: torch.Tensor, site_count: torch.Tensor, bin_sum: torch.Tensor,
                 bin_count: torch.Tensor) -> None:
-        """Move the running means towards this batch's (a mean seen for the first time starts at the batch's)."""
-        m = self.momentum
-        present = site_count > 0
-        moved = torch.where(self.site_seen, (1 - m) * self.site_means + m * batch_site_means, batch_site_means)
-        self.site_means.copy_(torch.where(present, moved, self.site_means))
-        self.site_seen |= present
-        present = bin_count > 0
-        batch_bin_means = bin_sum / bin_count.clamp(min=1)
-        moved = torch.where(self.bin_seen, (1 - m) * self.bin_means + m * batch_bin_means, batch_bin_means)
-        self.bin_means.copy_(torch.where(present, moved, self.bin_means))
-        self.bin_seen |= present
+        """Move the running means per site and per (site, age bin) towards this batch's."""
+        self._move(self.site_means, self.site_seen, batch_site_means, site_count > 0)
+        self._move(self.bin_means, self.bin_seen, bin_sum / bin_count.clamp(min=1), bin_count > 0)
+
+    def _move(self, means: torch.Tensor, seen: torch.Tensor, batch_means: torch.Tensor, present: torch.Tensor) -> None:
+        """One running mean's step, in place, where the batch has scans (seen for the first time: the batch's)."""
+        moved = torch.where(seen, (1 - self.momentum) * means + self.momentum * batch_means, batch_means)
+        means.copy_(torch.where(present, moved, means))
+        seen |= present
