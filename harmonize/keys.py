@@ -1,13 +1,14 @@
 """Every string key and every choice of the package, in one place.
 
 Batch dictionaries, manifest columns, ``engine.state`` attributes, modes and methods are all named here, so
-that data, handlers, bundles and the CLI agree. The enums are :class:`monai.utils.StrEnum`, so a member
-compares equal to its string value and bundle configs can use plain strings.
+that data, handlers, bundles and the CLI agree. The enums are :class:`StrEnum`, as :class:`monai.utils.StrEnum`
+(without importing MONAI, so that preprocessing workers start quickly), so a member compares equal to its string
+value and bundle configs can use plain strings.
 """
 
 from __future__ import annotations
 
-from monai.utils import StrEnum
+from enum import Enum
 
 __all__ = [
     "ConfoundKind",
@@ -29,6 +30,16 @@ __all__ = [
     "UnlearningMode",
     "UnseenSite",
 ]
+
+
+class StrEnum(str, Enum):
+    """An enum whose members are their string values (``str(member)`` and ``repr(member)`` too), as MONAI's."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return self.value
 
 
 class Keys(StrEnum):

@@ -14,19 +14,17 @@ The memory available is :func:`available_memory`: the ``HARMONIZE_MEMORY_LIMIT_G
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from monai.utils import optional_import
 from torch import nn
 
 from harmonize import defaults
 from harmonize.errors import ConfigError, ResourceError
-
-psutil, _has_psutil = optional_import("psutil")
 
 __all__ = ["available_memory", "check_memory", "gib", "resample_bytes", "training_bytes"]
 
@@ -65,7 +63,9 @@ def available_memory() -> tuple[int | None, str]:
                 f"(e.g. 16); unset it to use the machine's available memory."
             )
         return int(value * 2**30), f"the limit {defaults.MEMORY_LIMIT_ENV}={limit}"
-    if _has_psutil:
+    if importlib.util.find_spec("psutil") is not None:  # not MONAI's optional_import: preprocessing workers skip MONAI
+        import psutil
+
         return int(psutil.virtual_memory().available), "available memory"
     try:
         for line in MEMINFO.read_text().splitlines():

@@ -31,7 +31,8 @@ __all__ = ["START_METHOD", "ScanPool"]
 #: How worker processes start: forked from a server process that has imported the stages once and never ran a
 #: torch computation (no forked thread pools or open files of this process; one import, not one per worker).
 START_METHOD = "forkserver"
-#: Modules the fork server imports before it forks the workers.
+#: Modules the fork server imports before it forks the workers (no MONAI among them: its import would add seconds
+#: to the start of every run with jobs > 1).
 PRELOAD = ("harmonize.data.preprocess.stages",)
 
 
