@@ -12,6 +12,8 @@ Scenarios:
 - ``balanced``: every site spans most of the age range (the demo's top level);
 - ``biased``: the sites' training subjects lie in age windows that overlap their neighbour's by half, while the
   held-out subjects span every age (the demo's ``biased`` scenario), so reading age from the scanner does harm;
+- ``biased_in_window``: the same sites, with the held-out subjects in their site's window too (a random split of a
+  biased cohort), where reading age from the scanner *helps* the held-out scans: what removing the scanner costs;
 - ``control``: the negative control, identical scanners (``site_effect=0``): unlearning must cost nothing.
 
 Targets (issue #16) for each unlearning method, per scenario: on every seed the site probe given the features and
@@ -39,6 +41,7 @@ __all__ = ["SCENARIOS", "EfficacySettings", "prepare_cohort", "run_efficacy", "s
 SCENARIOS: dict[str, dict[str, Any]] = {
     "balanced": {},
     "biased": {"biased": True, "biased_splits": ("train",)},
+    "biased_in_window": {"biased": True},
     "control": {"site_effect": 0.0},
 }
 #: The methods whose figures the targets check (the baseline is ``none``).
@@ -120,7 +123,8 @@ def run_efficacy(settings: EfficacySettings | None = None, device: str = "cpu", 
             f"{demo.channels}, {demo.max_epochs} epochs, taps {list(demo.taps)}; the last site unseen) on "
             f"{settings.seeds} seeds per method, {workers.jobs} training runs at a time. Scenarios: balanced (every "
             "site spans most ages), biased (training ages in windows overlapping the neighbour's by half, held-out "
-            "subjects of every age), control (identical scanners). Each figure is the mean over seeds with its 95 % "
+            "subjects of every age), biased_in_window (the same windows for the held-out subjects), control "
+            "(identical scanners). Each figure is the mean over seeds with its 95 % "
             "interval; `probe - floor` lists every seed's site probe given the features and age & sex (`conditional`) "
             "above the probe of age and sex alone (`floor`): the scanner information beyond biology."
         ),

@@ -44,11 +44,11 @@ import pandas as pd
 from harmonize import defaults
 from harmonize.audit.features import FeatureSet
 from harmonize.audit.seed_summary import SEED, paired_comparison, summarise_seeds
-from harmonize.audit.site_bias import age_overlap_note
+from harmonize.audit.site_bias import age_overlap_note, in_window_note
 from harmonize.data.site_index import CategoryIndex
 from harmonize.errors import ConfigError, integer_problem, integers_problem, is_integer, option_value, raise_problems
 from harmonize.io import write_json_atomic
-from harmonize.keys import HeldOutSite, Keys, Method, UnseenSite
+from harmonize.keys import HeldOutSite, Keys, Method, Split, UnseenSite
 from harmonize.output_dir import releases_output_dirs
 from harmonize.workflows.audit import (
     FIGURES_DIR,
@@ -379,10 +379,16 @@ def compare_methods(
     _, index = _training_frame(frame, held_out)
     seeds = settings.seed_values()
     report(f"training sites {list(index)}" + (f", unseen site {held_out!r} held out" if held_out else ""))
-    biased = age_overlap_note(training_age_ranges(frame, index), list(index))
+    ranges = training_age_ranges(frame, index)
+    biased = age_overlap_note(ranges, list(index))
     if biased:
-        report(biased)
-        extras.notes = [*extras.notes, biased]
+        held = frame[frame[Keys.SPLIT] != Split.TRAIN]
+        in_window = in_window_note(ranges, list(index), pd.to_numeric(held[Keys.AGE], errors="coerce").to_numpy(float),
+                                   held[Keys.SITE].astype(str).tolist())
+        for note in (biased, in_window):
+            if note:
+                report(note)
+                extras.notes = [*extras.notes, note]
 
     runs = _runs(frame, held_out, index, settings, out, progress, biased=biased is not None)
     workers = Workers(jobs=settings.jobs)

@@ -59,3 +59,15 @@ def test_age_overlap_note_names_biased_sites_only():
                            "all share only 40-44 y)")
     assert "no age is common to all" in age_overlap_note([(20.0, 30.0), (40.0, 50.0)], ["a", "b"])
     assert age_overlap_note([(20.0, 30.0)], ["a"]) is None
+
+
+def test_in_window_note_only_when_the_held_out_scans_lie_in_their_sites_windows():
+    from harmonize.audit.site_bias import in_window_note
+
+    windows = [(20.0, 44.0), (31.0, 53.0)]
+    in_window = in_window_note(windows, ["a", "b"], np.array([25.0, 40.0, 35.0, 50.0, np.nan, 70.0]),
+                               ["a", "a", "b", "b", "b", "unseen"])
+    assert in_window.startswith("100% of the 4 held-out scans of the training sites lie in their own site's")
+    every_age = in_window_note(windows, ["a", "b"], np.array([25.0, 60.0, 35.0, 80.0]), ["a", "a", "b", "b"])
+    assert every_age is None
+    assert in_window_note(windows, ["a", "b"], np.array([70.0]), ["unseen"]) is None

@@ -45,6 +45,7 @@ def test_demo_runs_the_biased_scenario_too(demo_dir):
     # compare recognises the biased design by itself and says so; the balanced scenario's report does not
     assert "Biased sites: the training sites&#x27; ages only partly overlap" in (demo_dir / "biased" / "report.html").read_text()
     assert "Biased sites" not in (demo_dir / "report.html").read_text()
+    assert "in their own site&#x27;s training age range" not in (demo_dir / "biased" / "report.html").read_text()
     ages = {}
     for scenario in (demo_dir, demo_dir / "biased"):
         frame = pd.read_csv(scenario / "cohort" / "manifest.csv")
