@@ -37,7 +37,7 @@ from harmonize.errors import (
     raise_problems,
 )
 from harmonize.handlers import RandomRigidAugmentation, StopOnNonFiniteLoss, TrainingCheckpoint
-from harmonize.keys import DatasetCache, Keys, Split, StateKeys
+from harmonize.keys import DatasetCache, Keys, Method, Split, StateKeys
 from harmonize.losses import MaskedLoss, SiteAgreementLoss, StandardisedMSELoss
 from harmonize.networks import BrainAgeRegressor, FeatureTaps, recalibrate_batchnorm, refit_output_layer
 from harmonize.progress import ProgressHandler
@@ -304,6 +304,11 @@ def _age_loss(settings: BrainAgeSettings, train: pd.DataFrame, index: CategoryIn
     """The age loss: squared error in units of the ages' SD, or :class:`SiteAgreementLoss` with ``site_agreement``."""
     if settings.site_agreement is None:
         return MaskedLoss(StandardisedMSELoss(std, reduction="none"))
+    if settings.unlearning.method != Method.NONE:
+        logger.warning("The age loss with site agreement (site_agreement=%g) was measured without an adversary; with "
+                       "unlearning method %r beside it, one biased run in three lost the task (docs/unlearning.md, "
+                       "session 13). harmonize compare trains it with unlearning method 'none'.",
+                       settings.site_agreement, str(settings.unlearning.method))
     return SiteAgreementLoss.for_training_ages(train[Keys.AGE].to_numpy(float), train[Keys.SITE].astype(str).to_numpy(),
                                                len(index), agreement=settings.site_agreement)
 

@@ -139,3 +139,19 @@ def test_final_task_loss_reads_the_last_epoch():
 
     assert final_task_loss([]) is None
     assert final_task_loss([{"task_loss": 0.9}, {"task_loss": 0.4, "domain_acc_site": 0.5}]) == 0.4
+
+
+def test_site_agreement_beside_an_adversary_is_warned_about(caplog):
+    import pandas as pd
+
+    from harmonize.data.site_index import CategoryIndex
+    from harmonize.losses import SiteAgreementLoss
+    from harmonize.workflows.brain_age import _age_loss
+
+    train = pd.DataFrame({Keys.AGE: [20.0, 40.0, 50.0, 70.0], Keys.SITE: ["a", "a", "b", "b"]})
+    index = CategoryIndex(["a", "b"])
+    for method, warned in (("none", False), ("unlearning", True)):
+        caplog.clear()
+        settings = BrainAgeSettings(site_agreement=2.0, unlearning=UnlearningSettings(method=method))
+        assert isinstance(_age_loss(settings, train, index, 10.0), SiteAgreementLoss)
+        assert ("was measured without an adversary" in caplog.text) is warned
