@@ -5,7 +5,7 @@
 - :func:`make_unlearning_handler`: the domain-unlearning handler from a bundle's ``unlearning`` dict;
 - :func:`age_statistics`, :func:`labelled_subjects`: the training ages' scale and the semi-supervised subset;
 - :func:`attach_handlers`: attach the unlearning handler, then the others, to a trainer;
-- :func:`site_agreement_loss`: the biased variant's age loss (site fixed effects, agreement between sites);
+- :func:`site_agreement_loss`: the biased_agreement variant's age loss (site fixed effects, agreement between sites);
 - :func:`site_balanced_batch_size`: the training batch size for any number of sites (site-balanced batches);
 - :func:`inference_dataset`, :class:`AgeCsvWriter`, :class:`SegmentationWriter`: what ``inference.json`` reads
   and writes;

@@ -1,4 +1,5 @@
-"""The age loss of a bundle's biased variant, built from its manifest's training ages and its dataset's sites."""
+"""The age loss of the brain-age bundle's biased_agreement variant, built from its manifest's training ages and its
+dataset's sites."""
 
 from __future__ import annotations
 
