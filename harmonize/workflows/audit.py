@@ -194,7 +194,7 @@ class BrainAgeAudit:
                 f"The audit measures brain-age networks (one predicted age per scan); this network outputs {shape} "
                 "per scan."
             )
-        ranges = training_age_ranges(frame, model.site_index)
+        ranges = list(training_age_ranges(frame, model.site_index).values())
         metrics = evaluate_brain_age(model, rows, tuple(splits), permutations=permutations, seed=seed,
                                      features=features, bias_mask=shared_age_mask(features.meta[Keys.AGE], ranges))
         metrics["seconds"] = _finite_or_none(metrics.get("seconds"))
@@ -276,12 +276,14 @@ def audit_held_out(
     return audit_held_out_scans(model, frame, task_audit(model, harmonise), permutations, seed, splits)
 
 
-def training_age_ranges(frame: pd.DataFrame, site_index: CategoryIndex) -> list[tuple[float, float]]:
-    """``(min, max)`` age of the ``train`` rows of each site in ``site_index`` (sites without an age are skipped)."""
+def training_age_ranges(frame: pd.DataFrame, site_index: CategoryIndex) -> dict[str, tuple[float, float]]:
+    """``{site: (min, max)}`` age of the ``train`` rows of each site in ``site_index`` (sites without an age are
+    skipped)."""
     train = frame[(frame[Keys.SPLIT] == Split.TRAIN) & frame[Keys.SITE].astype(str).isin(list(site_index))]
     ages = train.assign(**{Keys.AGE: pd.to_numeric(train[Keys.AGE], errors="coerce")}).dropna(subset=[Keys.AGE])
     grouped = ages.groupby(ages[Keys.SITE].astype(str))[Keys.AGE]
-    return [(float(low), float(high)) for low, high in zip(grouped.min(), grouped.max())]
+    return {str(site): (float(low), float(high)) for site, low, high in zip(grouped.min().index, grouped.min(),
+                                                                           grouped.max())}
 
 
 def _loaded(

@@ -380,10 +380,11 @@ def compare_methods(
     seeds = settings.seed_values()
     report(f"training sites {list(index)}" + (f", unseen site {held_out!r} held out" if held_out else ""))
     ranges = training_age_ranges(frame, index)
-    biased = age_overlap_note(ranges, list(index))
+    biased = age_overlap_note(list(ranges.values()), list(ranges))
     if biased:
         held = frame[frame[Keys.SPLIT] != Split.TRAIN]
-        in_window = in_window_note(ranges, list(index), pd.to_numeric(held[Keys.AGE], errors="coerce").to_numpy(float),
+        in_window = in_window_note(list(ranges.values()), list(ranges),
+                                   pd.to_numeric(held[Keys.AGE], errors="coerce").to_numpy(float),
                                    held[Keys.SITE].astype(str).tolist())
         for note in (biased, in_window):
             if note:
