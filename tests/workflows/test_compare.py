@@ -284,3 +284,18 @@ def test_first_seed_only_methods_run_once(tiny_cohort, tmp_path):
                     ("none", 1, ("erasure",)), ("unlearning", 1, ()), ("none", 2, ("erasure",)), ("unlearning", 2, ())]
     with pytest.raises(ConfigError, match="first_seed_only"):
         CompareSettings(first_seed_only=("danm",))
+
+
+def test_a_random_split_of_biased_sites_is_named_in_the_report(tiny_cohort_biased, tmp_path):
+    lines = []
+    settings = CompareSettings(methods=("none",), training=_training(), unseen_site="none", permutations=0,
+                               save_models=False)
+    frame = read_manifest(tiny_cohort_biased)
+    train = frame[frame["split"] == "train"]
+    middle = (train.groupby("site")["age"].min() + train.groupby("site")["age"].max()) / 2
+    held = frame["split"] != "train"
+    frame.loc[held, "age"] = frame.loc[held, "site"].map(middle)  # every held-out scan in its site's window
+    compare_methods(frame, tmp_path, settings, report=lines.append)
+    note = next(line for line in lines if "lie in their own site's training age range" in line)
+    assert note.startswith("100% of the ") and any(line.startswith("Biased sites") for line in lines)
+    assert "lie in their own site&#x27;s training age range" in (tmp_path / "report.html").read_text()
