@@ -10,6 +10,7 @@ from harmonize import defaults
 from harmonize.data.manifest import read_manifest
 from harmonize.keys import Keys, Split
 from harmonize.losses import SiteAgreementLoss
+from harmonize.workflows.brain_age import site_agreement_for
 
 __all__ = ["site_agreement_loss"]
 
@@ -17,8 +18,9 @@ __all__ = ["site_agreement_loss"]
 def site_agreement_loss(manifest: str | os.PathLike[str], dataset: Any,
                         agreement: float = defaults.SITE_AGREEMENT) -> SiteAgreementLoss:
     """:class:`~harmonize.losses.SiteAgreementLoss` for the ``train`` rows of ``manifest``, with one running offset
-    per site of ``dataset.site_index`` (the training dataset's), as
-    :func:`~harmonize.workflows.brain_age.train_brain_age` builds it for ``site_agreement``.
+    per site of ``dataset.site_index`` (the training dataset's), built as
+    :func:`~harmonize.workflows.brain_age.train_brain_age` builds it for ``site_agreement``
+    (:func:`~harmonize.workflows.brain_age.site_agreement_for`).
 
     Raises:
         ManifestError: the manifest cannot be read.
@@ -26,5 +28,4 @@ def site_agreement_loss(manifest: str | os.PathLike[str], dataset: Any,
     """
     frame = read_manifest(manifest)
     train = frame[frame[Keys.SPLIT] == Split.TRAIN]
-    return SiteAgreementLoss.for_training_ages(train[Keys.AGE].to_numpy(float), train[Keys.SITE].astype(str).to_numpy(),
-                                               len(dataset.site_index), agreement=agreement)
+    return site_agreement_for(train, len(dataset.site_index), agreement)

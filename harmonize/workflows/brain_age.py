@@ -61,6 +61,7 @@ __all__ = [
     "evaluate_brain_age",
     "evaluate_combat",
     "fit_site_eraser",
+    "site_agreement_for",
     "train_brain_age",
 ]
 
@@ -309,8 +310,18 @@ def _age_loss(settings: BrainAgeSettings, train: pd.DataFrame, index: CategoryIn
                        "unlearning method %r beside it, one biased run in three lost the task (docs/unlearning.md, "
                        "session 13). harmonize compare trains it with unlearning method 'none'.",
                        settings.site_agreement, str(settings.unlearning.method))
+    return site_agreement_for(train, len(index), settings.site_agreement)
+
+
+def site_agreement_for(train: pd.DataFrame, num_sites: int, agreement: float) -> SiteAgreementLoss:
+    """:class:`SiteAgreementLoss` for a manifest's ``train`` rows (their ages and sites), with ``num_sites`` running
+    offsets (the training site index's); ``train_brain_age`` and the brain-age bundle build it so.
+
+    Raises:
+        ConfigError: no training row has an age, or an argument out of range.
+    """
     return SiteAgreementLoss.for_training_ages(train[Keys.AGE].to_numpy(float), train[Keys.SITE].astype(str).to_numpy(),
-                                               len(index), agreement=settings.site_agreement)
+                                               num_sites, agreement=agreement)
 
 
 def final_task_loss(history: Sequence[dict[str, float]]) -> float | None:

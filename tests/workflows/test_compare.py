@@ -10,6 +10,7 @@ import pytest
 
 from harmonize.data.manifest import read_manifest
 from harmonize.errors import ConfigError
+from harmonize.keys import Keys, Split
 from harmonize.workflows.brain_age import BrainAgeSettings
 from harmonize.workflows.compare import PAIRED_KEY, CompareSettings, _held_out_site, compare_methods
 from harmonize.workflows.model_file import load_model
@@ -291,10 +292,10 @@ def test_a_random_split_of_biased_sites_is_named_in_the_report(tiny_cohort_biase
     settings = CompareSettings(methods=("none",), training=_training(), unseen_site="none", permutations=0,
                                save_models=False)
     frame = read_manifest(tiny_cohort_biased)
-    train = frame[frame["split"] == "train"]
-    middle = (train.groupby("site")["age"].min() + train.groupby("site")["age"].max()) / 2
-    held = frame["split"] != "train"
-    frame.loc[held, "age"] = frame.loc[held, "site"].map(middle)  # every held-out scan in its site's window
+    held = frame[Keys.SPLIT] != Split.TRAIN
+    ages = frame[~held].groupby(Keys.SITE)[Keys.AGE]
+    # every held-out scan in its site's window
+    frame.loc[held, Keys.AGE] = frame.loc[held, Keys.SITE].map((ages.min() + ages.max()) / 2)
     compare_methods(frame, tmp_path, settings, report=lines.append)
     note = next(line for line in lines if "lie in their own site's training age range" in line)
     assert note.startswith("100% of the ") and any(line.startswith("Biased sites") for line in lines)
